@@ -1,0 +1,1 @@
+"""aclaudit: access-control audit service for training datasets."""

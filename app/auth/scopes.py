@@ -1,0 +1,9 @@
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    check = "check"
+    audit_read = "audit:read"
+    policy_write = "policy:write"
+    alerts_read = "alerts:read"
+    admin = "admin"

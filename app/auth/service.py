@@ -1,0 +1,105 @@
+"""Tokens: creation, authentication, scope checks."""
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository
+from app.auth.models import ApiToken, TrailEntry
+from app.auth.scopes import Scope
+from app.db import utcnow
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+TOKEN_PREFIX = "acl_"
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_id: int
+    name: str
+    scopes: frozenset[str]
+
+    def has_scope(self, scope: Scope) -> bool:
+        return scope.value in self.scopes or Scope.admin.value in self.scopes
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_token(session: AsyncSession, *, name: str, scopes: list[str]) -> str:
+    """Store a new token's hash and return the token itself (shown once)."""
+    if not TOKEN_NAME_RE.match(name):
+        raise InvalidInput("name", "must match [A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
+    valid = {s.value for s in Scope}
+    unknown = [s for s in scopes if s not in valid]
+    if unknown or not scopes:
+        raise InvalidInput("scope", f"each scope must be one of {sorted(valid)}")
+    if await repository.get_token_by_name(session, name) is not None:
+        raise Conflict(f"a token named {name!r} already exists; pick another name")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            name=name,
+            token_hash=hash_token(token),
+            scopes=sorted(set(scopes)),
+            created_at=utcnow(),
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def revoke_token(session: AsyncSession, *, name: str) -> None:
+    token = await repository.get_token_by_name(session, name)
+    if token is None or token.revoked_at is not None:
+        raise NotFound(f"no active token named {name!r}")
+    token.revoked_at = utcnow()
+    await session.flush()
+
+
+async def authenticate(session: AsyncSession, authorization: str | None) -> Caller:
+    if not authorization:
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    row = await repository.get_token_by_hash(session, hash_token(token.strip()))
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("the token is unknown or revoked")
+    return Caller(token_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+
+
+def require(caller: Caller, scope: Scope) -> Caller:
+    if not caller.has_scope(scope):
+        raise Forbidden(f"this endpoint needs the {scope.value!r} scope")
+    return caller
+
+
+def record_trail(
+    session: AsyncSession,
+    *,
+    token_name: str | None,
+    token_id: int | None,
+    method: str,
+    path: str,
+    query: str,
+    status: int,
+    request_id: str | None,
+) -> None:
+    session.add(
+        TrailEntry(
+            at=utcnow(),
+            token_name=token_name,
+            token_id=token_id,
+            method=method,
+            path=path,
+            query=query,
+            status=status,
+            request_id=request_id,
+        )
+    )

@@ -1,0 +1,144 @@
+"""The ``aclaudit`` command. Every command that touches the database migrates it first."""
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import migrate
+from app.auth import service as auth_service
+from app.config import Settings, get_settings
+from app.db import create_engine, create_sessionmaker
+from app.errors import AppError
+
+cli = typer.Typer(
+    help="aclaudit: access-control audit for training datasets.", no_args_is_help=True
+)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
+cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:
+        _fail(f"configuration error: {exc}")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _upgraded(settings: Settings) -> None:
+    try:
+        migrate.upgrade(settings.database_url)
+    except Exception as exc:
+        _fail(
+            f"could not migrate the database at {settings.database_url!r}: {exc}. "
+            "Check ACLAUDIT_DATABASE_URL and that the database is reachable."
+        )
+
+
+def _in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = create_engine(settings)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except AppError as exc:
+        _fail(exc.detail)
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    end = "\n" if done == total else ""
+    sys.stderr.write(f"\r  {stage:<9} {done:>5}/{total}{end}")
+    sys.stderr.flush()
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Apply migrations, then serve the API."""
+    settings = _settings()
+    _upgraded(settings)
+    typer.echo(f"aclaudit listening on http://{host}:{port} (API docs at /docs)", err=True)
+    typer.echo("get a token with: aclaudit token create --name NAME --scope admin", err=True)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@db_cli.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    settings = _settings()
+    _upgraded(settings)
+    typer.echo("database is at the newest schema", err=True)
+
+
+@token_cli.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what uses it; shown in logs and the trail.")],
+    scope: Annotated[
+        list[str], typer.Option(help="check, audit:read, policy:write, alerts:read or admin.")
+    ],
+) -> None:
+    """Create a token and print it (alone, on stdout). Only its hash is stored."""
+    settings = _settings()
+    _upgraded(settings)
+    token = _in_session(
+        settings, lambda s: auth_service.create_token(s, name=name, scopes=list(scope))
+    )
+    typer.echo(token)
+
+
+@token_cli.command("revoke")
+def token_revoke(name: Annotated[str, typer.Option(help="The token's name.")]) -> None:
+    """Revoke a token: it stops working at once."""
+    settings = _settings()
+    _upgraded(settings)
+    _in_session(settings, lambda s: auth_service.revoke_token(s, name=name))
+    typer.echo(f"revoked {name}", err=True)
+
+
+@cli.command()
+def demo() -> None:
+    """Load the demo organisation (idempotent)."""
+    from app import demo as demo_org
+
+    settings = _settings()
+    _upgraded(settings)
+    typer.echo("loading the demo organisation ...", err=True)
+    counts = _in_session(settings, lambda s: demo_org.load(s, _progress))
+    typer.echo(
+        f"demo loaded: {counts['users']} employees in {counts['groups']} groups, "
+        f"{counts['datasets']} datasets, {counts['grants_created']} new grants",
+        err=True,
+    )
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,47 @@
+"""Typed settings from environment variables prefixed ``ACLAUDIT_``."""
+
+from functools import lru_cache
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def normalise_database_url(url: str) -> str:
+    """Map a plain database URL onto the async driver aclaudit uses for it."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith(("postgresql+psycopg2://", "postgresql+psycopg://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite://") and not url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+aiosqlite://" + url.split("://", 1)[1]
+    return url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ACLAUDIT_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./aclaudit.db"
+    # Seconds a connection waits for a database lock before the request fails closed.
+    database_timeout: float = 5.0
+    metrics_open: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        url = normalise_database_url(value.strip())
+        if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "ACLAUDIT_DATABASE_URL must be a sqlite:/// or postgresql:// URL, "
+                f"got {value.split('://', 1)[0]}://..."
+            )
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,51 @@
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.datasets import repository
+from app.datasets.models import Dataset
+from app.datasets.schemas import DatasetRead, DatasetWrite, Guard, Sensitivity
+from app.db import utcnow
+from app.errors import NotFound
+from app.policy import version as policy_version
+
+
+def default_guard(sensitivity: Sensitivity) -> Guard:
+    return Guard.block if sensitivity is Sensitivity.restricted else Guard.alert
+
+
+async def put_dataset(
+    session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
+) -> tuple[DatasetRead, bool]:
+    """Create or replace a dataset; returns it and whether it was created."""
+    await policy_version.advance(session)
+    now = utcnow()
+    guard = (body.guard or default_guard(body.sensitivity)).value
+    audience = sorted(set(body.intended_audience))
+    dataset = await repository.get(session, dataset_id)
+    created = dataset is None
+    if dataset is None:
+        dataset = Dataset(id=dataset_id, created_at=now)
+        session.add(dataset)
+    dataset.description = body.description
+    dataset.owner = body.owner
+    dataset.sensitivity = body.sensitivity.value
+    dataset.intended_audience = audience
+    dataset.guard = guard
+    dataset.updated_at = now
+    dataset.updated_by = actor
+    await session.flush()
+    return DatasetRead.model_validate(dataset), created
+
+
+async def get_dataset(session: AsyncSession, dataset_id: str) -> DatasetRead:
+    dataset = await repository.get(session, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} is not registered")
+    return DatasetRead.model_validate(dataset)
+
+
+async def list_datasets(
+    session: AsyncSession, *, after: str | None, limit: int
+) -> tuple[list[DatasetRead], str | None]:
+    rows = await repository.list_page(session, after=after, limit=limit + 1)
+    page = [DatasetRead.model_validate(d) for d in rows[:limit]]
+    return page, (page[-1].id if len(rows) > limit else None)

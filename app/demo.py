@@ -1,0 +1,244 @@
+"""The demo organisation of SPEC: nested groups, the employee_activity datasets, one bad grant.
+
+Deterministic (seeded) and idempotent: running it again changes nothing.
+"""
+
+import random
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.datasets import service as datasets_service
+from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
+from app.directory import service as directory_service
+from app.identifiers import Action, Effect
+from app.policy import service as policy_service
+from app.policy.models import Grant
+from app.policy.schemas import GrantCreate
+
+ACTOR = "demo"
+SEED = 2026
+FIRST = [
+    "ana",
+    "ben",
+    "chloe",
+    "dev",
+    "eli",
+    "fay",
+    "gus",
+    "hana",
+    "ivan",
+    "jo",
+    "kai",
+    "lea",
+    "max",
+    "nia",
+    "omar",
+    "pia",
+    "quinn",
+    "raj",
+    "sara",
+    "tom",
+    "uma",
+    "vic",
+    "wen",
+    "yan",
+    "zoe",
+]
+LAST = [
+    "adams",
+    "baker",
+    "chen",
+    "diaz",
+    "evans",
+    "fox",
+    "garcia",
+    "hill",
+    "ito",
+    "jones",
+    "khan",
+    "lopez",
+    "mori",
+    "ng",
+    "okafor",
+    "patel",
+    "quist",
+    "rossi",
+    "smith",
+    "tanaka",
+]
+# department -> (teams, people per team)
+DEPARTMENTS: dict[str, tuple[list[str], int]] = {
+    "engineering": (["platform", "data", "mobile", "web", "infra", "security", "ml-platform"], 90),
+    "sales": (["emea", "amer", "apac", "sales-ops"], 110),
+    "marketing": (["brand", "growth", "content"], 70),
+    "finance": (["accounting", "fp-and-a", "treasury"], 40),
+    "people": (["recruiting", "people-ops", "payroll"], 35),
+    "research": (["mci-research", "applied-ml", "ux-research"], 30),
+    "operations": (["facilities", "it-support", "procurement"], 60),
+    "support": (["tier1", "tier2", "support-tooling"], 120),
+    "legal": (["contracts", "privacy"], 25),
+}
+INTENDED = ["group:mci-research", "service:trainer"]
+ACTIVITY = {
+    "keystrokes": "Per-employee keystroke timing captured by the desktop agent.",
+    "mouse_movements": "Cursor paths and click streams captured by the desktop agent.",
+    "transcripts": "Meeting and chat transcripts of recorded employees.",
+    "performance": "Performance review notes and ratings joined to activity.",
+}
+OVER_BROAD = GrantCreate(
+    principal="group:all-employees",
+    resource="employee_activity.*",
+    action=Action.read,
+    justification="2025 pilot: 'let everyone look at the activity dashboards' (never narrowed)",
+)
+
+
+def build_directory() -> dict[str, list[str]]:
+    """group id -> direct members, for the whole company."""
+    rng = random.Random(SEED)
+    groups: dict[str, list[str]] = {"group:all-employees": []}
+    used: set[str] = set()
+    for dept, (teams, size) in DEPARTMENTS.items():
+        dept_id = f"group:{dept}"
+        groups["group:all-employees"].append(dept_id)
+        groups[dept_id] = []
+        for team in teams:
+            team_id = f"group:{team}"
+            groups[dept_id].append(team_id)
+            people = 12 if team == "mci-research" else rng.randint(size // 2, size + size // 2)
+            members = []
+            while len(members) < people:
+                name = f"user:{rng.choice(FIRST)}.{rng.choice(LAST)}{rng.randint(1, 999)}"
+                if name not in used:
+                    used.add(name)
+                    members.append(name)
+            groups[team_id] = members
+    groups["group:contractors"] = sorted(rng.sample(sorted(used), 40))
+    return groups
+
+
+def datasets() -> dict[str, DatasetWrite]:
+    out = {
+        f"employee_activity.{name}": DatasetWrite(
+            description=text,
+            owner="group:mci-research",
+            sensitivity=Sensitivity.restricted,
+            intended_audience=INTENDED,
+        )
+        for name, text in ACTIVITY.items()
+    }
+    out["finance.ledger"] = DatasetWrite(
+        description="General ledger.",
+        owner="group:finance",
+        sensitivity=Sensitivity.confidential,
+        intended_audience=["group:finance"],
+    )
+    out["people.payroll"] = DatasetWrite(
+        description="Salaries and bank details.",
+        owner="group:payroll",
+        sensitivity=Sensitivity.restricted,
+        intended_audience=["group:payroll"],
+    )
+    out["product.usage_metrics"] = DatasetWrite(
+        description="Aggregated product usage.",
+        owner="group:data",
+        sensitivity=Sensitivity.internal,
+        intended_audience=["group:all-employees"],
+        guard=Guard.alert,
+    )
+    out["public.handbook"] = DatasetWrite(
+        description="The employee handbook.",
+        owner="group:people-ops",
+        sensitivity=Sensitivity.public,
+        intended_audience=["group:all-employees"],
+    )
+    return out
+
+
+def grants() -> list[GrantCreate]:
+    why = "research charter MCI-7, approved by the privacy office"
+    return [
+        GrantCreate(
+            principal="group:mci-research",
+            resource="employee_activity.*",
+            action=Action.read,
+            justification=why,
+        ),
+        GrantCreate(
+            principal="service:trainer",
+            resource="employee_activity.*",
+            action=Action.read,
+            justification=why,
+        ),
+        GrantCreate(
+            principal="service:activity-store",
+            resource="employee_activity.*",
+            action=Action.write,
+            justification="the store writes what the agent captures",
+        ),
+        GrantCreate(
+            principal="group:contractors",
+            resource="employee_activity.*",
+            action=Action.read,
+            effect=Effect.deny,
+        ),
+        GrantCreate(
+            principal="group:finance",
+            resource="finance.*",
+            action=Action.read,
+            justification="finance team works the ledger",
+        ),
+        GrantCreate(
+            principal="group:payroll",
+            resource="people.payroll",
+            action=Action.read,
+            justification="payroll runs",
+        ),
+        GrantCreate(principal="group:all-employees", resource="product.*", action=Action.read),
+        GrantCreate(principal="group:all-employees", resource="public.*", action=Action.read),
+        OVER_BROAD,
+    ]
+
+
+async def _has_grant(session: AsyncSession, g: GrantCreate) -> bool:
+    query = select(Grant.id).where(
+        Grant.principal == g.principal,
+        Grant.resource == g.resource,
+        Grant.action == g.action.value,
+        Grant.effect == g.effect.value,
+        Grant.revoked_at.is_(None),
+    )
+    return (await session.execute(query)).first() is not None
+
+
+async def load(session: AsyncSession, progress: Callable[[str, int, int], None]) -> dict[str, int]:
+    """Load (or re-assert) the demo organisation; ``progress(stage, done, total)``."""
+    groups = build_directory()
+    # Teams first, so departments and all-employees nest groups that already hold people.
+    ordered = sorted(
+        groups, key=lambda g: (g == "group:all-employees", g in {f"group:{d}" for d in DEPARTMENTS})
+    )
+    for done, gid in enumerate(ordered, 1):
+        await directory_service.replace_members(session, gid=gid, members=groups[gid], actor=ACTOR)
+        progress("groups", done, len(ordered))
+    # The over-broad grant predates the datasets' registration, as in the incident.
+    planned = grants()
+    created = 0
+    for done, grant in enumerate(planned, 1):
+        if not await _has_grant(session, grant):
+            await policy_service.create_grant(session, body=grant, actor=ACTOR)
+            created += 1
+        progress("grants", done, len(planned))
+    sets = datasets()
+    for done, (dataset_id, body) in enumerate(sets.items(), 1):
+        await datasets_service.put_dataset(session, dataset_id=dataset_id, body=body, actor=ACTOR)
+        progress("datasets", done, len(sets))
+    users = {m for members in groups.values() for m in members if m.startswith("user:")}
+    return {
+        "users": len(users),
+        "groups": len(groups),
+        "datasets": len(sets),
+        "grants_created": created,
+    }

@@ -1,0 +1,37 @@
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.identifiers import PrincipalId
+
+MAX_MEMBERS_PER_REQUEST = 10_000
+
+
+class MembersReplace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[PrincipalId] = Field(max_length=MAX_MEMBERS_PER_REQUEST)
+
+
+class MemberAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    member: PrincipalId
+
+
+class GroupSummary(BaseModel):
+    id: str
+    direct_member_count: int
+    transitive_member_count: int = Field(
+        description="Users and services reached through any depth of nesting."
+    )
+
+
+class GroupRead(GroupSummary):
+    members: list[str] = Field(description="Direct members.")
+    policy_version: int | None = Field(
+        default=None, description="Set on mutations: the policy version this change produced."
+    )
+
+
+class GroupPage(BaseModel):
+    items: list[GroupSummary]
+    next_cursor: str | None

@@ -1,0 +1,109 @@
+"""The error tree, rendered as RFC 9457 problem documents.
+
+AppError                      (status, problem type)
+├── NotFound                  404
+├── Conflict                  409
+│   └── MembershipCycle       409
+├── InvalidInput              422  (names the field)
+├── Unauthenticated           401
+├── Forbidden                 403
+└── ServiceUnavailable        503
+"""
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+PROBLEM_BASE = "https://aclaudit.dev/problems/"
+
+
+class AppError(Exception):
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    def to_problem(self) -> dict[str, Any]:
+        return {
+            "type": PROBLEM_BASE + self.slug,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+class NotFound(AppError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(AppError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class MembershipCycle(Conflict):
+    slug = "membership-cycle"
+    title = "Membership cycle"
+
+
+class InvalidInput(AppError):
+    """A semantically invalid field; ``field`` is a location like ``body.justification``."""
+
+    status = 422
+    slug = "validation"
+    title = "Invalid request"
+
+    def __init__(self, field: str, message: str) -> None:
+        loc = field.split(".")
+        super().__init__(
+            f"{field}: {message}",
+            errors=[{"loc": loc, "field": field, "msg": message, "type": "value_error"}],
+        )
+
+
+class Unauthenticated(AppError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Authentication required"
+
+
+class Forbidden(AppError):
+    status = 403
+    slug = "forbidden"
+    title = "Missing scope"
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem document."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries so OpenAPI lists the problems a route can answer with."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for err in errors:
+        out[err.status] = {
+            "model": Problem,
+            "description": err.title,
+            "content": {"application/problem+json": {}},
+        }
+    return out

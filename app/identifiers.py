@@ -1,0 +1,102 @@
+"""Identifier types shared by every domain: principals, datasets, resource patterns, actions.
+
+Each is an ``Annotated[str, ...]`` that lower-cases and validates its input, so a bad value
+becomes a 422 naming the field wherever it appears (body, path or query).
+"""
+
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+PRINCIPAL_KINDS = ("user", "service", "group")
+_ID = r"[a-z0-9][a-z0-9._@+-]{0,127}"
+_SEGMENT = r"[a-z0-9_][a-z0-9_-]{0,63}"
+PRINCIPAL_RE = re.compile(rf"^(user|service|group):{_ID}$")
+LEAF_RE = re.compile(rf"^(user|service):{_ID}$")
+GROUP_NAME_RE = re.compile(rf"^{_ID}$")
+DATASET_RE = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
+MAX_DATASET_LENGTH = 512
+
+
+class Action(StrEnum):
+    read = "read"
+    write = "write"
+    export = "export"
+
+
+class Effect(StrEnum):
+    allow = "allow"
+    deny = "deny"
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _principal(value: str) -> str:
+    if not PRINCIPAL_RE.match(value):
+        raise ValueError(
+            "must be user:<id>, service:<id> or group:<id>, "
+            "where <id> matches [a-z0-9][a-z0-9._@+-]{0,127}"
+        )
+    return value
+
+
+def _leaf(value: str) -> str:
+    if not LEAF_RE.match(value):
+        raise ValueError("must be user:<id> or service:<id>")
+    return value
+
+
+def _group_name(value: str) -> str:
+    if not GROUP_NAME_RE.match(value):
+        raise ValueError("must be a bare group id matching [a-z0-9][a-z0-9._@+-]{0,127}")
+    return value
+
+
+def is_dataset_id(value: str) -> bool:
+    return len(value) <= MAX_DATASET_LENGTH and bool(DATASET_RE.match(value))
+
+
+def _dataset(value: str) -> str:
+    if not is_dataset_id(value):
+        raise ValueError(
+            "must be dot-separated segments matching [a-z0-9_][a-z0-9_-]{0,63}, "
+            "e.g. employee_activity.keystrokes"
+        )
+    return value
+
+
+def _resource(value: str) -> str:
+    if value == "*":
+        return value
+    base = value[:-2] if value.endswith(".*") else value
+    if not is_dataset_id(base):
+        raise ValueError("must be a dataset id, a prefix pattern ending in .* or *")
+    return value
+
+
+def pattern_covers(resource: str, dataset: str) -> bool:
+    """Whether a grant's resource covers a dataset id (mirrors Casbin's keyMatch on valid ids)."""
+    if resource == "*":
+        return True
+    if resource.endswith(".*"):
+        return dataset.startswith(resource[:-1])
+    return resource == dataset
+
+
+PrincipalId = Annotated[
+    str, BeforeValidator(_lower), Field(examples=["user:alice"]), AfterValidator(_principal)
+]
+LeafPrincipalId = Annotated[
+    str, BeforeValidator(_lower), Field(examples=["service:trainer"]), AfterValidator(_leaf)
+]
+GroupName = Annotated[
+    str, BeforeValidator(_lower), Field(examples=["mci-research"]), AfterValidator(_group_name)
+]
+DatasetId = Annotated[
+    str, Field(examples=["employee_activity.keystrokes"]), AfterValidator(_dataset)
+]
+ResourcePattern = Annotated[str, Field(examples=["employee_activity.*"]), AfterValidator(_resource)]

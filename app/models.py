@@ -1,0 +1,19 @@
+"""Every ORM model, imported so ``Base.metadata`` is complete (Alembic, tests)."""
+
+from app.auth.models import ApiToken, TrailEntry
+from app.datasets.models import Dataset
+from app.db import Base
+from app.directory.models import Group, Membership
+from app.policy.models import Grant
+from app.policy.version import PolicyState
+
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Dataset",
+    "Grant",
+    "Group",
+    "Membership",
+    "PolicyState",
+    "TrailEntry",
+]

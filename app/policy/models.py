@@ -1,0 +1,25 @@
+from datetime import datetime
+
+from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+
+class Grant(Base):
+    """An allow or deny rule: Casbin's ``p`` rule plus who made it, when, and why."""
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_principal_resource", "principal", "resource"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal: Mapped[str] = mapped_column(String(140))
+    resource: Mapped[str] = mapped_column(String(514), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    effect: Mapped[str] = mapped_column(String(8))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    justification: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -1,0 +1,57 @@
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.policy.models import Grant
+from app.policy.schemas import GrantStatus
+
+
+async def get(session: AsyncSession, grant_id: int) -> Grant | None:
+    return await session.get(Grant, grant_id)
+
+
+async def add(session: AsyncSession, grant: Grant) -> Grant:
+    session.add(grant)
+    await session.flush()
+    return grant
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    principal: str | None,
+    resource: str | None,
+    action: str | None,
+    status: GrantStatus | None,
+    now: datetime,
+    after_id: int | None,
+    limit: int,
+) -> Sequence[Grant]:
+    query = select(Grant).order_by(Grant.id).limit(limit)
+    if after_id is not None:
+        query = query.where(Grant.id > after_id)
+    if principal is not None:
+        query = query.where(Grant.principal == principal)
+    if resource is not None:
+        query = query.where(Grant.resource == resource)
+    if action is not None:
+        query = query.where(Grant.action == action)
+    if status is GrantStatus.revoked:
+        query = query.where(Grant.revoked_at.is_not(None))
+    elif status is GrantStatus.expired:
+        query = query.where(Grant.revoked_at.is_(None), Grant.expires_at <= now)
+    elif status is None:
+        query = query.where(Grant.revoked_at.is_(None))
+    elif status is GrantStatus.active:
+        query = query.where(
+            Grant.revoked_at.is_(None), or_(Grant.expires_at.is_(None), Grant.expires_at > now)
+        )
+    return (await session.execute(query)).scalars().all()
+
+
+async def list_unrevoked(session: AsyncSession) -> Sequence[Grant]:
+    """Every grant the enforcer holds (expired ones included: the model ignores them)."""
+    query = select(Grant).where(Grant.revoked_at.is_(None)).order_by(Grant.id)
+    return (await session.execute(query)).scalars().all()

@@ -1,0 +1,68 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from app.auth.dependencies import AuditReader, PolicyWriter
+from app.db import SessionDep
+from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.identifiers import Action, PrincipalId, ResourcePattern
+from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
+from app.policy import service as policy_service
+from app.policy.schemas import GrantCreate, GrantPage, GrantRead, GrantStatus
+
+router = APIRouter(prefix="/v1/grants", tags=["grants"])
+GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
+
+
+@router.post(
+    "",
+    response_model=GrantRead,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
+)
+async def create_grant(body: GrantCreate, session: SessionDep, caller: PolicyWriter) -> GrantRead:
+    return await policy_service.create_grant(session, body=body, actor=caller.name)
+
+
+@router.get("", response_model=GrantPage, responses=problem_responses(Unauthenticated, Forbidden))
+async def list_grants(
+    session: SessionDep,
+    _: AuditReader,
+    principal: Annotated[PrincipalId | None, Query()] = None,
+    resource: Annotated[ResourcePattern | None, Query()] = None,
+    action: Annotated[Action | None, Query()] = None,
+    status: Annotated[
+        GrantStatus | None, Query(description="Default: every grant not revoked.")
+    ] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: IdCursor = None,
+) -> GrantPage:
+    items, next_cursor = await policy_service.list_grants(
+        session,
+        principal=principal,
+        resource=resource,
+        action=action.value if action else None,
+        status=status,
+        after_id=cursor,
+        limit=limit,
+    )
+    return GrantPage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{grant_id}",
+    response_model=GrantRead,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+)
+async def get_grant(grant_id: GrantId, session: SessionDep, _: AuditReader) -> GrantRead:
+    return await policy_service.get_grant(session, grant_id)
+
+
+@router.delete(
+    "/{grant_id}",
+    response_model=GrantRead,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+)
+async def revoke_grant(grant_id: GrantId, session: SessionDep, caller: PolicyWriter) -> GrantRead:
+    """Revoke the grant: it stops matching for every check that starts after this answer."""
+    return await policy_service.revoke_grant(session, grant_id=grant_id, actor=caller.name)

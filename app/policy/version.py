@@ -1,0 +1,38 @@
+"""The policy version: one row, advanced in the same transaction as every policy change.
+
+Checks compare it with the version of their in-memory enforcer, so a change committed by any
+worker is seen by every check that starts after it. Advancing it first also serialises policy
+writers (a row lock on PostgreSQL, the write lock on SQLite).
+"""
+
+from datetime import datetime
+
+from sqlalchemy import Integer, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+class PolicyState(Base):
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+async def advance(session: AsyncSession) -> int:
+    """Take the policy write lock and return the new version."""
+    result = await session.execute(
+        update(PolicyState)
+        .where(PolicyState.id == 1)
+        .values(version=PolicyState.version + 1, updated_at=utcnow())
+        .returning(PolicyState.version)
+    )
+    return int(result.scalar_one())
+
+
+async def current(session: AsyncSession) -> int:
+    result = await session.execute(select(PolicyState.version).where(PolicyState.id == 1))
+    return int(result.scalar_one())

@@ -1,0 +1,123 @@
+"""Real databases for every test: SQLite always, PostgreSQL when ACLAUDIT_TEST_POSTGRES_URL is set.
+
+Each backend is built once per run by the migrations. Each test then gets a clean database: a
+copy of the migrated SQLite file, or the PostgreSQL database with every table truncated.
+"""
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import migrate
+from app.auth import service as auth_service
+from app.auth.scopes import Scope
+from app.config import Settings
+from app.db import create_engine
+from app.main import create_app
+from app.models import Base
+
+POSTGRES_URL = os.environ.get("ACLAUDIT_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+def pytest_report_header() -> str:
+    if POSTGRES_URL:
+        return f"aclaudit backends: sqlite, postgresql ({POSTGRES_URL})"
+    return "aclaudit backends: sqlite only (set ACLAUDIT_TEST_POSTGRES_URL to add postgresql)"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> str:
+    assert POSTGRES_URL
+    migrate.upgrade(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+async def _truncate(url: str) -> None:
+    engine = create_engine(Settings(database_url=url))
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    async with engine.begin() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await conn.execute(
+            text("INSERT INTO policy_state (id, version, updated_at) VALUES (1, 0, now())")
+        )
+    await engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "aclaudit.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+    else:
+        url = request.getfixturevalue("postgres_migrated")
+        asyncio.run(_truncate(url))
+        yield url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def sessionmaker(app: FastAPI) -> async_sessionmaker[AsyncSession]:
+    maker: async_sessionmaker[AsyncSession] = app.state.sessionmaker
+    return maker
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
+        yield c
+
+
+class Tokens:
+    """Bearer headers for one token per scope."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self._tokens = tokens
+
+    def __getitem__(self, scope: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._tokens[scope]}"}
+
+
+@pytest.fixture
+async def tokens(sessionmaker: async_sessionmaker[AsyncSession]) -> Tokens:
+    made: dict[str, str] = {}
+    async with sessionmaker() as session, session.begin():
+        for scope in Scope:
+            name = scope.value.replace(":", "-")
+            made[scope.value] = await auth_service.create_token(
+                session, name=name, scopes=[scope.value]
+            )
+    return Tokens(made)
+
+
+@pytest.fixture
+def admin(tokens: Tokens) -> dict[str, str]:
+    return tokens["admin"]
