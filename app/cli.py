@@ -3,7 +3,7 @@
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import migrate
 from app.auth import service as auth_service
 from app.config import Settings, get_settings
-from app.db import create_engine, create_sessionmaker
+from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
 
 cli = typer.Typer(
@@ -33,7 +33,7 @@ def _settings() -> Settings:
         _fail(f"configuration error: {exc}")
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -53,6 +53,7 @@ def _in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]
         engine = create_engine(settings)
         try:
             async with create_sessionmaker(engine)() as session, session.begin():
+                await begin_write(session)
                 return await work(session)
         finally:
             await engine.dispose()

@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     # Seconds a connection waits for a database lock before the request fails closed.
     database_timeout: float = 5.0
     metrics_open: bool = False
+    # The access log writes a checkpoint (head hash and count) every this many entries.
+    checkpoint_every: int = Field(default=1000, ge=1)
+    # HMAC key for checkpoints; without it checkpoints are unsigned and must be anchored by
+    # copying them out of the service (GET /v1/access-log/checkpoints).
+    checkpoint_key: SecretStr | None = None
+    # Most checks that share one access-log transaction (group commit).
+    max_group_commit: int = Field(default=1000, ge=1, le=10_000)
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -77,7 +77,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
-    """WAL, foreign keys, and ``BEGIN IMMEDIATE`` so writers queue instead of failing to upgrade."""
+    """WAL, foreign keys, and ``BEGIN IMMEDIATE`` for write sessions (see :func:`begin_write`).
+
+    A deferred transaction that reads and then writes cannot wait for the write lock (SQLite
+    answers "database is locked" at once), so writers take the lock up front; readers don't.
+    """
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -90,7 +94,20 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        immediate = conn.get_execution_options().get(WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+WRITE_OPTION = "aclaudit_write"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start the session's transaction as a writer (SQLite: ``BEGIN IMMEDIATE``).
+
+    Call before the first statement; PostgreSQL ignores the option.
+    """
+    await session.connection(execution_options={WRITE_OPTION: True})
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -100,6 +117,8 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     async with maker() as session:
+        if request.method not in READ_METHODS:
+            await begin_write(session)
         try:
             yield session
         except BaseException:

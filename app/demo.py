@@ -108,7 +108,7 @@ def build_directory() -> dict[str, list[str]]:
             team_id = f"group:{team}"
             groups[dept_id].append(team_id)
             people = 12 if team == "mci-research" else rng.randint(size // 2, size + size // 2)
-            members = []
+            members: list[str] = []
             while len(members) < people:
                 name = f"user:{rng.choice(FIRST)}.{rng.choice(LAST)}{rng.randint(1, 999)}"
                 if name not in used:

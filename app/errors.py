@@ -87,6 +87,16 @@ class ServiceUnavailable(AppError):
     title = "Service unavailable"
 
 
+class CheckUnavailable(ServiceUnavailable):
+    """A check that could not be decided and recorded: always a deny."""
+
+    slug = "check-unavailable"
+    title = "Decision not recorded"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, decision="deny", allowed=False)
+
+
 class Problem(BaseModel):
     """RFC 9457 problem document."""
 
@@ -104,6 +114,10 @@ def problem_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]
         out[err.status] = {
             "model": Problem,
             "description": err.title,
-            "content": {"application/problem+json": {}},
+            # The body is served as problem+json; name its schema there, not only under
+            # application/json where ``model`` puts it.
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
         }
     return out

@@ -13,10 +13,12 @@ from pydantic import AfterValidator, BeforeValidator, Field
 PRINCIPAL_KINDS = ("user", "service", "group")
 _ID = r"[a-z0-9][a-z0-9._@+-]{0,127}"
 _SEGMENT = r"[a-z0-9_][a-z0-9_-]{0,63}"
-PRINCIPAL_RE = re.compile(rf"^(user|service|group):{_ID}$")
-LEAF_RE = re.compile(rf"^(user|service):{_ID}$")
-GROUP_NAME_RE = re.compile(rf"^{_ID}$")
-DATASET_RE = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing newline, which would let
+# "user:alice\n" through as a principal distinct from "user:alice".
+PRINCIPAL_RE = re.compile(rf"^(user|service|group):{_ID}\Z")
+LEAF_RE = re.compile(rf"^(user|service):{_ID}\Z")
+GROUP_NAME_RE = re.compile(rf"^{_ID}\Z")
+DATASET_RE = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*\Z")
 MAX_DATASET_LENGTH = 512
 
 
@@ -32,7 +34,9 @@ class Effect(StrEnum):
 
 
 def _lower(value: object) -> object:
-    return value.lower() if isinstance(value, str) else value
+    # ASCII only: Unicode case mapping would turn e.g. the Kelvin sign into "k", accepting a
+    # non-ASCII spelling as a different, valid principal.
+    return value.lower() if isinstance(value, str) and value.isascii() else value
 
 
 def _principal(value: str) -> str:
@@ -53,6 +57,12 @@ def _leaf(value: str) -> str:
 def _group_name(value: str) -> str:
     if not GROUP_NAME_RE.match(value):
         raise ValueError("must be a bare group id matching [a-z0-9][a-z0-9._@+-]{0,127}")
+    return value
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
     return value
 
 
@@ -100,3 +110,5 @@ DatasetId = Annotated[
     str, Field(examples=["employee_activity.keystrokes"]), AfterValidator(_dataset)
 ]
 ResourcePattern = Annotated[str, Field(examples=["employee_activity.*"]), AfterValidator(_resource)]
+# Free text (descriptions, justifications): anything but NUL, which PostgreSQL text refuses.
+FreeText = Annotated[str, AfterValidator(_no_nul)]

@@ -8,18 +8,23 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.accesslog.router import router as accesslog_router
+from app.accesslog.writer import AccessLogWriter
 from app.auth.router import router as auth_router
+from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
+from app.policy.check_router import router as check_router
+from app.policy.explain_router import router as explain_router
 from app.policy.router import router as grants_router
+from app.policy.snapshot import PolicyCache
 
 logger = logging.getLogger("aclaudit")
 PROBLEM_JSON = "application/problem+json"
@@ -58,7 +63,11 @@ def _validation_problem(exc: RequestValidationError) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if exc.status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif exc.status == 503:
+            headers = {"Retry-After": "1"}
         return problem_response(exc.to_problem(), headers)
 
     @app.exception_handler(RequestValidationError)
@@ -86,6 +95,12 @@ def install_error_handlers(app: FastAPI) -> None:
             logger.exception("unexpected database error")
         return problem_response(ServiceUnavailable(detail).to_problem(), {"Retry-After": "1"})
 
+    @app.exception_handler(OSError)
+    async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
+        logger.error("database unreachable on %s %s: %r", request.method, request.url.path, exc)
+        problem = ServiceUnavailable("the database is unreachable; retry shortly").to_problem()
+        return problem_response(problem, {"Retry-After": "1"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -107,9 +122,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         app.state.engine = engine
         app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.policy = PolicyCache()
+        app.state.token_cache = TokenCache()
+        writer = AccessLogWriter(
+            app.state.sessionmaker, app.state.policy, app.state.token_cache, settings
+        )
+        app.state.log_writer = writer
+        writer.start()
         try:
             yield
         finally:
+            await writer.stop()  # drain: every accepted check gets its entry before exit
             await engine.dispose()
 
     app = FastAPI(
@@ -132,16 +155,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """The database is reachable and the policy can be loaded."""
         try:
             async with request.app.state.sessionmaker() as session:
-                version = (
-                    await session.execute(text("SELECT version FROM policy_state WHERE id = 1"))
-                ).scalar_one()
+                snapshot = await request.app.state.policy.current(session)
         except Exception as exc:  # any failure means not ready
             logger.warning("readiness check failed: %s", type(exc).__name__)
             return problem_response(
                 ServiceUnavailable("the database is not reachable").to_problem()
             )
-        return JSONResponse({"status": "ready", "policy_version": version})
+        return JSONResponse({"status": "ready", "policy_version": snapshot.version})
 
-    for router in (directory_router, datasets_router, grants_router, auth_router):
+    for router in (
+        check_router,
+        directory_router,
+        datasets_router,
+        grants_router,
+        explain_router,
+        accesslog_router,
+        auth_router,
+    ):
         app.include_router(router)
     return app

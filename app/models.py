@@ -1,5 +1,11 @@
 """Every ORM model, imported so ``Base.metadata`` is complete (Alembic, tests)."""
 
+from app.accesslog.models import (
+    AccessLogCheckpoint,
+    AccessLogEntry,
+    AccessLogHead,
+    AccessLogSubject,
+)
 from app.auth.models import ApiToken, TrailEntry
 from app.datasets.models import Dataset
 from app.db import Base
@@ -8,6 +14,10 @@ from app.policy.models import Grant
 from app.policy.version import PolicyState
 
 __all__ = [
+    "AccessLogCheckpoint",
+    "AccessLogEntry",
+    "AccessLogHead",
+    "AccessLogSubject",
     "ApiToken",
     "Base",
     "Dataset",

@@ -18,7 +18,9 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 async def read_trail(
     session: SessionDep,
     _: AdminCaller,
-    token_name: Annotated[str | None, Query(max_length=128)] = None,
+    token_name: Annotated[
+        str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+    ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> TrailPage:

@@ -12,9 +12,10 @@ from app.auth.models import ApiToken, TrailEntry
 from app.auth.scopes import Scope
 from app.db import utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from app.policy import version as policy_version
 
 TOKEN_PREFIX = "acl_"
-TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")  # \Z: no trailing newline
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ async def revoke_token(session: AsyncSession, *, name: str) -> None:
     token = await repository.get_token_by_name(session, name)
     if token is None or token.revoked_at is not None:
         raise NotFound(f"no active token named {name!r}")
+    await policy_version.advance(session)  # every cached copy is revalidated before next use
     token.revoked_at = utcnow()
     await session.flush()
 

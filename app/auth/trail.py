@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service as auth_service
+from app.db import begin_write
 from app.errors import ServiceUnavailable
 
 logger = logging.getLogger("aclaudit.trail")
@@ -61,12 +62,14 @@ class AdminTrailMiddleware:
         caller = scope.get("state", {}).get("caller")
         try:
             async with maker() as session, session.begin():
+                await begin_write(session)
                 auth_service.record_trail(
                     session,
                     token_name=caller.name if caller else None,
                     token_id=caller.token_id if caller else None,
                     method=scope["method"],
-                    path=scope["path"],
+                    # PostgreSQL text cannot hold NUL; a %00 in the URL must not lose the entry
+                    path=scope["path"].replace("\x00", "%00"),
                     query=scope.get("query_string", b"").decode("latin-1")[:4000],
                     status=status,
                     request_id=scope.get("state", {}).get("request_id"),

@@ -17,8 +17,10 @@ DatasetPath = Annotated[DatasetId, Path(description="A dataset id.")]
 @router.put(
     "/{dataset}",
     response_model=DatasetRead,
-    responses={201: {"model": DatasetRead, "description": "Created"}}
-    | problem_responses(Unauthenticated, Forbidden),
+    responses={
+        201: {"model": DatasetRead, "description": "Created"},
+        **problem_responses(Unauthenticated, Forbidden),
+    },
 )
 async def put_dataset(
     dataset: DatasetPath,

@@ -3,7 +3,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.identifiers import PrincipalId
+from app.identifiers import FreeText, PrincipalId
 
 
 class Sensitivity(StrEnum):
@@ -24,7 +24,7 @@ SENSITIVE = frozenset({Sensitivity.confidential, Sensitivity.restricted})
 class DatasetWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    description: str = Field(default="", max_length=4000)
+    description: FreeText = Field(default="", max_length=4000)
     owner: PrincipalId
     sensitivity: Sensitivity
     intended_audience: list[PrincipalId] = Field(

@@ -1,9 +1,20 @@
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.identifiers import Action, Effect, PrincipalId, ResourcePattern
+from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
 class GrantStatus(StrEnum):
@@ -19,10 +30,10 @@ class GrantCreate(BaseModel):
     resource: ResourcePattern
     action: Action
     effect: Effect = Effect.allow
-    expires_at: AwareDatetime | None = Field(
+    expires_at: UTCInstant | None = Field(
         default=None, description="The grant stops matching at this instant (timezone required)."
     )
-    justification: str | None = Field(
+    justification: FreeText | None = Field(
         default=None,
         max_length=2000,
         description="Required for allow grants that reach a confidential or restricted dataset.",

@@ -1,0 +1,108 @@
+"""The access log's hash chain: pure functions, no I/O.
+
+Each entry's hash is SHA-256 over the previous entry's hash and the entry's canonical form, so
+editing, deleting or reordering any entry breaks every hash after it. Checkpoints (head hash and
+count) are HMAC-signed when a key is configured and can be copied out of the service to detect
+a truncated tail.
+"""
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+GENESIS = "0" * 64
+CHAINED_FIELDS = (
+    "id",
+    "decision_id",
+    "at",
+    "principal",
+    "dataset",
+    "action",
+    "purpose",
+    "decision",
+    "reason",
+    "out_of_audience",
+    "data_subjects",
+    "request_id",
+    "caller",
+    "policy_version",
+)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """The entry's canonical form: its chained fields as sorted, compact JSON."""
+    doc = {name: _encode(entry[name]) for name in CHAINED_FIELDS}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def entry_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(entry)).hexdigest()
+
+
+def checkpoint_message(entry_id: int, head_hash: str) -> bytes:
+    return f"aclaudit-checkpoint:{entry_id}:{head_hash}".encode()
+
+
+def sign_checkpoint(key: bytes, entry_id: int, head_hash: str) -> str:
+    return hmac.new(key, checkpoint_message(entry_id, head_hash), hashlib.sha256).hexdigest()
+
+
+def checkpoint_signature_ok(key: bytes, entry_id: int, head_hash: str, signature: str) -> bool:
+    return hmac.compare_digest(sign_checkpoint(key, entry_id, head_hash), signature)
+
+
+class ChainVerifier:
+    """Feed entries in id order; the first inconsistency becomes ``first_bad_id``.
+
+    ``marks`` maps entry ids to the hash they must have (checkpoints, external anchors).
+    """
+
+    def __init__(self, marks: Mapping[int, str] | None = None) -> None:
+        self.marks = dict(marks or {})
+        self.checked = 0
+        self.head = GENESIS
+        self.first_bad_id: int | None = None
+        self.problem: str | None = None
+
+    def _fail(self, entry_id: int, problem: str) -> bool:
+        self.first_bad_id, self.problem = entry_id, problem
+        return False
+
+    def feed(self, entry: Mapping[str, Any]) -> bool:
+        """Check one entry (with ``prev_hash`` and ``hash``); False once the chain is broken."""
+        if self.first_bad_id is not None:
+            return False
+        expected = self.checked + 1
+        if entry["id"] != expected:
+            return self._fail(expected, f"entry {expected} is missing")
+        if entry["prev_hash"] != self.head or entry_hash(self.head, entry) != entry["hash"]:
+            return self._fail(expected, f"entry {expected} was altered or reordered")
+        mark = self.marks.get(expected)
+        if mark is not None and mark != entry["hash"]:
+            return self._fail(expected, f"entry {expected} differs from its checkpoint")
+        self.head = entry["hash"]
+        self.checked = expected
+        return True
+
+    def finish(self, head_id: int, head_hash: str) -> bool:
+        """After the last entry: the recorded head and every mark must be covered."""
+        if self.first_bad_id is not None:
+            return False
+        beyond = [m for m in self.marks if m > self.checked]
+        if self.checked != head_id or self.head != head_hash or beyond:
+            recorded = max([head_id, *beyond])
+            return self._fail(
+                self.checked + 1,
+                f"the log ends at entry {self.checked} but the head or a checkpoint records "
+                f"{recorded}: entries were removed",
+            )
+        return True

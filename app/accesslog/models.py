@@ -1,0 +1,72 @@
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime
+
+# BIGINT on PostgreSQL; SQLite's INTEGER is already 64-bit.
+LogId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class AccessLogEntry(Base):
+    """One decision. Append-only; ``id`` is assigned by the chain writer, gap-free."""
+
+    __tablename__ = "access_log"
+    __table_args__ = (
+        Index("ix_access_log_principal_id", "principal", "id"),
+        Index("ix_access_log_dataset_id", "dataset", "id"),
+        Index("ix_access_log_decision_id_order", "decision", "id"),
+        Index("ix_access_log_out_of_audience_id", "out_of_audience", "id"),
+        Index("ix_access_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
+    decision_id: Mapped[str] = mapped_column(String(36), unique=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    principal: Mapped[str] = mapped_column(String(140))
+    dataset: Mapped[str] = mapped_column(String(512))
+    action: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[dict[str, Any]] = mapped_column(JSON)
+    out_of_audience: Mapped[bool] = mapped_column(Boolean)
+    data_subjects: Mapped[list[str]] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    caller: Mapped[str] = mapped_column(String(128))
+    policy_version: Mapped[int] = mapped_column(Integer)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AccessLogSubject(Base):
+    """Whose records an entry read: lets ``?data_subject=`` use an index."""
+
+    __tablename__ = "access_log_subjects"
+
+    subject: Mapped[str] = mapped_column(String(140), primary_key=True)
+    entry_id: Mapped[int] = mapped_column(
+        LogId, ForeignKey("access_log.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class AccessLogHead(Base):
+    """The chain's head (one row): the lock every writer takes, and the newest id and hash."""
+
+    __tablename__ = "access_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(LogId)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AccessLogCheckpoint(Base):
+    """Head hash and count at an interval; signed when ``ACLAUDIT_CHECKPOINT_KEY`` is set."""
+
+    __tablename__ = "access_log_checkpoints"
+
+    entry_id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
+    head_hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)

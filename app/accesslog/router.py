@@ -1,0 +1,100 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import AwareDatetime
+
+from app.accesslog import repository
+from app.accesslog import service as accesslog_service
+from app.accesslog.schemas import (
+    AccessLogEntryRead,
+    AccessLogPage,
+    CheckpointPage,
+    CheckpointRead,
+    VerifyResult,
+)
+from app.auth.dependencies import AuditReader
+from app.config import Settings
+from app.db import SessionDep
+from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.identifiers import DatasetId, PrincipalId
+from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
+
+router = APIRouter(prefix="/v1/access-log", tags=["access log"])
+ERRORS = problem_responses(Unauthenticated, Forbidden)
+Decision = Annotated[str | None, Query(pattern="^(allow|deny)$")]
+Hash = Annotated[str | None, Query(pattern="^[0-9a-f]{64}$", description="Anchor hash.")]
+
+
+def _checkpoint_key(request: Request) -> bytes | None:
+    settings: Settings = request.app.state.settings
+    key = settings.checkpoint_key
+    return key.get_secret_value().encode() if key else None
+
+
+@router.get("", response_model=AccessLogPage, responses=ERRORS)
+async def list_entries(
+    session: SessionDep,
+    _: AuditReader,
+    principal: Annotated[PrincipalId | None, Query()] = None,
+    dataset: Annotated[DatasetId | None, Query()] = None,
+    decision: Decision = None,
+    out_of_audience: bool | None = None,
+    data_subject: Annotated[PrincipalId | None, Query()] = None,
+    since: Annotated[AwareDatetime | None, Query()] = None,
+    until: Annotated[AwareDatetime | None, Query()] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: IdCursor = None,
+) -> AccessLogPage:
+    """Entries newest first; every filter narrows the page."""
+    items, next_cursor = await accesslog_service.list_entries(
+        session,
+        principal=principal,
+        dataset=dataset,
+        decision=decision,
+        out_of_audience=out_of_audience,
+        data_subject=data_subject,
+        since=since,
+        until=until,
+        before_id=cursor,
+        limit=limit,
+    )
+    return AccessLogPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/verify", response_model=VerifyResult, responses=ERRORS)
+async def verify(
+    request: Request,
+    _: AuditReader,
+    anchor_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    anchor_hash: Hash = None,
+) -> VerifyResult:
+    """Recompute the hash chain; check the head, the checkpoints and an optional anchor."""
+    if (anchor_id is None) != (anchor_hash is None):
+        raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
+    anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
+    return await accesslog_service.verify(
+        request.app.state.sessionmaker, checkpoint_key=_checkpoint_key(request), anchor=anchor
+    )
+
+
+@router.get("/checkpoints", response_model=CheckpointPage, responses=ERRORS)
+async def list_checkpoints(
+    session: SessionDep, _: AuditReader, limit: Limit = DEFAULT_LIMIT, cursor: IdCursor = None
+) -> CheckpointPage:
+    """Checkpoints, newest first: copy them out of the service to anchor the log."""
+    rows = await repository.list_checkpoints(session, before_id=cursor, limit=limit + 1)
+    items = [CheckpointRead.model_validate(r) for r in rows[:limit]]
+    return CheckpointPage(
+        items=items, next_cursor=str(items[-1].entry_id) if len(rows) > limit else None
+    )
+
+
+@router.get(
+    "/{entry_id}",
+    response_model=AccessLogEntryRead,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+)
+async def get_entry(
+    entry_id: Annotated[int, Path(ge=1, le=2**62)], session: SessionDep, _: AuditReader
+) -> AccessLogEntryRead:
+    return await accesslog_service.get_entry(session, entry_id)

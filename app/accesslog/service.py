@@ -1,0 +1,117 @@
+"""Browsing and verifying the access log. Nothing here edits it."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accesslog import chain, repository
+from app.accesslog.models import AccessLogEntry
+from app.accesslog.schemas import AccessLogEntryRead, VerifyResult
+from app.errors import NotFound
+
+VERIFY_CHUNK = 5000
+
+
+async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntryRead:
+    entry = await repository.get_entry(session, entry_id)
+    if entry is None:
+        raise NotFound(f"access-log entry {entry_id} does not exist")
+    return AccessLogEntryRead.model_validate(entry)
+
+
+async def list_entries(
+    session: AsyncSession,
+    *,
+    principal: str | None,
+    dataset: str | None,
+    decision: str | None,
+    out_of_audience: bool | None,
+    data_subject: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> tuple[list[AccessLogEntryRead], str | None]:
+    rows = await repository.list_entries(
+        session,
+        principal=principal,
+        dataset=dataset,
+        decision=decision,
+        out_of_audience=out_of_audience,
+        data_subject=data_subject,
+        since=since,
+        until=until,
+        before_id=before_id,
+        limit=limit + 1,
+    )
+    page = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
+    return page, (str(page[-1].id) if len(rows) > limit else None)
+
+
+def _as_chained(entry: AccessLogEntry) -> dict[str, Any]:
+    fields = (*chain.CHAINED_FIELDS, "prev_hash", "hash")
+    return {name: getattr(entry, name) for name in fields}
+
+
+async def verify(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    checkpoint_key: bytes | None,
+    anchor: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Recompute the chain; compare with the head, every checkpoint and an optional anchor.
+
+    The head is read first and entries up to it are streamed in short transactions, so
+    concurrent writers are not blocked and entries appended meanwhile are not half-seen.
+    """
+    async with maker() as session:
+        head = await repository.get_head(session)
+        checkpoints = {c.entry_id: c for c in await repository.list_checkpoints(session)}
+    expected_marks = {cid: c.head_hash for cid, c in checkpoints.items()}
+    if anchor is not None:
+        expected_marks.setdefault(anchor[0], anchor[1])
+
+    def bad(first_bad_id: int, problem: str, checked: int) -> VerifyResult:
+        return VerifyResult(
+            ok=False,
+            entries=checked,
+            first_bad_id=first_bad_id,
+            problem=problem,
+            checkpoints=len(checkpoints),
+            signed_checkpoints=checkpoint_key is not None,
+        )
+
+    if checkpoint_key is not None:
+        for cid in sorted(checkpoints):
+            c = checkpoints[cid]
+            if c.signature is None or not chain.checkpoint_signature_ok(
+                checkpoint_key, cid, c.head_hash, c.signature
+            ):
+                return bad(cid, f"checkpoint at entry {cid} has no valid signature", 0)
+    if anchor is not None and expected_marks[anchor[0]] != anchor[1]:
+        return bad(anchor[0], f"checkpoint at entry {anchor[0]} differs from the anchor", 0)
+
+    verifier = chain.ChainVerifier(expected_marks)
+    after = 0
+    while True:
+        async with maker() as session:
+            rows = await repository.entries_after(
+                session, after=after, up_to=head.last_id, limit=VERIFY_CHUNK
+            )
+        for entry in rows:
+            if not verifier.feed(_as_chained(entry)):
+                break
+        if verifier.first_bad_id is not None or len(rows) < VERIFY_CHUNK:
+            break
+        after = rows[-1].id
+    if not verifier.finish(head.last_id, head.last_hash):
+        first_bad_id = verifier.first_bad_id or verifier.checked + 1
+        return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
+    return VerifyResult(
+        ok=True,
+        entries=verifier.checked,
+        head=verifier.head if verifier.checked else None,
+        checkpoints=len(checkpoints),
+        signed_checkpoints=checkpoint_key is not None,
+    )

@@ -1,0 +1,119 @@
+"""The hot path: ``POST /v1/check`` and ``/v1/check/batch``."""
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.accesslog.writer import (
+    AccessLogWriter,
+    CheckInput,
+    LogUnavailable,
+    Recorded,
+    Submission,
+    TokenRevoked,
+)
+from app.auth import service as auth_service
+from app.auth.dependencies import bearer
+from app.auth.scopes import Scope
+from app.auth.service import Caller
+from app.auth.token_cache import TokenCache
+from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
+from app.policy.check_schemas import (
+    CheckBatchRequest,
+    CheckBatchResult,
+    CheckRequest,
+    CheckResult,
+    CheckUnavailableProblem,
+)
+
+router = APIRouter(prefix="/v1/check", tags=["check"])
+
+
+@dataclass(frozen=True)
+class CheckAuth:
+    caller: Caller
+    token_hash: str
+
+
+async def check_auth(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> CheckAuth:
+    """Token check from the in-process cache (revalidated by the writer on policy changes)."""
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthenticated("send Authorization: Bearer <token>")
+    token_hash = auth_service.hash_token(credentials.credentials.strip())
+    cache: TokenCache = request.app.state.token_cache
+    try:
+        caller = await cache.lookup(request.app.state.sessionmaker, token_hash)
+    except (SQLAlchemyError, OSError) as exc:
+        raise CheckUnavailable("the token store is unreachable, so the check is a deny") from exc
+    if caller is None:
+        raise Unauthenticated("the token is unknown or revoked")
+    auth_service.require(caller, Scope.check)
+    request.state.caller = caller
+    return CheckAuth(caller, token_hash)
+
+
+CheckAuthDep = Annotated[CheckAuth, Depends(check_auth)]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **problem_responses(Unauthenticated, Forbidden),
+    503: {"model": CheckUnavailableProblem, "description": "Not recorded, so denied"},
+}
+
+
+def _to_input(check: CheckRequest) -> CheckInput:
+    return CheckInput(
+        principal=check.principal,
+        dataset=check.dataset,
+        action=check.action.value,
+        purpose=check.purpose,
+        request_id=check.request_id,
+        data_subjects=tuple(check.data_subjects),
+    )
+
+
+def _to_result(recorded: Recorded) -> CheckResult:
+    entry = recorded.entry
+    return CheckResult(
+        decision=entry["decision"],
+        allowed=entry["decision"] == "allow",
+        decision_id=entry["decision_id"],
+        access_log_id=entry["id"],
+        reason=entry["reason"],
+        out_of_audience=entry["out_of_audience"],
+        policy_version=entry["policy_version"],
+    )
+
+
+NOT_RECORDED = "the decision could not be recorded in the access log, so it is a deny; retry"
+
+
+async def _record(request: Request, auth: CheckAuth, checks: list[CheckRequest]) -> list[Recorded]:
+    writer: AccessLogWriter = request.app.state.log_writer
+    submission = Submission([_to_input(c) for c in checks], auth.caller.name, auth.token_hash)
+    try:
+        return await writer.submit(submission)
+    except TokenRevoked as exc:
+        raise Unauthenticated("the token is unknown or revoked") from exc
+    except LogUnavailable as exc:
+        raise CheckUnavailable(NOT_RECORDED) from exc
+
+
+@router.post("", response_model=CheckResult, responses=RESPONSES)
+async def check(body: CheckRequest, request: Request, auth: CheckAuthDep) -> CheckResult:
+    """Decide with the policy, record the decision durably, then answer."""
+    recorded = await _record(request, auth, [body])
+    return _to_result(recorded[0])
+
+
+@router.post("/batch", response_model=CheckBatchResult, responses=RESPONSES)
+async def check_batch(
+    body: CheckBatchRequest, request: Request, auth: CheckAuthDep
+) -> CheckBatchResult:
+    """Up to 1000 checks, answered in order; each is logged."""
+    recorded = await _record(request, auth, body.checks)
+    return CheckBatchResult(results=[_to_result(r) for r in recorded])

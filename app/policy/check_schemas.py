@@ -1,0 +1,73 @@
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.identifiers import Action, DatasetId, FreeText, PrincipalId
+
+MAX_BATCH = 1000
+
+
+class ReasonCode(StrEnum):
+    granted = "granted"
+    no_grant = "no_grant"
+    denied_by_grant = "denied_by_grant"
+    unknown_dataset = "unknown_dataset"
+    grant_expired = "grant_expired"
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    principal: PrincipalId
+    dataset: DatasetId
+    action: Action
+    purpose: FreeText | None = Field(default=None, max_length=200, examples=["model-training"])
+    request_id: FreeText | None = Field(default=None, max_length=200)
+    data_subjects: list[PrincipalId] = Field(
+        default_factory=list, max_length=1000, description="Whose records the read returns."
+    )
+
+    @field_validator("data_subjects")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class Reason(BaseModel):
+    code: ReasonCode
+    grant_id: int | None = None
+    via: list[str] = Field(
+        default_factory=list,
+        description="Membership path from the principal to the grant's subject.",
+    )
+
+
+class CheckResult(BaseModel):
+    decision: str = Field(description="`allow` or `deny`.", examples=["allow"])
+    allowed: bool
+    decision_id: str
+    access_log_id: int
+    reason: Reason
+    out_of_audience: bool
+    policy_version: int
+
+
+class CheckBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    checks: list[CheckRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class CheckBatchResult(BaseModel):
+    results: list[CheckResult]
+
+
+class CheckUnavailableProblem(BaseModel):
+    """503: the decision could not be recorded, so it is a deny."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    decision: str = "deny"
+    allowed: bool = False

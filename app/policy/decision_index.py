@@ -1,0 +1,316 @@
+"""Casbin's decisions for aclaudit's model, in time independent of the number of rules.
+
+`policies/model.conf` is the enforcement truth::
+
+    r = sub, obj, act, now
+    p = sub, obj, act, eft, exp, id
+    g = _, _
+    e = some(where (p.eft == allow)) && !some(where (p.eft == deny))
+    m = g(r.sub, p.sub) && keyMatch(r.obj, p.obj) && r.act == p.act && isLive(p.exp, r.now)
+
+pycasbin's `Enforcer.enforce` evaluates that matcher against every p rule on every request. A
+`DecisionIndex` gives the same answer by looking rules up instead of scanning them:
+
+* `g(r.sub, p.sub)` with pycasbin's default role manager is a breadth-first search from
+  `r.sub` along g links (member -> group) that visits at most `CASBIN_MAX_HIERARCHY_LEVEL`
+  levels, the requesting principal itself being level 1. So `p.sub` matches when it is
+  `r.sub` itself (even with no links at all) or reachable in at most 9 links. Cycles are
+  harmless: the search is bounded by depth, not by a visited set. The index computes each
+  principal's reachable set once (with a shortest path to each member of it) and memoises it.
+* `keyMatch(r.obj, p.obj)` (`casbin.util.key_match`) compares for equality when `p.obj` has no
+  `*`; otherwise only the text before the *first* `*` matters and the match is a raw string
+  prefix test: `r.obj.startswith(p.obj[:p.obj.find("*")])`. So `*` matches everything,
+  `a.b.*` matches `a.b.c` and also the odd `a.b.`, but not `a.b`; a pattern such as `a.b*` or
+  `a.*.c` is just the prefix `a.b` / `a.`. Rules are indexed by that prefix and looked up for
+  every prefix length that occurs among the rules of the (sub, act) pair.
+* `isLive(exp, now)` is `exp == "" or float(now) < float(exp)`.
+* A live matching deny wins; otherwise a live matching allow allows; otherwise deny. A rule whose
+  `eft` is neither "allow" nor "deny" matches but has no effect in Casbin, so it is ignored here.
+
+The index is immutable after construction; the only mutable state is a memo of each principal's
+ancestors, filled idempotently, so concurrent use from asyncio tasks (or threads) is safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import casbin
+
+__all__ = [
+    "CASBIN_MAX_HIERARCHY_LEVEL",
+    "MODEL_PATH",
+    "Decision",
+    "DecisionIndex",
+    "Rule",
+    "casbin_enforcer",
+    "is_live",
+    "key_match",
+]
+
+MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
+
+# pycasbin's default RoleManager(max_hierarchy_level=10): the requesting principal is level 1,
+# so a group at most 9 links away is reachable and one 10 links away is not.
+CASBIN_MAX_HIERARCHY_LEVEL = 10
+
+ALLOW = "allow"
+DENY = "deny"
+
+
+def is_live(exp: str, now: float) -> bool:
+    """The model's `isLive(p.exp, r.now)`: no expiry, or `now` strictly before it."""
+    return exp == "" or float(now) < float(exp)
+
+
+def key_match(key: str, pattern: str) -> bool:
+    """Casbin's `keyMatch(r.obj, p.obj)` (a copy of `casbin.util.key_match`)."""
+    star = pattern.find("*")
+    if star == -1:
+        return key == pattern
+    if len(key) > star:
+        return key[:star] == pattern[:star]
+    return key == pattern[:star]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Casbin p rule: a grant."""
+
+    sub: str
+    obj: str
+    act: str
+    eft: str  # "allow" | "deny"
+    exp: str  # "" or unix seconds as a string
+    id: str
+
+    def as_casbin(self) -> list[str]:
+        return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    # The deny rule that denied, or an allow rule that allowed; None when nothing matched.
+    matched: Rule | None
+    # Membership path from the requesting principal to matched.sub; () when matched is None.
+    via: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    rule: Rule
+    expiry: float | None  # None: never expires
+
+    def live(self, now: float) -> bool:
+        return self.expiry is None or now < self.expiry
+
+
+def _liveness_key(entry: _Entry) -> tuple[int, float]:
+    """Orders entries from 'live at the fewest instants' to 'live at the most'.
+
+    NaN expiry (never live) < finite/infinite expiry by value < no expiry (always live).
+    """
+    if entry.expiry is None:
+        return (2, 0.0)
+    if math.isnan(entry.expiry):
+        return (0, 0.0)
+    return (1, entry.expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cell:
+    """All rules sharing one (sub, act, resource key)."""
+
+    entries: tuple[_Entry, ...]
+    # Liveness is monotone in the expiry, so one representative answers "is any live?" ...
+    live_deny: _Entry | None
+    live_allow: _Entry | None
+    # ... and one answers "is any allow expired?" (None when every allow never expires).
+    expired_allow: _Entry | None
+
+    @classmethod
+    def build(cls, entries: list[_Entry]) -> _Cell:
+        allows = [e for e in entries if e.rule.eft == ALLOW]
+        denies = [e for e in entries if e.rule.eft == DENY]
+        expiring_allows = [e for e in allows if e.expiry is not None]
+        return cls(
+            entries=tuple(entries),
+            live_deny=max(denies, key=_liveness_key, default=None),
+            live_allow=max(allows, key=_liveness_key, default=None),
+            expired_allow=min(expiring_allows, key=_liveness_key, default=None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Bucket:
+    """The rules of one (sub, act), by resource."""
+
+    exact: dict[str, _Cell]
+    prefixes: dict[str, _Cell]  # keyed by the text before the pattern's first "*"
+    prefix_lengths: tuple[int, ...]  # longest first
+
+    def cells(self, obj: str) -> list[_Cell]:
+        found: list[_Cell] = []
+        cell = self.exact.get(obj)
+        if cell is not None:
+            found.append(cell)
+        size = len(obj)
+        for length in self.prefix_lengths:
+            if length <= size:
+                cell = self.prefixes.get(obj[:length])
+                if cell is not None:
+                    found.append(cell)
+        return found
+
+
+def _parse_expiry(rule: Rule) -> float | None:
+    if rule.exp == "":
+        return None
+    try:
+        return float(rule.exp)
+    except ValueError:
+        raise ValueError(
+            f"rule {rule.id!r}: expiry {rule.exp!r} is neither empty nor a number "
+            "(Casbin's isLive would fail on it)"
+        ) from None
+
+
+_Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
+
+
+class DecisionIndex:
+    """Exactly Casbin's decisions for `policies/model.conf`, by lookup instead of scan."""
+
+    def __init__(self, rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> None:
+        unique_rules = list(dict.fromkeys(rules))  # Casbin keeps a set of rules
+        self._has_rules = bool(unique_rules)
+
+        grouped: dict[tuple[str, str], tuple[dict[str, list[_Entry]], dict[str, list[_Entry]]]]
+        grouped = {}
+        for rule in unique_rules:
+            entry = _Entry(rule, _parse_expiry(rule))
+            if rule.eft not in (ALLOW, DENY):
+                continue  # matches, but Casbin gives it no effect
+            exact, prefixes = grouped.setdefault((rule.sub, rule.act), ({}, {}))
+            star = rule.obj.find("*")
+            if star == -1:
+                exact.setdefault(rule.obj, []).append(entry)
+            else:
+                prefixes.setdefault(rule.obj[:star], []).append(entry)
+
+        self._buckets: dict[tuple[str, str], _Bucket] = {
+            key: _Bucket(
+                exact={obj: _Cell.build(es) for obj, es in exact.items()},
+                prefixes={prefix: _Cell.build(es) for prefix, es in prefixes.items()},
+                prefix_lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
+            )
+            for key, (exact, prefixes) in grouped.items()
+        }
+
+        parents: dict[str, dict[str, None]] = {}
+        for member, group in links:
+            parents.setdefault(member, {})[group] = None
+        self._parents: dict[str, tuple[str, ...]] = {m: tuple(gs) for m, gs in parents.items()}
+        # The only mutable state: principal -> reachable principals. Filled idempotently and only
+        # for principals that have links, so it is bounded by the size of the link graph.
+        self._ancestor_memo: dict[str, _Ancestors] = {}
+
+    # -- public API -------------------------------------------------------------------------
+
+    def decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
+        now = float(now)
+        candidates = self._candidates(sub, obj, act)
+        for cell, via in candidates:
+            deny = cell.live_deny
+            if deny is not None and deny.live(now):
+                return Decision(allowed=False, matched=deny.rule, via=via)
+        for cell, via in candidates:
+            allow = cell.live_allow
+            if allow is not None and allow.live(now):
+                return Decision(allowed=True, matched=allow.rule, via=via)
+        if not self._has_rules and obj == "" and act == "" and self._reaches(sub, ""):
+            # pycasbin quirk: with no p rules at all it evaluates the matcher once with every
+            # p field "" and allows if that matches, i.e. for obj == act == "" and a subject
+            # that reaches the principal "". Unreachable through validated identifiers.
+            return Decision(allowed=True, matched=None, via=())
+        return Decision(allowed=False, matched=None, via=())
+
+    def expired_allow(self, sub: str, obj: str, act: str, now: float) -> Rule | None:
+        """An allow rule that would match if expiry were ignored but is expired at `now`."""
+        now = float(now)
+        for cell, _via in self._candidates(sub, obj, act):
+            expired = cell.expired_allow
+            if expired is not None and not expired.live(now):
+                return expired.rule
+        return None
+
+    def rules_for(
+        self, sub: str, obj: str, act: str, now: float
+    ) -> list[tuple[Rule, tuple[str, ...]]]:
+        """Every live rule (allow and deny) that matches the request, with its via path."""
+        now = float(now)
+        return [
+            (entry.rule, via)
+            for cell, via in self._candidates(sub, obj, act)
+            for entry in cell.entries
+            if entry.live(now)
+        ]
+
+    def ancestors(self, sub: str) -> dict[str, tuple[str, ...]]:
+        """Every principal `sub` reaches for Casbin's g(), with a shortest membership path."""
+        return dict(self._ancestors(sub))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _candidates(self, sub: str, obj: str, act: str) -> list[tuple[_Cell, tuple[str, ...]]]:
+        found: list[tuple[_Cell, tuple[str, ...]]] = []
+        for principal, via in self._ancestors(sub):
+            bucket = self._buckets.get((principal, act))
+            if bucket is not None:
+                found.extend((cell, via) for cell in bucket.cells(obj))
+        return found
+
+    def _reaches(self, sub: str, target: str) -> bool:
+        return any(principal == target for principal, _via in self._ancestors(sub))
+
+    def _ancestors(self, sub: str) -> _Ancestors:
+        if sub not in self._parents:
+            return ((sub, (sub,)),)  # g(x, x) holds for any x, linked or not
+        memo = self._ancestor_memo.get(sub)
+        if memo is None:
+            memo = self._search(sub)
+            self._ancestor_memo[sub] = memo
+        return memo
+
+    def _search(self, sub: str) -> _Ancestors:
+        """Breadth-first, like RoleManager._has_link: levels 1..CASBIN_MAX_HIERARCHY_LEVEL."""
+        paths: dict[str, tuple[str, ...]] = {sub: (sub,)}
+        frontier = [sub]
+        for _level in range(CASBIN_MAX_HIERARCHY_LEVEL - 1):
+            next_frontier: list[str] = []
+            for member in frontier:
+                for group in self._parents.get(member, ()):
+                    if group not in paths:
+                        paths[group] = (*paths[member], group)
+                        next_frontier.append(group)
+            if not next_frontier:
+                break
+            frontier = next_frontier
+        return tuple(paths.items())
+
+
+def casbin_enforcer(rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> casbin.Enforcer:
+    """A plain pycasbin Enforcer over the same rules and links: the reference for the index."""
+    enforcer = casbin.Enforcer(str(MODEL_PATH))
+    enforcer.add_function("isLive", is_live)
+    policies = list(dict.fromkeys(tuple(rule.as_casbin()) for rule in rules))
+    if policies:
+        enforcer.add_policies([list(p) for p in policies])
+    groupings = list(dict.fromkeys((member, group) for member, group in links))
+    if groupings:
+        enforcer.add_grouping_policies([list(g) for g in groupings])
+    return enforcer

@@ -1,0 +1,74 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from app.auth.dependencies import AuditReader
+from app.db import SessionDep
+from app.errors import Forbidden, Unauthenticated, problem_responses
+from app.identifiers import Action, DatasetId, PrincipalId
+from app.policy.check_schemas import Reason
+from app.policy.snapshot import PolicyCache, now
+
+router = APIRouter(tags=["check"])
+
+
+class ExplainedGrant(BaseModel):
+    grant_id: int
+    effect: str
+    subject: str
+    resource: str
+    via: list[str] = Field(description="Membership path from the principal to the subject.")
+
+
+class Explanation(BaseModel):
+    principal: str
+    dataset: str
+    action: Action
+    decision: str
+    reason: Reason
+    out_of_audience: bool
+    policy_version: int
+    grants: list[ExplainedGrant] = Field(
+        description="Every live grant that matches, allow and deny."
+    )
+
+
+@router.get(
+    "/v1/explain",
+    response_model=Explanation,
+    responses=problem_responses(Unauthenticated, Forbidden),
+)
+async def explain(
+    request: Request,
+    session: SessionDep,
+    _: AuditReader,
+    principal: Annotated[PrincipalId, Query()],
+    dataset: Annotated[DatasetId, Query()],
+    action: Annotated[Action, Query()] = Action.read,
+) -> Explanation:
+    """The decision a check would get now and every grant and path behind it (not logged)."""
+    cache: PolicyCache = request.app.state.policy
+    snapshot = await cache.current(session)
+    at = now()
+    outcome = snapshot.decide(principal, dataset, action.value, at)
+    matches = snapshot.index.rules_for(principal, dataset, action.value, at)
+    return Explanation(
+        principal=principal,
+        dataset=dataset,
+        action=action,
+        decision="allow" if outcome.allowed else "deny",
+        reason=Reason(code=outcome.code, grant_id=outcome.grant_id, via=list(outcome.via)),
+        out_of_audience=outcome.out_of_audience,
+        policy_version=snapshot.version,
+        grants=[
+            ExplainedGrant(
+                grant_id=int(rule.id),
+                effect=rule.eft,
+                subject=rule.sub,
+                resource=rule.obj,
+                via=list(via),
+            )
+            for rule, via in matches
+        ],
+    )

@@ -1,0 +1,123 @@
+"""An immutable picture of the policy at one version, and the per-process cache of it.
+
+A new snapshot is built (never mutated) whenever the database's policy version moves, so a
+request reading the old one is never disturbed.
+"""
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.datasets import repository as datasets_repository
+from app.directory import graph
+from app.directory import repository as directory_repository
+from app.policy import repository
+from app.policy import version as policy_version
+from app.policy.decision_index import DecisionIndex, Rule
+from app.policy.models import Grant
+
+# Reading these actions from outside a dataset's audience is an exposure.
+READ_ACTIONS = frozenset({"read", "export"})
+
+
+def to_rule(grant: Grant) -> Rule:
+    exp = "" if grant.expires_at is None else repr(grant.expires_at.timestamp())
+    return Rule(
+        sub=grant.principal,
+        obj=grant.resource,
+        act=grant.action,
+        eft=grant.effect,
+        exp=exp,
+        id=str(grant.id),
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    allowed: bool
+    code: str
+    grant_id: int | None
+    via: tuple[str, ...]
+    out_of_audience: bool
+
+
+@dataclass
+class PolicySnapshot:
+    version: int
+    index: DecisionIndex
+    parents: dict[str, list[str]]
+    audiences: dict[str, frozenset[str]]  # dataset -> intended_audience as declared
+    _ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def ancestors(self, principal: str) -> frozenset[str]:
+        found = self._ancestors.get(principal)
+        if found is None:
+            found = frozenset(graph.ancestors(self.parents, principal))
+            self._ancestors[principal] = found
+        return found
+
+    def in_audience(self, principal: str, dataset: str) -> bool:
+        audience = self.audiences.get(dataset, frozenset())
+        return principal in audience or not audience.isdisjoint(self.ancestors(principal))
+
+    def decide(self, principal: str, dataset: str, action: str, now: float) -> Outcome:
+        if dataset not in self.audiences:
+            return Outcome(False, "unknown_dataset", None, (), False)
+        decision = self.index.decide(principal, dataset, action, now)
+        rule = decision.matched
+        if decision.allowed and rule is not None:
+            outside = action in READ_ACTIONS and not self.in_audience(principal, dataset)
+            return Outcome(True, "granted", int(rule.id), decision.via, outside)
+        if rule is not None:
+            return Outcome(False, "denied_by_grant", int(rule.id), decision.via, False)
+        expired = self.index.expired_allow(principal, dataset, action, now)
+        if expired is not None:
+            return Outcome(False, "grant_expired", int(expired.id), (), False)
+        return Outcome(False, "no_grant", None, (), False)
+
+
+async def build(session: AsyncSession, version: int) -> PolicySnapshot:
+    grants = await repository.list_unrevoked(session)
+    edges = await directory_repository.all_edges(session)
+    datasets = await datasets_repository.list_all(session)
+    parents: dict[str, list[str]] = defaultdict(list)
+    for member, group in edges:
+        parents[member].append(group)
+    return PolicySnapshot(
+        version=version,
+        index=DecisionIndex([to_rule(g) for g in grants], edges),
+        parents=dict(parents),
+        audiences={d.id: frozenset(d.intended_audience) for d in datasets},
+    )
+
+
+class PolicyCache:
+    """This process's current snapshot, refreshed when the database's version moves."""
+
+    def __init__(self) -> None:
+        self._snapshot: PolicySnapshot | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def loaded(self) -> PolicySnapshot | None:
+        return self._snapshot
+
+    async def current(self, session: AsyncSession) -> PolicySnapshot:
+        """The snapshot for the newest committed version (one cheap query when unchanged)."""
+        version = await policy_version.current(session)
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.version >= version:
+            return snapshot
+        async with self._lock:
+            snapshot = self._snapshot
+            if snapshot is None or snapshot.version < version:
+                snapshot = await build(session, version)
+                self._snapshot = snapshot
+        return snapshot
+
+
+def now() -> float:
+    return time.time()

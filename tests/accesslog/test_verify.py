@@ -1,0 +1,150 @@
+"""Tampering with the access log directly in the database makes verify name the first bad id."""
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from app.config import Settings
+from app.main import create_app
+
+
+async def make_entries(client: httpx.AsyncClient, tokens, admin, n: int) -> None:
+    await client.put(
+        "/v1/datasets/activity.keys",
+        json={"owner": "group:r", "sensitivity": "internal", "intended_audience": ["group:r"]},
+        headers=admin,
+    )
+    await client.post(
+        "/v1/grants",
+        json={"principal": "group:r", "resource": "activity.*", "action": "read"},
+        headers=admin,
+    )
+    checks = [
+        {
+            "principal": f"user:u{i}",
+            "dataset": "activity.keys",
+            "action": "read",
+            "data_subjects": [f"user:s{i}"],
+        }
+        for i in range(n)
+    ]
+    r = await client.post("/v1/check/batch", json={"checks": checks}, headers=tokens["check"])
+    assert r.status_code == 200
+
+
+async def verify(client, admin, query: str = ""):
+    r = await client.get(f"/v1/access-log/verify{query}", headers=admin)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def sql(sessionmaker, *statements: str) -> None:
+    async with sessionmaker() as session, session.begin():
+        for statement in statements:
+            await session.execute(text(statement))
+
+
+async def test_intact_log_verifies_with_count_and_head(client, tokens, admin):
+    await make_entries(client, tokens, admin, 10)
+    result = await verify(client, admin)
+    newest = (await client.get("/v1/access-log?limit=1", headers=admin)).json()["items"][0]
+    assert result["ok"] is True
+    assert result["entries"] == 10
+    assert result["head"] == newest["hash"]
+
+
+async def test_edited_entry_fails_verify_at_its_id(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 10)
+    await sql(sessionmaker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 4")
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 4
+
+
+async def test_deleted_entry_fails_verify_at_its_id(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 10)
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects WHERE entry_id = 6",
+        "DELETE FROM access_log WHERE id = 6",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 6
+
+
+async def test_reordered_entries_fail_verify_at_the_first(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 10)
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects",
+        "UPDATE access_log SET id = 1000 WHERE id = 3",
+        "UPDATE access_log SET id = 3 WHERE id = 7",
+        "UPDATE access_log SET id = 7 WHERE id = 1000",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 3
+
+
+async def test_truncated_tail_fails_verify(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 10)
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects WHERE entry_id > 7",
+        "DELETE FROM access_log WHERE id > 7",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 8
+
+
+@pytest.fixture
+async def checkpointed_client(database_url: str):
+    settings = Settings(database_url=database_url, checkpoint_every=5, checkpoint_key="k" * 32)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
+            yield c, application.state.sessionmaker
+
+
+async def test_truncation_with_rewritten_head_is_caught_by_signed_checkpoint(
+    checkpointed_client, tokens, admin
+):
+    client, sessionmaker = checkpointed_client
+    for _ in range(3):  # three transactions: 4, 4 and 4 entries -> checkpoints at 8 and 12
+        await make_entries(client, tokens, admin, 4)
+    page = (await client.get("/v1/access-log/checkpoints", headers=admin)).json()
+    assert [c["entry_id"] for c in page["items"]] == [12, 8]
+    assert all(c["signature"] for c in page["items"])
+    ok = await verify(client, admin)
+    assert ok["ok"] is True and ok["checkpoints"] == 2 and ok["signed_checkpoints"] is True
+    entry9 = (await client.get("/v1/access-log/9", headers=admin)).json()
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects WHERE entry_id > 9",
+        "DELETE FROM access_log WHERE id > 9",
+        f"UPDATE access_log_head SET last_id = 9, last_hash = '{entry9['hash']}'",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 10
+
+
+async def test_forged_checkpoint_is_rejected(checkpointed_client, tokens, admin):
+    client, sessionmaker = checkpointed_client
+    await make_entries(client, tokens, admin, 6)
+    await sql(sessionmaker, "UPDATE access_log_checkpoints SET signature = 'forged'")
+    result = await verify(client, admin)
+    assert result["ok"] is False and "signature" in result["problem"]
+
+
+async def test_copied_out_anchor_detects_a_rewritten_chain(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 5)
+    anchor = (await client.get("/v1/access-log/5", headers=admin)).json()["hash"]
+    assert (await verify(client, admin, f"?anchor_id=5&anchor_hash={anchor}"))["ok"] is True
+    assert (await verify(client, admin, f"?anchor_id=5&anchor_hash={'0' * 64}"))["ok"] is False
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects",
+        "DELETE FROM access_log",
+        f"UPDATE access_log_head SET last_id = 0, last_hash = '{'0' * 64}'",
+    )
+    result = await verify(client, admin, f"?anchor_id=5&anchor_hash={anchor}")
+    assert result["ok"] is False and result["first_bad_id"] == 1

@@ -1,0 +1,198 @@
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import text, update
+
+from app.policy import version as policy_version
+from app.policy.models import Grant
+
+AUDIENCE = ["group:mci-research", "service:trainer"]
+
+
+async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, int]:
+    """A small org: eng ⊃ platform ⊃ bob; research holds alice; one keystrokes dataset."""
+    await client.put("/v1/groups/platform/members", json={"members": ["user:bob"]}, headers=admin)
+    await client.put(
+        "/v1/groups/eng/members", json={"members": ["group:platform", "user:carol"]}, headers=admin
+    )
+    await client.put(
+        "/v1/groups/mci-research/members", json={"members": ["user:alice"]}, headers=admin
+    )
+    r = await client.put(
+        "/v1/datasets/employee_activity.keystrokes",
+        json={
+            "owner": "group:mci-research",
+            "sensitivity": "internal",
+            "intended_audience": AUDIENCE,
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    ids = {}
+    for name, principal, effect in [
+        ("research", "group:mci-research", "allow"),
+        ("eng", "group:eng", "allow"),
+        ("carol_deny", "user:carol", "deny"),
+    ]:
+        r = await client.post(
+            "/v1/grants",
+            json={
+                "principal": principal,
+                "resource": "employee_activity.*",
+                "action": "read",
+                "effect": effect,
+            },
+            headers=admin,
+        )
+        assert r.status_code == 201, r.text
+        ids[name] = r.json()["id"]
+    return ids
+
+
+def check_body(principal: str, dataset: str = "employee_activity.keystrokes", **extra):
+    return {"principal": principal, "dataset": dataset, "action": "read", **extra}
+
+
+async def test_allow_through_nested_group_reports_grant_and_path(client, tokens, admin):
+    ids = await seed(client, admin)
+    r = await client.post(
+        "/v1/check",
+        json=check_body(
+            "user:bob", purpose="debugging", request_id="r-1", data_subjects=["user:dana"]
+        ),
+        headers=tokens["check"],
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["decision"] == "allow" and body["allowed"] is True
+    assert body["reason"] == {
+        "code": "granted",
+        "grant_id": ids["eng"],
+        "via": ["user:bob", "group:platform", "group:eng"],
+    }
+    assert body["out_of_audience"] is True  # bob is in eng, not in the intended audience
+    entry = (await client.get(f"/v1/access-log/{body['access_log_id']}", headers=admin)).json()
+    assert entry["decision_id"] == body["decision_id"]
+    assert entry["caller"] == "check"
+    assert entry["purpose"] == "debugging" and entry["request_id"] == "r-1"
+    assert entry["data_subjects"] == ["user:dana"]
+    assert entry["policy_version"] == body["policy_version"]
+
+
+async def test_audience_member_read_is_not_out_of_audience(client, tokens, admin):
+    await seed(client, admin)
+    body = (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).json()
+    assert body["decision"] == "allow" and body["out_of_audience"] is False
+
+
+async def test_deny_grant_wins_over_group_allow(client, tokens, admin):
+    ids = await seed(client, admin)
+    body = (
+        await client.post("/v1/check", json=check_body("user:carol"), headers=tokens["check"])
+    ).json()
+    assert body["decision"] == "deny"
+    assert body["reason"]["code"] == "denied_by_grant"
+    assert body["reason"]["grant_id"] == ids["carol_deny"]
+
+
+async def test_unknown_dataset_and_no_grant_deny_with_their_codes(client, tokens, admin):
+    await seed(client, admin)
+    unknown = (
+        await client.post(
+            "/v1/check", json=check_body("user:alice", "hr.secret"), headers=tokens["check"]
+        )
+    ).json()
+    assert (unknown["decision"], unknown["reason"]["code"]) == ("deny", "unknown_dataset")
+    stranger = (
+        await client.post("/v1/check", json=check_body("user:mallory"), headers=tokens["check"])
+    ).json()
+    assert (stranger["decision"], stranger["reason"]["code"]) == ("deny", "no_grant")
+
+
+async def test_revoked_grant_denies_next_check(client, tokens, admin):
+    ids = await seed(client, admin)
+    before = (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).json()
+    assert before["decision"] == "allow"
+    assert (await client.delete(f"/v1/grants/{ids['research']}", headers=admin)).status_code == 200
+    after = (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).json()
+    assert (after["decision"], after["reason"]["code"]) == ("deny", "no_grant")
+    assert after["policy_version"] > before["policy_version"]
+
+
+async def test_expired_grant_denies_with_grant_expired(client, tokens, admin, sessionmaker):
+    ids = await seed(client, admin)
+    async with sessionmaker() as session, session.begin():
+        await policy_version.advance(session)
+        await session.execute(
+            update(Grant)
+            .where(Grant.id == ids["research"])
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    body = (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).json()
+    assert body["decision"] == "deny"
+    assert body["reason"] == {"code": "grant_expired", "grant_id": ids["research"], "via": []}
+
+
+async def test_batch_answers_in_order_and_logs_each(client, tokens, admin):
+    await seed(client, admin)
+    checks = [check_body(p) for p in ["user:alice", "user:mallory", "user:bob"]]
+    r = await client.post("/v1/check/batch", json={"checks": checks}, headers=tokens["check"])
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["decision"] for x in results] == ["allow", "deny", "allow"]
+    log_ids = [x["access_log_id"] for x in results]
+    assert log_ids == list(range(log_ids[0], log_ids[0] + 3))
+    page = (await client.get("/v1/access-log?limit=3", headers=admin)).json()
+    assert [e["id"] for e in page["items"]] == log_ids[::-1]
+
+
+async def test_check_needs_check_scope(client, tokens):
+    r = await client.post("/v1/check", json=check_body("user:a"))
+    assert r.status_code == 401
+    r = await client.post("/v1/check", json=check_body("user:a"), headers=tokens["audit:read"])
+    assert r.status_code == 403
+
+
+async def test_unwritable_log_answers_503_deny_and_never_allows(
+    client, tokens, admin, sessionmaker
+):
+    await seed(client, admin)
+    ok = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert ok.json()["decision"] == "allow"
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("ALTER TABLE access_log RENAME TO broken_log"))
+    try:
+        r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+        assert r.status_code == 503
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["decision"] == "deny" and r.json()["allowed"] is False
+        r = await client.post(
+            "/v1/check/batch", json={"checks": [check_body("user:alice")]}, headers=tokens["check"]
+        )
+        assert r.status_code == 503 and r.json()["decision"] == "deny"
+    finally:
+        async with sessionmaker() as session, session.begin():
+            await session.execute(text("ALTER TABLE broken_log RENAME TO access_log"))
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.json()["decision"] == "allow"  # recovers once the log is writable again
+
+
+async def test_revoked_token_is_refused_on_the_next_check(client, tokens, admin, sessionmaker):
+    from app.auth import service as auth_service
+
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+    async with sessionmaker() as session, session.begin():
+        await auth_service.revoke_token(session, name="check")
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 401
