@@ -1,6 +1,7 @@
 """create_app(): lifespan, routers, error handlers."""
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -146,9 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AdminTrailMiddleware)
 
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> dict[str, str]:
-        """The process is up."""
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | int]:
+        """The process is up (``worker`` tells replicas and workers apart)."""
+        return {"status": "ok", "worker": os.getpid()}
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> JSONResponse:

@@ -1,0 +1,1 @@
+"""Benchmarks for aclaudit (not part of the service). See bench/check.py."""
