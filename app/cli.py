@@ -7,7 +7,7 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import migrate
 from app.auth import service as auth_service
@@ -21,7 +21,9 @@ cli = typer.Typer(
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens.", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+log_cli = typer.Typer(help="The access log.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
+cli.add_typer(log_cli, name="log")
 
 T = TypeVar("T")
 
@@ -139,6 +141,87 @@ def demo() -> None:
         f"{counts['datasets']} datasets, {counts['grants_created']} new grants",
         err=True,
     )
+
+
+def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    async def run() -> T:
+        engine = create_engine(settings)
+        try:
+            return await work(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+@log_cli.command("verify")
+def log_verify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    anchor_id: Annotated[
+        int | None, typer.Option(help="A copied-out checkpoint's entry id.")
+    ] = None,
+    anchor_hash: Annotated[str | None, typer.Option(help="That checkpoint's head hash.")] = None,
+) -> None:
+    """Recompute the hash chain and check it against the head and checkpoints (exit 1 if bad)."""
+    from app.accesslog import service as accesslog_service
+
+    settings = _settings()
+    _upgraded(settings)
+    key = settings.checkpoint_key.get_secret_value().encode() if settings.checkpoint_key else None
+    anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
+    typer.echo("verifying the access log ...", err=True)
+    result = _run(
+        settings, lambda maker: accesslog_service.verify(maker, checkpoint_key=key, anchor=anchor)
+    )
+    if as_json:
+        typer.echo(result.model_dump_json())
+    elif result.ok:
+        typer.echo(
+            f"ok: {result.entries} entries, head {result.head}, {result.checkpoints} checkpoints"
+        )
+    else:
+        typer.echo(f"TAMPERED: first bad entry {result.first_bad_id}: {result.problem}")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@cli.command()
+def explain(
+    principal: Annotated[str, typer.Option(help="e.g. user:alice")],
+    dataset: Annotated[str, typer.Option(help="e.g. employee_activity.keystrokes")],
+    action: Annotated[str, typer.Option(help="read, write or export")] = "read",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Why a principal may or may not act on a dataset: the decision and every grant behind it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from app.identifiers import Action, DatasetId, PrincipalId
+    from app.policy import explain
+
+    try:
+        principal = TypeAdapter(PrincipalId).validate_python(principal)
+        dataset = TypeAdapter(DatasetId).validate_python(dataset)
+        act = Action(action)
+    except ValidationError as exc:
+        _fail(f"invalid --principal or --dataset: {exc.errors()[0]['msg']}")
+    except ValueError:
+        _fail("--action must be read, write or export")
+    settings = _settings()
+    _upgraded(settings)
+    result = _in_session(settings, lambda s: explain.explain_now(s, principal, dataset, act))
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    typer.echo(
+        f"{result.decision.upper()} {principal} {act.value} {dataset} ({result.reason.code})"
+    )
+    if result.reason.via:
+        typer.echo("  via " + " -> ".join(result.reason.via))
+    for g in result.grants:
+        typer.echo(
+            f"  grant {g.grant_id}: {g.effect} {g.subject} on {g.resource} via {' -> '.join(g.via)}"
+        )
+    if result.out_of_audience:
+        typer.echo("  OUT OF AUDIENCE: this principal is not in the dataset's intended audience")
 
 
 def main() -> None:

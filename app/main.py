@@ -23,7 +23,7 @@ from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
 from app.policy.check_router import router as check_router
-from app.policy.explain_router import router as explain_router
+from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
 

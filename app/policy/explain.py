@@ -2,13 +2,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import AuditReader
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
+from app.policy import snapshot as snapshot_module
+from app.policy import version as policy_version
 from app.policy.check_schemas import Reason
-from app.policy.snapshot import PolicyCache, now
+from app.policy.snapshot import PolicyCache
 
 router = APIRouter(tags=["check"])
 
@@ -34,23 +37,18 @@ class Explanation(BaseModel):
     )
 
 
-@router.get(
-    "/v1/explain",
-    response_model=Explanation,
-    responses=problem_responses(Unauthenticated, Forbidden),
-)
-async def explain(
-    request: Request,
-    session: SessionDep,
-    _: AuditReader,
-    principal: Annotated[PrincipalId, Query()],
-    dataset: Annotated[DatasetId, Query()],
-    action: Annotated[Action, Query()] = Action.read,
+async def explain_now(
+    session: AsyncSession, principal: str, dataset: str, action: Action
 ) -> Explanation:
     """The decision a check would get now and every grant and path behind it (not logged)."""
-    cache: PolicyCache = request.app.state.policy
-    snapshot = await cache.current(session)
-    at = now()
+    snapshot = await snapshot_module.build(session, await policy_version.current(session))
+    return explain_with(snapshot, principal, dataset, action)
+
+
+def explain_with(
+    snapshot: snapshot_module.PolicySnapshot, principal: str, dataset: str, action: Action
+) -> Explanation:
+    at = snapshot_module.now()
     outcome = snapshot.decide(principal, dataset, action.value, at)
     matches = snapshot.index.rules_for(principal, dataset, action.value, at)
     return Explanation(
@@ -72,3 +70,21 @@ async def explain(
             for rule, via in matches
         ],
     )
+
+
+@router.get(
+    "/v1/explain",
+    response_model=Explanation,
+    responses=problem_responses(Unauthenticated, Forbidden),
+)
+async def explain(
+    request: Request,
+    session: SessionDep,
+    _: AuditReader,
+    principal: Annotated[PrincipalId, Query()],
+    dataset: Annotated[DatasetId, Query()],
+    action: Annotated[Action, Query()] = Action.read,
+) -> Explanation:
+    """The decision a check would get now and every grant and path behind it (not logged)."""
+    cache: PolicyCache = request.app.state.policy
+    return explain_with(await cache.current(session), principal, dataset, action)
