@@ -180,7 +180,7 @@ def grants() -> list[GrantCreate]:
         ),
         GrantCreate(
             principal="group:contractors",
-            resource="employee_activity.*",
+            resource="finance.*",
             action=Action.read,
             effect=Effect.deny,
         ),
