@@ -9,11 +9,9 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
-from app.directory import service as directory_service
+from app.exposure import service as exposure_service
 from app.identifiers import Action, Effect
-from app.policy import service as policy_service
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate
 
@@ -221,19 +219,21 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
         groups, key=lambda g: (g == "group:all-employees", g in {f"group:{d}" for d in DEPARTMENTS})
     )
     for done, gid in enumerate(ordered, 1):
-        await directory_service.replace_members(session, gid=gid, members=groups[gid], actor=ACTOR)
+        await exposure_service.change_members(
+            session, gid=gid, replace_with=groups[gid], actor=ACTOR
+        )
         progress("groups", done, len(ordered))
     # The over-broad grant predates the datasets' registration, as in the incident.
     planned = grants()
     created = 0
     for done, grant in enumerate(planned, 1):
         if not await _has_grant(session, grant):
-            await policy_service.create_grant(session, body=grant, actor=ACTOR)
+            await exposure_service.create_grant(session, body=grant, actor=ACTOR)
             created += 1
         progress("grants", done, len(planned))
     sets = datasets()
     for done, (dataset_id, body) in enumerate(sets.items(), 1):
-        await datasets_service.put_dataset(session, dataset_id=dataset_id, body=body, actor=ACTOR)
+        await exposure_service.put_dataset(session, dataset_id=dataset_id, body=body, actor=ACTOR)
         progress("datasets", done, len(sets))
     users = {m for members in groups.values() for m in members if m.startswith("user:")}
     return {

@@ -22,6 +22,7 @@ from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
+from app.exposure.router import router as exposure_router
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         datasets_router,
         grants_router,
         explain_router,
+        exposure_router,
         accesslog_router,
         auth_router,
     ):

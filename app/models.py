@@ -10,6 +10,7 @@ from app.auth.models import ApiToken, TrailEntry
 from app.datasets.models import Dataset
 from app.db import Base
 from app.directory.models import Group, Membership
+from app.exposure.models import Finding
 from app.policy.models import Grant
 from app.policy.version import PolicyState
 
@@ -21,6 +22,7 @@ __all__ = [
     "ApiToken",
     "Base",
     "Dataset",
+    "Finding",
     "Grant",
     "Group",
     "Membership",

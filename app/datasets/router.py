@@ -7,6 +7,8 @@ from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetPage, DatasetRead, DatasetWrite
 from app.db import SessionDep
 from app.errors import Forbidden, NotFound, Unauthenticated, problem_responses
+from app.exposure import service as exposure_service
+from app.exposure.schemas import DatasetChanged
 from app.identifiers import DatasetId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
@@ -16,9 +18,9 @@ DatasetPath = Annotated[DatasetId, Path(description="A dataset id.")]
 
 @router.put(
     "/{dataset}",
-    response_model=DatasetRead,
+    response_model=DatasetChanged,
     responses={
-        201: {"model": DatasetRead, "description": "Created"},
+        201: {"model": DatasetChanged, "description": "Created"},
         **problem_responses(Unauthenticated, Forbidden),
     },
 )
@@ -28,14 +30,15 @@ async def put_dataset(
     session: SessionDep,
     caller: PolicyWriter,
     response: Response,
-) -> DatasetRead:
-    """Register or replace a dataset: 201 when created, 200 when replaced."""
-    result, created = await datasets_service.put_dataset(
+) -> DatasetChanged:
+    """Register or replace a dataset: 201 when created, 200 when replaced. Its exposure is
+    analysed at once; the findings opened and resolved come back with it."""
+    result, created, changes = await exposure_service.put_dataset(
         session, dataset_id=dataset, body=body, actor=caller.name
     )
     if created:
         response.status_code = status.HTTP_201_CREATED
-    return result
+    return DatasetChanged(**result.model_dump(), **changes.model_dump())
 
 
 @router.get("", response_model=DatasetPage, responses=problem_responses(Unauthenticated, Forbidden))

@@ -7,6 +7,8 @@ from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupRead, MemberAdd, MembersReplace
 from app.errors import Conflict, Forbidden, NotFound, Unauthenticated, problem_responses
+from app.exposure import service as exposure_service
+from app.exposure.schemas import GroupChanged
 from app.identifiers import GroupName, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
@@ -29,29 +31,41 @@ async def get_group(group: GroupPath, session: SessionDep, _: AuditReader) -> Gr
     return await directory_service.describe_group(session, directory_service.group_id(group))
 
 
-@router.put("/{group}/members", response_model=GroupRead, responses=WRITE_ERRORS)
+@router.put("/{group}/members", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def replace_members(
     group: GroupPath, body: MembersReplace, session: SessionDep, caller: PolicyWriter
-) -> GroupRead:
+) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
-    return await directory_service.replace_members(
-        session, gid=directory_service.group_id(group), members=body.members, actor=caller.name
+    result, changes = await exposure_service.change_members(
+        session,
+        gid=directory_service.group_id(group),
+        replace_with=body.members,
+        actor=caller.name,
+        accept=body.accept_exposure,
     )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
-@router.post("/{group}/members", response_model=GroupRead, responses=WRITE_ERRORS)
+@router.post("/{group}/members", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def add_member(
     group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
-) -> GroupRead:
-    return await directory_service.add_member(
-        session, gid=directory_service.group_id(group), member=body.member, actor=caller.name
+) -> GroupChanged:
+    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
+    result, changes = await exposure_service.change_members(
+        session,
+        gid=directory_service.group_id(group),
+        add=[body.member],
+        actor=caller.name,
+        accept=body.accept_exposure,
     )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
-@router.delete("/{group}/members/{member}", response_model=GroupRead, responses=WRITE_ERRORS)
+@router.delete("/{group}/members/{member}", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def remove_member(
-    group: GroupPath, member: PrincipalId, session: SessionDep, _: PolicyWriter
-) -> GroupRead:
-    return await directory_service.remove_member(
-        session, gid=directory_service.group_id(group), member=member
+    group: GroupPath, member: PrincipalId, session: SessionDep, caller: PolicyWriter
+) -> GroupChanged:
+    result, changes = await exposure_service.change_members(
+        session, gid=directory_service.group_id(group), remove=member, actor=caller.name
     )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())

@@ -1,6 +1,7 @@
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.identifiers import PrincipalId
+from app.policy.schemas import AcceptExposure
 
 MAX_MEMBERS_PER_REQUEST = 10_000
 
@@ -9,12 +10,18 @@ class MembersReplace(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     members: list[PrincipalId] = Field(max_length=MAX_MEMBERS_PER_REQUEST)
+    accept_exposure: AcceptExposure | None = Field(
+        default=None, description="Required to widen a `guard: block` dataset's exposure."
+    )
 
 
 class MemberAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     member: PrincipalId
+    accept_exposure: AcceptExposure | None = Field(
+        default=None, description="Required to widen a `guard: block` dataset's exposure."
+    )
 
 
 class GroupSummary(BaseModel):

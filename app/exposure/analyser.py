@@ -41,8 +41,8 @@ __all__ = [
     "LEAF_PREFIXES",
     "MAX_LINKS",
     "Directory",
-    "ExposureAnalyser",
     "Exposure",
+    "ExposureAnalyser",
     "datasets_covered",
     "is_leaf",
 ]
@@ -524,12 +524,27 @@ class ExposureAnalyser:
             found.extend(self._by_subject.get(subject, ()))
         return found
 
-    def datasets_affected_by_membership(self, group: str, dataset_ids: Iterable[str]) -> list[str]:
-        """Which of `dataset_ids` may change exposure when `group`'s direct members change."""
+    def datasets_affected_by_membership(
+        self,
+        group: str,
+        dataset_ids: Iterable[str],
+        audiences: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[str]:
+        """Which of `dataset_ids` may change exposure when `group`'s direct members change.
+
+        Those covered by a rule of `rules_affected_by_membership`, and, given the datasets'
+        intended `audiences` (dataset id -> listed principals), those whose audience lists `group`
+        or a group it reaches: their intended expansion changes.
+        """
         ids = list(dataset_ids)
         hit: dict[str, None] = {}
         for resource in {rule.obj for rule in self.rules_affected_by_membership(group)}:
             hit.update(dict.fromkeys(datasets_covered(resource, ids)))
+        if audiences:
+            reached = self.directory.ancestors(group)
+            for dataset in ids:
+                if dataset not in hit and any(p in reached for p in audiences.get(dataset, ())):
+                    hit[dataset] = None
         return [d for d in ids if d in hit]
 
     # -- analysis -------------------------------------------------------------------------------

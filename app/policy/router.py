@@ -4,7 +4,16 @@ from fastapi import APIRouter, Path, Query, status
 
 from app.auth.dependencies import AuditReader, PolicyWriter
 from app.db import SessionDep
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    problem_responses,
+)
+from app.exposure import service as exposure_service
+from app.exposure.schemas import GrantChanged, SimulateRequest, SimulateResult
 from app.identifiers import Action, PrincipalId, ResourcePattern
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
@@ -16,12 +25,27 @@ GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
 
 @router.post(
     "",
-    response_model=GrantRead,
+    response_model=GrantChanged,
     status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict),
+)
+async def create_grant(
+    body: GrantCreate, session: SessionDep, caller: PolicyWriter
+) -> GrantChanged:
+    """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
+    grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
+    grant, changes = await exposure_service.create_grant(session, body=body, actor=caller.name)
+    return GrantChanged(**grant.model_dump(), **changes.model_dump())
+
+
+@router.post(
+    "/simulate",
+    response_model=SimulateResult,
     responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
 )
-async def create_grant(body: GrantCreate, session: SessionDep, caller: PolicyWriter) -> GrantRead:
-    return await policy_service.create_grant(session, body=body, actor=caller.name)
+async def simulate(body: SimulateRequest, session: SessionDep, _: AuditReader) -> SimulateResult:
+    """The findings these additions and removals would open and resolve. Nothing is changed."""
+    return await exposure_service.simulate(session, body=body)
 
 
 @router.get("", response_model=GrantPage, responses=problem_responses(Unauthenticated, Forbidden))
@@ -60,9 +84,14 @@ async def get_grant(grant_id: GrantId, session: SessionDep, _: AuditReader) -> G
 
 @router.delete(
     "/{grant_id}",
-    response_model=GrantRead,
-    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+    response_model=GrantChanged,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, Conflict),
 )
-async def revoke_grant(grant_id: GrantId, session: SessionDep, caller: PolicyWriter) -> GrantRead:
+async def revoke_grant(
+    grant_id: GrantId, session: SessionDep, caller: PolicyWriter
+) -> GrantChanged:
     """Revoke the grant: it stops matching for every check that starts after this answer."""
-    return await policy_service.revoke_grant(session, grant_id=grant_id, actor=caller.name)
+    grant, changes = await exposure_service.revoke_grant(
+        session, grant_id=grant_id, actor=caller.name
+    )
+    return GrantChanged(**grant.model_dump(), **changes.model_dump())

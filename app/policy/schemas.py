@@ -23,6 +23,15 @@ class GrantStatus(StrEnum):
     revoked = "revoked"
 
 
+class AcceptExposure(BaseModel):
+    """Knowingly accept the exposure a change opens, until a date (then it reopens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: FreeText = Field(min_length=1, max_length=2000)
+    until: AwareDatetime
+
+
 class GrantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +46,11 @@ class GrantCreate(BaseModel):
         default=None,
         max_length=2000,
         description="Required for allow grants that reach a confidential or restricted dataset.",
+    )
+    accept_exposure: AcceptExposure | None = Field(
+        default=None,
+        description="Open the findings this grant causes as accepted; required to widen access "
+        "beyond the audience of a `guard: block` dataset.",
     )
 
 

@@ -18,18 +18,20 @@ from app.policy import repository
 from app.policy import version as policy_version
 from app.policy.decision_index import DecisionIndex, Rule
 from app.policy.models import Grant
+from app.policy.schemas import GrantRead
 
 # Reading these actions from outside a dataset's audience is an exposure.
 READ_ACTIONS = frozenset({"read", "export"})
 
 
-def to_rule(grant: Grant) -> Rule:
+def to_rule(grant: Grant | GrantRead) -> Rule:
+    """The Casbin ``p`` rule of a grant."""
     exp = "" if grant.expires_at is None else repr(grant.expires_at.timestamp())
     return Rule(
         sub=grant.principal,
         obj=grant.resource,
-        act=grant.action,
-        eft=grant.effect,
+        act=str(grant.action),
+        eft=str(grant.effect),
         exp=exp,
         id=str(grant.id),
     )

@@ -13,6 +13,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
+_TAKEN = "policy_version_taken"
+
 
 class PolicyState(Base):
     __tablename__ = "policy_state"
@@ -23,14 +25,19 @@ class PolicyState(Base):
 
 
 async def advance(session: AsyncSession) -> int:
-    """Take the policy write lock and return the new version."""
+    """Take the policy write lock and return the new version (once per transaction)."""
+    taken = session.info.get(_TAKEN)
+    if taken is not None and taken[0] is session.sync_session.get_transaction():
+        return int(taken[1])
     result = await session.execute(
         update(PolicyState)
         .where(PolicyState.id == 1)
         .values(version=PolicyState.version + 1, updated_at=utcnow())
         .returning(PolicyState.version)
     )
-    return int(result.scalar_one())
+    version = int(result.scalar_one())
+    session.info[_TAKEN] = (session.sync_session.get_transaction(), version)
+    return version
 
 
 async def current(session: AsyncSession) -> int:

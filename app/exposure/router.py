@@ -1,0 +1,137 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
+from app.auth.dependencies import AuditReader, PolicyWriter
+from app.datasets import repository as datasets_repository
+from app.db import SessionDep
+from app.errors import Conflict, Forbidden, NotFound, Unauthenticated, problem_responses
+from app.exposure import repository
+from app.exposure import service as exposure_service
+from app.exposure.schemas import (
+    AccessItem,
+    ExposureRead,
+    FindingPage,
+    FindingRead,
+    FindingStatus,
+    PrincipalAccess,
+    ScanResult,
+    Severity,
+)
+from app.identifiers import DatasetId, PrincipalId
+from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
+from app.policy.schemas import AcceptExposure
+from app.policy.snapshot import PolicyCache, now
+
+router = APIRouter(tags=["exposure"])
+FindingId = Annotated[int, Path(ge=1, le=2**62)]
+READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound)
+
+
+@router.get("/v1/findings", response_model=FindingPage, responses=READ_ERRORS)
+async def list_findings(
+    session: SessionDep,
+    _: AuditReader,
+    status: FindingStatus | None = None,
+    severity: Severity | None = None,
+    dataset: Annotated[DatasetId | None, Query()] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: IdCursor = None,
+) -> FindingPage:
+    """Grants that let principals outside a dataset's audience read it, oldest first."""
+    items, next_cursor = await exposure_service.list_findings(
+        session,
+        status=status.value if status else None,
+        severity=severity.value if severity else None,
+        dataset=dataset,
+        after_id=cursor,
+        limit=limit,
+    )
+    return FindingPage(items=items, next_cursor=next_cursor)
+
+
+@router.get("/v1/findings/{finding_id}", response_model=FindingRead, responses=READ_ERRORS)
+async def get_finding(finding_id: FindingId, session: SessionDep, _: AuditReader) -> FindingRead:
+    return await exposure_service.get_finding(session, finding_id)
+
+
+@router.post(
+    "/v1/findings/{finding_id}/accept",
+    response_model=FindingRead,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, Conflict),
+)
+async def accept_finding(
+    finding_id: FindingId, body: AcceptExposure, session: SessionDep, caller: PolicyWriter
+) -> FindingRead:
+    """Accept the exposure knowingly until `until`; it reopens by itself afterwards."""
+    return await exposure_service.accept_finding(
+        session, finding_id=finding_id, body=body, actor=caller.name
+    )
+
+
+@router.get("/v1/findings/{finding_id}/reads", response_model=AccessLogPage, responses=READ_ERRORS)
+async def finding_reads(
+    finding_id: FindingId,
+    session: SessionDep,
+    _: AuditReader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: IdCursor = None,
+) -> AccessLogPage:
+    """Who did: the allowed reads of the finding's dataset by principals outside its audience."""
+    finding = await exposure_service.get_finding(session, finding_id)
+    rows = await repository.reads_outside(
+        session, dataset=finding.dataset, before_id=cursor, limit=limit + 1
+    )
+    items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
+    return AccessLogPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+
+
+@router.post(
+    "/v1/scan",
+    response_model=ScanResult,
+    responses=problem_responses(Unauthenticated, Forbidden),
+)
+async def scan(session: SessionDep, caller: PolicyWriter) -> ScanResult:
+    """Re-analyse every dataset; returns counts."""
+    return await exposure_service.scan(session, actor=caller.name)
+
+
+@router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=READ_ERRORS)
+async def dataset_exposure(
+    dataset: DatasetId,
+    session: SessionDep,
+    _: AuditReader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> ExposureRead:
+    """Who could read it: intended, effective and excess counts, a page of excess principals
+    with the grant and path that reaches each, and the out-of-audience reads recorded."""
+    return await exposure_service.dataset_exposure(
+        session, dataset_id=dataset, after=cursor, limit=limit
+    )
+
+
+@router.get(
+    "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=READ_ERRORS
+)
+async def principal_access(
+    principal: PrincipalId, request: Request, session: SessionDep, _: AuditReader
+) -> PrincipalAccess:
+    """Every registered dataset the principal can read now, with the grant and group path."""
+    cache: PolicyCache = request.app.state.policy
+    snapshot = await cache.current(session)
+    at = now()
+    items = []
+    for dataset in await datasets_repository.list_all(session):
+        outcome = snapshot.decide(principal, dataset.id, "read", at)
+        if outcome.allowed and outcome.grant_id is not None:
+            items.append(
+                AccessItem(
+                    dataset=dataset.id,
+                    grant_id=outcome.grant_id,
+                    via=list(outcome.via),
+                    out_of_audience=outcome.out_of_audience,
+                )
+            )
+    return PrincipalAccess(principal=principal, items=items)

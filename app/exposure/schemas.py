@@ -1,0 +1,134 @@
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from app.datasets.schemas import DatasetRead
+from app.directory.schemas import GroupRead
+from app.identifiers import Action, Effect, PrincipalId, ResourcePattern
+from app.policy.schemas import GrantRead
+
+
+class Severity(StrEnum):
+    critical = "critical"
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+class FindingStatus(StrEnum):
+    open = "open"
+    resolved = "resolved"
+    accepted = "accepted"
+
+
+class ExcessPath(BaseModel):
+    principal: str
+    via: list[str] = Field(description="Membership path from the principal to the grant subject.")
+
+
+class FindingRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int | None = Field(description="null for a finding that would open (simulate, 409).")
+    dataset: str
+    grant_id: int | None = Field(description="null for a proposed grant (simulate).")
+    principal: str = Field(description="The grant's subject.")
+    excess_count: int
+    excess_sample: list[str]
+    paths: list[ExcessPath]
+    severity: Severity
+    status: FindingStatus
+    opened_at: datetime | None
+    resolved_at: datetime | None = None
+    accepted_by: str | None = None
+    reason: str | None = None
+    until: datetime | None = None
+
+
+class FindingPage(BaseModel):
+    items: list[FindingRead]
+    next_cursor: str | None
+
+
+class FindingChanges(BaseModel):
+    findings_opened: list[FindingRead] = Field(default_factory=list)
+    findings_resolved: list[FindingRead] = Field(default_factory=list)
+
+
+class ExcessPrincipal(BaseModel):
+    principal: str
+    grant_id: int
+    via: list[str]
+
+
+class ExposureRead(BaseModel):
+    dataset: str
+    sensitivity: str
+    guard: str
+    intended_count: int
+    effective_count: int
+    excess_count: int
+    items: list[ExcessPrincipal] = Field(description="A page of excess principals.")
+    next_cursor: str | None
+    out_of_audience_reads: int = Field(
+        description="Allowed reads recorded from outside the audience."
+    )
+
+
+class AccessItem(BaseModel):
+    dataset: str
+    grant_id: int
+    via: list[str]
+    out_of_audience: bool
+
+
+class PrincipalAccess(BaseModel):
+    principal: str
+    items: list[AccessItem]
+    next_cursor: str | None = None
+
+
+class ScanResult(BaseModel):
+    datasets: int
+    opened: int
+    resolved: int
+    open_findings: int
+    duration_ms: float
+
+
+class ProposedGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    principal: PrincipalId
+    resource: ResourcePattern
+    action: Action
+    effect: Effect = Effect.allow
+    expires_at: AwareDatetime | None = None
+
+
+class SimulateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[ProposedGrant] = Field(default_factory=list, max_length=1000)
+    remove: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
+class SimulateResult(BaseModel):
+    would_open: list[FindingRead]
+    would_resolve: list[FindingRead]
+
+
+class GrantChanged(GrantRead, FindingChanges):
+    """The grant, and the findings its creation or revocation opened and resolved."""
+
+
+class GroupChanged(GroupRead, FindingChanges):
+    """The group, and the findings the membership change opened and resolved."""
+
+
+class DatasetChanged(DatasetRead, FindingChanges):
+    """The dataset, and the findings its (re-)registration opened and resolved."""

@@ -1,0 +1,619 @@
+"""The exposure analyser must agree with the Casbin enforcer on every principal and dataset."""
+
+import itertools
+from collections.abc import Iterable, Sequence
+
+import pytest
+from casbin.util import key_match as casbin_key_match
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from app.exposure.analyser import (
+    MAX_LINKS,
+    Directory,
+    ExposureAnalyser,
+    datasets_covered,
+    is_leaf,
+)
+from app.policy.decision_index import (
+    CASBIN_MAX_HIERARCHY_LEVEL,
+    DecisionIndex,
+    Rule,
+    casbin_enforcer,
+    is_live,
+)
+
+USERS = [f"user:u{i}" for i in range(6)]
+SERVICES = ["service:s0", "service:s1"]
+GROUPS = [f"group:g{i}" for i in range(12)]  # 12: chains of 10-12 links, past the depth limit
+GHOST = "user:ghost"  # only ever a rule subject
+EMPTY = "group:empty"  # a rule subject with no members
+OUTSIDER = "service:outsider"  # only ever in intended audiences
+SUBJECTS = [*USERS, *SERVICES, *GROUPS, GHOST, EMPTY]
+AUDIENCE_MEMBERS = [*SUBJECTS, OUTSIDER]
+# Valid dataset ids plus two odd ones ("a." and "ab") that only raw keyMatch prefixes reach.
+DATASETS = ["a", "a.b", "a.b.c", "a.bc", "b.x", "a.", "ab"]
+ACTIONS = ["read", "write", "export"]
+RESOURCES = [
+    *["a", "a.b", "a.b.c", "a.bc", "b.x"],  # exact dataset ids
+    *["a.*", "a.b.*", "b.*", "a.b.c.*", "*"],  # prefix patterns and everything
+    *["a*", "a.b*", "a.*.c", "a."],  # odd patterns: keyMatch is a raw string prefix
+]
+# now is one of NOWS; expiries straddle it, including exp == now (expired: now < exp is false).
+NOWS = [999.0, 1000.0, 1500.0]
+EXPIRIES = ["", "", "", "500.0", "1000.0", "1000.5", "2000", "1e3", "inf", "nan"]
+
+Link = tuple[str, str]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def chain(*principals: str) -> list[Link]:
+    return list(itertools.pairwise(principals))
+
+
+def allow(sub: str, obj: str, rule_id: str = "1", act: str = "read", exp: str = "") -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="allow", exp=exp, id=rule_id)
+
+
+def deny(sub: str, obj: str, rule_id: str = "2", act: str = "read", exp: str = "") -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="deny", exp=exp, id=rule_id)
+
+
+def casbin_readers(
+    rules: Sequence[Rule], links: Sequence[Link], dataset: str, now: float, universe: Iterable[str]
+) -> frozenset[str]:
+    enforcer = casbin_enforcer(rules, links)
+    return frozenset(p for p in universe if enforcer.enforce(p, dataset, "read", now))
+
+
+class Reference:
+    """Brute force with pycasbin: its enforcer, its role manager's g() and its keyMatch."""
+
+    def __init__(self, rules: Sequence[Rule], links: Sequence[Link], extras: Iterable[str]) -> None:
+        self.rules = rules
+        self.links = links
+        self.enforcer = casbin_enforcer(rules, links)
+        self.role_manager = self.enforcer.get_role_manager()
+        principals = [*itertools.chain.from_iterable(links), *(r.sub for r in rules), *extras]
+        self.universe = frozenset(p for p in principals if is_leaf(p))
+        self._reaches: dict[Link, bool] = {}
+
+    def reaches(self, principal: str, subject: str) -> bool:
+        key = (principal, subject)
+        if key not in self._reaches:
+            self._reaches[key] = bool(self.role_manager.has_link(principal, subject))
+        return self._reaches[key]
+
+    def effective(self, dataset: str, now: float) -> frozenset[str]:
+        return frozenset(p for p in self.universe if self.enforcer.enforce(p, dataset, "read", now))
+
+    def intended(self, audience: Iterable[str]) -> frozenset[str]:
+        listed = list(audience)
+        return frozenset(p for p in self.universe if any(self.reaches(p, a) for a in listed))
+
+    def live_allows(self, dataset: str, now: float) -> list[Rule]:
+        return [
+            r
+            for r in self.rules
+            if r.act == "read"
+            and r.eft == "allow"
+            and casbin_key_match(dataset, r.obj)
+            and is_live(r.exp, now)
+        ]
+
+    def grant_excess(
+        self, dataset: str, now: float, excess: frozenset[str]
+    ) -> dict[str, frozenset[str]]:
+        return {
+            r.id: frozenset(p for p in excess if self.reaches(p, r.sub))
+            for r in self.live_allows(dataset, now)
+        }
+
+
+# -- property tests against pycasbin -----------------------------------------------------------
+
+Policy = tuple[list[Rule], list[Link], float, dict[str, list[str]]]
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> Policy:
+    """Random directory, rules, time and intended audiences (at most 10 leaves)."""
+    # Memberships of users and services (hypothesis draws are the slow part: few, large ones).
+    leaves_in_groups = st.tuples(st.sampled_from(USERS + SERVICES), st.sampled_from(GROUPS))
+    links: list[Link] = draw(st.lists(leaves_in_groups, max_size=12))
+    # Often a deep chain from a user through distinct groups: 8 to 12 links, so that groups just
+    # inside (9 links), at (10) and past Casbin's depth limit occur.
+    if draw(st.integers(min_value=0, max_value=2)):
+        length = draw(st.integers(min_value=8, max_value=len(GROUPS)))
+        order = draw(st.permutations(GROUPS))
+        links.extend(chain(draw(st.sampled_from(USERS)), *order[:length]))
+    # Random nesting between groups: cycles and self-links included.
+    links.extend(
+        draw(st.lists(st.tuples(st.sampled_from(GROUPS), st.sampled_from(GROUPS)), max_size=8))
+    )
+    # Now and then a link Casbin tolerates but the API would not make: a leaf as a "group".
+    if not draw(st.integers(min_value=0, max_value=5)):
+        links.append((draw(st.sampled_from(SUBJECTS)), draw(st.sampled_from(USERS + SERVICES))))
+    links = list(dict.fromkeys(links))
+
+    fields = st.tuples(
+        st.sampled_from(SUBJECTS),
+        st.sampled_from(RESOURCES),
+        st.sampled_from(["read", "read", *ACTIONS]),
+        st.sampled_from(["allow", "allow", "deny"]),
+        st.sampled_from(EXPIRIES),
+    )
+    rules = [
+        Rule(sub=sub, obj=obj, act=act, eft=eft, exp=exp, id=str(i))
+        for i, (sub, obj, act, eft, exp) in enumerate(draw(st.lists(fields, max_size=12)))
+    ]
+    now = draw(st.sampled_from(NOWS))
+    # Three audiences shared out among the datasets.
+    audience = st.lists(st.sampled_from(AUDIENCE_MEMBERS), max_size=3, unique=True)
+    shared = [draw(audience) for _ in range(3)]
+    audiences = {dataset: shared[i % 3] for i, dataset in enumerate(DATASETS)}
+    return rules, links, now, audiences
+
+
+def audience_members(audiences: dict[str, list[str]]) -> list[str]:
+    return [p for audience in audiences.values() for p in audience]
+
+
+# Every leaf of the universe (<= 10) x every dataset (7) against pycasbin's enforce, plus the
+# intended expansion, per-grant excess, reach paths, and the directory's member sets and ancestors:
+# 7 (policy, dataset) comparisons per example, 1,750 per run (about 15,000 enforce calls).
+@settings(
+    max_examples=250,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policies())
+def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
+    rules, links, now, audiences = policy
+    extras = audience_members(audiences)
+    analyser = ExposureAnalyser(rules, links, extra_principals=extras)
+    reference = Reference(rules, links, extras)
+    index = DecisionIndex(rules, links)
+    assert analyser.universe == reference.universe
+
+    for dataset in DATASETS:
+        effective = analyser.effective(dataset, "read", now)
+        assert effective == reference.effective(dataset, now), dataset
+
+        intended = analyser.intended(audiences[dataset])
+        assert intended == reference.intended(audiences[dataset]), dataset
+        excess = effective - intended
+        grants = analyser.grant_excess(dataset, "read", now, intended)
+        assert grants == reference.grant_excess(dataset, now, excess), dataset
+
+        exposure = analyser.exposure(
+            dataset, "read", now, analyser.intended_bits(audiences[dataset])
+        )
+        assert exposure.effective_count == len(effective)
+        assert exposure.excess_count == len(excess)
+        assert frozenset(analyser.directory.names(exposure.excess)) == excess
+
+        covering = [
+            r
+            for r in rules
+            if r.act == "read" and r.eft in ("allow", "deny") and casbin_key_match(dataset, r.obj)
+        ]
+        assert sorted(analyser.rules_covering(dataset, "read"), key=repr) == sorted(
+            set(covering), key=repr
+        )
+        assert_reach(analyser, reference, index, dataset, now, effective)
+    assert_directory(analyser.directory, index, reference)
+
+
+def assert_directory(directory: Directory, index: DecisionIndex, reference: Reference) -> None:
+    """Ancestors as DecisionIndex finds them; member sets as pycasbin's role manager admits them."""
+    for principal in AUDIENCE_MEMBERS:
+        assert directory.ancestors(principal) == index.ancestors(principal), principal
+    for principal in AUDIENCE_MEMBERS:
+        universe = reference.universe | {principal} if is_leaf(principal) else reference.universe
+        expected = frozenset(p for p in universe if reference.reaches(p, principal))
+        assert directory.members(principal) == expected, principal
+
+
+def assert_reach(
+    analyser: ExposureAnalyser,
+    reference: Reference,
+    index: DecisionIndex,
+    dataset: str,
+    now: float,
+    effective: frozenset[str],
+) -> None:
+    """Every effective principal is listed with the live allows it reaches and shortest paths."""
+    reach = analyser.reach(dataset, "read", now)
+    assert set(reach) == effective
+    link_set = set(reference.links)
+    allows = reference.live_allows(dataset, now)
+    for principal, found in reach.items():
+        expected = {r.id for r in allows if reference.reaches(principal, r.sub)}
+        assert {rule.id for rule, _path in found} == expected
+        ancestors = index.ancestors(principal)
+        for rule, path in found:
+            assert path == ancestors[rule.sub]
+            assert path[0] == principal and path[-1] == rule.sub
+            assert len(path) <= CASBIN_MAX_HIERARCHY_LEVEL
+            assert all(link in link_set for link in itertools.pairwise(path))
+
+
+# -- incremental changes ------------------------------------------------------------------------
+
+Change = tuple[str, Rule | Link | int]
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> Change:
+    kind = draw(st.sampled_from(["add_rule", "remove_rule", "add_link", "remove_link"]))
+    if kind == "add_rule":
+        rule = Rule(
+            sub=draw(st.sampled_from(SUBJECTS)),
+            obj=draw(st.sampled_from(RESOURCES)),
+            act="read",
+            eft=draw(st.sampled_from(["allow", "allow", "deny"])),
+            exp=draw(st.sampled_from(EXPIRIES)),
+            id=f"new{draw(st.integers(0, 5))}",
+        )
+        return kind, rule
+    if kind == "add_link":
+        member = draw(st.sampled_from(USERS + SERVICES + GROUPS))
+        return kind, (member, draw(st.sampled_from(GROUPS)))
+    return kind, draw(st.integers(min_value=0, max_value=50))
+
+
+Snapshot = dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]]
+
+
+def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[str]]) -> Snapshot:
+    found: Snapshot = {}
+    for dataset in DATASETS:
+        intended = analyser.intended(audiences[dataset])
+        found[dataset] = (
+            analyser.effective(dataset, "read", now),
+            analyser.grant_excess(dataset, "read", now, intended),
+        )
+    return found
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policies(), st.lists(changes(), min_size=1, max_size=6))
+def test_incremental_changes_touch_only_the_datasets_they_report(
+    policy: Policy, steps: list[Change]
+) -> None:
+    rules, links, now, audiences = policy
+    extras = audience_members(audiences)
+    current_rules = list(dict.fromkeys(rules))
+    current_links = list(links)
+    analyser = ExposureAnalyser(current_rules, current_links, extras)
+    before = snapshot(analyser, now, audiences)  # fills the memos that the changes invalidate
+
+    for kind, arg in steps:
+        changed = analyser.copy()
+        affected: list[str]
+        if kind in ("add_rule", "remove_rule"):
+            if kind == "add_rule":
+                assert isinstance(arg, Rule)
+                rule = arg
+                if rule in current_rules:
+                    continue
+                assert changed.add_rule(rule)
+                current_rules.append(rule)
+            else:
+                if not current_rules:
+                    continue
+                assert isinstance(arg, int)
+                rule = current_rules.pop(arg % len(current_rules))
+                assert changed.remove_rule(rule)
+                assert not changed.remove_rule(rule)
+            affected = datasets_covered(rule.obj, DATASETS)
+        else:
+            if kind == "add_link":
+                assert isinstance(arg, tuple)
+                link = arg
+                if link in current_links:
+                    assert not changed.add_link(*link)
+                    continue
+            else:
+                if not current_links:
+                    continue
+                assert isinstance(arg, int)
+                link = current_links[arg % len(current_links)]
+            affected = changed.datasets_affected_by_membership(link[1], DATASETS, audiences)
+            if kind == "add_link":
+                assert changed.add_link(*link)
+                current_links.append(link)
+            else:
+                assert changed.remove_link(*link)
+                current_links.remove(link)
+            # The affected set is the same computed before or after the change.
+            assert changed.datasets_affected_by_membership(link[1], DATASETS, audiences) == affected
+
+        after = snapshot(changed, now, audiences)
+        for dataset in DATASETS:
+            if dataset not in affected:
+                assert after[dataset] == before[dataset], (kind, arg, dataset)
+        # The original is untouched by changes to its copy ...
+        assert snapshot(analyser, now, audiences) == before
+        # ... and the changed one answers like one built from scratch.
+        fresh = ExposureAnalyser(current_rules, current_links, extras)
+        assert snapshot(fresh, now, audiences) == after
+        analyser, before = changed, after
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+ACTIVITY = [f"employee_activity.{t}" for t in ("keystrokes", "mouse_movements", "transcripts")]
+
+
+def test_deny_on_subgroup_removes_its_members_from_effective() -> None:
+    links = [
+        ("user:alice", "group:eng"),
+        ("user:bob", "group:eng"),
+        ("user:carol", "group:contractors"),
+        ("group:contractors", "group:eng"),
+        ("group:eng", "group:all"),
+        ("user:dave", "group:all"),
+        ("user:erin", "group:temps"),
+        ("group:temps", "group:contractors"),  # nested below the denied group
+    ]
+    rules = [
+        allow("group:all", "employee_activity.*", rule_id="broad"),
+        deny("group:contractors", "employee_activity.keystrokes", rule_id="no-contractors"),
+    ]
+    analyser = ExposureAnalyser(rules, links)
+
+    keystrokes = analyser.effective("employee_activity.keystrokes", "read", 0.0)
+    transcripts = analyser.effective("employee_activity.transcripts", "read", 0.0)
+
+    assert keystrokes == {"user:alice", "user:bob", "user:dave"}
+    assert transcripts == keystrokes | {"user:carol", "user:erin"}
+    expected = {
+        "employee_activity.keystrokes": keystrokes,
+        "employee_activity.transcripts": transcripts,
+    }
+    for dataset, effective in expected.items():
+        assert effective == casbin_readers(rules, links, dataset, 0.0, analyser.universe)
+    # A deny on a user beats an allow on the same user too.
+    direct = [*rules, allow("user:carol", "employee_activity.keystrokes", rule_id="carol")]
+    assert "user:carol" not in ExposureAnalyser(direct, links).effective(
+        "employee_activity.keystrokes", "read", 0.0
+    )
+
+
+def test_pattern_grant_reaches_every_dataset_under_prefix() -> None:
+    links = [("user:alice", "group:all-employees"), ("service:trainer", "group:all-employees")]
+    rules = [allow("group:all-employees", "employee_activity.*", rule_id="broad")]
+    analyser = ExposureAnalyser(rules, links)
+    others = ["employee_activity", "employee_activity_archive.x", "hr.employee_activity.x"]
+
+    for dataset in ACTIVITY:
+        assert analyser.rules_covering(dataset, "read") == rules
+        assert analyser.effective(dataset, "read", 0.0) == {"user:alice", "service:trainer"}
+    for dataset in others:
+        assert analyser.rules_covering(dataset, "read") == []
+        assert analyser.effective(dataset, "read", 0.0) == frozenset()
+    assert analyser.effective(ACTIVITY[0], "write", 0.0) == frozenset()
+    assert datasets_covered("employee_activity.*", [*ACTIVITY, *others]) == ACTIVITY
+    assert datasets_covered("*", others) == others
+    assert datasets_covered(ACTIVITY[1], [*ACTIVITY, *others]) == [ACTIVITY[1]]
+
+
+def test_excess_excludes_intended_audience() -> None:
+    links = [
+        ("user:alice", "group:mci-research"),
+        ("user:bob", "group:mci-research"),
+        ("group:mci-research", "group:all-employees"),
+        ("user:carol", "group:sales"),
+        ("user:dave", "group:sales"),
+        ("group:sales", "group:all-employees"),
+    ]
+    rules = [
+        allow("group:all-employees", "employee_activity.*", rule_id="broad"),
+        allow("group:mci-research", "employee_activity.*", rule_id="research"),
+        allow("service:trainer", "employee_activity.keystrokes", rule_id="trainer"),
+        allow("user:dave", "employee_activity.keystrokes", rule_id="dave"),
+    ]
+    analyser = ExposureAnalyser(rules, links)
+    intended = analyser.intended(["group:mci-research", "service:trainer"])
+    assert intended == {"user:alice", "user:bob", "service:trainer"}
+
+    excess = analyser.grant_excess("employee_activity.keystrokes", "read", 0.0, intended)
+
+    assert excess == {
+        "broad": {"user:carol", "user:dave"},
+        "research": frozenset(),
+        "trainer": frozenset(),
+        "dave": {"user:dave"},  # reached by two grants: under both
+    }
+    exposure = analyser.exposure(
+        "employee_activity.keystrokes",
+        "read",
+        0.0,
+        analyser.intended_bits(["group:mci-research", "service:trainer"]),
+    )
+    assert (exposure.effective_count, exposure.excess_count) == (5, 2)
+    assert analyser.directory.sample(exposure.by_grant["broad"], 1)[0] in {
+        "user:carol",
+        "user:dave",
+    }
+    reach = analyser.reach(
+        "employee_activity.keystrokes", "read", 0.0, ["user:dave", "user:nobody"]
+    )
+    assert sorted(reach["user:dave"], key=repr) == sorted(
+        [
+            (rules[0], ("user:dave", "group:sales", "group:all-employees")),
+            (rules[3], ("user:dave",)),
+        ],
+        key=repr,
+    )
+    assert set(reach) == {"user:dave"}
+
+
+def test_grant_beyond_casbin_depth_reaches_nobody() -> None:
+    groups = [f"group:level{i}" for i in range(1, 12)]
+    links = chain("user:alice", *groups)  # group:level{n} is n links above user:alice
+    inside = allow("group:level9", "a.b", rule_id="inside")
+    beyond = allow("group:level10", "a.b", rule_id="beyond")
+
+    analyser = ExposureAnalyser([inside, beyond], links)
+
+    assert analyser.effective("a.b", "read", 0.0) == {"user:alice"}
+    assert analyser.grant_excess("a.b", "read", 0.0, frozenset()) == {
+        "inside": {"user:alice"},
+        "beyond": frozenset(),
+    }
+    assert analyser.directory.members("group:level10") == frozenset()
+    assert analyser.directory.members("group:level11") == frozenset()
+    assert not casbin_enforcer([beyond], links).enforce("user:alice", "a.b", "read", 0.0)
+    only_beyond = ExposureAnalyser([beyond], links)
+    assert only_beyond.effective("a.b", "read", 0.0) == frozenset()
+    # The limit is on the shortest path: a shortcut brings the same group within reach.
+    only_beyond.add_link("user:alice", "group:level8")
+    assert only_beyond.effective("a.b", "read", 0.0) == {"user:alice"}
+    assert only_beyond.paths_for("user:alice", "a.b", "read", 0.0) == [
+        (beyond, ("user:alice", "group:level8", "group:level9", "group:level10"))
+    ]
+    # An intended audience naming a group past the limit expands to nobody as well.
+    assert analyser.intended(["group:level10"]) == frozenset()
+    assert MAX_LINKS == CASBIN_MAX_HIERARCHY_LEVEL - 1 == 9
+
+
+def test_expired_grant_reaches_nobody() -> None:
+    links = [("user:alice", "group:eng")]
+    grant = allow("group:eng", "a.b", rule_id="temp", exp="1000.0")
+    analyser = ExposureAnalyser([grant], links)
+
+    assert analyser.effective("a.b", "read", 999.5) == {"user:alice"}
+    for now in [1000.0, 1000.5, 5000.0]:  # expiry is exclusive: now == exp is already expired
+        assert analyser.effective("a.b", "read", now) == frozenset()
+        assert analyser.grant_excess("a.b", "read", now, frozenset()) == {}
+        assert analyser.paths_for("user:alice", "a.b", "read", now) == []
+    assert analyser.rules_covering("a.b", "read") == [grant]  # still there, just not live
+    # An expired deny denies nothing either.
+    rules = [
+        allow("group:eng", "a.b", rule_id="1"),
+        deny("user:alice", "*", exp="1000", rule_id="2"),
+    ]
+    analyser = ExposureAnalyser(rules, links)
+    assert analyser.effective("a.b", "read", 999.0) == frozenset()
+    assert analyser.effective("a.b", "read", 1000.0) == {"user:alice"}
+    assert casbin_readers(rules, links, "a.b", 1000.0, ["user:alice"]) == {"user:alice"}
+
+
+def test_cycles_terminate_and_still_grant() -> None:
+    links = [
+        ("user:alice", "group:a"),
+        ("group:a", "group:b"),
+        ("group:b", "group:a"),
+        ("group:b", "group:b"),
+        ("group:b", "group:c"),
+        ("service:bot", "group:b"),
+    ]
+    rules = [allow("group:c", "a.*", rule_id="1"), deny("group:a", "a.secret", rule_id="2")]
+    analyser = ExposureAnalyser(rules, links)
+    assert analyser.directory.members("group:a") == {"user:alice", "service:bot"}
+    assert analyser.effective("a.b", "read", 0.0) == {"user:alice", "service:bot"}
+    assert analyser.effective("a.secret", "read", 0.0) == frozenset()
+    for dataset in ["a.b", "a.secret"]:
+        assert analyser.effective(dataset, "read", 0.0) == casbin_readers(
+            rules, links, dataset, 0.0, analyser.universe
+        )
+
+
+def test_direct_subjects_unknown_principals_and_empty_groups() -> None:
+    rules = [
+        allow("user:ghost", "a.b", rule_id="ghost"),  # a user nobody put in any group
+        allow("group:empty", "a.b", rule_id="empty"),  # a group without members
+        allow("group:unlinked", "a.b", rule_id="unlinked", act="read"),
+    ]
+    analyser = ExposureAnalyser(rules, [], extra_principals=["service:trainer"])
+    assert analyser.universe == {"user:ghost", "service:trainer"}
+    assert analyser.effective("a.b", "read", 0.0) == {"user:ghost"}
+    assert analyser.grant_excess("a.b", "read", 0.0, frozenset({"service:trainer"})) == {
+        "ghost": {"user:ghost"},
+        "empty": frozenset(),
+        "unlinked": frozenset(),
+    }
+    assert analyser.paths_for("user:nobody", "a.b", "read", 0.0) == []
+    # Intended audiences may name leaves nobody has heard of: they just expand to themselves.
+    assert analyser.intended(["user:newcomer", "group:unknown"]) == {"user:newcomer"}
+    assert "user:newcomer" in analyser.universe
+
+
+def test_membership_change_reports_datasets_of_the_group_and_its_ancestors() -> None:
+    links = chain("user:alice", "group:team", "group:dept", "group:all")
+    rules = [
+        allow("group:all", "x.*", rule_id="1"),
+        allow("group:dept", "y.a", rule_id="2"),
+        allow("group:team", "z.a", rule_id="3"),
+        deny("group:other", "w.a", rule_id="4"),
+    ]
+    datasets = ["x.a", "x.b", "y.a", "y.b", "z.a", "w.a"]
+    analyser = ExposureAnalyser(rules, links)
+    assert analyser.rules_affected_by_membership("group:dept") == [rules[1], rules[0]]
+    assert analyser.datasets_affected_by_membership("group:dept", datasets) == ["x.a", "x.b", "y.a"]
+    assert analyser.datasets_affected_by_membership("group:team", datasets) == [
+        "x.a",
+        "x.b",
+        "y.a",
+        "z.a",
+    ]
+    assert analyser.datasets_affected_by_membership("group:nowhere", datasets) == []
+
+    assert analyser.add_link("user:bob", "group:team")
+    assert analyser.effective("y.a", "read", 0.0) == {"user:alice", "user:bob"}
+    assert analyser.remove_link("user:alice", "group:team")
+    assert not analyser.remove_link("user:alice", "group:team")
+    assert analyser.effective("x.a", "read", 0.0) == {"user:bob"}
+
+
+def test_rule_changes_and_copies() -> None:
+    links = [("user:alice", "group:eng")]
+    grant = allow("group:eng", "a.*", rule_id="1")
+    analyser = ExposureAnalyser([], links)
+    assert analyser.add_rule(grant)
+    assert not analyser.add_rule(grant)
+    snapshot_before = analyser.copy()
+    block = deny("user:alice", "a.b", rule_id="2")
+    analyser.add_rule(block)
+    assert analyser.effective("a.b", "read", 0.0) == frozenset()
+    assert snapshot_before.effective("a.b", "read", 0.0) == {"user:alice"}
+    assert analyser.remove_rule(block)
+    assert analyser.remove_rule(grant)
+    assert analyser.rules() == []
+    assert analyser.rules_covering("a.b", "read") == []
+
+
+def test_rules_without_a_known_effect_are_ignored() -> None:
+    odd = Rule(sub="user:a", obj="a.b", act="read", eft="audit", exp="", id="9")
+    analyser = ExposureAnalyser([odd], [])
+    assert analyser.effective("a.b", "read", 0.0) == frozenset()
+    assert casbin_readers([odd], [], "a.b", 0.0, ["user:a"]) == frozenset()
+    assert analyser.rules() == [odd]
+    assert analyser.remove_rule(odd)
+
+
+def test_invalid_expiry_is_rejected() -> None:
+    with pytest.raises(ValueError, match="rule '7'"):
+        ExposureAnalyser([allow("user:a", "a.b", rule_id="7", exp="tomorrow")], [])
+
+
+def test_bitsets_round_trip_through_names() -> None:
+    users = [f"user:u{i}" for i in range(300)]
+    links = [(user, "group:all") for user in users]
+    directory = Directory(links)
+    everyone = directory.leaf_bits("group:all")
+    assert everyone.bit_count() == 300
+    assert sorted(directory.names(everyone)) == sorted(users)
+    assert directory.bits_of([*users[:3], "group:all", "user:unknown"]).bit_count() == 3
+    assert directory.sample(everyone, 5) == directory.names(everyone)[:5]
+    assert directory.sample(0, 5) == []
+    assert directory.names(0) == []

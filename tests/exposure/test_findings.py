@@ -1,0 +1,254 @@
+"""Findings open, resolve, refuse and reopen as the policy changes, before each response."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+AUDIENCE = ["group:research", "service:trainer"]
+LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+
+
+async def org(client: httpx.AsyncClient, admin, *, guard: str = "alert") -> None:
+    """all ⊃ eng ⊃ {bob, carol}; research = {alice}; one restricted-ish dataset."""
+    for group, members in [
+        ("research", ["user:alice"]),
+        ("eng", ["user:bob", "user:carol"]),
+        ("all", ["group:eng", "group:research", "user:dave"]),
+    ]:
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    r = await client.put(
+        "/v1/datasets/activity.keys",
+        json={
+            "owner": "group:research",
+            "sensitivity": "restricted",
+            "intended_audience": AUDIENCE,
+            "guard": guard,
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+
+
+def grant(principal: str, **extra) -> dict:
+    return {
+        "principal": principal,
+        "resource": "activity.*",
+        "action": "read",
+        "justification": "test",
+        **extra,
+    }
+
+
+async def test_over_broad_grant_opens_a_finding_in_its_response(client, admin):
+    await org(client, admin)
+    r = await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    assert r.status_code == 201, r.text
+    [finding] = r.json()["findings_opened"]
+    assert finding["dataset"] == "activity.keys"
+    assert finding["grant_id"] == r.json()["id"]
+    assert finding["principal"] == "group:all"
+    assert finding["excess_count"] == 3  # bob, carol, dave: alice is the audience
+    assert sorted(finding["excess_sample"]) == ["user:bob", "user:carol", "user:dave"]
+    assert finding["status"] == "open" and finding["severity"] == "high"
+    assert {"principal": "user:bob", "via": ["user:bob", "group:eng", "group:all"]} in finding[
+        "paths"
+    ]
+    listed = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert [f["id"] for f in listed] == [finding["id"]]
+
+
+async def test_audience_only_grant_opens_nothing(client, admin):
+    await org(client, admin)
+    r = await client.post("/v1/grants", json=grant("group:research"), headers=admin)
+    assert r.json()["findings_opened"] == []
+
+
+async def test_revoking_the_grant_resolves_its_finding_in_the_same_response(client, admin):
+    await org(client, admin)
+    created = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
+    r = await client.delete(f"/v1/grants/{created['id']}", headers=admin)
+    [resolved] = r.json()["findings_resolved"]
+    assert resolved["id"] == created["findings_opened"][0]["id"]
+    assert resolved["status"] == "resolved" and resolved["resolved_at"]
+    assert (await client.get("/v1/findings?status=open", headers=admin)).json()["items"] == []
+
+
+async def test_deny_on_a_subgroup_shrinks_the_finding(client, admin):
+    await org(client, admin)
+    await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    r = await client.post("/v1/grants", json=grant("group:eng", effect="deny"), headers=admin)
+    assert r.status_code == 201
+    [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert finding["excess_count"] == 1 and finding["excess_sample"] == ["user:dave"]
+
+
+async def test_membership_change_opens_and_resolves(client, admin):
+    await org(client, admin)
+    await client.post("/v1/grants", json=grant("group:research"), headers=admin)
+    r = await client.post(
+        "/v1/groups/research/members", json={"member": "user:mallory"}, headers=admin
+    )
+    assert r.status_code == 200
+    assert r.json()["findings_opened"] == []  # research is the audience: mallory joins it
+    r = await client.post("/v1/grants", json=grant("group:eng"), headers=admin)
+    [opened] = r.json()["findings_opened"]
+    r = await client.delete("/v1/groups/eng/members/user:bob", headers=admin)
+    assert r.json()["findings_resolved"] == []
+    r = await client.delete("/v1/groups/eng/members/user:carol", headers=admin)
+    assert [f["id"] for f in r.json()["findings_resolved"]] == [opened["id"]]
+
+
+async def test_block_guard_refuses_widening_grant_and_changes_nothing(client, admin):
+    await org(client, admin, guard="block")
+    before = (await client.get("/v1/grants", headers=admin)).json()
+    r = await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+    [would] = r.json()["findings"]
+    assert would["dataset"] == "activity.keys" and would["excess_count"] == 3
+    assert (await client.get("/v1/grants", headers=admin)).json() == before
+    assert (await client.get("/v1/findings", headers=admin)).json()["items"] == []
+
+
+async def test_block_guard_accepts_with_accept_exposure(client, admin):
+    await org(client, admin, guard="block")
+    body = grant("group:all", accept_exposure={"reason": "incident drill", "until": LATER})
+    r = await client.post("/v1/grants", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    [finding] = r.json()["findings_opened"]
+    assert finding["status"] == "accepted"
+    assert finding["accepted_by"] == "admin" and finding["reason"] == "incident drill"
+
+
+async def test_block_guard_refuses_adding_a_member_to_a_granted_group(client, admin):
+    await org(client, admin, guard="block")
+    await client.post("/v1/grants", json=grant("group:research"), headers=admin)
+    # research is the audience, so joining it is fine; eng is not
+    body = grant("group:eng", accept_exposure={"reason": "pairing", "until": LATER})
+    assert (await client.post("/v1/grants", json=body, headers=admin)).status_code == 201
+    r = await client.post("/v1/groups/eng/members", json={"member": "user:eve"}, headers=admin)
+    assert r.status_code == 409
+    members = (await client.get("/v1/groups/eng", headers=admin)).json()["members"]
+    assert "user:eve" not in members
+    r = await client.post(
+        "/v1/groups/eng/members",
+        json={"member": "user:eve", "accept_exposure": {"reason": "new hire", "until": LATER}},
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_simulate_changes_nothing(client, admin):
+    await org(client, admin, guard="block")
+    existing = (await client.post("/v1/grants", json=grant("group:research"), headers=admin)).json()
+    wide = grant("group:all", accept_exposure={"reason": "x", "until": LATER})
+    wide_id = (await client.post("/v1/grants", json=wide, headers=admin)).json()["id"]
+    snapshot = [
+        (await client.get(path, headers=admin)).json()
+        for path in ("/v1/grants", "/v1/findings", "/v1/groups")
+    ]
+    version = (await client.get("/readyz")).json()["policy_version"]
+    r = await client.post(
+        "/v1/grants/simulate",
+        json={
+            "add": [{"principal": "group:eng", "resource": "activity.keys", "action": "read"}],
+            "remove": [wide_id],
+        },
+        headers=admin,
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert [(f["dataset"], f["excess_count"], f["grant_id"]) for f in result["would_open"]] == [
+        ("activity.keys", 2, None)
+    ]
+    assert [f["grant_id"] for f in result["would_resolve"]] == [wide_id]
+    assert [
+        (await client.get(path, headers=admin)).json()
+        for path in ("/v1/grants", "/v1/findings", "/v1/groups")
+    ] == snapshot
+    assert (await client.get("/readyz")).json()["policy_version"] == version
+    assert existing["findings_opened"] == []
+
+
+async def test_exposure_endpoint_counts_and_pages_excess(client, admin, tokens):
+    await org(client, admin)
+    g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
+    r = await client.post(
+        "/v1/check",
+        json={"principal": "user:dave", "dataset": "activity.keys", "action": "read"},
+        headers=tokens["check"],
+    )
+    assert r.json()["out_of_audience"] is True
+    page = (await client.get("/v1/datasets/activity.keys/exposure?limit=2", headers=admin)).json()
+    assert (page["intended_count"], page["effective_count"], page["excess_count"]) == (2, 4, 3)
+    assert [i["principal"] for i in page["items"]] == ["user:bob", "user:carol"]
+    assert page["items"][0] == {
+        "principal": "user:bob",
+        "grant_id": g["id"],
+        "via": ["user:bob", "group:eng", "group:all"],
+    }
+    assert page["out_of_audience_reads"] == 1
+    rest = (
+        await client.get(
+            f"/v1/datasets/activity.keys/exposure?limit=2&cursor={page['next_cursor']}",
+            headers=admin,
+        )
+    ).json()
+    assert [i["principal"] for i in rest["items"]] == ["user:dave"] and rest["next_cursor"] is None
+    finding_id = g["findings_opened"][0]["id"]
+    reads = (await client.get(f"/v1/findings/{finding_id}/reads", headers=admin)).json()["items"]
+    assert [(e["principal"], e["decision"]) for e in reads] == [("user:dave", "allow")]
+
+
+async def test_principal_access_lists_grant_and_path(client, admin):
+    await org(client, admin)
+    g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
+    r = await client.get("/v1/principals/user:bob/access", headers=admin)
+    assert r.json()["items"] == [
+        {
+            "dataset": "activity.keys",
+            "grant_id": g["id"],
+            "via": ["user:bob", "group:eng", "group:all"],
+            "out_of_audience": True,
+        }
+    ]
+
+
+async def test_accepted_finding_with_past_until_reopens_on_scan(client, admin, sessionmaker):
+    from sqlalchemy import text
+
+    await org(client, admin)
+    g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
+    finding_id = g["findings_opened"][0]["id"]
+    r = await client.post(
+        f"/v1/findings/{finding_id}/accept",
+        json={"reason": "temporary", "until": LATER},
+        headers=admin,
+    )
+    assert r.json()["status"] == "accepted"
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text("UPDATE findings SET until = :t"), {"t": datetime.fromisoformat(past)}
+        )
+    r = await client.post("/v1/scan", headers=admin)
+    assert r.status_code == 200 and r.json()["open_findings"] == 1
+    assert (await client.get(f"/v1/findings/{finding_id}", headers=admin)).json()[
+        "status"
+    ] == "open"
+
+
+@pytest.mark.parametrize("until", ["2000-01-01T00:00:00Z", "not-a-date"])
+async def test_accept_needs_a_future_until(client, admin, until):
+    await org(client, admin)
+    g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
+    r = await client.post(
+        f"/v1/findings/{g['findings_opened'][0]['id']}/accept",
+        json={"reason": "x", "until": until},
+        headers=admin,
+    )
+    assert r.status_code == 422
