@@ -33,7 +33,7 @@ async def org(client: httpx.AsyncClient, admin, *, guard: str = "alert") -> None
     assert r.status_code == 201, r.text
 
 
-def grant(principal: str, **extra) -> dict:
+def grant(principal: str, **extra):
     return {
         "principal": principal,
         "resource": "activity.*",
