@@ -136,10 +136,15 @@ def demo() -> None:
     _upgraded(settings)
     typer.echo("loading the demo organisation ...", err=True)
     counts = _in_session(settings, lambda s: demo_org.load(s, _progress))
+    reads = _run(settings, lambda maker: demo_org.record_reads(maker, settings, _progress))
     typer.echo(
         f"demo loaded: {counts['users']} employees in {counts['groups']} groups, "
-        f"{counts['datasets']} datasets, {counts['grants_created']} new grants",
+        f"{counts['datasets']} datasets, {counts['grants_created']} new grants, "
+        f"{reads} recorded reads",
         err=True,
+    )
+    typer.echo(
+        "try: GET /v1/findings?status=open  (the group:all-employees grant is critical)", err=True
     )
 
 

@@ -7,13 +7,18 @@ import random
 from collections.abc import Callable
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accesslog import repository as accesslog_repository
+from app.accesslog.writer import AccessLogWriter, CheckInput, Submission
+from app.auth.token_cache import TokenCache
+from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.exposure import service as exposure_service
 from app.identifiers import Action, Effect
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate
+from app.policy.snapshot import PolicyCache
 
 ACTOR = "demo"
 SEED = 2026
@@ -242,3 +247,41 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
         "datasets": len(sets),
         "grants_created": created,
     }
+
+
+async def record_reads(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    progress: Callable[[str, int, int], None],
+) -> int:
+    """A day of reads, so the finding has reads behind it: the trainer and researchers read as
+    intended, engineers browse through the over-broad grant, a contractor is refused.
+
+    Only on an empty access log (the log is append-only, so re-running adds nothing).
+    """
+    async with maker() as session:
+        if (await accesslog_repository.get_head(session)).last_id:
+            return 0
+    groups = build_directory()
+    rng = random.Random(SEED + 1)
+    employees = sorted({m for ms in groups.values() for m in ms if m.startswith("user:")})
+    activity = [f"employee_activity.{name}" for name in ACTIVITY]
+
+    def read(principal: str, dataset: str, purpose: str) -> CheckInput:
+        subjects = tuple(rng.sample(employees, 3))
+        return CheckInput(principal, dataset, "read", purpose, None, subjects)
+
+    reads = [read("service:trainer", rng.choice(activity), "model-training") for _ in range(40)]
+    reads += [read(m, rng.choice(activity), "research") for m in groups["group:mci-research"][:6]]
+    for engineer in rng.sample(groups["group:data"] + groups["group:web"], 12):
+        reads.append(read(engineer, rng.choice(activity), "dashboard"))
+    reads += [read(c, "finance.ledger", "curiosity") for c in groups["group:contractors"][:3]]
+    writer = AccessLogWriter(maker, PolicyCache(), TokenCache(), settings)
+    writer.start()
+    try:
+        for done in range(0, len(reads), 10):
+            await writer.submit(Submission(reads[done : done + 10], ACTOR, None))
+            progress("reads", min(done + 10, len(reads)), len(reads))
+    finally:
+        await writer.stop()
+    return len(reads)
