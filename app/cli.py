@@ -229,5 +229,59 @@ def explain(
         typer.echo("  OUT OF AUDIENCE: this principal is not in the dataset's intended audience")
 
 
+@cli.command()
+def scan(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Re-analyse every dataset: open, refresh and resolve findings."""
+    from app.exposure import service as exposure_service
+
+    settings = _settings()
+    _upgraded(settings)
+    typer.echo("scanning every dataset ...", err=True)
+    result = _in_session(settings, lambda s: exposure_service.scan(s, actor="cli"))
+    if as_json:
+        typer.echo(result.model_dump_json())
+    else:
+        typer.echo(
+            f"scanned {result.datasets} datasets in {result.duration_ms:.0f} ms: "
+            f"{result.opened} opened, {result.resolved} resolved, {result.open_findings} open"
+        )
+
+
+@cli.command()
+def findings(
+    status: Annotated[str | None, typer.Option(help="open, accepted or resolved")] = "open",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """List findings: which grant lets whom outside a dataset's audience read it."""
+    from app.exposure import service as exposure_service
+
+    if status not in (None, "open", "accepted", "resolved"):
+        _fail("--status must be open, accepted or resolved")
+    settings = _settings()
+    _upgraded(settings)
+    items, _ = _in_session(
+        settings,
+        lambda s: exposure_service.list_findings(
+            s, status=status, severity=None, dataset=None, after_id=None, limit=1000
+        ),
+    )
+    if as_json:
+        typer.echo("[" + ",".join(f.model_dump_json() for f in items) + "]")
+        return
+    if not items:
+        typer.echo(f"no {status or ''} findings".replace("  ", " "))
+        return
+    typer.echo(
+        f"{'ID':>5}  {'SEVERITY':<8}  {'STATUS':<8}  {'EXCESS':>6}  {'GRANT':>5}  DATASET / SUBJECT"
+    )
+    for f in items:
+        typer.echo(
+            f"{f.id:>5}  {f.severity.value:<8}  {f.status.value:<8}  {f.excess_count:>6}  "
+            f"{f.grant_id or '-':>5}  {f.dataset} <- {f.principal}"
+        )
+
+
 def main() -> None:
     cli()
