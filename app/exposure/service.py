@@ -11,7 +11,11 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
+from weakref import WeakKeyDictionary
 
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.datasets import repository as datasets_repository
@@ -90,6 +94,74 @@ async def load_view(session: AsyncSession) -> PolicyView:
     audience = [p for d in facts.values() for p in d.audience]
     analyser = ExposureAnalyser([to_rule(g) for g in grants], edges, audience)
     return PolicyView(analyser, facts, {g.id: g.principal for g in grants})
+
+
+class _ViewCache:
+    """The newest committed view this process knows, and its policy version."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.view: PolicyView | None = None
+
+
+# One cache per engine (per database), so tests and tools with several databases never mix.
+_caches: "WeakKeyDictionary[Engine, _ViewCache]" = WeakKeyDictionary()
+
+
+def _cache(session: AsyncSession) -> _ViewCache:
+    engine = session.sync_session.get_bind()
+    assert isinstance(engine, Engine)
+    cache = _caches.get(engine)
+    if cache is None:
+        cache = _caches[engine] = _ViewCache()
+    return cache
+
+
+async def current_view(session: AsyncSession) -> PolicyView:
+    """The committed policy for readers; reloaded only when the version moved."""
+    cache = _cache(session)
+    version = await policy_version.current(session)
+    if cache.view is None or cache.version != version:
+        view = await load_view(session)
+        cache.version, cache.view = version, view
+        return view
+    return cache.view
+
+
+async def view_before_change(session: AsyncSession) -> PolicyView:
+    """Take the policy write lock; the view of the state this transaction starts from.
+
+    The cached view is reused when it is exactly the last committed version; otherwise (another
+    worker wrote, or this transaction already changed something) it is loaded.
+    """
+    cache = _cache(session)
+    version = await policy_version.advance(session)
+    dirty = session.info.get(_DIRTY) is session.sync_session.get_transaction()
+    if cache.view is not None and cache.version == version - 1 and not dirty:
+        return cache.view
+    return await load_view(session)
+
+
+def _publish_on_commit(session: AsyncSession, view: PolicyView) -> None:
+    """Once this transaction commits, ``view`` is the committed policy at its version."""
+    cache = _cache(session)
+    version = int(session.info[policy_version.TAKEN][1])
+    session.info[_DIRTY] = session.sync_session.get_transaction()
+    pending = {"live": True}
+
+    def publish(_: Any) -> None:
+        if pending["live"]:
+            cache.version, cache.view = version, view
+        pending["live"] = False
+
+    def discard(_: Any) -> None:
+        pending["live"] = False
+
+    event.listen(session.sync_session, "after_commit", publish, once=True)
+    event.listen(session.sync_session, "after_rollback", discard, once=True)
+
+
+_DIRTY = "exposure_view_dirty"
 
 
 def severity_for(sensitivity: str, reach: int) -> Severity:
@@ -247,8 +319,7 @@ async def create_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     if body.accept_exposure is not None and body.accept_exposure.until <= utcnow():
         raise InvalidInput("body.accept_exposure.until", "must be in the future")
-    await policy_version.advance(session)
-    before = await load_view(session)
+    before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
     after = before.changed()
     after.analyser.add_rule(to_rule(grant))
@@ -261,14 +332,14 @@ async def create_grant(
         actor=actor,
         accept=body.accept_exposure,
     )
+    _publish_on_commit(session, after)
     return grant, changes
 
 
 async def revoke_grant(
     session: AsyncSession, *, grant_id: int, actor: str, accept: AcceptExposure | None = None
 ) -> tuple[GrantRead, FindingChanges]:
-    await policy_version.advance(session)
-    before = await load_view(session)
+    before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
     after = before.changed()
     after.analyser.remove_rule(to_rule(grant))
@@ -280,6 +351,7 @@ async def revoke_grant(
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
+    _publish_on_commit(session, after)
     return grant, changes
 
 
@@ -294,8 +366,7 @@ async def change_members(
     accept: AcceptExposure | None = None,
 ) -> tuple[GroupRead, FindingChanges]:
     """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
-    await policy_version.advance(session)
-    before = await load_view(session)
+    before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
     if replace_with is not None:
         group = await directory_service.replace_members(
@@ -320,6 +391,7 @@ async def change_members(
         actor=actor,
         accept=accept,
     )
+    _publish_on_commit(session, after)
     return group, changes
 
 
@@ -327,8 +399,7 @@ async def put_dataset(
     session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
 ) -> tuple[DatasetRead, bool, FindingChanges]:
     """Registering or re-scoping a dataset reports its exposure; it never refuses."""
-    await policy_version.advance(session)
-    before = await load_view(session)
+    before = await view_before_change(session)
     dataset, created = await datasets_service.put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
     )
@@ -339,6 +410,7 @@ async def put_dataset(
     changes = await reconcile(
         session, before=before, after=after, dataset_ids=[dataset.id], actor=actor, guarded=False
     )
+    _publish_on_commit(session, after)
     return dataset, created, changes
 
 
@@ -375,9 +447,8 @@ async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]
 async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
     """Full re-analysis of every dataset (also expires lapsed acceptances)."""
     started = time.perf_counter()
-    await policy_version.advance(session)  # serialise with policy writers
     await reopen_expired_acceptances(session)
-    view = await load_view(session)
+    view = await view_before_change(session)  # also serialises with policy writers
     changes = await reconcile(
         session,
         before=view,
@@ -386,6 +457,7 @@ async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
         actor=actor,
         guarded=False,
     )
+    _publish_on_commit(session, view)
     return ScanResult(
         datasets=len(view.datasets),
         opened=len(changes.findings_opened),
@@ -397,7 +469,7 @@ async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
 
 async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateResult:
     """What adding and removing grants would open and resolve. Changes nothing."""
-    before = await load_view(session)
+    before = await current_view(session)
     after = before.changed()
     touched: set[str] = set()
     for index, proposal in enumerate(body.add):
@@ -496,7 +568,7 @@ async def dataset_exposure(
     session: AsyncSession, *, dataset_id: str, after: str | None, limit: int
 ) -> ExposureRead:
     """Who could read it beyond its audience (a page), and how many such reads were recorded."""
-    view = await load_view(session)
+    view = await current_view(session)
     facts = view.datasets.get(dataset_id)
     if facts is None:
         raise NotFound(f"dataset {dataset_id} is not registered")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-_TAKEN = "policy_version_taken"
+TAKEN = "policy_version_taken"
 
 
 class PolicyState(Base):
@@ -26,7 +26,7 @@ class PolicyState(Base):
 
 async def advance(session: AsyncSession) -> int:
     """Take the policy write lock and return the new version (once per transaction)."""
-    taken = session.info.get(_TAKEN)
+    taken = session.info.get(TAKEN)
     if taken is not None and taken[0] is session.sync_session.get_transaction():
         return int(taken[1])
     result = await session.execute(
@@ -36,7 +36,7 @@ async def advance(session: AsyncSession) -> int:
         .returning(PolicyState.version)
     )
     version = int(result.scalar_one())
-    session.info[_TAKEN] = (session.sync_session.get_transaction(), version)
+    session.info[TAKEN] = (session.sync_session.get_transaction(), version)
     return version
 
 
