@@ -176,7 +176,8 @@ def log_verify(
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     typer.echo("verifying the access log ...", err=True)
     result = _run(
-        settings, lambda maker: accesslog_service.verify(maker, checkpoint_key=key, anchor=anchor)
+        settings,
+        lambda maker: accesslog_service.verify_and_alert(maker, checkpoint_key=key, anchor=anchor),
     )
     if as_json:
         typer.echo(result.model_dump_json())

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.accesslog.router import router as accesslog_router
 from app.accesslog.writer import AccessLogWriter
+from app.alerts.router import router as alerts_router
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         explain_router,
         exposure_router,
         accesslog_router,
+        alerts_router,
         auth_router,
     ):
         app.include_router(router)

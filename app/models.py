@@ -6,6 +6,7 @@ from app.accesslog.models import (
     AccessLogHead,
     AccessLogSubject,
 )
+from app.alerts.models import Alert, AlertHead
 from app.auth.models import ApiToken, TrailEntry
 from app.datasets.models import Dataset
 from app.db import Base
@@ -19,6 +20,8 @@ __all__ = [
     "AccessLogEntry",
     "AccessLogHead",
     "AccessLogSubject",
+    "Alert",
+    "AlertHead",
     "ApiToken",
     "Base",
     "Dataset",

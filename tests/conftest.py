@@ -50,11 +50,12 @@ def postgres_migrated() -> str:
 
 async def _truncate(url: str) -> None:
     engine = create_engine(Settings(database_url=url))
-    singletons = {"policy_state", "access_log_head"}  # seeded by the migrations
+    singletons = {"policy_state", "access_log_head", "alert_head"}  # seeded by the migrations
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in singletons)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE policy_state SET version = 0"))
+        await conn.execute(text("UPDATE alert_head SET last_id = 0"))
         await conn.execute(
             text(f"UPDATE access_log_head SET last_id = 0, last_hash = '{'0' * 64}'")
         )

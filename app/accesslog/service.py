@@ -8,6 +8,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accesslog import chain, repository
 from app.accesslog.models import AccessLogEntry
 from app.accesslog.schemas import AccessLogEntryRead, VerifyResult
+from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
+from app.alerts.service import AlertEvent
+from app.db import begin_write
 from app.errors import NotFound
 
 VERIFY_CHUNK = 5000
@@ -115,3 +119,25 @@ async def verify(
         checkpoints=len(checkpoints),
         signed_checkpoints=checkpoint_key is not None,
     )
+
+
+async def verify_and_alert(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    checkpoint_key: bytes | None,
+    anchor: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Verify; a broken chain also becomes a ``log.integrity_failed`` alert."""
+    result = await verify(maker, checkpoint_key=checkpoint_key, anchor=anchor)
+    if not result.ok:
+        async with maker() as session, session.begin():
+            await begin_write(session)
+            event = AlertEvent(
+                type=AlertType.log_integrity_failed,
+                severity="critical",
+                summary=f"access log integrity check failed at entry {result.first_bad_id}: "
+                f"{result.problem}",
+                access_log_id=result.first_bad_id,
+            )
+            await alerts_service.emit(session, [event])
+    return result

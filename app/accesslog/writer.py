@@ -17,6 +17,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import chain, repository
+from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
+from app.alerts.service import AlertEvent
 from app.auth.token_cache import TokenCache
 from app.config import Settings
 from app.db import begin_write
@@ -143,6 +146,7 @@ class AccessLogWriter:
             at = datetime.fromtimestamp(now, UTC)
             last_id, last_hash = head.last_id, head.last_hash
             entries: list[dict[str, Any]] = []
+            alerts: list[AlertEvent] = []
             subjects: list[dict[str, Any]] = []
             results: list[list[Recorded] | Exception] = []
             for submission in submissions:
@@ -177,6 +181,8 @@ class AccessLogWriter:
                     entry["prev_hash"] = last_hash
                     last_hash = entry["hash"] = chain.entry_hash(last_hash, entry)
                     entries.append(entry)
+                    if outcome.out_of_audience:
+                        alerts.append(_read_alert(entry, snapshot.sensitivities))
                     subjects.extend(
                         {"subject": s, "entry_id": last_id} for s in check.data_subjects
                     )
@@ -189,6 +195,7 @@ class AccessLogWriter:
                 await repository.append(
                     session, entries, subjects, (last_id, last_hash), checkpoint
                 )
+                await alerts_service.emit(session, alerts, at)
         return results
 
     def _checkpoint(self, entry_id: int, head_hash: str, at: datetime) -> dict[str, Any]:
@@ -198,3 +205,18 @@ class AccessLogWriter:
             else None
         )
         return {"entry_id": entry_id, "head_hash": head_hash, "at": at, "signature": signature}
+
+
+READ_SEVERITY = {"restricted": "critical", "confidential": "high", "internal": "medium"}
+
+
+def _read_alert(entry: dict[str, Any], sensitivities: dict[str, str]) -> AlertEvent:
+    sensitivity = sensitivities.get(entry["dataset"], "internal")
+    return AlertEvent(
+        type=AlertType.read_out_of_audience,
+        severity=READ_SEVERITY.get(sensitivity, "low"),
+        summary=f"{entry['principal']} read {sensitivity} {entry['dataset']} from outside its "
+        f"intended audience (grant {entry['reason']['grant_id']})",
+        dataset=entry["dataset"],
+        access_log_id=entry["id"],
+    )

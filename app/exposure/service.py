@@ -18,6 +18,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
+from app.alerts.service import AlertEvent
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
@@ -305,9 +308,40 @@ async def reconcile(
         finding.resolved_at = stamp
         finding.updated_at = stamp
     await session.flush()
-    return FindingChanges(
+    changes = FindingChanges(
         findings_opened=[to_read(f) for f in opened],
         findings_resolved=[to_read(f) for f in resolved],
+    )
+    await alerts_service.emit(
+        session,
+        [
+            finding_alert(
+                f,
+                AlertType.finding_accepted if f.status == "accepted" else AlertType.finding_opened,
+            )
+            for f in changes.findings_opened
+        ]
+        + [finding_alert(f, AlertType.finding_resolved) for f in changes.findings_resolved],
+        stamp,
+    )
+    return changes
+
+
+def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
+    verb = {
+        AlertType.finding_opened: "opened",
+        AlertType.finding_resolved: "resolved",
+        AlertType.finding_accepted: "accepted",
+        AlertType.finding_reopened: "reopened",
+    }[kind]
+    return AlertEvent(
+        type=kind,
+        severity=finding.severity.value,
+        summary=f"{finding.severity.value} finding {verb}: {finding.principal} (grant "
+        f"{finding.grant_id}) lets {finding.excess_count} principals outside the audience read "
+        f"{finding.dataset}",
+        dataset=finding.dataset,
+        finding_id=finding.id,
     )
 
 
@@ -428,7 +462,9 @@ async def accept_finding(
     finding.accepted_by, finding.reason, finding.until = actor, body.reason, body.until
     finding.updated_at = utcnow()
     await session.flush()
-    return to_read(finding)
+    accepted = to_read(finding)
+    await alerts_service.emit(session, [finding_alert(accepted, AlertType.finding_accepted)])
+    return accepted
 
 
 async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]:
@@ -441,7 +477,11 @@ async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]
             finding.updated_at = now
             reopened.append(finding)
     await session.flush()
-    return [to_read(f) for f in reopened]
+    reads = [to_read(f) for f in reopened]
+    await alerts_service.emit(
+        session, [finding_alert(f, AlertType.finding_reopened) for f in reads]
+    )
+    return reads
 
 
 async def scan(session: AsyncSession, *, actor: str) -> ScanResult:

@@ -52,6 +52,7 @@ class PolicySnapshot:
     index: DecisionIndex
     parents: dict[str, list[str]]
     audiences: dict[str, frozenset[str]]  # dataset -> intended_audience as declared
+    sensitivities: dict[str, str]
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def ancestors(self, principal: str) -> frozenset[str]:
@@ -93,6 +94,7 @@ async def build(session: AsyncSession, version: int) -> PolicySnapshot:
         index=DecisionIndex([to_rule(g) for g in grants], edges),
         parents=dict(parents),
         audiences={d.id: frozenset(d.intended_audience) for d in datasets},
+        sensitivities={d.id: d.sensitivity for d in datasets},
     )
 
 

@@ -1,0 +1,31 @@
+from datetime import datetime
+
+from sqlalchemy import Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.accesslog.models import LogId
+from app.db import Base, UTCDateTime
+
+
+class Alert(Base):
+    """One event for alerting. ``id`` is assigned under the feed's lock, in commit order."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
+    type: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    summary: Mapped[str] = mapped_column(Text)
+    dataset: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    finding_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    access_log_id: Mapped[int | None] = mapped_column(LogId, nullable=True)
+
+
+class AlertHead(Base):
+    """The feed's newest id (one row); locked by every transaction that adds alerts."""
+
+    __tablename__ = "alert_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(LogId)

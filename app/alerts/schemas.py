@@ -1,0 +1,31 @@
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class AlertType(StrEnum):
+    finding_opened = "finding.opened"
+    finding_resolved = "finding.resolved"
+    finding_accepted = "finding.accepted"
+    finding_reopened = "finding.reopened"
+    read_out_of_audience = "read.out_of_audience"
+    log_integrity_failed = "log.integrity_failed"
+
+
+class AlertRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    type: AlertType
+    severity: str
+    at: datetime
+    summary: str
+    dataset: str | None
+    finding_id: int | None
+    access_log_id: int | None
+
+
+class AlertFeed(BaseModel):
+    items: list[AlertRead]
+    last_id: int

@@ -1,0 +1,63 @@
+"""The alert feed: durable, in the transaction of the event, ids in commit order.
+
+Ids are assigned under a lock on ``alert_head`` held until commit, so an alert with a smaller
+id is always committed before one with a larger id: a poller that keeps ``last_id`` can never
+skip an alert that becomes visible late, nor see one twice.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.alerts.models import Alert, AlertHead
+from app.alerts.schemas import AlertFeed, AlertRead, AlertType
+from app.db import utcnow
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    type: AlertType
+    severity: str
+    summary: str
+    dataset: str | None = None
+    finding_id: int | None = None
+    access_log_id: int | None = None
+
+
+async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | None = None) -> None:
+    """Append alerts in the caller's transaction (which must be a writer)."""
+    if not events:
+        return
+    query = select(AlertHead.last_id).where(AlertHead.id == 1).with_for_update()
+    last = int((await session.execute(query)).scalar_one())
+    stamp = at or utcnow()
+    rows = [
+        {
+            "id": last + n,
+            "type": e.type.value,
+            "severity": e.severity,
+            "at": stamp,
+            "summary": e.summary,
+            "dataset": e.dataset,
+            "finding_id": e.finding_id,
+            "access_log_id": e.access_log_id,
+        }
+        for n, e in enumerate(events, 1)
+    ]
+    await session.execute(insert(Alert), rows)
+    await session.execute(
+        update(AlertHead).where(AlertHead.id == 1).values(last_id=last + len(events))
+    )
+
+
+async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
+    query = select(Alert).where(Alert.id > after).order_by(Alert.id).limit(limit)
+    items = [AlertRead.model_validate(a) for a in (await session.execute(query)).scalars()]
+    return AlertFeed(items=items, last_id=items[-1].id if items else after)
+
+
+async def head(session: AsyncSession) -> int:
+    query = select(AlertHead.last_id).where(AlertHead.id == 1)
+    return int((await session.execute(query)).scalar_one())
