@@ -7,7 +7,7 @@ from sqlalchemy import text
 LATER = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
 
-async def setup_exposed(client, admin) -> dict:
+async def setup_exposed(client, admin):
     await client.put("/v1/groups/research/members", json={"members": ["user:alice"]}, headers=admin)
     await client.put(
         "/v1/groups/all/members", json={"members": ["group:research", "user:bob"]}, headers=admin
@@ -36,7 +36,7 @@ async def setup_exposed(client, admin) -> dict:
     return r.json()
 
 
-async def poll(client, tokens, after: int = 0, limit: int = 100) -> dict:
+async def poll(client, tokens, after: int = 0, limit: int = 100):
     r = await client.get(f"/v1/alerts?after={after}&limit={limit}", headers=tokens["alerts:read"])
     assert r.status_code == 200, r.text
     return r.json()
