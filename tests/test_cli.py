@@ -1,0 +1,198 @@
+"""The real ``aclaudit`` console script, on fresh SQLite databases."""
+
+import asyncio
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app import migrate
+from app.auth import service as auth_service
+from app.config import Settings
+from app.db import create_engine, create_sessionmaker
+from app.main import create_app
+
+ACLAUDIT = Path(sys.executable).with_name("aclaudit")
+
+
+def _env(database: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACLAUDIT_")}
+    env["ACLAUDIT_DATABASE_URL"] = f"sqlite:///{database}"
+    return env
+
+
+def start(database: Path, *args: str) -> "subprocess.Popen[str]":
+    database.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(ACLAUDIT), *args],
+        env=_env(database),
+        cwd=database.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: "subprocess.Popen[str]") -> "subprocess.CompletedProcess[str]":
+    stdout, stderr = process.communicate(timeout=180)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+async def create_token(database: Path, name: str, *scopes: str) -> str:
+    """A token made in-process (each CLI run costs seconds of start-up)."""
+    await asyncio.to_thread(migrate.upgrade, f"sqlite:///{database}")  # it runs its own loop
+    engine = create_engine(Settings(database_url=f"sqlite:///{database}"))
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await auth_service.create_token(session, name=name, scopes=list(scopes))
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def api(database: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The service, in-process, on the database the CLI wrote."""
+    app = create_app(Settings(database_url=f"sqlite:///{database}"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
+            yield c
+
+
+def tables(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+@dataclass(frozen=True)
+class Run:
+    database: Path
+    result: "subprocess.CompletedProcess[str]"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    """Every CLI run the tests look at, each on its own fresh database.
+
+    Started together: each run spends seconds importing before it does anything.
+    """
+    root = tmp_path_factory.mktemp("cli")
+    plan = {
+        "upgrade": ["db", "upgrade"],
+        "token": ["token", "create", "--name", "n", "--scope", "check"],
+        "unknown_scope": ["token", "create", "--name", "n", "--scope", "superuser"],
+        "demo": ["demo"],
+    }
+    databases = {name: root / name / "x.db" for name in plan}
+    processes = {name: start(databases[name], *args) for name, args in plan.items()}
+    done = {name: Run(databases[name], finish(p)) for name, p in processes.items()}
+    done["demo_again"] = Run(databases["demo"], finish(start(databases["demo"], "demo")))
+    return done
+
+
+def test_db_upgrade_builds_a_fresh_database(runs: dict[str, Run]):
+    database, result = runs["upgrade"].database, runs["upgrade"].result
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert {"alembic_version", "api_tokens", "admin_trail", "groups", "datasets", "grants"} <= (
+        tables(database)
+    )
+
+
+async def test_token_create_prints_only_a_token_that_authenticates(runs: dict[str, Run]):
+    database, result = runs["token"].database, runs["token"].result
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].strip() == lines[0] != ""
+    token = lines[0]
+    reader = await create_token(database, "reader", "audit:read")
+
+    async with api(database) as client:
+        # Known but not allowed to read groups: 403, not 401.
+        r = await client.get("/v1/groups", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403, r.text
+        r = await client.get("/v1/groups", headers={"Authorization": f"Bearer {reader}"})
+        assert r.status_code == 200, r.text
+        r = await client.get("/v1/groups", headers={"Authorization": f"Bearer {token}x"})
+        assert r.status_code == 401
+    with sqlite3.connect(database) as conn:
+        stored = conn.execute("SELECT name, scopes, token_hash FROM api_tokens").fetchall()
+    assert [(name, json.loads(scopes)) for name, scopes, _ in stored] == [
+        ("n", ["check"]),
+        ("reader", ["audit:read"]),
+    ]
+    assert all(token not in h for *_, h in stored)
+
+
+def test_token_create_with_an_unknown_scope_fails_and_says_what_is_valid(runs: dict[str, Run]):
+    database, result = runs["unknown_scope"].database, runs["unknown_scope"].result
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "scope" in result.stderr
+    for scope in ("check", "audit:read", "policy:write", "alerts:read", "admin"):
+        assert scope in result.stderr
+    assert "Traceback" not in result.stderr
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM api_tokens").fetchone() == (0,)
+
+
+def new_grants(stderr: str) -> int:
+    match = re.search(r"(\d+) new grants", stderr)
+    assert match, stderr
+    return int(match.group(1))
+
+
+def test_demo_is_idempotent(runs: dict[str, Run]):
+    first, second = runs["demo"].result, runs["demo_again"].result
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert new_grants(first.stderr) > 0
+    assert new_grants(second.stderr) == 0
+    with sqlite3.connect(runs["demo"].database) as conn:
+        rules = conn.execute(
+            "SELECT principal, resource, action, effect FROM grants WHERE revoked_at IS NULL"
+        ).fetchall()
+    assert len(rules) == new_grants(first.stderr)
+    assert len(set(rules)) == len(rules)
+
+
+async def test_demo_loads_the_organisation_of_the_spec(runs: dict[str, Run]):
+    database = runs["demo_again"].database
+    headers = {"Authorization": f"Bearer {await create_token(database, 'auditor', 'audit:read')}"}
+    async with api(database) as client:
+        everyone = (await client.get("/v1/groups/all-employees", headers=headers)).json()
+        assert everyone["transitive_member_count"] >= 2000
+        assert all(m.startswith("group:") for m in everyone["members"])  # departments
+
+        r = await client.get("/v1/datasets?limit=1000", headers=headers)
+        activity = {
+            d["id"]: d for d in r.json()["items"] if d["id"].startswith("employee_activity.")
+        }
+        assert set(activity) == {
+            "employee_activity.keystrokes",
+            "employee_activity.mouse_movements",
+            "employee_activity.transcripts",
+            "employee_activity.performance",
+        }
+        for dataset in activity.values():
+            assert dataset["intended_audience"] == ["group:mci-research", "service:trainer"]
+
+        r = await client.get(
+            "/v1/grants?principal=group:all-employees&resource=employee_activity.*&action=read",
+            headers=headers,
+        )
+        grants = r.json()["items"]
+        assert [(g["effect"], g["status"]) for g in grants] == [("allow", "active")]
+
+        research = (await client.get("/v1/groups/mci-research", headers=headers)).json()
+        assert 0 < research["transitive_member_count"] < everyone["transitive_member_count"]
