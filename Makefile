@@ -1,0 +1,29 @@
+# One target each for what people and .ci/run do. Run `make venv` once.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv check test bench bench-quick bench-exposure demo serve
+
+venv:
+	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[dev]'
+
+check:
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+test:
+	$(BIN)/python -m pytest
+
+bench:
+	$(BIN)/python -m bench.check
+
+bench-quick:
+	$(BIN)/python -m bench.check --quick
+
+bench-exposure:
+	$(BIN)/python -m bench.exposure_analyser
+
+demo:
+	$(BIN)/aclaudit demo
+
+serve:
+	$(BIN)/aclaudit serve
