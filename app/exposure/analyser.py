@@ -24,16 +24,26 @@ only on request (`Directory.names`, `Directory.sample`).
 
 Both classes are mutable (`add_rule`, `remove_rule`, `add_link`, `remove_link`) so that one change
 can be re-analysed in milliseconds; the memos they keep are invalidated precisely. They are not
-safe to mutate while another thread reads them: mutate a `copy()` and swap the reference, as with
-the enforcer. Reads may register a previously unseen leaf (an intended-audience member nobody
-grants anything), which only ever adds a bit number and changes no answer.
+safe to mutate while another thread reads them: mutate a `copy()` (cheap: link and rule sets are
+copied on write) and swap the reference, as with the enforcer. Reads may register a previously
+unseen leaf (an intended-audience member nobody grants anything), which only ever adds a bit
+number and changes no answer.
+
+Incremental re-analysis: `reanalysis_for_rule` and `reanalysis_for_link` say, for one change,
+which (dataset, allow rule) pairs' excess can differ (every other grant's excess is unchanged);
+`grant_excess_bits` recomputes just those. A membership change touches only the leaves under the
+moved member, so only grants reaching them need recomputing; `datasets_affected_by_membership`
+is the coarser, member-independent answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
+from typing import Generic, TypeVar
 
 from app.policy.decision_index import CASBIN_MAX_HIERARCHY_LEVEL, Rule
 
@@ -43,6 +53,8 @@ __all__ = [
     "Directory",
     "Exposure",
     "ExposureAnalyser",
+    "GrantExcess",
+    "Reanalysis",
     "datasets_covered",
     "is_leaf",
 ]
@@ -80,8 +92,32 @@ _BYTE_BITS: tuple[tuple[int, ...], ...] = tuple(
 )
 
 
+def _highest(bits: int, limit: int, width: int = 0) -> list[int]:
+    """Up to `limit` set bit numbers of a non-negative int, highest first.
+
+    Works on a window at the top of the int (widened only while it holds too few bits), so a
+    sample of a 100k-bit set costs a few small-int operations rather than `limit` full-size ones.
+    """
+    length = bits.bit_length()
+    width = max(width, 64 * max(limit, 1))
+    while True:
+        low = max(0, length - width)
+        window = bits >> low
+        found: list[int] = []
+        while window and len(found) < limit:
+            top = window.bit_length() - 1
+            found.append(low + top)
+            window ^= 1 << top
+        if len(found) >= limit or low == 0:
+            return found
+        width *= 8
+
+
 def _indices(bits: int) -> list[int]:
     """The set bit numbers of a non-negative int, ascending."""
+    count = bits.bit_count()
+    if count <= 64:  # sparse: skip the zero bytes without looking at them
+        return _highest(bits, count)[::-1]
     found: list[int] = []
     data = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
     for position, byte in enumerate(data):
@@ -103,6 +139,68 @@ def _from_indices(indices: list[int]) -> int:
     return int.from_bytes(buffer, "little")
 
 
+def _bit_test(bits: int) -> Callable[[int], bool]:
+    """A constant-time membership test for a non-negative int (Python's is O(size)); the int is
+    converted to bytes on the first test only."""
+    data = b""
+
+    def test(index: int) -> bool:
+        nonlocal data
+        if not data and bits:
+            data = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
+        byte = index >> 3
+        return byte < len(data) and bool(data[byte] >> (index & 7) & 1)
+
+    return test
+
+
+_K = TypeVar("_K")
+_I = TypeVar("_I")
+_W = TypeVar("_W")
+
+
+class _Nested(Generic[_K, _I, _W]):
+    """A ``dict[key, dict[item, value]]`` whose inner dicts are shared with copies until written.
+
+    `copy()` costs one copy of the outer dict; the first write to an inner dict afterwards copies
+    that one dict (in whichever of the two tables writes). Reads go straight to `data`.
+    """
+
+    __slots__ = ("_owned", "data")
+
+    def __init__(self) -> None:
+        self.data: dict[_K, dict[_I, _W]] = {}
+        self._owned: set[int] = set()  # ids of the inner dicts this table may change in place
+
+    def put(self, key: _K, item: _I, value: _W) -> None:
+        inner = self.data.get(key)
+        if inner is None:
+            inner = self.data[key] = {}
+            self._owned.add(id(inner))
+        elif id(inner) not in self._owned:
+            inner = self.data[key] = dict(inner)
+            self._owned.add(id(inner))
+        inner[item] = value
+
+    def remove(self, key: _K, item: _I) -> None:
+        """Remove an item that is there; the key goes when its last item does."""
+        inner = self.data[key]
+        if len(inner) == 1:
+            del self.data[key]
+            self._owned.discard(id(inner))
+            return
+        if id(inner) not in self._owned:
+            inner = self.data[key] = dict(inner)
+            self._owned.add(id(inner))
+        del inner[item]
+
+    def copy(self) -> _Nested[_K, _I, _W]:
+        clone: _Nested[_K, _I, _W] = _Nested()
+        clone.data = dict(self.data)
+        self._owned = set()  # every inner dict is now shared
+        return clone
+
+
 # -- the membership graph -----------------------------------------------------------------------
 
 
@@ -122,24 +220,34 @@ class Directory:
     def __init__(
         self, links: Iterable[tuple[str, str]] = (), extra_principals: Iterable[str] = ()
     ) -> None:
-        self._parents: dict[str, dict[str, None]] = {}
-        self._children: dict[str, dict[str, None]] = {}
+        # member -> its groups, and group -> its members (insertion-ordered sets).
+        self._parent_table: _Nested[str, str, None] = _Nested()
+        self._child_table: _Nested[str, str, None] = _Nested()
         self._leaf_names: list[str] = []
         self._leaf_number: dict[str, int] = {}
         # node -> (height, bits): L_k(node) == bits for every k >= height.
         self._full: dict[str, tuple[int, int]] = {}
         # node -> {k: L_k(node)} for results that the depth limit cut off.
         self._partial: dict[str, dict[int, int]] = {}
+        self._counts: dict[str, int] = {}  # node -> leaf_bits(node).bit_count()
         # leaf/group -> every principal it reaches with a shortest path (forward search).
         self._ancestor_memo: dict[str, tuple[tuple[str, Path], ...]] = {}
 
         unique = list(dict.fromkeys(links))
         for member, group in unique:
-            self._parents.setdefault(member, {})[group] = None
-            self._children.setdefault(group, {})[member] = None
+            self._parent_table.put(member, group, None)
+            self._child_table.put(group, member, None)
         self._number_leaves(unique)
         for principal in extra_principals:
             self.register(principal)
+
+    @property
+    def _parents(self) -> dict[str, dict[str, None]]:
+        return self._parent_table.data
+
+    @property
+    def _children(self) -> dict[str, dict[str, None]]:
+        return self._child_table.data
 
     def _number_leaves(self, links: list[tuple[str, str]]) -> None:
         """Depth-first from the top groups, so that a group's leaves get nearby numbers."""
@@ -169,7 +277,8 @@ class Directory:
             self._leaf_names.append(principal)
 
     @property
-    def leaf_count(self) -> int:
+    def size(self) -> int:
+        """How many leaves are registered (the bit numbers in use)."""
         return len(self._leaf_names)
 
     def leaves(self) -> frozenset[str]:
@@ -186,21 +295,49 @@ class Directory:
         names = self._leaf_names
         return [names[index] for index in _indices(bits)]
 
-    def sample(self, bits: int, limit: int) -> list[str]:
-        """Up to `limit` leaves of a bitset (the lowest-numbered), without decoding all of it."""
-        found: list[str] = []
-        while bits and len(found) < limit:
-            lowest = bits & -bits
-            found.append(self._leaf_names[lowest.bit_length() - 1])
-            bits ^= lowest
-        return found
+    def sample(self, bits: int, limit: int, count: int | None = None) -> list[str]:
+        """Up to `limit` leaves of a bitset (the highest-numbered), without decoding all of it.
+
+        `count`, the number of leaves in `bits` when known, saves widening the search for a
+        sparse set that has fewer than `limit`.
+        """
+        width = 0
+        if count is not None:
+            limit = min(limit, count)
+            if count:  # a window expected to hold twice the sample, at this density
+                width = 2 * (limit - 1) * bits.bit_length() // count
+        names = self._leaf_names
+        return [names[index] for index in _highest(bits, limit, width)]
+
+    def plain_leaf_number(self, principal: str) -> int | None:
+        """The bit number of a registered leaf that has no members of its own, else None."""
+        if principal in self._children:
+            return None
+        return self._leaf_number.get(principal)
 
     # -- member sets ----------------------------------------------------------------------------
 
     def leaf_bits(self, node: str) -> int:
         """Leaves that reach `node` for Casbin (itself included when it is a leaf)."""
-        self.register(node)
+        full = self._full.get(node)
+        if full is not None:  # a memo that the depth limit did not cut off holds at any depth
+            return full[1]
+        if node not in self._children:
+            number = self._leaf_number.get(node)
+            if number is None:
+                if not is_leaf(node):
+                    return 0
+                self.register(node)
+                number = self._leaf_number[node]
+            return 1 << number
         return self._bits(node, MAX_LINKS)[0]
+
+    def leaf_count(self, node: str) -> int:
+        """`leaf_bits(node).bit_count()`, memoised (a popcount of 100k bits is not free)."""
+        count = self._counts.get(node)
+        if count is None:
+            count = self._counts[node] = self.leaf_bits(node).bit_count()
+        return count
 
     def members(self, node: str) -> frozenset[str]:
         """`leaf_bits` as names."""
@@ -287,8 +424,8 @@ class Directory:
         if self.has_link(member, group):
             return False
         self._invalidate(group)
-        self._parents.setdefault(member, {})[group] = None
-        self._children.setdefault(group, {})[member] = None
+        self._parent_table.put(member, group, None)
+        self._child_table.put(group, member, None)
         self.register(member)
         self.register(group)
         return True
@@ -298,14 +435,8 @@ class Directory:
         if not self.has_link(member, group):
             return False
         self._invalidate(group)
-        parents = self._parents[member]
-        del parents[group]
-        if not parents:
-            del self._parents[member]
-        children = self._children[group]
-        del children[member]
-        if not children:
-            del self._children[group]
+        self._parent_table.remove(member, group)
+        self._child_table.remove(group, member)
         return True
 
     def _invalidate(self, group: str) -> None:
@@ -315,20 +446,26 @@ class Directory:
         set of such `a` (the 9-link forward search from `group`) is the same before and after a
         change of `group`'s own members, since a shortest path never passes `group` twice.
         """
-        for node in self._ancestors(group):
-            self._full.pop(node[0], None)
-            self._partial.pop(node[0], None)
+        for node, _path in self._ancestors(group):
+            self._full.pop(node, None)
+            self._partial.pop(node, None)
+            self._counts.pop(node, None)
         self._ancestor_memo.clear()  # forward paths of everything below `group` may change
 
     def copy(self) -> Directory:
-        """An independent copy (memos included; the ints in them are immutable and shared)."""
+        """An independent copy, in time linear in the number of principals (not of links).
+
+        Memos are shared where their values are immutable (ints, tuples); inner link sets are
+        shared copy-on-write.
+        """
         clone = Directory.__new__(Directory)
-        clone._parents = {m: dict(gs) for m, gs in self._parents.items()}
-        clone._children = {g: dict(ms) for g, ms in self._children.items()}
+        clone._parent_table = self._parent_table.copy()
+        clone._child_table = self._child_table.copy()
         clone._leaf_names = list(self._leaf_names)
         clone._leaf_number = dict(self._leaf_number)
         clone._full = dict(self._full)
-        clone._partial = {node: dict(by_depth) for node, by_depth in self._partial.items()}
+        clone._partial = {}  # cut-off member sets (cycles, deep chains): recomputed on demand
+        clone._counts = dict(self._counts)
         clone._ancestor_memo = dict(self._ancestor_memo)
         return clone
 
@@ -364,8 +501,8 @@ class _ActionRules:
     __slots__ = ("exact", "lengths", "prefix_lengths", "prefixes")
 
     def __init__(self) -> None:
-        self.exact: dict[str, dict[Rule, _Grant]] = {}
-        self.prefixes: dict[str, dict[Rule, _Grant]] = {}
+        self.exact: _Nested[str, Rule, _Grant] = _Nested()
+        self.prefixes: _Nested[str, Rule, _Grant] = _Nested()
         self.prefix_lengths: dict[int, int] = {}  # prefix length -> how many prefixes have it
         self.lengths: tuple[int, ...] = ()  # longest first
 
@@ -373,65 +510,136 @@ class _ActionRules:
         obj = grant.rule.obj
         star = obj.find("*")
         if star == -1:
-            self.exact.setdefault(obj, {})[grant.rule] = grant
+            self.exact.put(obj, grant.rule, grant)
             return
         prefix = obj[:star]
-        cell = self.prefixes.get(prefix)
-        if cell is None:
-            cell = self.prefixes[prefix] = {}
+        if prefix not in self.prefixes.data:
             self.prefix_lengths[star] = self.prefix_lengths.get(star, 0) + 1
             self.lengths = tuple(sorted(self.prefix_lengths, reverse=True))
-        cell[grant.rule] = grant
+        self.prefixes.put(prefix, grant.rule, grant)
 
     def remove(self, rule: Rule) -> None:
         star = rule.obj.find("*")
-        table = self.exact if star == -1 else self.prefixes
-        key = rule.obj if star == -1 else rule.obj[:star]
-        cell = table[key]
-        del cell[rule]
-        if cell:
+        if star == -1:
+            self.exact.remove(rule.obj, rule)
             return
-        del table[key]
-        if star != -1:
+        prefix = rule.obj[:star]
+        self.prefixes.remove(prefix, rule)
+        if prefix not in self.prefixes.data:
             self.prefix_lengths[star] -= 1
             if not self.prefix_lengths[star]:
                 del self.prefix_lengths[star]
             self.lengths = tuple(sorted(self.prefix_lengths, reverse=True))
 
     def covering(self, obj: str) -> Iterator[_Grant]:
-        cell = self.exact.get(obj)
-        if cell:
+        for cell in self.cells(obj):
             yield from cell.values()
+
+    def cells(self, obj: str) -> list[dict[Rule, _Grant]]:
+        """The rule sets covering `obj`: its exact one, then patterns from the longest prefix."""
+        found: list[dict[Rule, _Grant]] = []
+        cell = self.exact.data.get(obj)
+        if cell:
+            found.append(cell)
         size = len(obj)
-        prefixes = self.prefixes
+        prefixes = self.prefixes.data
         for length in self.lengths:
             if length <= size:
                 cell = prefixes.get(obj[:length])
                 if cell:
-                    yield from cell.values()
+                    found.append(cell)
+        return found
 
     def copy(self) -> _ActionRules:
         clone = _ActionRules()
-        clone.exact = {obj: dict(cell) for obj, cell in self.exact.items()}
-        clone.prefixes = {prefix: dict(cell) for prefix, cell in self.prefixes.items()}
+        clone.exact = self.exact.copy()
+        clone.prefixes = self.prefixes.copy()
         clone.prefix_lengths = dict(self.prefix_lengths)
         clone.lengths = self.lengths
         return clone
 
 
 @dataclass(frozen=True, slots=True)
+class Reanalysis:
+    """What one change can alter: on each listed dataset, only the listed allow rules' excess.
+
+    Every other grant's excess is unchanged everywhere, and a dataset that is not listed keeps
+    its effective set too. Recompute the listed ones with `ExposureAnalyser.grant_excess_bits`
+    (or the datasets whole with `exposure`, which is never wrong, only slower).
+    """
+
+    grants: Mapping[str, tuple[Rule, ...]]  # dataset id -> allow rules, datasets in input order
+
+    @property
+    def affected(self) -> tuple[str, ...]:
+        """The datasets whose exposure may change, in input order."""
+        return tuple(self.grants)
+
+
+class _Catalog:
+    """Dataset ids sorted once, so that a prefix's datasets are a range found by bisection."""
+
+    def __init__(self, dataset_ids: Iterable[str]) -> None:
+        self.ids = list(dict.fromkeys(dataset_ids))
+        self._position = {d: i for i, d in enumerate(self.ids)}
+        self._sorted = sorted(self.ids)
+
+    def covered(self, resource: str) -> list[str]:
+        """The datasets `resource` covers (keyMatch), sorted."""
+        star = resource.find("*")
+        prefix = resource if star == -1 else resource[:star]
+        ordered = self._sorted
+        start = bisect_left(ordered, prefix)
+        if star == -1:
+            return [prefix] if start < len(ordered) and ordered[start] == prefix else []
+        end = start
+        while end < len(ordered) and ordered[end].startswith(prefix):
+            end += 1
+        return ordered[start:end]
+
+    def reanalysis(self, grants: dict[str, dict[Rule, None]]) -> Reanalysis:
+        ordered = sorted(grants, key=self._position.__getitem__)
+        return Reanalysis(grants=MappingProxyType({d: tuple(grants[d]) for d in ordered}))
+
+
+@dataclass(frozen=True, slots=True)
+class GrantExcess:
+    """The excess one grant lets into one dataset, and how many principals that is."""
+
+    bits: int
+    count: int
+
+
+@dataclass(frozen=True)
 class Exposure:
-    """One dataset's exposure for one action at one instant, as bitsets of `Directory` leaves."""
+    """One dataset's exposure for one action at one instant, as bitsets of `Directory` leaves.
+
+    `by_grant` and `excess_counts` are computed up front (they are what findings need); the
+    dataset-level sets (`effective`, `excess`) on first use.
+    """
 
     dataset: str
     action: str
     allow_rules: tuple[Rule, ...]  # live allows covering the dataset
     deny_rules: tuple[Rule, ...]  # live denies covering the dataset
-    effective: int
     intended: int
-    excess: int
-    # Live allow rule id -> the excess principals it lets in (0 when none).
+    # Live allow rule id -> the excess principals it lets in (0 when none) ...
     by_grant: Mapping[str, int]
+    # ... and how many they are (`by_grant[id].bit_count()`, known cheaply here).
+    excess_counts: Mapping[str, int]
+    reached_parts: tuple[int, ...] = field(repr=False)  # OR them: every leaf an allow reaches
+    denied: int = field(repr=False)  # every leaf a live deny reaches
+
+    @cached_property
+    def effective(self) -> int:
+        reached = 0
+        for part in self.reached_parts:
+            reached |= part
+        return reached ^ (reached & self.denied)
+
+    @cached_property
+    def excess(self) -> int:
+        return self.effective ^ (self.effective & self.intended)
 
     @property
     def effective_count(self) -> int:
@@ -452,8 +660,10 @@ class ExposureAnalyser:
         extra_principals: Iterable[str] = (),
     ) -> None:
         self.directory = Directory(links)
-        self._by_action: dict[str, _ActionRules] = {}
-        self._by_subject: dict[str, dict[Rule, None]] = {}
+        # action -> its allow rules, and its deny rules (few: looked up on their own).
+        self._allows: dict[str, _ActionRules] = {}
+        self._denies: dict[str, _ActionRules] = {}
+        self._by_subject: _Nested[str, Rule, None] = _Nested()
         self._rules: dict[Rule, _Grant] = {}
         for rule in rules:
             self.add_rule(rule)
@@ -474,11 +684,12 @@ class ExposureAnalyser:
         self._rules[rule] = grant
         self.directory.register(rule.sub)
         if rule.eft in (ALLOW, DENY):
-            rules = self._by_action.get(rule.act)
+            table = self._allows if grant.is_allow else self._denies
+            rules = table.get(rule.act)
             if rules is None:
-                rules = self._by_action[rule.act] = _ActionRules()
+                rules = table[rule.act] = _ActionRules()
             rules.add(grant)
-            self._by_subject.setdefault(rule.sub, {})[rule] = None
+            self._by_subject.put(rule.sub, rule, None)
         return True
 
     def remove_rule(self, rule: Rule) -> bool:
@@ -486,23 +697,32 @@ class ExposureAnalyser:
         if self._rules.pop(rule, None) is None:
             return False
         if rule.eft in (ALLOW, DENY):
-            self._by_action[rule.act].remove(rule)
-            subject_rules = self._by_subject[rule.sub]
-            del subject_rules[rule]
-            if not subject_rules:
-                del self._by_subject[rule.sub]
+            table = self._allows if rule.eft == ALLOW else self._denies
+            table[rule.act].remove(rule)
+            self._by_subject.remove(rule.sub, rule)
         return True
 
     def rules(self) -> list[Rule]:
         return list(self._rules)
 
     def rules_covering(self, dataset: str, action: str) -> list[Rule]:
-        """Every allow/deny rule for `action` whose resource covers `dataset`, live or not."""
-        return [grant.rule for grant in self._covering(dataset, action)]
+        """Every allow/deny rule for `action` whose resource covers `dataset`, live or not
+        (allows first)."""
+        return [
+            grant.rule
+            for table in (self._allows, self._denies)
+            for grant in self._covering(table, dataset, action)
+        ]
 
-    def _covering(self, dataset: str, action: str) -> Iterator[_Grant]:
-        rules = self._by_action.get(action)
+    @staticmethod
+    def _covering(table: dict[str, _ActionRules], dataset: str, action: str) -> Iterator[_Grant]:
+        rules = table.get(action)
         return iter(()) if rules is None else rules.covering(dataset)
+
+    def _live(
+        self, table: dict[str, _ActionRules], dataset: str, action: str, now: float
+    ) -> list[Rule]:
+        return [g.rule for g in self._covering(table, dataset, action) if g.is_live(now)]
 
     # -- memberships ----------------------------------------------------------------------------
 
@@ -521,7 +741,7 @@ class ExposureAnalyser:
         """
         found: list[Rule] = []
         for subject in self.directory.ancestors(group):
-            found.extend(self._by_subject.get(subject, ()))
+            found.extend(self._by_subject.data.get(subject, ()))
         return found
 
     def datasets_affected_by_membership(
@@ -530,22 +750,114 @@ class ExposureAnalyser:
         dataset_ids: Iterable[str],
         audiences: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
-        """Which of `dataset_ids` may change exposure when `group`'s direct members change.
+        """Which of `dataset_ids` may change exposure when `group`'s direct members change
+        (whichever member): a coarser, member-independent `reanalysis_for_link`.
 
         Those covered by a rule of `rules_affected_by_membership`, and, given the datasets'
         intended `audiences` (dataset id -> listed principals), those whose audience lists `group`
-        or a group it reaches: their intended expansion changes.
+        or a group it reaches: their intended expansion changes. Valid before and after the change.
         """
-        ids = list(dataset_ids)
+        catalog = _Catalog(dataset_ids)
         hit: dict[str, None] = {}
         for resource in {rule.obj for rule in self.rules_affected_by_membership(group)}:
-            hit.update(dict.fromkeys(datasets_covered(resource, ids)))
+            hit.update(dict.fromkeys(catalog.covered(resource)))
         if audiences:
             reached = self.directory.ancestors(group)
-            for dataset in ids:
-                if dataset not in hit and any(p in reached for p in audiences.get(dataset, ())):
+            for dataset in catalog.ids:
+                if any(p in reached for p in audiences.get(dataset, ())):
                     hit[dataset] = None
-        return [d for d in ids if d in hit]
+        return [d for d in catalog.ids if d in hit]
+
+    def reanalysis_for_link(
+        self,
+        member: str,
+        group: str,
+        dataset_ids: Iterable[str],
+        audiences: Mapping[str, Iterable[str]] | None = None,
+        action: str | None = None,
+    ) -> Reanalysis:
+        """What adding or removing the g link ``(member, group)`` can alter.
+
+        Only leaves that reach `member` (``moved``) gain or lose paths, and only to `group` and
+        the groups it reaches (``subjects``). So: the allow rules on those subjects, on the
+        datasets they cover; and, where a deny on those subjects covers a dataset or the dataset's
+        intended audience (`audiences`: dataset id -> listed principals) names one of them, the
+        allow rules there whose subjects reach any moved leaf. `action`, when given, ignores
+        other actions' rules. The same computed before or after the change.
+        """
+        catalog = _Catalog(dataset_ids)
+        moved = self.directory.leaf_bits(member)
+        grants: dict[str, dict[Rule, None]] = {}
+        if not moved:
+            return catalog.reanalysis(grants)
+        rechecked: set[str] = set()  # datasets where every grant reaching `moved` may change
+        for rule in self.rules_affected_by_membership(group):
+            if action is not None and rule.act != action:
+                continue
+            covered = catalog.covered(rule.obj)
+            if rule.eft == DENY:
+                rechecked.update(covered)
+            else:
+                for dataset in covered:
+                    grants.setdefault(dataset, {})[rule] = None
+        if audiences:
+            subjects = self.directory.ancestors(group)
+            for dataset in catalog.ids:
+                if any(p in subjects for p in audiences.get(dataset, ())):
+                    rechecked.add(dataset)
+        self._add_allows_meeting(moved, rechecked, action, grants)
+        return catalog.reanalysis(grants)
+
+    def reanalysis_for_rule(
+        self, rule: Rule, dataset_ids: Iterable[str], action: str | None = None
+    ) -> Reanalysis:
+        """What adding or removing `rule` can alter (the same before and after the change).
+
+        An allow changes only its own excess, on the datasets it covers. A deny changes the
+        excess of the allows there whose subjects reach any leaf the deny's subject reaches.
+        """
+        catalog = _Catalog(dataset_ids)
+        grants: dict[str, dict[Rule, None]] = {}
+        if (action is not None and rule.act != action) or rule.eft not in (ALLOW, DENY):
+            return catalog.reanalysis(grants)
+        covered = catalog.covered(rule.obj)
+        if rule.eft == ALLOW:
+            return catalog.reanalysis({dataset: {rule: None} for dataset in covered})
+        denied = self.directory.leaf_bits(rule.sub)
+        self._add_allows_meeting(denied, covered, rule.act, grants)
+        return catalog.reanalysis(grants)
+
+    def _add_allows_meeting(
+        self,
+        bits: int,
+        datasets: Iterable[str],
+        action: str | None,
+        grants: dict[str, dict[Rule, None]],
+    ) -> None:
+        """Add to `grants` the allow rules covering `datasets` whose subjects reach a leaf in
+        `bits` (live or not: a plan holds at any time)."""
+        is_in = _bit_test(bits)
+        directory = self.directory
+        tables = [rules for act, rules in self._allows.items() if action is None or act == action]
+        # A pattern's rule set covers many datasets: look at each set once.
+        meeting: dict[int, list[Rule]] = {}
+        for dataset in datasets:
+            for table in tables:
+                for cell in table.cells(dataset):
+                    found = meeting.get(id(cell))
+                    if found is None:
+                        found = meeting[id(cell)] = []
+                        for rule in cell:
+                            number = directory.plain_leaf_number(rule.sub)
+                            if number is not None:
+                                if is_in(number):
+                                    found.append(rule)
+                            elif directory.leaf_bits(rule.sub) & bits:
+                                found.append(rule)
+                    if found:
+                        target = grants.setdefault(dataset, {})
+                        for rule in found:
+                            target[rule] = None
 
     # -- analysis -------------------------------------------------------------------------------
 
@@ -568,33 +880,99 @@ class ExposureAnalyser:
     def exposure(self, dataset: str, action: str, now: float, intended: int = 0) -> Exposure:
         """The dataset's effective readers, excess and per-grant excess; `intended` as bits."""
         now = float(now)
-        allows: list[Rule] = []
-        denies: list[Rule] = []
-        for grant in self._covering(dataset, action):
-            if grant.is_live(now):
-                (allows if grant.is_allow else denies).append(grant.rule)
-        leaf_bits = self.directory.leaf_bits
-        denied = 0
-        for rule in denies:
-            denied |= leaf_bits(rule.sub)
-        keep = ~(denied | intended)  # negative: & with it clears the denied and intended bits
-        reached = 0
+        allows = self._live(self._allows, dataset, action, now)
+        denies = self._live(self._denies, dataset, action, now)
+        denied = self._union(denies)
+        blocked = denied | intended
+        is_blocked = _bit_test(blocked)
+        directory = self.directory
+        parts: list[int] = []
+        plain: list[int] = []
         by_grant: dict[str, int] = {}
+        counts: dict[str, int] = {}
         for rule in allows:
-            bits = leaf_bits(rule.sub)
-            reached |= bits
-            by_grant[rule.id] = by_grant.get(rule.id, 0) | (bits & keep)
-        effective = reached & ~denied
+            number = directory.plain_leaf_number(rule.sub)
+            if number is not None:
+                plain.append(number)
+            else:
+                parts.append(directory.leaf_bits(rule.sub))
+            excess, count = self._excess(rule.sub, number, blocked, is_blocked)
+            previous = by_grant.get(rule.id)
+            if previous is not None:  # two rules with one id: one grant
+                excess |= previous
+                count = excess.bit_count()
+            by_grant[rule.id] = excess
+            counts[rule.id] = count
+        if plain:
+            parts.append(_from_indices(plain))
         return Exposure(
             dataset=dataset,
             action=action,
             allow_rules=tuple(allows),
             deny_rules=tuple(denies),
-            effective=effective,
             intended=intended,
-            excess=effective & ~intended,
             by_grant=MappingProxyType(by_grant),
+            excess_counts=MappingProxyType(counts),
+            reached_parts=tuple(parts),
+            denied=denied,
         )
+
+    def grant_excess_bits(
+        self, rules: Iterable[Rule], dataset: str, action: str, now: float, intended: int = 0
+    ) -> dict[str, GrantExcess]:
+        """`exposure(...)`'s `by_grant` and `excess_counts`, for `rules` only (as planned by a
+        `Reanalysis`), without looking at the dataset's other allows.
+
+        Rule id -> its excess on `dataset`, for those of `rules` that are present, live allows
+        for `action` and cover the dataset; the others have no entry, as in `by_grant`.
+        """
+        now = float(now)
+        chosen: list[Rule] = []
+        for rule in rules:
+            grant = self._rules.get(rule)
+            if (
+                grant is not None
+                and grant.is_allow
+                and rule.act == action
+                and grant.is_live(now)
+                and datasets_covered(rule.obj, (dataset,))
+            ):
+                chosen.append(rule)
+        if not chosen:
+            return {}
+        blocked = self._union(self._live(self._denies, dataset, action, now)) | intended
+        is_blocked = _bit_test(blocked)
+        found: dict[str, GrantExcess] = {}
+        for rule in chosen:
+            number = self.directory.plain_leaf_number(rule.sub)
+            excess = GrantExcess(*self._excess(rule.sub, number, blocked, is_blocked))
+            previous = found.get(rule.id)
+            if previous is not None:  # two rules with one id: one grant
+                bits = previous.bits | excess.bits
+                excess = GrantExcess(bits, bits.bit_count())
+            found[rule.id] = excess
+        return found
+
+    def _excess(
+        self, subject: str, number: int | None, blocked: int, is_blocked: Callable[[int], bool]
+    ) -> tuple[int, int]:
+        """(leaves reaching `subject` outside `blocked`, how many): without full-size ints for
+        a single leaf (most subjects), with a memoised count for a group."""
+        if number is not None:
+            count = 0 if is_blocked(number) else 1
+            return count << number, count
+        bits = self.directory.leaf_bits(subject)
+        overlap = bits & blocked  # cheap: as long as the shorter operand
+        if not overlap:
+            return bits, self.directory.leaf_count(subject)
+        # bits - blocked, with non-negative ints only
+        return bits ^ overlap, self.directory.leaf_count(subject) - overlap.bit_count()
+
+    def _union(self, rules: Iterable[Rule]) -> int:
+        bits = 0
+        for rule in rules:
+            bits |= self.directory.leaf_bits(rule.sub)
+        return bits
 
     def effective(self, dataset: str, action: str, now: float) -> frozenset[str]:
         """Every user and service that Casbin lets do `action` on `dataset` at `now`."""
@@ -618,11 +996,10 @@ class ExposureAnalyser:
         now = float(now)
         ancestors = self.directory.ancestors(principal)
         found: list[tuple[Rule, Path]] = []
-        for grant in self._covering(dataset, action):
-            if grant.is_allow and grant.is_live(now):
-                path = ancestors.get(grant.rule.sub)
-                if path is not None:
-                    found.append((grant.rule, path))
+        for rule in self._live(self._allows, dataset, action, now):
+            path = ancestors.get(rule.sub)
+            if path is not None:
+                found.append((rule, path))
         return found
 
     def reach(
@@ -645,10 +1022,12 @@ class ExposureAnalyser:
         return {p: self.paths_for(p, dataset, action, now) for p in chosen}
 
     def copy(self) -> ExposureAnalyser:
-        """An independent copy to change while readers keep using this one."""
+        """An independent copy to change while readers keep using this one: linear in the number
+        of principals and rules, not of links and memberships (those are copied on write)."""
         clone = ExposureAnalyser.__new__(ExposureAnalyser)
         clone.directory = self.directory.copy()
-        clone._by_action = {action: rules.copy() for action, rules in self._by_action.items()}
-        clone._by_subject = {sub: dict(rules) for sub, rules in self._by_subject.items()}
+        clone._allows = {action: rules.copy() for action, rules in self._allows.items()}
+        clone._denies = {action: rules.copy() for action, rules in self._denies.items()}
+        clone._by_subject = self._by_subject.copy()
         clone._rules = dict(self._rules)
         return clone

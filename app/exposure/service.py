@@ -199,10 +199,15 @@ def affected_by_resource(view: PolicyView, resource: str) -> list[str]:
 
 
 def affected_by_membership(views: Iterable[PolicyView], group: str) -> list[str]:
+    """Datasets whose exposure may change with `group`'s members: those its grants reach, and
+    those whose intended audience it is part of (joining or leaving it moves people in or out)."""
     found: dict[str, None] = {}
     for view in views:
+        audiences = {id: facts.audience for id, facts in view.datasets.items()}
         found.update(
-            dict.fromkeys(view.analyser.datasets_affected_by_membership(group, view.datasets))
+            dict.fromkeys(
+                view.analyser.datasets_affected_by_membership(group, view.datasets, audiences)
+            )
         )
     return sorted(found)
 

@@ -1,5 +1,6 @@
 """The exposure analyser must agree with the Casbin enforcer on every principal and dataset."""
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Sequence
 
@@ -12,6 +13,8 @@ from app.exposure.analyser import (
     MAX_LINKS,
     Directory,
     ExposureAnalyser,
+    GrantExcess,
+    Reanalysis,
     datasets_covered,
     is_leaf,
 )
@@ -253,10 +256,10 @@ def changes(draw: st.DrawFn) -> Change:
         rule = Rule(
             sub=draw(st.sampled_from(SUBJECTS)),
             obj=draw(st.sampled_from(RESOURCES)),
-            act="read",
+            act=draw(st.sampled_from(["read", "read", *ACTIONS])),
             eft=draw(st.sampled_from(["allow", "allow", "deny"])),
             exp=draw(st.sampled_from(EXPIRIES)),
-            id=f"new{draw(st.integers(0, 5))}",
+            id="new",
         )
         return kind, rule
     if kind == "add_link":
@@ -265,16 +268,23 @@ def changes(draw: st.DrawFn) -> Change:
     return kind, draw(st.integers(min_value=0, max_value=50))
 
 
-Snapshot = dict[str, tuple[frozenset[str], dict[str, frozenset[str]]]]
+Reach = dict[str, list[tuple[Rule, tuple[str, ...]]]]
+# dataset -> (effective, grant_excess, reach): what a fresh analyser must reproduce.
+Snapshot = dict[str, tuple[frozenset[str], dict[str, frozenset[str]], Reach]]
 
 
 def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[str]]) -> Snapshot:
     found: Snapshot = {}
     for dataset in DATASETS:
+        exposure = analyser.exposure(
+            dataset, "read", now, analyser.intended_bits(audiences[dataset])
+        )
+        assert exposure.excess_counts == {k: v.bit_count() for k, v in exposure.by_grant.items()}
         intended = analyser.intended(audiences[dataset])
         found[dataset] = (
             analyser.effective(dataset, "read", now),
             analyser.grant_excess(dataset, "read", now, intended),
+            analyser.reach(dataset, "read", now),
         )
     return found
 
@@ -285,7 +295,7 @@ def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[s
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(policies(), st.lists(changes(), min_size=1, max_size=6))
-def test_incremental_changes_touch_only_the_datasets_they_report(
+def test_incremental_changes_touch_only_what_their_reanalysis_names(
     policy: Policy, steps: list[Change]
 ) -> None:
     rules, links, now, audiences = policy
@@ -295,16 +305,15 @@ def test_incremental_changes_touch_only_the_datasets_they_report(
     analyser = ExposureAnalyser(current_rules, current_links, extras)
     before = snapshot(analyser, now, audiences)  # fills the memos that the changes invalidate
 
-    for kind, arg in steps:
+    for step, (kind, arg) in enumerate(steps):
         changed = analyser.copy()
-        affected: list[str]
+        plan: Reanalysis
         if kind in ("add_rule", "remove_rule"):
             if kind == "add_rule":
                 assert isinstance(arg, Rule)
-                rule = arg
-                if rule in current_rules:
-                    continue
+                rule = dataclasses.replace(arg, id=f"new{step}")  # one id, one grant
                 assert changed.add_rule(rule)
+                assert not changed.add_rule(rule)
                 current_rules.append(rule)
             else:
                 if not current_rules:
@@ -313,7 +322,8 @@ def test_incremental_changes_touch_only_the_datasets_they_report(
                 rule = current_rules.pop(arg % len(current_rules))
                 assert changed.remove_rule(rule)
                 assert not changed.remove_rule(rule)
-            affected = datasets_covered(rule.obj, DATASETS)
+            plan = changed.reanalysis_for_rule(rule, DATASETS, "read")
+            assert plan == analyser.reanalysis_for_rule(rule, DATASETS, "read")
         else:
             if kind == "add_link":
                 assert isinstance(arg, tuple)
@@ -326,26 +336,68 @@ def test_incremental_changes_touch_only_the_datasets_they_report(
                     continue
                 assert isinstance(arg, int)
                 link = current_links[arg % len(current_links)]
-            affected = changed.datasets_affected_by_membership(link[1], DATASETS, audiences)
+            plan = changed.reanalysis_for_link(*link, DATASETS, audiences, "read")
+            coarse = changed.datasets_affected_by_membership(link[1], DATASETS, audiences)
             if kind == "add_link":
                 assert changed.add_link(*link)
                 current_links.append(link)
             else:
                 assert changed.remove_link(*link)
                 current_links.remove(link)
-            # The affected set is the same computed before or after the change.
-            assert changed.datasets_affected_by_membership(link[1], DATASETS, audiences) == affected
+            # The plans are the same computed before or after the change ...
+            assert changed.reanalysis_for_link(*link, DATASETS, audiences, "read") == plan
+            assert changed.datasets_affected_by_membership(link[1], DATASETS, audiences) == coarse
+            # ... and the member-independent one is coarser.
+            assert set(plan.affected) <= set(coarse)
+            assert set(coarse) == broader(changed, link[1], audiences)
 
         after = snapshot(changed, now, audiences)
-        for dataset in DATASETS:
-            if dataset not in affected:
-                assert after[dataset] == before[dataset], (kind, arg, dataset)
+        assert_plan_covers_the_change(changed, plan, before, after, now, audiences)
         # The original is untouched by changes to its copy ...
         assert snapshot(analyser, now, audiences) == before
         # ... and the changed one answers like one built from scratch.
         fresh = ExposureAnalyser(current_rules, current_links, extras)
         assert snapshot(fresh, now, audiences) == after
         analyser, before = changed, after
+
+
+def broader(analyser: ExposureAnalyser, group: str, audiences: dict[str, list[str]]) -> set[str]:
+    """Datasets covered by rules on `group` or above, or meant for them (any member moving)."""
+    above = analyser.directory.ancestors(group)
+    return {
+        d
+        for rule in analyser.rules_affected_by_membership(group)
+        for d in datasets_covered(rule.obj, DATASETS)
+    } | {d for d in DATASETS if set(audiences[d]) & set(above)}
+
+
+def assert_plan_covers_the_change(
+    analyser: ExposureAnalyser,
+    plan: Reanalysis,
+    before: Snapshot,
+    after: Snapshot,
+    now: float,
+    audiences: dict[str, list[str]],
+) -> None:
+    assert plan.affected == tuple(d for d in DATASETS if d in plan.grants)
+    for dataset in DATASETS:
+        rules = plan.grants.get(dataset, ())
+        if not rules:
+            # Paths may change (a shortcut), exposure may not.
+            assert after[dataset][:2] == before[dataset][:2], dataset
+            continue
+        # Only the named grants' excess changed; each is what grant_excess_bits says.
+        ids = {rule.id for rule in rules}
+        grants_before, grants_after = before[dataset][1], after[dataset][1]
+        assert {k: v for k, v in grants_after.items() if k not in ids} == {
+            k: v for k, v in grants_before.items() if k not in ids
+        }
+        intended = analyser.intended_bits(audiences[dataset])
+        found = analyser.grant_excess_bits(rules, dataset, "read", now, intended)
+        assert {k: frozenset(analyser.directory.names(v.bits)) for k, v in found.items()} == {
+            k: v for k, v in grants_after.items() if k in ids
+        }
+        assert all(v.count == v.bits.bit_count() for v in found.values())
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -575,6 +627,120 @@ def test_membership_change_reports_datasets_of_the_group_and_its_ancestors() -> 
     assert analyser.effective("x.a", "read", 0.0) == {"user:bob"}
 
 
+def test_membership_change_under_a_deny_rechecks_grants_reaching_the_member() -> None:
+    links = [
+        ("user:alice", "group:all"),
+        ("group:contractors", "group:all"),
+        ("user:bob", "group:research"),
+        ("user:carol", "group:sales"),
+    ]
+    rules = [
+        allow("group:all", "x.*", rule_id="everyone"),
+        allow("group:research", "x.*", rule_id="research"),
+        allow("group:sales", "x.*", rule_id="sales"),
+        deny("group:contractors", "x.a", rule_id="no-contractors"),
+    ]
+    analyser = ExposureAnalyser(rules, links)
+    datasets = ["x.a", "x.b", "y.a"]
+    plan = analyser.reanalysis_for_link("user:bob", "group:contractors", datasets)
+    assert plan.grants == {
+        # The deny can take bob out of research's excess too, but not carol out of sales'.
+        "x.a": (rules[0], rules[1]),
+        "x.b": (rules[0],),  # elsewhere only the grant on the group above changes
+    }
+    assert plan.affected == ("x.a", "x.b")
+    before = analyser.exposure("x.a", "read", 0.0).by_grant["research"]
+    assert analyser.directory.names(before) == ["user:bob"]
+
+    analyser.add_link("user:bob", "group:contractors")
+
+    assert analyser.exposure("x.a", "read", 0.0).by_grant["research"] == 0
+    bits_of = analyser.directory.bits_of
+    assert analyser.grant_excess_bits(rules[:2], "x.b", "read", 0.0) == {
+        "everyone": GrantExcess(bits_of(["user:alice", "user:bob"]), 2),
+        "research": GrantExcess(bits_of(["user:bob"]), 1),
+    }
+    assert analyser.grant_excess_bits(rules, "x.a", "read", 0.0, bits_of(["user:carol"])) == {
+        "everyone": GrantExcess(bits_of(["user:alice"]), 1),  # bob is denied now
+        "research": GrantExcess(0, 0),
+        "sales": GrantExcess(0, 0),  # carol is intended
+    }
+    assert analyser.grant_excess_bits(rules, "y.a", "read", 0.0) == {}  # covers nothing
+    # An audience naming the changed group (or a group above it) changes the intended set.
+    audiences = {"y.a": ["group:all"], "x.b": ["group:all"]}
+    plan = analyser.reanalysis_for_link("user:bob", "group:contractors", datasets, audiences)
+    assert plan.grants == {"x.a": (rules[0], rules[1]), "x.b": (rules[0], rules[1])}
+    # A member with no leaves changes nothing.
+    assert analyser.reanalysis_for_link("group:empty", "group:all", datasets).affected == ()
+    assert analyser.datasets_affected_by_membership("group:all", datasets) == ["x.a", "x.b"]
+
+
+def test_rule_change_reanalysis_depends_on_the_effect() -> None:
+    datasets = ["x.a", "x.b", "y.a"]
+    links = [("user:a", "group:g"), ("user:b", "group:h")]
+    grants = [
+        allow("group:g", "x.*", rule_id="1"),
+        allow("group:h", "x.*", rule_id="2"),
+        allow("user:a", "x.a", rule_id="3"),  # a single user: its bit is tested, not a set
+    ]
+    analyser = ExposureAnalyser(grants, links)
+    # An allow: only itself, where it covers.
+    assert analyser.reanalysis_for_rule(grants[0], datasets).grants == {
+        "x.a": (grants[0],),
+        "x.b": (grants[0],),
+    }
+    # A deny: the allows there that reach someone it denies.
+    assert analyser.reanalysis_for_rule(deny("group:g", "x.a"), datasets).grants == {
+        "x.a": (grants[2], grants[0])  # exact resources first, then patterns
+    }
+    assert analyser.reanalysis_for_rule(deny("user:b", "x.*"), datasets).grants == {
+        "x.a": (grants[1],),
+        "x.b": (grants[1],),
+    }
+    assert analyser.reanalysis_for_rule(grants[0], datasets, action="write").affected == ()
+    odd = Rule(sub="group:g", obj="*", act="read", eft="audit", exp="", id="3")
+    assert analyser.reanalysis_for_rule(odd, datasets).affected == ()
+
+
+def test_copies_share_nothing_they_change() -> None:
+    links = [
+        ("user:a", "group:x"),
+        ("user:b", "group:x"),
+        ("group:x", "group:top"),
+        ("user:e", "group:other"),
+    ]
+    rules = [allow("group:top", "d.*", rule_id="1"), allow("user:c", "d.a", rule_id="2")]
+    original = ExposureAnalyser(rules, links)
+    original.effective("d.a", "read", 0.0)  # memos filled before copying
+    copy = original.copy()
+
+    # Both change after the copy, each in its own way, on the same inner sets.
+    original.add_link("user:e", "group:x")
+    original.remove_rule(rules[1])
+    copy.remove_link("user:a", "group:x")
+    copy.add_rule(allow("group:top", "d.a", rule_id="3"))
+    copy.add_rule(deny("user:b", "d.*", rule_id="4"))
+
+    expected_original = ExposureAnalyser([rules[0]], [*links, ("user:e", "group:x")])
+    expected_copy = ExposureAnalyser(
+        [*rules, allow("group:top", "d.a", rule_id="3"), deny("user:b", "d.*", rule_id="4")],
+        links[1:],
+    )
+    for analyser, expected in [(original, expected_original), (copy, expected_copy)]:
+        for dataset in ["d.a", "d.b"]:
+            assert analyser.effective(dataset, "read", 0.0) == expected.effective(
+                dataset, "read", 0.0
+            )
+            assert analyser.rules_covering(dataset, "read") == expected.rules_covering(
+                dataset, "read"
+            )
+        assert analyser.rules_affected_by_membership("group:x") == (
+            expected.rules_affected_by_membership("group:x")
+        )
+    assert original.effective("d.a", "read", 0.0) == {"user:a", "user:b", "user:e"}
+    assert copy.effective("d.a", "read", 0.0) == {"user:c"}
+
+
 def test_rule_changes_and_copies() -> None:
     links = [("user:alice", "group:eng")]
     grant = allow("group:eng", "a.*", rule_id="1")
@@ -614,6 +780,17 @@ def test_bitsets_round_trip_through_names() -> None:
     assert everyone.bit_count() == 300
     assert sorted(directory.names(everyone)) == sorted(users)
     assert directory.bits_of([*users[:3], "group:all", "user:unknown"]).bit_count() == 3
-    assert directory.sample(everyone, 5) == directory.names(everyone)[:5]
+    assert directory.sample(everyone, 5) == directory.names(everyone)[::-1][:5]
     assert directory.sample(0, 5) == []
     assert directory.names(0) == []
+
+
+@pytest.mark.parametrize("spread", [1, 7, 97, 5003])
+def test_samples_and_names_of_sparse_and_dense_bitsets(spread: int) -> None:
+    leaves = [f"user:u{i}" for i in range(40_000)]
+    directory = Directory(extra_principals=leaves)
+    chosen = leaves[3::spread]
+    bits = directory.bits_of(chosen)
+    assert directory.names(bits) == chosen
+    for limit in [1, 3, 10, 200]:
+        assert directory.sample(bits, limit) == chosen[::-1][:limit]

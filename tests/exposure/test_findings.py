@@ -276,3 +276,40 @@ async def test_incremental_findings_match_a_full_scan_after_many_changes(client,
     assert r.status_code == 200
     scan = (await client.post("/v1/scan", headers=admin)).json()
     assert (scan["opened"], scan["resolved"]) == (0, 0)
+
+
+async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
+    """The audience is group:auditors, which no grant names and which sits outside group:all."""
+    r = await client.put(
+        "/v1/datasets/activity.keys",
+        json={
+            "owner": "group:auditors",
+            "sensitivity": "confidential",
+            "intended_audience": ["group:auditors"],
+        },
+        headers=admin,
+    )
+    assert r.status_code in (200, 201), r.text
+
+
+async def test_leaving_the_audience_group_while_still_granted_opens_a_finding(client, admin):
+    await org(client, admin)
+    await client.post("/v1/groups/auditors/members", json={"member": "user:dave"}, headers=admin)
+    await audited_dataset(client, admin)
+    await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert "user:dave" not in finding["excess_sample"]
+    r = await client.delete("/v1/groups/auditors/members/user:dave", headers=admin)
+    assert r.status_code == 200, r.text
+    [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert "user:dave" in finding["excess_sample"]
+
+
+async def test_joining_the_audience_group_shrinks_the_finding(client, admin):
+    await org(client, admin)
+    await audited_dataset(client, admin)
+    await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    r = await client.post("/v1/groups/auditors/members", json={"member": "user:bob"}, headers=admin)
+    assert r.status_code == 200, r.text
+    [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert "user:bob" not in finding["excess_sample"]
