@@ -14,6 +14,7 @@ from app.auth import service as auth_service
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
+from app.plans.cli import policy_cli
 
 cli = typer.Typer(
     help="aclaudit: access-control audit for training datasets.", no_args_is_help=True
@@ -24,6 +25,7 @@ cli.add_typer(db_cli, name="db")
 log_cli = typer.Typer(help="The access log.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
 cli.add_typer(log_cli, name="log")
+cli.add_typer(policy_cli, name="policy")
 
 T = TypeVar("T")
 

@@ -24,6 +24,7 @@ from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
 from app.exposure.router import router as exposure_router
+from app.plans.router import router as plans_router
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
@@ -175,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exposure_router,
         accesslog_router,
         alerts_router,
+        plans_router,
         auth_router,
     ):
         app.include_router(router)

@@ -82,7 +82,7 @@ async def _ensure_groups(session: AsyncSession, ids: list[str]) -> None:
 
 
 async def replace_members(
-    session: AsyncSession, *, gid: str, members: list[str], actor: str
+    session: AsyncSession, *, gid: str, members: list[str], actor: str, field: str = "body.members"
 ) -> GroupRead:
     version = await policy_version.advance(session)
     await _ensure_groups(session, [gid, *members])
@@ -93,7 +93,7 @@ async def replace_members(
         await repository.remove_membership(session, gid, member)
     children[gid] = [m for m in children.get(gid, []) if m in wanted]
     for member in sorted(wanted - current):
-        _check_addition(children, gid, member, f"body.members.{members.index(member)}")
+        _check_addition(children, gid, member, f"{field}.{members.index(member)}")
         await repository.add_membership(
             session, Membership(group_id=gid, member=member, created_at=utcnow(), created_by=actor)
         )

@@ -145,7 +145,7 @@ async def view_before_change(session: AsyncSession) -> PolicyView:
     return await load_view(session)
 
 
-def _publish_on_commit(session: AsyncSession, view: PolicyView) -> None:
+def publish_on_commit(session: AsyncSession, view: PolicyView) -> None:
     """Once this transaction commits, ``view`` is the committed policy at its version."""
     cache = _cache(session)
     version = int(session.info[policy_version.TAKEN][1])
@@ -371,7 +371,7 @@ async def create_grant(
         actor=actor,
         accept=body.accept_exposure,
     )
-    _publish_on_commit(session, after)
+    publish_on_commit(session, after)
     return grant, changes
 
 
@@ -390,7 +390,7 @@ async def revoke_grant(
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
-    _publish_on_commit(session, after)
+    publish_on_commit(session, after)
     return grant, changes
 
 
@@ -430,7 +430,7 @@ async def change_members(
         actor=actor,
         accept=accept,
     )
-    _publish_on_commit(session, after)
+    publish_on_commit(session, after)
     return group, changes
 
 
@@ -449,7 +449,7 @@ async def put_dataset(
     changes = await reconcile(
         session, before=before, after=after, dataset_ids=[dataset.id], actor=actor, guarded=False
     )
-    _publish_on_commit(session, after)
+    publish_on_commit(session, after)
     return dataset, created, changes
 
 
@@ -502,7 +502,7 @@ async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
         actor=actor,
         guarded=False,
     )
-    _publish_on_commit(session, view)
+    publish_on_commit(session, view)
     return ScanResult(
         datasets=len(view.datasets),
         opened=len(changes.findings_opened),

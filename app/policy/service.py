@@ -33,17 +33,19 @@ def to_read(grant: Grant, *, version: int | None = None) -> GrantRead:
     )
 
 
-async def create_grant(session: AsyncSession, *, body: GrantCreate, actor: str) -> GrantRead:
+async def create_grant(
+    session: AsyncSession, *, body: GrantCreate, actor: str, field: str = "body"
+) -> GrantRead:
     version = await policy_version.advance(session)
     now = utcnow()
     if body.expires_at is not None and body.expires_at <= now:
-        raise InvalidInput("body.expires_at", "must be in the future")
+        raise InvalidInput(f"{field}.expires_at", "must be in the future")
     if body.effect is Effect.allow and not (body.justification or "").strip():
         covered = await datasets_repository.covered_by(session, body.resource)
         sensitive = sorted(d.id for d in covered if Sensitivity(d.sensitivity) in SENSITIVE)
         if sensitive:
             raise InvalidInput(
-                "body.justification",
+                f"{field}.justification",
                 "required: this grant reaches confidential or restricted datasets "
                 f"({', '.join(sensitive[:5])}{', ...' if len(sensitive) > 5 else ''})",
             )

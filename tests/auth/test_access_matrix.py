@@ -105,6 +105,10 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/scan", WRITE),
     Endpoint("GET", "/v1/datasets/{dataset}/exposure", READ),
     Endpoint("GET", "/v1/principals/{principal}/access", READ),
+    Endpoint(
+        "POST", "/v1/policy/plan", READ, {"groups": {"planned": ["user:zed"]}}, read_only=True
+    ),
+    Endpoint("POST", "/v1/policy/apply", WRITE, {"groups": {"applied": ["user:zed"]}}),
 ]
 
 # /v1 routes not in the matrix yet (they need seeded objects the fixture does not make, or were

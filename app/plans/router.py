@@ -1,0 +1,25 @@
+from fastapi import APIRouter
+
+from app.auth.dependencies import AuditReader, PolicyWriter
+from app.db import SessionDep
+from app.errors import Conflict, Forbidden, InvalidInput, Unauthenticated, problem_responses
+from app.plans import service
+from app.plans.schemas import PlanResult, PolicyDocument
+
+router = APIRouter(prefix="/v1/policy", tags=["policy files"])
+ERRORS = problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict)
+
+
+@router.post("/plan", response_model=PlanResult, responses=ERRORS)
+async def plan(body: PolicyDocument, session: SessionDep, caller: AuditReader) -> PlanResult:
+    """What applying this policy document would change, open, resolve and refuse. Changes
+    nothing: policy CI runs it on every proposed change."""
+    return await service.plan(session, doc=body, actor=caller.name)
+
+
+@router.post("/apply", response_model=PlanResult, responses=ERRORS)
+async def apply(body: PolicyDocument, session: SessionDep, caller: PolicyWriter) -> PlanResult:
+    """Make the groups, datasets and grants the document names what it states, in one
+    transaction. Refused as a whole (409, with the findings) where the result would widen a
+    block-guarded dataset's exposure, unless `accept_exposure` is given."""
+    return await service.apply(session, doc=body, actor=caller.name)

@@ -1,0 +1,75 @@
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.datasets.schemas import DatasetWrite
+from app.exposure.schemas import FindingRead
+from app.identifiers import Action, DatasetId, Effect, FreeText, GroupName, PrincipalId
+from app.identifiers import ResourcePattern as Resource
+from app.policy.schemas import AcceptExposure, GrantRead, UTCInstant
+
+
+class GrantSpec(BaseModel):
+    """A grant as a policy file states it; it matches a live grant with the same
+    principal, resource, action, effect and expiry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    principal: PrincipalId
+    resource: Resource
+    action: Action
+    effect: Effect = Effect.allow
+    expires_at: UTCInstant | None = None
+    justification: FreeText | None = Field(default=None, max_length=2000)
+
+
+class PolicyDocument(BaseModel):
+    """The desired state of the groups, datasets and grants it names."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: dict[GroupName, list[PrincipalId]] = Field(
+        default_factory=dict,
+        max_length=10_000,
+        description="Bare group id -> its direct members (replaced). Groups not named are left "
+        "alone.",
+    )
+    datasets: dict[DatasetId, DatasetWrite] = Field(
+        default_factory=dict,
+        max_length=10_000,
+        description="Dataset id -> its registration. Datasets not named are left alone.",
+    )
+    grants: list[GrantSpec] = Field(default_factory=list, max_length=100_000)
+    prune_grants: bool = Field(
+        default=False,
+        description="Revoke every live grant the document does not list (the document owns "
+        "the whole grant set).",
+    )
+    accept_exposure: AcceptExposure | None = Field(
+        default=None,
+        description="Apply even where the result would widen a block-guarded dataset's "
+        "exposure; the findings it opens are accepted with this reason and expiry.",
+    )
+
+
+class MembershipChange(BaseModel):
+    group: str
+    added: list[str]
+    removed: list[str]
+
+
+class PlanResult(BaseModel):
+    """What applying the document does (or did, when ``applied``)."""
+
+    applied: bool
+    policy_version: int | None = Field(
+        description="The policy version the change produced; null for a plan."
+    )
+    datasets_changed: list[str]
+    memberships_changed: list[MembershipChange]
+    grants_created: list[GrantRead]
+    grants_revoked: list[GrantRead]
+    findings_opened: list[FindingRead]
+    findings_resolved: list[FindingRead]
+    refused: list[FindingRead] = Field(
+        description="Findings on block-guarded datasets that make `apply` answer 409 "
+        "(unless accept_exposure is given)."
+    )

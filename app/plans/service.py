@@ -1,0 +1,212 @@
+"""Policy as code: bring the groups, datasets and grants a document names to the state it states.
+
+`plan` and `apply` run the same code in one transaction; a plan rolls it back. The whole
+document is re-analysed once, so the block guard judges its net effect (a new deny that offsets
+a new allow in the same document is not an exposure) and `apply` is all or nothing.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.datasets import repository as datasets_repository
+from app.datasets import service as datasets_service
+from app.datasets.models import Dataset
+from app.datasets.schemas import DatasetWrite
+from app.directory import repository as directory_repository
+from app.directory import service as directory_service
+from app.exposure import service as exposure_service
+from app.exposure.schemas import FindingChanges, FindingRead
+from app.exposure.service import DatasetFacts, ExposureRefused, PolicyView
+from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
+from app.policy import repository as policy_repository
+from app.policy import service as policy_service
+from app.policy import version as policy_version
+from app.policy.models import Grant
+from app.policy.schemas import GrantCreate, GrantRead
+from app.policy.snapshot import to_rule
+
+GrantKey = tuple[str, str, str, str, datetime | None]
+
+
+def _spec_key(spec: GrantSpec) -> GrantKey:
+    return (spec.principal, spec.resource, spec.action.value, spec.effect.value, spec.expires_at)
+
+
+def _grant_key(grant: Grant) -> GrantKey:
+    return (grant.principal, grant.resource, grant.action, grant.effect, grant.expires_at)
+
+
+def _unchanged(current: Dataset | None, wanted: DatasetWrite) -> bool:
+    if current is None:
+        return False
+    guard = (wanted.guard or datasets_service.default_guard(wanted.sensitivity)).value
+    return (
+        current.description == wanted.description
+        and current.owner == wanted.owner
+        and current.sensitivity == wanted.sensitivity.value
+        and sorted(current.intended_audience) == sorted(set(wanted.intended_audience))
+        and current.guard == guard
+    )
+
+
+@dataclass
+class _Applied:
+    """What the document changed, and the view of the policy after it."""
+
+    after: PolicyView
+    touched: set[str] = field(default_factory=set)
+    datasets: list[str] = field(default_factory=list)
+    memberships: list[MembershipChange] = field(default_factory=list)
+    created: list[GrantRead] = field(default_factory=list)
+    revoked: list[GrantRead] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.datasets or self.memberships or self.created or self.revoked)
+
+
+async def _apply_changes(
+    session: AsyncSession, doc: PolicyDocument, before: PolicyView, actor: str
+) -> _Applied:
+    done = _Applied(after=before.changed())
+    after = done.after
+    current = {d.id: d for d in await datasets_repository.list_all(session)}
+    for dataset_id, wanted in doc.datasets.items():
+        if _unchanged(current.get(dataset_id), wanted):
+            continue
+        dataset, _ = await datasets_service.put_dataset(
+            session, dataset_id=dataset_id, body=wanted, actor=actor
+        )
+        after.datasets[dataset.id] = DatasetFacts(
+            dataset.id,
+            dataset.sensitivity.value,
+            tuple(dataset.intended_audience),
+            dataset.guard.value,
+        )
+        done.datasets.append(dataset.id)
+        done.touched.add(dataset.id)
+
+    changed_groups = []
+    for name, members in doc.groups.items():
+        gid = directory_service.group_id(name)
+        old = set(await directory_repository.list_members(session, gid))
+        new = set(members)
+        if old == new:
+            continue
+        await directory_service.replace_members(
+            session, gid=gid, members=members, actor=actor, field=f"body.groups.{name}"
+        )
+        for member in old - new:
+            after.analyser.remove_link(member, gid)
+        for member in new - old:
+            after.analyser.add_link(member, gid)
+        done.memberships.append(
+            MembershipChange(group=gid, added=sorted(new - old), removed=sorted(old - new))
+        )
+        changed_groups.append(gid)
+
+    live: dict[GrantKey, list[Grant]] = {}
+    for grant in await policy_repository.list_unrevoked(session):
+        live.setdefault(_grant_key(grant), []).append(grant)
+    for index, spec in enumerate(doc.grants):
+        if live.pop(_spec_key(spec), None) is not None:
+            continue
+        created = await policy_service.create_grant(
+            session,
+            body=GrantCreate(**spec.model_dump()),
+            actor=actor,
+            field=f"body.grants.{index}",
+        )
+        live[_spec_key(spec)] = []  # a duplicate line in the document creates nothing more
+        after.analyser.add_rule(to_rule(created))
+        after.grant_subjects[created.id] = created.principal
+        done.created.append(created)
+        done.touched.update(exposure_service.affected_by_resource(after, created.resource))
+    if doc.prune_grants:
+        for grant in sorted((g for gs in live.values() for g in gs), key=lambda g: g.id):
+            revoked = await policy_service.revoke_grant(session, grant_id=grant.id, actor=actor)
+            after.analyser.remove_rule(to_rule(revoked))
+            done.revoked.append(revoked)
+            done.touched.update(exposure_service.affected_by_resource(after, revoked.resource))
+    for gid in changed_groups:
+        done.touched.update(exposure_service.affected_by_membership((before, after), gid))
+    return done
+
+
+def _result(
+    done: _Applied,
+    changes: FindingChanges,
+    *,
+    applied: bool,
+    version: int | None,
+    refused: list[FindingRead] | None = None,
+) -> PlanResult:
+    return PlanResult(
+        applied=applied,
+        policy_version=version,
+        datasets_changed=done.datasets,
+        memberships_changed=done.memberships,
+        grants_created=done.created,
+        grants_revoked=done.revoked,
+        findings_opened=changes.findings_opened,
+        findings_resolved=changes.findings_resolved,
+        refused=refused or [],
+    )
+
+
+async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
+    """Make the document true, or change nothing (409 when the block guard refuses it)."""
+    before = await exposure_service.view_before_change(session)
+    done = await _apply_changes(session, doc, before, actor)
+    if done.empty:
+        await session.rollback()  # nothing to record, not even a new policy version
+        return _result(done, FindingChanges(), applied=True, version=None)
+    changes = await exposure_service.reconcile(
+        session,
+        before=before,
+        after=done.after,
+        dataset_ids=done.touched,
+        actor=actor,
+        accept=doc.accept_exposure,
+    )
+    exposure_service.publish_on_commit(session, done.after)
+    version = await policy_version.advance(session)  # the version this transaction took
+    return _result(done, changes, applied=True, version=version)
+
+
+async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
+    """What `apply` would do, and what it would refuse. Changes nothing.
+
+    Ids of grants and findings in a plan are provisional: they are rolled back.
+    """
+    try:
+        before = await exposure_service.view_before_change(session)
+        done = await _apply_changes(session, doc, before, actor)
+        refused: list[FindingRead] = []
+        probe = await session.begin_nested()
+        try:
+            await exposure_service.reconcile(
+                session,
+                before=before,
+                after=done.after,
+                dataset_ids=done.touched,
+                actor=actor,
+                accept=doc.accept_exposure,
+            )
+        except ExposureRefused as exc:
+            refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
+        finally:
+            await probe.rollback()
+        changes = await exposure_service.reconcile(
+            session,
+            before=before,
+            after=done.after,
+            dataset_ids=done.touched,
+            actor=actor,
+            guarded=False,
+        )
+        return _result(done, changes, applied=False, version=None, refused=refused)
+    finally:
+        await session.rollback()

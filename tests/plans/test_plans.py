@@ -1,0 +1,213 @@
+"""Policy documents: plan shows and changes nothing; apply makes them true, all or nothing."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+AUDIENCE = ["group:research", "service:trainer"]
+STATE = ("/v1/grants", "/v1/findings", "/v1/groups", "/v1/datasets", "/v1/alerts")
+
+
+def document(guard: str = "alert", **extra: Any) -> dict[str, Any]:
+    """research = {alice}; eng = {bob, carol}; all = {eng, research, dave}."""
+    return {
+        "groups": {
+            "research": ["user:alice"],
+            "eng": ["user:bob", "user:carol"],
+            "all": ["group:eng", "group:research", "user:dave"],
+        },
+        "datasets": {
+            "activity.keys": {
+                "owner": "group:research",
+                "sensitivity": "restricted",
+                "intended_audience": AUDIENCE,
+                "guard": guard,
+            }
+        },
+        "grants": [
+            {
+                "principal": "group:research",
+                "resource": "activity.*",
+                "action": "read",
+                "justification": "the research itself",
+            }
+        ],
+        **extra,
+    }
+
+
+OVER_BROAD = {
+    "principal": "group:all",
+    "resource": "activity.*",
+    "action": "read",
+    "justification": "everyone",
+}
+
+
+async def state(client: httpx.AsyncClient, admin: dict[str, str]) -> list[Any]:
+    snapshot = [(await client.get(path, headers=admin)).json() for path in STATE]
+    snapshot.append((await client.get("/readyz")).json()["policy_version"])
+    return snapshot
+
+
+async def test_apply_makes_the_document_true_and_is_idempotent(client, admin):
+    r = await client.post("/v1/policy/apply", json=document(), headers=admin)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert result["applied"] is True and result["policy_version"] >= 1
+    assert result["datasets_changed"] == ["activity.keys"]
+    assert {m["group"] for m in result["memberships_changed"]} == {
+        "group:research",
+        "group:eng",
+        "group:all",
+    }
+    assert [g["principal"] for g in result["grants_created"]] == ["group:research"]
+    assert result["findings_opened"] == [] and result["refused"] == []
+    group = (await client.get("/v1/groups/all", headers=admin)).json()
+    assert group["transitive_member_count"] == 4  # alice, bob, carol, dave
+
+    again = (await client.post("/v1/policy/apply", json=document(), headers=admin)).json()
+    assert again["datasets_changed"] == again["memberships_changed"] == []
+    assert again["grants_created"] == again["grants_revoked"] == []
+    assert again["policy_version"] is None  # nothing changed, not even the version
+
+
+async def test_plan_reports_what_apply_would_do_and_changes_nothing(client, admin):
+    await client.post("/v1/policy/apply", json=document(), headers=admin)
+    before = await state(client, admin)
+    wider = document(grants=[*document()["grants"], OVER_BROAD])
+    r = await client.post("/v1/policy/plan", json=wider, headers=admin)
+    assert r.status_code == 200, r.text
+    planned = r.json()
+    assert planned["applied"] is False and planned["policy_version"] is None
+    assert [g["principal"] for g in planned["grants_created"]] == ["group:all"]
+    [finding] = planned["findings_opened"]
+    assert (finding["dataset"], finding["principal"], finding["excess_count"]) == (
+        "activity.keys",
+        "group:all",
+        3,
+    )
+    assert finding["severity"] == "high" and planned["refused"] == []
+    assert await state(client, admin) == before
+
+    applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
+    [opened] = applied["findings_opened"]
+    assert (opened["excess_count"], opened["excess_sample"]) == (3, finding["excess_sample"])
+
+
+async def test_block_guard_refuses_the_whole_document_unless_accepted(client, admin):
+    await client.post("/v1/policy/apply", json=document(guard="block"), headers=admin)
+    before = await state(client, admin)
+    wider = document(guard="block", grants=[*document()["grants"], OVER_BROAD])
+    wider["groups"]["research"] = ["user:alice", "user:erin"]  # a harmless change beside it
+
+    planned = (await client.post("/v1/policy/plan", json=wider, headers=admin)).json()
+    [refused] = planned["refused"]
+    assert (refused["dataset"], refused["principal"]) == ("activity.keys", "group:all")
+
+    r = await client.post("/v1/policy/apply", json=wider, headers=admin)
+    assert r.status_code == 409, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert [f["principal"] for f in r.json()["findings"]] == ["group:all"]
+    assert await state(client, admin) == before  # erin did not join research either
+
+    wider["accept_exposure"] = {"reason": "red-team exercise", "until": LATER}
+    applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
+    [accepted] = applied["findings_opened"]
+    assert accepted["status"] == "accepted" and accepted["reason"] == "red-team exercise"
+
+
+async def test_guard_judges_the_net_effect_of_the_document(client, admin):
+    """A broad allow and a deny for everyone outside the audience, together, expose nothing."""
+    await client.post("/v1/policy/apply", json=document(guard="block"), headers=admin)
+    deny_eng = {"principal": "group:eng", "resource": "activity.*", "action": "read"}
+    deny_dave = {"principal": "user:dave", "resource": "activity.*", "action": "read"}
+    grants = [
+        *document()["grants"],
+        OVER_BROAD,
+        {**deny_eng, "effect": "deny"},
+        {**deny_dave, "effect": "deny"},
+    ]
+    r = await client.post(
+        "/v1/policy/apply", json=document(guard="block", grants=grants), headers=admin
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["findings_opened"] == []
+
+
+async def test_prune_revokes_unlisted_grants_and_resolves_their_findings(client, admin):
+    wider = document(grants=[*document()["grants"], OVER_BROAD])
+    opened = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
+    [finding] = opened["findings_opened"]
+
+    kept = (await client.post("/v1/policy/apply", json=document(), headers=admin)).json()
+    assert kept["grants_revoked"] == []  # without prune_grants, unlisted grants stay
+
+    pruned = (
+        await client.post("/v1/policy/apply", json=document(prune_grants=True), headers=admin)
+    ).json()
+    assert [g["principal"] for g in pruned["grants_revoked"]] == ["group:all"]
+    assert [f["id"] for f in pruned["findings_resolved"]] == [finding["id"]]
+    listed = (await client.get("/v1/grants", headers=admin)).json()["items"]
+    assert [g["principal"] for g in listed] == ["group:research"]
+
+
+async def test_membership_changes_in_a_document_are_guarded_too(client, admin):
+    await client.post("/v1/policy/apply", json=document(guard="block"), headers=admin)
+    joined = document(guard="block")
+    joined["groups"]["research"] = ["user:alice", "group:eng"]  # eng is not the audience
+    # ...but joining research makes eng part of the audience, so that is not an exposure:
+    assert (await client.post("/v1/policy/plan", json=joined, headers=admin)).json()[
+        "refused"
+    ] == []
+    granted = document(guard="block", grants=[*document()["grants"]])
+    granted["grants"].append(
+        {"principal": "group:eng", "resource": "activity.*", "action": "read", "justification": "x"}
+    )
+    assert (await client.post("/v1/policy/apply", json=granted, headers=admin)).status_code == 409
+
+
+async def test_incremental_result_matches_a_full_scan(client, admin):
+    wider = document(grants=[*document()["grants"], OVER_BROAD])
+    await client.post("/v1/policy/apply", json=wider, headers=admin)
+    moved = document(grants=wider["grants"])
+    moved["groups"]["eng"] = ["user:bob"]
+    moved["groups"]["all"] = ["group:eng", "group:research", "user:dave", "user:frank"]
+    await client.post("/v1/policy/apply", json=moved, headers=admin)
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"]) == (0, 0)
+    [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
+    assert finding["excess_count"] == 3  # bob, dave, frank (carol left eng)
+
+
+async def test_invalid_document_names_the_field_and_changes_nothing(client, admin):
+    before = await state(client, admin)
+    unjustified = document(grants=[{**OVER_BROAD, "justification": None}])
+    r = await client.post("/v1/policy/apply", json=unjustified, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "body.grants.0.justification"
+    assert await state(client, admin) == before
+
+    cyclic = document()
+    cyclic["groups"]["eng"] = ["user:bob", "group:all"]
+    r = await client.post("/v1/policy/apply", json=cyclic, headers=admin)
+    assert r.status_code == 409, r.text
+    assert r.json()["errors"][0]["field"] == "body.groups.all.0"  # eng already holds all
+    assert await state(client, admin) == before
+
+    r = await client.post("/v1/policy/plan", json={"grant": []}, headers=admin)
+    assert r.status_code == 422 and "grant" in r.json()["detail"]
+    r = await client.post("/v1/policy/plan", json={"groups": {"Bad Name": []}}, headers=admin)
+    assert r.status_code == 422, r.text
+
+
+async def test_plan_needs_audit_read_and_apply_needs_policy_write(client, tokens):
+    assert (
+        await client.post("/v1/policy/plan", json=document(), headers=tokens["audit:read"])
+    ).status_code == 200
+    r = await client.post("/v1/policy/apply", json=document(), headers=tokens["audit:read"])
+    assert r.status_code == 403
+    r = await client.post("/v1/policy/apply", json=document(), headers=tokens["policy:write"])
+    assert r.status_code == 200
