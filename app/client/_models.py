@@ -134,6 +134,8 @@ class AccessLogEntry(_Resource):
     request_id: str | None = None
     caller: str
     policy_version: int
+    prev_hash: str
+    hash: str
 
 
 class VerifyResult(_Resource):
