@@ -13,8 +13,9 @@ class StoreSettings(BaseSettings):
         default=HttpUrl("http://127.0.0.1:8000"), description="Where aclaudit listens."
     )
     aclaudit_token: SecretStr = Field(
+        min_length=1,
         description="An aclaudit token with the `check` scope "
-        "(`aclaudit token create --name activity-store --scope check`)."
+        "(`aclaudit token create --name activity-store --scope check`).",
     )
     aclaudit_timeout: float = Field(
         default=2.0, gt=0, le=30, description="Seconds to wait for a decision before denying."
