@@ -86,6 +86,8 @@ def check_body(
     data_subjects: Iterable[str],
     request_id: str | None,
 ) -> dict[str, Any]:
+    if isinstance(data_subjects, str):  # list("user:bob") would be seven one-letter subjects
+        raise TypeError("data_subjects is a list of principals, e.g. ['user:bob']")
     body: dict[str, Any] = {"principal": principal, "dataset": dataset, "action": action}
     if purpose is not None:
         body["purpose"] = purpose

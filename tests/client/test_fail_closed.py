@@ -270,3 +270,8 @@ def test_backoff_grows_and_honours_retry_after_up_to_the_cap():
     assert 0.2 <= retries.delay(2) <= 0.4
     assert retries.delay(10) <= 0.5
     assert retries.delay(0, retry_after=30) == 0.5
+
+
+async def test_a_single_subject_string_is_refused_before_sending(make):
+    with pytest.raises(TypeError, match="list of principals"):
+        await make(lambda r: answer(200, ALLOW)).call("check", **CHECK, data_subjects="user:bob")
