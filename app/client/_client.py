@@ -38,12 +38,15 @@ Arg = Any
 
 
 class AclauditClient:
-    """Ask aclaudit before every read; read findings, exposure, the access log and alerts.
+    """Ask aclaudit before every read; read findings, exposure, the access log and alerts::
 
-    >>> client = AclauditClient("http://aclaudit:8000", token=os.environ["ACLAUDIT_TOKEN"])
-    >>> with client.guard(principal="service:trainer", dataset="employee_activity.keystrokes",
-    ...                   purpose="model-training", data_subjects=["user:bob"]):
-    ...     rows = store.read(...)          # only reached on a recorded allow
+        client = AclauditClient("http://aclaudit:8000", token=os.environ["ACLAUDIT_TOKEN"])
+        with client.guard(principal="service:trainer", dataset="employee_activity.keystrokes",
+                          purpose="model-training", data_subjects=["user:bob"]):
+            rows = store.read(...)          # only reached on a recorded allow
+
+    Timeouts default to ``DEFAULT_TIMEOUT`` (connect 1 s, read 2 s, write 2 s, pool 1 s): past
+    them a check is a deny. Pass ``timeout=Timeout(...)`` to change them.
 
     **Fail closed.** If aclaudit cannot be reached, times out, answers 5xx or answers something
     malformed, ``check()`` returns a deny (``reason.code == "unavailable"``, ``recorded`` False,
