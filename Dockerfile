@@ -11,6 +11,8 @@ COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
 COPY policies ./policies
+# The example activity store (docker-compose service `activity-store`): python -m examples.activity_store
+COPY examples ./examples
 RUN pip install -e . && chown -R aclaudit /app
 
 USER aclaudit

@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check test bench bench-quick bench-exposure demo serve
+.PHONY: venv check test bench bench-quick bench-exposure bench-client demo serve activity-store
 
 venv:
 	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[dev]'
@@ -22,8 +22,15 @@ bench-quick:
 bench-exposure:
 	$(BIN)/python -m bench.exposure_analyser
 
+bench-client:
+	$(BIN)/python -m bench.client
+
 demo:
 	$(BIN)/aclaudit demo
 
 serve:
 	$(BIN)/aclaudit serve
+
+# The example store; needs ACTIVITY_STORE_ACLAUDIT_TOKEN (a token with the `check` scope).
+activity-store:
+	$(BIN)/python -m examples.activity_store

@@ -1,0 +1,225 @@
+"""What the sync and async clients share: request bodies, answer parsing, the fail-closed rule.
+No I/O here."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from app.client._exceptions import (
+    AclauditError,
+    APIError,
+    AuthenticationError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ProtocolError,
+    ServiceUnavailable,
+    TimeoutException,
+    TransportError,
+)
+from app.client._models import (
+    FAIL_OPEN,
+    UNAVAILABLE,
+    CheckResult,
+    Reason,
+    WireCheckBatchResult,
+    WireCheckResult,
+)
+
+logger = logging.getLogger("aclaudit.client")
+M = TypeVar("M", bound=BaseModel)
+
+VERSION = "0.1.0"
+CHECK_PATH = "/v1/check"
+BATCH_PATH = "/v1/check/batch"
+JSON_CONTENT = {"Content-Type": "application/json"}
+# The connection was never made, so the request was certainly not sent: safe to retry a check.
+NOT_SENT: tuple[type[httpx.HTTPError], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+UNAVAILABLE_ERRORS = (TransportError, ServiceUnavailable, ProtocolError)
+_STATUS_ERRORS: dict[int, type[APIError]] = {
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidRequest,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """One check of a batch (``check_batch``); the fields of ``POST /v1/check``."""
+
+    principal: str
+    dataset: str
+    action: str = "read"
+    purpose: str | None = None
+    data_subjects: tuple[str, ...] | list[str] = ()
+    request_id: str | None = None
+
+
+def default_headers(token: str, extra: Mapping[str, str] | None) -> dict[str, str]:
+    if not token or not token.strip():
+        raise ValueError("token is required: aclaudit answers 401 without one")
+    return {
+        "Authorization": f"Bearer {token.strip()}",
+        "Accept": "application/json",
+        "User-Agent": f"aclaudit-client/{VERSION} httpx/{httpx.__version__}",
+        **(extra or {}),
+    }
+
+
+def check_body(
+    principal: str,
+    dataset: str,
+    action: str,
+    purpose: str | None,
+    data_subjects: Iterable[str],
+    request_id: str | None,
+) -> dict[str, Any]:
+    if isinstance(data_subjects, str):  # list("user:bob") would be seven one-letter subjects
+        raise TypeError("data_subjects is a list of principals, e.g. ['user:bob']")
+    body: dict[str, Any] = {"principal": principal, "dataset": dataset, "action": action}
+    if purpose is not None:
+        body["purpose"] = purpose
+    subjects = list(data_subjects)
+    if subjects:
+        body["data_subjects"] = subjects
+    if request_id is not None:
+        body["request_id"] = request_id
+    return body
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def translate(exc: httpx.HTTPError) -> AclauditError:
+    """httpx's errors as the client's; the original stays as ``__cause__``."""
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return TimeoutException(message)
+    if isinstance(exc, httpx.TransportError):
+        return TransportError(message)
+    return ProtocolError(message)  # e.g. a decoding error of a response
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        problem = response.json()
+    except ValueError:
+        return {}
+    return problem if isinstance(problem, dict) else {}
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Raise the client's error for a 4xx or 5xx answer; anything else but 200 is a protocol
+    error (aclaudit does not redirect)."""
+    status = response.status_code
+    if status == 200 or status == 201:
+        return
+    problem = _problem(response)
+    detail = problem.get("detail") or response.reason_phrase
+    message = f"{status} from {response.request.method} {response.request.url.path}: {detail}"
+    if status >= 500:
+        raise ServiceUnavailable(message, status_code=status, problem=problem)
+    if status >= 400:
+        raise _STATUS_ERRORS.get(status, APIError)(message, status_code=status, problem=problem)
+    raise ProtocolError(f"unexpected {message}")
+
+
+def parse(response: httpx.Response, model: type[M]) -> M:
+    raise_for_status(response)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProtocolError(
+            f"{response.request.url.path}: the answer does not match the contract "
+            f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
+        ) from exc
+
+
+def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
+    if wire.allowed != (wire.decision == "allow"):
+        raise ProtocolError(
+            f"contradictory answer: decision {wire.decision!r} with allowed={wire.allowed}"
+        )
+    return CheckResult(
+        decision=wire.decision,
+        allowed=wire.allowed,
+        reason=Reason(wire.reason.code, wire.reason.grant_id, tuple(wire.reason.via)),
+        decision_id=wire.decision_id,
+        access_log_id=wire.access_log_id,
+        out_of_audience=wire.out_of_audience,
+        policy_version=wire.policy_version,
+        principal=body["principal"],
+        dataset=body["dataset"],
+        action=body["action"],
+    )
+
+
+def parse_check(response: httpx.Response, body: Mapping[str, Any]) -> CheckResult:
+    return to_result(parse(response, WireCheckResult), body)
+
+
+def parse_batch(response: httpx.Response, bodies: list[dict[str, Any]]) -> list[CheckResult]:
+    wire = parse(response, WireCheckBatchResult)
+    if len(wire.results) != len(bodies):
+        raise ProtocolError(f"{len(bodies)} checks sent, {len(wire.results)} answers received")
+    return [to_result(w, b) for w, b in zip(wire.results, bodies, strict=True)]
+
+
+def unavailable(exc: AclauditError, body: Mapping[str, Any], *, fail_open: bool) -> CheckResult:
+    """The decision when aclaudit could not answer: deny, unless the caller opted out."""
+    where = f"{body['principal']} {body['action']} {body['dataset']}"
+    if fail_open:
+        logger.error("aclaudit unavailable (%s); FAILING OPEN, unrecorded allow: %s", exc, where)
+        code = FAIL_OPEN
+    else:
+        logger.warning("aclaudit unavailable (%s); failing closed, deny: %s", exc, where)
+        code = UNAVAILABLE
+    return CheckResult(
+        decision="allow" if fail_open else "deny",
+        allowed=fail_open,
+        reason=Reason(code, detail=str(exc)),
+        principal=body["principal"],
+        dataset=body["dataset"],
+        action=body["action"],
+        error=exc,
+    )
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def query(params: Mapping[str, Any]) -> dict[str, str | int]:
+    """Query parameters without the unset ones, in the forms aclaudit reads."""
+    out: dict[str, str | int] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, datetime):
+            out[key] = value.isoformat()
+        elif isinstance(value, int):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    return out

@@ -1,0 +1,1 @@
+"""Example services that integrate with aclaudit through ``app.client``."""
