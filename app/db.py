@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
@@ -114,13 +114,19 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:
+    """The request's session; a write (non-GET) one runs the app's ``before_write_commit``
+    hook (the admin trail) in the same transaction, then commits."""
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    writes = request.method not in READ_METHODS
     async with maker() as session:
-        if request.method not in READ_METHODS:
+        if writes:
             await begin_write(session)
         try:
             yield session
+            hook = getattr(request.app.state, "before_write_commit", None)
+            if writes and hook is not None:
+                await hook(request, response, session)
         except BaseException:
             await session.rollback()
             raise
@@ -129,3 +135,17 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A session that only reads, whatever the method (a POST that computes, like simulate):
+    it never takes SQLite's write lock, and anything it did is rolled back."""
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        try:
+            yield session
+        finally:
+            await session.rollback()
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]

@@ -5,10 +5,11 @@ becomes a 422 naming the field wherever it appears (body, path or query).
 """
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 PRINCIPAL_KINDS = ("user", "service", "group")
 _ID = r"[a-z0-9][a-z0-9._@+-]{0,127}"
@@ -63,6 +64,10 @@ def _group_name(value: str) -> str:
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800": no database can store it
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
     return value
 
 
@@ -112,3 +117,14 @@ DatasetId = Annotated[
 ResourcePattern = Annotated[str, Field(examples=["employee_activity.*"]), AfterValidator(_resource)]
 # Free text (descriptions, justifications): anything but NUL, which PostgreSQL text refuses.
 FreeText = Annotated[str, AfterValidator(_no_nul)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+# An instant with its timezone, normalised to UTC (and refused if that leaves the datetime range).
+UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]

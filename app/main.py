@@ -17,7 +17,7 @@ from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
-from app.auth.trail import AdminTrailMiddleware
+from app.auth.trail import AdminTrailMiddleware, record_with_change
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
@@ -146,6 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.before_write_commit = record_with_change
     install_error_handlers(app)
     app.add_middleware(AdminTrailMiddleware)
 

@@ -402,6 +402,21 @@ async def test_malformed_body_is_refused_naming_the_field(
         Bad("PUT", put_dataset, "body.description", {**DATASET_BODY, "description": "a\x00b"}),
         Bad("POST", "/v1/grants", "body.justification", grant_with(justification="a\x00b")),
         Bad("POST", "/v1/grants", "body.justification", grant_with(justification="x" * 2001)),
+        # a lone surrogate is valid JSON but no database can store it
+        Bad("POST", "/v1/grants", "body.justification",
+            content=b'{"principal": "user:a", "resource": "eng.*", "action": "read", '
+                    b'"justification": "\\ud800"}'),
+        Bad("PUT", put_dataset, "body.description",
+            content=b'{"owner": "user:o", "sensitivity": "internal", "description": "\\udfff"}'),
+        Bad("POST", "/v1/check", "body.request_id",
+            content=b'{"principal": "user:a", "dataset": "eng.wiki", "action": "read", '
+                    b'"request_id": "\\ud800"}'),
+        # acceptance must end in the future, and in the datetime range once in UTC
+        Bad("PUT", "/v1/groups/eng/members", "body.accept_exposure.until",
+            {"members": ["user:a"],
+             "accept_exposure": {"reason": "r", "until": "2000-01-01T00:00:00Z"}}),
+        Bad("POST", "/v1/grants", "body.accept_exposure.until",
+            grant_with(accept_exposure={"reason": "r", "until": "9999-12-31T23:59:59-14:00"})),
         Bad("PUT", "/v1/groups/eng/members", "body.members",
             {"members": [f"user:u{n}" for n in range(10_001)]}),
         # missing fields, and bodies that are not a JSON object
@@ -441,6 +456,8 @@ async def test_malformed_paging_and_query_parameters_are_refused(
     ]
     cases += [
         Bad("GET", "/v1/grants?status=gone", "query.status"),
+        Bad("GET", "/v1/access-log?since=9999-12-31T23:59:59-14:00", "query.since"),
+        Bad("GET", "/v1/access-log?until=0001-01-01T00:00:00%2B14:00", "query.until"),
         Bad("GET", "/v1/admin/trail?token_name=%00", "query.token_name"),
         Bad("GET", f"/v1/admin/trail?token_name={'x' * 129}", "query.token_name"),
     ]

@@ -1,7 +1,6 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import AwareDatetime
 
 from app.accesslog import repository
 from app.accesslog import service as accesslog_service
@@ -16,7 +15,7 @@ from app.auth.dependencies import AuditReader
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
-from app.identifiers import DatasetId, PrincipalId
+from app.identifiers import DatasetId, PrincipalId, UTCInstant
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 
 router = APIRouter(prefix="/v1/access-log", tags=["access log"])
@@ -40,8 +39,8 @@ async def list_entries(
     decision: Decision = None,
     out_of_audience: bool | None = None,
     data_subject: Annotated[PrincipalId | None, Query()] = None,
-    since: Annotated[AwareDatetime | None, Query()] = None,
-    until: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[UTCInstant | None, Query()] = None,
+    until: Annotated[UTCInstant | None, Query()] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> AccessLogPage:

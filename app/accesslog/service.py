@@ -70,8 +70,11 @@ async def verify(
     concurrent writers are not blocked and entries appended meanwhile are not half-seen.
     """
     async with maker() as session:
-        head = await repository.get_head(session)
+        # Checkpoints first: one is committed with the entries it marks, so every checkpoint
+        # read here is at or below the head read next, even under READ COMMITTED with writers
+        # appending in between. A checkpoint beyond the head then means a truncated log.
         checkpoints = {c.entry_id: c for c in await repository.list_checkpoints(session)}
+        head = await repository.get_head(session)
     expected_marks = {cid: c.head_hash for cid, c in checkpoints.items()}
     if anchor is not None:
         expected_marks.setdefault(anchor[0], anchor[1])

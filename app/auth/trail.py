@@ -1,7 +1,10 @@
-"""ASGI middleware writing the admin trail before a response leaves.
+"""The admin trail: who called which mutating or audit-sensitive endpoint, and what it answered.
 
-The trail entry is committed before the response starts; if it cannot be written the caller
-gets 503 instead of the data, so nothing sensitive is read without a record.
+A successful mutation's entry is written in the mutation's own transaction
+(`record_with_change`, called by `app.db.get_session` just before it commits), so no change
+commits without its entry. Everything else (reads, refusals, errors) is recorded by
+`AdminTrailMiddleware` before the response starts; if that fails the caller gets 503 instead
+of the data, so nothing sensitive is read without a record.
 """
 
 import json
@@ -10,19 +13,24 @@ import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service as auth_service
 from app.db import begin_write
-from app.errors import ServiceUnavailable
+from app.errors import AppError, ServiceUnavailable
 
 logger = logging.getLogger("aclaudit.trail")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNTRAILED_MUTATIONS = ("/v1/check",)  # recorded in the access log instead
 SENSITIVE_READ = re.compile(
-    r"^/v1/(access-log|findings|admin|explain|principals/[^/]+/access|datasets/[^/]+/exposure)"
+    r"^/v1/(access-log|findings|admin|alerts|explain|principals/[^/]+/access"
+    r"|datasets/[^/]+/exposure)"
 )
+MAX_QUERY = 4000  # longer query strings are refused, so the trail never holds a cut-off one
+RECORDED = "admin_trail_recorded"
 
 
 def is_trailed(method: str, path: str) -> bool:
@@ -42,12 +50,20 @@ class AdminTrailMiddleware:
             await self.app(scope, receive, send)
             return
 
+        if len(scope.get("query_string", b"")) > MAX_QUERY:
+            await self._record(scope, 414)
+            await _send_problem(send, QueryTooLong().to_problem())
+            return
+
         state: dict[str, Any] = {"recorded": False, "ok": True}
 
         async def send_after_trail(message: Message) -> None:
             if message["type"] == "http.response.start" and not state["recorded"]:
                 state["recorded"] = True
-                state["ok"] = await self._record(scope, message["status"])
+                if scope.get("state", {}).get(RECORDED):
+                    state["ok"] = True  # written with the change it describes
+                else:
+                    state["ok"] = await self._record(scope, message["status"])
                 if not state["ok"]:
                     await _send_unavailable(send)
                     return
@@ -59,36 +75,66 @@ class AdminTrailMiddleware:
 
     async def _record(self, scope: Scope, status: int) -> bool:
         maker: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker
-        caller = scope.get("state", {}).get("caller")
         try:
             async with maker() as session, session.begin():
                 await begin_write(session)
-                auth_service.record_trail(
-                    session,
-                    token_name=caller.name if caller else None,
-                    token_id=caller.token_id if caller else None,
-                    method=scope["method"],
-                    # PostgreSQL text cannot hold NUL; a %00 in the URL must not lose the entry
-                    path=scope["path"].replace("\x00", "%00"),
-                    query=scope.get("query_string", b"").decode("latin-1")[:4000],
-                    status=status,
-                    request_id=scope.get("state", {}).get("request_id"),
-                )
+                _add_entry(session, scope, status)
         except Exception:
             logger.exception("admin trail write failed; withholding the response")
             return False
         return True
 
 
+async def record_with_change(request: Request, response: Response, session: AsyncSession) -> None:
+    """Add a successful mutation's trail entry to its own transaction (before it commits)."""
+    if not is_trailed(request.method, request.url.path):
+        return
+    route = request.scope.get("route")
+    status = response.status_code or getattr(route, "status_code", None) or 200
+    _add_entry(session, request.scope, status)
+    request.scope.setdefault("state", {})[RECORDED] = True
+
+
+def _add_entry(session: AsyncSession, scope: Scope, status: int) -> None:
+    state = scope.get("state", {})
+    caller = state.get("caller")
+    auth_service.record_trail(
+        session,
+        token_name=caller.name if caller else None,
+        token_id=caller.token_id if caller else None,
+        method=scope["method"],
+        # PostgreSQL text cannot hold NUL; a %00 in the URL must not lose the entry
+        path=scope["path"].replace("\x00", "%00"),
+        query=scope.get("query_string", b"").decode("latin-1")[:MAX_QUERY],
+        status=status,
+        request_id=state.get("request_id"),
+    )
+
+
+class QueryTooLong(AppError):
+    status = 414
+    slug = "query-too-long"
+    title = "Query string too long"
+
+    def __init__(self) -> None:
+        super().__init__(f"the query string is longer than {MAX_QUERY} bytes; send fewer filters")
+
+
 async def _send_unavailable(send: Send) -> None:
-    problem = ServiceUnavailable(
-        "the admin trail could not be recorded, so the response is withheld; retry shortly"
-    ).to_problem()
+    await _send_problem(
+        send,
+        ServiceUnavailable(
+            "the admin trail could not be recorded, so the response is withheld; retry shortly"
+        ).to_problem(),
+    )
+
+
+async def _send_problem(send: Send, problem: dict[str, Any]) -> None:
     body = json.dumps(problem).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 503,
+            "status": problem["status"],
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(body)).encode()),

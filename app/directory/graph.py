@@ -66,14 +66,15 @@ def would_cycle(children: Children, group: str, member: str) -> bool:
     return member == group or group in descendants(children, member)
 
 
-def depth_below(children: Children, group: str) -> int:
-    """Longest chain of group nesting under ``group`` (0 when it holds no groups)."""
+def depth_below(children: Children, principal: str) -> int:
+    """Longest chain of membership links under ``principal``, down to a leaf or an empty group
+    (0 for a leaf or an empty group; 1 for a group of users)."""
     best = 0
-    stack = [(group, 0)]
+    stack = [(principal, 0)]
     while stack:
         node, depth = stack.pop()
         best = max(best, depth)
-        stack.extend((m, depth + 1) for m in children.get(node, ()) if m.startswith("group:"))
+        stack.extend((m, depth + 1) for m in children.get(node, ()))
     return best
 
 

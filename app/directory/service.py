@@ -71,7 +71,9 @@ def _check_addition(children: dict[str, list[str]], gid: str, member: str, field
     chain = graph.depth_above(parents, gid) + 1 + graph.depth_below(children, member)
     if chain > MAX_MEMBERSHIP_CHAIN:
         raise InvalidInput(
-            field, f"nesting would be {chain} levels deep; at most {MAX_MEMBERSHIP_CHAIN} allowed"
+            field,
+            f"nesting would put a member {chain} membership links below the top group; Casbin "
+            f"follows at most {MAX_MEMBERSHIP_CHAIN}, so flatten the groups",
         )
 
 

@@ -1,7 +1,7 @@
 """``aclaudit policy plan|apply FILE``: policy files through the API, with a scoped token.
 
-Through the API rather than the database, so a policy CI job needs only a token (``audit:read``
-to plan, ``policy:write`` to apply) and every apply lands in the admin trail.
+Through the API rather than the database, so a policy CI job needs only a ``policy:write``
+token and every plan and apply lands in the admin trail.
 """
 
 import json
@@ -27,8 +27,8 @@ TokenOption = Annotated[
     str,
     typer.Option(
         envvar="ACLAUDIT_TOKEN",
-        help="Bearer token (audit:read to plan, policy:write to apply). Prefer the environment "
-        "variable: a command line is visible to other users.",
+        help="Bearer token with policy:write. Prefer the environment variable: a command line "
+        "is visible to other users.",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

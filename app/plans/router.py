@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.auth.dependencies import AuditReader, PolicyWriter
+from app.auth.dependencies import PolicyWriter
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.plans import service
@@ -11,9 +11,10 @@ ERRORS = problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict)
 
 
 @router.post("/plan", response_model=PlanResult, responses=ERRORS)
-async def plan(body: PolicyDocument, session: SessionDep, caller: AuditReader) -> PlanResult:
+async def plan(body: PolicyDocument, session: SessionDep, caller: PolicyWriter) -> PlanResult:
     """What applying this policy document would change, open, resolve and refuse. Changes
-    nothing: policy CI runs it on every proposed change."""
+    nothing: policy CI runs it on every proposed change. It needs `policy:write` because it
+    holds the policy write lock while it works (it applies the document and rolls it back)."""
     return await service.plan(session, doc=body, actor=caller.name)
 
 

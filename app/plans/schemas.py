@@ -2,9 +2,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.datasets.schemas import DatasetWrite
 from app.exposure.schemas import FindingRead
-from app.identifiers import Action, DatasetId, Effect, FreeText, GroupName, PrincipalId
+from app.identifiers import Action, DatasetId, Effect, FreeText, GroupName, PrincipalId, UTCInstant
 from app.identifiers import ResourcePattern as Resource
-from app.policy.schemas import AcceptExposure, GrantRead, UTCInstant
+from app.policy.schemas import AcceptExposure, GrantRead
 
 
 class GrantSpec(BaseModel):

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from app.auth.dependencies import AuditReader, PolicyWriter
-from app.db import SessionDep
+from app.db import ReadSessionDep, SessionDep
 from app.errors import (
     Conflict,
     Forbidden,
@@ -43,7 +43,9 @@ async def create_grant(
     response_model=SimulateResult,
     responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
 )
-async def simulate(body: SimulateRequest, session: SessionDep, _: AuditReader) -> SimulateResult:
+async def simulate(
+    body: SimulateRequest, session: ReadSessionDep, _: AuditReader
+) -> SimulateResult:
     """The findings these additions and removals would open and resolve. Nothing is changed."""
     return await exposure_service.simulate(session, body=body)
 

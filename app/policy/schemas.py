@@ -2,19 +2,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern
-
-
-def _to_utc(value: datetime) -> datetime:
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # e.g. 9999-12-31T23:59:59-14:00 is past year 9999 in UTC
-        raise ValueError("is out of range once converted to UTC") from None
-
-
-UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern, UTCInstant
 
 
 class GrantStatus(StrEnum):
@@ -23,13 +13,19 @@ class GrantStatus(StrEnum):
     revoked = "revoked"
 
 
+def _in_the_future(value: datetime) -> datetime:
+    if value <= datetime.now(UTC):
+        raise ValueError("must be in the future")
+    return value
+
+
 class AcceptExposure(BaseModel):
     """Knowingly accept the exposure a change opens, until a date (then it reopens)."""
 
     model_config = ConfigDict(extra="forbid")
 
     reason: FreeText = Field(min_length=1, max_length=2000)
-    until: AwareDatetime
+    until: Annotated[UTCInstant, AfterValidator(_in_the_future)]
 
 
 class GrantCreate(BaseModel):

@@ -106,7 +106,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/datasets/{dataset}/exposure", READ),
     Endpoint("GET", "/v1/principals/{principal}/access", READ),
     Endpoint(
-        "POST", "/v1/policy/plan", READ, {"groups": {"planned": ["user:zed"]}}, read_only=True
+        "POST", "/v1/policy/plan", WRITE, {"groups": {"planned": ["user:zed"]}}, read_only=True
     ),
     Endpoint("POST", "/v1/policy/apply", WRITE, {"groups": {"applied": ["user:zed"]}}),
 ]

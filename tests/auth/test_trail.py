@@ -111,3 +111,44 @@ async def test_trail_filters_by_token_name(
     await client.post("/v1/groups/b/members", json={"member": "user:x"}, headers=tokens["check"])
     entries = await read_trail(client, admin, "&token_name=check")
     assert [summary(e) for e in entries] == [("check", "POST", "/v1/groups/b/members", "", 403)]
+
+
+async def test_a_change_commits_only_with_its_trail_entry(
+    client: httpx.AsyncClient, admin: dict[str, str], monkeypatch: Any
+):
+    """The entry is written in the change's own transaction: if it fails, nothing changed."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.auth import service as auth_service
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise OperationalError("INSERT INTO admin_trail", {}, Exception("disk full"))
+
+    monkeypatch.setattr(auth_service, "record_trail", broken)
+    body = {"principal": "user:a", "resource": "eng.*", "action": "read"}
+    r = await client.post("/v1/grants", json=body, headers=admin)
+    assert r.status_code == 503, r.text
+    monkeypatch.undo()
+    assert (await client.get("/v1/grants", headers=admin)).json()["items"] == []
+    assert await read_trail(client, admin) == []  # no entry claims a change that never happened
+
+
+async def test_an_overlong_query_is_refused_so_the_trail_never_cuts_a_filter(
+    client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
+):
+    query = "pad=" + "x" * 4100 + "&data_subject=user:bob"
+    r = await client.get(f"/v1/access-log?{query}", headers=tokens["audit:read"])
+    assert r.status_code == 414 and r.headers["content-type"] == "application/problem+json"
+    [entry] = await read_trail(client, admin)
+    assert (entry["path"], entry["status"]) == ("/v1/access-log", 414)
+
+
+async def test_reading_the_alert_feed_is_trailed(
+    client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
+):
+    """Alerts name who read which dataset out of audience: reading them is audit-sensitive."""
+    assert (
+        await client.get("/v1/alerts?after=0", headers=tokens["alerts:read"])
+    ).status_code == 200
+    [entry] = await read_trail(client, admin)
+    assert summary(entry) == ("alerts-read", "GET", "/v1/alerts", "after=0", 200)

@@ -58,3 +58,26 @@ async def test_group_list_pages_with_cursor(client: httpx.AsyncClient, admin):
     ).json()
     assert [g["id"] for g in second["items"]] == ["group:c"]
     assert second["next_cursor"] is None
+
+
+async def test_nesting_beyond_what_casbin_follows_is_refused(client: httpx.AsyncClient, admin):
+    """Casbin follows at most 9 membership links from a user; a 10th would silently stop a deny
+    (or an allow) on the top group from reaching them, so it is refused, from either end."""
+    assert (
+        await client.put("/v1/groups/g1/members", json={"members": ["user:u"]}, headers=admin)
+    ).status_code == 200
+    for level in range(2, 10):  # u -> g1 -> ... -> g9: 9 links
+        r = await client.put(
+            f"/v1/groups/g{level}/members", json={"members": [f"group:g{level - 1}"]}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    r = await client.put("/v1/groups/g10/members", json={"members": ["group:g9"]}, headers=admin)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.members.0"
+    assert "10" in r.json()["detail"]
+    # an empty chain of groups may be 9 links long, but then no user may join its bottom
+    r = await client.put("/v1/groups/h1/members", json={"members": ["group:g9"]}, headers=admin)
+    assert r.status_code == 422
+    r = await client.post("/v1/groups/g1/members", json={"member": "group:h0"}, headers=admin)
+    assert r.status_code == 200, r.text  # h0 -> g1 -> ... -> g9 is 9 links
+    r = await client.post("/v1/groups/h0/members", json={"member": "user:v"}, headers=admin)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.member"

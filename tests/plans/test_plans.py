@@ -203,11 +203,11 @@ async def test_invalid_document_names_the_field_and_changes_nothing(client, admi
     assert r.status_code == 422, r.text
 
 
-async def test_plan_needs_audit_read_and_apply_needs_policy_write(client, tokens):
-    assert (
-        await client.post("/v1/policy/plan", json=document(), headers=tokens["audit:read"])
-    ).status_code == 200
-    r = await client.post("/v1/policy/apply", json=document(), headers=tokens["audit:read"])
-    assert r.status_code == 403
+async def test_plan_and_apply_need_policy_write(client, tokens):
+    for route in ("plan", "apply"):
+        r = await client.post(f"/v1/policy/{route}", json=document(), headers=tokens["audit:read"])
+        assert r.status_code == 403, r.text
+    r = await client.post("/v1/policy/plan", json=document(), headers=tokens["policy:write"])
+    assert r.status_code == 200 and r.json()["applied"] is False
     r = await client.post("/v1/policy/apply", json=document(), headers=tokens["policy:write"])
-    assert r.status_code == 200
+    assert r.status_code == 200 and r.json()["applied"] is True

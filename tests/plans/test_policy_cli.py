@@ -53,7 +53,7 @@ def aclaudit(tmp_path: Path) -> Iterator[Cli]:
 
 
 def test_plan_apply_and_the_guard_from_the_command_line(aclaudit: Cli, tmp_path: Path) -> None:
-    planned = aclaudit("plan", str(EXAMPLE), scope="audit:read")
+    planned = aclaudit("plan", str(EXAMPLE))
     assert planned.returncode == 0, planned.stderr
     assert "datasets: 4 would change" in planned.stdout
     assert "+ allow group:mci-research read employee_activity.*" in planned.stdout
@@ -61,17 +61,17 @@ def test_plan_apply_and_the_guard_from_the_command_line(aclaudit: Cli, tmp_path:
     applied = aclaudit("apply", str(EXAMPLE))
     assert applied.returncode == 0, applied.stderr
     assert "grants: 3 created, 0 revoked" in applied.stdout
-    again = aclaudit("plan", str(EXAMPLE), "--json", scope="audit:read")
+    again = aclaudit("plan", str(EXAMPLE), "--json")
     assert again.returncode == 0 and '"grants_created": []' in again.stdout
 
     wider = tmp_path / "wider.toml"
     wider.write_text(EXAMPLE.read_text() + OVER_BROAD + '[groups]\nall-employees = ["user:eve"]\n')
-    refused = aclaudit("plan", str(wider), scope="audit:read")
+    refused = aclaudit("plan", str(wider))
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "REFUSED" in refused.stdout and "group:all-employees" in refused.stdout
     refused = aclaudit("apply", str(wider))
     assert refused.returncode == 1 and "REFUSED" in refused.stdout
-    assert "grants: 0 created" in aclaudit("plan", str(EXAMPLE), scope="audit:read").stdout
+    assert "grants: 0 created" in aclaudit("plan", str(EXAMPLE)).stdout
 
 
 def test_errors_say_what_to_do(aclaudit: Cli, tmp_path: Path) -> None:
@@ -84,3 +84,5 @@ def test_errors_say_what_to_do(aclaudit: Cli, tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot read" in result.stderr
     result = aclaudit("plan", str(EXAMPLE), "--url", "http://127.0.0.1:9")
     assert result.returncode == 2 and "cannot reach aclaudit" in result.stderr
+    result = aclaudit("plan", str(EXAMPLE), scope="audit:read")
+    assert result.returncode == 2 and "policy:write" in result.stderr
