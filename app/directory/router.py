@@ -11,6 +11,7 @@ from app.exposure import service as exposure_service
 from app.exposure.schemas import GroupChanged
 from app.identifiers import GroupName, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
+from app.policy.router import AcceptQuery
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"])
 GroupPath = Annotated[GroupName, Path(description="Bare group id: `eng` for `group:eng`.")]
@@ -63,9 +64,19 @@ async def add_member(
 
 @router.delete("/{group}/members/{member}", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def remove_member(
-    group: GroupPath, member: PrincipalId, session: SessionDep, caller: PolicyWriter
+    group: GroupPath,
+    member: PrincipalId,
+    session: SessionDep,
+    caller: PolicyWriter,
+    accept: AcceptQuery,
 ) -> GroupChanged:
+    """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
+    on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
     result, changes = await exposure_service.change_members(
-        session, gid=directory_service.group_id(group), remove=member, actor=caller.name
+        session,
+        gid=directory_service.group_id(group),
+        remove=member,
+        actor=caller.name,
+        accept=accept,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())

@@ -1,6 +1,7 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
+from pydantic import ValidationError
 
 from app.auth.dependencies import AuditReader, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
@@ -14,13 +15,41 @@ from app.errors import (
 )
 from app.exposure import service as exposure_service
 from app.exposure.schemas import GrantChanged, SimulateRequest, SimulateResult
-from app.identifiers import Action, PrincipalId, ResourcePattern
+from app.identifiers import Action, FreeText, PrincipalId, ResourcePattern, UTCInstant
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
-from app.policy.schemas import GrantCreate, GrantPage, GrantRead, GrantStatus
+from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
+
+
+def accept_exposure_query(
+    accept_reason: Annotated[
+        FreeText | None,
+        Query(
+            min_length=1,
+            max_length=2000,
+            description="With `accept_until`: accept the exposure a removal opens (removing a "
+            "deny widens access) on a block-guarded dataset.",
+        ),
+    ] = None,
+    accept_until: Annotated[UTCInstant | None, Query()] = None,
+) -> AcceptExposure | None:
+    """`accept_exposure` for DELETE requests, which carry no body."""
+    if accept_reason is None and accept_until is None:
+        return None
+    if accept_reason is None:
+        raise InvalidInput("query.accept_reason", "required with accept_until")
+    if accept_until is None:
+        raise InvalidInput("query.accept_until", "required with accept_reason")
+    try:
+        return AcceptExposure(reason=accept_reason, until=accept_until)
+    except ValidationError:
+        raise InvalidInput("query.accept_until", "must be in the future") from None
+
+
+AcceptQuery = Annotated[AcceptExposure | None, Depends(accept_exposure_query)]
 
 
 @router.post(
@@ -90,10 +119,12 @@ async def get_grant(grant_id: GrantId, session: SessionDep, _: AuditReader) -> G
     responses=problem_responses(Unauthenticated, Forbidden, NotFound, Conflict),
 )
 async def revoke_grant(
-    grant_id: GrantId, session: SessionDep, caller: PolicyWriter
+    grant_id: GrantId, session: SessionDep, caller: PolicyWriter, accept: AcceptQuery
 ) -> GrantChanged:
-    """Revoke the grant: it stops matching for every check that starts after this answer."""
+    """Revoke the grant: it stops matching for every check that starts after this answer.
+    Revoking a deny that widens a block-guarded dataset's exposure is refused (409) unless
+    `accept_reason` and `accept_until` are given."""
     grant, changes = await exposure_service.revoke_grant(
-        session, grant_id=grant_id, actor=caller.name
+        session, grant_id=grant_id, actor=caller.name, accept=accept
     )
     return GrantChanged(**grant.model_dump(), **changes.model_dump())

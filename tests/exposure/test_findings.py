@@ -313,3 +313,33 @@ async def test_joining_the_audience_group_shrinks_the_finding(client, admin):
     assert r.status_code == 200, r.text
     [finding] = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
     assert "user:bob" not in finding["excess_sample"]
+
+
+async def test_removing_a_deny_or_leaving_a_denied_group_needs_an_acceptance(client, admin):
+    """On a block-guarded dataset, the removals that widen access are refused like additions,
+    and can be accepted knowingly (DELETE has no body: accept_reason and accept_until)."""
+    await org(client, admin, guard="block")
+    await client.put(
+        "/v1/groups/contractors/members", json={"members": ["user:dave"]}, headers=admin
+    )
+    deny_eng = (
+        await client.post("/v1/grants", json=grant("group:eng", effect="deny"), headers=admin)
+    ).json()
+    await client.post("/v1/grants", json=grant("group:contractors", effect="deny"), headers=admin)
+    r = await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    assert r.status_code == 201 and r.json()["findings_opened"] == [], r.text
+
+    r = await client.delete(f"/v1/grants/{deny_eng['id']}", headers=admin)
+    assert r.status_code == 409 and r.json()["findings"][0]["excess_count"] == 2
+    r = await client.delete("/v1/groups/contractors/members/user:dave", headers=admin)
+    assert r.status_code == 409 and r.json()["findings"][0]["excess_sample"] == ["user:dave"]
+    r = await client.delete(
+        "/v1/groups/contractors/members/user:dave?accept_reason=audit", headers=admin
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.accept_until"
+
+    accepted = f"accept_reason=red-team&accept_until={LATER.replace('+', '%2B')}"
+    r = await client.delete(f"/v1/grants/{deny_eng['id']}?{accepted}", headers=admin)
+    assert r.status_code == 200, r.text
+    [finding] = r.json()["findings_opened"]
+    assert finding["status"] == "accepted" and finding["reason"] == "red-team"
