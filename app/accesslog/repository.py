@@ -95,6 +95,17 @@ async def entries_after(
     return (await session.execute(query)).scalars().all()
 
 
+async def subjects_between(session: AsyncSession, first: int, last: int) -> dict[int, set[str]]:
+    """The ``?data_subject=`` index rows of entries ``first..last``, by entry id."""
+    query = select(AccessLogSubject.entry_id, AccessLogSubject.subject).where(
+        AccessLogSubject.entry_id >= first, AccessLogSubject.entry_id <= last
+    )
+    found: dict[int, set[str]] = {}
+    for entry_id, subject in (await session.execute(query)).all():
+        found.setdefault(entry_id, set()).add(subject)
+    return found
+
+
 async def list_checkpoints(
     session: AsyncSession, *, before_id: int | None = None, limit: int | None = None
 ) -> Sequence[AccessLogCheckpoint]:

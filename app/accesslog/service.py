@@ -106,9 +106,19 @@ async def verify(
             rows = await repository.entries_after(
                 session, after=after, up_to=head.last_id, limit=VERIFY_CHUNK
             )
+            subjects = (
+                await repository.subjects_between(session, rows[0].id, rows[-1].id) if rows else {}
+            )
         for entry in rows:
             if not verifier.feed(_as_chained(entry)):
                 break
+            if subjects.get(entry.id, set()) != set(entry.data_subjects or ()):
+                # the entry is intact, but ?data_subject= would not find it (or find it wrongly)
+                return bad(
+                    entry.id,
+                    f"the data_subject index of entry {entry.id} differs from the entry",
+                    verifier.checked - 1,
+                )
         if verifier.first_bad_id is not None or len(rows) < VERIFY_CHUNK:
             break
         after = rows[-1].id

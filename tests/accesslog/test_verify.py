@@ -79,6 +79,11 @@ async def test_reordered_entries_fail_verify_at_the_first(client, tokens, admin,
         "UPDATE access_log SET id = 1000 WHERE id = 3",
         "UPDATE access_log SET id = 3 WHERE id = 7",
         "UPDATE access_log SET id = 7 WHERE id = 1000",
+        # and the data_subject index made to match the swapped entries
+        *(
+            f"INSERT INTO access_log_subjects (subject, entry_id) VALUES ('user:s{who}', {at})"
+            for at, who in zip(range(1, 11), [0, 1, 6, 3, 4, 5, 2, 7, 8, 9], strict=True)
+        ),
     )
     result = await verify(client, admin)
     assert result["ok"] is False and result["first_bad_id"] == 3
@@ -148,3 +153,23 @@ async def test_copied_out_anchor_detects_a_rewritten_chain(client, tokens, admin
     )
     result = await verify(client, admin, f"?anchor_id=5&anchor_hash={anchor}")
     assert result["ok"] is False and result["first_bad_id"] == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "DELETE FROM access_log_subjects WHERE entry_id = 6",
+        "UPDATE access_log_subjects SET subject = 'user:nobody' WHERE entry_id = 6",
+        "INSERT INTO access_log_subjects (subject, entry_id) VALUES ('user:ceo', 6)",
+    ],
+)
+async def test_tampered_data_subject_index_fails_verify(
+    client, tokens, admin, sessionmaker, tamper
+):
+    """?data_subject= answers "who read bob's records" from an index: hiding a read there is
+    tampering too, though the chained entry itself is intact."""
+    await make_entries(client, tokens, admin, 10)
+    await sql(sessionmaker, tamper)
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == 6
+    assert "data_subject" in result["problem"]
