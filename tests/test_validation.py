@@ -411,6 +411,13 @@ async def test_malformed_body_is_refused_naming_the_field(
         Bad("POST", "/v1/check", "body.request_id",
             content=b'{"principal": "user:a", "dataset": "eng.wiki", "action": "read", '
                     b'"request_id": "\\ud800"}'),
+        # groups hold members; only users and services read
+        Bad("POST", "/v1/check", "body.principal",
+            {"principal": "group:eng", "dataset": "eng.wiki", "action": "read"}),
+        # one batch is one transaction: its data_subjects are bounded in all
+        Bad("POST", "/v1/check/batch", "body.checks",
+            {"checks": [{"principal": "user:a", "dataset": "eng.wiki", "action": "read",
+                         "data_subjects": [f"user:s{n}" for n in range(1000)]}] * 11}),
         # acceptance must end in the future, and in the datetime range once in UTC
         Bad("PUT", "/v1/groups/eng/members", "body.accept_exposure.until",
             {"members": ["user:a"],

@@ -2,9 +2,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.identifiers import Action, DatasetId, FreeText, PrincipalId
+from app.identifiers import Action, DatasetId, FreeText, LeafPrincipalId, PrincipalId
 
 MAX_BATCH = 1000
+MAX_BATCH_SUBJECTS = 10_000  # one batch is one transaction: bound what it writes
 
 
 class ReasonCode(StrEnum):
@@ -18,7 +19,9 @@ class ReasonCode(StrEnum):
 class CheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    principal: PrincipalId
+    principal: LeafPrincipalId = Field(
+        description="Who reads: a user or a service (groups hold members; they do not read)."
+    )
     dataset: DatasetId
     action: Action
     purpose: FreeText | None = Field(default=None, max_length=200, examples=["model-training"])
@@ -56,6 +59,17 @@ class CheckBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checks: list[CheckRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @field_validator("checks")
+    @classmethod
+    def _bounded_subjects(cls, value: list[CheckRequest]) -> list[CheckRequest]:
+        total = sum(len(check.data_subjects) for check in value)
+        if total > MAX_BATCH_SUBJECTS:
+            raise ValueError(
+                f"names {total} data_subjects in all; at most {MAX_BATCH_SUBJECTS} per batch "
+                "(split it)"
+            )
+        return value
 
 
 class CheckBatchResult(BaseModel):
