@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     # Most checks that share one access-log transaction (group commit).
     max_group_commit: int = Field(default=1000, ge=1, le=10_000)
     log_level: str = "INFO"
+    # The sweeper (one worker at a time) records grant expiry and reopens lapsed acceptances
+    # this often, and verifies the access log's hash chain every integrity interval (0: never).
+    sweeper_enabled: bool = True
+    sweep_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    integrity_interval_seconds: float = Field(default=300.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

@@ -24,6 +24,7 @@ from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
 from app.exposure.router import router as exposure_router
+from app.operations.sweeper import Sweeper
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
@@ -132,9 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.log_writer = writer
         writer.start()
+        sweeper = Sweeper(app.state.sessionmaker, settings)
+        app.state.sweeper = sweeper
+        if settings.sweeper_enabled:
+            sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await writer.stop()  # drain: every accepted check gets its entry before exit
             await engine.dispose()
 
