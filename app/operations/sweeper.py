@@ -31,6 +31,7 @@ logger = logging.getLogger("aclaudit.sweeper")
 
 LEASE = "sweeper"
 ACTOR = "sweeper"
+STOP_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -63,7 +64,12 @@ class Sweeper:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
-            await self._task
+            # A long integrity check must not hold up shutdown: its work is transactional.
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         try:
             async with self._maker() as session, session.begin():
                 await begin_write(session)
