@@ -3,8 +3,10 @@ one sweeper across workers, and SIGTERM under load losing nothing."""
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +16,15 @@ from tests.e2e.servers import Server
 from tests.e2e.test_workers_and_crashes import CHECK, seed
 
 pytestmark = pytest.mark.slow
+POLLER = Path(__file__).resolve().parents[2] / "docs" / "examples" / "alert_poller.py"
+
+
+def load_poller():
+    spec = importlib.util.spec_from_file_location("alert_poller", POLLER)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def checks_total(text: str) -> dict[str, float]:
@@ -98,6 +109,21 @@ async def test_one_sweeper_reopens_an_acceptance_once_across_two_workers(
             ("finding.accepted", finding_id),
             ("finding.reopened", finding_id),
         ]
+        # the documented poller example follows the real feed
+        poller = load_poller()
+        handled: list[dict] = []
+        saved: list[int] = []
+
+        def follow() -> int:
+            with httpx.Client(base_url=server.url, headers=tokens["alerts:read"]) as c:
+                last_id, count = 0, 1
+                while count:
+                    last_id, count = poller.poll_once(c, last_id, handled.append, saved.append)
+                return last_id
+
+        assert await asyncio.to_thread(follow) == 3
+        assert handled == feed.json()["items"]
+        assert saved == [1, 2, 3]
     finally:
         server.stop()
 
