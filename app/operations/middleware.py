@@ -49,14 +49,17 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            metrics: Metrics | None = getattr(scope["app"].state, "metrics", None)
+            state = scope["app"].state
+            metrics: Metrics | None = getattr(state, "metrics", None)
             if metrics is not None and scope["method"] == "POST":
                 metrics.observe_request(scope["path"], elapsed)
-            access_logger.info(
-                "%s %s %d",
-                scope["method"],
-                scope["path"],
-                status,
-                extra={"status": status, "duration_ms": round(elapsed * 1000, 3)},
-            )
+            settings = getattr(state, "settings", None)
+            if settings is None or settings.access_log:
+                access_logger.info(
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={"status": status, "duration_ms": round(elapsed * 1000, 3)},
+                )
             request_id_var.reset(token)

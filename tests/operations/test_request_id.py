@@ -123,3 +123,32 @@ def test_json_formatter_writes_one_object_per_line_with_exceptions():
     assert parsed["level"] == "error"
     assert parsed["exc_type"] == "ValueError"
     assert parsed["exc"].endswith("ValueError: bad\nthing")
+
+
+async def test_admin_trail_records_the_request_id(client, admin):
+    r = await client.put(
+        "/v1/groups/eng/members",
+        json={"members": ["user:a"]},
+        headers={**admin, "X-Request-ID": "change-42"},
+    )
+    assert r.status_code == 200, r.text
+    trail = (await client.get("/v1/admin/trail?limit=10", headers=admin)).json()["items"]
+    mine = [t for t in trail if t["path"] == "/v1/groups/eng/members"]
+    assert mine and mine[0]["request_id"] == "change-42"
+
+
+def test_log_level_must_be_a_level():
+    assert Settings(log_level="debug").log_level == "DEBUG"
+    with pytest.raises(ValueError, match="ACLAUDIT_LOG_LEVEL"):
+        Settings(log_level="verbose")
+
+
+async def test_access_lines_can_be_turned_off(database_url: str, caplog):
+    app = create_app(Settings(database_url=database_url, access_log=False, sweeper_enabled=False))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            with caplog.at_level(logging.INFO, logger="aclaudit.access"):
+                r = await client.get("/healthz", headers={"X-Request-ID": "quiet-1"})
+    assert r.headers["x-request-id"] == "quiet-1"
+    assert not [rec for rec in caplog.records if rec.name == "aclaudit.access"]
