@@ -88,6 +88,8 @@ async def test_expired_grant_is_recorded_once_and_its_finding_resolves(client, t
     assert items[1]["dataset"] == "activity.keys"
     finding = (await client.get(f"/v1/findings/{finding_id}", headers=admin)).json()
     assert finding["status"] == "resolved"
+    grant = (await client.get(f"/v1/grants/{grant_id}", headers=admin)).json()
+    assert grant["status"] == "expired" and grant["expired_at"] >= grant["expires_at"]
     check = await client.post(
         "/v1/check",
         json={"principal": "user:bob", "dataset": "activity.keys", "action": "read"},
