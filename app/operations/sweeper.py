@@ -57,6 +57,7 @@ class Sweeper:
         self._integrity_due = time.monotonic() + self._interval
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._has_held = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sweeper")
@@ -70,6 +71,8 @@ class Sweeper:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if not self._has_held:
+            return
         try:
             async with self._maker() as session, session.begin():
                 await begin_write(session)
@@ -101,6 +104,7 @@ class Sweeper:
             )
         if not report.is_holder:
             return report
+        self._has_held = True
         if await self._anything_due():
             async with self._maker() as session, session.begin():
                 await begin_write(session)
