@@ -8,7 +8,7 @@ skip an alert that becomes visible late, nor see one twice.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import Alert, AlertHead
@@ -75,4 +75,9 @@ async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
 
 async def head(session: AsyncSession) -> int:
     query = select(AlertHead.last_id).where(AlertHead.id == 1)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def count_of_type(session: AsyncSession, kind: AlertType) -> int:
+    query = select(func.count()).select_from(Alert).where(Alert.type == kind.value)
     return int((await session.execute(query)).scalar_one())

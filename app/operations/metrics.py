@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
 from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
 from app.exposure import repository as exposure_repository
 
 logger = logging.getLogger("aclaudit.metrics")
@@ -110,6 +111,7 @@ async def database_facts(
             outside = await exposure_repository.count_out_of_audience_reads(session)
             alert_head = await alerts_service.head(session)
             log_head = (await accesslog_repository.get_head(session)).last_id
+            integrity = await alerts_service.count_of_type(session, AlertType.log_integrity_failed)
     except Exception as exc:
         logger.warning("metrics could not read the database: %r", exc)
         up.add_metric([], 0)
@@ -133,7 +135,12 @@ async def database_facts(
     log = GaugeMetricFamily(
         "aclaudit_access_log_head_id", "The newest access-log entry id.", log_head
     )
-    return [up, findings, reads, alerts, log]
+    failures = CounterMetricFamily(
+        "aclaudit_log_integrity_failures",
+        "log.integrity_failed alerts raised (the periodic check raises one per first bad entry).",
+        value=integrity,
+    )
+    return [up, findings, reads, alerts, log, failures]
 
 
 class _Scrape(CollectorRegistry):

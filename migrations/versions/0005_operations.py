@@ -1,4 +1,4 @@
-"""operations: sweeper lease, recorded grant expiry
+"""operations: sweeper lease, recorded grant expiry, alerts by type
 
 Revision ID: 0005
 Revises: 0004
@@ -26,9 +26,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('name', name=op.f('pk_leases'))
     )
     op.add_column('grants', sa.Column('expired_at', app.db.UTCDateTime(timezone=True), nullable=True))
+    op.create_index('ix_alerts_type_id', 'alerts', ['type', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_alerts_type_id', table_name='alerts')
     with op.batch_alter_table('grants') as batch:
         batch.drop_column('expired_at')
     op.drop_table('leases')

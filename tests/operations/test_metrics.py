@@ -52,6 +52,7 @@ async def test_metrics_count_checks_findings_reads_and_alerts(client, tokens, ad
     assert value(m, "aclaudit_alert_feed_head_id") == (await poll(client, tokens))["last_id"] == 4
     assert value(m, "aclaudit_access_log_head_id") == 6
     assert value(m, "aclaudit_database_up") == 1
+    assert value(m, "aclaudit_log_integrity_failures_total") == 0
 
 
 async def test_unrecorded_checks_count_as_denies_and_write_failures(app: FastAPI, client, tokens):

@@ -137,6 +137,8 @@ async def test_integrity_failure_is_alerted_once_per_first_bad_entry(
     alerts = [a for a in (await poll(client, tokens))["items"]
               if a["type"] == "log.integrity_failed"]  # fmt: skip
     assert [a["access_log_id"] for a in alerts] == [2, 1]
+    metrics = (await client.get("/metrics", headers=tokens["metrics:read"])).text
+    assert "aclaudit_log_integrity_failures_total 2.0" in metrics
 
 
 async def test_idle_sweeps_leave_the_policy_version_alone(client: httpx.AsyncClient):
