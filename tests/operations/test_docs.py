@@ -44,3 +44,12 @@ def test_promtool_accepts_the_rules():
         ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_the_critical_finding_and_out_of_audience_alerts_fire_as_documented():
+    tests = RULES.with_name("alerts.rules.test.yml")
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(tests)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
