@@ -37,6 +37,9 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> "Server":
         env = {**os.environ, "ACLAUDIT_DATABASE_URL": self.database_url, **self.env}
+        if self.log and "PROMETHEUS_MULTIPROC_DIR" not in self.env:
+            # beside the log, so a server killed with -9 leaves nothing behind in /tmp
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.log.parent / f"metrics-{self.port}")
         command = [ACLAUDIT, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         if self.log:
             with open(self.log, "ab") as out:
