@@ -1,8 +1,12 @@
 """The ``aclaudit`` command. Every command that touches the database migrates it first."""
 
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -15,6 +19,8 @@ from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
 from app.plans.cli import policy_cli
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 
 cli = typer.Typer(
     help="aclaudit: access-control audit for training datasets.", no_args_is_help=True
@@ -81,19 +87,46 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Apply migrations, then serve the API."""
+    from app.operations.logs import log_config
+
     settings = _settings()
     _upgraded(settings)
+    metrics_dir, made = _metrics_dir()
     typer.echo(f"aclaudit listening on http://{host}:{port} (API docs at /docs)", err=True)
     typer.echo("get a token with: aclaudit token create --name NAME --scope admin", err=True)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=log_config(settings.log_level),
+            log_level=settings.log_level.lower(),
+            access_log=False,  # the app logs one JSON line per request, with its request id
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if made:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """Where the workers' metric files go (``PROMETHEUS_MULTIPROC_DIR``), emptied at start.
+
+    Set before any worker imports prometheus-client; the workers inherit it. Without one
+    configured, a private temporary directory is made (and removed on exit).
+    """
+    configured = os.environ.get(MULTIPROC_ENV)
+    if configured:
+        path = Path(configured)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # a previous run's counts must not carry over
+            stale.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="aclaudit-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    return path, True
 
 
 @db_cli.command("upgrade")
@@ -108,7 +141,8 @@ def db_upgrade() -> None:
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses it; shown in logs and the trail.")],
     scope: Annotated[
-        list[str], typer.Option(help="check, audit:read, policy:write, alerts:read or admin.")
+        list[str],
+        typer.Option(help="check, audit:read, policy:write, alerts:read, metrics:read or admin."),
     ],
 ) -> None:
     """Create a token and print it (alone, on stdout). Only its hash is stored."""

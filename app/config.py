@@ -32,6 +32,13 @@ class Settings(BaseSettings):
     # Most checks that share one access-log transaction (group commit).
     max_group_commit: int = Field(default=1000, ge=1, le=10_000)
     log_level: str = "INFO"
+    # One JSON line per HTTP request (method, path, status, duration, request id).
+    access_log: bool = True
+    # The sweeper (one worker at a time) records grant expiry and reopens lapsed acceptances
+    # this often, and verifies the access log's hash chain every integrity interval (0: never).
+    sweeper_enabled: bool = True
+    sweep_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
+    integrity_interval_seconds: float = Field(default=300.0, ge=0)
 
     @field_validator("database_url")
     @classmethod
@@ -43,6 +50,14 @@ class Settings(BaseSettings):
                 f"got {value.split('://', 1)[0]}://..."
             )
         return url
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
+            raise ValueError("ACLAUDIT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @property
     def is_sqlite(self) -> bool:

@@ -24,6 +24,12 @@ from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
 from app.exposure.router import router as exposure_router
+from app.operations.logs import request_id_var
+from app.operations.metrics import Metrics
+from app.operations.middleware import HEADER as REQUEST_ID_HEADER
+from app.operations.middleware import RequestContext
+from app.operations.router import router as operations_router
+from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
@@ -107,14 +113,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        # This runs outside the middleware stack, after the request context has ended.
+        request_id = request.scope.get("state", {}).get("request_id") or request_id_var.get()
+        logger.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.url.path,
+            extra={"request_id": request_id},
+        )
         return problem_response(
             {
                 "type": PROBLEM_BASE + "internal",
                 "title": "Internal error",
                 "status": 500,
                 "detail": "an unexpected error occurred; it has been logged",
-            }
+            },
+            {REQUEST_ID_HEADER: request_id} if request_id else None,
         )
 
 
@@ -133,11 +147,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.log_writer = writer
         writer.start()
+        sweeper = Sweeper(app.state.sessionmaker, settings)
+        app.state.sweeper = sweeper
+        if settings.sweeper_enabled:
+            sweeper.start()
         try:
             yield
         finally:
+            await sweeper.stop()
             await writer.stop()  # drain: every accepted check gets its entry before exit
             await engine.dispose()
+            app.state.metrics.mark_process_dead()
 
     app = FastAPI(
         title="aclaudit",
@@ -147,8 +167,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.before_write_commit = record_with_change
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(AdminTrailMiddleware)
+    app.add_middleware(RequestContext)  # outermost: the request id covers the trail too
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str | int]:
@@ -179,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts_router,
         plans_router,
         auth_router,
+        operations_router,
     ):
         app.include_router(router)
     return app

@@ -12,6 +12,7 @@ from app.datasets.models import Dataset
 from app.db import Base
 from app.directory.models import Group, Membership
 from app.exposure.models import Finding
+from app.operations.models import Lease
 from app.policy.models import Grant
 from app.policy.version import PolicyState
 
@@ -28,6 +29,7 @@ __all__ = [
     "Finding",
     "Grant",
     "Group",
+    "Lease",
     "Membership",
     "PolicyState",
     "TrailEntry",

@@ -139,8 +139,13 @@ async def verify_and_alert(
     *,
     checkpoint_key: bytes | None,
     anchor: tuple[int, str] | None = None,
+    once: bool = False,
 ) -> VerifyResult:
-    """Verify; a broken chain also becomes a ``log.integrity_failed`` alert."""
+    """Verify; a broken chain also becomes a ``log.integrity_failed`` alert.
+
+    With ``once`` (the periodic check) a failure already alerted for the same first bad entry
+    is not alerted again.
+    """
     result = await verify(maker, checkpoint_key=checkpoint_key, anchor=anchor)
     if not result.ok:
         async with maker() as session, session.begin():
@@ -152,5 +157,8 @@ async def verify_and_alert(
                 f"{result.problem}",
                 access_log_id=result.first_bad_id,
             )
-            await alerts_service.emit(session, [event])
+            if once:
+                await alerts_service.emit_once(session, event)
+            else:
+                await alerts_service.emit(session, [event])
     return result

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.accesslog.models import LogId
@@ -11,6 +11,7 @@ class Alert(Base):
     """One event for alerting. ``id`` is assigned under the feed's lock, in commit order."""
 
     __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_type_id", "type", "id"),)
 
     id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
     type: Mapped[str] = mapped_column(String(32))

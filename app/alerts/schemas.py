@@ -11,6 +11,7 @@ class AlertType(StrEnum):
     finding_reopened = "finding.reopened"
     read_out_of_audience = "read.out_of_audience"
     log_integrity_failed = "log.integrity_failed"
+    grant_expired = "grant.expired"
 
 
 class AlertRead(BaseModel):

@@ -8,7 +8,7 @@ skip an alert that becomes visible late, nor see one twice.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import Alert, AlertHead
@@ -52,6 +52,21 @@ async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | N
     )
 
 
+async def emit_once(session: AsyncSession, event: AlertEvent, at: datetime | None = None) -> bool:
+    """Emit ``event`` unless an alert of its type about the same log entry exists already.
+
+    The feed's lock is taken first, so two workers cannot both decide to emit it.
+    """
+    await session.execute(select(AlertHead.id).where(AlertHead.id == 1).with_for_update())
+    query = select(Alert.id).where(
+        Alert.type == event.type.value, Alert.access_log_id == event.access_log_id
+    )
+    if (await session.execute(query.limit(1))).first() is not None:
+        return False
+    await emit(session, [event], at)
+    return True
+
+
 async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
     query = select(Alert).where(Alert.id > after).order_by(Alert.id).limit(limit)
     items = [AlertRead.model_validate(a) for a in (await session.execute(query)).scalars()]
@@ -60,4 +75,9 @@ async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
 
 async def head(session: AsyncSession) -> int:
     query = select(AlertHead.last_id).where(AlertHead.id == 1)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def count_of_type(session: AsyncSession, kind: AlertType) -> int:
+    query = select(func.count()).select_from(Alert).where(Alert.type == kind.value)
     return int((await session.execute(query)).scalar_one())

@@ -7,3 +7,4 @@ class Scope(StrEnum):
     policy_write = "policy:write"
     alerts_read = "alerts:read"
     admin = "admin"
+    metrics_read = "metrics:read"

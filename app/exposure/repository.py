@@ -1,4 +1,5 @@
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -79,3 +80,26 @@ async def reads_outside(
     if before_id is not None:
         query = query.where(AccessLogEntry.id < before_id)
     return (await session.execute(query)).scalars().all()
+
+
+async def has_lapsed_acceptance(session: AsyncSession, now: datetime) -> bool:
+    query = select(Finding.id).where(Finding.status == "accepted", Finding.until <= now).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
+async def count_open_by_severity(session: AsyncSession) -> dict[str, int]:
+    query = (
+        select(Finding.severity, func.count())
+        .where(Finding.status == "open")
+        .group_by(Finding.severity)
+    )
+    return {str(sev): int(n) for sev, n in (await session.execute(query)).all()}
+
+
+async def count_out_of_audience_reads(session: AsyncSession) -> int:
+    query = (
+        select(func.count())
+        .select_from(AccessLogEntry)
+        .where(AccessLogEntry.out_of_audience.is_(True))
+    )
+    return int((await session.execute(query)).scalar_one())

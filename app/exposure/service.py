@@ -489,6 +489,57 @@ async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]
     return reads
 
 
+@dataclass(frozen=True)
+class TimeEvents:
+    """What the passage of time changed: recorded expiries, reopened acceptances, findings."""
+
+    expired_grants: list[int]
+    reopened: list[FindingRead]
+    changes: FindingChanges
+
+
+async def record_time_events(session: AsyncSession, *, actor: str) -> TimeEvents:
+    """Record grants whose ``expires_at`` passed and reopen acceptances whose ``until`` passed.
+
+    Runs under the policy write lock, so concurrent sweepers (and policy writers) take turns
+    and each event is recorded once. An expired grant already never allows; here it becomes a
+    ``grant.expired`` alert and the datasets it covered are re-analysed, which resolves the
+    findings it caused.
+    """
+    view = await view_before_change(session)
+    stamp = utcnow()
+    reopened = await reopen_expired_acceptances(session)
+    lapsed = await policy_repository.list_lapsed(session, stamp)
+    touched: dict[str, None] = {}
+    events = []
+    for grant in lapsed:
+        grant.expired_at = stamp
+        covered = affected_by_resource(view, grant.resource)
+        touched.update(dict.fromkeys(covered))
+        events.append(
+            AlertEvent(
+                type=AlertType.grant_expired,
+                severity="low",
+                summary=f"grant {grant.id} ({grant.effect} {grant.principal} {grant.action} "
+                f"{grant.resource}) expired at {grant.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+                dataset=covered[0] if len(covered) == 1 else None,
+            )
+        )
+    await session.flush()
+    await alerts_service.emit(session, events, stamp)
+    changes = await reconcile(
+        session,
+        before=view,
+        after=view,
+        dataset_ids=touched,
+        actor=actor,
+        guarded=False,
+        now=stamp.timestamp(),
+    )
+    publish_on_commit(session, view)
+    return TimeEvents([g.id for g in lapsed], reopened, changes)
+
+
 async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
     """Full re-analysis of every dataset (also expires lapsed acceptances)."""
     started = time.perf_counter()

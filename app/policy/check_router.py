@@ -21,6 +21,7 @@ from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
 from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
+from app.operations.metrics import Metrics
 from app.policy.check_schemas import (
     CheckBatchRequest,
     CheckBatchResult,
@@ -95,12 +96,16 @@ NOT_RECORDED = "the decision could not be recorded in the access log, so it is a
 async def _record(request: Request, auth: CheckAuth, checks: list[CheckRequest]) -> list[Recorded]:
     writer: AccessLogWriter = request.app.state.log_writer
     submission = Submission([_to_input(c) for c in checks], auth.caller.name, auth.token_hash)
+    metrics: Metrics = request.app.state.metrics
     try:
-        return await writer.submit(submission)
+        recorded = await writer.submit(submission)
     except TokenRevoked as exc:
         raise Unauthenticated("the token is unknown or revoked") from exc
     except LogUnavailable as exc:
+        metrics.count_unrecorded(len(checks))
         raise CheckUnavailable(NOT_RECORDED) from exc
+    metrics.count_recorded([r.entry["decision"] for r in recorded])
+    return recorded
 
 
 @router.post("", response_model=CheckResult, responses=RESPONSES)

@@ -23,3 +23,6 @@ class Grant(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Set by the sweeper once it has recorded the expiry (alert, re-analysis); the enforcer
+    # already ignores the grant from ``expires_at`` on.
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -55,3 +55,18 @@ async def list_unrevoked(session: AsyncSession) -> Sequence[Grant]:
     """Every grant the enforcer holds (expired ones included: the model ignores them)."""
     query = select(Grant).where(Grant.revoked_at.is_(None)).order_by(Grant.id)
     return (await session.execute(query)).scalars().all()
+
+
+async def list_lapsed(session: AsyncSession, now: datetime) -> Sequence[Grant]:
+    """Grants past their ``expires_at`` whose expiry has not been recorded yet."""
+    query = (
+        select(Grant)
+        .where(
+            Grant.revoked_at.is_(None),
+            Grant.expired_at.is_(None),
+            Grant.expires_at.is_not(None),
+            Grant.expires_at <= now,
+        )
+        .order_by(Grant.id)
+    )
+    return (await session.execute(query)).scalars().all()

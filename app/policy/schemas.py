@@ -64,6 +64,11 @@ class GrantRead(BaseModel):
     created_at: datetime
     revoked_at: datetime | None
     revoked_by: str | None
+    expired_at: datetime | None = Field(
+        default=None,
+        description="When the sweeper recorded the expiry (alert, re-analysis). The grant stops "
+        "allowing at expires_at either way.",
+    )
     status: GrantStatus
     policy_version: int | None = Field(
         default=None, description="Set on mutations: the policy version this change produced."

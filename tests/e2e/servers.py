@@ -20,8 +20,15 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, database_url: str, workers: int = 1, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workers: int = 1,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.database_url = database_url
+        self.env = env or {}
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -29,7 +36,10 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> "Server":
-        env = {**os.environ, "ACLAUDIT_DATABASE_URL": self.database_url}
+        env = {**os.environ, "ACLAUDIT_DATABASE_URL": self.database_url, **self.env}
+        if self.log and "PROMETHEUS_MULTIPROC_DIR" not in self.env:
+            # beside the log, so a server killed with -9 leaves nothing behind in /tmp
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.log.parent / f"metrics-{self.port}")
         command = [ACLAUDIT, "serve", "--port", str(self.port), "--workers", str(self.workers)]
         if self.log:
             with open(self.log, "ab") as out:
@@ -62,12 +72,14 @@ class Server:
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM to every process (graceful); SIGKILL after 20 s. The exit code, if it ran."""
         if self.process is None or self.process.poll() is not None:
-            return
+            return None if self.process is None else self.process.returncode
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=20)
+            return self.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+            return None

@@ -1,0 +1,164 @@
+"""Prometheus metrics, correct across worker processes.
+
+Two kinds:
+
+- **Process events** (checks by decision, check latency, access-log write failures) are
+  prometheus-client counters and histograms. ``aclaudit serve`` sets ``PROMETHEUS_MULTIPROC_DIR``
+  for its workers, so each worker writes its values to files there and a scrape of any worker
+  sums every worker's (dead workers' counts included, so totals never go backwards).
+- **Database facts** (open findings by severity, out-of-audience reads, the alert feed's and the
+  access log's head ids) are read from the database at scrape time, so every worker and every
+  replica reports the same truth.
+"""
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accesslog import repository as accesslog_repository
+from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
+from app.exposure import repository as exposure_repository
+
+logger = logging.getLogger("aclaudit.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SEVERITIES = ("critical", "high", "medium", "low")
+CHECK_ROUTES = {"/v1/check": "check", "/v1/check/batch": "batch"}
+# The check path answers in milliseconds; the tail buckets catch lock waits and timeouts.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+def is_multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+class Metrics:
+    """This process's event metrics (one set per app, so in-process apps don't mix)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.checks = Counter(
+            "aclaudit_checks",
+            "Checks answered, by decision (a check that could not be recorded is a deny).",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.check_seconds = Histogram(
+            "aclaudit_check_duration_seconds",
+            "Time to answer POST /v1/check (route=check) or /v1/check/batch (route=batch).",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.log_write_failures = Counter(
+            "aclaudit_access_log_write_failures",
+            "Checks answered 503 deny because their access-log entry could not be committed.",
+            registry=self.registry,
+        )
+        for decision in ("allow", "deny"):
+            self.checks.labels(decision)  # present at 0 from the start
+        for route in CHECK_ROUTES.values():
+            self.check_seconds.labels(route)
+
+    def count_recorded(self, decisions: Sequence[str]) -> None:
+        allowed = sum(1 for d in decisions if d == "allow")
+        if allowed:
+            self.checks.labels("allow").inc(allowed)
+        if len(decisions) - allowed:
+            self.checks.labels("deny").inc(len(decisions) - allowed)
+
+    def count_unrecorded(self, checks: int) -> None:
+        self.checks.labels("deny").inc(checks)
+        self.log_write_failures.inc(checks)
+
+    def observe_request(self, path: str, seconds: float) -> None:
+        route = CHECK_ROUTES.get(path)
+        if route is not None:
+            self.check_seconds.labels(route).observe(seconds)
+
+    def mark_process_dead(self) -> None:
+        """On worker exit: drop this process's live gauges (its counters keep counting)."""
+        if is_multiprocess():
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _Facts:
+    def __init__(self, families: list[GaugeMetricFamily | CounterMetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        return self.families
+
+
+async def database_facts(
+    maker: async_sessionmaker[AsyncSession],
+) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    up = GaugeMetricFamily(
+        "aclaudit_database_up", "1 if this scrape could read the database, else 0."
+    )
+    try:
+        async with maker() as session:
+            open_findings = await exposure_repository.count_open_by_severity(session)
+            outside = await exposure_repository.count_out_of_audience_reads(session)
+            alert_head = await alerts_service.head(session)
+            log_head = (await accesslog_repository.get_head(session)).last_id
+            integrity = await alerts_service.count_of_type(session, AlertType.log_integrity_failed)
+    except Exception as exc:
+        logger.warning("metrics could not read the database: %r", exc)
+        up.add_metric([], 0)
+        return [up]
+    up.add_metric([], 1)
+    findings = GaugeMetricFamily(
+        "aclaudit_open_findings",
+        "Open (not accepted, not resolved) findings, by severity.",
+        labels=["severity"],
+    )
+    for severity in SEVERITIES:
+        findings.add_metric([severity], open_findings.get(severity, 0))
+    reads = CounterMetricFamily(
+        "aclaudit_out_of_audience_reads",
+        "Allowed reads by principals outside the dataset's intended audience (access log).",
+        value=outside,
+    )
+    alerts = GaugeMetricFamily(
+        "aclaudit_alert_feed_head_id", "The newest alert id (GET /v1/alerts last_id).", alert_head
+    )
+    log = GaugeMetricFamily(
+        "aclaudit_access_log_head_id", "The newest access-log entry id.", log_head
+    )
+    failures = CounterMetricFamily(
+        "aclaudit_log_integrity_failures",
+        "log.integrity_failed alerts raised (the periodic check raises one per first bad entry).",
+        value=integrity,
+    )
+    return [up, findings, reads, alerts, log, failures]
+
+
+class _Scrape(CollectorRegistry):
+    def __init__(self, collectors: list[Collector]) -> None:
+        super().__init__()
+        self._parts = collectors
+
+    def collect(self) -> Iterable[Metric]:
+        for part in self._parts:
+            yield from part.collect()
+
+
+async def render(metrics: Metrics, maker: async_sessionmaker[AsyncSession]) -> bytes:
+    """The Prometheus text exposition: every worker's events, then the database's facts."""
+    if is_multiprocess():
+        events = CollectorRegistry()
+        multiprocess.MultiProcessCollector(events)  # type: ignore[no-untyped-call]
+    else:
+        events = metrics.registry
+    facts = _Facts(await database_facts(maker))
+    return generate_latest(_Scrape([events, facts]))

@@ -1,0 +1,47 @@
+"""``GET /metrics``: Prometheus text, behind a token unless ``ACLAUDIT_METRICS_OPEN=true``."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
+
+from app.auth import service as auth_service
+from app.auth.dependencies import bearer
+from app.auth.scopes import Scope
+from app.errors import Forbidden, Unauthenticated, problem_responses
+from app.operations import metrics as metrics_module
+
+router = APIRouter(tags=["operations"])
+
+# A Prometheus server gets a token with ``metrics:read`` alone; the alerting system's
+# ``alerts:read`` token may scrape too (it polls the feed and scrapes, per the contract).
+METRICS_SCOPES = (Scope.metrics_read, Scope.alerts_read)
+
+
+async def metrics_reader(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    if request.app.state.settings.metrics_open:
+        return
+    header = f"Bearer {credentials.credentials}" if credentials else None
+    async with request.app.state.sessionmaker() as session:
+        caller = await auth_service.authenticate(session, header)
+    request.state.caller = caller
+    if not any(caller.has_scope(scope) for scope in METRICS_SCOPES):
+        raise Forbidden("this endpoint needs the 'metrics:read' or 'alerts:read' scope")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition"},
+        **problem_responses(Unauthenticated, Forbidden),
+    },
+)
+async def metrics(request: Request, _: Annotated[None, Depends(metrics_reader)]) -> Response:
+    """Checks by decision, check latency, open findings by severity, out-of-audience reads,
+    access-log write failures, and the alert feed's head id, summed over every worker."""
+    body = await metrics_module.render(request.app.state.metrics, request.app.state.sessionmaker)
+    return Response(body, media_type=metrics_module.CONTENT_TYPE)

@@ -1,0 +1,149 @@
+"""Time-driven events: one worker at a time, across every process and replica.
+
+Each worker runs a :class:`Sweeper` task. On every tick it tries to take (or renew) the
+``sweeper`` lease row; only the holder works. The work itself is also safe to run twice: it
+happens under the policy write lock and records what it did (``grants.expired_at``, finding
+status, one integrity alert per first bad entry), so a lease handed over mid-tick repeats
+nothing.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.accesslog import service as accesslog_service
+from app.config import Settings
+from app.db import begin_write, utcnow
+from app.exposure import repository as exposure_repository
+from app.exposure import service as exposure_service
+from app.operations import repository
+from app.policy import repository as policy_repository
+
+logger = logging.getLogger("aclaudit.sweeper")
+
+LEASE = "sweeper"
+ACTOR = "sweeper"
+STOP_GRACE_SECONDS = 2.0
+
+
+@dataclass
+class SweepReport:
+    is_holder: bool = False
+    expired_grants: list[int] = field(default_factory=list)
+    reopened: list[int] = field(default_factory=list)
+    opened: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    integrity_ok: bool | None = None  # None: not checked this tick
+
+
+class Sweeper:
+    def __init__(self, maker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+        self._maker = maker
+        self._interval = settings.sweep_interval_seconds
+        self._integrity_interval = settings.integrity_interval_seconds
+        # A holder that stops renewing (killed) is replaced after this long.
+        self._lease_ttl = timedelta(seconds=max(10.0, 5 * self._interval))
+        key = settings.checkpoint_key
+        self._checkpoint_key = key.get_secret_value().encode() if key else None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._integrity_due = time.monotonic() + self._interval
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._has_held = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sweeper")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            # A long integrity check must not hold up shutdown: its work is transactional.
+            await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if not self._has_held:
+            return
+        try:
+            async with self._maker() as session, session.begin():
+                await begin_write(session)
+                await repository.release_lease(
+                    session, name=LEASE, holder=self.holder, now=utcnow()
+                )
+        except Exception as exc:  # the lease lapses by itself
+            logger.warning("could not release the sweeper lease: %r", exc)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
+            if self._stop.is_set():
+                return
+            try:
+                await self.sweep_once()
+            except Exception:
+                logger.exception("sweep failed; retrying next interval")
+
+    async def sweep_once(self) -> SweepReport:
+        """Take the lease; if held, record due expiries and reopenings, and check integrity."""
+        report = SweepReport()
+        now = utcnow()
+        async with self._maker() as session, session.begin():
+            await begin_write(session)
+            report.is_holder = await repository.try_acquire_lease(
+                session, name=LEASE, holder=self.holder, now=now, until=now + self._lease_ttl
+            )
+        if not report.is_holder:
+            return report
+        self._has_held = True
+        if await self._anything_due():
+            async with self._maker() as session, session.begin():
+                await begin_write(session)
+                events = await exposure_service.record_time_events(session, actor=ACTOR)
+            report.expired_grants = events.expired_grants
+            report.reopened = [f.id for f in events.reopened if f.id is not None]
+            report.opened = [f.id for f in events.changes.findings_opened if f.id is not None]
+            report.resolved = [f.id for f in events.changes.findings_resolved if f.id is not None]
+            logger.info(
+                "sweep: %d grants expired, %d acceptances reopened, %d findings opened, "
+                "%d resolved",
+                len(report.expired_grants),
+                len(report.reopened),
+                len(report.opened),
+                len(report.resolved),
+            )
+        if self._integrity_interval > 0 and time.monotonic() >= self._integrity_due:
+            self._integrity_due = time.monotonic() + self._integrity_interval
+            report.integrity_ok = await self.check_integrity()
+        return report
+
+    async def _anything_due(self) -> bool:
+        """Cheap reads first, so an idle sweep never takes the policy write lock."""
+        now = utcnow()
+        async with self._maker() as session:
+            if await policy_repository.list_lapsed(session, now):
+                return True
+            return await exposure_repository.has_lapsed_acceptance(session, now)
+
+    async def check_integrity(self) -> bool:
+        result = await accesslog_service.verify_and_alert(
+            self._maker, checkpoint_key=self._checkpoint_key, once=True
+        )
+        if result.ok:
+            logger.info("access log verified: %d entries", result.entries)
+        else:
+            logger.error(
+                "access log integrity check failed at entry %s: %s",
+                result.first_bad_id,
+                result.problem,
+            )
+        return result.ok
