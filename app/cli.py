@@ -94,6 +94,14 @@ def serve(
     metrics_dir, made = _metrics_dir()
     typer.echo(f"aclaudit listening on http://{host}:{port} (API docs at /docs)", err=True)
     typer.echo("get a token with: aclaudit token create --name NAME --scope admin", err=True)
+    if not settings.checkpoint_key:
+        typer.secho(
+            "note: access-log checkpoints are unsigned (set ACLAUDIT_CHECKPOINT_KEY); anyone who "
+            "can write the database could rewrite the log and its checkpoints together, so copy "
+            "GET /v1/access-log/checkpoints out of the service regularly to anchor it",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
     try:
         uvicorn.run(
             "app.main:create_app",

@@ -72,7 +72,10 @@ async def verify(
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     return await accesslog_service.verify_and_alert(
-        request.app.state.sessionmaker, checkpoint_key=_checkpoint_key(request), anchor=anchor
+        request.app.state.sessionmaker,
+        checkpoint_key=_checkpoint_key(request),
+        anchor=anchor,
+        once=True,  # a failure is alerted once, however often it is verified (or by whom)
     )
 
 
