@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Message, Receive, Scope, Send
 
 from app.accesslog.router import router as accesslog_router
 from app.accesslog.writer import AccessLogWriter
@@ -22,8 +23,9 @@ from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
-from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
+from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable, problem_headers
 from app.exposure.router import router as exposure_router
+from app.policy.check_fast import is_fast_path, serve_check
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
@@ -66,12 +68,7 @@ def _validation_problem(exc: RequestValidationError) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = None
-        if exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif exc.status == 503:
-            headers = {"Retry-After": "1"}
-        return problem_response(exc.to_problem(), headers)
+        return problem_response(exc.to_problem(), problem_headers(exc) or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -107,14 +104,42 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(
-            {
-                "type": PROBLEM_BASE + "internal",
-                "title": "Internal error",
-                "status": 500,
-                "detail": "an unexpected error occurred; it has been logged",
-            }
-        )
+        return problem_response(INTERNAL_ERROR)
+
+
+INTERNAL_ERROR = {
+    "type": PROBLEM_BASE + "internal",
+    "title": "Internal error",
+    "status": 500,
+    "detail": "an unexpected error occurred; it has been logged",
+}
+
+
+class AclauditApp(FastAPI):
+    """FastAPI, with ``POST /v1/check`` answered by `app.policy.check_fast` when it can.
+
+    The check route stays registered (it is what OpenAPI documents, and it answers every check
+    the fast path hands back: unknown tokens, invalid bodies and the like).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not is_fast_path(scope):
+            await super().__call__(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await serve_check(self.state, scope, receive, tracked, super().__call__)
+        except Exception:
+            logger.exception("unhandled error on POST %s", scope["path"])
+            if started:
+                raise
+            await problem_response(INTERNAL_ERROR)(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -138,7 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await writer.stop()  # drain: every accepted check gets its entry before exit
             await engine.dispose()
 
-    app = FastAPI(
+    app = AclauditApp(
         title="aclaudit",
         version="0.1.0",
         summary="Access-control audit for training datasets: decide, record, flag.",

@@ -65,7 +65,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _to_input(check: CheckRequest) -> CheckInput:
+def to_input(check: CheckRequest) -> CheckInput:
     return CheckInput(
         principal=check.principal,
         dataset=check.dataset,
@@ -94,7 +94,7 @@ NOT_RECORDED = "the decision could not be recorded in the access log, so it is a
 
 async def _record(request: Request, auth: CheckAuth, checks: list[CheckRequest]) -> list[Recorded]:
     writer: AccessLogWriter = request.app.state.log_writer
-    submission = Submission([_to_input(c) for c in checks], auth.caller.name, auth.token_hash)
+    submission = Submission([to_input(c) for c in checks], auth.caller.name, auth.token_hash)
     try:
         return await writer.submit(submission)
     except TokenRevoked as exc:
