@@ -69,6 +69,11 @@ ALERT_COLUMNS = (
 )
 
 
+# Takes the alert feed's lock (PostgreSQL row lock; SQLite's write lock is already held) and
+# reserves `count` ids, returning the last of them.
+ADVANCE_ALERTS = "UPDATE alert_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id"
+
+
 @dataclass(frozen=True)
 class Written:
     batch: Batch
@@ -158,6 +163,11 @@ class SqliteLogStore:
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "qmark")
     INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "qmark")
+    # BEGIN IMMEDIATE already holds the write lock, so this read is the committed head.
+    READ_HEAD = (
+        "SELECT p.version, h.last_id, h.last_hash FROM policy_state p, access_log_head h "
+        "WHERE p.id = 1 AND h.id = 1"
+    )
 
     def __init__(self, path: str, timeout: float, chaining: _Chaining) -> None:
         self._path = path
@@ -213,7 +223,7 @@ class SqliteLogStore:
         snapshot: PolicySnapshot,
         tokens_version: int,
     ) -> Written | StalePolicy:
-        (version,) = conn.execute("SELECT version FROM policy_state WHERE id = 1").fetchone()
+        version, last_id, last_hash = conn.execute(self.READ_HEAD).fetchone()
         if version > snapshot.version:
             return StalePolicy(version)
         live: set[str] | None = None
@@ -228,10 +238,7 @@ class SqliteLogStore:
                     hashes,
                 )
                 live = {row[0] for row in rows}
-        head = conn.execute(
-            "SELECT last_id, last_hash FROM access_log_head WHERE id = 1"
-        ).fetchone()
-        batch = self._chaining.build(submissions, snapshot, live, (head[0], head[1]))
+        batch = self._chaining.build(submissions, snapshot, live, (last_id, last_hash))
         if batch.entries:
             at = sqlite_datetime(batch.entries[0]["at"])
             dumps = json.dumps
@@ -275,11 +282,9 @@ class SqliteLogStore:
                     (c["entry_id"], c["head_hash"], sqlite_datetime(c["at"]), c["signature"]),
                 )
             if batch.alerts:
-                (last,) = conn.execute("SELECT last_id FROM alert_head WHERE id = 1").fetchone()
-                conn.executemany(self.INSERT_ALERT, _alert_rows(batch.alerts, last + 1, at))
-                conn.execute(
-                    "UPDATE alert_head SET last_id = ? WHERE id = 1", (last + len(batch.alerts),)
-                )
+                count = len(batch.alerts)
+                (last,) = conn.execute(ADVANCE_ALERTS, (count,)).fetchone()
+                conn.executemany(self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at))
         return Written(batch, version, live)
 
     async def close(self) -> None:
@@ -400,10 +405,7 @@ class PostgresLogStore:
                 )
             if batch.alerts:
                 count = len(batch.alerts)
-                last = await conn.fetchval(
-                    "UPDATE alert_head SET last_id = last_id + $1 WHERE id = 1 RETURNING last_id",
-                    count,
-                )
+                last = await conn.fetchval(ADVANCE_ALERTS.replace("?", "$1"), count)
                 at = batch.entries[0]["at"]
                 await conn.executemany(
                     self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at)

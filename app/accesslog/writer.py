@@ -74,7 +74,9 @@ class AccessLogWriter:
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
         self._queue.append((submission, future))
         self._wake.set()
-        return await asyncio.shield(future)
+        # No shield: a caller that goes away cancels only its own future, which the writer skips
+        # (its entry is still committed with the rest of the batch).
+        return await future
 
     async def _run(self) -> None:
         while True:
