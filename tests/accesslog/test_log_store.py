@@ -15,7 +15,9 @@ async def test_check_waits_for_a_write_lock_held_elsewhere(client, tokens, admin
     await seed(client, admin)
     first = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert first.status_code == 200
-    other = sqlite3.connect(make_url(settings.database_url).database, isolation_level=None)
+    path = make_url(settings.database_url).database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another worker's transaction, say
     try:
         pending = asyncio.create_task(
