@@ -184,6 +184,13 @@ _Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
 # *after* the requesting principal (so the full path is ``(sub, *rest)``).
 _Candidates = tuple[tuple["_Cell", tuple[str, ...]], ...]
 
+
+class _Route:
+    """`_route` markers (a route is otherwise a group's id)."""
+
+
+_NO_LINKS = _Route()
+_GENERIC = _Route()
 # Most (group, obj, act) entries kept before the group memo starts afresh.
 GROUP_MEMO_LIMIT = 200_000
 
@@ -234,6 +241,7 @@ class DecisionIndex:
         # idempotently, and bounded (see GROUP_MEMO_LIMIT).
         self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
         self._group_memo: dict[tuple[str, str, str], _Candidates] = {}
+        self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
 
     # -- public API -------------------------------------------------------------------------
 
@@ -311,16 +319,25 @@ class DecisionIndex:
         by_sub = self._by_act.get(act)
         if by_sub is None:
             return [], ()
-        parents = self._parents.get(sub)
         own = by_sub.get(sub)
-        own_cells = [] if own is None else own.cells(obj)
-        if parents is None:  # g(x, x) holds for any x, linked or not
+        if own is None:
+            own_cells: list[_Cell] = []
+        elif own.prefix_lengths:
+            own_cells = own.cells(obj)
+        else:  # the common case for a user's own grants: exact datasets only
+            cell = own.exact.get(obj)
+            own_cells = [] if cell is None else [cell]
+        route = self._routes.get(sub)
+        if route is None:
+            route = self._route(sub)
+        if route is _NO_LINKS:  # g(x, x) holds for any x, linked or not
             return own_cells, ()
-        if len(parents) == 1:
-            group = parents[0]
-            closure, members = self._closure(group)
-            if sub not in members:  # no cycle back to sub: the group's search is sub's
-                return own_cells, self._group_candidates(group, closure, obj, act, by_sub)
+        if isinstance(route, str):
+            key = (route, obj, act)
+            shared = self._group_memo.get(key)
+            if shared is None:
+                shared = self._group_candidates(route, obj, act, by_sub)
+            return own_cells, shared
         return [], tuple(
             (cell, via[1:])
             for principal, via in self._ancestors(sub)
@@ -328,21 +345,32 @@ class DecisionIndex:
             for cell in bucket.cells(obj)
         )
 
+    def _route(self, sub: str) -> str | _Route:
+        """How `sub`'s search goes: its single parent group (shared), or a marker."""
+        parents = self._parents.get(sub)
+        if parents is None:
+            return _NO_LINKS
+        route: str | _Route = _GENERIC
+        if len(parents) == 1:
+            _closure, members = self._closure(parents[0])
+            if sub not in members:  # no cycle back to sub: the group's search is sub's
+                route = parents[0]
+        self._routes[sub] = route
+        return route
+
     def _group_candidates(
-        self, group: str, closure: _Ancestors, obj: str, act: str, by_sub: dict[str, _Bucket]
+        self, group: str, obj: str, act: str, by_sub: dict[str, _Bucket]
     ) -> _Candidates:
-        key = (group, obj, act)
-        found = self._group_memo.get(key)
-        if found is None:
-            found = tuple(
-                (cell, via)
-                for principal, via in closure
-                if (bucket := by_sub.get(principal)) is not None
-                for cell in bucket.cells(obj)
-            )
-            if len(self._group_memo) >= GROUP_MEMO_LIMIT:
-                self._group_memo.clear()
-            self._group_memo[key] = found
+        """The cells `group`'s search contributes to a member's request (memoised)."""
+        found = tuple(
+            (cell, via)
+            for principal, via in self._closure(group)[0]
+            if (bucket := by_sub.get(principal)) is not None
+            for cell in bucket.cells(obj)
+        )
+        if len(self._group_memo) >= GROUP_MEMO_LIMIT:
+            self._group_memo.clear()
+        self._group_memo[(group, obj, act)] = found
         return found
 
     def _closure(self, group: str) -> tuple[_Ancestors, frozenset[str]]:
