@@ -8,6 +8,7 @@ itself runs on the driver directly (``app.accesslog.log_store``).
 """
 
 import asyncio
+import functools
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -55,6 +56,7 @@ class AccessLogWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._syncing: set[asyncio.Future[None]] = set()
         self.write_failures = 0
 
     def start(self) -> None:
@@ -66,6 +68,7 @@ class AccessLogWriter:
         self._wake.set()
         if self._task is not None:
             await self._task
+        await asyncio.gather(*self._syncing, return_exceptions=True)
         await self._store.close()
 
     async def submit(self, submission: Submission) -> list[Recorded]:
@@ -85,23 +88,54 @@ class AccessLogWriter:
             while self._queue:
                 batch = self._take_batch()
                 try:
-                    results = await self._commit([s for s, _ in batch])
+                    results, durable = await self._commit([s for s, _ in batch])
                 except Exception as exc:
-                    self.write_failures += len(batch)
-                    logger.error("access log write failed for %d submissions: %r", len(batch), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(LogUnavailable(str(exc)))
+                    self._fail(batch, exc)
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                if durable is None:
+                    self._answer(batch, results)
+                    continue
+                # Committed, not yet synced: the next batch may commit meanwhile, and this one
+                # is answered when the fsync that covers it is done (see log_store).
+                self._syncing.add(durable)
+                durable.add_done_callback(functools.partial(self._on_durable, batch, results))
             if self._closing and not self._queue:
                 return
+
+    def _on_durable(
+        self,
+        batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]],
+        results: list[list[Recorded] | Exception],
+        durable: asyncio.Future[None],
+    ) -> None:
+        self._syncing.discard(durable)
+        error = None if durable.cancelled() else durable.exception()
+        if durable.cancelled() or error is not None:
+            self._fail(batch, error or LogUnavailable("the commit was not synced"))
+        else:
+            self._answer(batch, results)
+
+    def _fail(
+        self, batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]], exc: BaseException
+    ) -> None:
+        self.write_failures += len(batch)
+        logger.error("access log write failed for %d submissions: %r", len(batch), exc)
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(LogUnavailable(str(exc)))
+
+    @staticmethod
+    def _answer(
+        batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]],
+        results: list[list[Recorded] | Exception],
+    ) -> None:
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def _take_batch(self) -> list[tuple[Submission, asyncio.Future[list[Recorded]]]]:
         taken, count = 0, 0
@@ -113,7 +147,9 @@ class AccessLogWriter:
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
-    async def _commit(self, submissions: list[Submission]) -> list[list[Recorded] | Exception]:
+    async def _commit(
+        self, submissions: list[Submission]
+    ) -> tuple[list[list[Recorded] | Exception], asyncio.Future[None] | None]:
         snapshot = self._policy.loaded
         for _attempt in range(STALE_RETRIES):
             if snapshot is None:
@@ -124,7 +160,7 @@ class AccessLogWriter:
                 continue
             if written.live_tokens is not None:
                 self._tokens.revalidated(written.version, written.live_tokens)
-            return written.batch.results
+            return written.batch.results, written.durable
         raise LogUnavailable("the policy kept changing while the batch was being decided")
 
     async def _load_policy(self) -> PolicySnapshot:
