@@ -64,11 +64,12 @@ def result_document(recorded: Recorded) -> dict[str, Any]:
     }
 
 
+# As starlette's JSONResponse renders it (json.dumps with these arguments, one encoder).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
 def _encode(document: dict[str, Any]) -> bytes:
-    # As starlette's JSONResponse renders it.
-    return json.dumps(
-        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    return _JSON.encode(document).encode("utf-8")
 
 
 async def _respond(
