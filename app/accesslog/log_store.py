@@ -436,7 +436,15 @@ class SqliteLogStore:
     def _fsync(self) -> None:
         """Sync the WAL file (from the fsync thread)."""
         wal = self._path + "-wal"
-        inode = os.stat(wal).st_ino
+        try:
+            inode = os.stat(wal).st_ino
+        except FileNotFoundError:
+            # No WAL: the last connection closed, and closing checkpoints the WAL into the
+            # database (syncing it) before removing the file. Nothing is left to sync.
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+            return
         if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != inode:
             # A new WAL file (every connection had closed, so the old one was checkpointed
             # into the database and removed): sync the file the commits went to.

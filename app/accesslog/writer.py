@@ -1,10 +1,12 @@
 """Group commit: decide and record concurrent checks in one transaction, then answer them.
 
 Each process runs one writer task. A check waits in ``submit`` until the transaction holding
-its entry has committed; if that transaction fails, every check in it fails (the router turns
-that into 503 deny). Decisions are taken inside the transaction, after the policy version is
-read, so a check queued after a policy change's response sees that change. The transaction
-itself runs on the driver directly (``app.accesslog.log_store``).
+its entry has committed and is durable; if that transaction (or, on SQLite, the fsync that makes
+it durable) fails, every check in it fails (the router turns that into 503 deny). Decisions are
+taken inside the transaction, after the policy version is read, so a check queued after a
+policy change's response sees that change. The transaction itself runs on the driver directly
+(``app.accesslog.log_store``). On SQLite the next batch may commit while the previous one's
+fsync is still running; each batch is answered when its own fsync is done.
 """
 
 import asyncio

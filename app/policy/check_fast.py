@@ -12,9 +12,9 @@ the requests whose outcome cannot depend on the framework:
 Anything else (no or unknown token, missing scope, invalid body, another content type) is
 handed, with the body already read, to the full application, so every 401, 403 and 422 problem
 document is the framework's own. What the fast path answers is the same as the route's answer:
-the decision is recorded by the same group-commit writer and committed before the first byte is
-sent; a log failure is a 503 ``decision: "deny"`` problem and a token revoked under the batch a
-401, rendered by `app.errors.render_problem` like every other `AppError`.
+the decision is recorded by the same group-commit writer, committed and durable before the
+first byte is sent; a log failure is a 503 ``decision: "deny"`` problem and a token revoked
+under the batch a 401, with the headers `app.errors.problem_headers` gives every `AppError`.
 """
 
 import json
