@@ -6,7 +6,7 @@ entry is decided with the policy that was current when its transaction began and
 the committed head.
 """
 
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +58,25 @@ class Batch:
     checkpoint: dict[str, Any] | None = None
 
 
+def decision_ids(count: int, now: float) -> list[str]:
+    """`count` new decision ids: UUIDv7 layout (RFC 9562), 48-bit Unix milliseconds first.
+
+    74 random bits per id keep them unique (the column's unique index would refuse a clash,
+    failing the batch closed). Time order keeps the unique index append-mostly, so a commit
+    touches a page or two of it instead of one random page per entry (uuid4).
+    """
+    millis = int(now * 1000) << 80
+    noise = os.urandom(10 * count)
+    ids = []
+    for n in range(count):
+        value = millis | int.from_bytes(noise[10 * n : 10 * n + 10], "big")
+        value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+        value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 9562 variant
+        h = f"{value:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
+
 READ_SEVERITY = {"restricted": "critical", "confidential": "high", "internal": "medium"}
 
 
@@ -80,6 +99,7 @@ def build_batch(
     last_id = head_id
     batch = Batch(results=[])
     version = snapshot.version
+    ids = iter(decision_ids(sum(len(s.checks) for s in submissions), now))
     for submission in submissions:
         token = submission.token_hash
         if token is not None and live_tokens is not None and token not in live_tokens:
@@ -91,7 +111,7 @@ def build_batch(
             last_id += 1
             entry: dict[str, Any] = {
                 "id": last_id,
-                "decision_id": str(uuid.uuid4()),
+                "decision_id": next(ids),
                 "at": at,
                 "principal": check.principal,
                 "dataset": check.dataset,
