@@ -506,7 +506,19 @@ class SqliteLogStore:
 
 
 class PostgresLogStore:
-    """The transaction on a dedicated asyncpg connection, reconnected after any failure."""
+    """The transaction on a dedicated asyncpg connection, reconnected after any failure.
+
+    Durability, as for SQLite (see `SqliteLogStore`), without holding the head's lock through
+    the WAL flush: the connection commits with ``synchronous_commit = off``, which releases the
+    lock as soon as the commit record is written, and a batch is answered only after a
+    *barrier* has committed on a second connection with the server's own ``synchronous_commit``
+    (``on`` by default): a transaction that takes a transaction id and commits, which returns
+    only once the WAL is flushed up to its commit record, and so past the commit records of
+    every batch committed before the barrier began. The next batch commits while the previous
+    one's barrier waits for the flush, and PostgreSQL folds concurrent flushes into one. If the
+    barrier fails, the batches it covered are answered 503 deny (PostgreSQL itself stops on a
+    failed WAL fsync, so later barriers can be trusted).
+    """
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "numeric")
     INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "numeric")
@@ -520,24 +532,86 @@ class PostgresLogStore:
         self._timeout = timeout
         self._chaining = chaining
         self._conn: Any = None  # asyncpg.Connection (asyncpg ships no type hints)
+        self._barrier_conn: Any = None
+        self._committed = 0  # commits made so far (a sequence number)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_wake: asyncio.Event | None = None
+        self._sync_task: asyncio.Task[None] | None = None
 
     async def _connection(self) -> Any:
         import asyncpg
 
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            # Durable before the answer all the same: see the class docstring.
+            await conn.execute("SET synchronous_commit = off")
+            self._conn = conn
         return self._conn
+
+    def _durable(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._committed += 1
+        self._waiters.append((self._committed, done))
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_wake = asyncio.Event()
+            self._sync_task = loop.create_task(self._sync_loop(), name="access-log-flush")
+        assert self._sync_wake is not None
+        self._sync_wake.set()
+        return done
+
+    async def _sync_loop(self) -> None:
+        wake = self._sync_wake
+        assert wake is not None
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._waiters:
+                covered = self._committed  # every commit so far has returned
+                try:
+                    await self._barrier()
+                except Exception as exc:
+                    logger.error("access-log WAL flush barrier failed: %r", exc)
+                    if self._barrier_conn is not None:
+                        self._barrier_conn.terminate()
+                        self._barrier_conn = None
+                    self._settle(covered, exc)
+                    continue
+                self._settle(covered, None)
+
+    async def _barrier(self) -> None:
+        import asyncpg
+
+        if self._barrier_conn is None or self._barrier_conn.is_closed():
+            self._barrier_conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        # One round trip (simple protocol); the xid makes COMMIT write a record and wait for the
+        # WAL flush through it.
+        await self._barrier_conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+
+    def _settle(self, covered: int, error: Exception | None) -> None:
+        ready = [f for seq, f in self._waiters if seq <= covered]
+        self._waiters = [(seq, f) for seq, f in self._waiters if seq > covered]
+        for future in ready:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
     async def write(
         self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
     ) -> Written | StalePolicy:
         conn = await self._connection()
         try:
-            return await self._write(conn, submissions, snapshot, tokens_version)
+            result = await self._write(conn, submissions, snapshot, tokens_version)
         except BaseException:
             self._conn = None  # whatever state it is in, the next batch gets a fresh one
             conn.terminate()
             raise
+        if isinstance(result, StalePolicy):
+            return result
+        return Written(result.batch, result.version, result.live_tokens, self._durable())
 
     async def _write(
         self,
@@ -619,9 +693,16 @@ class PostgresLogStore:
         return Written(batch, version, live)
 
     async def close(self) -> None:
-        if self._conn is not None and not self._conn.is_closed():
-            await self._conn.close(timeout=self._timeout)
-        self._conn = None
+        # The writer has drained: let the last barriers settle their batches.
+        await asyncio.gather(*(f for _seq, f in self._waiters), return_exceptions=True)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for conn in (self._conn, self._barrier_conn):
+            if conn is not None and not conn.is_closed():
+                await conn.close(timeout=self._timeout)
+        self._conn = self._barrier_conn = None
 
 
 def open_store(settings: Settings) -> LogStore:

@@ -87,3 +87,41 @@ async def test_failed_fsync_answers_503_deny_and_refuses_until_restart(
     # A failed fsync may have dropped pages a later fsync would not bring back: fail closed.
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert r.status_code == 503 and r.json()["allowed"] is False
+
+
+async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_without_it(
+    client, tokens, admin, settings, monkeypatch
+):
+    if settings.is_sqlite:
+        pytest.skip("PostgreSQL's synchronous-commit barrier")
+    from app.accesslog.log_store import PostgresLogStore
+
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+    flushed = asyncio.Event()
+    real_barrier = PostgresLogStore._barrier
+
+    async def held_barrier(self: PostgresLogStore) -> None:
+        await flushed.wait()
+        await real_barrier(self)
+
+    monkeypatch.setattr(PostgresLogStore, "_barrier", held_barrier)
+    pending = asyncio.create_task(
+        client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    )
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # committed, but not answered before the WAL is flushed
+    flushed.set()
+    assert (await pending).status_code == 200
+
+    async def failing_barrier(self: PostgresLogStore) -> None:
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(PostgresLogStore, "_barrier", failing_barrier)
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["decision"] == "deny"
+    monkeypatch.undo()
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 200  # the server's own fsync is trusted again once a barrier holds
