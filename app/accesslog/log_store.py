@@ -586,7 +586,7 @@ class PostgresLogStore:
             self._barrier_conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
         # One round trip (simple protocol); the xid makes COMMIT write a record and wait for the
         # WAL flush through it.
-        await self._barrier_conn.execute("BEGIN; SELECT pg_current_xact_id(); COMMIT")
+        await self._barrier_conn.execute("BEGIN; SELECT txid_current(); COMMIT")
 
     def _settle(self, covered: int, error: Exception | None) -> None:
         ready = [f for seq, f in self._waiters if seq <= covered]
