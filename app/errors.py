@@ -97,6 +97,15 @@ class CheckUnavailable(ServiceUnavailable):
         super().__init__(detail, decision="deny", allowed=False)
 
 
+def problem_headers(error: AppError) -> dict[str, str]:
+    """Headers that go with an error's problem document."""
+    if error.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    if error.status == 503:
+        return {"Retry-After": "1"}
+    return {}
+
+
 class Problem(BaseModel):
     """RFC 9457 problem document."""
 

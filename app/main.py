@@ -22,7 +22,7 @@ from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
-from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable
+from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable, problem_headers
 from app.exposure.router import router as exposure_router
 from app.operations.logs import request_id_var
 from app.operations.metrics import Metrics
@@ -31,6 +31,7 @@ from app.operations.middleware import RequestContext
 from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
+from app.policy.check_fast import CheckFastPath
 from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
@@ -73,12 +74,7 @@ def _validation_problem(exc: RequestValidationError) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        headers = None
-        if exc.status == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif exc.status == 503:
-            headers = {"Retry-After": "1"}
-        return problem_response(exc.to_problem(), headers)
+        return problem_response(exc.to_problem(), problem_headers(exc) or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -122,14 +118,16 @@ def install_error_handlers(app: FastAPI) -> None:
             extra={"request_id": request_id},
         )
         return problem_response(
-            {
-                "type": PROBLEM_BASE + "internal",
-                "title": "Internal error",
-                "status": 500,
-                "detail": "an unexpected error occurred; it has been logged",
-            },
-            {REQUEST_ID_HEADER: request_id} if request_id else None,
+            INTERNAL_ERROR, {REQUEST_ID_HEADER: request_id} if request_id else None
         )
+
+
+INTERNAL_ERROR = {
+    "type": PROBLEM_BASE + "internal",
+    "title": "Internal error",
+    "status": 500,
+    "detail": "an unexpected error occurred; it has been logged",
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -169,6 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.before_write_commit = record_with_change
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
     app.add_middleware(AdminTrailMiddleware)
     app.add_middleware(RequestContext)  # outermost: the request id covers the trail too
 

@@ -38,10 +38,14 @@ def _encode(value: Any) -> Any:
     return value
 
 
+# json.dumps with these arguments; one encoder, since json.dumps builds one per call otherwise.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The entry's canonical form: its chained fields as sorted, compact JSON."""
     doc = {name: _encode(entry[name]) for name in CHAINED_FIELDS}
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL.encode(doc).encode()
 
 
 def entry_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:

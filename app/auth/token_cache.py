@@ -36,15 +36,16 @@ class TokenCache:
             self._entries[token_hash] = caller
         return caller
 
-    async def revalidate(self, session: AsyncSession, version: int, hashes: set[str]) -> set[str]:
-        """Drop everything not re-read at ``version``; return which of ``hashes`` are live."""
-        if version == self.validated_version:
-            return hashes
-        query = select(ApiToken.token_hash).where(
-            ApiToken.token_hash.in_(hashes), ApiToken.revoked_at.is_(None)
-        )
-        live = set((await session.execute(query)).scalars().all()) if hashes else set()
+    def peek(self, token_hash: str) -> Caller | None:
+        """The cached caller, without touching the database (None when not cached)."""
+        return self._entries.get(token_hash)
+
+    def revalidated(self, version: int, live: set[str]) -> None:
+        """Tokens were re-read at ``version``: keep only ``live`` ones, drop every other entry.
+
+        Called by the access-log writer, in its transaction's wake and before it answers any
+        check of that transaction.
+        """
         self._generation += 1
         self._entries = {h: c for h, c in self._entries.items() if h in live}
         self.validated_version = version
-        return live

@@ -66,7 +66,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _to_input(check: CheckRequest) -> CheckInput:
+def to_input(check: CheckRequest) -> CheckInput:
     return CheckInput(
         principal=check.principal,
         dataset=check.dataset,
@@ -95,7 +95,7 @@ NOT_RECORDED = "the decision could not be recorded in the access log, so it is a
 
 async def _record(request: Request, auth: CheckAuth, checks: list[CheckRequest]) -> list[Recorded]:
     writer: AccessLogWriter = request.app.state.log_writer
-    submission = Submission([_to_input(c) for c in checks], auth.caller.name, auth.token_hash)
+    submission = Submission([to_input(c) for c in checks], auth.caller.name, auth.token_hash)
     metrics: Metrics = request.app.state.metrics
     try:
         recorded = await writer.submit(submission)

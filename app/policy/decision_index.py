@@ -37,6 +37,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import casbin
 
@@ -91,8 +92,7 @@ class Rule:
         return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     # The deny rule that denied, or an allow rule that allowed; None when nothing matched.
     matched: Rule | None
@@ -154,10 +154,10 @@ class _Bucket:
     prefix_lengths: tuple[int, ...]  # longest first
 
     def cells(self, obj: str) -> list[_Cell]:
-        found: list[_Cell] = []
         cell = self.exact.get(obj)
-        if cell is not None:
-            found.append(cell)
+        if not self.prefix_lengths:  # the common case for a user's own grants
+            return [] if cell is None else [cell]
+        found: list[_Cell] = [] if cell is None else [cell]
         size = len(obj)
         for length in self.prefix_lengths:
             if length <= size:
@@ -180,6 +180,19 @@ def _parse_expiry(rule: Rule) -> float | None:
 
 
 _Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
+# Matching cells in Casbin's search order, each with the membership path that reaches its rule
+# *after* the requesting principal (so the full path is ``(sub, *rest)``).
+_Candidates = tuple[tuple["_Cell", tuple[str, ...]], ...]
+
+
+class _Route:
+    """`_route` markers (a route is otherwise a group's id)."""
+
+
+_NO_LINKS = _Route()
+_GENERIC = _Route()
+# Most (group, obj, act) entries kept before the group memo starts afresh.
+GROUP_MEMO_LIMIT = 200_000
 
 
 class DecisionIndex:
@@ -210,6 +223,10 @@ class DecisionIndex:
             )
             for key, (exact, prefixes) in grouped.items()
         }
+        # act -> sub -> bucket: the same buckets, looked up without building a tuple key.
+        self._by_act: dict[str, dict[str, _Bucket]] = {}
+        for (sub, act), bucket in self._buckets.items():
+            self._by_act.setdefault(act, {})[sub] = bucket
 
         parents: dict[str, dict[str, None]] = {}
         for member, group in links:
@@ -218,31 +235,51 @@ class DecisionIndex:
         # The only mutable state: principal -> reachable principals. Filled idempotently and only
         # for principals that have links, so it is bounded by the size of the link graph.
         self._ancestor_memo: dict[str, _Ancestors] = {}
+        # Members with a single parent group share that group's part of the search: the group's
+        # reachable set (one level shallower, as seen from a member) and, per (group, obj, act),
+        # the cells it contributes. Both memos are derived from immutable data, filled
+        # idempotently, and bounded (see GROUP_MEMO_LIMIT).
+        self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
+        self._group_memo: dict[tuple[str, str, str], _Candidates] = {}
+        self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
 
     # -- public API -------------------------------------------------------------------------
 
     def decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
         now = float(now)
-        candidates = self._candidates(sub, obj, act)
-        for cell, via in candidates:
+        allow: tuple[Rule, tuple[str, ...]] | None = None
+        own, shared = self._scan_parts(sub, obj, act)
+        # One pass in search order: the first live deny decides at once; otherwise the first
+        # live allow (a deny anywhere still wins, so the scan goes on after finding an allow).
+        for cell in own:  # sub's own grants: reached with the path (sub,)
             deny = cell.live_deny
-            if deny is not None and deny.live(now):
-                return Decision(allowed=False, matched=deny.rule, via=via)
-        for cell, via in candidates:
-            allow = cell.live_allow
-            if allow is not None and allow.live(now):
-                return Decision(allowed=True, matched=allow.rule, via=via)
+            if deny is not None and (deny.expiry is None or now < deny.expiry):
+                return Decision(False, deny.rule, (sub,))
+            if allow is None:
+                permit = cell.live_allow
+                if permit is not None and (permit.expiry is None or now < permit.expiry):
+                    allow = (permit.rule, ())
+        for cell, rest in shared:
+            deny = cell.live_deny
+            if deny is not None and (deny.expiry is None or now < deny.expiry):
+                return Decision(False, deny.rule, (sub, *rest))
+            if allow is None:
+                permit = cell.live_allow
+                if permit is not None and (permit.expiry is None or now < permit.expiry):
+                    allow = (permit.rule, rest)
+        if allow is not None:
+            return Decision(True, allow[0], (sub, *allow[1]))
         if not self._has_rules and obj == "" and act == "" and self._reaches(sub, ""):
             # pycasbin quirk: with no p rules at all it evaluates the matcher once with every
             # p field "" and allows if that matches, i.e. for obj == act == "" and a subject
             # that reaches the principal "". Unreachable through validated identifiers.
-            return Decision(allowed=True, matched=None, via=())
-        return Decision(allowed=False, matched=None, via=())
+            return Decision(True, None, ())
+        return Decision(False, None, ())
 
     def expired_allow(self, sub: str, obj: str, act: str, now: float) -> Rule | None:
         """An allow rule that would match if expiry were ignored but is expired at `now`."""
         now = float(now)
-        for cell, _via in self._candidates(sub, obj, act):
+        for cell, _rest in self._scan(sub, obj, act):
             expired = cell.expired_allow
             if expired is not None and not expired.live(now):
                 return expired.rule
@@ -254,8 +291,8 @@ class DecisionIndex:
         """Every live rule (allow and deny) that matches the request, with its via path."""
         now = float(now)
         return [
-            (entry.rule, via)
-            for cell, via in self._candidates(sub, obj, act)
+            (entry.rule, (sub, *rest))
+            for cell, rest in self._scan(sub, obj, act)
             for entry in cell.entries
             if entry.live(now)
         ]
@@ -266,13 +303,84 @@ class DecisionIndex:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _candidates(self, sub: str, obj: str, act: str) -> list[tuple[_Cell, tuple[str, ...]]]:
-        found: list[tuple[_Cell, tuple[str, ...]]] = []
-        for principal, via in self._ancestors(sub):
-            bucket = self._buckets.get((principal, act))
-            if bucket is not None:
-                found.extend((cell, via) for cell in bucket.cells(obj))
+    def _scan(self, sub: str, obj: str, act: str) -> _Candidates:
+        own, shared = self._scan_parts(sub, obj, act)
+        return tuple((cell, ()) for cell in own) + shared
+
+    def _scan_parts(self, sub: str, obj: str, act: str) -> tuple[list[_Cell], _Candidates]:
+        """Every cell matching the request, in the order Casbin's search reaches them.
+
+        That order is: the principals `sub` reaches, breadth-first (`sub` first); within one,
+        the exact resource, then prefixes longest first. A principal with a single parent group
+        (most users) is `sub` followed by that group's own search one level shallower, so its
+        candidates are its own cells followed by the group's, which are memoised per
+        (group, obj, act): the work per check then does not grow with the rules its groups hold.
+        """
+        by_sub = self._by_act.get(act)
+        if by_sub is None:
+            return [], ()
+        own = by_sub.get(sub)
+        if own is None:
+            own_cells: list[_Cell] = []
+        elif own.prefix_lengths:
+            own_cells = own.cells(obj)
+        else:  # the common case for a user's own grants: exact datasets only
+            cell = own.exact.get(obj)
+            own_cells = [] if cell is None else [cell]
+        route = self._routes.get(sub)
+        if route is None:
+            route = self._route(sub)
+        if route is _NO_LINKS:  # g(x, x) holds for any x, linked or not
+            return own_cells, ()
+        if isinstance(route, str):
+            key = (route, obj, act)
+            shared = self._group_memo.get(key)
+            if shared is None:
+                shared = self._group_candidates(route, obj, act, by_sub)
+            return own_cells, shared
+        return [], tuple(
+            (cell, via[1:])
+            for principal, via in self._ancestors(sub)
+            if (bucket := by_sub.get(principal)) is not None
+            for cell in bucket.cells(obj)
+        )
+
+    def _route(self, sub: str) -> str | _Route:
+        """How `sub`'s search goes: its single parent group (shared), or a marker."""
+        parents = self._parents.get(sub)
+        if parents is None:
+            return _NO_LINKS
+        route: str | _Route = _GENERIC
+        if len(parents) == 1:
+            _closure, members = self._closure(parents[0])
+            if sub not in members:  # no cycle back to sub: the group's search is sub's
+                route = parents[0]
+        self._routes[sub] = route
+        return route
+
+    def _group_candidates(
+        self, group: str, obj: str, act: str, by_sub: dict[str, _Bucket]
+    ) -> _Candidates:
+        """The cells `group`'s search contributes to a member's request (memoised)."""
+        found = tuple(
+            (cell, via)
+            for principal, via in self._closure(group)[0]
+            if (bucket := by_sub.get(principal)) is not None
+            for cell in bucket.cells(obj)
+        )
+        if len(self._group_memo) >= GROUP_MEMO_LIMIT:
+            self._group_memo.clear()
+        self._group_memo[(group, obj, act)] = found
         return found
+
+    def _closure(self, group: str) -> tuple[_Ancestors, frozenset[str]]:
+        """What `group` reaches as the parent of a member: one level less than from itself."""
+        memo = self._closure_memo.get(group)
+        if memo is None:
+            paths = self._search(group, CASBIN_MAX_HIERARCHY_LEVEL - 1)
+            memo = (paths, frozenset(principal for principal, _via in paths))
+            self._closure_memo[group] = memo
+        return memo
 
     def _reaches(self, sub: str, target: str) -> bool:
         return any(principal == target for principal, _via in self._ancestors(sub))
@@ -282,15 +390,15 @@ class DecisionIndex:
             return ((sub, (sub,)),)  # g(x, x) holds for any x, linked or not
         memo = self._ancestor_memo.get(sub)
         if memo is None:
-            memo = self._search(sub)
+            memo = self._search(sub, CASBIN_MAX_HIERARCHY_LEVEL)
             self._ancestor_memo[sub] = memo
         return memo
 
-    def _search(self, sub: str) -> _Ancestors:
-        """Breadth-first, like RoleManager._has_link: levels 1..CASBIN_MAX_HIERARCHY_LEVEL."""
+    def _search(self, sub: str, levels: int) -> _Ancestors:
+        """Breadth-first, like RoleManager._has_link: levels 1..`levels` (`sub` is level 1)."""
         paths: dict[str, tuple[str, ...]] = {sub: (sub,)}
         frontier = [sub]
-        for _level in range(CASBIN_MAX_HIERARCHY_LEVEL - 1):
+        for _level in range(levels - 1):
             next_frontier: list[str] = []
             for member in frontier:
                 for group in self._parents.get(member, ()):

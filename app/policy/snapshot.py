@@ -8,6 +8,7 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,8 +38,7 @@ def to_rule(grant: Grant | GrantRead) -> Rule:
     )
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     allowed: bool
     code: str
     grant_id: int | None

@@ -1,0 +1,719 @@
+"""The access log's hot-path storage: one group commit per call, on the driver directly.
+
+Each call is one transaction that takes the chain head's lock, reads the policy version (and,
+when it moved, which of the batch's tokens are still live), decides and chains the batch
+(:func:`app.accesslog.batch.build_batch`), appends it and commits. Only after the commit does
+the writer answer the checks it holds.
+
+The ORM and the async session cost a thread hop or a greenlet switch per statement; on the hot
+path that overhead, not the database, bounded throughput. So:
+
+* SQLite: a dedicated stdlib ``sqlite3`` connection (WAL, ``synchronous=FULL``, like every other
+  connection of the service): the statements run on the event loop, the ``COMMIT`` (fsync) in a
+  dedicated thread (see `SqliteLogStore`). ``BEGIN IMMEDIATE`` takes the write lock, which
+  serialises writers across processes.
+* PostgreSQL: a dedicated asyncpg connection; ``SELECT ... FOR UPDATE`` on the head row
+  serialises writers, the entries go in with one pipelined ``executemany``.
+
+The SQL writes exactly what the models in ``app.accesslog.models`` and ``app.alerts.models``
+describe, in the formats SQLAlchemy uses for them (SQLite datetimes as
+``YYYY-MM-DD HH:MM:SS.ffffff`` UTC text, JSON as text), so every reader keeps using the ORM.
+If the policy version in the transaction is newer than the snapshot the writer passed, nothing
+is written and `StalePolicy` tells the writer to rebuild its snapshot first.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.engine import make_url
+
+from app.accesslog.batch import Batch, Submission, build_batch
+from app.alerts.service import AlertEvent
+from app.config import Settings
+from app.policy.snapshot import PolicySnapshot
+
+logger = logging.getLogger("aclaudit.accesslog")
+
+ENTRY_COLUMNS = (
+    "id",
+    "decision_id",
+    "at",
+    "principal",
+    "dataset",
+    "action",
+    "purpose",
+    "decision",
+    "reason",
+    "out_of_audience",
+    "data_subjects",
+    "request_id",
+    "caller",
+    "policy_version",
+    "prev_hash",
+    "hash",
+)
+ALERT_COLUMNS = (
+    "id",
+    "type",
+    "severity",
+    "at",
+    "summary",
+    "dataset",
+    "finding_id",
+    "access_log_id",
+)
+
+
+# Takes the alert feed's lock (PostgreSQL row lock; SQLite's write lock is already held) and
+# reserves `count` ids, returning the last of them.
+ADVANCE_ALERTS = "UPDATE alert_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id"
+
+
+@dataclass(frozen=True)
+class Written:
+    batch: Batch
+    version: int  # the policy version the batch was decided at
+    live_tokens: set[str] | None  # the batch's tokens re-read at `version`, if they were
+    # Resolves when the commit is durable (fails if it cannot be made so); None: it already is.
+    durable: "asyncio.Future[None] | None" = None
+
+
+class LogStoreFailed(Exception):
+    """The store can no longer make entries durable (a failed fsync); it refuses every batch."""
+
+
+@dataclass(frozen=True)
+class StalePolicy:
+    """The database's policy version is newer than the snapshot: nothing was written."""
+
+    version: int
+
+
+class LogStore(Protocol):
+    async def write(
+        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    ) -> Written | StalePolicy: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Chaining:
+    checkpoint_every: int
+    checkpoint_key: bytes | None
+
+    def build(
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        live: set[str] | None,
+        head: tuple[int, str],
+    ) -> Batch:
+        now = time.time()
+        at = datetime.fromtimestamp(now, UTC)
+        return build_batch(
+            submissions,
+            snapshot,
+            live,
+            head,
+            now,
+            at,
+            self.checkpoint_every,
+            self.checkpoint_key,
+        )
+
+
+def _token_hashes(submissions: Sequence[Submission]) -> list[str]:
+    return sorted({s.token_hash for s in submissions if s.token_hash is not None})
+
+
+def _placeholders(columns: Sequence[str], style: str) -> str:
+    if style == "qmark":
+        marks = ", ".join("?" for _ in columns)
+    else:
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    return f"({', '.join(columns)}) VALUES ({marks})"
+
+
+def _alert_rows(alerts: list[AlertEvent], first_id: int, at: Any) -> list[tuple[Any, ...]]:
+    return [
+        (
+            first_id + n,
+            a.type.value,
+            a.severity,
+            at,
+            a.summary,
+            a.dataset,
+            a.finding_id,
+            a.access_log_id,
+        )
+        for n, a in enumerate(alerts)
+    ]
+
+
+# -- SQLite ----------------------------------------------------------------------------------
+
+
+def _log_checkpoint_failure(future: "asyncio.Future[None]") -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("access-log WAL checkpoint failed: %r", future.exception())
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """SQLAlchemy's SQLite storage format for a (UTC) datetime."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class SqliteLogStore:
+    """A dedicated connection; statements and ``COMMIT`` on the event loop, fsync in a thread.
+
+    Durability: in WAL mode, ``synchronous=FULL`` makes SQLite fsync the WAL inside every
+    ``COMMIT``, while the write lock is held, so no other batch can commit during that fsync.
+    This store instead commits with ``synchronous=NORMAL`` (the frames are written to the WAL,
+    not yet synced) and answers a batch's checks only after an ``fsync`` of the WAL file that
+    *started after* that commit returned (`durable`). An fsync covers every frame written before
+    it, so one fsync makes all the batches committed meanwhile durable, and the next batch
+    commits while the previous one's fsync runs: group commit across transactions. What is
+    answered is exactly as durable as with ``FULL``; what is lost in a power cut is only a
+    suffix of unanswered batches (the WAL is replayed up to its last complete, checksummed
+    commit), and the chain head is in the same transactions, so the chain stays intact. If an
+    fsync fails, the store fails closed: every batch not yet answered, and every later one, is
+    answered 503 deny until the process restarts.
+    Checkpoints sync the WAL before copying it, so a checkpoint (or a WAL restart after one)
+    between a commit and its fsync cannot lose that commit. Automatic checkpoints are off on
+    this connection (they would fsync on the loop); a thread of its own checkpoints every
+    `CHECKPOINT_COMMITS` commits. A database not in WAL mode keeps ``synchronous=FULL``.
+
+    Between batches the connection's busy timeout is 0, so ``BEGIN IMMEDIATE`` on the loop
+    either gets the write lock at once or fails at once; when another connection (another
+    worker, an admin request) holds it, the transaction runs in a thread instead, where waiting
+    for the lock blocks nothing else. Keeping the statements on the loop thread avoids a GIL
+    hand-over per statement.
+    """
+
+    INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "qmark")
+    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "qmark")
+    # BEGIN IMMEDIATE already holds the write lock, so this read is the committed head.
+    READ_HEAD = (
+        "SELECT p.version, h.last_id, h.last_hash FROM policy_state p, access_log_head h "
+        "WHERE p.id = 1 AND h.id = 1"
+    )
+    # Automatic checkpoints are off on the connection; one runs after this many commits.
+    CHECKPOINT_COMMITS = 200
+
+    def __init__(self, path: str, timeout: float, chaining: _Chaining) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._chaining = chaining
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
+        self._sync_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-fsync")
+        self._checkpoint_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-ckpt")
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._checkpointed = 0
+        self._conn: sqlite3.Connection | None = None
+        self._is_wal = False
+        self._wal_fd: int | None = None
+        self._checkpointer: sqlite3.Connection | None = None
+        self._failed: Exception | None = None
+        self._committed = 0  # commits made so far (a sequence number)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_wake: asyncio.Event | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        self._is_wal = str(mode).lower() == "wal"
+        if self._is_wal:
+            # Durable before the answer all the same: see the class docstring.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+        else:
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    async def write(
+        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    ) -> Written | StalePolicy:
+        loop = asyncio.get_running_loop()
+        if self._failed is not None:
+            raise LogStoreFailed("the access log could not be synced to disk") from self._failed
+        conn = self._conn
+        if conn is None:
+            result = await loop.run_in_executor(
+                self._executor, self._write, submissions, snapshot, tokens_version
+            )
+        else:
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 between batches
+            except sqlite3.OperationalError:
+                result = await loop.run_in_executor(
+                    self._executor, self._write, submissions, snapshot, tokens_version
+                )
+            else:
+                result = self._finish(conn, submissions, snapshot, tokens_version)
+        if isinstance(result, StalePolicy):
+            return result
+        return Written(result.batch, result.version, result.live_tokens, self._durable(loop))
+
+    def _write(
+        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    ) -> Written | StalePolicy:
+        """The transaction in the thread, waiting for the write lock as long as needed."""
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+        return self._finish(conn, submissions, snapshot, tokens_version)
+
+    def _finish(
+        self,
+        conn: sqlite3.Connection,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+    ) -> Written | StalePolicy:
+        try:
+            result = self._append(conn, submissions, snapshot, tokens_version)
+            conn.execute("ROLLBACK" if isinstance(result, StalePolicy) else "COMMIT")
+            return result
+        except BaseException:
+            try:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._reset()
+            raise
+
+    def _reset(self) -> None:
+        """Drop the connection (and the WAL handle); the next batch opens fresh ones."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+    ) -> Written | StalePolicy:
+        version, last_id, last_hash = conn.execute(self.READ_HEAD).fetchone()
+        if version > snapshot.version:
+            return StalePolicy(version)
+        live: set[str] | None = None
+        if version != tokens_version:
+            hashes = _token_hashes(submissions)
+            live = set()
+            if hashes:
+                marks = ", ".join("?" for _ in hashes)
+                rows = conn.execute(
+                    "SELECT token_hash FROM api_tokens WHERE revoked_at IS NULL "
+                    f"AND token_hash IN ({marks})",
+                    hashes,
+                )
+                live = {row[0] for row in rows}
+        batch = self._chaining.build(submissions, snapshot, live, (last_id, last_hash))
+        if batch.entries:
+            at = sqlite_datetime(batch.entries[0]["at"])
+            dumps = json.dumps
+            conn.executemany(
+                self.INSERT_ENTRY,
+                [
+                    (
+                        e["id"],
+                        e["decision_id"],
+                        at,
+                        e["principal"],
+                        e["dataset"],
+                        e["action"],
+                        e["purpose"],
+                        e["decision"],
+                        dumps(e["reason"]),
+                        e["out_of_audience"],
+                        dumps(e["data_subjects"]),
+                        e["request_id"],
+                        e["caller"],
+                        e["policy_version"],
+                        e["prev_hash"],
+                        e["hash"],
+                    )
+                    for e in batch.entries
+                ],
+            )
+            if batch.subjects:
+                conn.executemany(
+                    "INSERT INTO access_log_subjects (subject, entry_id) VALUES (?, ?)",
+                    batch.subjects,
+                )
+            conn.execute(
+                "UPDATE access_log_head SET last_id = ?, last_hash = ? WHERE id = 1", batch.head
+            )
+            if batch.checkpoint is not None:
+                c = batch.checkpoint
+                conn.execute(
+                    "INSERT INTO access_log_checkpoints (entry_id, head_hash, at, signature) "
+                    "VALUES (?, ?, ?, ?)",
+                    (c["entry_id"], c["head_hash"], sqlite_datetime(c["at"]), c["signature"]),
+                )
+            if batch.alerts:
+                count = len(batch.alerts)
+                (last,) = conn.execute(ADVANCE_ALERTS, (count,)).fetchone()
+                conn.executemany(self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at))
+        return Written(batch, version, live)
+
+    # -- durability ---------------------------------------------------------------------------
+
+    def _durable(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Resolves once an fsync that began after the latest commit has finished."""
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._is_wal:  # synchronous=FULL: COMMIT itself synced
+            done.set_result(None)
+            return done
+        if self._failed is not None:
+            done.set_exception(LogStoreFailed("the access log could not be synced to disk"))
+            return done
+        self._committed += 1
+        self._waiters.append((self._committed, done))
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_wake = asyncio.Event()
+            self._sync_task = loop.create_task(self._sync_loop(), name="access-log-fsync")
+        assert self._sync_wake is not None
+        self._sync_wake.set()
+        return done
+
+    async def _sync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._sync_wake
+        assert wake is not None
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._waiters:
+                covered = self._committed  # every commit so far has returned
+                try:
+                    await loop.run_in_executor(self._sync_executor, self._fsync)
+                except Exception as exc:
+                    # After a failed fsync the kernel may have dropped the unsynced pages, and
+                    # a later fsync could succeed without them: nothing written since can be
+                    # trusted to be durable. Fail closed, as PostgreSQL does: every waiting
+                    # and every later batch is answered 503 deny until the process restarts.
+                    logger.critical("fsync of the access log failed; refusing checks: %r", exc)
+                    self._failed = exc
+                    self._settle(self._committed, exc)
+                    return
+                self._settle(covered, None)
+                self._maybe_checkpoint(loop)
+
+    def _settle(self, covered: int, error: Exception | None) -> None:
+        ready = [f for seq, f in self._waiters if seq <= covered]
+        self._waiters = [(seq, f) for seq, f in self._waiters if seq > covered]
+        for future in ready:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def _fsync(self) -> None:
+        """Sync the WAL file (from the fsync thread)."""
+        wal = self._path + "-wal"
+        try:
+            inode = os.stat(wal).st_ino
+        except FileNotFoundError:
+            # No WAL: the last connection closed, and closing checkpoints the WAL into the
+            # database (syncing it) before removing the file. Nothing is left to sync.
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+            return
+        if self._wal_fd is not None and os.fstat(self._wal_fd).st_ino != inode:
+            # A new WAL file (every connection had closed, so the old one was checkpointed
+            # into the database and removed): sync the file the commits went to.
+            os.close(self._wal_fd)
+            self._wal_fd = None
+        if self._wal_fd is None:
+            # Kept open: SQLite takes no POSIX locks on the -wal file, and closing a
+            # descriptor would drop any this process held on it.
+            self._wal_fd = os.open(wal, os.O_RDONLY)
+        os.fdatasync(self._wal_fd)
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database (from the checkpoint thread), without blocking writers.
+
+        A checkpoint syncs the WAL before copying and the database after, so it never makes a
+        committed batch less durable; a later writer then restarts the WAL from its start.
+        """
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._committed - self._checkpointed < self.CHECKPOINT_COMMITS:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._checkpointed = self._committed
+        self._checkpointing = loop.run_in_executor(self._checkpoint_executor, self._checkpoint)
+        self._checkpointing.add_done_callback(_log_checkpoint_failure)
+
+    async def close(self) -> None:
+        # The writer has drained: let the last fsyncs settle their batches.
+        await asyncio.gather(*(f for _seq, f in self._waiters), return_exceptions=True)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+
+        def _close() -> None:
+            self._reset()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._sync_executor, _close)
+        self._executor.shutdown(wait=True)
+        self._sync_executor.shutdown(wait=True)
+        self._checkpoint_executor.shutdown(wait=True)
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------
+
+
+class PostgresLogStore:
+    """The transaction on a dedicated asyncpg connection, reconnected after any failure.
+
+    Durability, as for SQLite (see `SqliteLogStore`), without holding the head's lock through
+    the WAL flush: the connection commits with ``synchronous_commit = off``, which releases the
+    lock as soon as the commit record is written, and a batch is answered only after a
+    *barrier* has committed on a second connection with the server's own ``synchronous_commit``
+    (``on`` by default): a transaction that takes a transaction id and commits, which returns
+    only once the WAL is flushed up to its commit record, and so past the commit records of
+    every batch committed before the barrier began. The next batch commits while the previous
+    one's barrier waits for the flush, and PostgreSQL folds concurrent flushes into one. If the
+    barrier fails, the batches it covered are answered 503 deny (PostgreSQL itself stops on a
+    failed WAL fsync, so later barriers can be trusted).
+    """
+
+    INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "numeric")
+    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "numeric")
+    LOCK_HEAD = (
+        "SELECT h.last_id, h.last_hash, p.version FROM access_log_head h, policy_state p "
+        "WHERE h.id = 1 AND p.id = 1 FOR UPDATE OF h"
+    )
+
+    def __init__(self, dsn: str, timeout: float, chaining: _Chaining) -> None:
+        self._dsn = dsn
+        self._timeout = timeout
+        self._chaining = chaining
+        self._conn: Any = None  # asyncpg.Connection (asyncpg ships no type hints)
+        self._barrier_conn: Any = None
+        self._committed = 0  # commits made so far (a sequence number)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_wake: asyncio.Event | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+
+    async def _connection(self) -> Any:
+        import asyncpg
+
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+            # Durable before the answer all the same: see the class docstring.
+            await conn.execute("SET synchronous_commit = off")
+            self._conn = conn
+        return self._conn
+
+    def _durable(self) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._committed += 1
+        self._waiters.append((self._committed, done))
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_wake = asyncio.Event()
+            self._sync_task = loop.create_task(self._sync_loop(), name="access-log-flush")
+        assert self._sync_wake is not None
+        self._sync_wake.set()
+        return done
+
+    async def _sync_loop(self) -> None:
+        wake = self._sync_wake
+        assert wake is not None
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._waiters:
+                covered = self._committed  # every commit so far has returned
+                try:
+                    await self._barrier()
+                except Exception as exc:
+                    logger.error("access-log WAL flush barrier failed: %r", exc)
+                    if self._barrier_conn is not None:
+                        self._barrier_conn.terminate()
+                        self._barrier_conn = None
+                    self._settle(covered, exc)
+                    continue
+                self._settle(covered, None)
+
+    async def _barrier(self) -> None:
+        import asyncpg
+
+        if self._barrier_conn is None or self._barrier_conn.is_closed():
+            self._barrier_conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
+        # One round trip (simple protocol); the xid makes COMMIT write a record and wait for the
+        # WAL flush through it.
+        await self._barrier_conn.execute("BEGIN; SELECT txid_current(); COMMIT")
+
+    def _settle(self, covered: int, error: Exception | None) -> None:
+        ready = [f for seq, f in self._waiters if seq <= covered]
+        self._waiters = [(seq, f) for seq, f in self._waiters if seq > covered]
+        for future in ready:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    async def write(
+        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    ) -> Written | StalePolicy:
+        conn = await self._connection()
+        try:
+            result = await self._write(conn, submissions, snapshot, tokens_version)
+        except BaseException:
+            self._conn = None  # whatever state it is in, the next batch gets a fresh one
+            conn.terminate()
+            raise
+        if isinstance(result, StalePolicy):
+            return result
+        return Written(result.batch, result.version, result.live_tokens, self._durable())
+
+    async def _write(
+        self,
+        conn: Any,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+    ) -> Written | StalePolicy:
+        await conn.execute("BEGIN")
+        # The statement's snapshot is taken after the batch was queued, so the version it reads
+        # includes every policy change whose response was sent before any of these checks.
+        last_id, last_hash, version = await conn.fetchrow(self.LOCK_HEAD)
+        if version > snapshot.version:
+            await conn.execute("ROLLBACK")
+            return StalePolicy(version)
+        live: set[str] | None = None
+        if version != tokens_version:
+            hashes = _token_hashes(submissions)
+            rows = await conn.fetch(
+                "SELECT token_hash FROM api_tokens "
+                "WHERE revoked_at IS NULL AND token_hash = ANY($1::text[])",
+                hashes,
+            )
+            live = {row[0] for row in rows}
+        batch = self._chaining.build(submissions, snapshot, live, (last_id, last_hash))
+        if batch.entries:
+            dumps = json.dumps
+            await conn.executemany(
+                self.INSERT_ENTRY,
+                [
+                    (
+                        e["id"],
+                        e["decision_id"],
+                        e["at"],
+                        e["principal"],
+                        e["dataset"],
+                        e["action"],
+                        e["purpose"],
+                        e["decision"],
+                        dumps(e["reason"]),
+                        e["out_of_audience"],
+                        dumps(e["data_subjects"]),
+                        e["request_id"],
+                        e["caller"],
+                        e["policy_version"],
+                        e["prev_hash"],
+                        e["hash"],
+                    )
+                    for e in batch.entries
+                ],
+            )
+            if batch.subjects:
+                await conn.executemany(
+                    "INSERT INTO access_log_subjects (subject, entry_id) VALUES ($1, $2)",
+                    batch.subjects,
+                )
+            await conn.execute(
+                "UPDATE access_log_head SET last_id = $1, last_hash = $2 WHERE id = 1",
+                *batch.head,
+            )
+            if batch.checkpoint is not None:
+                c = batch.checkpoint
+                await conn.execute(
+                    "INSERT INTO access_log_checkpoints (entry_id, head_hash, at, signature) "
+                    "VALUES ($1, $2, $3, $4)",
+                    c["entry_id"],
+                    c["head_hash"],
+                    c["at"],
+                    c["signature"],
+                )
+            if batch.alerts:
+                count = len(batch.alerts)
+                last = await conn.fetchval(ADVANCE_ALERTS.replace("?", "$1"), count)
+                at = batch.entries[0]["at"]
+                await conn.executemany(
+                    self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at)
+                )
+        await conn.execute("COMMIT")
+        return Written(batch, version, live)
+
+    async def close(self) -> None:
+        # The writer has drained: let the last barriers settle their batches.
+        await asyncio.gather(*(f for _seq, f in self._waiters), return_exceptions=True)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        for conn in (self._conn, self._barrier_conn):
+            if conn is not None and not conn.is_closed():
+                await conn.close(timeout=self._timeout)
+        self._conn = self._barrier_conn = None
+
+
+def open_store(settings: Settings) -> LogStore:
+    chaining = _Chaining(
+        settings.checkpoint_every,
+        settings.checkpoint_key.get_secret_value().encode() if settings.checkpoint_key else None,
+    )
+    url = make_url(settings.database_url)
+    if settings.is_sqlite:
+        if not url.database or url.database == ":memory:":
+            raise ValueError("the access log needs a SQLite database file, not :memory:")
+        return SqliteLogStore(url.database, settings.database_timeout, chaining)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresLogStore(dsn, settings.database_timeout, chaining)

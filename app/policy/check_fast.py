@@ -1,0 +1,183 @@
+"""``POST /v1/check`` without the framework's per-request machinery, for the common case.
+
+`check_router.check` is the endpoint as documented (OpenAPI, validation, problem documents) and
+it still answers every request this module does not. This module answers, as plain ASGI, only
+the requests whose outcome cannot depend on the framework:
+
+* exactly one ``Authorization: Bearer`` header whose token is in the process's token cache with
+  the ``check`` scope (the cache is filled by the documented route's first lookup and revalidated
+  by the access-log writer on every policy-version change, exactly as for the route);
+* a JSON content type and a body that ``CheckRequest`` accepts (the same pydantic model).
+
+Anything else (no or unknown token, missing scope, invalid body, another content type) is
+handed, with the body already read, to the full application, so every 401, 403 and 422 problem
+document is the framework's own. What the fast path answers is the same as the route's answer:
+the decision is recorded by the same group-commit writer, committed and durable before the
+first byte is sent; a log failure is a 503 ``decision: "deny"`` problem and a token revoked
+under the batch a 401, with the headers `app.errors.problem_headers` gives every `AppError`.
+"""
+
+import json
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.accesslog.writer import (
+    AccessLogWriter,
+    LogUnavailable,
+    Recorded,
+    Submission,
+    TokenRevoked,
+)
+from app.auth import service as auth_service
+from app.auth.scopes import Scope as TokenScope
+from app.auth.token_cache import TokenCache
+from app.errors import AppError, CheckUnavailable, Unauthenticated, problem_headers
+from app.operations.metrics import Metrics
+from app.policy.check_router import NOT_RECORDED, to_input
+from app.policy.check_schemas import CheckRequest
+
+logger = logging.getLogger("aclaudit.check")
+
+CHECK_PATH = "/v1/check"
+JSON_TYPES = (b"application/json",)
+
+
+def is_fast_path(scope: Scope) -> bool:
+    return bool(
+        scope["type"] == "http" and scope["path"] == CHECK_PATH and scope["method"] == "POST"
+    )
+
+
+class CheckFastPath:
+    """Middleware answering what `serve_check` can; the innermost one, so the request id,
+    access line and latency (`app.operations.middleware.RequestContext`) cover checks too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if is_fast_path(scope):
+            await serve_check(scope["app"].state, scope, receive, send, self.app)
+        else:
+            await self.app(scope, receive, send)
+
+
+def result_document(recorded: Recorded) -> dict[str, Any]:
+    """`CheckResult` as a dict, fields in the model's order."""
+    entry = recorded.entry
+    return {
+        "decision": entry["decision"],
+        "allowed": entry["decision"] == "allow",
+        "decision_id": entry["decision_id"],
+        "access_log_id": entry["id"],
+        "reason": entry["reason"],
+        "out_of_audience": entry["out_of_audience"],
+        "policy_version": entry["policy_version"],
+    }
+
+
+# As starlette's JSONResponse renders it (json.dumps with these arguments, one encoder).
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return _JSON.encode(document).encode("utf-8")
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, media_type: bytes, headers: dict[str, str]
+) -> None:
+    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", media_type)]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_problem(send: Send, error: AppError) -> None:
+    body = _encode(error.to_problem())
+    await _respond(send, error.status, body, b"application/problem+json", problem_headers(error))
+
+
+def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
+    """(token, is the content type JSON); the token is None unless the request is plain."""
+    authorization: list[bytes] = []
+    content_type = b""
+    for name, value in headers:
+        if name == b"authorization":
+            authorization.append(value)
+        elif name == b"content-type":
+            content_type = value
+    is_json = content_type.split(b";", 1)[0].strip().lower() in JSON_TYPES
+    if len(authorization) != 1:
+        return None, is_json
+    scheme, _, token = authorization[0].decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None, is_json
+    return token, is_json
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client went away first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def serve_check(
+    state: Any, scope: Scope, receive: Receive, send: Send, application: ASGIApp
+) -> None:
+    """Answer ``POST /v1/check``; `application` (the full app) answers what this does not."""
+    body = await _read_body(receive)
+    if body is None:
+        return
+    token, is_json = _bearer_token(scope["headers"])
+    cache: TokenCache | None = getattr(state, "token_cache", None)
+    writer: AccessLogWriter | None = getattr(state, "log_writer", None)
+    caller = None
+    token_hash = ""
+    if token is not None and is_json and cache is not None and writer is not None:
+        token_hash = auth_service.hash_token(token)
+        caller = cache.peek(token_hash)
+    if caller is None or writer is None or not caller.has_scope(TokenScope.check):
+        await application(scope, _replaying(body, receive), send)
+        return
+    try:
+        check = CheckRequest.model_validate_json(body)
+    except ValidationError:
+        await application(scope, _replaying(body, receive), send)
+        return
+    submission = Submission([to_input(check)], caller.name, token_hash)
+    metrics: Metrics = state.metrics
+    try:
+        recorded = await writer.submit(submission)
+    except TokenRevoked:
+        await _respond_problem(send, Unauthenticated("the token is unknown or revoked"))
+        return
+    except LogUnavailable:
+        metrics.count_unrecorded(1)
+        await _respond_problem(send, CheckUnavailable(NOT_RECORDED))
+        return
+    metrics.count_recorded([recorded[0].entry["decision"]])
+    await _respond(send, 200, _encode(result_document(recorded[0])), b"application/json", {})

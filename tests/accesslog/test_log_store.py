@@ -1,0 +1,127 @@
+"""The access-log stores: a held write lock delays a check, never loses it; an answer waits for
+the fsync that makes its entry durable, and a failed fsync fails closed."""
+
+import asyncio
+import errno
+import os
+import sqlite3
+import threading
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.policy.test_check import check_body, seed
+
+
+async def test_check_waits_for_a_write_lock_held_elsewhere(client, tokens, admin, settings):
+    if not settings.is_sqlite:
+        pytest.skip("SQLite's write lock; PostgreSQL's head row lock is covered by the e2e tests")
+    await seed(client, admin)
+    first = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert first.status_code == 200
+    path = make_url(settings.database_url).database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker's transaction, say
+    try:
+        pending = asyncio.create_task(
+            client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+        )
+        await asyncio.sleep(0.3)
+        assert not pending.done()  # waiting for the lock, not answered without its entry
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    r = await pending
+    assert r.status_code == 200 and r.json()["access_log_id"] == first.json()["access_log_id"] + 1
+    verify = (await client.get("/v1/access-log/verify", headers=admin)).json()
+    assert verify["ok"] is True and verify["entries"] == 2
+
+
+def sqlite_only(settings) -> None:
+    if not settings.is_sqlite:
+        pytest.skip("the SQLite store's own fsync of the WAL")
+
+
+async def test_answer_waits_for_the_fsync_that_covers_its_commit(
+    client, tokens, admin, settings, monkeypatch
+):
+    sqlite_only(settings)
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+    synced = threading.Event()
+    real_fdatasync = os.fdatasync
+
+    def held_fdatasync(fd: int) -> None:
+        synced.wait(5)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", held_fdatasync)
+    pending = asyncio.create_task(
+        client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    )
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # committed, but not answered before the WAL is synced
+    synced.set()
+    assert (await pending).status_code == 200
+
+
+async def test_failed_fsync_answers_503_deny_and_refuses_until_restart(
+    client, tokens, admin, settings, monkeypatch
+):
+    sqlite_only(settings)
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+
+    def failing_fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["decision"] == "deny"
+    monkeypatch.undo()
+    # A failed fsync may have dropped pages a later fsync would not bring back: fail closed.
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["allowed"] is False
+
+
+async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_without_it(
+    client, tokens, admin, settings, monkeypatch
+):
+    if settings.is_sqlite:
+        pytest.skip("PostgreSQL's synchronous-commit barrier")
+    from app.accesslog.log_store import PostgresLogStore
+
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+    flushed = asyncio.Event()
+    real_barrier = PostgresLogStore._barrier
+
+    async def held_barrier(self: PostgresLogStore) -> None:
+        await flushed.wait()
+        await real_barrier(self)
+
+    monkeypatch.setattr(PostgresLogStore, "_barrier", held_barrier)
+    pending = asyncio.create_task(
+        client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    )
+    await asyncio.sleep(0.3)
+    assert not pending.done()  # committed, but not answered before the WAL is flushed
+    flushed.set()
+    assert (await pending).status_code == 200
+
+    async def failing_barrier(self: PostgresLogStore) -> None:
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(PostgresLogStore, "_barrier", failing_barrier)
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["decision"] == "deny"
+    monkeypatch.undo()
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 200  # the server's own fsync is trusted again once a barrier holds
