@@ -242,6 +242,16 @@ class Directory:
             self.register(principal)
 
     @property
+    def children_map(self) -> Mapping[str, Iterable[str]]:
+        """Group -> its direct members, read-only (the g links as the API stores them)."""
+        return MappingProxyType(self._child_table.data)
+
+    @property
+    def parents_map(self) -> Mapping[str, Iterable[str]]:
+        """Member -> the groups it directly belongs to, read-only."""
+        return MappingProxyType(self._parent_table.data)
+
+    @property
     def _parents(self) -> dict[str, dict[str, None]]:
         return self._parent_table.data
 
@@ -392,6 +402,14 @@ class Directory:
         The same breadth-first search as `DecisionIndex.ancestors` (identical answers).
         """
         return dict(self._ancestors(principal))
+
+    def path(self, principal: str, target: str) -> Path | None:
+        """`ancestors(principal).get(target)` without building the dict: a shortest membership
+        path from `principal` to `target` (``(principal,)`` when they are the same), or None."""
+        for node, path in self._ancestors(principal):
+            if node == target:
+                return path
+        return None
 
     def _ancestors(self, principal: str) -> tuple[tuple[str, Path], ...]:
         if principal not in self._parents:

@@ -1,6 +1,8 @@
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import AccessLogEntry
@@ -12,6 +14,73 @@ async def active_for(session: AsyncSession, dataset_ids: Sequence[str]) -> Seque
     query = select(Finding).where(
         Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted"))
     )
+    return (await session.execute(query)).scalars().all()
+
+
+# Findings are written in bulk (a full scan opens hundreds of thousands): Core statements on plain
+# dicts, not ORM objects. Statements are chunked to stay well inside SQLite's parameter limit.
+CHUNK = 2_000
+ACTIVE = ("open", "accepted")
+TABLE: Table = Finding.__table__  # type: ignore[assignment]
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def active_rows(
+    session: AsyncSession,
+    dataset_ids: Sequence[str] | None,
+    grant_ids: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """Open and accepted findings as dicts of every column: of these datasets (every dataset
+    when None), and of these grants only when `grant_ids` is given."""
+    table = TABLE
+    query = select(table).where(table.c.status.in_(ACTIVE))
+    if grant_ids is not None:
+        if not grant_ids:
+            return []
+        query = query.where(table.c.grant_id.in_(sorted(set(grant_ids))))
+    if dataset_ids is None:
+        return [dict(row) for row in (await session.execute(query)).mappings()]
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(sorted(set(dataset_ids))):
+        rows = await session.execute(query.where(table.c.dataset.in_(chunk)))
+        found.extend(dict(row) for row in rows.mappings())
+    return found
+
+
+async def insert_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert findings; their ids, in the order of `rows`."""
+    ids: list[int] = []
+    table = TABLE
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    for chunk in _chunks(rows):
+        ids.extend((await session.execute(statement, list(chunk))).scalars())
+    return ids
+
+
+async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Update findings by id; every dict has the same keys (``id`` and the columns to set)."""
+    if rows:
+        for chunk in _chunks(rows):
+            await session.execute(update(Finding), list(chunk))
+
+
+async def resolve(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
+    for chunk in _chunks(ids):
+        await session.execute(
+            update(Finding)
+            .where(Finding.id.in_(chunk))
+            .values(status="resolved", resolved_at=at, updated_at=at),
+            execution_options={"synchronize_session": False},
+        )
+
+
+async def lapsed_acceptances(session: AsyncSession, now: datetime) -> Sequence[Finding]:
+    """Accepted findings whose ``until`` has passed."""
+    query = select(Finding).where(Finding.status == "accepted", Finding.until <= now)
     return (await session.execute(query)).scalars().all()
 
 

@@ -8,8 +8,8 @@ rolled back) unless the caller accepts the exposure.
 
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -47,6 +47,7 @@ from app.exposure.schemas import (
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy import version as policy_version
+from app.policy.decision_index import Rule
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
 from app.policy.snapshot import to_rule
 
@@ -194,6 +195,22 @@ def _paths(
     return out
 
 
+def _sample_paths(
+    view: PolicyView, subjects: tuple[str, ...], sample: list[str]
+) -> list[dict[str, Any]]:
+    """A shortest path from each of the first sampled principals to the grant's subject: what
+    `_paths` finds, by looking the subject up instead of scanning the dataset's allows."""
+    directory = view.analyser.directory
+    out: list[dict[str, Any]] = []
+    for principal in sample[:PATHS]:
+        for subject in subjects:
+            via = directory.path(principal, subject)
+            if via is not None:
+                out.append({"principal": principal, "via": list(via)})
+                break
+    return out
+
+
 def affected_by_resource(view: PolicyView, resource: str) -> list[str]:
     return datasets_covered(resource, view.datasets)
 
@@ -212,93 +229,196 @@ def affected_by_membership(views: Iterable[PolicyView], group: str) -> list[str]
     return sorted(found)
 
 
-async def reconcile(
+Plan = Mapping[str, Iterable[Rule]]  # dataset id -> the allow rules whose excess may change
+
+
+def _merge(plans: Iterable[Plan]) -> dict[str, tuple[Rule, ...]]:
+    merged: dict[str, dict[Rule, None]] = {}
+    for plan in plans:
+        for dataset, rules in plan.items():
+            merged.setdefault(dataset, {}).update(dict.fromkeys(rules))
+    return {dataset: tuple(rules) for dataset, rules in merged.items()}
+
+
+@dataclass(frozen=True)
+class _Excess:
+    """Per grant id: (excess bits, count) where non-empty, and the grant's subjects."""
+
+    bits: dict[int, tuple[int, int]]
+    subjects: dict[int, tuple[str, ...]]
+
+
+def _excess_of(
+    view: PolicyView, dataset: str, rules: tuple[Rule, ...] | None, at: float
+) -> _Excess:
+    """The dataset's per-grant excess: for every live allow (`rules` None), or for `rules` only."""
+    analyser = view.analyser
+    intended = analyser.intended_bits(view.datasets[dataset].audience)
+    subjects: dict[int, tuple[str, ...]] = {}
+    bits: dict[int, tuple[int, int]] = {}
+    if rules is None:
+        exposure = analyser.exposure(dataset, READ, at, intended)
+        for rule in exposure.allow_rules:
+            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+        for rule_id, excess in exposure.by_grant.items():
+            if excess:
+                bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
+    else:
+        for rule in rules:
+            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+        for rule_id, found in analyser.grant_excess_bits(
+            rules, dataset, READ, at, intended
+        ).items():
+            if found.bits:
+                bits[int(rule_id)] = (found.bits, found.count)
+    return _Excess(bits, subjects)
+
+
+@dataclass
+class _Outcome:
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    updated: int = 0
+
+
+def _alert(row: Mapping[str, Any], kind: AlertType) -> AlertEvent:
+    verb = {
+        AlertType.finding_opened: "opened",
+        AlertType.finding_resolved: "resolved",
+        AlertType.finding_accepted: "accepted",
+        AlertType.finding_reopened: "reopened",
+    }[kind]
+    severity = str(row["severity"])
+    return AlertEvent(
+        type=kind,
+        severity=severity,
+        summary=f"{severity} finding {verb}: {row['principal']} (grant "
+        f"{row['grant_id']}) lets {row['excess_count']} principals outside the audience read "
+        f"{row['dataset']}",
+        dataset=row["dataset"],
+        finding_id=row["id"],
+    )
+
+
+def _accepting(row: dict[str, Any], accept: AcceptExposure, actor: str) -> None:
+    row.update(
+        status=FindingStatus.accepted.value,
+        accepted_by=actor,
+        reason=accept.reason,
+        until=accept.until,
+    )
+
+
+async def _reconcile(
     session: AsyncSession,
     *,
     before: PolicyView,
     after: PolicyView,
-    dataset_ids: Iterable[str],
+    targets: Mapping[str, tuple[Rule, ...] | None],
     actor: str,
-    accept: AcceptExposure | None = None,
-    guarded: bool = True,
-    now: float | None = None,
-) -> FindingChanges:
-    """Bring the findings of ``dataset_ids`` in line with ``after``.
-
-    ``before`` must be the committed state ``after`` was derived from (same leaf numbering), so
-    a finding that gains principals is recognised as widened.
-    """
-    at = time.time() if now is None else now
+    accept: AcceptExposure | None,
+    guarded: bool,
+    at: float,
+    every_dataset: bool = False,
+) -> _Outcome:
+    """Bring the findings of `targets` in line with `after`: for each dataset, those of the
+    listed grants, or of every grant (None). Only what differs is written."""
     stamp = datetime.fromtimestamp(at, UTC)
-    ids = sorted(d for d in set(dataset_ids) if d in after.datasets)
-    active: dict[tuple[str, int], Finding] = {
-        (f.dataset, f.grant_id): f for f in await repository.active_for(session, ids)
-    }
-    opened: list[Finding] = []
+    partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
+    if every_dataset:
+        rows = await repository.active_rows(session, None)
+    else:
+        whole = len(partial) < len(targets)
+        grant_ids = None if whole else sorted({g for ids in partial.values() for g in ids})
+        rows = await repository.active_rows(session, list(targets), grant_ids)
+    active: dict[tuple[str, int], dict[str, Any]] = {}
+    for loaded in rows:
+        key = (loaded["dataset"], loaded["grant_id"])
+        if key[0] in targets and (key[0] not in partial or key[1] in partial[key[0]]):
+            active[key] = loaded
+
+    outcome = _Outcome()
+    new_rows: list[dict[str, Any]] = []
+    changed_rows: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
-    for dataset_id in ids:
+    sample_of = after.analyser.directory.sample
+    for dataset_id, rules in targets.items():
         facts = after.datasets[dataset_id]
-        analyser = after.analyser
-        exposure = analyser.exposure(dataset_id, READ, at, analyser.intended_bits(facts.audience))
-        previous = None
-        for rule_id, bits in exposure.by_grant.items():
-            if not bits:
-                continue
-            grant_id = int(rule_id)
-            sample = analyser.directory.sample(bits, SAMPLE)
-            count = bits.bit_count()
-            finding = active.pop((dataset_id, grant_id), None)
+        now_excess = _excess_of(after, dataset_id, rules, at)
+        previous: dict[int, tuple[int, int]] | None = None
+        for grant_id, (bits, count) in now_excess.bits.items():
+            row = active.pop((dataset_id, grant_id), None)
+            sample = sample_of(bits, SAMPLE, count)
+            severity = severity_for(facts.sensitivity, count).value
+            subjects = now_excess.subjects[grant_id]
             widened = False
             if guarded:
-                if previous is None and dataset_id in before.datasets:
-                    before_facts = before.datasets[dataset_id]
-                    previous = before.analyser.exposure(
-                        dataset_id, READ, at, before.analyser.intended_bits(before_facts.audience)
+                if previous is None:
+                    previous = (
+                        _excess_of(before, dataset_id, rules, at).bits
+                        if dataset_id in before.datasets
+                        else {}
                     )
-                widened = bool(bits & ~(previous.by_grant.get(rule_id, 0) if previous else 0))
+                widened = bool(bits & ~previous.get(grant_id, (0, 0))[0])
                 # An acceptance covers the exposure as it was: letting more in needs a new one.
                 if widened and facts.guard == "block" and accept is None:
                     refused.append(
-                        FindingRead(
-                            id=finding.id if finding else None,
-                            dataset=dataset_id,
-                            grant_id=grant_id,
-                            principal=after.grant_subjects.get(grant_id, ""),
-                            excess_count=count,
-                            excess_sample=sample,
-                            paths=_paths(after, dataset_id, grant_id, sample, at),
-                            severity=severity_for(facts.sensitivity, count),
-                            status=FindingStatus.open,
-                            opened_at=None,
+                        FindingRead.model_validate(
+                            {
+                                "id": row["id"] if row else None,
+                                "dataset": dataset_id,
+                                "grant_id": grant_id,
+                                "principal": subjects[0],
+                                "excess_count": count,
+                                "excess_sample": sample,
+                                "paths": _sample_paths(after, subjects, sample),
+                                "severity": severity,
+                                "status": FindingStatus.open.value,
+                                "opened_at": None,
+                            }
                         )
                     )
                     continue
-            paths = [p.model_dump() for p in _paths(after, dataset_id, grant_id, sample, at)]
-            if finding is None:
-                finding = Finding(
-                    dataset=dataset_id,
-                    grant_id=grant_id,
-                    principal=after.grant_subjects.get(grant_id, ""),
-                    status=FindingStatus.open.value,
-                    opened_at=stamp,
-                )
+            paths = _sample_paths(after, subjects, sample)
+            if row is None:
+                row = {
+                    "dataset": dataset_id,
+                    "grant_id": grant_id,
+                    "principal": after.grant_subjects.get(grant_id, subjects[0]),
+                    "excess_count": count,
+                    "excess_sample": sample,
+                    "paths": paths,
+                    "severity": severity,
+                    "status": FindingStatus.open.value,
+                    "opened_at": stamp,
+                    "updated_at": stamp,
+                    "resolved_at": None,
+                    "accepted_by": None,
+                    "reason": None,
+                    "until": None,
+                }
                 if accept is not None:
-                    finding.status = FindingStatus.accepted.value
-                    finding.accepted_by = actor
-                    finding.reason = accept.reason
-                    finding.until = accept.until
-                session.add(finding)
-                opened.append(finding)
-            elif widened and accept is not None:
-                finding.status = FindingStatus.accepted.value
-                finding.accepted_by = actor
-                finding.reason = accept.reason
-                finding.until = accept.until
-            finding.excess_count = count
-            finding.excess_sample = sample
-            finding.paths = paths
-            finding.severity = severity_for(facts.sensitivity, count).value
-            finding.updated_at = stamp
+                    _accepting(row, accept, actor)
+                new_rows.append(row)
+                continue
+            is_changed = (
+                row["excess_count"] != count
+                or row["severity"] != severity
+                or row["excess_sample"] != sample
+                or row["paths"] != paths
+            )
+            if widened and accept is not None:
+                _accepting(row, accept, actor)
+                is_changed = True
+            if is_changed:
+                row.update(
+                    excess_count=count,
+                    excess_sample=sample,
+                    paths=paths,
+                    severity=severity,
+                    updated_at=stamp,
+                )
+                changed_rows.append(row)
     if refused:
         raise ExposureRefused(
             f"this change would open or widen {len(refused)} finding(s) on block-guarded datasets "
@@ -307,50 +427,100 @@ async def reconcile(
             "{reason, until} to accept the exposure knowingly",
             findings=[f.model_dump(mode="json") for f in refused],
         )
+
+    for row, finding_id in zip(
+        new_rows, await repository.insert_rows(session, new_rows), strict=True
+    ):
+        row["id"] = finding_id
+    columns = (
+        "id", "excess_count", "excess_sample", "paths", "severity", "updated_at",
+        "status", "accepted_by", "reason", "until",
+    )  # fmt: skip
+    await repository.update_rows(session, [{c: row[c] for c in columns} for row in changed_rows])
     resolved = list(active.values())
-    for finding in resolved:
-        finding.status = FindingStatus.resolved.value
-        finding.resolved_at = stamp
-        finding.updated_at = stamp
-    await session.flush()
-    changes = FindingChanges(
-        findings_opened=[to_read(f) for f in opened],
-        findings_resolved=[to_read(f) for f in resolved],
-    )
+    await repository.resolve(session, [row["id"] for row in resolved], stamp)
+    for row in resolved:
+        row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
+    outcome.opened, outcome.resolved, outcome.updated = new_rows, resolved, len(changed_rows)
     await alerts_service.emit(
         session,
         [
-            finding_alert(
-                f,
-                AlertType.finding_accepted if f.status == "accepted" else AlertType.finding_opened,
+            _alert(
+                row,
+                AlertType.finding_accepted
+                if row["status"] == FindingStatus.accepted
+                else AlertType.finding_opened,
             )
-            for f in changes.findings_opened
+            for row in new_rows
         ]
-        + [finding_alert(f, AlertType.finding_resolved) for f in changes.findings_resolved],
+        + [_alert(row, AlertType.finding_resolved) for row in resolved],
         stamp,
     )
-    return changes
+    return outcome
+
+
+async def reconcile(
+    session: AsyncSession,
+    *,
+    before: PolicyView,
+    after: PolicyView,
+    dataset_ids: Iterable[str] = (),
+    actor: str,
+    accept: AcceptExposure | None = None,
+    guarded: bool = True,
+    now: float | None = None,
+    plan: Plan | None = None,
+) -> FindingChanges:
+    """Bring the findings of ``dataset_ids`` (every grant on them) and of ``plan`` (only the
+    listed grants: a `Reanalysis`' ``grants``) in line with ``after``.
+
+    ``before`` must be the committed state ``after`` was derived from (same leaf numbering), so
+    a finding that gains principals is recognised as widened.
+    """
+    at = time.time() if now is None else now
+    targets: dict[str, tuple[Rule, ...] | None] = {}
+    if plan is not None:
+        targets.update(_merge([plan]))
+    targets.update(dict.fromkeys(dataset_ids))
+    targets = {d: rules for d, rules in sorted(targets.items()) if d in after.datasets}
+    outcome = await _reconcile(
+        session,
+        before=before,
+        after=after,
+        targets=targets,
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
+        at=at,
+    )
+    return _changes(outcome)
+
+
+def _changes(outcome: _Outcome) -> FindingChanges:
+    return FindingChanges(
+        findings_opened=[FindingRead.model_validate(row) for row in outcome.opened],
+        findings_resolved=[FindingRead.model_validate(row) for row in outcome.resolved],
+    )
 
 
 def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
-    verb = {
-        AlertType.finding_opened: "opened",
-        AlertType.finding_resolved: "resolved",
-        AlertType.finding_accepted: "accepted",
-        AlertType.finding_reopened: "reopened",
-    }[kind]
-    return AlertEvent(
-        type=kind,
-        severity=finding.severity.value,
-        summary=f"{finding.severity.value} finding {verb}: {finding.principal} (grant "
-        f"{finding.grant_id}) lets {finding.excess_count} principals outside the audience read "
-        f"{finding.dataset}",
-        dataset=finding.dataset,
-        finding_id=finding.id,
+    return _alert(
+        {
+            "severity": finding.severity.value,
+            "principal": finding.principal,
+            "grant_id": finding.grant_id,
+            "excess_count": finding.excess_count,
+            "dataset": finding.dataset,
+            "id": finding.id,
+        },
+        kind,
     )
 
 
 # -- mutations: each re-analyses what it touches before its response --------------------------
+#
+# Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule` /
+# `reanalysis_for_link` name: every other finding is provably unchanged.
 
 
 async def create_grant(
@@ -361,13 +531,14 @@ async def create_grant(
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
     after = before.changed()
-    after.analyser.add_rule(to_rule(grant))
+    rule = to_rule(grant)
+    after.analyser.add_rule(rule)
     after.grant_subjects[grant.id] = grant.principal
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_resource(after, grant.resource),
+        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, READ).grants,
         actor=actor,
         accept=body.accept_exposure,
     )
@@ -381,12 +552,14 @@ async def revoke_grant(
     before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
     after = before.changed()
-    after.analyser.remove_rule(to_rule(grant))
+    rule = to_rule(grant)
+    after.analyser.remove_rule(rule)
+    after.grant_subjects.pop(grant.id, None)
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_resource(after, grant.resource),
+        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, READ).grants,
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
@@ -407,26 +580,41 @@ async def change_members(
     """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
     before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
+    # The graph as committed (this transaction holds the policy lock): no need to load it.
+    graph = before.analyser.directory
+    children, parents = graph.children_map, graph.parents_map
     if replace_with is not None:
         group = await directory_service.replace_members(
-            session, gid=gid, members=replace_with, actor=actor
+            session, gid=gid, members=replace_with, actor=actor, children=children, parents=parents
         )
     elif remove is not None:
-        group = await directory_service.remove_member(session, gid=gid, member=remove)
+        group = await directory_service.remove_member(
+            session, gid=gid, member=remove, children=children
+        )
     else:
         assert add is not None
-        group = await directory_service.add_member(session, gid=gid, member=add[0], actor=actor)
+        group = await directory_service.add_member(
+            session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
+        )
     new = set(group.members)
     after = before.changed()
-    for member in old - new:
+    audiences = {id: facts.audience for id, facts in after.datasets.items()}
+    plans: list[Plan] = []
+    # Each link's plan is taken in the state just before that link changes: their union names
+    # every grant whose excess can differ between `before` and `after`.
+    for member in sorted(old - new):
+        link = after.analyser.reanalysis_for_link(member, gid, after.datasets, audiences, READ)
+        plans.append(link.grants)
         after.analyser.remove_link(member, gid)
-    for member in new - old:
+    for member in sorted(new - old):
+        link = after.analyser.reanalysis_for_link(member, gid, after.datasets, audiences, READ)
+        plans.append(link.grants)
         after.analyser.add_link(member, gid)
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_membership((before, after), gid),
+        plan=_merge(plans),
         actor=actor,
         accept=accept,
     )
@@ -475,12 +663,10 @@ async def accept_finding(
 async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]:
     """Accepted findings whose ``until`` has passed are open again."""
     now = utcnow()
-    reopened = []
-    for finding in await repository.all_active(session):
-        if finding.status == FindingStatus.accepted and finding.until and finding.until <= now:
-            finding.status = FindingStatus.open.value
-            finding.updated_at = now
-            reopened.append(finding)
+    reopened = list(await repository.lapsed_acceptances(session, now))
+    for finding in reopened:
+        finding.status = FindingStatus.open.value
+        finding.updated_at = now
     await session.flush()
     reads = [to_read(f) for f in reopened]
     await alerts_service.emit(
@@ -490,23 +676,32 @@ async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]
 
 
 async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
-    """Full re-analysis of every dataset (also expires lapsed acceptances)."""
+    """Full re-analysis of every dataset (also expires lapsed acceptances).
+
+    Recomputes every finding from the committed policy; writes only those that differ, so
+    ``opened``, ``resolved`` and ``updated`` are all 0 when the incremental re-analyses of the
+    mutations left the findings exactly as a full scan would.
+    """
     started = time.perf_counter()
     await reopen_expired_acceptances(session)
     view = await view_before_change(session)  # also serialises with policy writers
-    changes = await reconcile(
+    outcome = await _reconcile(
         session,
         before=view,
         after=view,
-        dataset_ids=list(view.datasets),
+        targets=dict.fromkeys(sorted(view.datasets)),
         actor=actor,
+        accept=None,
         guarded=False,
+        at=time.time(),
+        every_dataset=True,
     )
     _publish_on_commit(session, view)
     return ScanResult(
         datasets=len(view.datasets),
-        opened=len(changes.findings_opened),
-        resolved=len(changes.findings_resolved),
+        opened=len(outcome.opened),
+        resolved=len(outcome.resolved),
+        updated=outcome.updated,
         open_findings=await repository.count_open(session),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )

@@ -270,12 +270,12 @@ async def test_incremental_findings_match_a_full_scan_after_many_changes(client,
         r = await client.request(method, path, json=body, headers=admin)
         assert r.status_code in (200, 201), (path, r.text)
         scan = (await client.post("/v1/scan", headers=admin)).json()
-        assert (scan["opened"], scan["resolved"]) == (0, 0), (path, scan)
+        assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), (path, scan)
     deny_id = (await client.get("/v1/grants?principal=group:eng", headers=admin)).json()["items"]
     r = await client.delete(f"/v1/grants/{deny_id[0]['id']}", headers=admin)
     assert r.status_code == 200
     scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"]) == (0, 0)
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
