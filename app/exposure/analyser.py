@@ -826,6 +826,59 @@ class ExposureAnalyser:
         self._add_allows_meeting(moved, rechecked, action, grants)
         return catalog.reanalysis(grants)
 
+    def reanalysis_for_membership(
+        self,
+        before: ExposureAnalyser,
+        groups: Iterable[str],
+        dataset_ids: Iterable[str],
+        audiences: Mapping[str, Iterable[str]] | None = None,
+        action: str | None = None,
+    ) -> Reanalysis:
+        """What changing the direct members of `groups` (any number of links) altered, given
+        `before`: this analyser as it was before those changes (the same rules).
+
+        Sharper than `reanalysis_for_link`, which names every rule whose subject a moved leaf
+        *could* newly reach: here only subjects whose member set actually differs count (a user
+        joining a second team under a division already holding them changes nothing there).
+        Only the groups reaching a changed group (within Casbin's depth) can have changed member
+        sets, and only in leaves of ``diff``, the union of those differences. So: the allow rules
+        on changed subjects, on the datasets they cover; and where a deny on a changed subject
+        covers a dataset or its intended audience names one, the allow rules there whose
+        subjects reach a leaf of ``diff``.
+        """
+        catalog = _Catalog(dataset_ids)
+        candidates: dict[str, None] = {}
+        for group in groups:
+            candidates.update(dict.fromkeys(before.directory.ancestors(group)))
+            candidates.update(dict.fromkeys(self.directory.ancestors(group)))
+        changed: set[str] = set()
+        diff = 0
+        for subject in candidates:
+            old, new = before.directory.leaf_bits(subject), self.directory.leaf_bits(subject)
+            if old != new:
+                changed.add(subject)
+                diff |= old ^ new
+        grants: dict[str, dict[Rule, None]] = {}
+        if not changed:
+            return catalog.reanalysis(grants)
+        rechecked: set[str] = set()
+        for subject in changed:
+            for rule in self._by_subject.data.get(subject, ()):
+                if action is not None and rule.act != action:
+                    continue
+                covered = catalog.covered(rule.obj)
+                if rule.eft == DENY:
+                    rechecked.update(covered)
+                else:
+                    for dataset in covered:
+                        grants.setdefault(dataset, {})[rule] = None
+        if audiences:
+            for dataset in catalog.ids:
+                if any(p in changed for p in audiences.get(dataset, ())):
+                    rechecked.add(dataset)
+        self._add_allows_meeting(diff, rechecked, action, grants)
+        return catalog.reanalysis(grants)
+
     def reanalysis_for_rule(
         self, rule: Rule, dataset_ids: Iterable[str], action: str | None = None
     ) -> Reanalysis:

@@ -2,7 +2,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import String, Table, bindparam, cast, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import AccessLogEntry
@@ -29,15 +29,24 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+LIGHT = (
+    "id", "dataset", "grant_id", "principal", "excess_count", "severity", "status",
+    "opened_at", "updated_at", "resolved_at", "accepted_by", "reason", "until",
+)  # fmt: skip
+
+
 async def active_rows(
     session: AsyncSession,
     dataset_ids: Sequence[str] | None,
     grant_ids: Sequence[int] | None = None,
+    *,
+    light: bool = False,
 ) -> list[dict[str, Any]]:
-    """Open and accepted findings as dicts of every column: of these datasets (every dataset
-    when None), and of these grants only when `grant_ids` is given."""
+    """Open and accepted findings as dicts: of these datasets (every dataset when None), and of
+    these grants only when `grant_ids` is given. `light`: without the sample and paths (JSON)."""
     table = TABLE
-    query = select(table).where(table.c.status.in_(ACTIVE))
+    columns = [table.c[name] for name in LIGHT] if light else list(table.c)
+    query = select(*columns).where(table.c.status.in_(ACTIVE))
     if grant_ids is not None:
         if not grant_ids:
             return []
@@ -51,6 +60,36 @@ async def active_rows(
     return found
 
 
+async def samples_and_paths(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    found: dict[int, dict[str, Any]] = {}
+    for chunk in _chunks(ids):
+        query = select(TABLE.c.id, TABLE.c.excess_sample, TABLE.c.paths).where(
+            TABLE.c.id.in_(chunk)
+        )
+        for row in (await session.execute(query)).mappings():
+            found[row["id"]] = {"excess_sample": row["excess_sample"], "paths": row["paths"]}
+    return found
+
+
+async def sampling(
+    session: AsyncSession, grant_ids: Sequence[int], principals: Sequence[str] | None
+) -> list[tuple[str, int, list[str]]]:
+    """(dataset, grant id, sample) of the active findings of these grants; with `principals`,
+    at least those whose sample names one of them (the text match may find a few more)."""
+    found: list[tuple[str, int, list[str]]] = []
+    sample_text = cast(TABLE.c.excess_sample, String)
+    for chunk in _chunks(grant_ids):
+        query = select(TABLE.c.dataset, TABLE.c.grant_id, TABLE.c.excess_sample).where(
+            TABLE.c.status.in_(ACTIVE), TABLE.c.grant_id.in_(chunk)
+        )
+        if principals is not None:
+            if not principals:
+                return []
+            query = query.where(or_(*(sample_text.contains(f'"{p}"') for p in principals)))
+        found.extend((d, g, sample) for d, g, sample in (await session.execute(query)).all())
+    return found
+
+
 async def insert_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert findings; their ids, in the order of `rows`."""
     ids: list[int] = []
@@ -61,11 +100,21 @@ async def insert_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
     return ids
 
 
-async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Update findings by id; every dict has the same keys (``id`` and the columns to set)."""
-    if rows:
-        for chunk in _chunks(rows):
-            await session.execute(update(Finding), list(chunk))
+async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime) -> None:
+    """Update findings by id, stamping ``updated_at``; every dict has the same keys (``id`` and
+    the columns to set)."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != "id"]
+    statement = (
+        update(TABLE)
+        .where(TABLE.c.id == bindparam("finding_id"))
+        .values({**{c: bindparam(c) for c in columns}, "updated_at": at})
+    )
+    for chunk in _chunks(rows):
+        await session.execute(
+            statement, [{"finding_id": r["id"], **{c: r[c] for c in columns}} for r in chunk]
+        )
 
 
 async def resolve(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:

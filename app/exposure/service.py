@@ -320,17 +320,26 @@ async def _reconcile(
     guarded: bool,
     at: float,
     every_dataset: bool = False,
+    touched: int = 0,
 ) -> _Outcome:
     """Bring the findings of `targets` in line with `after`: for each dataset, those of the
-    listed grants, or of every grant (None). Only what differs is written."""
+    listed grants, or of every grant (None). Only what differs is written.
+
+    A change (`before` is not `after`) trusts that the stored findings are `before`'s (what
+    every mutation maintains and a scan verifies): a finding whose excess is the same in both
+    is left alone, one whose sample is the same gets its count and severity only. `touched` are
+    the leaves whose membership paths may have changed (their sampled paths are recomputed).
+    A scan (`before` is `after`) compares everything with what is stored instead.
+    """
     stamp = datetime.fromtimestamp(at, UTC)
+    is_change = before is not after
     partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
     if every_dataset:
         rows = await repository.active_rows(session, None)
     else:
         whole = len(partial) < len(targets)
         grant_ids = None if whole else sorted({g for ids in partial.values() for g in ids})
-        rows = await repository.active_rows(session, list(targets), grant_ids)
+        rows = await repository.active_rows(session, list(targets), grant_ids, light=is_change)
     active: dict[tuple[str, int], dict[str, Any]] = {}
     for loaded in rows:
         key = (loaded["dataset"], loaded["grant_id"])
@@ -339,47 +348,55 @@ async def _reconcile(
 
     outcome = _Outcome()
     new_rows: list[dict[str, Any]] = []
-    changed_rows: list[dict[str, Any]] = []
+    full_updates: list[dict[str, Any]] = []
+    count_updates: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
     sample_of = after.analyser.directory.sample
     for dataset_id, rules in targets.items():
         facts = after.datasets[dataset_id]
         now_excess = _excess_of(after, dataset_id, rules, at)
-        previous: dict[int, tuple[int, int]] | None = None
+        previous: dict[int, tuple[int, int]] = {}
+        if is_change and dataset_id in before.datasets:
+            previous = _excess_of(before, dataset_id, rules, at).bits
+        # Severity follows the sensitivity: a re-classified dataset rewrites its findings.
+        is_reclassified = (
+            dataset_id in before.datasets
+            and before.datasets[dataset_id].sensitivity != facts.sensitivity
+        )
         for grant_id, (bits, count) in now_excess.bits.items():
             row = active.pop((dataset_id, grant_id), None)
+            before_bits, before_count = previous.get(grant_id, (0, 0))
             sample = sample_of(bits, SAMPLE, count)
+            if (
+                row is not None
+                and is_change
+                and bits == before_bits
+                and not is_reclassified
+                and not (touched and bits & touched and _any_in(after, sample, touched))
+            ):
+                continue  # nothing about this finding changed
             severity = severity_for(facts.sensitivity, count).value
             subjects = now_excess.subjects[grant_id]
-            widened = False
-            if guarded:
-                if previous is None:
-                    previous = (
-                        _excess_of(before, dataset_id, rules, at).bits
-                        if dataset_id in before.datasets
-                        else {}
+            widened = is_change and bool(bits & ~before_bits)
+            # An acceptance covers the exposure as it was: letting more in needs a new one.
+            if guarded and widened and facts.guard == "block" and accept is None:
+                refused.append(
+                    FindingRead.model_validate(
+                        {
+                            "id": row["id"] if row else None,
+                            "dataset": dataset_id,
+                            "grant_id": grant_id,
+                            "principal": subjects[0],
+                            "excess_count": count,
+                            "excess_sample": sample,
+                            "paths": _sample_paths(after, subjects, sample),
+                            "severity": severity,
+                            "status": FindingStatus.open.value,
+                            "opened_at": None,
+                        }
                     )
-                widened = bool(bits & ~previous.get(grant_id, (0, 0))[0])
-                # An acceptance covers the exposure as it was: letting more in needs a new one.
-                if widened and facts.guard == "block" and accept is None:
-                    refused.append(
-                        FindingRead.model_validate(
-                            {
-                                "id": row["id"] if row else None,
-                                "dataset": dataset_id,
-                                "grant_id": grant_id,
-                                "principal": subjects[0],
-                                "excess_count": count,
-                                "excess_sample": sample,
-                                "paths": _sample_paths(after, subjects, sample),
-                                "severity": severity,
-                                "status": FindingStatus.open.value,
-                                "opened_at": None,
-                            }
-                        )
-                    )
-                    continue
-            paths = _sample_paths(after, subjects, sample)
+                )
+                continue
             if row is None:
                 row = {
                     "dataset": dataset_id,
@@ -387,7 +404,7 @@ async def _reconcile(
                     "principal": after.grant_subjects.get(grant_id, subjects[0]),
                     "excess_count": count,
                     "excess_sample": sample,
-                    "paths": paths,
+                    "paths": _sample_paths(after, subjects, sample),
                     "severity": severity,
                     "status": FindingStatus.open.value,
                     "opened_at": stamp,
@@ -401,24 +418,28 @@ async def _reconcile(
                     _accepting(row, accept, actor)
                 new_rows.append(row)
                 continue
-            is_changed = (
-                row["excess_count"] != count
-                or row["severity"] != severity
-                or row["excess_sample"] != sample
-                or row["paths"] != paths
-            )
-            if widened and accept is not None:
-                _accepting(row, accept, actor)
-                is_changed = True
-            if is_changed:
-                row.update(
-                    excess_count=count,
-                    excess_sample=sample,
-                    paths=paths,
-                    severity=severity,
-                    updated_at=stamp,
-                )
-                changed_rows.append(row)
+            accepting = guarded and widened and accept is not None
+            if is_change and before_bits and not accepting:
+                # Stored: before's sample and paths. Unless the sample moved, or a sampled
+                # principal's paths may have, only the count (and severity) changed.
+                before_sample = sample_of(before_bits, SAMPLE, before_count)
+                if before_sample == sample and not (touched and _any_in(after, sample, touched)):
+                    count_updates.append(
+                        {"id": row["id"], "excess_count": count, "severity": severity}
+                    )
+                    continue
+            paths = _sample_paths(after, subjects, sample)
+            if not is_change and (
+                row["excess_count"] == count
+                and row["severity"] == severity
+                and row["excess_sample"] == sample
+                and row["paths"] == paths
+            ):
+                continue
+            row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
+            if accepting:
+                _accepting(row, accept, actor)  # type: ignore[arg-type]
+            full_updates.append(row)
     if refused:
         raise ExposureRefused(
             f"this change would open or widen {len(refused)} finding(s) on block-guarded datasets "
@@ -428,20 +449,26 @@ async def _reconcile(
             findings=[f.model_dump(mode="json") for f in refused],
         )
 
-    for row, finding_id in zip(
-        new_rows, await repository.insert_rows(session, new_rows), strict=True
-    ):
+    ids = await repository.insert_rows(session, new_rows)
+    for row, finding_id in zip(new_rows, ids, strict=True):
         row["id"] = finding_id
-    columns = (
-        "id", "excess_count", "excess_sample", "paths", "severity", "updated_at",
-        "status", "accepted_by", "reason", "until",
-    )  # fmt: skip
-    await repository.update_rows(session, [{c: row[c] for c in columns} for row in changed_rows])
+    columns: tuple[str, ...] = ("excess_count", "excess_sample", "paths", "severity")
+    if full_updates and any(r["status"] == FindingStatus.accepted for r in full_updates):
+        columns += ("status", "accepted_by", "reason", "until")
+    await repository.update_rows(
+        session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
+    )
+    await repository.update_rows(session, count_updates, stamp)
     resolved = list(active.values())
     await repository.resolve(session, [row["id"] for row in resolved], stamp)
+    if is_change and resolved:  # loaded without their samples and paths: the response has them
+        details = await repository.samples_and_paths(session, [row["id"] for row in resolved])
+        for row in resolved:
+            row.update(details[row["id"]])
     for row in resolved:
         row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
-    outcome.opened, outcome.resolved, outcome.updated = new_rows, resolved, len(changed_rows)
+    outcome.opened, outcome.resolved = new_rows, resolved
+    outcome.updated = len(full_updates) + len(count_updates)
     await alerts_service.emit(
         session,
         [
@@ -459,6 +486,10 @@ async def _reconcile(
     return outcome
 
 
+def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
+    return bool(view.analyser.directory.bits_of(principals) & bits)
+
+
 async def reconcile(
     session: AsyncSession,
     *,
@@ -470,6 +501,7 @@ async def reconcile(
     guarded: bool = True,
     now: float | None = None,
     plan: Plan | None = None,
+    touched: int = 0,
 ) -> FindingChanges:
     """Bring the findings of ``dataset_ids`` (every grant on them) and of ``plan`` (only the
     listed grants: a `Reanalysis`' ``grants``) in line with ``after``.
@@ -492,6 +524,7 @@ async def reconcile(
         accept=accept,
         guarded=guarded,
         at=at,
+        touched=touched,
     )
     return _changes(outcome)
 
@@ -598,28 +631,63 @@ async def change_members(
         )
     new = set(group.members)
     after = before.changed()
-    audiences = {id: facts.audience for id, facts in after.datasets.items()}
-    plans: list[Plan] = []
-    # Each link's plan is taken in the state just before that link changes: their union names
-    # every grant whose excess can differ between `before` and `after`.
     for member in sorted(old - new):
-        link = after.analyser.reanalysis_for_link(member, gid, after.datasets, audiences, READ)
-        plans.append(link.grants)
         after.analyser.remove_link(member, gid)
     for member in sorted(new - old):
-        link = after.analyser.reanalysis_for_link(member, gid, after.datasets, audiences, READ)
-        plans.append(link.grants)
         after.analyser.add_link(member, gid)
+    # The leaves whose membership paths may differ: those under a member that came or went.
+    touched = 0
+    for member in old ^ new:
+        touched |= before.analyser.directory.leaf_bits(member)
+        touched |= after.analyser.directory.leaf_bits(member)
+    # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
+    # actually differ between `before` and `after`.
+    plan = after.analyser.reanalysis_for_membership(
+        before.analyser,
+        [gid],
+        after.datasets,
+        {id: facts.audience for id, facts in after.datasets.items()},
+        READ,
+    )
+    targets = {dataset: set(rules) for dataset, rules in plan.grants.items()}
+    # A shortcut added or a redundant link removed changes paths but no member set: findings
+    # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
+    for dataset, rule in await _paths_through(session, after, gid, touched):
+        targets.setdefault(dataset, set()).add(rule)
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        plan=_merge(plans),
+        plan=targets,
         actor=actor,
         accept=accept,
+        touched=touched,
     )
     _publish_on_commit(session, after)
     return group, changes
+
+
+async def _paths_through(
+    session: AsyncSession, view: PolicyView, gid: str, touched: int
+) -> list[tuple[str, Rule]]:
+    """(dataset, allow rule) of the active findings whose grant's subject is `gid` or above it
+    and whose sample names a leaf of `touched`: their sampled paths may run through `gid`."""
+    if not touched:
+        return []
+    rules = {
+        int(rule.id): rule
+        for rule in view.analyser.rules_affected_by_membership(gid)
+        if rule.eft == "allow" and rule.act == READ
+    }
+    names = view.analyser.directory.names(touched)
+    found = await repository.sampling(
+        session, sorted(rules), names if len(names) <= TOUCHED_QUERY else None
+    )
+    wanted = set(names)
+    return [(d, rules[g]) for d, g, sample in found if wanted.intersection(sample)]
+
+
+TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples by name
 
 
 async def put_dataset(
