@@ -442,6 +442,7 @@ class Directory:
         if self.has_link(member, group):
             return False
         self._invalidate(group)
+        self._forget_paths_below(member)
         self._parent_table.put(member, group, None)
         self._child_table.put(group, member, None)
         self.register(member)
@@ -453,6 +454,7 @@ class Directory:
         if not self.has_link(member, group):
             return False
         self._invalidate(group)
+        self._forget_paths_below(member)
         self._parent_table.remove(member, group)
         self._child_table.remove(group, member)
         return True
@@ -468,7 +470,23 @@ class Directory:
             self._full.pop(node, None)
             self._partial.pop(node, None)
             self._counts.pop(node, None)
-        self._ancestor_memo.clear()  # forward paths of everything below `group` may change
+
+    def _forget_paths_below(self, member: str) -> None:
+        """Forget the forward searches that a change of the link (`member`, some group) can
+        alter: a search from ``x`` follows that link only if it reaches `member`, i.e. for
+        `member` and everything below it (cycles included: a superset does no harm)."""
+        memo = self._ancestor_memo
+        if not memo:
+            return
+        seen: set[str] = set()
+        stack = [member]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            memo.pop(node, None)
+            stack.extend(self._children.get(node, ()))
 
     def copy(self) -> Directory:
         """An independent copy, in time linear in the number of principals (not of links).

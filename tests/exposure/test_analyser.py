@@ -166,9 +166,10 @@ def audience_members(audiences: dict[str, list[str]]) -> list[str]:
 
 # Every leaf of the universe (<= 10) x every dataset (7) against pycasbin's enforce, plus the
 # intended expansion, per-grant excess, reach paths, and the directory's member sets and ancestors:
-# 7 (policy, dataset) comparisons per example, 1,750 per run (about 15,000 enforce calls).
+# 7 (policy, dataset) comparisons per example: 7,000 per run, covering about 34,000 (principal,
+# dataset) decisions compared with Enforcer.enforce (measured: 33,936; 3-6 s on a shared VM).
 @settings(
-    max_examples=250,
+    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
