@@ -2,7 +2,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Table, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy import String, Table, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import AccessLogEntry
@@ -95,13 +95,33 @@ async def sampling(
 
 
 async def insert_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert findings; their ids, in the order of `rows`."""
-    ids: list[int] = []
-    table = TABLE
-    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-    for chunk in _chunks(rows):
-        ids.extend((await session.execute(statement, list(chunk))).scalars())
+    """Insert findings; their ids, in the order of `rows`.
+
+    The ids are reserved first and the rows inserted with them by a plain executemany: asking
+    for them back (INSERT ... RETURNING) made a full scan's 300k inserts four times slower.
+    PostgreSQL reserves them from the column's sequence (safe under concurrency); SQLite has one
+    writer at a time, so the next ids after the largest are free for this transaction.
+    """
+    if not rows:
+        return []
+    ids = await _reserve_ids(session, len(rows))
+    statement = insert(TABLE)
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        numbered = [{**row, "id": ids[start + n]} for n, row in enumerate(chunk)]
+        await session.execute(statement, numbered)
     return ids
+
+
+async def _reserve_ids(session: AsyncSession, count: int) -> list[int]:
+    if session.get_bind().dialect.name == "postgresql":
+        query = text(
+            "SELECT nextval(pg_get_serial_sequence('findings', 'id')) "
+            "FROM generate_series(1, :count)"
+        )
+        return sorted((await session.execute(query, {"count": count})).scalars())
+    last = (await session.execute(select(func.max(TABLE.c.id)))).scalar() or 0
+    return list(range(last + 1, last + 1 + count))
 
 
 async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime) -> None:
