@@ -319,6 +319,10 @@ class Directory:
         names = self._leaf_names
         return [names[index] for index in _highest(bits, limit, width)]
 
+    def leaf_number(self, principal: str) -> int | None:
+        """The bit number of a registered leaf, else None."""
+        return self._leaf_number.get(principal)
+
     def plain_leaf_number(self, principal: str) -> int | None:
         """The bit number of a registered leaf that has no members of its own, else None."""
         if principal in self._children:
@@ -1041,6 +1045,62 @@ class ExposureAnalyser:
                 excess = GrantExcess(bits, bits.bit_count())
             found[rule.id] = excess
         return found
+
+    def grant_excess_within(
+        self,
+        before: ExposureAnalyser,
+        within: int,
+        rules: Iterable[Rule],
+        dataset: str,
+        action: str,
+        now: float,
+        audience: Iterable[str] = (),
+        audience_before: Iterable[str] | None = None,
+    ) -> dict[str, tuple[int, int]]:
+        """For a membership change, where `before` has the same rules and only leaves in
+        `within` changed what they reach: rule id -> (its excess on `dataset` now, and in
+        `before`), each restricted to `within`.
+
+        Outside `within` the two excesses are equal, so these small sets say whether a grant's
+        excess changed and by how many, without any full-size set operation. Rules as in
+        `grant_excess_bits` (present, live, covering allows for `action`); `audience`: the
+        dataset's intended audience as listed (`audience_before`: as it was, default the same).
+        """
+        now = float(now)
+        chosen = [
+            rule
+            for rule in rules
+            if (grant := self._rules.get(rule)) is not None
+            and grant.is_allow
+            and rule.act == action
+            and grant.is_live(now)
+            and datasets_covered(rule.obj, (dataset,))
+        ]
+        if not chosen:
+            return {}
+        listed = list(audience)
+        denies = self._live(self._denies, dataset, action, now)
+        found: dict[str, tuple[int, int]] = {}
+        sides = ((self, listed), (before, listed if audience_before is None else audience_before))
+        blocked = [
+            self._within(side.directory, [d.sub for d in denies] + list(names), within)
+            for side, names in sides
+        ]
+        for rule in chosen:
+            now_in = self.directory.leaf_bits(rule.sub) & within & ~blocked[0]
+            then_in = before.directory.leaf_bits(rule.sub) & within & ~blocked[1]
+            previous = found.get(rule.id)
+            if previous is not None:  # two rules with one id: one grant
+                now_in, then_in = now_in | previous[0], then_in | previous[1]
+            found[rule.id] = (now_in, then_in)
+        return found
+
+    @staticmethod
+    def _within(directory: Directory, subjects: Iterable[str], within: int) -> int:
+        bits = 0
+        for subject in subjects:
+            bits |= directory.leaf_bits(subject) & within
+        return bits
 
     def _excess(
         self, subject: str, number: int | None, blocked: int, is_blocked: Callable[[int], bool]

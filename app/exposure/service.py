@@ -321,6 +321,8 @@ async def _reconcile(
     at: float,
     every_dataset: bool = False,
     touched: int = 0,
+    within: int = 0,
+    repaths: frozenset[tuple[str, int]] = frozenset(),
 ) -> _Outcome:
     """Bring the findings of `targets` in line with `after`: for each dataset, those of the
     listed grants, or of every grant (None). Only what differs is written.
@@ -352,6 +354,21 @@ async def _reconcile(
     count_updates: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
     sample_of = after.analyser.directory.sample
+    if within and is_change:
+        targets = await _settle_within(
+            session,
+            before=before,
+            after=after,
+            targets=targets,
+            active=active,
+            count_updates=count_updates,
+            within=within,
+            touched=touched,
+            repaths=repaths,
+            guarded=guarded,
+            accept=accept,
+            at=at,
+        )
     for dataset_id, rules in targets.items():
         facts = after.datasets[dataset_id]
         now_excess = _excess_of(after, dataset_id, rules, at)
@@ -486,6 +503,83 @@ async def _reconcile(
     return outcome
 
 
+async def _settle_within(
+    session: AsyncSession,
+    *,
+    before: PolicyView,
+    after: PolicyView,
+    targets: Mapping[str, tuple[Rule, ...] | None],
+    active: dict[tuple[str, int], dict[str, Any]],
+    count_updates: list[dict[str, Any]],
+    within: int,
+    touched: int,
+    repaths: frozenset[tuple[str, int]],
+    guarded: bool,
+    accept: AcceptExposure | None,
+    at: float,
+) -> dict[str, tuple[Rule, ...] | None]:
+    """A membership change's cheap cases, from the leaves that moved (`within`) alone: a stored
+    finding whose excess is the same there is unchanged; one whose sample (its 20 highest
+    leaves) keeps clear of the change only changes its count. Both are settled here (taken off
+    `active`, counts added to `count_updates`); what is left of `targets` is returned for the
+    full computation (new, resolved, refused or re-sampled findings)."""
+    directory = after.analyser.directory
+    candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
+    settled: dict[str, set[int]] = {}
+    for dataset_id, rules in targets.items():
+        if rules is None or dataset_id not in before.datasets:
+            continue
+        facts = after.datasets[dataset_id]
+        found = after.analyser.grant_excess_within(
+            before.analyser,
+            within,
+            rules,
+            dataset_id,
+            READ,
+            at,
+            facts.audience,
+            before.datasets[dataset_id].audience,
+        )
+        by_id = {rule.id: rule for rule in rules}
+        for rule_id, (now_in, then_in) in found.items():
+            grant_id = int(rule_id)
+            row = active.get((dataset_id, grant_id))
+            if row is None or (dataset_id, grant_id) in repaths:
+                continue
+            if now_in == then_in:
+                del active[(dataset_id, grant_id)]
+                settled.setdefault(dataset_id, set()).add(grant_id)
+                continue
+            count = row["excess_count"] + now_in.bit_count() - then_in.bit_count()
+            widened = bool(now_in & ~then_in)
+            if count <= SAMPLE or (guarded and widened and (facts.guard == "block" or accept)):
+                continue  # resolved, re-sampled, refused or accepted: the full computation
+            candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
+    samples = await repository.samples_and_paths(session, [c[2]["id"] for c in candidates])
+    number = directory.leaf_number
+    for dataset_id, rule, row, count, flipped in candidates:
+        sample = samples[row["id"]]["excess_sample"]
+        numbers = [number(name) for name in sample]
+        if len(sample) < SAMPLE or None in numbers:
+            continue
+        lowest = min(n for n in numbers if n is not None)
+        if flipped >> lowest or (touched and _any_in(after, sample, touched)):
+            continue  # a sampled leaf came or went, or a sampled path may have moved
+        del active[(dataset_id, int(rule.id))]
+        settled.setdefault(dataset_id, set()).add(int(rule.id))
+        severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
+        count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
+    left: dict[str, tuple[Rule, ...] | None] = {}
+    for dataset_id, rules in targets.items():
+        done = settled.get(dataset_id)
+        if rules is not None and done:
+            rules = tuple(r for r in rules if int(r.id) not in done)
+            if not rules:
+                continue
+        left[dataset_id] = rules
+    return left
+
+
 def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
     return bool(view.analyser.directory.bits_of(principals) & bits)
 
@@ -502,6 +596,8 @@ async def reconcile(
     now: float | None = None,
     plan: Plan | None = None,
     touched: int = 0,
+    within: int = 0,
+    repaths: Iterable[tuple[str, int]] = (),
 ) -> FindingChanges:
     """Bring the findings of ``dataset_ids`` (every grant on them) and of ``plan`` (only the
     listed grants: a `Reanalysis`' ``grants``) in line with ``after``.
@@ -525,6 +621,8 @@ async def reconcile(
         guarded=guarded,
         at=at,
         touched=touched,
+        within=within,
+        repaths=frozenset(repaths),
     )
     return _changes(outcome)
 
@@ -652,7 +750,8 @@ async def change_members(
     targets = {dataset: set(rules) for dataset, rules in plan.grants.items()}
     # A shortcut added or a redundant link removed changes paths but no member set: findings
     # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
-    for dataset, rule in await _paths_through(session, after, gid, touched):
+    repaths = await _paths_through(session, after, gid, touched)
+    for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
     changes = await reconcile(
         session,
@@ -662,6 +761,8 @@ async def change_members(
         actor=actor,
         accept=accept,
         touched=touched,
+        within=touched,  # only leaves under a member that came or went reach anything new
+        repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     _publish_on_commit(session, after)
     return group, changes

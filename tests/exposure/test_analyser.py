@@ -405,6 +405,23 @@ def test_membership_plan_covers_replacing_a_groups_members(
     plan = changed.reanalysis_for_membership(analyser, [group], DATASETS, audiences, "read")
     after = snapshot(changed, now, audiences)
     assert_plan_covers_the_change(changed, plan, before, after, now, audiences)
+    # Within the leaves that moved, the small sets give each planned grant's change exactly.
+    within = 0
+    for member in {m for m, g in links if g == group} ^ set(members):
+        within |= analyser.directory.leaf_bits(member) | changed.directory.leaf_bits(member)
+    for dataset, planned in plan.grants.items():
+        found = changed.grant_excess_within(
+            analyser, within, planned, dataset, "read", now, audiences[dataset]
+        )
+        names = changed.directory.names
+        for rule_id, (now_in, then_in) in found.items():
+            assert not (now_in | then_in) & ~within
+            now_all, then_all = after[dataset][1].get(rule_id), before[dataset][1].get(rule_id)
+            assert frozenset(names(now_in)) == (now_all or frozenset()) & frozenset(names(within))
+            assert frozenset(names(then_in)) == (then_all or frozenset()) & frozenset(names(within))
+            assert (now_all or frozenset()) - frozenset(names(within)) == (
+                then_all or frozenset()
+            ) - frozenset(names(within))
     fresh = ExposureAnalyser(rules, new_links, extras)
     assert snapshot(fresh, now, audiences) == after
 
