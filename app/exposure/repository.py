@@ -63,6 +63,46 @@ async def active_rows(
     return found
 
 
+async def active_pairs(
+    session: AsyncSession, pairs: Sequence[tuple[str, int]], *, light: bool = False
+) -> list[dict[str, Any]]:
+    """Open and accepted findings of these (dataset, grant id) pairs, as `active_rows`.
+
+    The pairs are joined as a VALUES list, so each is one probe of the (dataset, grant_id)
+    index: ``dataset IN (...) AND grant_id IN (...)`` probes every combination instead (a
+    membership change's 1,000 pairs made that 30,000 rows and 50-170 ms).
+    """
+    names = LIGHT if light else tuple(c.name for c in TABLE.c)
+    columns = ", ".join(f'f."{name}"' for name in names)
+    found: list[dict[str, Any]] = []
+    for chunk in _chunks(sorted(set(pairs))):
+        params: dict[str, Any] = {}
+        rows = []
+        for n, (dataset, grant_id) in enumerate(chunk):
+            params[f"d{n}"], params[f"g{n}"] = dataset, grant_id
+            rows.append(f"(CAST(:d{n} AS VARCHAR(512)), CAST(:g{n} AS INTEGER))")
+        query = (
+            text(
+                f"WITH wanted (d, g) AS (VALUES {', '.join(rows)}) SELECT {columns} "
+                "FROM wanted JOIN findings AS f ON f.dataset = wanted.d AND f.grant_id = wanted.g"
+            )
+            .bindparams(**params)
+            .columns(*(TABLE.c[name] for name in names))
+        )
+        result = await session.execute(query)
+        found.extend(dict(row) for row in result.mappings() if row["status"] in ACTIVE)
+    return found
+
+
+async def samples(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for chunk in _chunks(ids):
+        query = select(TABLE.c.id, TABLE.c.excess_sample).where(TABLE.c.id.in_(chunk))
+        for finding_id, sample in (await session.execute(query)).all():
+            found[finding_id] = sample
+    return found
+
+
 async def samples_and_paths(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     found: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(ids):

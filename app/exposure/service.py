@@ -338,10 +338,11 @@ async def _reconcile(
     partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
     if every_dataset:
         rows = await repository.active_rows(session, None)
+    elif len(partial) < len(targets):  # some datasets whole
+        rows = await repository.active_rows(session, list(targets), None, light=is_change)
     else:
-        whole = len(partial) < len(targets)
-        grant_ids = None if whole else sorted({g for ids in partial.values() for g in ids})
-        rows = await repository.active_rows(session, list(targets), grant_ids, light=is_change)
+        pairs = [(d, g) for d, ids in partial.items() for g in ids]
+        rows = await repository.active_pairs(session, pairs, light=is_change)
     active: dict[tuple[str, int], dict[str, Any]] = {}
     for loaded in rows:
         key = (loaded["dataset"], loaded["grant_id"])
@@ -555,10 +556,10 @@ async def _settle_within(
             if count <= SAMPLE or (guarded and widened and (facts.guard == "block" or accept)):
                 continue  # resolved, re-sampled, refused or accepted: the full computation
             candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
-    samples = await repository.samples_and_paths(session, [c[2]["id"] for c in candidates])
+    samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     number = directory.leaf_number
     for dataset_id, rule, row, count, flipped in candidates:
-        sample = samples[row["id"]]["excess_sample"]
+        sample = samples[row["id"]]
         numbers = [number(name) for name in sample]
         if len(sample) < SAMPLE or None in numbers:
             continue
