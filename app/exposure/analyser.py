@@ -76,6 +76,12 @@ def is_leaf(principal: str) -> bool:
     return principal.startswith(LEAF_PREFIXES)
 
 
+def covers(resource: str, dataset: str) -> bool:
+    """Whether a grant on `resource` covers `dataset` (Casbin's keyMatch)."""
+    star = resource.find("*")
+    return dataset == resource if star == -1 else dataset.startswith(resource[:star])
+
+
 def datasets_covered(resource: str, dataset_ids: Iterable[str]) -> list[str]:
     """The dataset ids that a grant on `resource` covers (Casbin's keyMatch), in input order."""
     star = resource.find("*")
@@ -1028,7 +1034,7 @@ class ExposureAnalyser:
                 and grant.is_allow
                 and rule.act == action
                 and grant.is_live(now)
-                and datasets_covered(rule.obj, (dataset,))
+                and covers(rule.obj, dataset)
             ):
                 chosen.append(rule)
         if not chosen:
@@ -1056,6 +1062,7 @@ class ExposureAnalyser:
         now: float,
         audience: Iterable[str] = (),
         audience_before: Iterable[str] | None = None,
+        memo: dict[tuple[bool, str], int] | None = None,
     ) -> dict[str, tuple[int, int]]:
         """For a membership change, where `before` has the same rules and only leaves in
         `within` changed what they reach: rule id -> (its excess on `dataset` now, and in
@@ -1065,6 +1072,7 @@ class ExposureAnalyser:
         excess changed and by how many, without any full-size set operation. Rules as in
         `grant_excess_bits` (present, live, covering allows for `action`); `audience`: the
         dataset's intended audience as listed (`audience_before`: as it was, default the same).
+        `memo`, shared by the calls for one change, keeps each subject's leaves within `within`.
         """
         now = float(now)
         chosen = [
@@ -1074,7 +1082,7 @@ class ExposureAnalyser:
             and grant.is_allow
             and rule.act == action
             and grant.is_live(now)
-            and datasets_covered(rule.obj, (dataset,))
+            and covers(rule.obj, dataset)
         ]
         if not chosen:
             return {}
@@ -1082,9 +1090,10 @@ class ExposureAnalyser:
         denies = self._live(self._denies, dataset, action, now)
         found: dict[str, tuple[int, int]] = {}
         sides = ((self, listed), (before, listed if audience_before is None else audience_before))
+        memo = {} if memo is None else memo
         blocked = [
-            self._within(side.directory, [d.sub for d in denies] + list(names), within)
-            for side, names in sides
+            self._within(side.directory, [d.sub for d in denies] + list(names), within, memo, n)
+            for n, (side, names) in enumerate(sides)
         ]
         for rule in chosen:
             now_in = self.directory.leaf_bits(rule.sub) & within & ~blocked[0]
@@ -1096,10 +1105,20 @@ class ExposureAnalyser:
         return found
 
     @staticmethod
-    def _within(directory: Directory, subjects: Iterable[str], within: int) -> int:
+    def _within(
+        directory: Directory,
+        subjects: Iterable[str],
+        within: int,
+        memo: dict[tuple[bool, str], int],
+        side: int,
+    ) -> int:
         bits = 0
         for subject in subjects:
-            bits |= directory.leaf_bits(subject) & within
+            key = (bool(side), subject)
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = directory.leaf_bits(subject) & within
+            bits |= found
         return bits
 
     def _excess(

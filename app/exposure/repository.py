@@ -81,15 +81,11 @@ async def active_pairs(
         for n, (dataset, grant_id) in enumerate(chunk):
             params[f"d{n}"], params[f"g{n}"] = dataset, grant_id
             rows.append(f"(CAST(:d{n} AS VARCHAR(512)), CAST(:g{n} AS INTEGER))")
-        query = (
-            text(
-                f"WITH wanted (d, g) AS (VALUES {', '.join(rows)}) SELECT {columns} "
-                "FROM wanted JOIN findings AS f ON f.dataset = wanted.d AND f.grant_id = wanted.g"
-            )
-            .bindparams(**params)
-            .columns(*(TABLE.c[name] for name in names))
-        )
-        result = await session.execute(query)
+        query = text(
+            f"WITH wanted (d, g) AS (VALUES {', '.join(rows)}) SELECT {columns} "
+            "FROM wanted JOIN findings AS f ON f.dataset = wanted.d AND f.grant_id = wanted.g"
+        ).columns(*(TABLE.c[name] for name in names))
+        result = await session.execute(query, params)  # not .bindparams(): it clones each
         found.extend(dict(row) for row in result.mappings() if row["status"] in ACTIVE)
     return found
 

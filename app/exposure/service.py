@@ -527,6 +527,7 @@ async def _settle_within(
     directory = after.analyser.directory
     candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
     settled: dict[str, set[int]] = {}
+    memo: dict[tuple[bool, str], int] = {}
     for dataset_id, rules in targets.items():
         if rules is None or dataset_id not in before.datasets:
             continue
@@ -540,6 +541,7 @@ async def _settle_within(
             at,
             facts.audience,
             before.datasets[dataset_id].audience,
+            memo,
         )
         by_id = {rule.id: rule for rule in rules}
         for rule_id, (now_in, then_in) in found.items():
