@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check test bench bench-quick bench-exposure bench-client demo serve activity-store
+.PHONY: venv check test bench bench-quick bench-exposure bench-exposure-quick bench-exposure-analyser bench-client demo serve activity-store
 
 venv:
 	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[dev]'
@@ -20,6 +20,12 @@ bench-quick:
 	$(BIN)/python -m bench.check --quick
 
 bench-exposure:
+	$(BIN)/python -m bench.exposure
+
+bench-exposure-quick:
+	$(BIN)/python -m bench.exposure --quick
+
+bench-exposure-analyser:
 	$(BIN)/python -m bench.exposure_analyser
 
 bench-client:

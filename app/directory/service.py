@@ -1,6 +1,13 @@
-"""Groups and nested memberships. Every change advances the policy version first."""
+"""Groups and nested memberships. Every change advances the policy version first.
 
-from collections import defaultdict
+A change checks cycles and depth against the membership graph. Callers that hold the graph as it
+stands in this transaction (the exposure service keeps it in memory) pass it as ``children`` and
+``parents``; otherwise it is loaded from the database, which at 100k members costs far more than
+the change itself.
+"""
+
+from collections import ChainMap, defaultdict
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,9 +34,17 @@ async def _require_group(session: AsyncSession, gid: str) -> Group:
     return group
 
 
-async def describe_group(session: AsyncSession, gid: str, version: int | None = None) -> GroupRead:
+async def describe_group(
+    session: AsyncSession,
+    gid: str,
+    version: int | None = None,
+    children: graph.Children | None = None,
+) -> GroupRead:
+    """The group with its direct and transitive member counts (`children`: the graph as it
+    stands in this transaction, when the caller has it)."""
     await _require_group(session, gid)
-    children = await repository.group_children(session)
+    if children is None:
+        children = await repository.group_children(session)
     members = sorted(children.get(gid, []))
     return GroupRead(
         id=gid,
@@ -57,17 +72,25 @@ async def list_groups(
     return items, (page[-1].id if len(groups) > limit else None)
 
 
-def _check_addition(children: dict[str, list[str]], gid: str, member: str, field: str) -> None:
+def _check_addition(
+    children: graph.Children,
+    gid: str,
+    member: str,
+    field: str,
+    parents: graph.Parents | None = None,
+) -> None:
     if graph.would_cycle(children, gid, member):
         raise MembershipCycle(
             f"adding {member} to {gid} would make a membership cycle; "
             f"{gid} is already (transitively) a member of {member}",
             errors=[{"loc": field.split("."), "field": field, "msg": "membership cycle"}],
         )
-    parents: dict[str, list[str]] = defaultdict(list)
-    for group, members in children.items():
-        for m in members:
-            parents[m].append(group)
+    if parents is None:
+        inverted: dict[str, list[str]] = defaultdict(list)
+        for group, members in children.items():
+            for m in members:
+                inverted[m].append(group)
+        parents = inverted
     chain = graph.depth_above(parents, gid) + 1 + graph.depth_below(children, member)
     if chain > MAX_MEMBERSHIP_CHAIN:
         raise InvalidInput(
@@ -83,41 +106,92 @@ async def _ensure_groups(session: AsyncSession, ids: list[str]) -> None:
             await repository.ensure_group(session, Group(id=gid, created_at=utcnow()))
 
 
+def _overlay(
+    children: graph.Children, parents: graph.Parents, gid: str
+) -> tuple[dict[str, list[str]], ChainMap[str, list[str]], ChainMap[str, list[str]]]:
+    """Writable views of a graph that the caller owns: changes to `gid`'s members go to the
+    returned dict and chain maps, never to the graph underneath."""
+    own = {gid: list(children.get(gid, ()))}
+    return own, ChainMap(own, children), ChainMap({}, parents)  # type: ignore[arg-type]
+
+
 async def replace_members(
-    session: AsyncSession, *, gid: str, members: list[str], actor: str, field: str = "body.members"
+    session: AsyncSession,
+    *,
+    gid: str,
+    members: list[str],
+    actor: str,
+    field: str = "body.members",
+    children: graph.Children | None = None,
+    parents: graph.Parents | None = None,
 ) -> GroupRead:
     version = await policy_version.advance(session)
     await _ensure_groups(session, [gid, *members])
-    children = await repository.group_children(session)
-    current = set(children.get(gid, []))
+    if children is None or parents is None:
+        loaded = await repository.group_children(session)
+        children, parents = loaded, _parents_of(loaded)
+    own, local_children, local_parents = _overlay(children, parents, gid)
+    current = set(own[gid])
     wanted = set(members)
     for member in current - wanted:
         await repository.remove_membership(session, gid, member)
-    children[gid] = [m for m in children.get(gid, []) if m in wanted]
+        local_parents[member] = [g for g in local_parents.get(member, ()) if g != gid]
+    own[gid] = [m for m in own[gid] if m in wanted]
     for member in sorted(wanted - current):
-        _check_addition(children, gid, member, f"{field}.{members.index(member)}")
+        _check_addition(
+            local_children, gid, member, f"{field}.{members.index(member)}", local_parents
+        )
         await repository.add_membership(
             session, Membership(group_id=gid, member=member, created_at=utcnow(), created_by=actor)
         )
-        children.setdefault(gid, []).append(member)
-    return await describe_group(session, gid, version)
+        own[gid].append(member)
+        local_parents[member] = [*local_parents.get(member, ()), gid]
+    return await describe_group(session, gid, version, local_children)
 
 
-async def add_member(session: AsyncSession, *, gid: str, member: str, actor: str) -> GroupRead:
+def _parents_of(children: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    parents: dict[str, list[str]] = defaultdict(list)
+    for group, members in children.items():
+        for member in members:
+            parents[member].append(group)
+    return dict(parents)
+
+
+async def add_member(
+    session: AsyncSession,
+    *,
+    gid: str,
+    member: str,
+    actor: str,
+    children: graph.Children | None = None,
+    parents: graph.Parents | None = None,
+) -> GroupRead:
+    """Add one member (`children`/`parents`: the graph before the change, when the caller has
+    it; it is not changed)."""
     version = await policy_version.advance(session)
     await _ensure_groups(session, [gid, member])
-    if not await repository.is_member(session, gid, member):
+    if children is None:
         children = await repository.group_children(session)
-        _check_addition(children, gid, member, "body.member")
+    own = {gid: list(children.get(gid, ()))}
+    if not await repository.is_member(session, gid, member):
+        _check_addition(children, gid, member, "body.member", parents)
         await repository.add_membership(
             session, Membership(group_id=gid, member=member, created_at=utcnow(), created_by=actor)
         )
-    return await describe_group(session, gid, version)
+        own[gid].append(member)
+    return await describe_group(session, gid, version, ChainMap(own, children))  # type: ignore[arg-type]
 
 
-async def remove_member(session: AsyncSession, *, gid: str, member: str) -> GroupRead:
+async def remove_member(
+    session: AsyncSession, *, gid: str, member: str, children: graph.Children | None = None
+) -> GroupRead:
+    """Remove one direct member (`children`: the graph before the change, when the caller has
+    it; it is not changed)."""
     version = await policy_version.advance(session)
     await _require_group(session, gid)
     if not await repository.remove_membership(session, gid, member):
         raise NotFound(f"{member} is not a direct member of {gid}")
-    return await describe_group(session, gid, version)
+    if children is None:
+        return await describe_group(session, gid, version)
+    own = {gid: [m for m in children.get(gid, ()) if m != member]}
+    return await describe_group(session, gid, version, ChainMap(own, children))  # type: ignore[arg-type]

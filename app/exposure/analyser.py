@@ -76,6 +76,12 @@ def is_leaf(principal: str) -> bool:
     return principal.startswith(LEAF_PREFIXES)
 
 
+def covers(resource: str, dataset: str) -> bool:
+    """Whether a grant on `resource` covers `dataset` (Casbin's keyMatch)."""
+    star = resource.find("*")
+    return dataset == resource if star == -1 else dataset.startswith(resource[:star])
+
+
 def datasets_covered(resource: str, dataset_ids: Iterable[str]) -> list[str]:
     """The dataset ids that a grant on `resource` covers (Casbin's keyMatch), in input order."""
     star = resource.find("*")
@@ -242,6 +248,16 @@ class Directory:
             self.register(principal)
 
     @property
+    def children_map(self) -> Mapping[str, Iterable[str]]:
+        """Group -> its direct members, read-only (the g links as the API stores them)."""
+        return MappingProxyType(self._child_table.data)
+
+    @property
+    def parents_map(self) -> Mapping[str, Iterable[str]]:
+        """Member -> the groups it directly belongs to, read-only."""
+        return MappingProxyType(self._parent_table.data)
+
+    @property
     def _parents(self) -> dict[str, dict[str, None]]:
         return self._parent_table.data
 
@@ -308,6 +324,10 @@ class Directory:
                 width = 2 * (limit - 1) * bits.bit_length() // count
         names = self._leaf_names
         return [names[index] for index in _highest(bits, limit, width)]
+
+    def leaf_number(self, principal: str) -> int | None:
+        """The bit number of a registered leaf, else None."""
+        return self._leaf_number.get(principal)
 
     def plain_leaf_number(self, principal: str) -> int | None:
         """The bit number of a registered leaf that has no members of its own, else None."""
@@ -393,6 +413,14 @@ class Directory:
         """
         return dict(self._ancestors(principal))
 
+    def path(self, principal: str, target: str) -> Path | None:
+        """`ancestors(principal).get(target)` without building the dict: a shortest membership
+        path from `principal` to `target` (``(principal,)`` when they are the same), or None."""
+        for node, path in self._ancestors(principal):
+            if node == target:
+                return path
+        return None
+
     def _ancestors(self, principal: str) -> tuple[tuple[str, Path], ...]:
         if principal not in self._parents:
             return ((principal, (principal,)),)
@@ -424,6 +452,7 @@ class Directory:
         if self.has_link(member, group):
             return False
         self._invalidate(group)
+        self._forget_paths_below(member)
         self._parent_table.put(member, group, None)
         self._child_table.put(group, member, None)
         self.register(member)
@@ -435,6 +464,7 @@ class Directory:
         if not self.has_link(member, group):
             return False
         self._invalidate(group)
+        self._forget_paths_below(member)
         self._parent_table.remove(member, group)
         self._child_table.remove(group, member)
         return True
@@ -450,7 +480,23 @@ class Directory:
             self._full.pop(node, None)
             self._partial.pop(node, None)
             self._counts.pop(node, None)
-        self._ancestor_memo.clear()  # forward paths of everything below `group` may change
+
+    def _forget_paths_below(self, member: str) -> None:
+        """Forget the forward searches that a change of the link (`member`, some group) can
+        alter: a search from ``x`` follows that link only if it reaches `member`, i.e. for
+        `member` and everything below it (cycles included: a superset does no harm)."""
+        memo = self._ancestor_memo
+        if not memo:
+            return
+        seen: set[str] = set()
+        stack = [member]
+        while stack:
+            node = stack.pop()
+            if node in seen:
+                continue
+            seen.add(node)
+            memo.pop(node, None)
+            stack.extend(self._children.get(node, ()))
 
     def copy(self) -> Directory:
         """An independent copy, in time linear in the number of principals (not of links).
@@ -808,6 +854,59 @@ class ExposureAnalyser:
         self._add_allows_meeting(moved, rechecked, action, grants)
         return catalog.reanalysis(grants)
 
+    def reanalysis_for_membership(
+        self,
+        before: ExposureAnalyser,
+        groups: Iterable[str],
+        dataset_ids: Iterable[str],
+        audiences: Mapping[str, Iterable[str]] | None = None,
+        action: str | None = None,
+    ) -> Reanalysis:
+        """What changing the direct members of `groups` (any number of links) altered, given
+        `before`: this analyser as it was before those changes (the same rules).
+
+        Sharper than `reanalysis_for_link`, which names every rule whose subject a moved leaf
+        *could* newly reach: here only subjects whose member set actually differs count (a user
+        joining a second team under a division already holding them changes nothing there).
+        Only the groups reaching a changed group (within Casbin's depth) can have changed member
+        sets, and only in leaves of ``diff``, the union of those differences. So: the allow rules
+        on changed subjects, on the datasets they cover; and where a deny on a changed subject
+        covers a dataset or its intended audience names one, the allow rules there whose
+        subjects reach a leaf of ``diff``.
+        """
+        catalog = _Catalog(dataset_ids)
+        candidates: dict[str, None] = {}
+        for group in groups:
+            candidates.update(dict.fromkeys(before.directory.ancestors(group)))
+            candidates.update(dict.fromkeys(self.directory.ancestors(group)))
+        changed: set[str] = set()
+        diff = 0
+        for subject in candidates:
+            old, new = before.directory.leaf_bits(subject), self.directory.leaf_bits(subject)
+            if old != new:
+                changed.add(subject)
+                diff |= old ^ new
+        grants: dict[str, dict[Rule, None]] = {}
+        if not changed:
+            return catalog.reanalysis(grants)
+        rechecked: set[str] = set()
+        for subject in changed:
+            for rule in self._by_subject.data.get(subject, ()):
+                if action is not None and rule.act != action:
+                    continue
+                covered = catalog.covered(rule.obj)
+                if rule.eft == DENY:
+                    rechecked.update(covered)
+                else:
+                    for dataset in covered:
+                        grants.setdefault(dataset, {})[rule] = None
+        if audiences:
+            for dataset in catalog.ids:
+                if any(p in changed for p in audiences.get(dataset, ())):
+                    rechecked.add(dataset)
+        self._add_allows_meeting(diff, rechecked, action, grants)
+        return catalog.reanalysis(grants)
+
     def reanalysis_for_rule(
         self, rule: Rule, dataset_ids: Iterable[str], action: str | None = None
     ) -> Reanalysis:
@@ -935,7 +1034,7 @@ class ExposureAnalyser:
                 and grant.is_allow
                 and rule.act == action
                 and grant.is_live(now)
-                and datasets_covered(rule.obj, (dataset,))
+                and covers(rule.obj, dataset)
             ):
                 chosen.append(rule)
         if not chosen:
@@ -952,6 +1051,75 @@ class ExposureAnalyser:
                 excess = GrantExcess(bits, bits.bit_count())
             found[rule.id] = excess
         return found
+
+    def grant_excess_within(
+        self,
+        before: ExposureAnalyser,
+        within: int,
+        rules: Iterable[Rule],
+        dataset: str,
+        action: str,
+        now: float,
+        audience: Iterable[str] = (),
+        audience_before: Iterable[str] | None = None,
+        memo: dict[tuple[bool, str], int] | None = None,
+    ) -> dict[str, tuple[int, int]]:
+        """For a membership change, where `before` has the same rules and only leaves in
+        `within` changed what they reach: rule id -> (its excess on `dataset` now, and in
+        `before`), each restricted to `within`.
+
+        Outside `within` the two excesses are equal, so these small sets say whether a grant's
+        excess changed and by how many, without any full-size set operation. Rules as in
+        `grant_excess_bits` (present, live, covering allows for `action`); `audience`: the
+        dataset's intended audience as listed (`audience_before`: as it was, default the same).
+        `memo`, shared by the calls for one change, keeps each subject's leaves within `within`.
+        """
+        now = float(now)
+        chosen = [
+            rule
+            for rule in rules
+            if (grant := self._rules.get(rule)) is not None
+            and grant.is_allow
+            and rule.act == action
+            and grant.is_live(now)
+            and covers(rule.obj, dataset)
+        ]
+        if not chosen:
+            return {}
+        listed = list(audience)
+        denies = self._live(self._denies, dataset, action, now)
+        found: dict[str, tuple[int, int]] = {}
+        sides = ((self, listed), (before, listed if audience_before is None else audience_before))
+        memo = {} if memo is None else memo
+        blocked = [
+            self._within(side.directory, [d.sub for d in denies] + list(names), within, memo, n)
+            for n, (side, names) in enumerate(sides)
+        ]
+        for rule in chosen:
+            now_in = self.directory.leaf_bits(rule.sub) & within & ~blocked[0]
+            then_in = before.directory.leaf_bits(rule.sub) & within & ~blocked[1]
+            previous = found.get(rule.id)
+            if previous is not None:  # two rules with one id: one grant
+                now_in, then_in = now_in | previous[0], then_in | previous[1]
+            found[rule.id] = (now_in, then_in)
+        return found
+
+    @staticmethod
+    def _within(
+        directory: Directory,
+        subjects: Iterable[str],
+        within: int,
+        memo: dict[tuple[bool, str], int],
+        side: int,
+    ) -> int:
+        bits = 0
+        for subject in subjects:
+            key = (bool(side), subject)
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = directory.leaf_bits(subject) & within
+            bits |= found
+        return bits
 
     def _excess(
         self, subject: str, number: int | None, blocked: int, is_blocked: Callable[[int], bool]

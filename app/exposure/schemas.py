@@ -94,6 +94,10 @@ class ScanResult(BaseModel):
     datasets: int
     opened: int
     resolved: int
+    updated: int = Field(
+        default=0,
+        description="Findings still open whose count, sample, paths or severity changed.",
+    )
     open_findings: int
     duration_ms: float
 

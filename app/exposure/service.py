@@ -8,8 +8,8 @@ rolled back) unless the caller accepts the exposure.
 
 import time
 from bisect import bisect_right
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -47,6 +47,7 @@ from app.exposure.schemas import (
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy import version as policy_version
+from app.policy.decision_index import Rule
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
 from app.policy.snapshot import to_rule
 
@@ -194,6 +195,22 @@ def _paths(
     return out
 
 
+def _sample_paths(
+    view: PolicyView, subjects: tuple[str, ...], sample: list[str]
+) -> list[dict[str, Any]]:
+    """A shortest path from each of the first sampled principals to the grant's subject: what
+    `_paths` finds, by looking the subject up instead of scanning the dataset's allows."""
+    directory = view.analyser.directory
+    out: list[dict[str, Any]] = []
+    for principal in sample[:PATHS]:
+        for subject in subjects:
+            via = directory.path(principal, subject)
+            if via is not None:
+                out.append({"principal": principal, "via": list(via)})
+                break
+    return out
+
+
 def affected_by_resource(view: PolicyView, resource: str) -> list[str]:
     return datasets_covered(resource, view.datasets)
 
@@ -212,93 +229,235 @@ def affected_by_membership(views: Iterable[PolicyView], group: str) -> list[str]
     return sorted(found)
 
 
-async def reconcile(
+Plan = Mapping[str, Iterable[Rule]]  # dataset id -> the allow rules whose excess may change
+
+
+def _merge(plans: Iterable[Plan]) -> dict[str, tuple[Rule, ...]]:
+    merged: dict[str, dict[Rule, None]] = {}
+    for plan in plans:
+        for dataset, rules in plan.items():
+            merged.setdefault(dataset, {}).update(dict.fromkeys(rules))
+    return {dataset: tuple(rules) for dataset, rules in merged.items()}
+
+
+@dataclass(frozen=True)
+class _Excess:
+    """Per grant id: (excess bits, count) where non-empty, and the grant's subjects."""
+
+    bits: dict[int, tuple[int, int]]
+    subjects: dict[int, tuple[str, ...]]
+
+
+def _excess_of(
+    view: PolicyView, dataset: str, rules: tuple[Rule, ...] | None, at: float
+) -> _Excess:
+    """The dataset's per-grant excess: for every live allow (`rules` None), or for `rules` only."""
+    analyser = view.analyser
+    intended = analyser.intended_bits(view.datasets[dataset].audience)
+    subjects: dict[int, tuple[str, ...]] = {}
+    bits: dict[int, tuple[int, int]] = {}
+    if rules is None:
+        exposure = analyser.exposure(dataset, READ, at, intended)
+        for rule in exposure.allow_rules:
+            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+        for rule_id, excess in exposure.by_grant.items():
+            if excess:
+                bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
+    else:
+        for rule in rules:
+            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+        for rule_id, found in analyser.grant_excess_bits(
+            rules, dataset, READ, at, intended
+        ).items():
+            if found.bits:
+                bits[int(rule_id)] = (found.bits, found.count)
+    return _Excess(bits, subjects)
+
+
+@dataclass
+class _Outcome:
+    opened: list[dict[str, Any]] = field(default_factory=list)
+    resolved: list[dict[str, Any]] = field(default_factory=list)
+    updated: int = 0
+
+
+def _alert(row: Mapping[str, Any], kind: AlertType) -> AlertEvent:
+    verb = {
+        AlertType.finding_opened: "opened",
+        AlertType.finding_resolved: "resolved",
+        AlertType.finding_accepted: "accepted",
+        AlertType.finding_reopened: "reopened",
+    }[kind]
+    severity = str(row["severity"])
+    return AlertEvent(
+        type=kind,
+        severity=severity,
+        summary=f"{severity} finding {verb}: {row['principal']} (grant "
+        f"{row['grant_id']}) lets {row['excess_count']} principals outside the audience read "
+        f"{row['dataset']}",
+        dataset=row["dataset"],
+        finding_id=row["id"],
+    )
+
+
+def _accepting(row: dict[str, Any], accept: AcceptExposure, actor: str) -> None:
+    row.update(
+        status=FindingStatus.accepted.value,
+        accepted_by=actor,
+        reason=accept.reason,
+        until=accept.until,
+    )
+
+
+async def _reconcile(
     session: AsyncSession,
     *,
     before: PolicyView,
     after: PolicyView,
-    dataset_ids: Iterable[str],
+    targets: Mapping[str, tuple[Rule, ...] | None],
     actor: str,
-    accept: AcceptExposure | None = None,
-    guarded: bool = True,
-    now: float | None = None,
-) -> FindingChanges:
-    """Bring the findings of ``dataset_ids`` in line with ``after``.
+    accept: AcceptExposure | None,
+    guarded: bool,
+    at: float,
+    every_dataset: bool = False,
+    touched: int = 0,
+    within: int = 0,
+    repaths: frozenset[tuple[str, int]] = frozenset(),
+) -> _Outcome:
+    """Bring the findings of `targets` in line with `after`: for each dataset, those of the
+    listed grants, or of every grant (None). Only what differs is written.
 
-    ``before`` must be the committed state ``after`` was derived from (same leaf numbering), so
-    a finding that gains principals is recognised as widened.
+    A change (`before` is not `after`) trusts that the stored findings are `before`'s (what
+    every mutation maintains and a scan verifies): a finding whose excess is the same in both
+    is left alone, one whose sample is the same gets its count and severity only. `touched` are
+    the leaves whose membership paths may have changed (their sampled paths are recomputed).
+    A scan (`before` is `after`) compares everything with what is stored instead.
     """
-    at = time.time() if now is None else now
     stamp = datetime.fromtimestamp(at, UTC)
-    ids = sorted(d for d in set(dataset_ids) if d in after.datasets)
-    active: dict[tuple[str, int], Finding] = {
-        (f.dataset, f.grant_id): f for f in await repository.active_for(session, ids)
-    }
-    opened: list[Finding] = []
+    is_change = before is not after
+    partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
+    if every_dataset:
+        rows = await repository.active_rows(session, None)
+    elif len(partial) < len(targets):  # some datasets whole
+        rows = await repository.active_rows(session, list(targets), None, light=is_change)
+    else:
+        pairs = [(d, g) for d, ids in partial.items() for g in ids]
+        rows = await repository.active_pairs(session, pairs, light=is_change)
+    active: dict[tuple[str, int], dict[str, Any]] = {}
+    for loaded in rows:
+        key = (loaded["dataset"], loaded["grant_id"])
+        if key[0] in targets and (key[0] not in partial or key[1] in partial[key[0]]):
+            active[key] = loaded
+
+    outcome = _Outcome()
+    new_rows: list[dict[str, Any]] = []
+    full_updates: list[dict[str, Any]] = []
+    count_updates: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
-    for dataset_id in ids:
+    sample_of = after.analyser.directory.sample
+    if within and is_change:
+        targets = await _settle_within(
+            session,
+            before=before,
+            after=after,
+            targets=targets,
+            active=active,
+            count_updates=count_updates,
+            within=within,
+            touched=touched,
+            repaths=repaths,
+            guarded=guarded,
+            accept=accept,
+            at=at,
+        )
+    for dataset_id, rules in targets.items():
         facts = after.datasets[dataset_id]
-        analyser = after.analyser
-        exposure = analyser.exposure(dataset_id, READ, at, analyser.intended_bits(facts.audience))
-        previous = None
-        for rule_id, bits in exposure.by_grant.items():
-            if not bits:
-                continue
-            grant_id = int(rule_id)
-            sample = analyser.directory.sample(bits, SAMPLE)
-            count = bits.bit_count()
-            finding = active.pop((dataset_id, grant_id), None)
-            widened = False
-            if guarded:
-                if previous is None and dataset_id in before.datasets:
-                    before_facts = before.datasets[dataset_id]
-                    previous = before.analyser.exposure(
-                        dataset_id, READ, at, before.analyser.intended_bits(before_facts.audience)
+        now_excess = _excess_of(after, dataset_id, rules, at)
+        previous: dict[int, tuple[int, int]] = {}
+        if is_change and dataset_id in before.datasets:
+            previous = _excess_of(before, dataset_id, rules, at).bits
+        # Severity follows the sensitivity: a re-classified dataset rewrites its findings.
+        is_reclassified = (
+            dataset_id in before.datasets
+            and before.datasets[dataset_id].sensitivity != facts.sensitivity
+        )
+        for grant_id, (bits, count) in now_excess.bits.items():
+            row = active.pop((dataset_id, grant_id), None)
+            before_bits, before_count = previous.get(grant_id, (0, 0))
+            sample = sample_of(bits, SAMPLE, count)
+            if (
+                row is not None
+                and is_change
+                and bits == before_bits
+                and not is_reclassified
+                and not (touched and bits & touched and _any_in(after, sample, touched))
+            ):
+                continue  # nothing about this finding changed
+            severity = severity_for(facts.sensitivity, count).value
+            subjects = now_excess.subjects[grant_id]
+            widened = is_change and bool(bits & ~before_bits)
+            # An acceptance covers the exposure as it was: letting more in needs a new one.
+            if guarded and widened and facts.guard == "block" and accept is None:
+                refused.append(
+                    FindingRead.model_validate(
+                        {
+                            "id": row["id"] if row else None,
+                            "dataset": dataset_id,
+                            "grant_id": grant_id,
+                            "principal": subjects[0],
+                            "excess_count": count,
+                            "excess_sample": sample,
+                            "paths": _sample_paths(after, subjects, sample),
+                            "severity": severity,
+                            "status": FindingStatus.open.value,
+                            "opened_at": None,
+                        }
                     )
-                widened = bool(bits & ~(previous.by_grant.get(rule_id, 0) if previous else 0))
-                # An acceptance covers the exposure as it was: letting more in needs a new one.
-                if widened and facts.guard == "block" and accept is None:
-                    refused.append(
-                        FindingRead(
-                            id=finding.id if finding else None,
-                            dataset=dataset_id,
-                            grant_id=grant_id,
-                            principal=after.grant_subjects.get(grant_id, ""),
-                            excess_count=count,
-                            excess_sample=sample,
-                            paths=_paths(after, dataset_id, grant_id, sample, at),
-                            severity=severity_for(facts.sensitivity, count),
-                            status=FindingStatus.open,
-                            opened_at=None,
-                        )
+                )
+                continue
+            if row is None:
+                row = {
+                    "dataset": dataset_id,
+                    "grant_id": grant_id,
+                    "principal": after.grant_subjects.get(grant_id, subjects[0]),
+                    "excess_count": count,
+                    "excess_sample": sample,
+                    "paths": _sample_paths(after, subjects, sample),
+                    "severity": severity,
+                    "status": FindingStatus.open.value,
+                    "opened_at": stamp,
+                    "updated_at": stamp,
+                    "resolved_at": None,
+                    "accepted_by": None,
+                    "reason": None,
+                    "until": None,
+                }
+                if accept is not None:
+                    _accepting(row, accept, actor)
+                new_rows.append(row)
+                continue
+            accepting = guarded and widened and accept is not None
+            if is_change and before_bits and not accepting:
+                # Stored: before's sample and paths. Unless the sample moved, or a sampled
+                # principal's paths may have, only the count (and severity) changed.
+                before_sample = sample_of(before_bits, SAMPLE, before_count)
+                if before_sample == sample and not (touched and _any_in(after, sample, touched)):
+                    count_updates.append(
+                        {"id": row["id"], "excess_count": count, "severity": severity}
                     )
                     continue
-            paths = [p.model_dump() for p in _paths(after, dataset_id, grant_id, sample, at)]
-            if finding is None:
-                finding = Finding(
-                    dataset=dataset_id,
-                    grant_id=grant_id,
-                    principal=after.grant_subjects.get(grant_id, ""),
-                    status=FindingStatus.open.value,
-                    opened_at=stamp,
-                )
-                if accept is not None:
-                    finding.status = FindingStatus.accepted.value
-                    finding.accepted_by = actor
-                    finding.reason = accept.reason
-                    finding.until = accept.until
-                session.add(finding)
-                opened.append(finding)
-            elif widened and accept is not None:
-                finding.status = FindingStatus.accepted.value
-                finding.accepted_by = actor
-                finding.reason = accept.reason
-                finding.until = accept.until
-            finding.excess_count = count
-            finding.excess_sample = sample
-            finding.paths = paths
-            finding.severity = severity_for(facts.sensitivity, count).value
-            finding.updated_at = stamp
+            paths = _sample_paths(after, subjects, sample)
+            if not is_change and (
+                row["excess_count"] == count
+                and row["severity"] == severity
+                and row["excess_sample"] == sample
+                and row["paths"] == paths
+            ):
+                continue
+            row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
+            if accepting:
+                _accepting(row, accept, actor)  # type: ignore[arg-type]
+            full_updates.append(row)
     if refused:
         raise ExposureRefused(
             f"this change would open or widen {len(refused)} finding(s) on block-guarded datasets "
@@ -307,50 +466,195 @@ async def reconcile(
             "{reason, until} to accept the exposure knowingly",
             findings=[f.model_dump(mode="json") for f in refused],
         )
-    resolved = list(active.values())
-    for finding in resolved:
-        finding.status = FindingStatus.resolved.value
-        finding.resolved_at = stamp
-        finding.updated_at = stamp
-    await session.flush()
-    changes = FindingChanges(
-        findings_opened=[to_read(f) for f in opened],
-        findings_resolved=[to_read(f) for f in resolved],
+
+    ids = await repository.insert_rows(session, new_rows)
+    for row, finding_id in zip(new_rows, ids, strict=True):
+        row["id"] = finding_id
+    columns: tuple[str, ...] = ("excess_count", "excess_sample", "paths", "severity")
+    if full_updates and any(r["status"] == FindingStatus.accepted for r in full_updates):
+        columns += ("status", "accepted_by", "reason", "until")
+    await repository.update_rows(
+        session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
     )
+    await repository.update_rows(session, count_updates, stamp)
+    resolved = list(active.values())
+    await repository.resolve(session, [row["id"] for row in resolved], stamp)
+    if is_change and resolved:  # loaded without their samples and paths: the response has them
+        details = await repository.samples_and_paths(session, [row["id"] for row in resolved])
+        for row in resolved:
+            row.update(details[row["id"]])
+    for row in resolved:
+        row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
+    outcome.opened, outcome.resolved = new_rows, resolved
+    outcome.updated = len(full_updates) + len(count_updates)
     await alerts_service.emit(
         session,
         [
-            finding_alert(
-                f,
-                AlertType.finding_accepted if f.status == "accepted" else AlertType.finding_opened,
+            _alert(
+                row,
+                AlertType.finding_accepted
+                if row["status"] == FindingStatus.accepted
+                else AlertType.finding_opened,
             )
-            for f in changes.findings_opened
+            for row in new_rows
         ]
-        + [finding_alert(f, AlertType.finding_resolved) for f in changes.findings_resolved],
+        + [_alert(row, AlertType.finding_resolved) for row in resolved],
         stamp,
     )
-    return changes
+    return outcome
+
+
+async def _settle_within(
+    session: AsyncSession,
+    *,
+    before: PolicyView,
+    after: PolicyView,
+    targets: Mapping[str, tuple[Rule, ...] | None],
+    active: dict[tuple[str, int], dict[str, Any]],
+    count_updates: list[dict[str, Any]],
+    within: int,
+    touched: int,
+    repaths: frozenset[tuple[str, int]],
+    guarded: bool,
+    accept: AcceptExposure | None,
+    at: float,
+) -> dict[str, tuple[Rule, ...] | None]:
+    """A membership change's cheap cases, from the leaves that moved (`within`) alone: a stored
+    finding whose excess is the same there is unchanged; one whose sample (its 20 highest
+    leaves) keeps clear of the change only changes its count. Both are settled here (taken off
+    `active`, counts added to `count_updates`); what is left of `targets` is returned for the
+    full computation (new, resolved, refused or re-sampled findings)."""
+    directory = after.analyser.directory
+    candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
+    settled: dict[str, set[int]] = {}
+    memo: dict[tuple[bool, str], int] = {}
+    for dataset_id, rules in targets.items():
+        if rules is None or dataset_id not in before.datasets:
+            continue
+        facts = after.datasets[dataset_id]
+        found = after.analyser.grant_excess_within(
+            before.analyser,
+            within,
+            rules,
+            dataset_id,
+            READ,
+            at,
+            facts.audience,
+            before.datasets[dataset_id].audience,
+            memo,
+        )
+        by_id = {rule.id: rule for rule in rules}
+        for rule_id, (now_in, then_in) in found.items():
+            grant_id = int(rule_id)
+            row = active.get((dataset_id, grant_id))
+            if row is None or (dataset_id, grant_id) in repaths:
+                continue
+            if now_in == then_in:
+                del active[(dataset_id, grant_id)]
+                settled.setdefault(dataset_id, set()).add(grant_id)
+                continue
+            count = row["excess_count"] + now_in.bit_count() - then_in.bit_count()
+            widened = bool(now_in & ~then_in)
+            if count <= SAMPLE or (guarded and widened and (facts.guard == "block" or accept)):
+                continue  # resolved, re-sampled, refused or accepted: the full computation
+            candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
+    samples = await repository.samples(session, [c[2]["id"] for c in candidates])
+    number = directory.leaf_number
+    for dataset_id, rule, row, count, flipped in candidates:
+        sample = samples[row["id"]]
+        numbers = [number(name) for name in sample]
+        if len(sample) < SAMPLE or None in numbers:
+            continue
+        lowest = min(n for n in numbers if n is not None)
+        if flipped >> lowest or (touched and _any_in(after, sample, touched)):
+            continue  # a sampled leaf came or went, or a sampled path may have moved
+        del active[(dataset_id, int(rule.id))]
+        settled.setdefault(dataset_id, set()).add(int(rule.id))
+        severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
+        count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
+    left: dict[str, tuple[Rule, ...] | None] = {}
+    for dataset_id, rules in targets.items():
+        done = settled.get(dataset_id)
+        if rules is not None and done:
+            rules = tuple(r for r in rules if int(r.id) not in done)
+            if not rules:
+                continue
+        left[dataset_id] = rules
+    return left
+
+
+def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
+    return bool(view.analyser.directory.bits_of(principals) & bits)
+
+
+async def reconcile(
+    session: AsyncSession,
+    *,
+    before: PolicyView,
+    after: PolicyView,
+    dataset_ids: Iterable[str] = (),
+    actor: str,
+    accept: AcceptExposure | None = None,
+    guarded: bool = True,
+    now: float | None = None,
+    plan: Plan | None = None,
+    touched: int = 0,
+    within: int = 0,
+    repaths: Iterable[tuple[str, int]] = (),
+) -> FindingChanges:
+    """Bring the findings of ``dataset_ids`` (every grant on them) and of ``plan`` (only the
+    listed grants: a `Reanalysis`' ``grants``) in line with ``after``.
+
+    ``before`` must be the committed state ``after`` was derived from (same leaf numbering), so
+    a finding that gains principals is recognised as widened.
+    """
+    at = time.time() if now is None else now
+    targets: dict[str, tuple[Rule, ...] | None] = {}
+    if plan is not None:
+        targets.update(_merge([plan]))
+    targets.update(dict.fromkeys(dataset_ids))
+    targets = {d: rules for d, rules in sorted(targets.items()) if d in after.datasets}
+    outcome = await _reconcile(
+        session,
+        before=before,
+        after=after,
+        targets=targets,
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
+        at=at,
+        touched=touched,
+        within=within,
+        repaths=frozenset(repaths),
+    )
+    return _changes(outcome)
+
+
+def _changes(outcome: _Outcome) -> FindingChanges:
+    return FindingChanges(
+        findings_opened=[FindingRead.model_validate(row) for row in outcome.opened],
+        findings_resolved=[FindingRead.model_validate(row) for row in outcome.resolved],
+    )
 
 
 def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
-    verb = {
-        AlertType.finding_opened: "opened",
-        AlertType.finding_resolved: "resolved",
-        AlertType.finding_accepted: "accepted",
-        AlertType.finding_reopened: "reopened",
-    }[kind]
-    return AlertEvent(
-        type=kind,
-        severity=finding.severity.value,
-        summary=f"{finding.severity.value} finding {verb}: {finding.principal} (grant "
-        f"{finding.grant_id}) lets {finding.excess_count} principals outside the audience read "
-        f"{finding.dataset}",
-        dataset=finding.dataset,
-        finding_id=finding.id,
+    return _alert(
+        {
+            "severity": finding.severity.value,
+            "principal": finding.principal,
+            "grant_id": finding.grant_id,
+            "excess_count": finding.excess_count,
+            "dataset": finding.dataset,
+            "id": finding.id,
+        },
+        kind,
     )
 
 
 # -- mutations: each re-analyses what it touches before its response --------------------------
+#
+# Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule` /
+# `reanalysis_for_link` name: every other finding is provably unchanged.
 
 
 async def create_grant(
@@ -361,13 +665,14 @@ async def create_grant(
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
     after = before.changed()
-    after.analyser.add_rule(to_rule(grant))
+    rule = to_rule(grant)
+    after.analyser.add_rule(rule)
     after.grant_subjects[grant.id] = grant.principal
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_resource(after, grant.resource),
+        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, READ).grants,
         actor=actor,
         accept=body.accept_exposure,
     )
@@ -381,12 +686,14 @@ async def revoke_grant(
     before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
     after = before.changed()
-    after.analyser.remove_rule(to_rule(grant))
+    rule = to_rule(grant)
+    after.analyser.remove_rule(rule)
+    after.grant_subjects.pop(grant.id, None)
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_resource(after, grant.resource),
+        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, READ).grants,
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
@@ -407,31 +714,84 @@ async def change_members(
     """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
     before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
+    # The graph as committed (this transaction holds the policy lock): no need to load it.
+    graph = before.analyser.directory
+    children, parents = graph.children_map, graph.parents_map
     if replace_with is not None:
         group = await directory_service.replace_members(
-            session, gid=gid, members=replace_with, actor=actor
+            session, gid=gid, members=replace_with, actor=actor, children=children, parents=parents
         )
     elif remove is not None:
-        group = await directory_service.remove_member(session, gid=gid, member=remove)
+        group = await directory_service.remove_member(
+            session, gid=gid, member=remove, children=children
+        )
     else:
         assert add is not None
-        group = await directory_service.add_member(session, gid=gid, member=add[0], actor=actor)
+        group = await directory_service.add_member(
+            session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
+        )
     new = set(group.members)
     after = before.changed()
-    for member in old - new:
+    for member in sorted(old - new):
         after.analyser.remove_link(member, gid)
-    for member in new - old:
+    for member in sorted(new - old):
         after.analyser.add_link(member, gid)
+    # The leaves whose membership paths may differ: those under a member that came or went.
+    touched = 0
+    for member in old ^ new:
+        touched |= before.analyser.directory.leaf_bits(member)
+        touched |= after.analyser.directory.leaf_bits(member)
+    # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
+    # actually differ between `before` and `after`.
+    plan = after.analyser.reanalysis_for_membership(
+        before.analyser,
+        [gid],
+        after.datasets,
+        {id: facts.audience for id, facts in after.datasets.items()},
+        READ,
+    )
+    targets = {dataset: set(rules) for dataset, rules in plan.grants.items()}
+    # A shortcut added or a redundant link removed changes paths but no member set: findings
+    # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
+    repaths = await _paths_through(session, after, gid, touched)
+    for dataset, rule in repaths:
+        targets.setdefault(dataset, set()).add(rule)
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        dataset_ids=affected_by_membership((before, after), gid),
+        plan=targets,
         actor=actor,
         accept=accept,
+        touched=touched,
+        within=touched,  # only leaves under a member that came or went reach anything new
+        repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
     return group, changes
+
+
+async def _paths_through(
+    session: AsyncSession, view: PolicyView, gid: str, touched: int
+) -> list[tuple[str, Rule]]:
+    """(dataset, allow rule) of the active findings whose grant's subject is `gid` or above it
+    and whose sample names a leaf of `touched`: their sampled paths may run through `gid`."""
+    if not touched:
+        return []
+    rules = {
+        int(rule.id): rule
+        for rule in view.analyser.rules_affected_by_membership(gid)
+        if rule.eft == "allow" and rule.act == READ
+    }
+    names = view.analyser.directory.names(touched)
+    found = await repository.sampling(
+        session, sorted(rules), names if len(names) <= TOUCHED_QUERY else None
+    )
+    wanted = set(names)
+    return [(d, rules[g]) for d, g, sample in found if wanted.intersection(sample)]
+
+
+TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples by name
 
 
 async def put_dataset(
@@ -475,12 +835,10 @@ async def accept_finding(
 async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]:
     """Accepted findings whose ``until`` has passed are open again."""
     now = utcnow()
-    reopened = []
-    for finding in await repository.all_active(session):
-        if finding.status == FindingStatus.accepted and finding.until and finding.until <= now:
-            finding.status = FindingStatus.open.value
-            finding.updated_at = now
-            reopened.append(finding)
+    reopened = list(await repository.lapsed_acceptances(session, now))
+    for finding in reopened:
+        finding.status = FindingStatus.open.value
+        finding.updated_at = now
     await session.flush()
     reads = [to_read(f) for f in reopened]
     await alerts_service.emit(
@@ -541,23 +899,32 @@ async def record_time_events(session: AsyncSession, *, actor: str) -> TimeEvents
 
 
 async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
-    """Full re-analysis of every dataset (also expires lapsed acceptances)."""
+    """Full re-analysis of every dataset (also expires lapsed acceptances).
+
+    Recomputes every finding from the committed policy; writes only those that differ, so
+    ``opened``, ``resolved`` and ``updated`` are all 0 when the incremental re-analyses of the
+    mutations left the findings exactly as a full scan would.
+    """
     started = time.perf_counter()
     await reopen_expired_acceptances(session)
     view = await view_before_change(session)  # also serialises with policy writers
-    changes = await reconcile(
+    outcome = await _reconcile(
         session,
         before=view,
         after=view,
-        dataset_ids=list(view.datasets),
+        targets=dict.fromkeys(sorted(view.datasets)),
         actor=actor,
+        accept=None,
         guarded=False,
+        at=time.time(),
+        every_dataset=True,
     )
     publish_on_commit(session, view)
     return ScanResult(
         datasets=len(view.datasets),
-        opened=len(changes.findings_opened),
-        resolved=len(changes.findings_resolved),
+        opened=len(outcome.opened),
+        resolved=len(outcome.resolved),
+        updated=outcome.updated,
         open_findings=await repository.count_open(session),
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
     )

@@ -1,5 +1,6 @@
 """Findings open, resolve, refuse and reopen as the policy changes, before each response."""
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -270,12 +271,12 @@ async def test_incremental_findings_match_a_full_scan_after_many_changes(client,
         r = await client.request(method, path, json=body, headers=admin)
         assert r.status_code in (200, 201), (path, r.text)
         scan = (await client.post("/v1/scan", headers=admin)).json()
-        assert (scan["opened"], scan["resolved"]) == (0, 0), (path, scan)
+        assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), (path, scan)
     deny_id = (await client.get("/v1/grants?principal=group:eng", headers=admin)).json()["items"]
     r = await client.delete(f"/v1/grants/{deny_id[0]['id']}", headers=admin)
     assert r.status_code == 200
     scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"]) == (0, 0)
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
@@ -343,3 +344,81 @@ async def test_removing_a_deny_or_leaving_a_denied_group_needs_an_acceptance(cli
     assert r.status_code == 200, r.text
     [finding] = r.json()["findings_opened"]
     assert finding["status"] == "accepted" and finding["reason"] == "red-team"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_changes_leave_findings_as_a_full_scan_finds_them(client, admin, seed):
+    """Random grants (allow and deny, patterns), memberships (users and nested groups) and
+    audiences: after every change a full scan must open, resolve and update nothing."""
+    rng = random.Random(seed)
+    # More principals than a finding samples (20), so that counts change under a steady sample.
+    users = [f"user:u{i}" for i in range(60)] + ["service:s0", "service:s1"]
+    groups = [f"g{i}" for i in range(6)]  # g{i} may only hold g{j} with j > i: no cycles
+    datasets = ["act.keys", "act.mouse", "act.chat", "hr.perf", "hr.pay"]
+    resources = [*datasets, "act.*", "hr.*", "*"]
+    for group in reversed(groups):  # g0 holds every other group: grants to it reach ~50
+        members = rng.sample(users, 12) + (
+            [f"group:{g}" for g in groups[1:]] if group == "g0" else []
+        )
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    for dataset in datasets:
+        body = {
+            "owner": "group:g0",
+            "sensitivity": rng.choice(["internal", "confidential", "restricted"]),
+            "intended_audience": [f"group:{rng.choice(groups)}", rng.choice(users)],
+            "guard": "alert",
+        }
+        r = await client.put(f"/v1/datasets/{dataset}", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+    grant_ids: list[int] = []
+    for _step in range(40):
+        roll = rng.random()
+        if roll < 0.35 or not grant_ids:
+            body = {
+                "principal": rng.choice([*users, *(f"group:{g}" for g in groups)]),
+                "resource": rng.choice(resources),
+                "action": "read",
+                "effect": "deny" if rng.random() < 0.25 else "allow",
+                "justification": "test",
+            }
+            r = await client.post("/v1/grants", json=body, headers=admin)
+            grant_ids.append(r.json()["id"])
+        elif roll < 0.5:
+            r = await client.delete(
+                f"/v1/grants/{grant_ids.pop(rng.randrange(len(grant_ids)))}", headers=admin
+            )
+        elif roll < 0.7:
+            i = rng.randrange(len(groups))
+            member = rng.choice([*users, *(f"group:{g}" for g in groups[i + 1 :])])
+            r = await client.post(
+                f"/v1/groups/{groups[i]}/members", json={"member": member}, headers=admin
+            )
+        elif roll < 0.85:
+            group = rng.choice(groups)
+            members = (await client.get(f"/v1/groups/{group}", headers=admin)).json()["members"]
+            if not members:
+                continue
+            r = await client.delete(
+                f"/v1/groups/{group}/members/{rng.choice(members)}", headers=admin
+            )
+        elif roll < 0.95:
+            i = rng.randrange(len(groups))
+            members = rng.sample([*users, *(f"group:{g}" for g in groups[i + 1 :])], 8)
+            r = await client.put(
+                f"/v1/groups/{groups[i]}/members", json={"members": members}, headers=admin
+            )
+        else:
+            dataset = rng.choice(datasets)
+            body = {
+                "owner": "group:g0",
+                "sensitivity": "confidential",
+                "intended_audience": [f"group:{rng.choice(groups)}"],
+                "guard": "alert",
+            }
+            r = await client.put(f"/v1/datasets/{dataset}", json=body, headers=admin)
+        assert r.status_code in (200, 201), r.text
+        scan = (await client.post("/v1/scan", headers=admin)).json()
+        assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), (r.url, scan)
