@@ -38,30 +38,14 @@ from typing import Any, Protocol
 from sqlalchemy.engine import make_url
 
 from app.accesslog.batch import Batch, Submission, build_batch
+from app.accesslog.chain import CHAINED_FIELDS
 from app.alerts.service import AlertEvent
 from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
 
 logger = logging.getLogger("aclaudit.accesslog")
 
-ENTRY_COLUMNS = (
-    "id",
-    "decision_id",
-    "at",
-    "principal",
-    "dataset",
-    "action",
-    "purpose",
-    "decision",
-    "reason",
-    "out_of_audience",
-    "data_subjects",
-    "request_id",
-    "caller",
-    "policy_version",
-    "prev_hash",
-    "hash",
-)
+ENTRY_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
 ALERT_COLUMNS = (
     "id",
     "type",
