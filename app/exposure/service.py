@@ -49,9 +49,12 @@ from app.policy import service as policy_service
 from app.policy import version as policy_version
 from app.policy.decision_index import Rule
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import READ_ACTIONS, to_rule
 
 READ = "read"
+# Findings are analysed for every action that reads a dataset (the check path treats them all
+# as reads). A grant has one action, so a grant's finding is that of its own action.
+ACTIONS = tuple(sorted(READ_ACTIONS))
 SAMPLE = 20
 PATHS = 5
 
@@ -188,7 +191,12 @@ def _paths(
 ) -> list[ExcessPath]:
     out = []
     for principal in sample[:PATHS]:
-        for rule, via in view.analyser.paths_for(principal, dataset, READ, now):
+        reach = [
+            found
+            for action in ACTIONS
+            for found in view.analyser.paths_for(principal, dataset, action, now)
+        ]
+        for rule, via in reach:
             if rule.id == str(grant_id):
                 out.append(ExcessPath(principal=principal, via=list(via)))
                 break
@@ -249,28 +257,36 @@ class _Excess:
 
 
 def _excess_of(
-    view: PolicyView, dataset: str, rules: tuple[Rule, ...] | None, at: float
+    view: PolicyView,
+    dataset: str,
+    rules: tuple[Rule, ...] | None,
+    at: float,
 ) -> _Excess:
-    """The dataset's per-grant excess: for every live allow (`rules` None), or for `rules` only."""
+    """The dataset's per-grant excess, for every reading action: for every live allow (`rules`
+    None), or for `rules` only."""
     analyser = view.analyser
     intended = analyser.intended_bits(view.datasets[dataset].audience)
     subjects: dict[int, tuple[str, ...]] = {}
     bits: dict[int, tuple[int, int]] = {}
-    if rules is None:
-        exposure = analyser.exposure(dataset, READ, at, intended)
-        for rule in exposure.allow_rules:
-            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
-        for rule_id, excess in exposure.by_grant.items():
-            if excess:
-                bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
-    else:
-        for rule in rules:
-            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
-        for rule_id, found in analyser.grant_excess_bits(
-            rules, dataset, READ, at, intended
-        ).items():
-            if found.bits:
-                bits[int(rule_id)] = (found.bits, found.count)
+    for action in ACTIONS:
+        if rules is None:
+            exposure = analyser.exposure(dataset, action, at, intended)
+            for rule in exposure.allow_rules:
+                subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+            for rule_id, excess in exposure.by_grant.items():
+                if excess:
+                    bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
+        else:
+            chosen = [rule for rule in rules if rule.act == action]
+            if not chosen:
+                continue
+            for rule in chosen:
+                subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+            for rule_id, found in analyser.grant_excess_bits(
+                chosen, dataset, action, at, intended
+            ).items():
+                if found.bits:
+                    bits[int(rule_id)] = (found.bits, found.count)
     return _Excess(bits, subjects)
 
 
@@ -532,17 +548,23 @@ async def _settle_within(
         if rules is None or dataset_id not in before.datasets:
             continue
         facts = after.datasets[dataset_id]
-        found = after.analyser.grant_excess_within(
-            before.analyser,
-            within,
-            rules,
-            dataset_id,
-            READ,
-            at,
-            facts.audience,
-            before.datasets[dataset_id].audience,
-            memo,
-        )
+        found: dict[str, tuple[int, int]] = {}
+        for action in ACTIONS:
+            chosen = [rule for rule in rules if rule.act == action]
+            if chosen:
+                found.update(
+                    after.analyser.grant_excess_within(
+                        before.analyser,
+                        within,
+                        chosen,
+                        dataset_id,
+                        action,
+                        at,
+                        facts.audience,
+                        before.datasets[dataset_id].audience,
+                        memo,
+                    )
+                )
         by_id = {rule.id: rule for rule in rules}
         for rule_id, (now_in, then_in) in found.items():
             grant_id = int(rule_id)
@@ -651,6 +673,12 @@ def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
     )
 
 
+def _action(rule: Rule) -> str:
+    """The action to re-analyse a rule's change for: its own when it reads (a rule of any other
+    action changes no finding, and asking for `read` then plans nothing)."""
+    return rule.act if rule.act in READ_ACTIONS else READ
+
+
 # -- mutations: each re-analyses what it touches before its response --------------------------
 #
 # Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule` /
@@ -672,7 +700,7 @@ async def create_grant(
         session,
         before=before,
         after=after,
-        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, READ).grants,
+        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
         actor=actor,
         accept=body.accept_exposure,
     )
@@ -693,7 +721,7 @@ async def revoke_grant(
         session,
         before=before,
         after=after,
-        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, READ).grants,
+        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, _action(rule)).grants,
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
@@ -743,14 +771,17 @@ async def change_members(
         touched |= after.analyser.directory.leaf_bits(member)
     # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
     # actually differ between `before` and `after`.
-    plan = after.analyser.reanalysis_for_membership(
-        before.analyser,
-        [gid],
-        after.datasets,
-        {id: facts.audience for id, facts in after.datasets.items()},
-        READ,
-    )
-    targets = {dataset: set(rules) for dataset, rules in plan.grants.items()}
+    targets: dict[str, set[Rule]] = {}
+    for action in ACTIONS:
+        plan = after.analyser.reanalysis_for_membership(
+            before.analyser,
+            [gid],
+            after.datasets,
+            {id: facts.audience for id, facts in after.datasets.items()},
+            action,
+        )
+        for dataset, rules in plan.grants.items():
+            targets.setdefault(dataset, set()).update(rules)
     # A shortcut added or a redundant link removed changes paths but no member set: findings
     # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
     repaths = await _paths_through(session, after, gid, touched)
@@ -781,7 +812,7 @@ async def _paths_through(
     rules = {
         int(rule.id): rule
         for rule in view.analyser.rules_affected_by_membership(gid)
-        if rule.eft == "allow" and rule.act == READ
+        if rule.eft == "allow" and rule.act in READ_ACTIONS
     }
     names = view.analyser.directory.names(touched)
     found = await repository.sampling(
@@ -968,8 +999,14 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     for dataset_id in ids:
         facts = after.datasets[dataset_id]
         intended = after.analyser.intended_bits(facts.audience)
-        exposure = after.analyser.exposure(dataset_id, READ, at, intended)
-        for rule_id, bits in exposure.by_grant.items():
+        by_grant = {
+            rule_id: bits
+            for action in ACTIONS
+            for rule_id, bits in after.analyser.exposure(
+                dataset_id, action, at, intended
+            ).by_grant.items()
+        }
+        for rule_id, bits in by_grant.items():
             if not bits:
                 continue
             key = (dataset_id, int(rule_id))
@@ -1030,7 +1067,9 @@ async def list_findings(
 async def dataset_exposure(
     session: AsyncSession, *, dataset_id: str, after: str | None, limit: int
 ) -> ExposureRead:
-    """Who could read it beyond its audience (a page), and how many such reads were recorded."""
+    """Who could read it beyond its audience (a page), and how many such reads were recorded.
+
+    For the action `read`, as the contract defines it; findings also cover `export` grants."""
     view = await current_view(session)
     facts = view.datasets.get(dataset_id)
     if facts is None:

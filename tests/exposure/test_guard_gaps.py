@@ -1,0 +1,99 @@
+"""Guard gaps from the security review: expiring denies, export grants, widened acceptances and
+dataset registration are all judged like any other change."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+
+def soon(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+ACCEPT = {"reason": "reviewed", "until": soon(86400)}
+
+
+async def members(client: httpx.AsyncClient, admin, group: str, ms: list[str], **extra):
+    return await client.put(
+        f"/v1/groups/{group}/members", json={"members": ms, **extra}, headers=admin
+    )
+
+
+async def dataset(
+    client: httpx.AsyncClient, admin, id: str, audience: list[str], **extra
+) -> httpx.Response:
+    body = {"owner": "user:owner", "sensitivity": "restricted", "intended_audience": audience}
+    return await client.put(f"/v1/datasets/{id}", json={**body, **extra}, headers=admin)
+
+
+async def grant(client: httpx.AsyncClient, admin, principal: str, resource: str, **extra):
+    body = {"principal": principal, "resource": resource, "action": "read", "effect": "allow",
+            "justification": "test", **extra}  # fmt: skip
+    return await client.post("/v1/grants", json=body, headers=admin)
+
+
+async def check(client: httpx.AsyncClient, tokens, principal: str, ds: str, action="read"):
+    r = await client.post(
+        "/v1/check",
+        json={"principal": principal, "dataset": ds, "action": action},
+        headers=tokens["check"],
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def findings(client: httpx.AsyncClient, admin) -> list[dict[str, Any]]:
+    r = await client.get("/v1/findings", headers=admin)
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def scan_is_clean(client: httpx.AsyncClient, admin) -> None:
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), scan
+
+
+async def org(client: httpx.AsyncClient, admin) -> None:
+    assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "group:research"])
+    assert r.status_code == 200
+    assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
+
+
+async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", action="export")
+    assert r.status_code == 409, r.text
+    assert [f["excess_count"] for f in r.json()["findings"]] == [2]
+    proposal = {"principal": "group:all", "resource": "act.*", "action": "export"}
+    sim = await client.post(
+        "/v1/grants/simulate", json={"add": [{**proposal, "effect": "allow"}]}, headers=admin
+    )
+    assert [f["excess_count"] for f in sim.json()["would_open"]] == [2]
+    r = await grant(client, admin, "group:all", "act.keys", action="export", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    export_id = r.json()["id"]
+    [opened] = r.json()["findings_opened"]
+    assert (opened["grant_id"], opened["excess_count"], opened["status"]) == (
+        export_id,
+        2,
+        "accepted",
+    )
+    # A member added under the export grant widens it; a deny on export contains it.
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 409, r.text
+    r = await grant(client, admin, "user:a1", "act.keys", action="export", effect="deny")
+    assert r.status_code == 201, r.text
+    [found] = await findings(client, admin)
+    assert found["excess_count"] == 1
+    await scan_is_clean(client, admin)
+    # A read deny does not contain an export.
+    r = await grant(client, admin, "user:a2", "act.keys", effect="deny")
+    assert r.status_code == 201, r.text
+    [found] = await findings(client, admin)
+    assert found["excess_count"] == 1
+    r = await client.delete(f"/v1/grants/{export_id}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert [f["grant_id"] for f in r.json()["findings_resolved"]] == [export_id]
+    await scan_is_clean(client, admin)
