@@ -261,16 +261,17 @@ def _excess_of(
     dataset: str,
     rules: tuple[Rule, ...] | None,
     at: float,
+    lasting: bool = False,
 ) -> _Excess:
     """The dataset's per-grant excess, for every reading action: for every live allow (`rules`
-    None), or for `rules` only."""
+    None), or for `rules` only. `lasting`: not counting the denies that expire (worst case)."""
     analyser = view.analyser
     intended = analyser.intended_bits(view.datasets[dataset].audience)
     subjects: dict[int, tuple[str, ...]] = {}
     bits: dict[int, tuple[int, int]] = {}
     for action in ACTIONS:
         if rules is None:
-            exposure = analyser.exposure(dataset, action, at, intended)
+            exposure = analyser.exposure(dataset, action, at, intended, lasting)
             for rule in exposure.allow_rules:
                 subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
             for rule_id, excess in exposure.by_grant.items():
@@ -283,7 +284,7 @@ def _excess_of(
             for rule in chosen:
                 subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
             for rule_id, found in analyser.grant_excess_bits(
-                chosen, dataset, action, at, intended
+                chosen, dataset, action, at, intended, lasting
             ).items():
                 if found.bits:
                     bits[int(rule_id)] = (found.bits, found.count)
@@ -371,6 +372,10 @@ async def _reconcile(
     count_updates: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
     sample_of = after.analyser.directory.sample
+    if guarded and is_change and accept is None:
+        # Before the cheap membership cases settle anything: the worst case over time.
+        refused.extend(_widened_past_expiring_denies(before, after, targets, at))
+    refused_keys = {(f.dataset, f.grant_id) for f in refused}
     if within and is_change:
         targets = await _settle_within(
             session,
@@ -414,6 +419,8 @@ async def _reconcile(
             widened = is_change and bool(bits & ~before_bits)
             # An acceptance covers the exposure as it was: letting more in needs a new one.
             if guarded and widened and facts.guard == "block" and accept is None:
+                if (dataset_id, grant_id) in refused_keys:
+                    continue
                 refused.append(
                     FindingRead.model_validate(
                         {
@@ -518,6 +525,59 @@ async def _reconcile(
         stamp,
     )
     return outcome
+
+
+def _widened_past_expiring_denies(
+    before: PolicyView,
+    after: PolicyView,
+    targets: Mapping[str, tuple[Rule, ...] | None],
+    at: float,
+) -> list[FindingRead]:
+    """The would-be findings of a change on block-guarded datasets that widen access once the
+    denies with an expiry are not counted.
+
+    A deny that expires contains exposure only until then: an allow it hides now lets people
+    in later (the sweeper then opens the finding), so the guard judges the worst case over time.
+    Stored findings stay those of the policy as it is now.
+    """
+    found: list[FindingRead] = []
+    for dataset_id, rules in targets.items():
+        facts = after.datasets[dataset_id]
+        if facts.guard != "block":
+            continue
+        views = [after] + ([before] if dataset_id in before.datasets else [])
+        if not any(
+            view.analyser.has_expiring_deny(dataset_id, action, at)
+            for view in views
+            for action in ACTIONS
+        ):
+            continue  # the worst case is the present: the usual test judges it
+        worst = _excess_of(after, dataset_id, rules, at, lasting=True)
+        was: dict[int, tuple[int, int]] = {}
+        if dataset_id in before.datasets:
+            was = _excess_of(before, dataset_id, rules, at, lasting=True).bits
+        for grant_id, (bits, count) in worst.bits.items():
+            if not bits & ~was.get(grant_id, (0, 0))[0]:
+                continue
+            subjects = worst.subjects[grant_id]
+            sample = after.analyser.directory.sample(bits, SAMPLE, count)
+            found.append(
+                FindingRead.model_validate(
+                    {
+                        "id": None,
+                        "dataset": dataset_id,
+                        "grant_id": grant_id,
+                        "principal": subjects[0],
+                        "excess_count": count,
+                        "excess_sample": sample,
+                        "paths": _sample_paths(after, subjects, sample),
+                        "severity": severity_for(facts.sensitivity, count).value,
+                        "status": FindingStatus.open.value,
+                        "opened_at": None,
+                    }
+                )
+            )
+    return found
 
 
 async def _settle_within(

@@ -1,10 +1,15 @@
 """Guard gaps from the security review: expiring denies, export grants, widened acceptances and
 dataset registration are all judged like any other change."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.operations.sweeper import Sweeper
 
 
 def soon(seconds: float) -> str:
@@ -59,6 +64,50 @@ async def org(client: httpx.AsyncClient, admin) -> None:
     r = await members(client, admin, "all", ["user:a1", "user:a2", "group:research"])
     assert r.status_code == 200
     assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
+
+
+async def test_an_expiring_deny_does_not_hide_an_allow_from_the_block_guard(client, admin, tokens):
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", effect="deny", expires_at=soon(60))
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:all", "act.keys")
+    assert r.status_code == 409, r.text
+    refused = r.json()["findings"]
+    assert [(f["dataset"], f["excess_count"]) for f in refused] == [("act.keys", 2)]
+    # Adding a member under the allow is judged the same way.
+    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    assert r.json()["findings_opened"] == []  # hidden for now: nothing to record yet
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 409, r.text
+    # A deny that never expires contains the exposure for good.
+    r = await grant(client, admin, "group:all", "act.*", effect="deny")
+    assert r.status_code == 201, r.text
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 200, r.text
+    await scan_is_clean(client, admin)
+
+
+async def test_findings_open_when_an_expiring_deny_lapses(
+    app: FastAPI, client, admin, tokens, settings: Settings
+):
+    await app.state.sweeper.stop()
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", effect="deny", expires_at=soon(1.5))
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    allow_id = r.json()["id"]
+    assert await findings(client, admin) == []
+    await asyncio.sleep(2)
+    sweeper = Sweeper(app.state.sessionmaker, settings)
+    report = await sweeper.sweep_once()
+    await sweeper.stop()
+    assert len(report.opened) == 1
+    [found] = await findings(client, admin)
+    assert (found["grant_id"], found["excess_count"], found["status"]) == (allow_id, 2, "open")
+    assert (await check(client, tokens, "user:a1", "act.keys"))["decision"] == "allow"
+    await scan_is_clean(client, admin)
 
 
 async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
