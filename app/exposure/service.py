@@ -295,6 +295,7 @@ def _excess_of(
 class _Outcome:
     opened: list[dict[str, Any]] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
+    reopened: list[dict[str, Any]] = field(default_factory=list)
     updated: int = 0
 
 
@@ -376,6 +377,7 @@ async def _reconcile(
         # Before the cheap membership cases settle anything: the worst case over time.
         refused.extend(_widened_past_expiring_denies(before, after, targets, at))
     refused_keys = {(f.dataset, f.grant_id) for f in refused}
+    reopened: list[dict[str, Any]] = []
     if within and is_change:
         targets = await _settle_within(
             session,
@@ -460,7 +462,10 @@ async def _reconcile(
                 new_rows.append(row)
                 continue
             accepting = guarded and widened and accept is not None
-            if is_change and before_bits and not accepting:
+            # An acceptance covers the exposure as it was: widened without a new one, the
+            # finding is open again (whatever the guard).
+            reopening = widened and not accepting and row["status"] == FindingStatus.accepted.value
+            if is_change and before_bits and not accepting and not reopening:
                 # Stored: before's sample and paths. Unless the sample moved, or a sampled
                 # principal's paths may have, only the count (and severity) changed.
                 before_sample = sample_of(before_bits, SAMPLE, before_count)
@@ -480,6 +485,9 @@ async def _reconcile(
             row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
             if accepting:
                 _accepting(row, accept, actor)  # type: ignore[arg-type]
+            elif reopening:
+                row.update(status=FindingStatus.open.value)
+                reopened.append(row)
             full_updates.append(row)
     if refused:
         raise ExposureRefused(
@@ -494,7 +502,7 @@ async def _reconcile(
     for row, finding_id in zip(new_rows, ids, strict=True):
         row["id"] = finding_id
     columns: tuple[str, ...] = ("excess_count", "excess_sample", "paths", "severity")
-    if full_updates and any(r["status"] == FindingStatus.accepted for r in full_updates):
+    if reopened or any(r["status"] == FindingStatus.accepted for r in full_updates):
         columns += ("status", "accepted_by", "reason", "until")
     await repository.update_rows(
         session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
@@ -508,7 +516,7 @@ async def _reconcile(
             row.update(details[row["id"]])
     for row in resolved:
         row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
-    outcome.opened, outcome.resolved = new_rows, resolved
+    outcome.opened, outcome.resolved, outcome.reopened = new_rows, resolved, reopened
     outcome.updated = len(full_updates) + len(count_updates)
     await alerts_service.emit(
         session,
@@ -521,6 +529,7 @@ async def _reconcile(
             )
             for row in new_rows
         ]
+        + [_alert(row, AlertType.finding_reopened) for row in reopened]
         + [_alert(row, AlertType.finding_resolved) for row in resolved],
         stamp,
     )
@@ -637,8 +646,12 @@ async def _settle_within(
                 continue
             count = row["excess_count"] + now_in.bit_count() - then_in.bit_count()
             widened = bool(now_in & ~then_in)
-            if count <= SAMPLE or (guarded and widened and (facts.guard == "block" or accept)):
-                continue  # resolved, re-sampled, refused or accepted: the full computation
+            if (
+                count <= SAMPLE
+                or (guarded and widened and (facts.guard == "block" or accept))
+                or (widened and row["status"] == FindingStatus.accepted.value)
+            ):
+                continue  # resolved, re-sampled, refused, accepted or reopened: computed fully
             candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
     samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     number = directory.leaf_number
@@ -713,8 +726,11 @@ async def reconcile(
 
 
 def _changes(outcome: _Outcome) -> FindingChanges:
+    """Opened: new findings, and accepted ones the change widened (open again)."""
     return FindingChanges(
-        findings_opened=[FindingRead.model_validate(row) for row in outcome.opened],
+        findings_opened=[
+            FindingRead.model_validate(row) for row in (*outcome.opened, *outcome.reopened)
+        ],
         findings_resolved=[FindingRead.model_validate(row) for row in outcome.resolved],
     )
 

@@ -146,3 +146,38 @@ async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
     assert r.status_code == 200, r.text
     assert [f["grant_id"] for f in r.json()["findings_resolved"]] == [export_id]
     await scan_is_clean(client, admin)
+
+
+async def test_a_widened_accepted_finding_reopens_on_an_alert_dataset(client, admin):
+    assert (await members(client, admin, "contractors", ["user:c1"])).status_code == 200
+    r = await dataset(client, admin, "hr.perf", ["user:r1"], sensitivity="confidential")
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:contractors", "hr.perf")
+    fid = r.json()["findings_opened"][0]["id"]
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    assert r.status_code == 200, r.text
+    last = (await client.get("/v1/alerts", headers=admin)).json()["last_id"]
+    # The acceptance covered one contractor: sixty more reopen it.
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(60)])
+    assert r.status_code == 200, r.text
+    assert [f["id"] for f in r.json()["findings_opened"]] == [fid]
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"], found["severity"]) == ("open", 61, "high")
+    alerts = (await client.get("/v1/alerts", params={"after": last}, headers=admin)).json()
+    assert [a["type"] for a in alerts["items"]] == ["finding.reopened"]
+    await scan_is_clean(client, admin)
+    # Accepted again, then widened through many leaves (the membership fast path).
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    assert r.status_code == 200, r.text
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(61)])
+    assert r.status_code == 200, r.text
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"]) == ("open", 62)
+    # Accepted again, then narrowed: it stays accepted.
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(30)])
+    assert r.status_code == 200, r.text
+    assert r.json()["findings_opened"] == []
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"]) == ("accepted", 31)
+    await scan_is_clean(client, admin)
