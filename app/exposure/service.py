@@ -902,9 +902,19 @@ TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples
 
 
 async def put_dataset(
-    session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
+    session: AsyncSession,
+    *,
+    dataset_id: str,
+    body: DatasetWrite,
+    actor: str,
+    guarded: bool = True,
 ) -> tuple[DatasetRead, bool, FindingChanges]:
-    """Registering or re-scoping a dataset reports its exposure; it never refuses."""
+    """Registering or re-scoping a dataset reports its exposure; on a block-guarded dataset,
+    one that lets anyone new in beyond its audience is refused unless `accept_exposure`.
+    `guarded` False (the demo loader only) records the findings without refusing."""
+    accept = body.accept_exposure
+    if accept is not None and accept.until <= utcnow():
+        raise InvalidInput("body.accept_exposure.until", "must be in the future")
     before = await view_before_change(session)
     dataset, created = await datasets_service.put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
@@ -914,7 +924,13 @@ async def put_dataset(
         dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
     )
     changes = await reconcile(
-        session, before=before, after=after, dataset_ids=[dataset.id], actor=actor, guarded=False
+        session,
+        before=before,
+        after=after,
+        dataset_ids=[dataset.id],
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
     )
     publish_on_commit(session, after)
     return dataset, created, changes

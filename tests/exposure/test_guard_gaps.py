@@ -181,3 +181,36 @@ async def test_a_widened_accepted_finding_reopens_on_an_alert_dataset(client, ad
     found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
     assert (found["status"], found["excess_count"]) == ("accepted", 31)
     await scan_is_clean(client, admin)
+
+
+async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin):
+    assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
+    r = await members(client, admin, "all", ["user:a1", "group:research"])
+    assert r.status_code == 200
+    assert (await grant(client, admin, "group:all", "act.*")).status_code == 201
+    r = await dataset(client, admin, "act.keys", ["group:research"])
+    assert r.status_code == 409, r.text
+    assert [f["excess_count"] for f in r.json()["findings"]] == [1]
+    assert (await client.get("/v1/datasets/act.keys", headers=admin)).status_code == 404
+    r = await dataset(client, admin, "act.keys", ["group:research"], accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    # An alert dataset is registered and reported, not refused.
+    r = await dataset(client, admin, "act.logs", ["group:research"], guard="alert")
+    assert r.status_code == 201, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["open"]
+    # Narrowing a block dataset's audience.
+    r = await dataset(client, admin, "act.all", ["group:all"])
+    assert r.status_code == 201, r.text
+    assert r.json()["findings_opened"] == []
+    r = await dataset(client, admin, "act.all", ["group:research"])
+    assert r.status_code == 409, r.text
+    r = await client.get("/v1/datasets/act.all", headers=admin)
+    assert r.json()["intended_audience"] == ["group:all"]
+    r = await dataset(client, admin, "act.all", ["group:research"], accept_exposure=ACCEPT)
+    assert r.status_code == 200, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    # Widening it back is never refused.
+    r = await dataset(client, admin, "act.all", ["group:all"])
+    assert r.status_code == 200, r.text
+    await scan_is_clean(client, admin)
