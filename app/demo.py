@@ -238,7 +238,11 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
         progress("grants", done, len(planned))
     sets = datasets()
     for done, (dataset_id, body) in enumerate(sets.items(), 1):
-        await exposure_service.put_dataset(session, dataset_id=dataset_id, body=body, actor=ACTOR)
+        # Registered over the grant that already over-exposes it, as in the incident: the
+        # findings open (unaccepted) instead of the registration being refused.
+        await exposure_service.put_dataset(
+            session, dataset_id=dataset_id, body=body, actor=ACTOR, guarded=False
+        )
         progress("datasets", done, len(sets))
     users = {m for members in groups.values() for m in members if m.startswith("user:")}
     return {

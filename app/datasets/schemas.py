@@ -4,6 +4,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.identifiers import FreeText, PrincipalId
+from app.policy.schemas import AcceptExposure
 
 
 class Sensitivity(StrEnum):
@@ -36,6 +37,11 @@ class DatasetWrite(BaseModel):
         default=None,
         description="`block` refuses grants that widen access beyond the audience; "
         "defaults to `block` for restricted datasets, `alert` otherwise.",
+    )
+    accept_exposure: AcceptExposure | None = Field(
+        default=None,
+        description="On a `block` dataset, registering or re-scoping it so that existing grants "
+        "reach beyond its audience is refused (409) unless the exposure is accepted here.",
     )
 
 

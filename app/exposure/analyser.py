@@ -770,6 +770,20 @@ class ExposureAnalyser:
     ) -> list[Rule]:
         return [g.rule for g in self._covering(table, dataset, action) if g.is_live(now)]
 
+    def _live_denies(self, dataset: str, action: str, now: float, lasting: bool) -> list[Rule]:
+        return [
+            g.rule
+            for g in self._covering(self._denies, dataset, action)
+            if g.is_live(now) and not (lasting and g.expiry is not None)
+        ]
+
+    def has_expiring_deny(self, dataset: str, action: str, now: float) -> bool:
+        """Whether a live deny covering `dataset` for `action` has an expiry."""
+        return any(
+            g.is_live(now) and g.expiry is not None
+            for g in self._covering(self._denies, dataset, action)
+        )
+
     # -- memberships ----------------------------------------------------------------------------
 
     def add_link(self, member: str, group: str) -> bool:
@@ -976,11 +990,16 @@ class ExposureAnalyser:
     def intended(self, audience: Iterable[str]) -> frozenset[str]:
         return frozenset(self.directory.names(self.intended_bits(audience)))
 
-    def exposure(self, dataset: str, action: str, now: float, intended: int = 0) -> Exposure:
-        """The dataset's effective readers, excess and per-grant excess; `intended` as bits."""
+    def exposure(
+        self, dataset: str, action: str, now: float, intended: int = 0, lasting: bool = False
+    ) -> Exposure:
+        """The dataset's effective readers, excess and per-grant excess; `intended` as bits.
+
+        `lasting`: count only the denies that never expire (the worst case over time: a deny
+        with an expiry hides exposure only until then)."""
         now = float(now)
         allows = self._live(self._allows, dataset, action, now)
-        denies = self._live(self._denies, dataset, action, now)
+        denies = self._live_denies(dataset, action, now, lasting)
         denied = self._union(denies)
         blocked = denied | intended
         is_blocked = _bit_test(blocked)
@@ -1017,10 +1036,16 @@ class ExposureAnalyser:
         )
 
     def grant_excess_bits(
-        self, rules: Iterable[Rule], dataset: str, action: str, now: float, intended: int = 0
+        self,
+        rules: Iterable[Rule],
+        dataset: str,
+        action: str,
+        now: float,
+        intended: int = 0,
+        lasting: bool = False,
     ) -> dict[str, GrantExcess]:
         """`exposure(...)`'s `by_grant` and `excess_counts`, for `rules` only (as planned by a
-        `Reanalysis`), without looking at the dataset's other allows.
+        `Reanalysis`), without looking at the dataset's other allows (`lasting` as there).
 
         Rule id -> its excess on `dataset`, for those of `rules` that are present, live allows
         for `action` and cover the dataset; the others have no entry, as in `by_grant`.
@@ -1039,7 +1064,7 @@ class ExposureAnalyser:
                 chosen.append(rule)
         if not chosen:
             return {}
-        blocked = self._union(self._live(self._denies, dataset, action, now)) | intended
+        blocked = self._union(self._live_denies(dataset, action, now, lasting)) | intended
         is_blocked = _bit_test(blocked)
         found: dict[str, GrantExcess] = {}
         for rule in chosen:

@@ -49,9 +49,12 @@ from app.policy import service as policy_service
 from app.policy import version as policy_version
 from app.policy.decision_index import Rule
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import READ_ACTIONS, to_rule
 
 READ = "read"
+# Findings are analysed for every action that reads a dataset (the check path treats them all
+# as reads). A grant has one action, so a grant's finding is that of its own action.
+ACTIONS = tuple(sorted(READ_ACTIONS))
 SAMPLE = 20
 PATHS = 5
 
@@ -188,7 +191,12 @@ def _paths(
 ) -> list[ExcessPath]:
     out = []
     for principal in sample[:PATHS]:
-        for rule, via in view.analyser.paths_for(principal, dataset, READ, now):
+        reach = [
+            found
+            for action in ACTIONS
+            for found in view.analyser.paths_for(principal, dataset, action, now)
+        ]
+        for rule, via in reach:
             if rule.id == str(grant_id):
                 out.append(ExcessPath(principal=principal, via=list(via)))
                 break
@@ -249,28 +257,37 @@ class _Excess:
 
 
 def _excess_of(
-    view: PolicyView, dataset: str, rules: tuple[Rule, ...] | None, at: float
+    view: PolicyView,
+    dataset: str,
+    rules: tuple[Rule, ...] | None,
+    at: float,
+    lasting: bool = False,
 ) -> _Excess:
-    """The dataset's per-grant excess: for every live allow (`rules` None), or for `rules` only."""
+    """The dataset's per-grant excess, for every reading action: for every live allow (`rules`
+    None), or for `rules` only. `lasting`: not counting the denies that expire (worst case)."""
     analyser = view.analyser
     intended = analyser.intended_bits(view.datasets[dataset].audience)
     subjects: dict[int, tuple[str, ...]] = {}
     bits: dict[int, tuple[int, int]] = {}
-    if rules is None:
-        exposure = analyser.exposure(dataset, READ, at, intended)
-        for rule in exposure.allow_rules:
-            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
-        for rule_id, excess in exposure.by_grant.items():
-            if excess:
-                bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
-    else:
-        for rule in rules:
-            subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
-        for rule_id, found in analyser.grant_excess_bits(
-            rules, dataset, READ, at, intended
-        ).items():
-            if found.bits:
-                bits[int(rule_id)] = (found.bits, found.count)
+    for action in ACTIONS:
+        if rules is None:
+            exposure = analyser.exposure(dataset, action, at, intended, lasting)
+            for rule in exposure.allow_rules:
+                subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+            for rule_id, excess in exposure.by_grant.items():
+                if excess:
+                    bits[int(rule_id)] = (excess, exposure.excess_counts[rule_id])
+        else:
+            chosen = [rule for rule in rules if rule.act == action]
+            if not chosen:
+                continue
+            for rule in chosen:
+                subjects[int(rule.id)] = (*subjects.get(int(rule.id), ()), rule.sub)
+            for rule_id, found in analyser.grant_excess_bits(
+                chosen, dataset, action, at, intended, lasting
+            ).items():
+                if found.bits:
+                    bits[int(rule_id)] = (found.bits, found.count)
     return _Excess(bits, subjects)
 
 
@@ -278,6 +295,7 @@ def _excess_of(
 class _Outcome:
     opened: list[dict[str, Any]] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
+    reopened: list[dict[str, Any]] = field(default_factory=list)
     updated: int = 0
 
 
@@ -355,6 +373,11 @@ async def _reconcile(
     count_updates: list[dict[str, Any]] = []
     refused: list[FindingRead] = []
     sample_of = after.analyser.directory.sample
+    if guarded and is_change and accept is None:
+        # Before the cheap membership cases settle anything: the worst case over time.
+        refused.extend(_widened_past_expiring_denies(before, after, targets, at))
+    refused_keys = {(f.dataset, f.grant_id) for f in refused}
+    reopened: list[dict[str, Any]] = []
     if within and is_change:
         targets = await _settle_within(
             session,
@@ -398,6 +421,8 @@ async def _reconcile(
             widened = is_change and bool(bits & ~before_bits)
             # An acceptance covers the exposure as it was: letting more in needs a new one.
             if guarded and widened and facts.guard == "block" and accept is None:
+                if (dataset_id, grant_id) in refused_keys:
+                    continue
                 refused.append(
                     FindingRead.model_validate(
                         {
@@ -437,7 +462,10 @@ async def _reconcile(
                 new_rows.append(row)
                 continue
             accepting = guarded and widened and accept is not None
-            if is_change and before_bits and not accepting:
+            # An acceptance covers the exposure as it was: widened without a new one, the
+            # finding is open again (whatever the guard).
+            reopening = widened and not accepting and row["status"] == FindingStatus.accepted.value
+            if is_change and before_bits and not accepting and not reopening:
                 # Stored: before's sample and paths. Unless the sample moved, or a sampled
                 # principal's paths may have, only the count (and severity) changed.
                 before_sample = sample_of(before_bits, SAMPLE, before_count)
@@ -457,6 +485,9 @@ async def _reconcile(
             row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
             if accepting:
                 _accepting(row, accept, actor)  # type: ignore[arg-type]
+            elif reopening:
+                row.update(status=FindingStatus.open.value)
+                reopened.append(row)
             full_updates.append(row)
     if refused:
         raise ExposureRefused(
@@ -471,7 +502,7 @@ async def _reconcile(
     for row, finding_id in zip(new_rows, ids, strict=True):
         row["id"] = finding_id
     columns: tuple[str, ...] = ("excess_count", "excess_sample", "paths", "severity")
-    if full_updates and any(r["status"] == FindingStatus.accepted for r in full_updates):
+    if reopened or any(r["status"] == FindingStatus.accepted for r in full_updates):
         columns += ("status", "accepted_by", "reason", "until")
     await repository.update_rows(
         session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
@@ -485,7 +516,7 @@ async def _reconcile(
             row.update(details[row["id"]])
     for row in resolved:
         row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
-    outcome.opened, outcome.resolved = new_rows, resolved
+    outcome.opened, outcome.resolved, outcome.reopened = new_rows, resolved, reopened
     outcome.updated = len(full_updates) + len(count_updates)
     await alerts_service.emit(
         session,
@@ -498,10 +529,64 @@ async def _reconcile(
             )
             for row in new_rows
         ]
+        + [_alert(row, AlertType.finding_reopened) for row in reopened]
         + [_alert(row, AlertType.finding_resolved) for row in resolved],
         stamp,
     )
     return outcome
+
+
+def _widened_past_expiring_denies(
+    before: PolicyView,
+    after: PolicyView,
+    targets: Mapping[str, tuple[Rule, ...] | None],
+    at: float,
+) -> list[FindingRead]:
+    """The would-be findings of a change on block-guarded datasets that widen access once the
+    denies with an expiry are not counted.
+
+    A deny that expires contains exposure only until then: an allow it hides now lets people
+    in later (the sweeper then opens the finding), so the guard judges the worst case over time.
+    Stored findings stay those of the policy as it is now.
+    """
+    found: list[FindingRead] = []
+    for dataset_id, rules in targets.items():
+        facts = after.datasets[dataset_id]
+        if facts.guard != "block":
+            continue
+        views = [after] + ([before] if dataset_id in before.datasets else [])
+        if not any(
+            view.analyser.has_expiring_deny(dataset_id, action, at)
+            for view in views
+            for action in ACTIONS
+        ):
+            continue  # the worst case is the present: the usual test judges it
+        worst = _excess_of(after, dataset_id, rules, at, lasting=True)
+        was: dict[int, tuple[int, int]] = {}
+        if dataset_id in before.datasets:
+            was = _excess_of(before, dataset_id, rules, at, lasting=True).bits
+        for grant_id, (bits, count) in worst.bits.items():
+            if not bits & ~was.get(grant_id, (0, 0))[0]:
+                continue
+            subjects = worst.subjects[grant_id]
+            sample = after.analyser.directory.sample(bits, SAMPLE, count)
+            found.append(
+                FindingRead.model_validate(
+                    {
+                        "id": None,
+                        "dataset": dataset_id,
+                        "grant_id": grant_id,
+                        "principal": subjects[0],
+                        "excess_count": count,
+                        "excess_sample": sample,
+                        "paths": _sample_paths(after, subjects, sample),
+                        "severity": severity_for(facts.sensitivity, count).value,
+                        "status": FindingStatus.open.value,
+                        "opened_at": None,
+                    }
+                )
+            )
+    return found
 
 
 async def _settle_within(
@@ -532,17 +617,23 @@ async def _settle_within(
         if rules is None or dataset_id not in before.datasets:
             continue
         facts = after.datasets[dataset_id]
-        found = after.analyser.grant_excess_within(
-            before.analyser,
-            within,
-            rules,
-            dataset_id,
-            READ,
-            at,
-            facts.audience,
-            before.datasets[dataset_id].audience,
-            memo,
-        )
+        found: dict[str, tuple[int, int]] = {}
+        for action in ACTIONS:
+            chosen = [rule for rule in rules if rule.act == action]
+            if chosen:
+                found.update(
+                    after.analyser.grant_excess_within(
+                        before.analyser,
+                        within,
+                        chosen,
+                        dataset_id,
+                        action,
+                        at,
+                        facts.audience,
+                        before.datasets[dataset_id].audience,
+                        memo,
+                    )
+                )
         by_id = {rule.id: rule for rule in rules}
         for rule_id, (now_in, then_in) in found.items():
             grant_id = int(rule_id)
@@ -555,8 +646,12 @@ async def _settle_within(
                 continue
             count = row["excess_count"] + now_in.bit_count() - then_in.bit_count()
             widened = bool(now_in & ~then_in)
-            if count <= SAMPLE or (guarded and widened and (facts.guard == "block" or accept)):
-                continue  # resolved, re-sampled, refused or accepted: the full computation
+            if (
+                count <= SAMPLE
+                or (guarded and widened and (facts.guard == "block" or accept))
+                or (widened and row["status"] == FindingStatus.accepted.value)
+            ):
+                continue  # resolved, re-sampled, refused, accepted or reopened: computed fully
             candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
     samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     number = directory.leaf_number
@@ -631,8 +726,11 @@ async def reconcile(
 
 
 def _changes(outcome: _Outcome) -> FindingChanges:
+    """Opened: new findings, and accepted ones the change widened (open again)."""
     return FindingChanges(
-        findings_opened=[FindingRead.model_validate(row) for row in outcome.opened],
+        findings_opened=[
+            FindingRead.model_validate(row) for row in (*outcome.opened, *outcome.reopened)
+        ],
         findings_resolved=[FindingRead.model_validate(row) for row in outcome.resolved],
     )
 
@@ -649,6 +747,12 @@ def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
         },
         kind,
     )
+
+
+def _action(rule: Rule) -> str:
+    """The action to re-analyse a rule's change for: its own when it reads (a rule of any other
+    action changes no finding, and asking for `read` then plans nothing)."""
+    return rule.act if rule.act in READ_ACTIONS else READ
 
 
 # -- mutations: each re-analyses what it touches before its response --------------------------
@@ -672,7 +776,7 @@ async def create_grant(
         session,
         before=before,
         after=after,
-        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, READ).grants,
+        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
         actor=actor,
         accept=body.accept_exposure,
     )
@@ -693,7 +797,7 @@ async def revoke_grant(
         session,
         before=before,
         after=after,
-        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, READ).grants,
+        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, _action(rule)).grants,
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
@@ -743,14 +847,17 @@ async def change_members(
         touched |= after.analyser.directory.leaf_bits(member)
     # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
     # actually differ between `before` and `after`.
-    plan = after.analyser.reanalysis_for_membership(
-        before.analyser,
-        [gid],
-        after.datasets,
-        {id: facts.audience for id, facts in after.datasets.items()},
-        READ,
-    )
-    targets = {dataset: set(rules) for dataset, rules in plan.grants.items()}
+    targets: dict[str, set[Rule]] = {}
+    for action in ACTIONS:
+        plan = after.analyser.reanalysis_for_membership(
+            before.analyser,
+            [gid],
+            after.datasets,
+            {id: facts.audience for id, facts in after.datasets.items()},
+            action,
+        )
+        for dataset, rules in plan.grants.items():
+            targets.setdefault(dataset, set()).update(rules)
     # A shortcut added or a redundant link removed changes paths but no member set: findings
     # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
     repaths = await _paths_through(session, after, gid, touched)
@@ -781,7 +888,7 @@ async def _paths_through(
     rules = {
         int(rule.id): rule
         for rule in view.analyser.rules_affected_by_membership(gid)
-        if rule.eft == "allow" and rule.act == READ
+        if rule.eft == "allow" and rule.act in READ_ACTIONS
     }
     names = view.analyser.directory.names(touched)
     found = await repository.sampling(
@@ -795,9 +902,19 @@ TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples
 
 
 async def put_dataset(
-    session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
+    session: AsyncSession,
+    *,
+    dataset_id: str,
+    body: DatasetWrite,
+    actor: str,
+    guarded: bool = True,
 ) -> tuple[DatasetRead, bool, FindingChanges]:
-    """Registering or re-scoping a dataset reports its exposure; it never refuses."""
+    """Registering or re-scoping a dataset reports its exposure; on a block-guarded dataset,
+    one that lets anyone new in beyond its audience is refused unless `accept_exposure`.
+    `guarded` False (the demo loader only) records the findings without refusing."""
+    accept = body.accept_exposure
+    if accept is not None and accept.until <= utcnow():
+        raise InvalidInput("body.accept_exposure.until", "must be in the future")
     before = await view_before_change(session)
     dataset, created = await datasets_service.put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
@@ -807,7 +924,13 @@ async def put_dataset(
         dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
     )
     changes = await reconcile(
-        session, before=before, after=after, dataset_ids=[dataset.id], actor=actor, guarded=False
+        session,
+        before=before,
+        after=after,
+        dataset_ids=[dataset.id],
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
     )
     publish_on_commit(session, after)
     return dataset, created, changes
@@ -968,8 +1091,14 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     for dataset_id in ids:
         facts = after.datasets[dataset_id]
         intended = after.analyser.intended_bits(facts.audience)
-        exposure = after.analyser.exposure(dataset_id, READ, at, intended)
-        for rule_id, bits in exposure.by_grant.items():
+        by_grant = {
+            rule_id: bits
+            for action in ACTIONS
+            for rule_id, bits in after.analyser.exposure(
+                dataset_id, action, at, intended
+            ).by_grant.items()
+        }
+        for rule_id, bits in by_grant.items():
             if not bits:
                 continue
             key = (dataset_id, int(rule_id))
@@ -1030,7 +1159,9 @@ async def list_findings(
 async def dataset_exposure(
     session: AsyncSession, *, dataset_id: str, after: str | None, limit: int
 ) -> ExposureRead:
-    """Who could read it beyond its audience (a page), and how many such reads were recorded."""
+    """Who could read it beyond its audience (a page), and how many such reads were recorded.
+
+    For the action `read`, as the contract defines it; findings also cover `export` grants."""
     view = await current_view(session)
     facts = view.datasets.get(dataset_id)
     if facts is None:

@@ -1,0 +1,216 @@
+"""Guard gaps from the security review: expiring denies, export grants, widened acceptances and
+dataset registration are all judged like any other change."""
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.operations.sweeper import Sweeper
+
+
+def soon(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+ACCEPT = {"reason": "reviewed", "until": soon(86400)}
+
+
+async def members(client: httpx.AsyncClient, admin, group: str, ms: list[str], **extra):
+    return await client.put(
+        f"/v1/groups/{group}/members", json={"members": ms, **extra}, headers=admin
+    )
+
+
+async def dataset(
+    client: httpx.AsyncClient, admin, id: str, audience: list[str], **extra
+) -> httpx.Response:
+    body = {"owner": "user:owner", "sensitivity": "restricted", "intended_audience": audience}
+    return await client.put(f"/v1/datasets/{id}", json={**body, **extra}, headers=admin)
+
+
+async def grant(client: httpx.AsyncClient, admin, principal: str, resource: str, **extra):
+    body = {"principal": principal, "resource": resource, "action": "read", "effect": "allow",
+            "justification": "test", **extra}  # fmt: skip
+    return await client.post("/v1/grants", json=body, headers=admin)
+
+
+async def check(client: httpx.AsyncClient, tokens, principal: str, ds: str, action="read"):
+    r = await client.post(
+        "/v1/check",
+        json={"principal": principal, "dataset": ds, "action": action},
+        headers=tokens["check"],
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def findings(client: httpx.AsyncClient, admin) -> list[dict[str, Any]]:
+    r = await client.get("/v1/findings", headers=admin)
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def scan_is_clean(client: httpx.AsyncClient, admin) -> None:
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), scan
+
+
+async def org(client: httpx.AsyncClient, admin) -> None:
+    assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "group:research"])
+    assert r.status_code == 200
+    assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
+
+
+async def test_an_expiring_deny_does_not_hide_an_allow_from_the_block_guard(client, admin, tokens):
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", effect="deny", expires_at=soon(60))
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:all", "act.keys")
+    assert r.status_code == 409, r.text
+    refused = r.json()["findings"]
+    assert [(f["dataset"], f["excess_count"]) for f in refused] == [("act.keys", 2)]
+    # Adding a member under the allow is judged the same way.
+    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    assert r.json()["findings_opened"] == []  # hidden for now: nothing to record yet
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 409, r.text
+    # A deny that never expires contains the exposure for good.
+    r = await grant(client, admin, "group:all", "act.*", effect="deny")
+    assert r.status_code == 201, r.text
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 200, r.text
+    await scan_is_clean(client, admin)
+
+
+async def test_findings_open_when_an_expiring_deny_lapses(
+    app: FastAPI, client, admin, tokens, settings: Settings
+):
+    await app.state.sweeper.stop()
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", effect="deny", expires_at=soon(1.5))
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    allow_id = r.json()["id"]
+    assert await findings(client, admin) == []
+    await asyncio.sleep(2)
+    sweeper = Sweeper(app.state.sessionmaker, settings)
+    report = await sweeper.sweep_once()
+    await sweeper.stop()
+    assert len(report.opened) == 1
+    [found] = await findings(client, admin)
+    assert (found["grant_id"], found["excess_count"], found["status"]) == (allow_id, 2, "open")
+    assert (await check(client, tokens, "user:a1", "act.keys"))["decision"] == "allow"
+    await scan_is_clean(client, admin)
+
+
+async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
+    await org(client, admin)
+    r = await grant(client, admin, "group:all", "act.keys", action="export")
+    assert r.status_code == 409, r.text
+    assert [f["excess_count"] for f in r.json()["findings"]] == [2]
+    proposal = {"principal": "group:all", "resource": "act.*", "action": "export"}
+    sim = await client.post(
+        "/v1/grants/simulate", json={"add": [{**proposal, "effect": "allow"}]}, headers=admin
+    )
+    assert [f["excess_count"] for f in sim.json()["would_open"]] == [2]
+    r = await grant(client, admin, "group:all", "act.keys", action="export", accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    export_id = r.json()["id"]
+    [opened] = r.json()["findings_opened"]
+    assert (opened["grant_id"], opened["excess_count"], opened["status"]) == (
+        export_id,
+        2,
+        "accepted",
+    )
+    # A member added under the export grant widens it; a deny on export contains it.
+    r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
+    assert r.status_code == 409, r.text
+    r = await grant(client, admin, "user:a1", "act.keys", action="export", effect="deny")
+    assert r.status_code == 201, r.text
+    [found] = await findings(client, admin)
+    assert found["excess_count"] == 1
+    await scan_is_clean(client, admin)
+    # A read deny does not contain an export.
+    r = await grant(client, admin, "user:a2", "act.keys", effect="deny")
+    assert r.status_code == 201, r.text
+    [found] = await findings(client, admin)
+    assert found["excess_count"] == 1
+    r = await client.delete(f"/v1/grants/{export_id}", headers=admin)
+    assert r.status_code == 200, r.text
+    assert [f["grant_id"] for f in r.json()["findings_resolved"]] == [export_id]
+    await scan_is_clean(client, admin)
+
+
+async def test_a_widened_accepted_finding_reopens_on_an_alert_dataset(client, admin):
+    assert (await members(client, admin, "contractors", ["user:c1"])).status_code == 200
+    r = await dataset(client, admin, "hr.perf", ["user:r1"], sensitivity="confidential")
+    assert r.status_code == 201, r.text
+    r = await grant(client, admin, "group:contractors", "hr.perf")
+    fid = r.json()["findings_opened"][0]["id"]
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    assert r.status_code == 200, r.text
+    last = (await client.get("/v1/alerts", headers=admin)).json()["last_id"]
+    # The acceptance covered one contractor: sixty more reopen it.
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(60)])
+    assert r.status_code == 200, r.text
+    assert [f["id"] for f in r.json()["findings_opened"]] == [fid]
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"], found["severity"]) == ("open", 61, "high")
+    alerts = (await client.get("/v1/alerts", params={"after": last}, headers=admin)).json()
+    assert [a["type"] for a in alerts["items"]] == ["finding.reopened"]
+    await scan_is_clean(client, admin)
+    # Accepted again, then widened through many leaves (the membership fast path).
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    assert r.status_code == 200, r.text
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(61)])
+    assert r.status_code == 200, r.text
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"]) == ("open", 62)
+    # Accepted again, then narrowed: it stays accepted.
+    r = await client.post(f"/v1/findings/{fid}/accept", json=ACCEPT, headers=admin)
+    r = await members(client, admin, "contractors", ["user:c1"] + [f"user:x{i}" for i in range(30)])
+    assert r.status_code == 200, r.text
+    assert r.json()["findings_opened"] == []
+    found = (await client.get(f"/v1/findings/{fid}", headers=admin)).json()
+    assert (found["status"], found["excess_count"]) == ("accepted", 31)
+    await scan_is_clean(client, admin)
+
+
+async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin):
+    assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
+    r = await members(client, admin, "all", ["user:a1", "group:research"])
+    assert r.status_code == 200
+    assert (await grant(client, admin, "group:all", "act.*")).status_code == 201
+    r = await dataset(client, admin, "act.keys", ["group:research"])
+    assert r.status_code == 409, r.text
+    assert [f["excess_count"] for f in r.json()["findings"]] == [1]
+    assert (await client.get("/v1/datasets/act.keys", headers=admin)).status_code == 404
+    r = await dataset(client, admin, "act.keys", ["group:research"], accept_exposure=ACCEPT)
+    assert r.status_code == 201, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    # An alert dataset is registered and reported, not refused.
+    r = await dataset(client, admin, "act.logs", ["group:research"], guard="alert")
+    assert r.status_code == 201, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["open"]
+    # Narrowing a block dataset's audience.
+    r = await dataset(client, admin, "act.all", ["group:all"])
+    assert r.status_code == 201, r.text
+    assert r.json()["findings_opened"] == []
+    r = await dataset(client, admin, "act.all", ["group:research"])
+    assert r.status_code == 409, r.text
+    r = await client.get("/v1/datasets/act.all", headers=admin)
+    assert r.json()["intended_audience"] == ["group:all"]
+    r = await dataset(client, admin, "act.all", ["group:research"], accept_exposure=ACCEPT)
+    assert r.status_code == 200, r.text
+    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    # Widening it back is never refused.
+    r = await dataset(client, admin, "act.all", ["group:all"])
+    assert r.status_code == 200, r.text
+    await scan_is_clean(client, admin)
