@@ -102,6 +102,8 @@ def rows(org: Org, at: datetime) -> dict[str, list[dict[str, Any]]]:
                 "action": rule.act,
                 "effect": rule.eft,
                 "expires_at": expires,
+                # as the sweeper of a running service would have recorded it long ago
+                "expired_at": expires if expires is not None and expires <= at else None,
                 "justification": "bench",
                 "created_by": ACTOR,
                 "created_at": at,
