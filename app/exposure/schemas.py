@@ -124,6 +124,12 @@ class SimulateRequest(BaseModel):
 class SimulateResult(BaseModel):
     would_open: list[FindingRead]
     would_resolve: list[FindingRead]
+    would_refuse: list[FindingRead] = Field(
+        default_factory=list,
+        description="Findings on block-guarded datasets that the change would open or widen, now "
+        "or once a deny with an expiry lapses: making the change for real answers 409 unless "
+        "accept_exposure is given.",
+    )
 
 
 class GrantChanged(GrantRead, FindingChanges):

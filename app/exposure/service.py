@@ -1087,42 +1087,63 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     ids = sorted(touched)
     active = {(f.dataset, f.grant_id): f for f in await repository.active_for(session, ids)}
     would_open: list[FindingRead] = []
+    would_refuse: dict[tuple[str, int], FindingRead] = {}
     still: set[tuple[str, int]] = set()
     for dataset_id in ids:
         facts = after.datasets[dataset_id]
-        intended = after.analyser.intended_bits(facts.audience)
-        by_grant = {
-            rule_id: bits
-            for action in ACTIONS
-            for rule_id, bits in after.analyser.exposure(
-                dataset_id, action, at, intended
-            ).by_grant.items()
-        }
+        by_grant = _by_grant(after, dataset_id, at)
+        was = _by_grant(before, dataset_id, at) if dataset_id in before.datasets else {}
         for rule_id, bits in by_grant.items():
             if not bits:
                 continue
             key = (dataset_id, int(rule_id))
             still.add(key)
-            if key in active:
+            widened = bool(bits & ~was.get(rule_id, 0))
+            if key in active and not (widened and facts.guard == "block"):
                 continue
             sample = after.analyser.directory.sample(bits, SAMPLE)
             count = bits.bit_count()
-            would_open.append(
-                FindingRead(
-                    id=None,
-                    dataset=dataset_id,
-                    grant_id=key[1] if key[1] > 0 else None,
-                    principal=after.grant_subjects.get(key[1], ""),
-                    excess_count=count,
-                    excess_sample=sample,
-                    paths=_paths(after, dataset_id, key[1], sample, at),
-                    severity=severity_for(facts.sensitivity, count),
-                    status=FindingStatus.open,
-                    opened_at=None,
-                )
+            finding = FindingRead(
+                id=active[key].id if key in active else None,
+                dataset=dataset_id,
+                grant_id=key[1] if key[1] > 0 else None,
+                principal=after.grant_subjects.get(key[1], ""),
+                excess_count=count,
+                excess_sample=sample,
+                paths=_paths(after, dataset_id, key[1], sample, at),
+                severity=severity_for(facts.sensitivity, count),
+                status=FindingStatus.open,
+                opened_at=None,
             )
+            if key not in active:
+                would_open.append(finding)
+            if widened and facts.guard == "block":
+                would_refuse[key] = finding
+    for finding in _widened_past_expiring_denies(before, after, dict.fromkeys(ids), at):
+        proposed = (finding.grant_id or 0) < 0  # proposals have no id yet
+        would_refuse.setdefault(
+            (finding.dataset, finding.grant_id or 0),
+            finding.model_copy(update={"grant_id": None}) if proposed else finding,
+        )
     would_resolve = [to_read(f) for key, f in sorted(active.items()) if key not in still]
-    return SimulateResult(would_open=would_open, would_resolve=would_resolve)
+    return SimulateResult(
+        would_open=would_open,
+        would_resolve=would_resolve,
+        would_refuse=[would_refuse[key] for key in sorted(would_refuse)],
+    )
+
+
+def _by_grant(view: PolicyView, dataset_id: str, at: float) -> dict[str, int]:
+    """Each allow rule's excess on the dataset, over every action that reads."""
+    facts = view.datasets[dataset_id]
+    intended = view.analyser.intended_bits(facts.audience)
+    return {
+        rule_id: bits
+        for action in ACTIONS
+        for rule_id, bits in view.analyser.exposure(
+            dataset_id, action, at, intended
+        ).by_grant.items()
+    }
 
 
 # -- reads ---------------------------------------------------------------------------------------

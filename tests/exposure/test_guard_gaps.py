@@ -214,3 +214,30 @@ async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin
     r = await dataset(client, admin, "act.all", ["group:all"])
     assert r.status_code == 200, r.text
     await scan_is_clean(client, admin)
+
+
+async def test_simulate_says_what_the_block_guard_would_refuse(client, admin):
+    """Policy CI learns of a refusal before the change is made, the expiring-deny case included."""
+    await members(client, admin, "all", ["user:a1", "user:a2", "user:r1"])
+    await members(client, admin, "research", ["user:r1"])
+    assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
+    assert (
+        await dataset(client, admin, "act.open", ["group:research"], guard="alert")
+    ).status_code == 201
+    broad = {"principal": "group:all", "resource": "act.*", "action": "read"}
+    r = await client.post("/v1/grants/simulate", json={"add": [broad]}, headers=admin)
+    result = r.json()
+    assert [(f["dataset"], f["excess_count"]) for f in result["would_open"]] == [
+        ("act.keys", 2),
+        ("act.open", 2),
+    ]
+    assert [(f["dataset"], f["grant_id"]) for f in result["would_refuse"]] == [("act.keys", None)]
+
+    deny = {**broad, "effect": "deny", "expires_at": soon(3600)}
+    assert (await client.post("/v1/grants", json=deny, headers=admin)).status_code == 201
+    result = (await client.post("/v1/grants/simulate", json={"add": [broad]}, headers=admin)).json()
+    assert result["would_open"] == []  # the deny contains it today...
+    # ...but not after it expires, which is why creating the grant would be refused:
+    assert [f["dataset"] for f in result["would_refuse"]] == ["act.keys"]
+    r = await grant(client, admin, "group:all", "act.*")
+    assert r.status_code == 409, r.text
