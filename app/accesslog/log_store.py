@@ -46,6 +46,35 @@ from app.policy.snapshot import PolicySnapshot
 logger = logging.getLogger("aclaudit.accesslog")
 
 ENTRY_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
+
+
+def _entry_rows(batch: Batch, at: Any) -> list[tuple[Any, ...]]:
+    """The batch's entries as rows in ENTRY_COLUMNS order; `at` (one instant per batch) as the
+    driver takes it."""
+    dumps = json.dumps
+    return [
+        (
+            e["id"],
+            e["decision_id"],
+            at,
+            e["principal"],
+            e["dataset"],
+            e["action"],
+            e["purpose"],
+            e["decision"],
+            dumps(e["reason"]),
+            e["out_of_audience"],
+            dumps(e["data_subjects"]),
+            e["request_id"],
+            e["caller"],
+            e["policy_version"],
+            e["prev_hash"],
+            e["hash"],
+        )
+        for e in batch.entries
+    ]
+
+
 ALERT_COLUMNS = (
     "id",
     "type",
@@ -317,31 +346,7 @@ class SqliteLogStore:
         batch = self._chaining.build(submissions, snapshot, live, (last_id, last_hash))
         if batch.entries:
             at = sqlite_datetime(batch.entries[0]["at"])
-            dumps = json.dumps
-            conn.executemany(
-                self.INSERT_ENTRY,
-                [
-                    (
-                        e["id"],
-                        e["decision_id"],
-                        at,
-                        e["principal"],
-                        e["dataset"],
-                        e["action"],
-                        e["purpose"],
-                        e["decision"],
-                        dumps(e["reason"]),
-                        e["out_of_audience"],
-                        dumps(e["data_subjects"]),
-                        e["request_id"],
-                        e["caller"],
-                        e["policy_version"],
-                        e["prev_hash"],
-                        e["hash"],
-                    )
-                    for e in batch.entries
-                ],
-            )
+            conn.executemany(self.INSERT_ENTRY, _entry_rows(batch, at))
             if batch.subjects:
                 conn.executemany(
                     "INSERT INTO access_log_subjects (subject, entry_id) VALUES (?, ?)",
@@ -622,31 +627,7 @@ class PostgresLogStore:
             live = {row[0] for row in rows}
         batch = self._chaining.build(submissions, snapshot, live, (last_id, last_hash))
         if batch.entries:
-            dumps = json.dumps
-            await conn.executemany(
-                self.INSERT_ENTRY,
-                [
-                    (
-                        e["id"],
-                        e["decision_id"],
-                        e["at"],
-                        e["principal"],
-                        e["dataset"],
-                        e["action"],
-                        e["purpose"],
-                        e["decision"],
-                        dumps(e["reason"]),
-                        e["out_of_audience"],
-                        dumps(e["data_subjects"]),
-                        e["request_id"],
-                        e["caller"],
-                        e["policy_version"],
-                        e["prev_hash"],
-                        e["hash"],
-                    )
-                    for e in batch.entries
-                ],
-            )
+            await conn.executemany(self.INSERT_ENTRY, _entry_rows(batch, batch.entries[0]["at"]))
             if batch.subjects:
                 await conn.executemany(
                     "INSERT INTO access_log_subjects (subject, entry_id) VALUES ($1, $2)",
