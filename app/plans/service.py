@@ -24,7 +24,7 @@ from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy import version as policy_version
 from app.policy.models import Grant
-from app.policy.schemas import GrantCreate, GrantRead
+from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead
 from app.policy.snapshot import to_rule
 
 GrantKey = tuple[str, str, str, str, datetime | None]
@@ -156,6 +156,27 @@ def _result(
     )
 
 
+async def _reconcile(
+    session: AsyncSession,
+    before: PolicyView,
+    done: _Applied,
+    actor: str,
+    *,
+    accept: AcceptExposure | None = None,
+    guarded: bool = True,
+) -> FindingChanges:
+    """Findings in line with the document's result, over every dataset it touched."""
+    return await exposure_service.reconcile(
+        session,
+        before=before,
+        after=done.after,
+        dataset_ids=done.touched,
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
+    )
+
+
 async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
     """Make the document true, or change nothing (409 when the block guard refuses it)."""
     before = await exposure_service.view_before_change(session)
@@ -163,14 +184,7 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
     if done.empty:
         await session.rollback()  # nothing to record, not even a new policy version
         return _result(done, FindingChanges(), applied=True, version=None)
-    changes = await exposure_service.reconcile(
-        session,
-        before=before,
-        after=done.after,
-        dataset_ids=done.touched,
-        actor=actor,
-        accept=doc.accept_exposure,
-    )
+    changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
     exposure_service.publish_on_commit(session, done.after)
     version = await policy_version.advance(session)  # the version this transaction took
     return _result(done, changes, applied=True, version=version)
@@ -187,26 +201,12 @@ async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pla
         refused: list[FindingRead] = []
         probe = await session.begin_nested()
         try:
-            await exposure_service.reconcile(
-                session,
-                before=before,
-                after=done.after,
-                dataset_ids=done.touched,
-                actor=actor,
-                accept=doc.accept_exposure,
-            )
+            await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
         except ExposureRefused as exc:
             refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
         finally:
             await probe.rollback()
-        changes = await exposure_service.reconcile(
-            session,
-            before=before,
-            after=done.after,
-            dataset_ids=done.touched,
-            actor=actor,
-            guarded=False,
-        )
+        changes = await _reconcile(session, before, done, actor, guarded=False)
         return _result(done, changes, applied=False, version=None, refused=refused)
     finally:
         await session.rollback()
