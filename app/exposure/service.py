@@ -758,14 +758,13 @@ def _action(rule: Rule) -> str:
 # -- mutations: each re-analyses what it touches before its response --------------------------
 #
 # Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule` /
-# `reanalysis_for_link` name: every other finding is provably unchanged.
+# `reanalysis_for_membership` name: every other finding is provably unchanged.
+# (AcceptExposure itself refuses an `until` that is not in the future.)
 
 
 async def create_grant(
     session: AsyncSession, *, body: GrantCreate, actor: str
 ) -> tuple[GrantRead, FindingChanges]:
-    if body.accept_exposure is not None and body.accept_exposure.until <= utcnow():
-        raise InvalidInput("body.accept_exposure.until", "must be in the future")
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
     after = before.changed()
@@ -913,8 +912,6 @@ async def put_dataset(
     one that lets anyone new in beyond its audience is refused unless `accept_exposure`.
     `guarded` False (the demo loader only) records the findings without refusing."""
     accept = body.accept_exposure
-    if accept is not None and accept.until <= utcnow():
-        raise InvalidInput("body.accept_exposure.until", "must be in the future")
     before = await view_before_change(session)
     dataset, created = await datasets_service.put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
@@ -944,8 +941,6 @@ async def accept_finding(
         raise NotFound(f"finding {finding_id} does not exist")
     if finding.status == FindingStatus.resolved:
         raise Conflict(f"finding {finding_id} is resolved; there is nothing to accept")
-    if body.until <= utcnow():
-        raise InvalidInput("body.until", "must be in the future")
     finding.status = FindingStatus.accepted.value
     finding.accepted_by, finding.reason, finding.until = actor, body.reason, body.until
     finding.updated_at = utcnow()
