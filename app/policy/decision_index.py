@@ -121,14 +121,35 @@ def _liveness_key(entry: _Entry) -> tuple[int, float]:
     return (1, entry.expiry)
 
 
+# `live_until` bounds, one shared float object each, so checking the common rule (no expiry)
+# reads nothing the cell does not already hold.
+_FOREVER = math.inf
+_NEVER = -math.inf
+
+
+def _live_until(entry: _Entry | None) -> float:
+    """The instant from which `entry` is dead, for finite instants: ``now < bound`` is its
+    liveness (`_FOREVER` for no expiry, `_NEVER` for none or a NaN expiry)."""
+    if entry is None:
+        return _NEVER
+    if entry.expiry is None:
+        return _FOREVER
+    if math.isnan(entry.expiry):
+        return _NEVER
+    return entry.expiry
+
+
 @dataclass(frozen=True, slots=True)
 class _Cell:
     """All rules sharing one (sub, act, resource key)."""
 
     entries: tuple[_Entry, ...]
-    # Liveness is monotone in the expiry, so one representative answers "is any live?" ...
-    live_deny: _Entry | None
-    live_allow: _Entry | None
+    # Liveness is monotone in the expiry, so one representative per effect answers "is any
+    # live?" at a finite `now`: some deny is live iff now < deny_until, and it is `deny`.
+    deny: Rule | None
+    deny_until: float
+    allow: Rule | None
+    allow_until: float
     # ... and one answers "is any allow expired?" (None when every allow never expires).
     expired_allow: _Entry | None
 
@@ -137,10 +158,14 @@ class _Cell:
         allows = [e for e in entries if e.rule.eft == ALLOW]
         denies = [e for e in entries if e.rule.eft == DENY]
         expiring_allows = [e for e in allows if e.expiry is not None]
+        deny = max(denies, key=_liveness_key, default=None)
+        allow = max(allows, key=_liveness_key, default=None)
         return cls(
             entries=tuple(entries),
-            live_deny=max(denies, key=_liveness_key, default=None),
-            live_allow=max(allows, key=_liveness_key, default=None),
+            deny=None if deny is None else deny.rule,
+            deny_until=_live_until(deny),
+            allow=None if allow is None else allow.rule,
+            allow_until=_live_until(allow),
             expired_allow=min(expiring_allows, key=_liveness_key, default=None),
         )
 
@@ -183,6 +208,41 @@ _Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
 # Matching cells in Casbin's search order, each with the membership path that reaches its rule
 # *after* the requesting principal (so the full path is ``(sub, *rest)``).
 _Candidates = tuple[tuple["_Cell", tuple[str, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _GroupPart:
+    """What a group's search contributes to a member's request: the matching cells and, for any
+    instant in [valid_from, valid_until), the first live deny and the first live allow among
+    them (with their paths). Outside that window some cell's liveness differs: build it again.
+    """
+
+    candidates: _Candidates
+    deny: tuple[Rule, tuple[str, ...]] | None
+    allow: tuple[Rule, tuple[str, ...]] | None
+    valid_from: float
+    valid_until: float
+
+    @classmethod
+    def at(cls, candidates: _Candidates, now: float) -> _GroupPart:
+        """At `now`. (At a NaN or infinite `now` every comparison is false: the part holds
+        nothing live and is valid only where every representative is dead, which is right.)"""
+        deny: tuple[Rule, tuple[str, ...]] | None = None
+        allow: tuple[Rule, tuple[str, ...]] | None = None
+        valid_from, valid_until = _NEVER, _FOREVER
+        for cell, rest in candidates:
+            # A representative is live before its bound and dead from then on, so the window
+            # ends at the earliest live bound and starts at the latest dead one.
+            for bound in (cell.deny_until, cell.allow_until):
+                if now < bound:
+                    valid_until = min(valid_until, bound)
+                else:
+                    valid_from = max(valid_from, bound)
+            if deny is None and now < cell.deny_until:
+                deny = (cell.deny, rest)  # type: ignore[assignment]
+            if allow is None and now < cell.allow_until:
+                allow = (cell.allow, rest)  # type: ignore[assignment]
+        return cls(candidates, deny, allow, valid_from, valid_until)
 
 
 class _Route:
@@ -240,35 +300,55 @@ class DecisionIndex:
         # the cells it contributes. Both memos are derived from immutable data, filled
         # idempotently, and bounded (see GROUP_MEMO_LIMIT).
         self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
-        self._group_memo: dict[tuple[str, str, str], _Candidates] = {}
+        self._group_memo: dict[tuple[str, str, str], _GroupPart] = {}
         self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
 
     # -- public API -------------------------------------------------------------------------
 
     def decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
         now = float(now)
-        allow: tuple[Rule, tuple[str, ...]] | None = None
-        own, shared = self._scan_parts(sub, obj, act)
-        # One pass in search order: the first live deny decides at once; otherwise the first
-        # live allow (a deny anywhere still wins, so the scan goes on after finding an allow).
+        if not now < _FOREVER:  # NaN or +inf: liveness bounds do not apply
+            return self._decide_by_entries(sub, obj, act, now)
+        allow: tuple[Rule | None, tuple[str, ...]] | None = None
+        own, shared = self._scan_parts(sub, obj, act, now)
+        # In search order: the first live deny decides at once; otherwise the first live allow
+        # (a deny anywhere still wins, so the search goes on after finding an allow).
         for cell in own:  # sub's own grants: reached with the path (sub,)
-            deny = cell.live_deny
-            if deny is not None and (deny.expiry is None or now < deny.expiry):
-                return Decision(False, deny.rule, (sub,))
+            if now < cell.deny_until:
+                return Decision(False, cell.deny, (sub,))
+            if allow is None and now < cell.allow_until:
+                allow = (cell.allow, ())
+        if isinstance(shared, _GroupPart):
+            if shared.deny is not None:
+                return Decision(False, shared.deny[0], (sub, *shared.deny[1]))
             if allow is None:
-                permit = cell.live_allow
-                if permit is not None and (permit.expiry is None or now < permit.expiry):
-                    allow = (permit.rule, ())
-        for cell, rest in shared:
-            deny = cell.live_deny
-            if deny is not None and (deny.expiry is None or now < deny.expiry):
-                return Decision(False, deny.rule, (sub, *rest))
-            if allow is None:
-                permit = cell.live_allow
-                if permit is not None and (permit.expiry is None or now < permit.expiry):
-                    allow = (permit.rule, rest)
+                allow = shared.allow
+        else:
+            for cell, rest in shared:
+                if now < cell.deny_until:
+                    return Decision(False, cell.deny, (sub, *rest))
+                if allow is None and now < cell.allow_until:
+                    allow = (cell.allow, rest)
         if allow is not None:
             return Decision(True, allow[0], (sub, *allow[1]))
+        return self._no_match(sub, obj, act)
+
+    def _decide_by_entries(self, sub: str, obj: str, act: str, now: float) -> Decision:
+        """`decide` for any `now`, from every entry's own liveness."""
+        allow: tuple[Rule, tuple[str, ...]] | None = None
+        for cell, rest in self._scan(sub, obj, act, now):
+            for entry in cell.entries:
+                if not entry.live(now):
+                    continue
+                if entry.rule.eft == DENY:
+                    return Decision(False, entry.rule, (sub, *rest))
+                if allow is None:
+                    allow = (entry.rule, rest)
+        if allow is not None:
+            return Decision(True, allow[0], (sub, *allow[1]))
+        return self._no_match(sub, obj, act)
+
+    def _no_match(self, sub: str, obj: str, act: str) -> Decision:
         if not self._has_rules and obj == "" and act == "" and self._reaches(sub, ""):
             # pycasbin quirk: with no p rules at all it evaluates the matcher once with every
             # p field "" and allows if that matches, i.e. for obj == act == "" and a subject
@@ -279,7 +359,7 @@ class DecisionIndex:
     def expired_allow(self, sub: str, obj: str, act: str, now: float) -> Rule | None:
         """An allow rule that would match if expiry were ignored but is expired at `now`."""
         now = float(now)
-        for cell, _rest in self._scan(sub, obj, act):
+        for cell, _rest in self._scan(sub, obj, act, now):
             expired = cell.expired_allow
             if expired is not None and not expired.live(now):
                 return expired.rule
@@ -292,7 +372,7 @@ class DecisionIndex:
         now = float(now)
         return [
             (entry.rule, (sub, *rest))
-            for cell, rest in self._scan(sub, obj, act)
+            for cell, rest in self._scan(sub, obj, act, now)
             for entry in cell.entries
             if entry.live(now)
         ]
@@ -303,18 +383,23 @@ class DecisionIndex:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _scan(self, sub: str, obj: str, act: str) -> _Candidates:
-        own, shared = self._scan_parts(sub, obj, act)
+    def _scan(self, sub: str, obj: str, act: str, now: float) -> _Candidates:
+        own, shared = self._scan_parts(sub, obj, act, now)
+        if isinstance(shared, _GroupPart):
+            shared = shared.candidates
         return tuple((cell, ()) for cell in own) + shared
 
-    def _scan_parts(self, sub: str, obj: str, act: str) -> tuple[list[_Cell], _Candidates]:
+    def _scan_parts(
+        self, sub: str, obj: str, act: str, now: float
+    ) -> tuple[list[_Cell], _Candidates | _GroupPart]:
         """Every cell matching the request, in the order Casbin's search reaches them.
 
         That order is: the principals `sub` reaches, breadth-first (`sub` first); within one,
         the exact resource, then prefixes longest first. A principal with a single parent group
         (most users) is `sub` followed by that group's own search one level shallower, so its
         candidates are its own cells followed by the group's, which are memoised per
-        (group, obj, act): the work per check then does not grow with the rules its groups hold.
+        (group, obj, act) together with their outcome at `now` (a `_GroupPart`): the work per
+        check then does not grow with the rules its groups hold.
         """
         by_sub = self._by_act.get(act)
         if by_sub is None:
@@ -334,10 +419,10 @@ class DecisionIndex:
             return own_cells, ()
         if isinstance(route, str):
             key = (route, obj, act)
-            shared = self._group_memo.get(key)
-            if shared is None:
-                shared = self._group_candidates(route, obj, act, by_sub)
-            return own_cells, shared
+            part = self._group_memo.get(key)
+            if part is None or not part.valid_from <= now < part.valid_until:
+                part = self._group_part(key, part, by_sub, now)
+            return own_cells, part
         return [], tuple(
             (cell, via[1:])
             for principal, via in self._ancestors(sub)
@@ -358,20 +443,28 @@ class DecisionIndex:
         self._routes[sub] = route
         return route
 
-    def _group_candidates(
-        self, group: str, obj: str, act: str, by_sub: dict[str, _Bucket]
-    ) -> _Candidates:
-        """The cells `group`'s search contributes to a member's request (memoised)."""
-        found = tuple(
-            (cell, via)
-            for principal, via in self._closure(group)[0]
-            if (bucket := by_sub.get(principal)) is not None
-            for cell in bucket.cells(obj)
-        )
-        if len(self._group_memo) >= GROUP_MEMO_LIMIT:
-            self._group_memo.clear()
-        self._group_memo[(group, obj, act)] = found
-        return found
+    def _group_part(
+        self,
+        key: tuple[str, str, str],
+        stale: _GroupPart | None,
+        by_sub: dict[str, _Bucket],
+        now: float,
+    ) -> _GroupPart:
+        """The `_GroupPart` of (group, obj, act) at `now` (memoised)."""
+        if stale is not None:
+            candidates = stale.candidates
+        else:
+            group, obj, _act = key
+            candidates = tuple(
+                (cell, via)
+                for principal, via in self._closure(group)[0]
+                if (bucket := by_sub.get(principal)) is not None
+                for cell in bucket.cells(obj)
+            )
+            if len(self._group_memo) >= GROUP_MEMO_LIMIT:
+                self._group_memo.clear()
+        part = self._group_memo[key] = _GroupPart.at(candidates, now)
+        return part
 
     def _closure(self, group: str) -> tuple[_Ancestors, frozenset[str]]:
         """What `group` reaches as the parent of a member: one level less than from itself."""
