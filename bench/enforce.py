@@ -66,11 +66,16 @@ def _time(
     return samples, mismatches
 
 
-def run(requests_per_size: int = 3000, budget_s: float = 10.0, seed: int = 1) -> list[Timing]:
+def run(
+    requests_per_size: int = 3000, budget_s: float = 10.0, seed: int = 1, rounds: int = 9
+) -> list[Timing]:
+    """Index timings for every size, interleaved: each round times every size once, so all
+    sizes share the machine's noise; p50 is the median of the rounds' medians. Casbin's
+    timings (far slower) follow, one size at a time."""
     module = _load()
     if module is None:
         return []
-    timings: list[Timing] = []
+    setups = []
     for size in SIZES:
         workload = build(Shape(grants=size, seed=seed), checks=requests_per_size)
         rules = [
@@ -80,27 +85,49 @@ def run(requests_per_size: int = 3000, budget_s: float = 10.0, seed: int = 1) ->
         links = workload.org.links()
         requests = [(c.principal, c.dataset, c.allowed) for c in workload.checks]
         random.Random(seed).shuffle(requests)
-
         started = time.perf_counter()
         index = module.DecisionIndex(rules, links)
         built = time.perf_counter() - started
-        index_decide = _index_decider(index)
-        _time(index_decide, requests, budget_s)  # warm: memoised group expansion, caches
-        samples, mismatches = _time(index_decide, requests, budget_s)
-        timings.append(_timing("DecisionIndex.decide", size, samples, built, mismatches))
+        setups.append((size, rules, links, requests, _index_decider(index), built))
 
-        if size in CASBIN_SIZES:
-            factory = getattr(module, "casbin_enforcer", None)
-            if factory is None:
-                print("  (no casbin_enforcer in app.policy.decision_index: casbin timing skipped)")
-                continue
-            started = time.perf_counter()
-            enforcer = factory(rules, links)
-            built = time.perf_counter() - started
-            casbin_decide = _casbin_decider(enforcer)
-            _time(casbin_decide, requests[:50], budget_s / 10)  # warm
-            samples, mismatches = _time(casbin_decide, requests, budget_s)
-            timings.append(_timing("casbin Enforcer.enforce", size, samples, built, mismatches))
+    medians: dict[int, list[float]] = {size: [] for size in SIZES}
+    pooled: dict[int, list[int]] = {size: [] for size in SIZES}
+    wrong: dict[int, int] = dict.fromkeys(SIZES, 0)
+    for round_ in range(rounds + 1):
+        for size, _rules, _links, requests, index_decide, _built in setups:
+            samples, mismatches = _time(index_decide, requests, budget_s / rounds)
+            if round_ == 0:
+                continue  # warm: memoised group expansion, caches
+            medians[size].append(statistics.median(samples) / 1000)
+            pooled[size].extend(samples)
+            wrong[size] += mismatches
+    timings = [
+        Timing(
+            engine="DecisionIndex.decide",
+            grants=size,
+            calls=len(pooled[size]),
+            p50_us=statistics.median(medians[size]),
+            p99_us=_percentile(pooled[size], 0.99),
+            build_s=built,
+            mismatches=wrong[size],
+        )
+        for size, _rules, _links, _requests, _decide, built in setups
+    ]
+
+    factory = getattr(module, "casbin_enforcer", None)
+    if factory is None:
+        print("  (no casbin_enforcer in app.policy.decision_index: casbin timing skipped)")
+        return timings
+    for size, rules, links, requests, _decide, _built in setups:
+        if size not in CASBIN_SIZES:
+            continue
+        started = time.perf_counter()
+        enforcer = factory(rules, links)
+        built = time.perf_counter() - started
+        casbin_decide = _casbin_decider(enforcer)
+        _time(casbin_decide, requests[:50], budget_s / 10)  # warm
+        samples, mismatches = _time(casbin_decide, requests, budget_s)
+        timings.append(_timing("casbin Enforcer.enforce", size, samples, built, mismatches))
     return timings
 
 

@@ -27,8 +27,9 @@ pycasbin's `Enforcer.enforce` evaluates that matcher against every p rule on eve
 * A live matching deny wins; otherwise a live matching allow allows; otherwise deny. A rule whose
   `eft` is neither "allow" nor "deny" matches but has no effect in Casbin, so it is ignored here.
 
-The index is immutable after construction; the only mutable state is a memo of each principal's
-ancestors, filled idempotently, so concurrent use from asyncio tasks (or threads) is safe.
+The rules and links are immutable after construction; the only mutable state is memos derived
+from them (each principal's ancestors, route and own rules; each group's part of a search),
+filled idempotently, so concurrent use from asyncio tasks (or threads) is safe.
 """
 
 from __future__ import annotations
@@ -250,6 +251,9 @@ class _Route:
 
 
 _NO_LINKS = _Route()
+# A principal's own rules for one action: exact ones (or None), the whole bucket when it also
+# has patterns (or None), and its route.
+_Record = tuple[dict[str, "_Cell"] | None, "_Bucket | None", "str | _Route"]
 _GENERIC = _Route()
 # Most (group, obj, act) entries kept before the group memo starts afresh.
 GROUP_MEMO_LIMIT = 200_000
@@ -292,8 +296,8 @@ class DecisionIndex:
         for member, group in links:
             parents.setdefault(member, {})[group] = None
         self._parents: dict[str, tuple[str, ...]] = {m: tuple(gs) for m, gs in parents.items()}
-        # The only mutable state: principal -> reachable principals. Filled idempotently and only
-        # for principals that have links, so it is bounded by the size of the link graph.
+        # Principal -> reachable principals. Filled only for principals that have links, so it is
+        # bounded by the size of the link graph (as are the routes and records below).
         self._ancestor_memo: dict[str, _Ancestors] = {}
         # Members with a single parent group share that group's part of the search: the group's
         # reachable set (one level shallower, as seen from a member) and, per (group, obj, act),
@@ -302,6 +306,8 @@ class DecisionIndex:
         self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
         self._group_memo: dict[tuple[str, str, str], _GroupPart] = {}
         self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
+        # act -> principal with links or own rules -> _Record: one lookup finds both.
+        self._records: dict[str, dict[str, _Record]] = {act: {} for act in self._by_act}
 
     # -- public API -------------------------------------------------------------------------
 
@@ -401,20 +407,21 @@ class DecisionIndex:
         (group, obj, act) together with their outcome at `now` (a `_GroupPart`): the work per
         check then does not grow with the rules its groups hold.
         """
-        by_sub = self._by_act.get(act)
-        if by_sub is None:
+        records = self._records.get(act)
+        if records is None:
             return [], ()
-        own = by_sub.get(sub)
-        if own is None:
-            own_cells: list[_Cell] = []
-        elif own.prefix_lengths:
-            own_cells = own.cells(obj)
-        else:  # the common case for a user's own grants: exact datasets only
-            cell = own.exact.get(obj)
-            own_cells = [] if cell is None else [cell]
-        route = self._routes.get(sub)
-        if route is None:
-            route = self._route(sub)
+        by_sub = self._by_act[act]
+        record = records.get(sub)
+        if record is None:
+            record = self._record(sub, act)
+        exact, prefixed, route = record
+        own_cells: list[_Cell] = []
+        if prefixed is not None:
+            own_cells = prefixed.cells(obj)
+        elif exact is not None:  # the common case for a user's own grants: exact datasets only
+            cell = exact.get(obj)
+            if cell is not None:
+                own_cells = [cell]
         if route is _NO_LINKS:  # g(x, x) holds for any x, linked or not
             return own_cells, ()
         if isinstance(route, str):
@@ -429,6 +436,19 @@ class DecisionIndex:
             if (bucket := by_sub.get(principal)) is not None
             for cell in bucket.cells(obj)
         )
+
+    def _record(self, sub: str, act: str) -> _Record:
+        """`sub`'s own rules for `act` and its route, memoised when it has either."""
+        own = self._by_act[act].get(sub)
+        route = self._routes.get(sub)
+        if route is None:
+            route = self._route(sub)
+        record: _Record = (None, None, route)
+        if own is not None:
+            record = (own.exact, own, route) if own.prefix_lengths else (own.exact, None, route)
+        if own is not None or route is not _NO_LINKS:
+            self._records[act][sub] = record
+        return record
 
     def _route(self, sub: str) -> str | _Route:
         """How `sub`'s search goes: its single parent group (shared), or a marker."""
