@@ -185,6 +185,36 @@ async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at:
         )
 
 
+async def update_counts(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime
+) -> None:
+    """Set ``excess_count`` and ``severity`` of findings by id (a membership change moves
+    hundreds by one), stamping ``updated_at``: one statement whose rows travel as one parameter,
+    as in `active_pairs`."""
+    if not rows:
+        return
+    stamp = bindparam("at", at, type_=TABLE.c.updated_at.type)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = text(
+            "UPDATE findings AS f SET excess_count = w.c, severity = w.s, updated_at = :at "
+            "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:counts AS INTEGER[]), "
+            "CAST(:severities AS VARCHAR[])) AS w (i, c, s) WHERE f.id = w.i"
+        ).bindparams(stamp)
+        params: dict[str, Any] = {
+            "ids": [r["id"] for r in rows],
+            "counts": [r["excess_count"] for r in rows],
+            "severities": [r["severity"] for r in rows],
+        }
+    else:
+        statement = text(
+            "UPDATE findings SET excess_count = json_extract(w.value, '$[1]'), "
+            "severity = json_extract(w.value, '$[2]'), updated_at = :at "
+            "FROM json_each(:rows) AS w WHERE findings.id = json_extract(w.value, '$[0]')"
+        ).bindparams(stamp)
+        params = {"rows": json.dumps([[r["id"], r["excess_count"], r["severity"]] for r in rows])}
+    await session.execute(statement, params)
+
+
 async def resolve(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
     for chunk in _chunks(ids):
         await session.execute(

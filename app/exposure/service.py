@@ -507,7 +507,7 @@ async def _reconcile(
     await repository.update_rows(
         session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
     )
-    await repository.update_rows(session, count_updates, stamp)
+    await repository.update_counts(session, count_updates, stamp)
     resolved = list(active.values())
     await repository.resolve(session, [row["id"] for row in resolved], stamp)
     if is_change and resolved:  # loaded without their samples and paths: the response has them
