@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -80,7 +80,7 @@ def key_match(key: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
-    """One Casbin p rule: a grant."""
+    """One Casbin p rule: a grant. Hashed once (rules key many dicts and sets)."""
 
     sub: str
     obj: str
@@ -88,6 +88,14 @@ class Rule:
     eft: str  # "allow" | "deny"
     exp: str  # "" or unix seconds as a string
     id: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.sub, self.obj, self.act, self.eft, self.exp, self.id)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def as_casbin(self) -> list[str]:
         return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
