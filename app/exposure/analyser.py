@@ -656,6 +656,21 @@ class GrantExcess:
     count: int
 
 
+# Up to this many moved leaves, `grant_excess_within` lists what they reach and looks only at
+# those subjects; beyond it, it takes every subject's leaves within the change.
+REACH_LEAVES = 64
+
+
+@dataclass
+class WithinMemo:
+    """What the `grant_excess_within` calls of one membership change share, per side (0: after
+    the change, 1: before): each subject's leaves within the change, and every principal that a
+    moved leaf reaches (None when too many leaves moved to list them)."""
+
+    bits: dict[tuple[int, str], int] = field(default_factory=dict)
+    reach: dict[int, frozenset[str] | None] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Exposure:
     """One dataset's exposure for one action at one instant, as bitsets of `Directory` leaves.
@@ -1087,7 +1102,7 @@ class ExposureAnalyser:
         now: float,
         audience: Iterable[str] = (),
         audience_before: Iterable[str] | None = None,
-        memo: dict[tuple[bool, str], int] | None = None,
+        memo: WithinMemo | None = None,
     ) -> dict[str, tuple[int, int]]:
         """For a membership change, where `before` has the same rules and only leaves in
         `within` changed what they reach: rule id -> (its excess on `dataset` now, and in
@@ -1097,7 +1112,7 @@ class ExposureAnalyser:
         excess changed and by how many, without any full-size set operation. Rules as in
         `grant_excess_bits` (present, live, covering allows for `action`); `audience`: the
         dataset's intended audience as listed (`audience_before`: as it was, default the same).
-        `memo`, shared by the calls for one change, keeps each subject's leaves within `within`.
+        `memo` is shared by the calls for one change.
         """
         now = float(now)
         chosen = [
@@ -1115,7 +1130,7 @@ class ExposureAnalyser:
         denies = self._live(self._denies, dataset, action, now)
         found: dict[str, tuple[int, int]] = {}
         sides = ((self, listed), (before, listed if audience_before is None else audience_before))
-        memo = {} if memo is None else memo
+        memo = WithinMemo() if memo is None else memo
         blocked = [
             self._within(side.directory, [d.sub for d in denies] + list(names), within, memo, n)
             for n, (side, names) in enumerate(sides)
@@ -1131,18 +1146,28 @@ class ExposureAnalyser:
 
     @staticmethod
     def _within(
-        directory: Directory,
-        subjects: Iterable[str],
-        within: int,
-        memo: dict[tuple[bool, str], int],
-        side: int,
+        directory: Directory, subjects: Iterable[str], within: int, memo: WithinMemo, side: int
     ) -> int:
+        """The leaves of `within` that reach any of `subjects` (on one side of the change)."""
+        if side not in memo.reach:
+            memo.reach[side] = (
+                frozenset(
+                    principal
+                    for leaf in directory.names(within)
+                    for principal, _path in directory._ancestors(leaf)
+                )
+                if within.bit_count() <= REACH_LEAVES
+                else None
+            )
+        reach = memo.reach[side]
+        if reach is not None:  # only the subjects a moved leaf reaches can contribute
+            subjects = reach.intersection(subjects)
         bits = 0
         for subject in subjects:
-            key = (bool(side), subject)
-            found = memo.get(key)
+            key = (side, subject)
+            found = memo.bits.get(key)
             if found is None:
-                found = memo[key] = directory.leaf_bits(subject) & within
+                found = memo.bits[key] = directory.leaf_bits(subject) & within
             bits |= found
         return bits
 

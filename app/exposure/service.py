@@ -30,7 +30,7 @@ from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exposure import repository
-from app.exposure.analyser import ExposureAnalyser, datasets_covered
+from app.exposure.analyser import ExposureAnalyser, WithinMemo, datasets_covered
 from app.exposure.models import Finding
 from app.exposure.schemas import (
     ExcessPath,
@@ -612,7 +612,7 @@ async def _settle_within(
     directory = after.analyser.directory
     candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
     settled: dict[str, set[int]] = {}
-    memo: dict[tuple[bool, str], int] = {}
+    memo = WithinMemo()
     for dataset_id, rules in targets.items():
         if rules is None or dataset_id not in before.datasets:
             continue
