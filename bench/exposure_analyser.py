@@ -20,7 +20,7 @@ stores), twice (cold, then warm memos); and `grant_excess`, which materialises e
 applied in place, p50/p95 over 50 random changes each: after one grant change (half added, half
 removed), carrying out its `reanalysis_for_rule` (and, for comparison, re-analysing every covered
 dataset whole); after one membership change (half added, half removed), carrying out its
-`reanalysis_for_link`; and (d) `effective()` for the dataset readable by ~55,000 principals.
+`reanalysis_for_membership`; and (d) `effective()` for the dataset readable by ~55,000 principals.
 Before timing, the analyser's answers on 20 datasets x 250 principals are checked against
 `DecisionIndex.decide` (itself property-tested against pycasbin). Also printed: `copy()` (for
 copy-and-swap updates) and peak RSS.
@@ -342,6 +342,7 @@ def membership_changes(analyser: ExposureAnalyser, org: Org) -> MembershipTiming
     groups = org.groups
     timings = MembershipTimings()
     for n in range(org.shape.changes):
+        before = analyser.copy()  # as the service keeps the committed one
         if n % 2 == 0:
             member, group = rng.choice(leaves), rng.choice(groups)
             start = time.perf_counter()
@@ -350,7 +351,9 @@ def membership_changes(analyser: ExposureAnalyser, org: Org) -> MembershipTiming
             member, group = org.links[rng.randrange(len(org.links))]
             start = time.perf_counter()
             analyser.remove_link(member, group)
-        plan = analyser.reanalysis_for_link(member, group, org.datasets, org.audiences, ACTION)
+        plan = analyser.reanalysis_for_membership(
+            before, [group], org.datasets, org.audiences, ACTION
+        )
         reanalyse(analyser, org, plan)
         timings.seconds.append(time.perf_counter() - start)
         timings.datasets.append(len(plan.grants))

@@ -29,11 +29,11 @@ copied on write) and swap the reference, as with the enforcer. Reads may registe
 unseen leaf (an intended-audience member nobody grants anything), which only ever adds a bit
 number and changes no answer.
 
-Incremental re-analysis: `reanalysis_for_rule` and `reanalysis_for_link` say, for one change,
-which (dataset, allow rule) pairs' excess can differ (every other grant's excess is unchanged);
-`grant_excess_bits` recomputes just those. A membership change touches only the leaves under the
-moved member, so only grants reaching them need recomputing; `datasets_affected_by_membership`
-is the coarser, member-independent answer.
+Incremental re-analysis: `reanalysis_for_rule` and `reanalysis_for_membership` say, for one
+change, which (dataset, allow rule) pairs' excess can differ (every other grant's excess is
+unchanged); `grant_excess_bits` recomputes just those. A membership change touches only the
+leaves under the moved member, so only grants reaching them need recomputing;
+`datasets_affected_by_membership` is the coarser, member-independent answer.
 """
 
 from __future__ import annotations
@@ -826,7 +826,7 @@ class ExposureAnalyser:
         audiences: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
         """Which of `dataset_ids` may change exposure when `group`'s direct members change
-        (whichever member): a coarser, member-independent `reanalysis_for_link`.
+        (whichever member): a coarser, member-independent `reanalysis_for_membership`.
 
         Those covered by a rule of `rules_affected_by_membership`, and, given the datasets'
         intended `audiences` (dataset id -> listed principals), those whose audience lists `group`
@@ -843,46 +843,6 @@ class ExposureAnalyser:
                     hit[dataset] = None
         return [d for d in catalog.ids if d in hit]
 
-    def reanalysis_for_link(
-        self,
-        member: str,
-        group: str,
-        dataset_ids: Iterable[str],
-        audiences: Mapping[str, Iterable[str]] | None = None,
-        action: str | None = None,
-    ) -> Reanalysis:
-        """What adding or removing the g link ``(member, group)`` can alter.
-
-        Only leaves that reach `member` (``moved``) gain or lose paths, and only to `group` and
-        the groups it reaches (``subjects``). So: the allow rules on those subjects, on the
-        datasets they cover; and, where a deny on those subjects covers a dataset or the dataset's
-        intended audience (`audiences`: dataset id -> listed principals) names one of them, the
-        allow rules there whose subjects reach any moved leaf. `action`, when given, ignores
-        other actions' rules. The same computed before or after the change.
-        """
-        catalog = _Catalog(dataset_ids)
-        moved = self.directory.leaf_bits(member)
-        grants: dict[str, dict[Rule, None]] = {}
-        if not moved:
-            return catalog.reanalysis(grants)
-        rechecked: set[str] = set()  # datasets where every grant reaching `moved` may change
-        for rule in self.rules_affected_by_membership(group):
-            if action is not None and rule.act != action:
-                continue
-            covered = catalog.covered(rule.obj)
-            if rule.eft == DENY:
-                rechecked.update(covered)
-            else:
-                for dataset in covered:
-                    grants.setdefault(dataset, {})[rule] = None
-        if audiences:
-            subjects = self.directory.ancestors(group)
-            for dataset in catalog.ids:
-                if any(p in subjects for p in audiences.get(dataset, ())):
-                    rechecked.add(dataset)
-        self._add_allows_meeting(moved, rechecked, action, grants)
-        return catalog.reanalysis(grants)
-
     def reanalysis_for_membership(
         self,
         before: ExposureAnalyser,
@@ -894,14 +854,13 @@ class ExposureAnalyser:
         """What changing the direct members of `groups` (any number of links) altered, given
         `before`: this analyser as it was before those changes (the same rules).
 
-        Sharper than `reanalysis_for_link`, which names every rule whose subject a moved leaf
-        *could* newly reach: here only subjects whose member set actually differs count (a user
-        joining a second team under a division already holding them changes nothing there).
-        Only the groups reaching a changed group (within Casbin's depth) can have changed member
-        sets, and only in leaves of ``diff``, the union of those differences. So: the allow rules
-        on changed subjects, on the datasets they cover; and where a deny on a changed subject
-        covers a dataset or its intended audience names one, the allow rules there whose
-        subjects reach a leaf of ``diff``.
+        Only subjects whose member set actually differs count (a user joining a second team
+        under a division already holding them changes nothing there). Only the groups reaching
+        a changed group (within Casbin's depth) can have changed member sets, and only in leaves
+        of ``diff``, the union of those differences. So: the allow rules on changed subjects, on
+        the datasets they cover; and where a deny on a changed subject covers a dataset or its
+        intended audience names one, the allow rules there whose subjects reach a leaf of
+        ``diff``.
         """
         catalog = _Catalog(dataset_ids)
         candidates: dict[str, None] = {}
