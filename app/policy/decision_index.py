@@ -130,8 +130,8 @@ def _liveness_key(entry: _Entry) -> tuple[int, float]:
     return (1, entry.expiry)
 
 
-# `live_until` bounds, one shared float object each, so checking the common rule (no expiry)
-# reads nothing the cell does not already hold.
+# Liveness bounds of a cell (`_live_until`): these two are one shared float object each, so
+# checking the common rule (no expiry) reads nothing the cell does not already hold.
 _FOREVER = math.inf
 _NEVER = -math.inf
 
