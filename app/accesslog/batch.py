@@ -160,4 +160,5 @@ def _read_alert(entry: dict[str, Any], sensitivities: dict[str, str]) -> AlertEv
         f"intended audience (grant {entry['reason']['grant_id']})",
         dataset=entry["dataset"],
         access_log_id=entry["id"],
+        grant_id=entry["reason"]["grant_id"],
     )

@@ -75,16 +75,17 @@ def _entry_rows(batch: Batch, at: Any) -> list[tuple[Any, ...]]:
     ]
 
 
-ALERT_COLUMNS = (
-    "id",
-    "type",
-    "severity",
-    "at",
-    "summary",
-    "dataset",
-    "finding_id",
-    "access_log_id",
-)
+def _insert_alert(style: str) -> str:
+    """The alerts written here are reads from outside the audience; each names the finding of
+    the (dataset, grant) it went through: the pair's newest finding if it is open or accepted
+    (one probe of the (dataset, grant_id) index, in the alert's transaction)."""
+    marks = ["?" if style == "qmark" else f"${n}" for n in range(1, 10)]
+    return (
+        "INSERT INTO alerts (id, type, severity, at, summary, dataset, access_log_id, finding_id) "
+        f"VALUES ({', '.join(marks[:7])}, (SELECT CASE WHEN f.status IN ('open', 'accepted') "
+        f"THEN f.id END FROM findings AS f WHERE f.dataset = {marks[7]} "
+        f"AND f.grant_id = {marks[8]} ORDER BY f.id DESC LIMIT 1))"
+    )
 
 
 # Takes the alert feed's lock (PostgreSQL row lock; SQLite's write lock is already held) and
@@ -167,8 +168,9 @@ def _alert_rows(alerts: list[AlertEvent], first_id: int, at: Any) -> list[tuple[
             at,
             a.summary,
             a.dataset,
-            a.finding_id,
             a.access_log_id,
+            a.dataset,
+            a.grant_id,
         )
         for n, a in enumerate(alerts)
     ]
@@ -215,7 +217,7 @@ class SqliteLogStore:
     """
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "qmark")
-    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "qmark")
+    INSERT_ALERT = _insert_alert("qmark")
     # BEGIN IMMEDIATE already holds the write lock, so this read is the committed head.
     READ_HEAD = (
         "SELECT p.version, h.last_id, h.last_hash FROM policy_state p, access_log_head h "
@@ -510,7 +512,7 @@ class PostgresLogStore:
     """
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "numeric")
-    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "numeric")
+    INSERT_ALERT = _insert_alert("numeric")
     LOCK_HEAD = (
         "SELECT h.last_id, h.last_hash, p.version FROM access_log_head h, policy_state p "
         "WHERE h.id = 1 AND p.id = 1 FOR UPDATE OF h"

@@ -24,6 +24,9 @@ class AlertEvent:
     dataset: str | None = None
     finding_id: int | None = None
     access_log_id: int | None = None
+    # A read's alert: the grant it went through. The access-log store names that grant's
+    # finding (`finding_id`) in the transaction that writes the alert.
+    grant_id: int | None = None
 
 
 async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | None = None) -> None:

@@ -76,6 +76,7 @@ async def test_finding_lifecycle_and_reads_appear_once_in_order(
         "finding.resolved",
     ]
     assert second["items"][0]["access_log_id"] == check.json()["access_log_id"]
+    assert second["items"][0]["finding_id"] == finding_id  # the finding the read went through
     assert second["items"][0]["severity"] == "critical"
     ids = [a["id"] for a in first["items"] + second["items"]]
     assert ids == list(range(1, len(ids) + 1))
