@@ -386,6 +386,7 @@ async def _reconcile(
             targets=targets,
             active=active,
             count_updates=count_updates,
+            full_updates=full_updates,
             within=within,
             touched=touched,
             repaths=repaths,
@@ -597,6 +598,7 @@ async def _settle_within(
     targets: Mapping[str, tuple[Rule, ...] | None],
     active: dict[tuple[str, int], dict[str, Any]],
     count_updates: list[dict[str, Any]],
+    full_updates: list[dict[str, Any]],
     within: int,
     touched: int,
     repaths: frozenset[tuple[str, int]],
@@ -606,11 +608,14 @@ async def _settle_within(
 ) -> dict[str, tuple[Rule, ...] | None]:
     """A membership change's cheap cases, from the leaves that moved (`within`) alone: a stored
     finding whose excess is the same there is unchanged; one whose sample (its 20 highest
-    leaves) keeps clear of the change only changes its count. Both are settled here (taken off
-    `active`, counts added to `count_updates`); what is left of `targets` is returned for the
-    full computation (new, resolved, refused or re-sampled findings)."""
+    leaves) keeps clear of the change only changes its count; one that only gained leaves takes
+    its new sample from the stored one and the gained leaves (the 20 highest of both). These are
+    settled here (taken off `active`, rows added to `count_updates` or `full_updates`); what is
+    left of `targets` is returned for the full computation (new, resolved, refused, or losing
+    a sampled leaf)."""
     directory = after.analyser.directory
     candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
+    gained: dict[tuple[str, str], int] = {}  # (dataset, rule id) -> leaves that joined its excess
     settled: dict[str, set[int]] = {}
     memo = WithinMemo()
     for dataset_id, rules in targets.items():
@@ -653,6 +658,7 @@ async def _settle_within(
             ):
                 continue  # resolved, re-sampled, refused, accepted or reopened: computed fully
             candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
+            gained[(dataset_id, rule_id)] = now_in & ~then_in
     samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     number = directory.leaf_number
     for dataset_id, rule, row, count, flipped in candidates:
@@ -661,12 +667,30 @@ async def _settle_within(
         if len(sample) < SAMPLE or None in numbers:
             continue
         lowest = min(n for n in numbers if n is not None)
-        if flipped >> lowest or (touched and _any_in(after, sample, touched)):
-            continue  # a sampled leaf came or went, or a sampled path may have moved
+        if touched and _any_in(after, sample, touched):
+            continue  # a sampled principal's path may have moved
+        severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
+        if not flipped >> lowest:
+            count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
+        elif flipped & gained[(dataset_id, rule.id)] == flipped:  # leaves came, none went
+            # The stored sample is the 20 highest leaves of the excess before the change.
+            by_number = {n: name for n, name in zip(numbers, sample, strict=True) if n is not None}
+            for name in directory.names(flipped):
+                joined = number(name)
+                if joined is not None:
+                    by_number[joined] = name
+            ranked = [by_number[n] for n in sorted(by_number, reverse=True)[:SAMPLE]]
+            row.update(
+                excess_count=count,
+                excess_sample=ranked,
+                paths=_sample_paths(after, (rule.sub,), ranked),
+                severity=severity,
+            )
+            full_updates.append(row)
+        else:
+            continue  # a sampled leaf went: the next highest needs the whole excess
         del active[(dataset_id, int(rule.id))]
         settled.setdefault(dataset_id, set()).add(int(rule.id))
-        severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
-        count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
     left: dict[str, tuple[Rule, ...] | None] = {}
     for dataset_id, rules in targets.items():
         done = settled.get(dataset_id)

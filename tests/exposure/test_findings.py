@@ -279,6 +279,45 @@ async def test_incremental_findings_match_a_full_scan_after_many_changes(client,
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
+async def test_a_newcomer_enters_the_sample_of_a_large_finding_as_a_full_scan_would(client, admin):
+    """A finding reaching more principals than it samples (20): a newcomer joining the granted
+    group is the newest leaf, so it ranks first in the sample; count, sample and paths follow in
+    the same response, exactly as a full scan computes them, and again when it leaves."""
+    staff = [f"user:m{i:02d}" for i in range(25)]
+    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = {"owner": "group:staff", "sensitivity": "internal", "intended_audience": AUDIENCE}
+    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        "/v1/grants", json={**grant("group:staff"), "resource": "act.keys"}, headers=admin
+    )
+    [opened] = r.json()["findings_opened"]
+    assert opened["excess_count"] == 25 and len(opened["excess_sample"]) == 20
+
+    r = await client.post(
+        "/v1/groups/staff/members", json={"member": "user:newcomer"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
+    assert finding["excess_count"] == 26
+    assert finding["excess_sample"][0] == "user:newcomer"
+    assert finding["excess_sample"][1:] == opened["excess_sample"][:19]
+    assert {"principal": "user:newcomer", "via": ["user:newcomer", "group:staff"]} in finding[
+        "paths"
+    ]
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+    r = await client.delete("/v1/groups/staff/members/user:newcomer", headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
+    assert finding["excess_count"] == 25
+    assert finding["excess_sample"] == opened["excess_sample"]
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
     """The audience is group:auditors, which no grant names and which sits outside group:all."""
     r = await client.put(
