@@ -91,7 +91,7 @@ class ExposureRefused(Conflict):
 
 
 async def load_view(session: AsyncSession) -> PolicyView:
-    grants = await policy_repository.list_unrevoked(session)
+    rules = await policy_repository.unrevoked_rules(session)
     edges = await directory_repository.all_edges(session)
     datasets = await datasets_repository.list_all(session)
     facts = {
@@ -99,8 +99,8 @@ async def load_view(session: AsyncSession) -> PolicyView:
         for d in datasets
     }
     audience = [p for d in facts.values() for p in d.audience]
-    analyser = ExposureAnalyser([to_rule(g) for g in grants], edges, audience)
-    return PolicyView(analyser, facts, {g.id: g.principal for g in grants})
+    analyser = ExposureAnalyser(rules, edges, audience)
+    return PolicyView(analyser, facts, {int(rule.id): rule.sub for rule in rules})
 
 
 class _ViewCache:

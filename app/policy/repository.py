@@ -4,6 +4,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.policy.decision_index import Rule
 from app.policy.models import Grant
 from app.policy.schemas import GrantStatus
 
@@ -49,6 +50,37 @@ async def list_page(
             Grant.revoked_at.is_(None), or_(Grant.expires_at.is_(None), Grant.expires_at > now)
         )
     return (await session.execute(query)).scalars().all()
+
+
+def rule_of(
+    principal: str,
+    resource: str,
+    action: str,
+    effect: str,
+    expires_at: datetime | None,
+    grant_id: int,
+) -> Rule:
+    """A grant's Casbin ``p`` rule (its expiry as unix seconds, "" for none)."""
+    exp = "" if expires_at is None else repr(expires_at.timestamp())
+    return Rule(principal, resource, str(action), str(effect), exp, str(grant_id))
+
+
+async def unrevoked_rules(session: AsyncSession) -> list[Rule]:
+    """Every unrevoked grant as its rule, from plain rows: what a policy snapshot needs (ORM
+    objects cost two to five times the query for 50k grants)."""
+    query = (
+        select(
+            Grant.principal,
+            Grant.resource,
+            Grant.action,
+            Grant.effect,
+            Grant.expires_at,
+            Grant.id,
+        )
+        .where(Grant.revoked_at.is_(None))
+        .order_by(Grant.id)
+    )
+    return [rule_of(*row) for row in (await session.execute(query)).all()]
 
 
 async def list_unrevoked(session: AsyncSession) -> Sequence[Grant]:

@@ -27,14 +27,8 @@ READ_ACTIONS = frozenset({"read", "export"})
 
 def to_rule(grant: Grant | GrantRead) -> Rule:
     """The Casbin ``p`` rule of a grant."""
-    exp = "" if grant.expires_at is None else repr(grant.expires_at.timestamp())
-    return Rule(
-        sub=grant.principal,
-        obj=grant.resource,
-        act=str(grant.action),
-        eft=str(grant.effect),
-        exp=exp,
-        id=str(grant.id),
+    return repository.rule_of(
+        grant.principal, grant.resource, grant.action, grant.effect, grant.expires_at, grant.id
     )
 
 
@@ -83,7 +77,7 @@ class PolicySnapshot:
 
 
 async def build(session: AsyncSession, version: int) -> PolicySnapshot:
-    grants = await repository.list_unrevoked(session)
+    rules = await repository.unrevoked_rules(session)
     edges = await directory_repository.all_edges(session)
     datasets = await datasets_repository.list_all(session)
     parents: dict[str, list[str]] = defaultdict(list)
@@ -91,7 +85,7 @@ async def build(session: AsyncSession, version: int) -> PolicySnapshot:
         parents[member].append(group)
     return PolicySnapshot(
         version=version,
-        index=DecisionIndex([to_rule(g) for g in grants], edges),
+        index=DecisionIndex(rules, edges),
         parents=dict(parents),
         audiences={d.id: frozenset(d.intended_audience) for d in datasets},
         sensitivities={d.id: d.sensitivity for d in datasets},
