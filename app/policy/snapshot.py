@@ -77,15 +77,18 @@ class PolicySnapshot:
 
 
 async def build(session: AsyncSession, version: int) -> PolicySnapshot:
+    """The snapshot of the committed policy. The index is built in a thread: seconds of CPU at
+    100k grants, during which the event loop keeps serving (checks wait for the snapshot)."""
     rules = await repository.unrevoked_rules(session)
     edges = await directory_repository.all_edges(session)
     datasets = await datasets_repository.list_all(session)
     parents: dict[str, list[str]] = defaultdict(list)
     for member, group in edges:
         parents[member].append(group)
+    index = await asyncio.to_thread(DecisionIndex, rules, edges)
     return PolicySnapshot(
         version=version,
-        index=DecisionIndex(rules, edges),
+        index=index,
         parents=dict(parents),
         audiences={d.id: frozenset(d.intended_audience) for d in datasets},
         sensitivities={d.id: d.sensitivity for d in datasets},
