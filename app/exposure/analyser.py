@@ -1113,7 +1113,7 @@ class ExposureAnalyser:
                 frozenset(
                     principal
                     for leaf in directory.names(within)
-                    for principal, _path in directory._ancestors(leaf)
+                    for principal in directory.ancestors(leaf)
                 )
                 if within.bit_count() <= REACH_LEAVES
                 else None

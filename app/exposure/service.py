@@ -614,8 +614,8 @@ async def _settle_within(
     left of `targets` is returned for the full computation (new, resolved, refused, or losing
     a sampled leaf)."""
     directory = after.analyser.directory
-    candidates: list[tuple[str, Rule, dict[str, Any], int, int]] = []
-    gained: dict[tuple[str, str], int] = {}  # (dataset, rule id) -> leaves that joined its excess
+    # (dataset, rule, stored row, new count, leaves that came or went, leaves that came)
+    candidates: list[tuple[str, Rule, dict[str, Any], int, int, int]] = []
     settled: dict[str, set[int]] = {}
     memo = WithinMemo()
     for dataset_id, rules in targets.items():
@@ -657,11 +657,11 @@ async def _settle_within(
                 or (widened and row["status"] == FindingStatus.accepted.value)
             ):
                 continue  # resolved, re-sampled, refused, accepted or reopened: computed fully
-            candidates.append((dataset_id, by_id[rule_id], row, count, now_in ^ then_in))
-            gained[(dataset_id, rule_id)] = now_in & ~then_in
+            flipped, gained = now_in ^ then_in, now_in & ~then_in
+            candidates.append((dataset_id, by_id[rule_id], row, count, flipped, gained))
     samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     number = directory.leaf_number
-    for dataset_id, rule, row, count, flipped in candidates:
+    for dataset_id, rule, row, count, flipped, gained in candidates:
         sample = samples[row["id"]]
         numbers = [number(name) for name in sample]
         if len(sample) < SAMPLE or None in numbers:
@@ -672,7 +672,7 @@ async def _settle_within(
         severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
         if not flipped >> lowest:
             count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
-        elif flipped & gained[(dataset_id, rule.id)] == flipped:  # leaves came, none went
+        elif flipped == gained:  # leaves came, none went
             # The stored sample is the 20 highest leaves of the excess before the change.
             by_number = {n: name for n, name in zip(numbers, sample, strict=True) if n is not None}
             for name in directory.names(flipped):
