@@ -238,6 +238,10 @@ class Directory:
         self._counts: dict[str, int] = {}  # node -> leaf_bits(node).bit_count()
         # leaf/group -> every principal it reaches with a shortest path (forward search).
         self._ancestor_memo: dict[str, tuple[tuple[str, Path], ...]] = {}
+        # Whether a copy may share the links (and the memos that follow from them), or the
+        # leaf numbering: the first change on either side takes its own (see `copy`).
+        self._links_shared = False
+        self._leaves_shared = False
 
         unique = list(dict.fromkeys(links))
         for member, group in unique:
@@ -289,6 +293,10 @@ class Directory:
     def register(self, principal: str) -> None:
         """Give a leaf its bit number (idempotent; groups are ignored)."""
         if principal not in self._leaf_number and is_leaf(principal):
+            if self._leaves_shared:
+                self._leaf_names = list(self._leaf_names)
+                self._leaf_number = dict(self._leaf_number)
+                self._leaves_shared = False
             self._leaf_number[principal] = len(self._leaf_names)
             self._leaf_names.append(principal)
 
@@ -451,6 +459,7 @@ class Directory:
         """Add a g link; False when it was already there."""
         if self.has_link(member, group):
             return False
+        self._own_links()
         self._invalidate(group)
         self._forget_paths_below(member)
         self._parent_table.put(member, group, None)
@@ -463,6 +472,7 @@ class Directory:
         """Remove a g link; False when it was not there. Leaves keep their numbers."""
         if not self.has_link(member, group):
             return False
+        self._own_links()
         self._invalidate(group)
         self._forget_paths_below(member)
         self._parent_table.remove(member, group)
@@ -499,21 +509,27 @@ class Directory:
             stack.extend(self._children.get(node, ()))
 
     def copy(self) -> Directory:
-        """An independent copy, in time linear in the number of principals (not of links).
-
-        Memos are shared where their values are immutable (ints, tuples); inner link sets are
-        shared copy-on-write.
-        """
+        """An independent copy, in constant time: both sides share everything until one of them
+        changes. A link change first takes its own link tables and memos (in time linear in the
+        number of principals, not of links: inner link sets stay shared until written); a new
+        leaf first takes its own numbering. Memos filled meanwhile are valid for both sides,
+        whose links are the same."""
         clone = Directory.__new__(Directory)
-        clone._parent_table = self._parent_table.copy()
-        clone._child_table = self._child_table.copy()
-        clone._leaf_names = list(self._leaf_names)
-        clone._leaf_number = dict(self._leaf_number)
-        clone._full = dict(self._full)
-        clone._partial = {}  # cut-off member sets (cycles, deep chains): recomputed on demand
-        clone._counts = dict(self._counts)
-        clone._ancestor_memo = dict(self._ancestor_memo)
+        clone.__dict__.update(self.__dict__)
+        clone._links_shared = clone._leaves_shared = True
+        self._links_shared = self._leaves_shared = True
         return clone
+
+    def _own_links(self) -> None:
+        if not self._links_shared:
+            return
+        self._parent_table = self._parent_table.copy()
+        self._child_table = self._child_table.copy()
+        self._full = dict(self._full)
+        self._partial = {}  # cut-off member sets (cycles, deep chains): recomputed on demand
+        self._counts = dict(self._counts)
+        self._ancestor_memo = dict(self._ancestor_memo)
+        self._links_shared = False
 
 
 # -- the grants ---------------------------------------------------------------------------------
@@ -726,6 +742,7 @@ class ExposureAnalyser:
         self._denies: dict[str, _ActionRules] = {}
         self._by_subject: _Nested[str, Rule, None] = _Nested()
         self._rules: dict[Rule, _Grant] = {}
+        self._rules_shared = False  # with a copy: the first rule change takes its own tables
         for rule in rules:
             self.add_rule(rule)
         for principal in extra_principals:
@@ -741,6 +758,7 @@ class ExposureAnalyser:
         """
         if rule in self._rules:
             return False
+        self._own_rules()
         grant = _Grant(rule, _parse_expiry(rule), rule.eft == ALLOW)
         self._rules[rule] = grant
         self.directory.register(rule.sub)
@@ -755,8 +773,10 @@ class ExposureAnalyser:
 
     def remove_rule(self, rule: Rule) -> bool:
         """Remove a p rule; False when it was not there."""
-        if self._rules.pop(rule, None) is None:
+        if rule not in self._rules:
             return False
+        self._own_rules()
+        del self._rules[rule]
         if rule.eft in (ALLOW, DENY):
             table = self._allows if rule.eft == ALLOW else self._denies
             table[rule.act].remove(rule)
@@ -1199,12 +1219,21 @@ class ExposureAnalyser:
         return {p: self.paths_for(p, dataset, action, now) for p in chosen}
 
     def copy(self) -> ExposureAnalyser:
-        """An independent copy to change while readers keep using this one: linear in the number
-        of principals and rules, not of links and memberships (those are copied on write)."""
+        """An independent copy to change while readers keep using this one, in constant time:
+        rules and directory are shared until either side changes them (copy-on-write)."""
         clone = ExposureAnalyser.__new__(ExposureAnalyser)
+        clone.__dict__.update(self.__dict__)
         clone.directory = self.directory.copy()
-        clone._allows = {action: rules.copy() for action, rules in self._allows.items()}
-        clone._denies = {action: rules.copy() for action, rules in self._denies.items()}
-        clone._by_subject = self._by_subject.copy()
-        clone._rules = dict(self._rules)
+        clone._rules_shared = self._rules_shared = True
         return clone
+
+    def _own_rules(self) -> None:
+        """Before this side's rules change: its own rule tables (linear in the number of rules;
+        inner rule sets stay shared until written)."""
+        if not self._rules_shared:
+            return
+        self._allows = {action: rules.copy() for action, rules in self._allows.items()}
+        self._denies = {action: rules.copy() for action, rules in self._denies.items()}
+        self._by_subject = self._by_subject.copy()
+        self._rules = dict(self._rules)
+        self._rules_shared = False

@@ -797,6 +797,34 @@ def test_copies_share_nothing_they_change() -> None:
     assert copy.effective("d.a", "read", 0.0) == {"user:c"}
 
 
+def test_a_copy_shares_its_memos_only_until_one_side_changes() -> None:
+    links = [("user:a", "group:x"), ("group:x", "group:top"), ("user:b", "group:y")]
+    rules = [allow("group:top", "d.*", rule_id="1")]
+    original = ExposureAnalyser(rules, links)
+    copy = original.copy()
+    # Memos filled through the copy while the links are still the same on both sides ...
+    assert copy.effective("d.a", "read", 0.0) == {"user:a"}
+    assert copy.directory.path("user:a", "group:top") == ("user:a", "group:x", "group:top")
+    # ... then the copy moves people and numbers new leaves: the original sees none of it.
+    copy.add_link("group:y", "group:x")
+    copy.add_rule(allow("user:new", "d.a", rule_id="2"))
+    assert copy.effective("d.a", "read", 0.0) == {"user:a", "user:b", "user:new"}
+    assert copy.directory.path("user:b", "group:top") == (
+        "user:b",
+        "group:y",
+        "group:x",
+        "group:top",
+    )
+    assert original.effective("d.a", "read", 0.0) == {"user:a"}
+    assert original.directory.path("user:b", "group:top") is None
+    assert "user:new" not in original.universe
+    assert original.rules() == rules
+    # The original changes on its own afterwards, from the state it had.
+    original.remove_link("user:a", "group:x")
+    assert original.effective("d.a", "read", 0.0) == frozenset()
+    assert copy.effective("d.a", "read", 0.0) == {"user:a", "user:b", "user:new"}
+
+
 def test_rule_changes_and_copies() -> None:
     links = [("user:alice", "group:eng")]
     grant = allow("group:eng", "a.*", rule_id="1")
