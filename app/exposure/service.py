@@ -30,7 +30,7 @@ from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exposure import repository
-from app.exposure.analyser import ExposureAnalyser, WithinMemo, datasets_covered
+from app.exposure.analyser import Directory, ExposureAnalyser, WithinMemo, datasets_covered
 from app.exposure.models import Finding
 from app.exposure.schemas import (
     ExcessPath,
@@ -606,13 +606,20 @@ async def _settle_within(
     accept: AcceptExposure | None,
     at: float,
 ) -> dict[str, tuple[Rule, ...] | None]:
-    """A membership change's cheap cases, from the leaves that moved (`within`) alone: a stored
-    finding whose excess is the same there is unchanged; one whose sample (its 20 highest
-    leaves) keeps clear of the change only changes its count; one that only gained leaves takes
-    its new sample from the stored one and the gained leaves (the 20 highest of both). These are
-    settled here (taken off `active`, rows added to `count_updates` or `full_updates`); what is
-    left of `targets` is returned for the full computation (new, resolved, refused, or losing
-    a sampled leaf)."""
+    """A membership change's stored findings that stay open, from the leaves that moved
+    (`within`) and the stored samples, without analysing the excess before the change.
+
+    Outside `within` a finding's excess is the same before and after, so its new count is the
+    stored one plus the leaves that came minus those that went. Its stored sample is the 20
+    highest leaves of the excess before (all of it when there were at most 20); the new sample
+    is the 20 highest of that sample without the leaves that went, plus those that came, unless
+    a sampled leaf went from a larger excess: then the next highest needs the excess after the
+    change (and only that). Paths are redone where the sample changed or names a leaf of
+    `touched` (`repaths`: findings whose paths may have moved though their excess did not).
+    These are settled here (taken off `active`, rows added to `count_updates` or
+    `full_updates`); what is left of `targets` is returned for the full computation (new,
+    resolved, refused, accepted or reopened findings).
+    """
     directory = after.analyser.directory
     # (dataset, rule, stored row, new count, leaves that came or went, leaves that came)
     candidates: list[tuple[str, Rule, dict[str, Any], int, int, int]] = []
@@ -643,52 +650,62 @@ async def _settle_within(
         for rule_id, (now_in, then_in) in found.items():
             grant_id = int(rule_id)
             row = active.get((dataset_id, grant_id))
-            if row is None or (dataset_id, grant_id) in repaths:
+            if row is None:
                 continue
-            if now_in == then_in:
+            if now_in == then_in and (dataset_id, grant_id) not in repaths:
                 del active[(dataset_id, grant_id)]
                 settled.setdefault(dataset_id, set()).add(grant_id)
                 continue
             count = row["excess_count"] + now_in.bit_count() - then_in.bit_count()
             widened = bool(now_in & ~then_in)
             if (
-                count <= SAMPLE
+                count <= 0
                 or (guarded and widened and (facts.guard == "block" or accept))
                 or (widened and row["status"] == FindingStatus.accepted.value)
             ):
-                continue  # resolved, re-sampled, refused, accepted or reopened: computed fully
+                continue  # resolved, refused, accepted or reopened: computed fully
             flipped, gained = now_in ^ then_in, now_in & ~then_in
             candidates.append((dataset_id, by_id[rule_id], row, count, flipped, gained))
     samples = await repository.samples(session, [c[2]["id"] for c in candidates])
-    number = directory.leaf_number
+    moved = frozenset(directory.names(touched))
+    newcomers: dict[int, dict[int, str]] = {}  # leaves that came -> their numbers and names
+    drawn: list[tuple[str, Rule, dict[str, Any], int, list[str], list[str]]] = []
+    # dataset -> rule -> (stored row, new count, stored sample): a sampled leaf went
+    redraw: dict[str, dict[Rule, tuple[dict[str, Any], int, list[str]]]] = {}
     for dataset_id, rule, row, count, flipped, gained in candidates:
-        sample = samples[row["id"]]
-        numbers = [number(name) for name in sample]
-        if len(sample) < SAMPLE or None in numbers:
-            continue
-        lowest = min(n for n in numbers if n is not None)
-        if touched and _any_in(after, sample, touched):
-            continue  # a sampled principal's path may have moved
+        stored = samples[row["id"]]
+        numbered = _numbered(directory, stored)
+        if numbered is None or len(stored) != min(SAMPLE, row["excess_count"]):
+            continue  # not the sample this process would have drawn: computed fully
+        lost = flipped & ~gained
+        kept = {n: name for n, name in numbered.items() if not lost >> n & 1}
+        if len(kept) == len(stored) or row["excess_count"] <= SAMPLE:
+            if gained not in newcomers:
+                newcomers[gained] = _numbered(directory, directory.names(gained)) or {}
+            kept.update(newcomers[gained])
+            sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
+            drawn.append((dataset_id, rule, row, count, stored, sample))
+        else:  # the next highest is somewhere in the excess after the change
+            redraw.setdefault(dataset_id, {})[rule] = (row, count, stored)
+    for dataset_id, rows in redraw.items():
+        now_excess = _excess_of(after, dataset_id, tuple(rows), at).bits
+        for rule, (row, count, stored) in rows.items():
+            bits, now_count = now_excess.get(int(rule.id), (0, 0))
+            if now_count == count:
+                sample = directory.sample(bits, SAMPLE, count)
+                drawn.append((dataset_id, rule, row, count, stored, sample))
+    for dataset_id, rule, row, count, stored, sample in drawn:
         severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
-        if not flipped >> lowest:
+        if sample == stored and moved.isdisjoint(stored):
             count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
-        elif flipped == gained:  # leaves came, none went
-            # The stored sample is the 20 highest leaves of the excess before the change.
-            by_number = {n: name for n, name in zip(numbers, sample, strict=True) if n is not None}
-            for name in directory.names(flipped):
-                joined = number(name)
-                if joined is not None:
-                    by_number[joined] = name
-            ranked = [by_number[n] for n in sorted(by_number, reverse=True)[:SAMPLE]]
+        else:  # a new sample, or a sampled principal whose path may have moved
             row.update(
                 excess_count=count,
-                excess_sample=ranked,
-                paths=_sample_paths(after, (rule.sub,), ranked),
+                excess_sample=sample,
+                paths=_sample_paths(after, (rule.sub,), sample),
                 severity=severity,
             )
             full_updates.append(row)
-        else:
-            continue  # a sampled leaf went: the next highest needs the whole excess
         del active[(dataset_id, int(rule.id))]
         settled.setdefault(dataset_id, set()).add(int(rule.id))
     left: dict[str, tuple[Rule, ...] | None] = {}
@@ -700,6 +717,17 @@ async def _settle_within(
                 continue
         left[dataset_id] = rules
     return left
+
+
+def _numbered(directory: Directory, names: list[str]) -> dict[int, str] | None:
+    """Leaf number -> name, for leaves that all have a number (else None)."""
+    found: dict[int, str] = {}
+    for name in names:
+        number = directory.leaf_number(name)
+        if number is None:
+            return None
+        found[number] = name
+    return found
 
 
 def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:

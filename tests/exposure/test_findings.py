@@ -318,6 +318,52 @@ async def test_a_newcomer_enters_the_sample_of_a_large_finding_as_a_full_scan_wo
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
+async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(client, admin):
+    """A finding larger than its sample loses a sampled principal: the next one enters, with
+    count and paths, as a full scan computes it. A small finding samples all of its excess,
+    before and after its members come and go."""
+    staff = [f"user:m{i:02d}" for i in range(25)]
+    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
+    assert r.status_code == 200, r.text
+    r = await client.put("/v1/groups/few/members", json={"members": staff[:3]}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = {"owner": "group:staff", "sensitivity": "internal", "intended_audience": AUDIENCE}
+    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    opened = {}
+    for subject in ("group:staff", "group:few"):
+        r = await client.post(
+            "/v1/grants", json={**grant(subject), "resource": "act.keys"}, headers=admin
+        )
+        [opened[subject]] = r.json()["findings_opened"]
+    large, small = opened["group:staff"], opened["group:few"]
+    assert (large["excess_count"], len(large["excess_sample"])) == (25, 20)
+    assert small["excess_count"] == len(small["excess_sample"]) == 3
+
+    leaver = large["excess_sample"][0]
+    r = await client.delete(f"/v1/groups/staff/members/{leaver}", headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{large['id']}", headers=admin)).json()
+    assert finding["excess_count"] == 24
+    assert finding["excess_sample"][:19] == large["excess_sample"][1:]
+    [newcomer] = set(finding["excess_sample"]) - set(large["excess_sample"])
+    assert newcomer in staff and newcomer != leaver
+    assert leaver not in {p["principal"] for p in finding["paths"]}
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+    gone = small["excess_sample"][1]
+    r = await client.delete(f"/v1/groups/few/members/{gone}", headers=admin)
+    assert r.status_code == 200, r.text
+    r = await client.post("/v1/groups/few/members", json={"member": "user:zed"}, headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{small['id']}", headers=admin)).json()
+    assert finding["excess_count"] == 3
+    assert set(finding["excess_sample"]) == set(small["excess_sample"]) - {gone} | {"user:zed"}
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
     """The audience is group:auditors, which no grant names and which sits outside group:all."""
     r = await client.put(
