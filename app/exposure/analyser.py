@@ -319,6 +319,11 @@ class Directory:
         names = self._leaf_names
         return [names[index] for index in _indices(bits)]
 
+    @staticmethod
+    def indices(bits: int) -> list[int]:
+        """The leaf numbers in a bitset, ascending (the order of `names`)."""
+        return _indices(bits)
+
     def sample(self, bits: int, limit: int, count: int | None = None) -> list[str]:
         """Up to `limit` leaves of a bitset (the highest-numbered), without decoding all of it.
 
@@ -336,6 +341,10 @@ class Directory:
     def leaf_number(self, principal: str) -> int | None:
         """The bit number of a registered leaf, else None."""
         return self._leaf_number.get(principal)
+
+    def leaf_numbers(self, principals: Iterable[str]) -> list[int | None]:
+        """`leaf_number` of each."""
+        return list(map(self._leaf_number.get, principals))
 
     def plain_leaf_number(self, principal: str) -> int | None:
         """The bit number of a registered leaf that has no members of its own, else None."""

@@ -30,10 +30,9 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-LIGHT = (
-    "id", "dataset", "grant_id", "principal", "excess_count", "severity", "status",
-    "opened_at", "updated_at", "resolved_at", "accepted_by", "reason", "until",
-)  # fmt: skip
+# What a change needs of each finding it may touch: the rest is read (`by_id`) only for the
+# few it resolves or reopens. Timestamps are the costly part to read (a parse per value).
+BRIEF = ("id", "dataset", "grant_id", "excess_count", "severity", "status", "excess_sample")
 
 
 async def active_rows(
@@ -41,12 +40,12 @@ async def active_rows(
     dataset_ids: Sequence[str] | None,
     grant_ids: Sequence[int] | None = None,
     *,
-    light: bool = False,
+    brief: bool = False,
 ) -> list[dict[str, Any]]:
     """Open and accepted findings as dicts: of these datasets (every dataset when None), and of
-    these grants only when `grant_ids` is given. `light`: without the sample and paths (JSON)."""
+    these grants only when `grant_ids` is given. `brief`: only the `BRIEF` columns."""
     table = TABLE
-    columns = [table.c[name] for name in LIGHT] if light else list(table.c)
+    columns = [table.c[name] for name in BRIEF] if brief else list(table.c)
     if dataset_ids is None:
         query = select(*columns).where(table.c.status.in_(ACTIVE))
         return [dict(row) for row in (await session.execute(query)).mappings()]
@@ -65,7 +64,7 @@ async def active_rows(
 
 
 async def active_pairs(
-    session: AsyncSession, pairs: Sequence[tuple[str, int]], *, light: bool = False
+    session: AsyncSession, pairs: Sequence[tuple[str, int]], *, brief: bool = False
 ) -> list[dict[str, Any]]:
     """Open and accepted findings of these (dataset, grant id) pairs, as `active_rows`.
 
@@ -76,7 +75,7 @@ async def active_pairs(
     """
     if not pairs:
         return []
-    names = LIGHT if light else tuple(c.name for c in TABLE.c)
+    names = BRIEF if brief else tuple(c.name for c in TABLE.c)
     columns = ", ".join(f'f."{name}"' for name in names)
     wanted = sorted(set(pairs))
     params: dict[str, Any]
@@ -98,23 +97,13 @@ async def active_pairs(
     return [dict(row) for row in result.mappings() if row["status"] in ACTIVE]
 
 
-async def samples(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    for chunk in _chunks(ids):
-        query = select(TABLE.c.id, TABLE.c.excess_sample).where(TABLE.c.id.in_(chunk))
-        for finding_id, sample in (await session.execute(query)).all():
-            found[finding_id] = sample
-    return found
-
-
-async def samples_and_paths(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+async def by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Findings by id, every column."""
     found: dict[int, dict[str, Any]] = {}
     for chunk in _chunks(ids):
-        query = select(TABLE.c.id, TABLE.c.excess_sample, TABLE.c.paths).where(
-            TABLE.c.id.in_(chunk)
-        )
+        query = select(TABLE).where(TABLE.c.id.in_(chunk))
         for row in (await session.execute(query)).mappings():
-            found[row["id"]] = {"excess_sample": row["excess_sample"], "paths": row["paths"]}
+            found[row["id"]] = dict(row)
     return found
 
 

@@ -30,7 +30,7 @@ from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exposure import repository
-from app.exposure.analyser import Directory, ExposureAnalyser, WithinMemo, datasets_covered
+from app.exposure.analyser import ExposureAnalyser, WithinMemo, datasets_covered
 from app.exposure.models import Finding
 from app.exposure.schemas import (
     ExcessPath,
@@ -357,10 +357,10 @@ async def _reconcile(
     if every_dataset:
         rows = await repository.active_rows(session, None)
     elif len(partial) < len(targets):  # some datasets whole
-        rows = await repository.active_rows(session, list(targets), None, light=is_change)
+        rows = await repository.active_rows(session, list(targets), None, brief=is_change)
     else:
         pairs = [(d, g) for d, ids in partial.items() for g in ids]
-        rows = await repository.active_pairs(session, pairs, light=is_change)
+        rows = await repository.active_pairs(session, pairs, brief=is_change)
     active: dict[tuple[str, int], dict[str, Any]] = {}
     for loaded in rows:
         key = (loaded["dataset"], loaded["grant_id"])
@@ -378,6 +378,7 @@ async def _reconcile(
         refused.extend(_widened_past_expiring_denies(before, after, targets, at))
     refused_keys = {(f.dataset, f.grant_id) for f in refused}
     reopened: list[dict[str, Any]] = []
+    restatused: list[dict[str, Any]] = []  # updated, and accepted or reopened
     if within and is_change:
         targets = await _settle_within(
             session,
@@ -486,10 +487,13 @@ async def _reconcile(
             row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
             if accepting:
                 _accepting(row, accept, actor)  # type: ignore[arg-type]
+                restatused.append(row)
             elif reopening:
                 row.update(status=FindingStatus.open.value)
                 reopened.append(row)
-            full_updates.append(row)
+                restatused.append(row)
+            else:
+                full_updates.append(row)
     if refused:
         raise ExposureRefused(
             f"this change would open or widen {len(refused)} finding(s) on block-guarded datasets "
@@ -499,26 +503,28 @@ async def _reconcile(
             findings=[f.model_dump(mode="json") for f in refused],
         )
 
+    resolved = list(active.values())
+    if is_change and (resolved or reopened):  # loaded brief: the response and alerts need all
+        stored = await repository.by_id(session, [row["id"] for row in (*resolved, *reopened)])
+        for row in (*resolved, *reopened):
+            row.update({**stored[row["id"]], **row})
     ids = await repository.insert_rows(session, new_rows)
     for row, finding_id in zip(new_rows, ids, strict=True):
         row["id"] = finding_id
-    columns: tuple[str, ...] = ("excess_count", "excess_sample", "paths", "severity")
-    if reopened or any(r["status"] == FindingStatus.accepted for r in full_updates):
-        columns += ("status", "accepted_by", "reason", "until")
+    columns: tuple[str, ...] = ("id", "excess_count", "excess_sample", "paths", "severity")
     await repository.update_rows(
-        session, [{c: row[c] for c in ("id", *columns)} for row in full_updates], stamp
+        session, [{c: row[c] for c in columns} for row in full_updates], stamp
+    )
+    columns += ("status", "accepted_by", "reason", "until")
+    await repository.update_rows(
+        session, [{c: row[c] for c in columns} for row in restatused], stamp
     )
     await repository.update_counts(session, count_updates, stamp)
-    resolved = list(active.values())
     await repository.resolve(session, [row["id"] for row in resolved], stamp)
-    if is_change and resolved:  # loaded without their samples and paths: the response has them
-        details = await repository.samples_and_paths(session, [row["id"] for row in resolved])
-        for row in resolved:
-            row.update(details[row["id"]])
     for row in resolved:
         row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
     outcome.opened, outcome.resolved, outcome.reopened = new_rows, resolved, reopened
-    outcome.updated = len(full_updates) + len(count_updates)
+    outcome.updated = len(full_updates) + len(restatused) + len(count_updates)
     await alerts_service.emit(
         session,
         [
@@ -666,22 +672,31 @@ async def _settle_within(
                 continue  # resolved, refused, accepted or reopened: computed fully
             flipped, gained = now_in ^ then_in, now_in & ~then_in
             candidates.append((dataset_id, by_id[rule_id], row, count, flipped, gained))
-    samples = await repository.samples(session, [c[2]["id"] for c in candidates])
     moved = frozenset(directory.names(touched))
-    newcomers: dict[int, dict[int, str]] = {}  # leaves that came -> their numbers and names
+    # leaves that came -> their numbers and names; leaves that went -> their numbers
+    newcomers: dict[int, dict[int, str]] = {}
+    leavers: dict[int, frozenset[int]] = {}
     drawn: list[tuple[str, Rule, dict[str, Any], int, list[str], list[str]]] = []
     # dataset -> rule -> (stored row, new count, stored sample): a sampled leaf went
     redraw: dict[str, dict[Rule, tuple[dict[str, Any], int, list[str]]]] = {}
     for dataset_id, rule, row, count, flipped, gained in candidates:
-        stored = samples[row["id"]]
-        numbered = _numbered(directory, stored)
-        if numbered is None or len(stored) != min(SAMPLE, row["excess_count"]):
+        stored = row["excess_sample"]
+        numbers = directory.leaf_numbers(stored)
+        if None in numbers or len(stored) != min(SAMPLE, row["excess_count"]):
             continue  # not the sample this process would have drawn: computed fully
         lost = flipped & ~gained
-        kept = {n: name for n, name in numbered.items() if not lost >> n & 1}
+        if lost not in leavers:
+            leavers[lost] = frozenset(directory.indices(lost))
+        gone = leavers[lost]
+        kept = {
+            n: name
+            for n, name in zip(numbers, stored, strict=True)
+            if n is not None and n not in gone
+        }
         if len(kept) == len(stored) or row["excess_count"] <= SAMPLE:
             if gained not in newcomers:
-                newcomers[gained] = _numbered(directory, directory.names(gained)) or {}
+                names = directory.names(gained)
+                newcomers[gained] = dict(zip(directory.indices(gained), names, strict=True))
             kept.update(newcomers[gained])
             sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
             drawn.append((dataset_id, rule, row, count, stored, sample))
@@ -717,17 +732,6 @@ async def _settle_within(
                 continue
         left[dataset_id] = rules
     return left
-
-
-def _numbered(directory: Directory, names: list[str]) -> dict[int, str] | None:
-    """Leaf number -> name, for leaves that all have a number (else None)."""
-    found: dict[int, str] = {}
-    for name in names:
-        number = directory.leaf_number(name)
-        if number is None:
-            return None
-        found[number] = name
-    return found
 
 
 def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
