@@ -92,9 +92,22 @@ async def active_pairs(
             "AND f.grant_id = json_extract(w.value, '$[1]')"
         )
         params = {"pairs": json.dumps(wanted)}
-    query = text(f"SELECT {columns} FROM {source}").columns(*(TABLE.c[name] for name in names))
-    result = await session.execute(query, params)
-    return [dict(row) for row in result.mappings() if row["status"] in ACTIVE]
+    if not brief:
+        query = text(f"SELECT {columns} FROM {source}").columns(*(TABLE.c[n] for n in names))
+        result = await session.execute(query, params)
+        return [dict(row) for row in result.mappings() if row["status"] in ACTIVE]
+    # A change's hundreds of rows: plain tuples, the sample decoded here (a typed result
+    # processes every value and builds a mapping per row, several times the query's cost).
+    status = names.index("status")
+    sample = names.index("excess_sample")
+    found: list[dict[str, Any]] = []
+    for row in (await session.execute(text(f"SELECT {columns} FROM {source}"), params)).all():
+        if row[status] in ACTIVE:
+            values = list(row)
+            if isinstance(values[sample], str):
+                values[sample] = json.loads(values[sample])
+            found.append(dict(zip(names, values, strict=True)))
+    return found
 
 
 async def by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -177,31 +190,39 @@ async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at:
 async def update_counts(
     session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime
 ) -> None:
-    """Set ``excess_count`` and ``severity`` of findings by id (a membership change moves
-    hundreds by one), stamping ``updated_at``: one statement whose rows travel as one parameter,
-    as in `active_pairs`."""
-    if not rows:
-        return
+    """Set ``excess_count``, and ``severity`` where a row has one, of findings by id (a
+    membership change moves hundreds by one), stamping ``updated_at``: one statement for each
+    kind of row, the rows travelling as one parameter, as in `active_pairs`."""
+    plain = [r for r in rows if "severity" not in r]
+    graded = [r for r in rows if "severity" in r]
     stamp = bindparam("at", at, type_=TABLE.c.updated_at.type)
-    if session.get_bind().dialect.name == "postgresql":
-        statement = text(
-            "UPDATE findings AS f SET excess_count = w.c, severity = w.s, updated_at = :at "
-            "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:counts AS INTEGER[]), "
-            "CAST(:severities AS VARCHAR[])) AS w (i, c, s) WHERE f.id = w.i"
-        ).bindparams(stamp)
-        params: dict[str, Any] = {
-            "ids": [r["id"] for r in rows],
-            "counts": [r["excess_count"] for r in rows],
-            "severities": [r["severity"] for r in rows],
-        }
-    else:
-        statement = text(
-            "UPDATE findings SET excess_count = json_extract(w.value, '$[1]'), "
-            "severity = json_extract(w.value, '$[2]'), updated_at = :at "
-            "FROM json_each(:rows) AS w WHERE findings.id = json_extract(w.value, '$[0]')"
-        ).bindparams(stamp)
-        params = {"rows": json.dumps([[r["id"], r["excess_count"], r["severity"]] for r in rows])}
-    await session.execute(statement, params)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for chosen, columns in ((plain, ("excess_count",)), (graded, ("excess_count", "severity"))):
+        if not chosen:
+            continue
+        params: dict[str, Any]
+        if postgres:
+            types = {"id": "INTEGER", "excess_count": "INTEGER", "severity": "VARCHAR"}
+            arrays = ", ".join(
+                f"CAST(:c{n} AS {types[c]}[])" for n, c in enumerate(("id", *columns))
+            )
+            sets = ", ".join(f"{c} = w.c{n + 1}" for n, c in enumerate(columns))
+            names = ", ".join(f"c{n}" for n in range(len(columns) + 1))
+            statement = text(
+                f"UPDATE findings AS f SET {sets}, updated_at = :at "
+                f"FROM unnest({arrays}) AS w ({names}) WHERE f.id = w.c0"
+            )
+            params = {f"c{n}": [r[c] for r in chosen] for n, c in enumerate(("id", *columns))}
+        else:
+            sets = ", ".join(
+                f"{c} = json_extract(w.value, '$[{n + 1}]')" for n, c in enumerate(columns)
+            )
+            statement = text(
+                f"UPDATE findings SET {sets}, updated_at = :at FROM json_each(:rows) AS w "
+                "WHERE findings.id = json_extract(w.value, '$[0]')"
+            )
+            params = {"rows": json.dumps([[r[c] for c in ("id", *columns)] for r in chosen])}
+        await session.execute(statement.bindparams(stamp), params)
 
 
 async def resolve(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:

@@ -472,9 +472,7 @@ async def _reconcile(
                 # principal's paths may have, only the count (and severity) changed.
                 before_sample = sample_of(before_bits, SAMPLE, before_count)
                 if before_sample == sample and not (touched and _any_in(after, sample, touched)):
-                    count_updates.append(
-                        {"id": row["id"], "excess_count": count, "severity": severity}
-                    )
+                    count_updates.append(_count_update(row, count, severity))
                     continue
             paths = _sample_paths(after, subjects, sample)
             if not is_change and (
@@ -712,7 +710,7 @@ async def _settle_within(
     for dataset_id, rule, row, count, stored, sample in drawn:
         severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
         if sample == stored and moved.isdisjoint(stored):
-            count_updates.append({"id": row["id"], "excess_count": count, "severity": severity})
+            count_updates.append(_count_update(row, count, severity))
         else:  # a new sample, or a sampled principal whose path may have moved
             row.update(
                 excess_count=count,
@@ -732,6 +730,14 @@ async def _settle_within(
                 continue
         left[dataset_id] = rules
     return left
+
+
+def _count_update(row: Mapping[str, Any], count: int, severity: str) -> dict[str, Any]:
+    """The row for `repository.update_counts`: the severity only where it changes (an indexed
+    column: writing it costs as much as the count)."""
+    if row["severity"] == severity:
+        return {"id": row["id"], "excess_count": count}
+    return {"id": row["id"], "excess_count": count, "severity": severity}
 
 
 def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:

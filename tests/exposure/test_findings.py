@@ -364,6 +364,32 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
+async def test_a_count_change_past_a_threshold_changes_the_severity(client, admin):
+    """An unsampled member leaving changes only the count, and the severity with it where the
+    count crosses a threshold (50 outside the audience of a confidential dataset)."""
+    staff = [f"user:m{i:02d}" for i in range(50)]
+    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = {"owner": "group:staff", "sensitivity": "confidential", "intended_audience": AUDIENCE}
+    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    r = await client.post(
+        "/v1/grants", json={**grant("group:staff"), "resource": "act.keys"}, headers=admin
+    )
+    [opened] = r.json()["findings_opened"]
+    assert (opened["excess_count"], opened["severity"]) == (50, "high")
+    unsampled = next(m for m in staff if m not in opened["excess_sample"])
+    r = await client.delete(f"/v1/groups/staff/members/{unsampled}", headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
+    assert (finding["excess_count"], finding["severity"]) == (49, "medium")
+    assert finding["excess_sample"] == opened["excess_sample"]
+    r = await client.get("/v1/findings", params={"severity": "medium"}, headers=admin)
+    assert [f["id"] for f in r.json()["items"]] == [opened["id"]]
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
     """The audience is group:auditors, which no grant names and which sits outside group:all."""
     r = await client.put(
