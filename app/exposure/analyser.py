@@ -319,10 +319,10 @@ class Directory:
         names = self._leaf_names
         return [names[index] for index in _indices(bits)]
 
-    @staticmethod
-    def indices(bits: int) -> list[int]:
-        """The leaf numbers in a bitset, ascending (the order of `names`)."""
-        return _indices(bits)
+    def names_of(self, numbers: Iterable[int]) -> list[str]:
+        """The leaves with these numbers."""
+        names = self._leaf_names
+        return [names[number] for number in numbers]
 
     def sample(self, bits: int, limit: int, count: int | None = None) -> list[str]:
         """Up to `limit` leaves of a bitset (the highest-numbered), without decoding all of it.
@@ -681,19 +681,52 @@ class GrantExcess:
     count: int
 
 
-# Up to this many moved leaves, `grant_excess_within` lists what they reach and looks only at
+# Up to this many moved leaves, `Within` lists what they reach and looks only at
 # those subjects; beyond it, it takes every subject's leaves within the change.
 REACH_LEAVES = 64
 
 
-@dataclass
-class WithinMemo:
-    """What the `grant_excess_within` calls of one membership change share, per side (0: after
-    the change, 1: before): each subject's leaves within the change, and every principal that a
-    moved leaf reaches (None when too many leaves moved to list them)."""
+class Within:
+    """The leaves a membership change moved, as the `grant_excess_within` calls for that change
+    share them: shifted down to the lowest one (`base`), so that every set restricted to them
+    is a small int (one moved user: one bit), with each side's (0: after the change, 1: before)
+    subject sets and the principals that a moved leaf reaches (None when too many moved to list
+    them) memoised."""
 
-    bits: dict[tuple[int, str], int] = field(default_factory=dict)
-    reach: dict[int, frozenset[str] | None] = field(default_factory=dict)
+    def __init__(self, leaves: int) -> None:
+        self.leaves = leaves
+        self.base = (leaves & -leaves).bit_length() - 1 if leaves else 0
+        self.shifted = leaves >> self.base
+        self._bits: dict[tuple[int, str], int] = {}
+        self._reach: dict[int, frozenset[str] | None] = {}
+
+    def numbers(self, shifted: int) -> list[int]:
+        """The leaf numbers in a set relative to `base`, ascending."""
+        return [self.base + index for index in _indices(shifted)]
+
+    def unshifted(self, shifted: int) -> int:
+        return shifted << self.base
+
+    def of(self, directory: Directory, subject: str, side: int) -> int:
+        """`subject`'s leaves among the moved ones, relative to `base`."""
+        key = (side, subject)
+        found = self._bits.get(key)
+        if found is None:
+            found = self._bits[key] = (directory.leaf_bits(subject) >> self.base) & self.shifted
+        return found
+
+    def reach(self, directory: Directory, side: int) -> frozenset[str] | None:
+        if side not in self._reach:
+            self._reach[side] = (
+                frozenset(
+                    principal
+                    for leaf in directory.names(self.leaves)
+                    for principal in directory.ancestors(leaf)
+                )
+                if self.shifted.bit_count() <= REACH_LEAVES
+                else None
+            )
+        return self._reach[side]
 
 
 @dataclass(frozen=True)
@@ -1083,24 +1116,22 @@ class ExposureAnalyser:
     def grant_excess_within(
         self,
         before: ExposureAnalyser,
-        within: int,
+        within: Within,
         rules: Iterable[Rule],
         dataset: str,
         action: str,
         now: float,
         audience: Iterable[str] = (),
         audience_before: Iterable[str] | None = None,
-        memo: WithinMemo | None = None,
     ) -> dict[str, tuple[int, int]]:
-        """For a membership change, where `before` has the same rules and only leaves in
+        """For a membership change, where `before` has the same rules and only the leaves of
         `within` changed what they reach: rule id -> (its excess on `dataset` now, and in
-        `before`), each restricted to `within`.
+        `before`), each restricted to `within` and relative to its base.
 
         Outside `within` the two excesses are equal, so these small sets say whether a grant's
         excess changed and by how many, without any full-size set operation. Rules as in
         `grant_excess_bits` (present, live, covering allows for `action`); `audience`: the
         dataset's intended audience as listed (`audience_before`: as it was, default the same).
-        `memo` is shared by the calls for one change.
         """
         now = float(now)
         chosen = [
@@ -1115,17 +1146,16 @@ class ExposureAnalyser:
         if not chosen:
             return {}
         listed = list(audience)
-        denies = self._live(self._denies, dataset, action, now)
+        denies = [d.sub for d in self._live(self._denies, dataset, action, now)]
         found: dict[str, tuple[int, int]] = {}
         sides = ((self, listed), (before, listed if audience_before is None else audience_before))
-        memo = WithinMemo() if memo is None else memo
         blocked = [
-            self._within(side.directory, [d.sub for d in denies] + list(names), within, memo, n)
+            self._within(side.directory, denies + list(names), within, n)
             for n, (side, names) in enumerate(sides)
         ]
         for rule in chosen:
-            now_in = self.directory.leaf_bits(rule.sub) & within & ~blocked[0]
-            then_in = before.directory.leaf_bits(rule.sub) & within & ~blocked[1]
+            now_in = within.of(self.directory, rule.sub, 0) & ~blocked[0]
+            then_in = within.of(before.directory, rule.sub, 1) & ~blocked[1]
             previous = found.get(rule.id)
             if previous is not None:  # two rules with one id: one grant
                 now_in, then_in = now_in | previous[0], then_in | previous[1]
@@ -1133,30 +1163,14 @@ class ExposureAnalyser:
         return found
 
     @staticmethod
-    def _within(
-        directory: Directory, subjects: Iterable[str], within: int, memo: WithinMemo, side: int
-    ) -> int:
-        """The leaves of `within` that reach any of `subjects` (on one side of the change)."""
-        if side not in memo.reach:
-            memo.reach[side] = (
-                frozenset(
-                    principal
-                    for leaf in directory.names(within)
-                    for principal in directory.ancestors(leaf)
-                )
-                if within.bit_count() <= REACH_LEAVES
-                else None
-            )
-        reach = memo.reach[side]
+    def _within(directory: Directory, subjects: Iterable[str], within: Within, side: int) -> int:
+        """The moved leaves that reach any of `subjects` (on one side of the change)."""
+        reach = within.reach(directory, side)
         if reach is not None:  # only the subjects a moved leaf reaches can contribute
             subjects = reach.intersection(subjects)
         bits = 0
         for subject in subjects:
-            key = (side, subject)
-            found = memo.bits.get(key)
-            if found is None:
-                found = memo.bits[key] = directory.leaf_bits(subject) & within
-            bits |= found
+            bits |= within.of(directory, subject, side)
         return bits
 
     def _excess(

@@ -30,7 +30,7 @@ from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exposure import repository
-from app.exposure.analyser import ExposureAnalyser, WithinMemo, datasets_covered
+from app.exposure.analyser import ExposureAnalyser, Within, datasets_covered
 from app.exposure.models import Finding
 from app.exposure.schemas import (
     ExcessPath,
@@ -625,10 +625,11 @@ async def _settle_within(
     resolved, refused, accepted or reopened findings).
     """
     directory = after.analyser.directory
-    # (dataset, rule, stored row, new count, leaves that came or went, leaves that came)
+    # (dataset, rule, stored row, new count, leaves that came or went, leaves that came), the
+    # leaves relative to `moved_leaves`
     candidates: list[tuple[str, Rule, dict[str, Any], int, int, int]] = []
     settled: dict[str, set[int]] = {}
-    memo = WithinMemo()
+    moved_leaves = Within(within)
     for dataset_id, rules in targets.items():
         if rules is None or dataset_id not in before.datasets:
             continue
@@ -640,14 +641,13 @@ async def _settle_within(
                 found.update(
                     after.analyser.grant_excess_within(
                         before.analyser,
-                        within,
+                        moved_leaves,
                         chosen,
                         dataset_id,
                         action,
                         at,
                         facts.audience,
                         before.datasets[dataset_id].audience,
-                        memo,
                     )
                 )
         by_id = {rule.id: rule for rule in rules}
@@ -684,7 +684,7 @@ async def _settle_within(
             continue  # not the sample this process would have drawn: computed fully
         lost = flipped & ~gained
         if lost not in leavers:
-            leavers[lost] = frozenset(directory.indices(lost))
+            leavers[lost] = frozenset(moved_leaves.numbers(lost))
         gone = leavers[lost]
         kept = {
             n: name
@@ -693,8 +693,8 @@ async def _settle_within(
         }
         if len(kept) == len(stored) or row["excess_count"] <= SAMPLE:
             if gained not in newcomers:
-                names = directory.names(gained)
-                newcomers[gained] = dict(zip(directory.indices(gained), names, strict=True))
+                came = moved_leaves.numbers(gained)
+                newcomers[gained] = dict(zip(came, directory.names_of(came), strict=True))
             kept.update(newcomers[gained])
             sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
             drawn.append((dataset_id, rule, row, count, stored, sample))

@@ -15,6 +15,7 @@ from app.exposure.analyser import (
     ExposureAnalyser,
     GrantExcess,
     Reanalysis,
+    Within,
     datasets_covered,
     is_leaf,
 )
@@ -397,12 +398,15 @@ def test_membership_plan_covers_replacing_a_groups_members(
     within = 0
     for member in {m for m, g in links if g == group} ^ set(members):
         within |= analyser.directory.leaf_bits(member) | changed.directory.leaf_bits(member)
+    moved = Within(within)
     for dataset, planned in plan.grants.items():
         found = changed.grant_excess_within(
-            analyser, within, planned, dataset, "read", now, audiences[dataset]
+            analyser, moved, planned, dataset, "read", now, audiences[dataset]
         )
         names = changed.directory.names
-        for rule_id, (now_in, then_in) in found.items():
+        for rule_id, (now_shifted, then_shifted) in found.items():
+            now_in, then_in = moved.unshifted(now_shifted), moved.unshifted(then_shifted)
+            assert changed.directory.names_of(moved.numbers(now_shifted)) == names(now_in)
             assert not (now_in | then_in) & ~within
             now_all, then_all = after[dataset][1].get(rule_id), before[dataset][1].get(rule_id)
             assert frozenset(names(now_in)) == (now_all or frozenset()) & frozenset(names(within))
