@@ -90,6 +90,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -99,6 +100,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 WRITE_OPTION = "aclaudit_write"
+# Page cache per SQLite connection (the default is 2 MiB): a membership change rewrites a
+# thousand findings on as many pages, which spilled to the WAL mid-transaction and took twice
+# as long to write.
+SQLITE_CACHE_KIB = 16_384
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
