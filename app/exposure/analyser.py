@@ -69,6 +69,7 @@ ALLOW = "allow"
 DENY = "deny"
 
 Path = tuple[str, ...]
+Ancestry = tuple[tuple[str, Path], ...]  # every principal reached, each with a shortest path
 
 
 def is_leaf(principal: str) -> bool:
@@ -210,6 +211,50 @@ class _Nested(Generic[_K, _I, _W]):
 # -- the membership graph -----------------------------------------------------------------------
 
 
+# A copy whose links changed starts a new root of forward searches beyond this many stale ones.
+STALE_SEARCHES = 10_000
+
+
+class _SearchMemo:
+    """Forward searches (principal -> every principal it reaches, with a shortest path), shared
+    by a directory and its copies so that a link change does not copy them all.
+
+    `shared` holds searches as they are in the links the first of these directories had (the
+    root). A directory whose links changed since lists the principals whose searches may differ
+    from the root's (`stale`: those at or below a member whose link changed) and keeps theirs in
+    `own`. Any other search is the same in the root and in every such directory, whichever of
+    them computed it.
+    """
+
+    __slots__ = ("own", "shared", "stale")
+
+    def __init__(self, shared: dict[str, Ancestry] | None = None) -> None:
+        self.shared: dict[str, Ancestry] = {} if shared is None else shared
+        self.stale: set[str] = set()
+        self.own: dict[str, Ancestry] = {}
+
+    def get(self, principal: str) -> Ancestry | None:
+        if principal in self.stale:
+            return self.own.get(principal)
+        return self.shared.get(principal)
+
+    def put(self, principal: str, ancestry: Ancestry) -> None:
+        (self.own if principal in self.stale else self.shared)[principal] = ancestry
+
+    def forget(self, principal: str) -> None:
+        self.stale.add(principal)
+        self.own.pop(principal, None)
+
+    def branch(self) -> _SearchMemo:
+        """The memo for a directory about to change its links (this one stays as it is)."""
+        if len(self.stale) > STALE_SEARCHES:
+            return _SearchMemo()
+        branch = _SearchMemo(self.shared)
+        branch.stale = set(self.stale)
+        branch.own = dict(self.own)
+        return branch
+
+
 class Directory:
     """The g links as a graph, with depth-limited member sets as bitsets.
 
@@ -237,7 +282,7 @@ class Directory:
         self._partial: dict[str, dict[int, int]] = {}
         self._counts: dict[str, int] = {}  # node -> leaf_bits(node).bit_count()
         # leaf/group -> every principal it reaches with a shortest path (forward search).
-        self._ancestor_memo: dict[str, tuple[tuple[str, Path], ...]] = {}
+        self._searches = _SearchMemo()
         # Whether a copy may share the links (and the memos that follow from them), or the
         # leaf numbering: the first change on either side takes its own (see `copy`).
         self._links_shared = False
@@ -438,10 +483,10 @@ class Directory:
                 return path
         return None
 
-    def _ancestors(self, principal: str) -> tuple[tuple[str, Path], ...]:
+    def _ancestors(self, principal: str) -> Ancestry:
         if principal not in self._parents:
             return ((principal, (principal,)),)
-        memo = self._ancestor_memo.get(principal)
+        memo = self._searches.get(principal)
         if memo is None:
             paths: dict[str, Path] = {principal: (principal,)}
             frontier = [principal]
@@ -456,7 +501,7 @@ class Directory:
                     break
                 frontier = next_frontier
             memo = tuple(paths.items())
-            self._ancestor_memo[principal] = memo
+            self._searches.put(principal, memo)
         return memo
 
     # -- changes --------------------------------------------------------------------------------
@@ -504,9 +549,6 @@ class Directory:
         """Forget the forward searches that a change of the link (`member`, some group) can
         alter: a search from ``x`` follows that link only if it reaches `member`, i.e. for
         `member` and everything below it (cycles included: a superset does no harm)."""
-        memo = self._ancestor_memo
-        if not memo:
-            return
         seen: set[str] = set()
         stack = [member]
         while stack:
@@ -514,13 +556,14 @@ class Directory:
             if node in seen:
                 continue
             seen.add(node)
-            memo.pop(node, None)
+            self._searches.forget(node)
             stack.extend(self._children.get(node, ()))
 
     def copy(self) -> Directory:
         """An independent copy, in constant time: both sides share everything until one of them
-        changes. A link change first takes its own link tables and memos (in time linear in the
-        number of principals, not of links: inner link sets stay shared until written); a new
+        changes. A link change first takes its own link tables and member-set memos (in time
+        linear in the number of principals, not of links: inner link sets stay shared until
+        written; forward searches stay shared but for those the change makes stale); a new
         leaf first takes its own numbering. Memos filled meanwhile are valid for both sides,
         whose links are the same."""
         clone = Directory.__new__(Directory)
@@ -537,7 +580,7 @@ class Directory:
         self._full = dict(self._full)
         self._partial = {}  # cut-off member sets (cycles, deep chains): recomputed on demand
         self._counts = dict(self._counts)
-        self._ancestor_memo = dict(self._ancestor_memo)
+        self._searches = self._searches.branch()
         self._links_shared = False
 
 

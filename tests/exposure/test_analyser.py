@@ -9,6 +9,7 @@ from casbin.util import key_match as casbin_key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.exposure import analyser as analyser_module
 from app.exposure.analyser import (
     MAX_LINKS,
     Directory,
@@ -827,6 +828,54 @@ def test_a_copy_shares_its_memos_only_until_one_side_changes() -> None:
     original.remove_link("user:a", "group:x")
     assert original.effective("d.a", "read", 0.0) == frozenset()
     assert copy.effective("d.a", "read", 0.0) == {"user:a", "user:b", "user:new"}
+
+
+@pytest.mark.parametrize("stale_limit", [0, 3, 10_000])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.sampled_from(USERS + GROUPS[:5]), st.sampled_from(GROUPS[:5]))),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0),
+            st.tuples(st.sampled_from(USERS + GROUPS[:5]), st.sampled_from(GROUPS[:5])),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_copies_changed_from_any_version_find_the_paths_a_fresh_directory_finds(
+    stale_limit: int,
+    links: list[tuple[str, str]],
+    steps: list[tuple[int, tuple[str, str]]],
+) -> None:
+    """Forward searches are shared between a directory and its copies: a copy taken from any
+    earlier version and changed there (a link added, or removed when present) answers like a
+    directory built from its links, and every other version still answers like its own."""
+    links = [(m, g) for m, g in dict.fromkeys(links) if m != g]
+    versions = [(Directory(links), links)]
+    everyone = USERS + GROUPS[:5]
+    saved = analyser_module.STALE_SEARCHES
+    analyser_module.STALE_SEARCHES = stale_limit
+    try:
+        for pick, (member, group) in steps:
+            base, base_links = versions[pick % len(versions)]
+            base.ancestors(member)  # searches filled before the copy
+            changed = base.copy()
+            if (member, group) in base_links:
+                assert changed.remove_link(member, group)
+                changed_links = [link for link in base_links if link != (member, group)]
+            elif member != group:
+                assert changed.add_link(member, group)
+                changed_links = [*base_links, (member, group)]
+            else:
+                continue
+            versions.append((changed, changed_links))
+            for directory, version_links in versions:
+                fresh = Directory(version_links)
+                for principal in everyone:
+                    assert directory.ancestors(principal) == fresh.ancestors(principal)
+    finally:
+        analyser_module.STALE_SEARCHES = saved
 
 
 def test_rule_changes_and_copies() -> None:
