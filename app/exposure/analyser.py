@@ -1028,8 +1028,11 @@ class ExposureAnalyser:
     ) -> None:
         """Add to `grants` the allow rules covering `datasets` whose subjects reach a leaf in
         `bits` (live or not: a plan holds at any time)."""
-        is_in = _bit_test(bits)
         directory = self.directory
+        reached: set[str] | None = None
+        if bits.bit_count() <= REACH_LEAVES:  # the principals those few leaves reach
+            reached = {p for leaf in directory.names(bits) for p in directory.ancestors(leaf)}
+        is_in = _bit_test(bits)
         tables = [rules for act, rules in self._allows.items() if action is None or act == action]
         # A pattern's rule set covers many datasets: look at each set once.
         meeting: dict[int, list[Rule]] = {}
@@ -1040,6 +1043,10 @@ class ExposureAnalyser:
                     if found is None:
                         found = meeting[id(cell)] = []
                         for rule in cell:
+                            if reached is not None:
+                                if rule.sub in reached:
+                                    found.append(rule)
+                                continue
                             number = directory.plain_leaf_number(rule.sub)
                             if number is not None:
                                 if is_in(number):

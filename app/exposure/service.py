@@ -671,31 +671,35 @@ async def _settle_within(
             flipped, gained = now_in ^ then_in, now_in & ~then_in
             candidates.append((dataset_id, by_id[rule_id], row, count, flipped, gained))
     moved = frozenset(directory.names(touched))
-    # leaves that came -> their numbers and names; leaves that went -> their numbers
+    # leaves that came -> their numbers and names; leaves that went -> their names
     newcomers: dict[int, dict[int, str]] = {}
-    leavers: dict[int, frozenset[int]] = {}
+    leavers: dict[int, frozenset[str]] = {}
     drawn: list[tuple[str, Rule, dict[str, Any], int, list[str], list[str]]] = []
     # dataset -> rule -> (stored row, new count, stored sample): a sampled leaf went
     redraw: dict[str, dict[Rule, tuple[dict[str, Any], int, list[str]]]] = {}
     for dataset_id, rule, row, count, flipped, gained in candidates:
         stored = row["excess_sample"]
-        numbers = directory.leaf_numbers(stored)
-        if None in numbers or len(stored) != min(SAMPLE, row["excess_count"]):
+        if len(stored) != min(SAMPLE, row["excess_count"]):
             continue  # not the sample this process would have drawn: computed fully
         lost = flipped & ~gained
         if lost not in leavers:
-            leavers[lost] = frozenset(moved_leaves.numbers(lost))
-        gone = leavers[lost]
-        kept = {
-            n: name
-            for n, name in zip(numbers, stored, strict=True)
-            if n is not None and n not in gone
-        }
+            leavers[lost] = frozenset(directory.names_of(moved_leaves.numbers(lost)))
+        if gained not in newcomers:
+            came = moved_leaves.numbers(gained)
+            newcomers[gained] = dict(zip(came, directory.names_of(came), strict=True))
+        gone, arrivals = leavers[lost], newcomers[gained]
+        if len(stored) == SAMPLE and gone.isdisjoint(stored):
+            # The sample is highest first: it stays unless a newcomer outranks its last.
+            lowest = directory.leaf_number(stored[-1])
+            if lowest is not None and (not arrivals or max(arrivals) < lowest):
+                drawn.append((dataset_id, rule, row, count, stored, stored))
+                continue
+        numbered = dict(zip(directory.leaf_numbers(stored), stored, strict=True))
+        if None in numbered:
+            continue  # not the sample this process would have drawn: computed fully
+        kept = {n: name for n, name in numbered.items() if n is not None and name not in gone}
         if len(kept) == len(stored) or row["excess_count"] <= SAMPLE:
-            if gained not in newcomers:
-                came = moved_leaves.numbers(gained)
-                newcomers[gained] = dict(zip(came, directory.names_of(came), strict=True))
-            kept.update(newcomers[gained])
+            kept.update(arrivals)
             sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
             drawn.append((dataset_id, rule, row, count, stored, sample))
         else:  # the next highest is somewhere in the excess after the change

@@ -1,8 +1,9 @@
 """The exposure analyser must agree with the Casbin enforcer on every principal and dataset."""
 
+import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import pytest
 from casbin.util import key_match as casbin_key_match
@@ -252,6 +253,17 @@ def assert_reach(
 Change = tuple[str, Rule | Link | int]
 
 
+@contextlib.contextmanager
+def module_setting(name: str, value: int) -> Iterator[None]:
+    """The analyser with one of its size limits set to `value` (both of its paths tested)."""
+    saved = getattr(analyser_module, name)
+    setattr(analyser_module, name, value)
+    try:
+        yield
+    finally:
+        setattr(analyser_module, name, saved)
+
+
 @st.composite
 def changes(draw: st.DrawFn) -> Change:
     kind = draw(st.sampled_from(["add_rule", "remove_rule", "add_link", "remove_link"]))
@@ -292,6 +304,7 @@ def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[s
     return found
 
 
+@pytest.mark.parametrize("reach_leaves", [0, analyser_module.REACH_LEAVES])
 @settings(
     max_examples=100,
     deadline=None,
@@ -299,6 +312,13 @@ def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[s
 )
 @given(policies(), st.lists(changes(), min_size=1, max_size=6))
 def test_incremental_changes_touch_only_what_their_reanalysis_names(
+    reach_leaves: int, policy: Policy, steps: list[Change]
+) -> None:
+    with module_setting("REACH_LEAVES", reach_leaves):
+        check_incremental_changes_touch_only_what_their_reanalysis_names(policy, steps)
+
+
+def check_incremental_changes_touch_only_what_their_reanalysis_names(
     policy: Policy, steps: list[Change]
 ) -> None:
     rules, links, now, audiences = policy
@@ -366,6 +386,7 @@ def test_incremental_changes_touch_only_what_their_reanalysis_names(
 
 
 # Replacing a group's members at once (PUT /v1/groups/{g}/members): one plan for many links.
+@pytest.mark.parametrize("reach_leaves", [0, analyser_module.REACH_LEAVES])
 @settings(
     max_examples=100,
     deadline=None,
@@ -377,6 +398,13 @@ def test_incremental_changes_touch_only_what_their_reanalysis_names(
     st.lists(st.sampled_from(USERS + SERVICES + GROUPS), max_size=5, unique=True),
 )
 def test_membership_plan_covers_replacing_a_groups_members(
+    reach_leaves: int, policy: Policy, group: str, members: list[str]
+) -> None:
+    with module_setting("REACH_LEAVES", reach_leaves):
+        check_membership_plan_covers_replacing_a_groups_members(policy, group, members)
+
+
+def check_membership_plan_covers_replacing_a_groups_members(
     policy: Policy, group: str, members: list[str]
 ) -> None:
     rules, links, now, audiences = policy
@@ -854,9 +882,7 @@ def test_copies_changed_from_any_version_find_the_paths_a_fresh_directory_finds(
     links = [(m, g) for m, g in dict.fromkeys(links) if m != g]
     versions = [(Directory(links), links)]
     everyone = USERS + GROUPS[:5]
-    saved = analyser_module.STALE_SEARCHES
-    analyser_module.STALE_SEARCHES = stale_limit
-    try:
+    with module_setting("STALE_SEARCHES", stale_limit):
         for pick, (member, group) in steps:
             base, base_links = versions[pick % len(versions)]
             base.ancestors(member)  # searches filled before the copy
@@ -874,8 +900,6 @@ def test_copies_changed_from_any_version_find_the_paths_a_fresh_directory_finds(
                 fresh = Directory(version_links)
                 for principal in everyone:
                     assert directory.ancestors(principal) == fresh.ancestors(principal)
-    finally:
-        analyser_module.STALE_SEARCHES = saved
 
 
 def test_rule_changes_and_copies() -> None:
