@@ -154,15 +154,17 @@ def publish_on_commit(session: AsyncSession, view: PolicyView) -> None:
     cache = _cache(session)
     version = int(session.info[policy_version.TAKEN][1])
     session.info[_DIRTY] = session.sync_session.get_transaction()
-    pending = {"live": True}
+    # Emptied once used: the session outlives the request (it is freed with its reference
+    # cycles, by the garbage collector), and must not keep the view, or the one it replaces,
+    # alive that long.
+    pending = {"view": view}
 
     def publish(_: Any) -> None:
-        if pending["live"]:
-            cache.version, cache.view = version, view
-        pending["live"] = False
+        if "view" in pending:
+            cache.version, cache.view = version, pending.pop("view")
 
     def discard(_: Any) -> None:
-        pending["live"] = False
+        pending.clear()
 
     event.listen(session.sync_session, "after_commit", publish, once=True)
     event.listen(session.sync_session, "after_rollback", discard, once=True)

@@ -1,10 +1,14 @@
 """Findings open, resolve, refuse and reopen as the policy changes, before each response."""
 
+import gc
 import random
+import weakref
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+
+from app.exposure import service as exposure_service
 
 AUDIENCE = ["group:research", "service:trainer"]
 LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
@@ -533,3 +537,23 @@ async def test_random_changes_leave_findings_as_a_full_scan_finds_them(client, a
         assert r.status_code in (200, 201), r.text
         scan = (await client.post("/v1/scan", headers=admin)).json()
         assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), (r.url, scan)
+
+
+async def test_a_replaced_policy_view_is_freed_at_once(client, admin, sessionmaker):
+    """Each change's view holds its own copy of the membership graph's tables: once a newer
+    one is committed, it is freed then, not when the garbage collector next finds the
+    request's session (at 100k principals, collections walking dozens of them took 140 ms)."""
+    r = await client.post("/v1/groups/staff/members", json={"member": "user:a"}, headers=admin)
+    assert r.status_code == 200, r.text
+    async with sessionmaker() as session:
+        first = weakref.ref(await exposure_service.current_view(session))
+    gc.disable()
+    try:
+        for member in ("user:b", "user:c"):
+            r = await client.post(
+                "/v1/groups/staff/members", json={"member": member}, headers=admin
+            )
+            assert r.status_code == 200, r.text
+        assert first() is None
+    finally:
+        gc.enable()
