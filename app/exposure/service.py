@@ -508,8 +508,12 @@ async def _reconcile(
         stored = await repository.by_id(session, [row["id"] for row in (*resolved, *reopened)])
         for row in (*resolved, *reopened):
             row.update({**stored[row["id"]], **row})
-    ids = await repository.insert_rows(session, new_rows)
-    for row, finding_id in zip(new_rows, ids, strict=True):
+    # Stored grant by grant (ids follow the insertion order): a membership change rewrites
+    # the findings of a few grants on many datasets, which then share pages instead of
+    # touching a page each all over the table.
+    ordered = sorted(new_rows, key=lambda row: (row["grant_id"], row["dataset"]))
+    ids = await repository.insert_rows(session, ordered)
+    for row, finding_id in zip(ordered, ids, strict=True):
         row["id"] = finding_id
     columns: tuple[str, ...] = ("id", "excess_count", "excess_sample", "paths", "severity")
     await repository.update_rows(
