@@ -170,12 +170,34 @@ async def _reserve_ids(session: AsyncSession, count: int) -> list[int]:
     return list(range(last + 1, last + 1 + count))
 
 
+RESAMPLED = ("excess_count", "excess_sample", "paths", "severity")
+
+
 async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime) -> None:
     """Update findings by id, stamping ``updated_at``; every dict has the same keys (``id`` and
     the columns to set)."""
     if not rows:
         return
     columns = [c for c in rows[0] if c != "id"]
+    if session.get_bind().dialect.name == "postgresql" and columns == list(RESAMPLED):
+        # A membership change re-samples hundreds: one statement, not one per row.
+        await session.execute(
+            text(
+                "UPDATE findings AS f SET excess_count = w.c, excess_sample = CAST(w.s AS JSON), "
+                "paths = CAST(w.p AS JSON), severity = w.v, updated_at = :at "
+                "FROM unnest(CAST(:ids AS INTEGER[]), CAST(:counts AS INTEGER[]), "
+                "CAST(:samples AS TEXT[]), CAST(:paths AS TEXT[]), CAST(:severities AS VARCHAR[])) "
+                "AS w (i, c, s, p, v) WHERE f.id = w.i"
+            ).bindparams(bindparam("at", at, type_=TABLE.c.updated_at.type)),
+            {
+                "ids": [r["id"] for r in rows],
+                "counts": [r["excess_count"] for r in rows],
+                "samples": [json.dumps(r["excess_sample"]) for r in rows],
+                "paths": [json.dumps(r["paths"]) for r in rows],
+                "severities": [r["severity"] for r in rows],
+            },
+        )
+        return
     statement = (
         update(TABLE)
         .where(TABLE.c.id == bindparam("finding_id"))

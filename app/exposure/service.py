@@ -515,7 +515,7 @@ async def _reconcile(
     ids = await repository.insert_rows(session, ordered)
     for row, finding_id in zip(ordered, ids, strict=True):
         row["id"] = finding_id
-    columns: tuple[str, ...] = ("id", "excess_count", "excess_sample", "paths", "severity")
+    columns: tuple[str, ...] = ("id", *repository.RESAMPLED)
     await repository.update_rows(
         session, [{c: row[c] for c in columns} for row in full_updates], stamp
     )
@@ -931,7 +931,7 @@ async def change_members(
             targets.setdefault(dataset, set()).update(rules)
     # A shortcut added or a redundant link removed changes paths but no member set: findings
     # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
-    repaths = await _paths_through(session, after, gid, touched)
+    repaths = await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
     changes = await reconcile(
@@ -950,18 +950,33 @@ async def change_members(
 
 
 async def _paths_through(
-    session: AsyncSession, view: PolicyView, gid: str, touched: int
+    session: AsyncSession, before: PolicyView, after: PolicyView, gid: str, touched: int
 ) -> list[tuple[str, Rule]]:
     """(dataset, allow rule) of the active findings whose grant's subject is `gid` or above it
-    and whose sample names a leaf of `touched`: their sampled paths may run through `gid`."""
+    and whose sample names a leaf of `touched` that reaches that subject both before and after
+    the change, by another path: their sampled paths moved though their excess did not."""
     if not touched:
         return []
     rules = {
         int(rule.id): rule
-        for rule in view.analyser.rules_affected_by_membership(gid)
+        for rule in after.analyser.rules_affected_by_membership(gid)
         if rule.eft == "allow" and rule.act in READ_ACTIONS
     }
-    names = view.analyser.directory.names(touched)
+    names = after.analyser.directory.names(touched)
+    if len(names) <= TOUCHED_QUERY:
+        # Usually none: a member that came or went changes the excess (re-analysed anyway),
+        # and the shortest paths to the subjects above it seldom move.
+        old, new = before.analyser.directory, after.analyser.directory
+        moved = set()
+        for subject in {rule.sub for rule in rules.values()}:
+            for name in names:
+                was, now = old.path(name, subject), new.path(name, subject)
+                if was is not None and now is not None and was != now:
+                    moved.add(subject)
+                    break
+        rules = {grant_id: rule for grant_id, rule in rules.items() if rule.sub in moved}
+        if not rules:
+            return []
     found = await repository.sampling(
         session, sorted(rules), names if len(names) <= TOUCHED_QUERY else None
     )

@@ -394,6 +394,44 @@ async def test_a_count_change_past_a_threshold_changes_the_severity(client, admi
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
+async def test_a_shortcut_moves_a_sampled_path_without_changing_the_excess(client, admin):
+    """A member already reaching the granted group through a team joins a group on the way
+    directly: the excess stays, its path in the finding gets shorter, and back again."""
+    for group, members in [
+        ("team", ["user:a", "user:b"]),
+        ("org", ["group:team"]),
+        ("top", ["group:org"]),
+    ]:
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    body = {"owner": "group:top", "sensitivity": "internal", "intended_audience": AUDIENCE}
+    assert (await client.put("/v1/datasets/act.keys", json=body, headers=admin)).status_code == 201
+    r = await client.post(
+        "/v1/grants", json={**grant("group:top"), "resource": "act.keys"}, headers=admin
+    )
+    [opened] = r.json()["findings_opened"]
+    long_way = {"principal": "user:a", "via": ["user:a", "group:team", "group:org", "group:top"]}
+    assert long_way in opened["paths"]
+
+    r = await client.post("/v1/groups/org/members", json={"member": "user:a"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["findings_opened"] == r.json()["findings_resolved"] == []
+    finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
+    assert finding["excess_count"] == opened["excess_count"]
+    assert {"principal": "user:a", "via": ["user:a", "group:org", "group:top"]} in finding["paths"]
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+    r = await client.delete("/v1/groups/org/members/user:a", headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
+    assert long_way in finding["paths"]
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
     """The audience is group:auditors, which no grant names and which sits outside group:all."""
     r = await client.put(
