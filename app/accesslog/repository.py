@@ -6,6 +6,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import (
+    IN_AUDIENCE,
+    OUT_OF_AUDIENCE,
     AccessLogCheckpoint,
     AccessLogEntry,
     AccessLogHead,
@@ -69,7 +71,7 @@ async def list_entries(
     if decision is not None:
         query = query.where(AccessLogEntry.decision == decision)
     if out_of_audience is not None:
-        query = query.where(AccessLogEntry.out_of_audience.is_(out_of_audience))
+        query = query.where(OUT_OF_AUDIENCE if out_of_audience else IN_AUDIENCE)
     if since is not None:
         query = query.where(AccessLogEntry.at >= since)
     if until is not None:

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import String, Table, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accesslog.models import AccessLogEntry
+from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
 from app.exposure.models import Finding
 
 
@@ -304,7 +304,7 @@ async def out_of_audience_reads(session: AsyncSession, dataset: str) -> int:
         .select_from(AccessLogEntry)
         .where(
             AccessLogEntry.dataset == dataset,
-            AccessLogEntry.out_of_audience.is_(True),
+            OUT_OF_AUDIENCE,
         )
     )
     return int((await session.execute(query)).scalar_one())
@@ -318,7 +318,7 @@ async def reads_outside(
         select(AccessLogEntry)
         .where(
             AccessLogEntry.dataset == dataset,
-            AccessLogEntry.out_of_audience.is_(True),
+            OUT_OF_AUDIENCE,
             AccessLogEntry.decision == "allow",
         )
         .order_by(AccessLogEntry.id.desc())
@@ -344,9 +344,5 @@ async def count_open_by_severity(session: AsyncSession) -> dict[str, int]:
 
 
 async def count_out_of_audience_reads(session: AsyncSession) -> int:
-    query = (
-        select(func.count())
-        .select_from(AccessLogEntry)
-        .where(AccessLogEntry.out_of_audience.is_(True))
-    )
+    query = select(func.count()).select_from(AccessLogEntry).where(OUT_OF_AUDIENCE)
     return int((await session.execute(query)).scalar_one())
