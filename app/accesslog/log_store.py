@@ -189,6 +189,12 @@ def sqlite_datetime(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+# Page cache of the access log's own connection: every check inserts into six indexes (two of
+# them at random places: principal, dataset), whose pages the default 2 MiB kept re-reading
+# (SQLite checks per second, against the bare endpoint: about 0.42x with 2 MiB, 0.45-0.47x).
+LOG_CACHE_KIB = 65_536
+
+
 class SqliteLogStore:
     """A dedicated connection; statements and ``COMMIT`` on the event loop, fsync in a thread.
 
@@ -258,6 +264,7 @@ class SqliteLogStore:
         else:
             conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA cache_size=-{LOG_CACHE_KIB}")
         return conn
 
     async def write(
