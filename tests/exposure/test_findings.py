@@ -283,20 +283,39 @@ async def test_incremental_findings_match_a_full_scan_after_many_changes(client,
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
 
 
+async def granted_findings(
+    client: httpx.AsyncClient, admin, groups: dict[str, list[str]], sensitivity: str = "internal"
+) -> dict[str, dict]:
+    """Groups with these members, `act.keys` meant for AUDIENCE, and a read grant to each
+    group on it: the finding each grant opened, by group."""
+    for group, members in groups.items():
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    body = {"owner": "group:staff", "sensitivity": sensitivity, "intended_audience": AUDIENCE}
+    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    opened = {}
+    for group in groups:
+        r = await client.post(
+            "/v1/grants", json={**grant(f"group:{group}"), "resource": "act.keys"}, headers=admin
+        )
+        [opened[group]] = r.json()["findings_opened"]
+    return opened
+
+
+async def assert_scan_changes_nothing(client: httpx.AsyncClient, admin) -> None:
+    scan = (await client.post("/v1/scan", headers=admin)).json()
+    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+
+
 async def test_a_newcomer_enters_the_sample_of_a_large_finding_as_a_full_scan_would(client, admin):
     """A finding reaching more principals than it samples (20): a newcomer joining the granted
     group is the newest leaf, so it ranks first in the sample; count, sample and paths follow in
     the same response, exactly as a full scan computes them, and again when it leaves."""
     staff = [f"user:m{i:02d}" for i in range(25)]
-    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
-    assert r.status_code == 200, r.text
-    body = {"owner": "group:staff", "sensitivity": "internal", "intended_audience": AUDIENCE}
-    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
-    assert r.status_code == 201, r.text
-    r = await client.post(
-        "/v1/grants", json={**grant("group:staff"), "resource": "act.keys"}, headers=admin
-    )
-    [opened] = r.json()["findings_opened"]
+    opened = (await granted_findings(client, admin, {"staff": staff}))["staff"]
     assert opened["excess_count"] == 25 and len(opened["excess_sample"]) == 20
 
     r = await client.post(
@@ -310,16 +329,14 @@ async def test_a_newcomer_enters_the_sample_of_a_large_finding_as_a_full_scan_wo
     assert {"principal": "user:newcomer", "via": ["user:newcomer", "group:staff"]} in finding[
         "paths"
     ]
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
     r = await client.delete("/v1/groups/staff/members/user:newcomer", headers=admin)
     assert r.status_code == 200, r.text
     finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
     assert finding["excess_count"] == 25
     assert finding["excess_sample"] == opened["excess_sample"]
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
 
 async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(client, admin):
@@ -327,20 +344,8 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     count and paths, as a full scan computes it. A small finding samples all of its excess,
     before and after its members come and go."""
     staff = [f"user:m{i:02d}" for i in range(25)]
-    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
-    assert r.status_code == 200, r.text
-    r = await client.put("/v1/groups/few/members", json={"members": staff[:3]}, headers=admin)
-    assert r.status_code == 200, r.text
-    body = {"owner": "group:staff", "sensitivity": "internal", "intended_audience": AUDIENCE}
-    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
-    assert r.status_code == 201, r.text
-    opened = {}
-    for subject in ("group:staff", "group:few"):
-        r = await client.post(
-            "/v1/grants", json={**grant(subject), "resource": "act.keys"}, headers=admin
-        )
-        [opened[subject]] = r.json()["findings_opened"]
-    large, small = opened["group:staff"], opened["group:few"]
+    opened = await granted_findings(client, admin, {"staff": staff, "few": staff[:3]})
+    large, small = opened["staff"], opened["few"]
     assert (large["excess_count"], len(large["excess_sample"])) == (25, 20)
     assert small["excess_count"] == len(small["excess_sample"]) == 3
 
@@ -353,8 +358,7 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     [newcomer] = set(finding["excess_sample"]) - set(large["excess_sample"])
     assert newcomer in staff and newcomer != leaver
     assert leaver not in {p["principal"] for p in finding["paths"]}
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
     gone = small["excess_sample"][1]
     r = await client.delete(f"/v1/groups/few/members/{gone}", headers=admin)
@@ -364,23 +368,14 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     finding = (await client.get(f"/v1/findings/{small['id']}", headers=admin)).json()
     assert finding["excess_count"] == 3
     assert set(finding["excess_sample"]) == set(small["excess_sample"]) - {gone} | {"user:zed"}
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
 
 async def test_a_count_change_past_a_threshold_changes_the_severity(client, admin):
     """An unsampled member leaving changes only the count, and the severity with it where the
     count crosses a threshold (50 outside the audience of a confidential dataset)."""
     staff = [f"user:m{i:02d}" for i in range(50)]
-    r = await client.put("/v1/groups/staff/members", json={"members": staff}, headers=admin)
-    assert r.status_code == 200, r.text
-    body = {"owner": "group:staff", "sensitivity": "confidential", "intended_audience": AUDIENCE}
-    r = await client.put("/v1/datasets/act.keys", json=body, headers=admin)
-    assert r.status_code == 201, r.text
-    r = await client.post(
-        "/v1/grants", json={**grant("group:staff"), "resource": "act.keys"}, headers=admin
-    )
-    [opened] = r.json()["findings_opened"]
+    opened = (await granted_findings(client, admin, {"staff": staff}, "confidential"))["staff"]
     assert (opened["excess_count"], opened["severity"]) == (50, "high")
     unsampled = next(m for m in staff if m not in opened["excess_sample"])
     r = await client.delete(f"/v1/groups/staff/members/{unsampled}", headers=admin)
@@ -390,8 +385,7 @@ async def test_a_count_change_past_a_threshold_changes_the_severity(client, admi
     assert finding["excess_sample"] == opened["excess_sample"]
     r = await client.get("/v1/findings", params={"severity": "medium"}, headers=admin)
     assert [f["id"] for f in r.json()["items"]] == [opened["id"]]
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
 
 async def test_a_shortcut_moves_a_sampled_path_without_changing_the_excess(client, admin):
@@ -421,15 +415,13 @@ async def test_a_shortcut_moves_a_sampled_path_without_changing_the_excess(clien
     finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
     assert finding["excess_count"] == opened["excess_count"]
     assert {"principal": "user:a", "via": ["user:a", "group:org", "group:top"]} in finding["paths"]
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
     r = await client.delete("/v1/groups/org/members/user:a", headers=admin)
     assert r.status_code == 200, r.text
     finding = (await client.get(f"/v1/findings/{opened['id']}", headers=admin)).json()
     assert long_way in finding["paths"]
-    scan = (await client.post("/v1/scan", headers=admin)).json()
-    assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0)
+    await assert_scan_changes_nothing(client, admin)
 
 
 async def audited_dataset(client: httpx.AsyncClient, admin) -> None:
