@@ -4,6 +4,7 @@ from functools import lru_cache
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 def normalise_database_url(url: str) -> str:
@@ -62,6 +63,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def sqlite_file(self) -> str | None:
+        """The SQLite database's file (None on PostgreSQL, or for an in-memory database)."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        return database if database and database != ":memory:" else None
 
 
 @lru_cache

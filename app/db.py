@@ -58,13 +58,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, background_checkpoints: bool = False) -> AsyncEngine:
+    """`background_checkpoints`: SQLite connections leave WAL checkpoints to a task of their
+    own (`app.operations.checkpoints`), instead of running one inside an unlucky commit."""
     if settings.is_sqlite:
         engine = create_async_engine(
             settings.database_url,
             connect_args={"timeout": settings.database_timeout},
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, autocheckpoint=not background_checkpoints)
         return engine
     return create_async_engine(
         settings.database_url,
@@ -76,7 +78,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, autocheckpoint: bool) -> None:
     """WAL, foreign keys, and ``BEGIN IMMEDIATE`` for write sessions (see :func:`begin_write`).
 
     A deferred transaction that reads and then writes cannot wait for the write lock (SQLite
@@ -91,6 +93,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -25,6 +25,7 @@ from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
 from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable, problem_headers
 from app.exposure.router import router as exposure_router
+from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
 from app.operations.metrics import Metrics
 from app.operations.middleware import HEADER as REQUEST_ID_HEADER
@@ -143,8 +144,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.set_threshold(*GC_THRESHOLDS)
-        engine = create_engine(settings)
+        sqlite_file = settings.sqlite_file
+        engine = create_engine(settings, background_checkpoints=sqlite_file is not None)
         app.state.engine = engine
+        checkpointer = None
+        if sqlite_file is not None:
+            checkpointer = WalCheckpointer(sqlite_file, settings.database_timeout)
+            checkpointer.start()
+        app.state.wal_checkpointer = checkpointer
         app.state.sessionmaker = create_sessionmaker(engine)
         app.state.policy = PolicyCache()
         app.state.token_cache = TokenCache()
@@ -162,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await sweeper.stop()
             await writer.stop()  # drain: every accepted check gets its entry before exit
+            if checkpointer is not None:
+                await checkpointer.stop()
             await engine.dispose()
             app.state.metrics.mark_process_dead()
 
