@@ -710,12 +710,14 @@ async def _settle_within(
             drawn.append((dataset_id, rule, row, count, stored, sample))
         else:  # the next highest is somewhere in the excess after the change
             redraw.setdefault(dataset_id, {})[rule] = (row, count, stored)
+    analyser = after.analyser
     for dataset_id, rows in redraw.items():
-        now_excess = _excess_of(after, dataset_id, tuple(rows), at).bits
+        intended = analyser.intended_bits(after.datasets[dataset_id].audience)
         for rule, (row, count, stored) in rows.items():
-            bits, now_count = now_excess.get(int(rule.id), (0, 0))
-            if now_count == count:
-                sample = directory.sample(bits, SAMPLE, count)
+            grant = analyser.grant_excess_bits((rule,), dataset_id, rule.act, at, intended)
+            excess = grant.get(rule.id)
+            if excess is not None and excess.count == count:
+                sample = directory.sample(excess.bits, SAMPLE, count)
                 drawn.append((dataset_id, rule, row, count, stored, sample))
     for dataset_id, rule, row, count, stored, sample in drawn:
         severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
