@@ -58,6 +58,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def sqlite_datetime(value: datetime) -> str:
+    """SQLAlchemy's SQLite storage format for a (UTC) datetime, for statements sent to the
+    driver directly."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def create_engine(settings: Settings, *, background_checkpoints: bool = False) -> AsyncEngine:
     """`background_checkpoints`: SQLite connections leave WAL checkpoints to a task of their
     own (`app.operations.checkpoints`), instead of running one inside an unlucky commit."""

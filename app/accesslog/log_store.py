@@ -41,6 +41,7 @@ from app.accesslog.batch import Batch, Submission, build_batch
 from app.accesslog.chain import CHAINED_FIELDS
 from app.alerts.service import AlertEvent
 from app.config import Settings
+from app.db import sqlite_datetime
 from app.policy.snapshot import PolicySnapshot
 
 logger = logging.getLogger("aclaudit.accesslog")
@@ -182,11 +183,6 @@ def _alert_rows(alerts: list[AlertEvent], first_id: int, at: Any) -> list[tuple[
 def _log_checkpoint_failure(future: "asyncio.Future[None]") -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.warning("access-log WAL checkpoint failed: %r", future.exception())
-
-
-def sqlite_datetime(value: datetime) -> str:
-    """SQLAlchemy's SQLite storage format for a (UTC) datetime."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 # Page cache of the access log's own connection: every check inserts into six indexes (two of

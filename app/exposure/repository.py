@@ -7,6 +7,7 @@ from sqlalchemy import String, Table, bindparam, cast, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
+from app.db import sqlite_datetime
 from app.exposure.models import Finding
 
 
@@ -196,6 +197,25 @@ async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at:
                 "paths": [json.dumps(r["paths"]) for r in rows],
                 "severities": [r["severity"] for r in rows],
             },
+        )
+        return
+    if columns == list(RESAMPLED):  # SQLite: straight to the driver, one executemany
+        connection = await session.connection()
+        stamp = sqlite_datetime(at)
+        await connection.exec_driver_sql(
+            "UPDATE findings SET excess_count = ?, excess_sample = ?, paths = ?, severity = ?, "
+            "updated_at = ? WHERE id = ?",
+            [
+                (
+                    r["excess_count"],
+                    json.dumps(r["excess_sample"]),
+                    json.dumps(r["paths"]),
+                    r["severity"],
+                    stamp,
+                    r["id"],
+                )
+                for r in rows
+            ],
         )
         return
     statement = (
