@@ -180,11 +180,6 @@ def _alert_rows(alerts: list[AlertEvent], first_id: int, at: Any) -> list[tuple[
 # -- SQLite ----------------------------------------------------------------------------------
 
 
-def _log_checkpoint_failure(future: "asyncio.Future[None]") -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("access-log WAL checkpoint failed: %r", future.exception())
-
-
 # Page cache of the access log's own connection: every check inserts into six indexes (two of
 # them at random places: principal, dataset), whose pages the default 2 MiB kept re-reading
 # (SQLite checks per second, against the bare endpoint: about 0.42x with 2 MiB, 0.45-0.47x).
@@ -208,8 +203,9 @@ class SqliteLogStore:
     answered 503 deny until the process restarts.
     Checkpoints sync the WAL before copying it, so a checkpoint (or a WAL restart after one)
     between a commit and its fsync cannot lose that commit. Automatic checkpoints are off on
-    this connection (they would fsync on the loop); a thread of its own checkpoints every
-    `CHECKPOINT_COMMITS` commits. A database not in WAL mode keeps ``synchronous=FULL``.
+    this connection (they would fsync on the loop): the service's WAL checkpointer
+    (`app.operations.checkpoints`) runs them for every connection. A database not in WAL mode
+    keeps ``synchronous=FULL``.
 
     Between batches the connection's busy timeout is 0, so ``BEGIN IMMEDIATE`` on the loop
     either gets the write lock at once or fails at once; when another connection (another
@@ -225,8 +221,6 @@ class SqliteLogStore:
         "SELECT p.version, h.last_id, h.last_hash FROM policy_state p, access_log_head h "
         "WHERE p.id = 1 AND h.id = 1"
     )
-    # Automatic checkpoints are off on the connection; one runs after this many commits.
-    CHECKPOINT_COMMITS = 200
 
     def __init__(self, path: str, timeout: float, chaining: _Chaining) -> None:
         self._path = path
@@ -234,13 +228,9 @@ class SqliteLogStore:
         self._chaining = chaining
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
         self._sync_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-fsync")
-        self._checkpoint_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-ckpt")
-        self._checkpointing: asyncio.Future[None] | None = None
-        self._checkpointed = 0
         self._conn: sqlite3.Connection | None = None
         self._is_wal = False
         self._wal_fd: int | None = None
-        self._checkpointer: sqlite3.Connection | None = None
         self._failed: Exception | None = None
         self._committed = 0  # commits made so far (a sequence number)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -414,7 +404,6 @@ class SqliteLogStore:
                     self._settle(self._committed, exc)
                     return
                 self._settle(covered, None)
-                self._maybe_checkpoint(loop)
 
     def _settle(self, covered: int, error: Exception | None) -> None:
         ready = [f for seq, f in self._waiters if seq <= covered]
@@ -450,27 +439,6 @@ class SqliteLogStore:
             self._wal_fd = os.open(wal, os.O_RDONLY)
         os.fdatasync(self._wal_fd)
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the database (from the checkpoint thread), without blocking writers.
-
-        A checkpoint syncs the WAL before copying and the database after, so it never makes a
-        committed batch less durable; a later writer then restarts the WAL from its start.
-        """
-        if self._checkpointer is None:
-            self._checkpointer = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-
-    def _maybe_checkpoint(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._committed - self._checkpointed < self.CHECKPOINT_COMMITS:
-            return
-        if self._checkpointing is not None and not self._checkpointing.done():
-            return
-        self._checkpointed = self._committed
-        self._checkpointing = loop.run_in_executor(self._checkpoint_executor, self._checkpoint)
-        self._checkpointing.add_done_callback(_log_checkpoint_failure)
-
     async def close(self) -> None:
         # The writer has drained: let the last fsyncs settle their batches.
         await asyncio.gather(*(f for _seq, f in self._waiters), return_exceptions=True)
@@ -481,19 +449,13 @@ class SqliteLogStore:
 
         def _close() -> None:
             self._reset()
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
             if self._wal_fd is not None:
                 os.close(self._wal_fd)
                 self._wal_fd = None
 
-        if self._checkpointing is not None:
-            await asyncio.gather(self._checkpointing, return_exceptions=True)
         await asyncio.get_running_loop().run_in_executor(self._sync_executor, _close)
         self._executor.shutdown(wait=True)
         self._sync_executor.shutdown(wait=True)
-        self._checkpoint_executor.shutdown(wait=True)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -680,10 +642,10 @@ def open_store(settings: Settings) -> LogStore:
         settings.checkpoint_every,
         settings.checkpoint_key.get_secret_value().encode() if settings.checkpoint_key else None,
     )
-    url = make_url(settings.database_url)
     if settings.is_sqlite:
-        if not url.database or url.database == ":memory:":
+        if settings.sqlite_file is None:
             raise ValueError("the access log needs a SQLite database file, not :memory:")
-        return SqliteLogStore(url.database, settings.database_timeout, chaining)
+        return SqliteLogStore(settings.sqlite_file, settings.database_timeout, chaining)
+    url = make_url(settings.database_url)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     return PostgresLogStore(dsn, settings.database_timeout, chaining)

@@ -3,8 +3,9 @@
 By default the commit that takes SQLite's WAL past 1,000 pages copies the WAL into the database
 and syncs both inside that commit: 50-100 ms added to whichever request it falls on (after a
 membership change rewrote hundreds of findings, every few changes). The service's own
-connections turn that off (``create_engine(..., background_checkpoints=True)``) and this task
-checkpoints instead, every `INTERVAL` seconds in a thread of its own. A PASSIVE checkpoint never
+connections turn that off (``create_engine(..., background_checkpoints=True)``, and the access
+log's connection always) and this task checkpoints for all of them instead, every `INTERVAL`
+seconds in a thread of its own. A PASSIVE checkpoint never
 waits for a writer and never makes a commit less durable (it syncs the WAL before copying).
 """
 
