@@ -213,6 +213,9 @@ class _Nested(Generic[_K, _I, _W]):
 
 # A copy whose links changed starts a new root of forward searches beyond this many stale ones.
 STALE_SEARCHES = 10_000
+# Up to this many moved leaves, a membership change lists every principal they reach
+# (`Directory.reached_by`) and looks only at those subjects; beyond it, at every subject's leaves.
+REACH_LEAVES = 64
 
 
 class _SearchMemo:
@@ -483,6 +486,13 @@ class Directory:
                 return path
         return None
 
+    def reached_by(self, bits: int) -> frozenset[str] | None:
+        """Every principal that the leaves of `bits` reach, or None when they are more than
+        `REACH_LEAVES` (listing them would cost more than it saves)."""
+        if bits.bit_count() > REACH_LEAVES:
+            return None
+        return frozenset(p for leaf in self.names(bits) for p, _path in self._ancestors(leaf))
+
     def _ancestors(self, principal: str) -> Ancestry:
         if principal not in self._parents:
             return ((principal, (principal,)),)
@@ -724,11 +734,6 @@ class GrantExcess:
     count: int
 
 
-# Up to this many moved leaves, `Within` lists what they reach and looks only at
-# those subjects; beyond it, it takes every subject's leaves within the change.
-REACH_LEAVES = 64
-
-
 class Within:
     """The leaves a membership change moved, as the `grant_excess_within` calls for that change
     share them: shifted down to the lowest one (`base`), so that every set restricted to them
@@ -760,15 +765,7 @@ class Within:
 
     def reach(self, directory: Directory, side: int) -> frozenset[str] | None:
         if side not in self._reach:
-            self._reach[side] = (
-                frozenset(
-                    principal
-                    for leaf in directory.names(self.leaves)
-                    for principal in directory.ancestors(leaf)
-                )
-                if self.shifted.bit_count() <= REACH_LEAVES
-                else None
-            )
+            self._reach[side] = directory.reached_by(self.leaves)
         return self._reach[side]
 
 
@@ -1029,9 +1026,7 @@ class ExposureAnalyser:
         """Add to `grants` the allow rules covering `datasets` whose subjects reach a leaf in
         `bits` (live or not: a plan holds at any time)."""
         directory = self.directory
-        reached: set[str] | None = None
-        if bits.bit_count() <= REACH_LEAVES:  # the principals those few leaves reach
-            reached = {p for leaf in directory.names(bits) for p in directory.ancestors(leaf)}
+        reached = directory.reached_by(bits)
         is_in = _bit_test(bits)
         tables = [rules for act, rules in self._allows.items() if action is None or act == action]
         # A pattern's rule set covers many datasets: look at each set once.
