@@ -180,8 +180,26 @@ async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at:
     if not rows:
         return
     columns = [c for c in rows[0] if c != "id"]
-    if session.get_bind().dialect.name == "postgresql" and columns == list(RESAMPLED):
-        # A membership change re-samples hundreds: one statement, not one per row.
+    if columns == list(RESAMPLED):  # a membership change re-samples hundreds: one statement
+        await _resample(session, rows, at)
+        return
+    statement = (
+        update(TABLE)
+        .where(TABLE.c.id == bindparam("finding_id"))
+        .values({**{c: bindparam(c) for c in columns}, "updated_at": at})
+    )
+    for chunk in _chunks(rows):
+        await session.execute(
+            statement, [{"finding_id": r["id"], **{c: r[c] for c in columns}} for r in chunk]
+        )
+
+
+async def _resample(session: AsyncSession, rows: Sequence[dict[str, Any]], at: datetime) -> None:
+    """`update_rows` of the `RESAMPLED` columns: PostgreSQL joins the rows as arrays; SQLite
+    takes them straight to the driver's executemany (no bind processing per row)."""
+    samples = [json.dumps(r["excess_sample"]) for r in rows]
+    paths = [json.dumps(r["paths"]) for r in rows]
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text(
                 "UPDATE findings AS f SET excess_count = w.c, excess_sample = CAST(w.s AS JSON), "
@@ -193,40 +211,22 @@ async def update_rows(session: AsyncSession, rows: Sequence[dict[str, Any]], at:
             {
                 "ids": [r["id"] for r in rows],
                 "counts": [r["excess_count"] for r in rows],
-                "samples": [json.dumps(r["excess_sample"]) for r in rows],
-                "paths": [json.dumps(r["paths"]) for r in rows],
+                "samples": samples,
+                "paths": paths,
                 "severities": [r["severity"] for r in rows],
             },
         )
         return
-    if columns == list(RESAMPLED):  # SQLite: straight to the driver, one executemany
-        connection = await session.connection()
-        stamp = sqlite_datetime(at)
-        await connection.exec_driver_sql(
-            "UPDATE findings SET excess_count = ?, excess_sample = ?, paths = ?, severity = ?, "
-            "updated_at = ? WHERE id = ?",
-            [
-                (
-                    r["excess_count"],
-                    json.dumps(r["excess_sample"]),
-                    json.dumps(r["paths"]),
-                    r["severity"],
-                    stamp,
-                    r["id"],
-                )
-                for r in rows
-            ],
-        )
-        return
-    statement = (
-        update(TABLE)
-        .where(TABLE.c.id == bindparam("finding_id"))
-        .values({**{c: bindparam(c) for c in columns}, "updated_at": at})
+    stamp = sqlite_datetime(at)
+    connection = await session.connection()
+    await connection.exec_driver_sql(
+        "UPDATE findings SET excess_count = ?, excess_sample = ?, paths = ?, severity = ?, "
+        "updated_at = ? WHERE id = ?",
+        [
+            (r["excess_count"], sample, path, r["severity"], stamp, r["id"])
+            for r, sample, path in zip(rows, samples, paths, strict=True)
+        ],
     )
-    for chunk in _chunks(rows):
-        await session.execute(
-            statement, [{"finding_id": r["id"], **{c: r[c] for c in columns}} for r in chunk]
-        )
 
 
 async def update_counts(
