@@ -120,6 +120,21 @@ def _highest(bits: int, limit: int, width: int = 0) -> list[int]:
         width *= 8
 
 
+def _descending(bits: int, below: int) -> Iterator[int]:
+    """The set bit numbers of a non-negative int under `below`, highest first: window by
+    window, so the first few cost small-int operations only."""
+    width = 256
+    while below > 0:
+        low = max(0, below - width)
+        window = (bits >> low) & ((1 << (below - low)) - 1)
+        while window:
+            top = window.bit_length() - 1
+            yield low + top
+            window ^= 1 << top
+        below = low
+        width *= 4
+
+
 def _indices(bits: int) -> list[int]:
     """The set bit numbers of a non-negative int, ascending."""
     count = bits.bit_count()
@@ -216,6 +231,8 @@ STALE_SEARCHES = 10_000
 # Up to this many moved leaves, a membership change lists every principal they reach
 # (`Directory.reached_by`) and looks only at those subjects; beyond it, at every subject's leaves.
 REACH_LEAVES = 64
+# `Directory.highest_outside` gives up after looking at this many leaves.
+OUTSIDE_TRIES = 64
 
 
 class _SearchMemo:
@@ -385,6 +402,25 @@ class Directory:
                 width = 2 * (limit - 1) * bits.bit_length() // count
         names = self._leaf_names
         return [names[index] for index in _highest(bits, limit, width)]
+
+    def highest_outside(
+        self, subject: str, below: int, limit: int, blockers: frozenset[str]
+    ) -> list[int] | None:
+        """Up to `limit` highest numbers under `below` of the leaves that reach `subject` and
+        none of `blockers`, highest first: the top of a grant's excess, where `blockers` are the
+        dataset's live deny subjects and intended audience. Each leaf is tested on its own
+        forward search, so no full-size set is built; None after `OUTSIDE_TRIES` leaves were
+        looked at (the excess is sparse there: build it instead)."""
+        names = self._leaf_names
+        found: list[int] = []
+        for tried, number in enumerate(_descending(self.leaf_bits(subject), below)):
+            if tried == OUTSIDE_TRIES:
+                return None
+            if blockers.isdisjoint([p for p, _path in self._ancestors(names[number])]):
+                found.append(number)
+                if len(found) == limit:
+                    break
+        return found
 
     def leaf_number(self, principal: str) -> int | None:
         """The bit number of a registered leaf, else None."""
@@ -1067,6 +1103,14 @@ class ExposureAnalyser:
         for principal in audience:
             bits |= self.directory.leaf_bits(principal)
         return bits
+
+    def blockers(
+        self, dataset: str, action: str, now: float, audience: Iterable[str]
+    ) -> frozenset[str]:
+        """The principals whose leaves are never in a grant's excess on `dataset`: the
+        subjects of the live denies covering it, and its intended audience as listed."""
+        denies = self._live_denies(dataset, action, float(now), lasting=False)
+        return frozenset([*(rule.sub for rule in denies), *audience])
 
     def intended(self, audience: Iterable[str]) -> frozenset[str]:
         return frozenset(self.directory.names(self.intended_bits(audience)))

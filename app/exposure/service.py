@@ -8,6 +8,7 @@ rolled back) unless the caller accepts the exposure.
 
 import time
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -635,10 +636,15 @@ async def _settle_within(
     # leaves relative to `moved_leaves`
     candidates: list[tuple[str, Rule, dict[str, Any], int, int, int]] = []
     settled: dict[str, set[int]] = {}
+    shared_ids: set[tuple[str, str]] = set()  # (dataset, rule id) of several rules
     moved_leaves = Within(within)
     for dataset_id, rules in targets.items():
         if rules is None or dataset_id not in before.datasets:
             continue
+        by_id = {rule.id: rule for rule in rules}
+        if len(by_id) < len(rules):
+            ids = Counter(rule.id for rule in rules)
+            shared_ids.update((dataset_id, id) for id, n in ids.items() if n > 1)
         facts = after.datasets[dataset_id]
         found: dict[str, tuple[int, int]] = {}
         for action in ACTIONS:
@@ -656,7 +662,6 @@ async def _settle_within(
                         before.datasets[dataset_id].audience,
                     )
                 )
-        by_id = {rule.id: rule for rule in rules}
         for rule_id, (now_in, then_in) in found.items():
             grant_id = int(rule_id)
             row = active.get((dataset_id, grant_id))
@@ -681,8 +686,8 @@ async def _settle_within(
     newcomers: dict[int, dict[int, str]] = {}
     leavers: dict[int, frozenset[str]] = {}
     drawn: list[tuple[str, Rule, dict[str, Any], int, list[str], list[str]]] = []
-    # dataset -> rule -> (stored row, new count, stored sample): a sampled leaf went
-    redraw: dict[str, dict[Rule, tuple[dict[str, Any], int, list[str]]]] = {}
+    analyser = after.analyser
+    blockers: dict[tuple[str, str], frozenset[str]] = {}  # (dataset, action) -> see there
     for dataset_id, rule, row, count, flipped, gained in candidates:
         stored = row["excess_sample"]
         if len(stored) != min(SAMPLE, row["excess_count"]):
@@ -706,19 +711,23 @@ async def _settle_within(
         kept = {n: name for n, name in numbered.items() if n is not None and name not in gone}
         if len(kept) == len(stored) or row["excess_count"] <= SAMPLE:
             kept.update(arrivals)
-            sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
-            drawn.append((dataset_id, rule, row, count, stored, sample))
-        else:  # the next highest is somewhere in the excess after the change
-            redraw.setdefault(dataset_id, {})[rule] = (row, count, stored)
-    analyser = after.analyser
-    for dataset_id, rows in redraw.items():
-        intended = analyser.intended_bits(after.datasets[dataset_id].audience)
-        for rule, (row, count, stored) in rows.items():
-            grant = analyser.grant_excess_bits((rule,), dataset_id, rule.act, at, intended)
-            excess = grant.get(rule.id)
-            if excess is not None and excess.count == count:
-                sample = directory.sample(excess.bits, SAMPLE, count)
-                drawn.append((dataset_id, rule, row, count, stored, sample))
+        elif (dataset_id, rule.id) in shared_ids:
+            continue  # the grant's excess is that of several rules: computed fully
+        else:  # the rest of the sample lies below the lowest stored leaf
+            lowest = min(n for n in numbered if n is not None)
+            kept.update((n, name) for n, name in arrivals.items() if n > lowest)
+            need = min(SAMPLE, count) - len(kept)
+            if need > 0:
+                key = (dataset_id, rule.act)
+                if key not in blockers:
+                    audience = after.datasets[dataset_id].audience
+                    blockers[key] = analyser.blockers(dataset_id, rule.act, at, audience)
+                below = directory.highest_outside(rule.sub, lowest, need, blockers[key])
+                if below is None or len(below) < need:
+                    continue  # sparse there: computed fully
+                kept.update(zip(below, directory.names_of(below), strict=True))
+        sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
+        drawn.append((dataset_id, rule, row, count, stored, sample))
     for dataset_id, rule, row, count, stored, sample in drawn:
         severity = severity_for(after.datasets[dataset_id].sensitivity, count).value
         if sample == stored and moved.isdisjoint(stored):

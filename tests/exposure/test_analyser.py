@@ -194,6 +194,8 @@ def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
         excess = effective - intended
         grants = analyser.grant_excess(dataset, "read", now, intended)
         assert grants == reference.grant_excess(dataset, now, excess), dataset
+        blockers = analyser.blockers(dataset, "read", now, audiences[dataset])
+        assert_highest_outside(analyser.directory, reference, dataset, now, grants, blockers)
 
         exposure = analyser.exposure(
             dataset, "read", now, analyser.intended_bits(audiences[dataset])
@@ -212,6 +214,28 @@ def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
         )
         assert_reach(analyser, reference, index, dataset, now, effective)
     assert_directory(analyser.directory, index, reference)
+
+
+def assert_highest_outside(
+    directory: Directory,
+    reference: Reference,
+    dataset: str,
+    now: float,
+    grants: dict[str, frozenset[str]],
+    blockers: frozenset[str],
+) -> None:
+    """Each grant's excess, drawn from the top down below any bound, as the full sets give it."""
+    allows = reference.live_allows(dataset, now)
+    ids = [rule.id for rule in allows]
+    for rule in allows:
+        if ids.count(rule.id) > 1:
+            continue  # the grant's excess is several rules'
+        numbered = directory.leaf_numbers(grants[rule.id])
+        numbers = sorted((n for n in numbered if n is not None), reverse=True)
+        assert len(numbers) == len(numbered)
+        for below in {directory.size, *numbers[:3]}:
+            expected = [n for n in numbers if n < below][:2]
+            assert directory.highest_outside(rule.sub, below, 2, blockers) == expected, rule
 
 
 def assert_directory(directory: Directory, index: DecisionIndex, reference: Reference) -> None:

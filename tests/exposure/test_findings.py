@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from app.exposure import analyser as analyser_module
 from app.exposure import service as exposure_service
 
 AUDIENCE = ["group:research", "service:trainer"]
@@ -368,6 +369,50 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     finding = (await client.get(f"/v1/findings/{small['id']}", headers=admin)).json()
     assert finding["excess_count"] == 3
     assert set(finding["excess_sample"]) == set(small["excess_sample"]) - {gone} | {"user:zed"}
+    await assert_scan_changes_nothing(client, admin)
+
+
+@pytest.mark.parametrize("tries", [1, analyser_module.OUTSIDE_TRIES])
+async def test_the_next_sampled_member_skips_the_audience_and_the_denied(
+    client, admin, monkeypatch, tries
+):
+    """Members of the audience and denied members among those in the excess: when a sampled
+    principal leaves a larger finding, the next one drawn into its sample is the highest left
+    in the excess, never one that the audience or a deny covers (as a full scan finds it),
+    whether it is found by looking below the sample (`tries` leaves at most) or not."""
+    monkeypatch.setattr(analyser_module, "OUTSIDE_TRIES", tries)
+    staff = [f"user:u{i:02d}{kind}" for i in range(25) for kind in "adm"]  # numbered in turn
+    for group, kind in [("staff", "adm"), ("research", "a"), ("denied", "d")]:
+        members = [member for member in staff if member[-1] in kind]
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    large = (await granted_findings(client, admin, {"staff": staff}))["staff"]
+    deny = {**grant("group:denied"), "resource": "act.keys", "effect": "deny"}
+    r = await client.post("/v1/grants", json=deny, headers=admin)
+    assert r.status_code == 201, r.text
+    large = (await client.get(f"/v1/findings/{large['id']}", headers=admin)).json()
+    assert large["excess_count"] == 25 and len(large["excess_sample"]) == 20
+    assert all(member.endswith("m") for member in large["excess_sample"])
+
+    leaver = large["excess_sample"][0]
+    r = await client.delete(f"/v1/groups/staff/members/{leaver}", headers=admin)
+    assert r.status_code == 200, r.text
+    finding = (await client.get(f"/v1/findings/{large['id']}", headers=admin)).json()
+    assert finding["excess_count"] == 24
+    assert finding["excess_sample"][:19] == large["excess_sample"][1:]
+    assert finding["excess_sample"][19].endswith("m")
+    await assert_scan_changes_nothing(client, admin)
+
+    # In one change a sampled principal leaves and a newcomer, numbered above all, comes.
+    first = finding["excess_sample"][0]
+    members = [m for m in staff if m not in (leaver, first)] + ["user:zz"]
+    r = await client.put("/v1/groups/staff/members", json={"members": members}, headers=admin)
+    assert r.status_code == 200, r.text
+    again = (await client.get(f"/v1/findings/{large['id']}", headers=admin)).json()
+    assert again["excess_count"] == 24
+    assert again["excess_sample"] == ["user:zz", *finding["excess_sample"][1:]]
     await assert_scan_changes_nothing(client, admin)
 
 
