@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import service as accesslog_service
@@ -90,6 +91,14 @@ class Sweeper:
                 return
             try:
                 await self.sweep_once()
+            except OperationalError as exc:
+                # Busy (on SQLite a full scan holds the write lock for seconds) or unreachable:
+                # nothing was changed, and the next tick tries again.
+                logger.warning(
+                    "sweep skipped: the database is busy or unreachable (%s); retrying in %g s",
+                    exc.orig,
+                    self._interval,
+                )
             except Exception:
                 logger.exception("sweep failed; retrying next interval")
 

@@ -1,6 +1,8 @@
 """Time-driven events: expiry, reopened acceptances and integrity, without any request."""
 
 import asyncio
+import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -9,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from app.config import Settings
+from app.db import create_engine, create_sessionmaker
 from app.main import create_app
 from app.operations.sweeper import Sweeper
 from tests.alerts.test_feed import poll, setup_exposed
@@ -150,3 +153,30 @@ async def test_idle_sweeps_leave_the_policy_version_alone(client: httpx.AsyncCli
 def test_sweeper_can_be_switched_off(database_url: str):
     app = create_app(Settings(database_url=database_url, sweeper_enabled=False))
     assert app.state.settings.sweeper_enabled is False
+
+
+async def test_a_busy_database_costs_a_sweep_one_warning_line(settings: Settings, caplog):
+    """A write lock held past the busy timeout (a long scan on SQLite) skips the tick with one
+    warning, no traceback and no error; the sweep after it goes through."""
+    if settings.sqlite_file is None:
+        pytest.skip("SQLite's write lock; PostgreSQL writers wait on row locks instead")
+    busy = settings.model_copy(update={"database_timeout": 0.05, "sweep_interval_seconds": 0.05})
+    engine = create_engine(busy)
+    sweeper = Sweeper(create_sessionmaker(engine), busy)
+    logger = logging.getLogger("aclaudit.sweeper")
+    logger.addHandler(caplog.handler)
+    blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        sweeper.start()
+        await asyncio.sleep(0.5)
+        blocker.execute("ROLLBACK")
+        await sweeper.stop()
+        assert (await sweeper.sweep_once()).is_holder
+    finally:
+        logger.removeHandler(caplog.handler)
+        blocker.close()
+        await engine.dispose()
+    skipped = [r for r in caplog.records if "busy or unreachable" in r.getMessage()]
+    assert skipped and "database is locked" in skipped[0].getMessage()
+    assert all(r.levelno == logging.WARNING and r.exc_info is None for r in caplog.records)
