@@ -260,8 +260,11 @@ class _Route:
 
 _NO_LINKS = _Route()
 # A principal's own rules for one action: exact ones (or None), the whole bucket when it also
-# has patterns (or None), and its route.
-_Record = tuple[dict[str, "_Cell"] | None, "_Bucket | None", "str | _Route"]
+# has patterns (or None), its route, and when that is a group, the group's memoised parts for
+# the action by resource (looked up without building a key).
+_Record = tuple[
+    dict[str, "_Cell"] | None, "_Bucket | None", "str | _Route", "dict[str, _GroupPart] | None"
+]
 _GENERIC = _Route()
 # Most (group, obj, act) entries kept before the group memo starts afresh.
 GROUP_MEMO_LIMIT = 200_000
@@ -312,7 +315,8 @@ class DecisionIndex:
         # the cells it contributes. Both memos are derived from immutable data, filled
         # idempotently, and bounded (see GROUP_MEMO_LIMIT).
         self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
-        self._group_memo: dict[tuple[str, str, str], _GroupPart] = {}
+        self._group_memo: dict[tuple[str, str], dict[str, _GroupPart]] = {}  # (group, act)
+        self._group_memo_size = 0
         self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
         # act -> principal with links or own rules -> _Record: one lookup finds both.
         self._records: dict[str, dict[str, _Record]] = {act: {} for act in self._by_act}
@@ -422,7 +426,7 @@ class DecisionIndex:
         record = records.get(sub)
         if record is None:
             record = self._record(sub, act)
-        exact, prefixed, route = record
+        exact, prefixed, route, parts = record
         own_cells: list[_Cell] = []
         if prefixed is not None:
             own_cells = prefixed.cells(obj)
@@ -430,14 +434,13 @@ class DecisionIndex:
             cell = exact.get(obj)
             if cell is not None:
                 own_cells = [cell]
+        if parts is not None:
+            part = parts.get(obj)
+            if part is None or not part.valid_from <= now < part.valid_until:
+                part = self._group_part(route, obj, parts, part, by_sub, now)  # type: ignore[arg-type]
+            return own_cells, part
         if route is _NO_LINKS:  # g(x, x) holds for any x, linked or not
             return own_cells, ()
-        if isinstance(route, str):
-            key = (route, obj, act)
-            part = self._group_memo.get(key)
-            if part is None or not part.valid_from <= now < part.valid_until:
-                part = self._group_part(key, part, by_sub, now)
-            return own_cells, part
         return [], tuple(
             (cell, via[1:])
             for principal, via in self._ancestors(sub)
@@ -451,9 +454,12 @@ class DecisionIndex:
         route = self._routes.get(sub)
         if route is None:
             route = self._route(sub)
-        record: _Record = (None, None, route)
+        parts = None
+        if isinstance(route, str):
+            parts = self._group_memo.setdefault((route, act), {})
+        record: _Record = (None, None, route, parts)
         if own is not None:
-            record = (own.exact, own, route) if own.prefix_lengths else (own.exact, None, route)
+            record = (own.exact, own if own.prefix_lengths else None, route, parts)
         if own is not None or route is not _NO_LINKS:
             self._records[act][sub] = record
         return record
@@ -473,25 +479,30 @@ class DecisionIndex:
 
     def _group_part(
         self,
-        key: tuple[str, str, str],
+        group: str,
+        obj: str,
+        parts: dict[str, _GroupPart],
         stale: _GroupPart | None,
         by_sub: dict[str, _Bucket],
         now: float,
     ) -> _GroupPart:
-        """The `_GroupPart` of (group, obj, act) at `now` (memoised)."""
+        """The `_GroupPart` of (group, obj) at `now`, memoised in `parts` (group's, for the
+        action whose buckets are `by_sub`)."""
         if stale is not None:
             candidates = stale.candidates
         else:
-            group, obj, _act = key
             candidates = tuple(
                 (cell, via)
                 for principal, via in self._closure(group)[0]
                 if (bucket := by_sub.get(principal)) is not None
                 for cell in bucket.cells(obj)
             )
-            if len(self._group_memo) >= GROUP_MEMO_LIMIT:
-                self._group_memo.clear()
-        part = self._group_memo[key] = _GroupPart.at(candidates, now)
+            if self._group_memo_size >= GROUP_MEMO_LIMIT:
+                for memo in self._group_memo.values():  # kept: records point at them
+                    memo.clear()
+                self._group_memo_size = 0
+            self._group_memo_size += 1
+        part = parts[obj] = _GroupPart.at(candidates, now)
         return part
 
     def _closure(self, group: str) -> tuple[_Ancestors, frozenset[str]]:

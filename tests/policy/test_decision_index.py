@@ -11,6 +11,7 @@ from casbin.util import key_match as casbin_key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.policy import decision_index
 from app.policy.decision_index import (
     CASBIN_MAX_HIERARCHY_LEVEL,
     Decision,
@@ -173,18 +174,42 @@ def policies(draw: st.DrawFn) -> Policy:
 # Every principal (users, services, groups and an unknown one) x every dataset, for the drawn
 # action, at every instant: 20 x 7 x 6 = 840 comparisons with pycasbin per example, 126,000
 # per run.
+# Also with a group memo of 2 entries, so that it is cleared and refilled within an example.
+@pytest.mark.parametrize("memo_limit", [2, decision_index.GROUP_MEMO_LIMIT])
 @settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(policies())
-def test_index_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
+def test_index_agrees_with_casbin_on_random_policies(memo_limit: int, policy: Policy) -> None:
     rules, links, action, nows = policy
-    assert_agrees(rules, links, [r for now in nows for r in every_request(now, [action])])
+    saved = decision_index.GROUP_MEMO_LIMIT
+    decision_index.GROUP_MEMO_LIMIT = memo_limit
+    try:
+        assert_agrees(rules, links, [r for now in nows for r in every_request(now, [action])])
+    finally:
+        decision_index.GROUP_MEMO_LIMIT = saved
 
 
 # -- scenarios ---------------------------------------------------------------------------------
+
+
+def test_a_groups_part_of_the_search_is_kept_per_action() -> None:
+    """Members share their group's part of the search: read, write and export of one dataset
+    are still told apart, whichever is asked first."""
+    rules = [
+        allow("group:eng", "hr.salaries", rule_id="1"),
+        deny("group:all", "hr.*", rule_id="2", act="write"),
+        allow("group:all", "hr.*", rule_id="3", act="export"),
+    ]
+    links = chain("user:alice", "group:eng", "group:all") + chain("user:bob", "group:eng")
+    index, enforcer = DecisionIndex(rules, links), casbin_enforcer(rules, links)
+    for sub in ("user:alice", "user:bob"):
+        for act in ("read", "write", "export", "read"):
+            decision = index.decide(sub, "hr.salaries", act, 1000.0)
+            assert decision.allowed == enforcer.enforce(sub, "hr.salaries", act, 1000.0)
+            assert decision.allowed == (act in ("read", "export")), (sub, act)
 
 
 def test_deny_on_group_overrides_allow_on_user() -> None:
