@@ -64,7 +64,7 @@ async def test_over_broad_grant_opens_a_finding_in_its_response(client, admin):
         "paths"
     ]
     listed = (await client.get("/v1/findings?status=open", headers=admin)).json()["items"]
-    assert [f["id"] for f in listed] == [finding["id"]]
+    assert listed == [finding]  # stored as answered: every field, timestamps included
 
 
 async def test_audience_only_grant_opens_nothing(client, admin):
@@ -128,6 +128,8 @@ async def test_block_guard_accepts_with_accept_exposure(client, admin):
     [finding] = r.json()["findings_opened"]
     assert finding["status"] == "accepted"
     assert finding["accepted_by"] == "admin" and finding["reason"] == "incident drill"
+    stored = (await client.get(f"/v1/findings/{finding['id']}", headers=admin)).json()
+    assert stored == finding and stored["until"] is not None
 
 
 async def test_block_guard_refuses_adding_a_member_to_a_granted_group(client, admin):
