@@ -4,12 +4,13 @@ One session per request, committed by :func:`get_session` *before* the response 
 (``scope="function"``) and rolled back on error. Services never commit.
 """
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import JSON, DateTime, MetaData, Table, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -62,6 +63,62 @@ def sqlite_datetime(value: datetime) -> str:
     """SQLAlchemy's SQLite storage format for a (UTC) datetime, for statements sent to the
     driver directly."""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# Rows per statement of `insert_columns` on PostgreSQL.
+BULK_CHUNK = 20_000
+
+
+async def insert_columns(
+    session: AsyncSession, table: Table, values: Mapping[str, Sequence[Any]]
+) -> None:
+    """Insert rows given as one list per column (every column of `table`).
+
+    For bulk writes (a full scan inserts hundreds of thousands of findings and alerts), where
+    SQLAlchemy's bind processing of every value costs more than the database's own work:
+    PostgreSQL gets one ``INSERT ... SELECT FROM unnest(...)`` per chunk, the lists as arrays;
+    SQLite the driver's executemany. Values are written in the columns' storage formats (JSON as
+    text, times as `UTCDateTime` stores them).
+    """
+    columns = list(table.c)
+    names = ", ".join(f'"{column.name}"' for column in columns)
+    count = len(values[columns[0].name])
+    dialect = session.get_bind().dialect
+    if dialect.name == "postgresql":
+        arrays, selected = [], []
+        for n, column in enumerate(columns):
+            is_json = isinstance(column.type, JSON)
+            kind = "TEXT" if is_json else column.type.compile(dialect=dialect)
+            arrays.append(f"CAST(:c{n} AS {kind}[])")
+            selected.append(f"CAST(w.c{n} AS JSON)" if is_json else f"w.c{n}")
+        statement = text(
+            f'INSERT INTO "{table.name}" ({names}) SELECT {", ".join(selected)} FROM unnest('
+            f"{', '.join(arrays)}) AS w ({', '.join(f'c{n}' for n in range(len(columns)))})"
+        )
+        for start in range(0, count, BULK_CHUNK):
+            end = start + BULK_CHUNK
+            await session.execute(
+                statement,
+                {
+                    f"c{n}": _stored(column, values[column.name][start:end], sqlite=False)
+                    for n, column in enumerate(columns)
+                },
+            )
+        return
+    stored = [_stored(column, values[column.name], sqlite=True) for column in columns]
+    connection = await session.connection()
+    await connection.exec_driver_sql(
+        f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * len(columns))})',
+        list(zip(*stored, strict=True)),
+    )
+
+
+def _stored(column: Any, values: Sequence[Any], *, sqlite: bool) -> list[Any]:
+    if isinstance(column.type, JSON):
+        return [json.dumps(value) for value in values]
+    if sqlite and isinstance(column.type, UTCDateTime):
+        return [None if value is None else sqlite_datetime(value) for value in values]
+    return list(values)
 
 
 def create_engine(settings: Settings, *, background_checkpoints: bool = False) -> AsyncEngine:

@@ -8,12 +8,12 @@ skip an alert that becomes visible late, nor see one twice.
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.alerts.models import Alert, AlertHead
 from app.alerts.schemas import AlertFeed, AlertRead, AlertType
-from app.db import utcnow
+from app.db import insert_columns, utcnow
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,17 @@ async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | N
     query = select(AlertHead.last_id).where(AlertHead.id == 1).with_for_update()
     last = int((await session.execute(query)).scalar_one())
     stamp = at or utcnow()
-    rows = [
-        {
-            "id": last + n,
-            "type": e.type.value,
-            "severity": e.severity,
-            "at": stamp,
-            "summary": e.summary,
-            "dataset": e.dataset,
-            "finding_id": e.finding_id,
-            "access_log_id": e.access_log_id,
-        }
-        for n, e in enumerate(events, 1)
-    ]
-    await session.execute(insert(Alert), rows)
+    values = {
+        "id": range(last + 1, last + 1 + len(events)),
+        "type": [e.type.value for e in events],
+        "severity": [e.severity for e in events],
+        "at": [stamp] * len(events),
+        "summary": [e.summary for e in events],
+        "dataset": [e.dataset for e in events],
+        "finding_id": [e.finding_id for e in events],
+        "access_log_id": [e.access_log_id for e in events],
+    }
+    await insert_columns(session, Alert.__table__, values)  # type: ignore[arg-type]
     await session.execute(
         update(AlertHead).where(AlertHead.id == 1).values(last_id=last + len(events))
     )

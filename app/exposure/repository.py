@@ -1,5 +1,5 @@
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -7,7 +7,7 @@ from sqlalchemy import String, Table, bindparam, cast, func, or_, select, text, 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
-from app.db import sqlite_datetime
+from app.db import insert_columns, sqlite_datetime
 from app.exposure.models import Finding
 
 
@@ -144,72 +144,21 @@ async def sampling(
 async def insert_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert findings; their ids, in the order of `rows`.
 
-    The ids are reserved first and the rows inserted with them by a plain executemany: asking
-    for them back (INSERT ... RETURNING) made a full scan's 300k inserts four times slower.
+    The ids are reserved first and the rows inserted with them in bulk (`insert_columns`):
+    asking for them back (INSERT ... RETURNING) made a full scan's 300k inserts four times
+    slower.
     PostgreSQL reserves them from the column's sequence (safe under concurrency); SQLite has one
     writer at a time, so the next ids after the largest are free for this transaction.
     """
     if not rows:
         return []
     ids = await _reserve_ids(session, len(rows))
-    if session.get_bind().dialect.name == "postgresql":
-        for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[start : start + INSERT_CHUNK]
-            await session.execute(_INSERT_UNNEST, _columns(chunk, ids[start:]))
-        return ids
-    # SQLite: straight to the driver's executemany (a full scan inserts 300k+ rows, and bind
-    # processing per value was most of that), with SQLAlchemy's storage formats.
-    values = _columns(rows, ids, sqlite_datetime)
-    connection = await session.connection()
-    await connection.exec_driver_sql(
-        f"INSERT INTO findings ({', '.join(INSERTED)}) VALUES ({', '.join('?' * len(INSERTED))})",
-        list(zip(*values.values(), strict=True)),
-    )
+    values: dict[str, Sequence[Any]] = {"id": ids}
+    for column in TABLE.c:
+        if column.name != "id":
+            values[column.name] = [row[column.name] for row in rows]
+    await insert_columns(session, TABLE, values)
     return ids
-
-
-# Columns and their PostgreSQL types, in the order of the table.
-INSERTED = tuple(column.name for column in TABLE.c)
-_PG_TYPES = {
-    "id": "INTEGER",
-    "grant_id": "INTEGER",
-    "excess_count": "INTEGER",
-    "excess_sample": "TEXT",
-    "paths": "TEXT",
-    "reason": "TEXT",
-    "opened_at": "TIMESTAMPTZ",
-    "updated_at": "TIMESTAMPTZ",
-    "resolved_at": "TIMESTAMPTZ",
-    "until": "TIMESTAMPTZ",
-}
-_JSON = ("excess_sample", "paths")
-_TIMES = ("opened_at", "updated_at", "resolved_at", "until")
-# One statement per chunk, the rows as one array per column (as `_resample` does).
-_INSERT_UNNEST = text(
-    f"INSERT INTO findings ({', '.join(INSERTED)}) SELECT "
-    + ", ".join(f"CAST(w.{c} AS JSON)" if c in _JSON else f"w.{c}" for c in INSERTED)
-    + " FROM unnest("
-    + ", ".join(f"CAST(:{c} AS {_PG_TYPES.get(c, 'VARCHAR')}[])" for c in INSERTED)
-    + f") AS w ({', '.join(INSERTED)})"
-)
-INSERT_CHUNK = 20_000
-
-
-def _columns(
-    rows: Sequence[dict[str, Any]],
-    ids: Sequence[int],
-    stamp: Callable[[datetime], str] | None = None,
-) -> dict[str, list[Any]]:
-    """The rows as one list per column (`INSERTED`): JSON as text, times through `stamp`."""
-    values: dict[str, list[Any]] = {"id": list(ids[: len(rows)])}
-    for name in INSERTED[1:]:
-        column = [row[name] for row in rows]
-        if name in _JSON:
-            column = [json.dumps(value) for value in column]
-        elif name in _TIMES and stamp is not None:
-            column = [None if value is None else stamp(value) for value in column]
-        values[name] = column
-    return values
 
 
 async def _reserve_ids(session: AsyncSession, count: int) -> list[int]:

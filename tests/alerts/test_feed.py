@@ -53,6 +53,7 @@ async def test_finding_lifecycle_and_reads_appear_once_in_order(
     ]
     assert first["items"][0]["severity"] == "high"
     assert first["items"][0]["dataset"] == "activity.keys"
+    assert first["items"][0]["at"] == grant["findings_opened"][0]["opened_at"]  # one instant
 
     check = await client.post(
         "/v1/check",
