@@ -623,10 +623,11 @@ async def _settle_within(
     Outside `within` a finding's excess is the same before and after, so its new count is the
     stored one plus the leaves that came minus those that went. Its stored sample is the 20
     highest leaves of the excess before (all of it when there were at most 20); the new sample
-    is the 20 highest of that sample without the leaves that went, plus those that came, unless
-    a sampled leaf went from a larger excess: then the next highest needs the excess after the
-    change (and only that). Paths are redone where the sample changed or names a leaf of
-    `touched` (`repaths`: findings whose paths may have moved though their excess did not).
+    is the 20 highest of that sample without the leaves that went, plus those that came, and
+    when a sampled leaf went from a larger excess, the next highest below the stored sample
+    (`Directory.highest_outside`; the excess after the change when they are sparse). Paths
+    are redone where the sample changed or names a leaf of `touched` (`repaths`: findings whose
+    paths may have moved though their excess did not).
     These are settled here (taken off `active`, rows added to `count_updates` or
     `full_updates`); what is left of `targets` is returned for the full computation (new,
     resolved, refused, accepted or reopened findings).
@@ -644,7 +645,7 @@ async def _settle_within(
         by_id = {rule.id: rule for rule in rules}
         if len(by_id) < len(rules):
             ids = Counter(rule.id for rule in rules)
-            shared_ids.update((dataset_id, id) for id, n in ids.items() if n > 1)
+            shared_ids.update((dataset_id, rule_id) for rule_id, n in ids.items() if n > 1)
         facts = after.datasets[dataset_id]
         found: dict[str, tuple[int, int]] = {}
         for action in ACTIONS:

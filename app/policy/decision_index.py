@@ -498,7 +498,9 @@ class DecisionIndex:
                 for cell in bucket.cells(obj)
             )
             if self._group_memo_size >= GROUP_MEMO_LIMIT:
-                for memo in self._group_memo.values():  # kept: records point at them
+                # Emptied, not dropped (records point at them); listed first, in one step, so
+                # that a thread adding a group meanwhile cannot break the loop.
+                for memo in list(self._group_memo.values()):
                     memo.clear()
                 self._group_memo_size = 0
             self._group_memo_size += 1
