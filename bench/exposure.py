@@ -16,7 +16,8 @@ Steps:
    * ``POST /v1/scan``: the full scan, first (opens every finding) and again (nothing changes);
    * one grant change: ``POST /v1/grants`` then ``DELETE /v1/grants/{id}``, over a mix of grants
      that widen access and grants that don't (a user outside the audience, the audience's own
-     group, a team on a ``prefix.*`` pattern, a deny on a team, a service);
+     group, a team on a ``prefix.*`` pattern, a deny on a team, a service), with a
+     ``POST /v1/check`` of the new grant right after each creation;
    * one membership change: ``POST /v1/groups/{g}/members`` then
      ``DELETE /v1/groups/{g}/members/{member}`` (a user into a team, a team into an org);
    * ``GET /v1/datasets/d0.t0.x0/exposure`` (first call after the changes, then warm);
@@ -329,6 +330,20 @@ def membership_changes(org: Org, count: int, rng: random.Random) -> list[tuple[s
     return chosen
 
 
+def covered(org: Org, resource: str) -> str:
+    """A dataset that a grant on `resource` covers."""
+    if not resource.endswith(".*"):
+        return resource
+    return next(d for d in org.datasets if d.startswith(resource[:-1]))
+
+
+def leaf_under(members: dict[str, list[str]], principal: str) -> str:
+    """A user or service that `principal` holds (itself when it is one)."""
+    while principal.startswith("group:"):
+        principal = members[principal][0]
+    return principal
+
+
 def bare(group: str) -> str:
     return group.removeprefix("group:")
 
@@ -351,11 +366,22 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
     print(f"grant changes ({args.changes} created, then each deleted):")
     creates: list[float] = []
     deletes: list[float] = []
+    checks: list[float] = []
+    members: dict[str, list[str]] = {}
+    for member, group in org.links:
+        members.setdefault(group, []).append(member)
     opened = resolved = 0
     for kind, body in grant_bodies(org, args.changes, rng):
         seconds, created = api.call("POST", "/v1/grants", body)
         creates.append(seconds)
         opened += len(created["findings_opened"])
+        # The check path must answer from the new policy at once (not rebuild it for seconds).
+        reader = leaf_under(members, body["principal"])
+        check = {"principal": reader, "dataset": covered(org, body["resource"]), "action": "read"}
+        seconds, decided = api.call("POST", "/v1/check", check)
+        checks.append(seconds)
+        if decided["policy_version"] < created["policy_version"]:
+            raise BenchError(f"a check after a grant change used an older policy: {decided}")
         seconds, deleted = api.call("DELETE", f"/v1/grants/{created['id']}")
         deletes.append(seconds)
         resolved += len(deleted["findings_resolved"])
@@ -364,6 +390,7 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
     note = f"({opened} findings opened, {resolved} resolved)"
     results.add("grant change: POST /v1/grants", creates, CHANGE_P95_TARGET, note)
     results.add("grant change: DELETE /v1/grants/{id}", deletes, CHANGE_P95_TARGET)
+    results.add("check right after a grant change", checks)
 
     print(f"membership changes ({args.changes} added, then each removed):")
     adds: list[float] = []

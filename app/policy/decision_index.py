@@ -27,13 +27,15 @@ pycasbin's `Enforcer.enforce` evaluates that matcher against every p rule on eve
 * A live matching deny wins; otherwise a live matching allow allows; otherwise deny. A rule whose
   `eft` is neither "allow" nor "deny" matches but has no effect in Casbin, so it is ignored here.
 
-The rules and links are immutable after construction; the only mutable state is memos derived
+The rules and links are immutable after construction (`with_rules` makes a changed copy, which
+shares the memos derived from the links alone); the only mutable state is memos derived
 from them (each principal's ancestors, route and own rules; each group's part of a search),
 filled idempotently, so concurrent use from asyncio tasks (or threads) is safe.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -200,6 +202,29 @@ class _Bucket:
                     found.append(cell)
         return found
 
+    def entries(self) -> list[_Entry]:
+        """Every rule's entry, each cell's in the order they were given."""
+        return [
+            e for cells in (self.exact, self.prefixes) for c in cells.values() for e in c.entries
+        ]
+
+
+def _bucket_of(entries: Iterable[_Entry]) -> _Bucket:
+    """The bucket of one (sub, act)'s entries (allow and deny only), kept in their order."""
+    exact: dict[str, list[_Entry]] = {}
+    prefixes: dict[str, list[_Entry]] = {}
+    for entry in entries:
+        star = entry.rule.obj.find("*")
+        if star == -1:
+            exact.setdefault(entry.rule.obj, []).append(entry)
+        else:
+            prefixes.setdefault(entry.rule.obj[:star], []).append(entry)
+    return _Bucket(
+        exact={obj: _Cell.build(es) for obj, es in exact.items()},
+        prefixes={prefix: _Cell.build(es) for prefix, es in prefixes.items()},
+        prefix_lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
+    )
+
 
 def _parse_expiry(rule: Rule) -> float | None:
     if rule.exp == "":
@@ -275,29 +300,19 @@ class DecisionIndex:
 
     def __init__(self, rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> None:
         unique_rules = list(dict.fromkeys(rules))  # Casbin keeps a set of rules
-        self._has_rules = bool(unique_rules)
-
-        grouped: dict[tuple[str, str], tuple[dict[str, list[_Entry]], dict[str, list[_Entry]]]]
-        grouped = {}
+        grouped: dict[tuple[str, str], list[_Entry]] = {}
+        ineffective = []
         for rule in unique_rules:
             entry = _Entry(rule, _parse_expiry(rule))
-            if rule.eft not in (ALLOW, DENY):
-                continue  # matches, but Casbin gives it no effect
-            exact, prefixes = grouped.setdefault((rule.sub, rule.act), ({}, {}))
-            star = rule.obj.find("*")
-            if star == -1:
-                exact.setdefault(rule.obj, []).append(entry)
+            if rule.eft in (ALLOW, DENY):
+                grouped.setdefault((rule.sub, rule.act), []).append(entry)
             else:
-                prefixes.setdefault(rule.obj[:star], []).append(entry)
-
-        self._buckets: dict[tuple[str, str], _Bucket] = {
-            key: _Bucket(
-                exact={obj: _Cell.build(es) for obj, es in exact.items()},
-                prefixes={prefix: _Cell.build(es) for prefix, es in prefixes.items()},
-                prefix_lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
-            )
-            for key, (exact, prefixes) in grouped.items()
-        }
+                ineffective.append(rule)
+        # Rules whose effect is neither allow nor deny: they match, but Casbin gives them no
+        # effect (kept only so that the index knows it has rules).
+        self._ineffective = frozenset(ineffective)
+        self._buckets = {key: _bucket_of(entries) for key, entries in grouped.items()}
+        self._has_rules = bool(unique_rules)
         # act -> sub -> bucket: the same buckets, looked up without building a tuple key.
         self._by_act: dict[str, dict[str, _Bucket]] = {}
         for (sub, act), bucket in self._buckets.items():
@@ -315,11 +330,59 @@ class DecisionIndex:
         # the cells it contributes. Both memos are derived from immutable data, filled
         # idempotently, and bounded (see GROUP_MEMO_LIMIT).
         self._closure_memo: dict[str, tuple[_Ancestors, frozenset[str]]] = {}
+        self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
+        self._forget_rule_memos()
+
+    def _forget_rule_memos(self) -> None:
+        """Start afresh the memos that depend on the rules (those of the links are kept)."""
         self._group_memo: dict[tuple[str, str], dict[str, _GroupPart]] = {}  # (group, act)
         self._group_memo_size = 0
-        self._routes: dict[str, str | _Route] = {}  # principal with links -> see _route
         # act -> principal with links or own rules -> _Record: one lookup finds both.
         self._records: dict[str, dict[str, _Record]] = {act: {} for act in self._by_act}
+
+    def with_rules(self, added: Iterable[Rule] = (), removed: Iterable[Rule] = ()) -> DecisionIndex:
+        """A copy with `added` and without `removed` (a set of rules, as Casbin keeps them),
+        equal to an index built from this one's rules in order, less `removed`, then `added`.
+
+        It costs the buckets of the (sub, act) pairs changed plus a copy of two dictionaries,
+        not a rebuild: everything derived from the links alone is shared (memos filled
+        idempotently by either index), and the memos of the rules start afresh in the copy.
+        """
+        new_rules = list(dict.fromkeys(added))
+        gone = set(removed)
+        entries = {rule: _Entry(rule, _parse_expiry(rule)) for rule in new_rules}  # may raise
+        clone = copy.copy(self)
+        clone._buckets = dict(self._buckets)
+        clone._by_act = dict(self._by_act)
+        copied: set[str] = set()  # actions whose sub -> bucket dictionary the clone owns
+        for sub, act in {(rule.sub, rule.act) for rule in (*new_rules, *gone)}:
+            bucket = self._buckets.get((sub, act))
+            kept = [] if bucket is None else [e for e in bucket.entries() if e.rule not in gone]
+            present = {entry.rule for entry in kept}
+            kept += [
+                entries[rule]
+                for rule in new_rules
+                if (rule.sub, rule.act) == (sub, act)
+                and rule.eft in (ALLOW, DENY)
+                and rule not in present
+            ]
+            if act not in copied:
+                clone._by_act[act] = dict(clone._by_act.get(act, {}))
+                copied.add(act)
+            subs = clone._by_act[act]
+            if kept:
+                subs[sub] = clone._buckets[(sub, act)] = _bucket_of(kept)
+            else:
+                clone._buckets.pop((sub, act), None)
+                subs.pop(sub, None)
+                if not subs:
+                    del clone._by_act[act]
+        clone._ineffective = (self._ineffective - gone) | {
+            rule for rule in new_rules if rule.eft not in (ALLOW, DENY)
+        }
+        clone._has_rules = bool(clone._buckets or clone._ineffective)
+        clone._forget_rule_memos()
+        return clone
 
     # -- public API -------------------------------------------------------------------------
 

@@ -7,9 +7,11 @@ request reading the old one is never disturbed.
 import asyncio
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.datasets import repository as datasets_repository
@@ -55,6 +57,12 @@ class PolicySnapshot:
             found = frozenset(graph.ancestors(self.parents, principal))
             self._ancestors[principal] = found
         return found
+
+    def with_rules(
+        self, version: int, added: Iterable[Rule] = (), removed: Iterable[Rule] = ()
+    ) -> "PolicySnapshot":
+        """The snapshot of `version`, which differs from this one by these rules only."""
+        return replace(self, version=version, index=self.index.with_rules(added, removed))
 
     def in_audience(self, principal: str, dataset: str) -> bool:
         audience = self.audiences.get(dataset, frozenset())
@@ -105,6 +113,24 @@ class PolicyCache:
     @property
     def loaded(self) -> PolicySnapshot | None:
         return self._snapshot
+
+    def follow_on_commit(
+        self, session: AsyncSession, *, added: Iterable[Rule] = (), removed: Iterable[Rule] = ()
+    ) -> None:
+        """For a transaction whose only policy change is these rules: once it commits, its
+        version's snapshot is derived from the current one (when that is the version it
+        started from) instead of being rebuilt by the next check (seconds at 100k grants)."""
+        version = int(session.info[policy_version.TAKEN][1])
+        pending = {"added": list(added), "removed": list(removed)}
+
+        def derive(_: Any) -> None:
+            snapshot = self._snapshot
+            if pending and snapshot is not None and snapshot.version == version - 1:
+                self._snapshot = snapshot.with_rules(version, **pending)
+            pending.clear()
+
+        event.listen(session.sync_session, "after_commit", derive, once=True)
+        event.listen(session.sync_session, "after_rollback", lambda _: pending.clear(), once=True)
 
     async def current(self, session: AsyncSession) -> PolicySnapshot:
         """The snapshot for the newest committed version (one cheap query when unchanged)."""
