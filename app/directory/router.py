@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from app.auth.dependencies import AuditReader, PolicyWriter
 from app.db import SessionDep
@@ -34,31 +34,37 @@ async def get_group(group: GroupPath, session: SessionDep, _: AuditReader) -> Gr
 
 @router.put("/{group}/members", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def replace_members(
-    group: GroupPath, body: MembersReplace, session: SessionDep, caller: PolicyWriter
+    group: GroupPath,
+    body: MembersReplace,
+    request: Request,
+    session: SessionDep,
+    caller: PolicyWriter,
 ) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
-    result, changes = await exposure_service.change_members(
+    result, changes, links = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         replace_with=body.members,
         actor=caller.name,
         accept=body.accept_exposure,
     )
+    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
 @router.post("/{group}/members", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def add_member(
-    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
+    group: GroupPath, body: MemberAdd, request: Request, session: SessionDep, caller: PolicyWriter
 ) -> GroupChanged:
     """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
-    result, changes = await exposure_service.change_members(
+    result, changes, links = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         add=[body.member],
         actor=caller.name,
         accept=body.accept_exposure,
     )
+    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
@@ -66,17 +72,19 @@ async def add_member(
 async def remove_member(
     group: GroupPath,
     member: PrincipalId,
+    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
 ) -> GroupChanged:
     """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
     on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
-    result, changes = await exposure_service.change_members(
+    result, changes, links = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         remove=member,
         actor=caller.name,
         accept=accept,
     )
+    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())

@@ -50,7 +50,7 @@ from app.policy import service as policy_service
 from app.policy import version as policy_version
 from app.policy.decision_index import Rule
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
-from app.policy.snapshot import READ_ACTIONS, to_rule
+from app.policy.snapshot import READ_ACTIONS, PolicyChange, to_rule
 
 READ = "read"
 # Findings are analysed for every action that reads a dataset (the check path treats them all
@@ -897,8 +897,9 @@ async def change_members(
     replace_with: list[str] | None = None,
     actor: str,
     accept: AcceptExposure | None = None,
-) -> tuple[GroupRead, FindingChanges]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
+) -> tuple[GroupRead, FindingChanges, PolicyChange]:
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure. The
+    links that changed come back too."""
     before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
     # The graph as committed (this transaction holds the policy lock): no need to load it.
@@ -958,7 +959,11 @@ async def change_members(
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
-    return group, changes
+    links = PolicyChange(
+        links_added=tuple((member, gid) for member in sorted(new - old)),
+        links_removed=tuple((member, gid) for member in sorted(old - new)),
+    )
+    return group, changes, links
 
 
 async def _paths_through(

@@ -367,7 +367,7 @@ class DecisionIndex:
                 and rule not in present
             ]
             if act not in copied:
-                clone._by_act[act] = dict(clone._by_act.get(act, {}))
+                clone._by_act[act] = dict(self._by_act.get(act, {}))
                 copied.add(act)
             subs = clone._by_act[act]
             if kept:
@@ -375,12 +375,37 @@ class DecisionIndex:
             else:
                 clone._buckets.pop((sub, act), None)
                 subs.pop(sub, None)
-                if not subs:
-                    del clone._by_act[act]
+        for act in copied:
+            if not clone._by_act[act]:
+                del clone._by_act[act]
         clone._ineffective = (self._ineffective - gone) | {
             rule for rule in new_rules if rule.eft not in (ALLOW, DENY)
         }
         clone._has_rules = bool(clone._buckets or clone._ineffective)
+        clone._forget_rule_memos()
+        return clone
+
+    def with_links(
+        self, added: Iterable[tuple[str, str]] = (), removed: Iterable[tuple[str, str]] = ()
+    ) -> DecisionIndex:
+        """A copy with these (member, group) links added and removed, equal to an index built
+        from this one's links in order, less `removed`, then `added`: the rules are shared, the
+        parent table is copied, and every memo starts afresh."""
+        new_links = list(dict.fromkeys(added))
+        gone = set(removed)
+        parents = dict(self._parents)
+        for member in {m for m, _g in gone} | {m for m, _g in new_links}:
+            groups = [g for g in parents.get(member, ()) if (member, g) not in gone]
+            groups += [g for m, g in new_links if m == member and g not in groups]
+            if groups:
+                parents[member] = tuple(groups)
+            else:
+                parents.pop(member, None)
+        clone = copy.copy(self)
+        clone._parents = parents
+        clone._ancestor_memo = {}
+        clone._closure_memo = {}
+        clone._routes = {}
         clone._forget_rule_memos()
         return clone
 

@@ -19,7 +19,7 @@ from app.identifiers import Action, FreeText, PrincipalId, ResourcePattern, UTCI
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import PolicyChange, to_rule
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"])
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
@@ -65,7 +65,7 @@ async def create_grant(
     """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
     grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
     grant, changes = await exposure_service.create_grant(session, body=body, actor=caller.name)
-    request.app.state.policy.follow_on_commit(session, added=[to_rule(grant)])
+    request.app.state.policy.follow_on_commit(session, PolicyChange(added=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
@@ -133,5 +133,5 @@ async def revoke_grant(
     grant, changes = await exposure_service.revoke_grant(
         session, grant_id=grant_id, actor=caller.name, accept=accept
     )
-    request.app.state.policy.follow_on_commit(session, removed=[to_rule(grant)])
+    request.app.state.policy.follow_on_commit(session, PolicyChange(removed=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())

@@ -7,7 +7,6 @@ request reading the old one is never disturbed.
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -34,6 +33,16 @@ def to_rule(grant: Grant | GrantRead) -> Rule:
     )
 
 
+@dataclass(frozen=True)
+class PolicyChange:
+    """Rules (grants) and links (memberships) that a transaction added and removed."""
+
+    added: tuple[Rule, ...] = ()
+    removed: tuple[Rule, ...] = ()
+    links_added: tuple[tuple[str, str], ...] = ()
+    links_removed: tuple[tuple[str, str], ...] = ()
+
+
 class Outcome(NamedTuple):
     allowed: bool
     code: str
@@ -58,11 +67,24 @@ class PolicySnapshot:
             self._ancestors[principal] = found
         return found
 
-    def with_rules(
-        self, version: int, added: Iterable[Rule] = (), removed: Iterable[Rule] = ()
-    ) -> "PolicySnapshot":
-        """The snapshot of `version`, which differs from this one by these rules only."""
-        return replace(self, version=version, index=self.index.with_rules(added, removed))
+    def changed(self, version: int, change: "PolicyChange") -> "PolicySnapshot":
+        """The snapshot of `version`, which differs from this one by `change` only."""
+        index, parents, ancestors = self.index, self.parents, self._ancestors
+        if change.added or change.removed:
+            index = index.with_rules(change.added, change.removed)
+        if change.links_added or change.links_removed:
+            index = index.with_links(change.links_added, change.links_removed)
+            parents = dict(parents)
+            gone = set(change.links_removed)
+            for member in {m for m, _g in gone} | {m for m, _g in change.links_added}:
+                groups = [g for g in parents.get(member, ()) if (member, g) not in gone]
+                groups += [g for m, g in change.links_added if m == member and g not in groups]
+                if groups:
+                    parents[member] = groups
+                else:
+                    parents.pop(member, None)
+            ancestors = {}
+        return replace(self, version=version, index=index, parents=parents, _ancestors=ancestors)
 
     def in_audience(self, principal: str, dataset: str) -> bool:
         audience = self.audiences.get(dataset, frozenset())
@@ -114,19 +136,17 @@ class PolicyCache:
     def loaded(self) -> PolicySnapshot | None:
         return self._snapshot
 
-    def follow_on_commit(
-        self, session: AsyncSession, *, added: Iterable[Rule] = (), removed: Iterable[Rule] = ()
-    ) -> None:
-        """For a transaction whose only policy change is these rules: once it commits, its
+    def follow_on_commit(self, session: AsyncSession, change: "PolicyChange") -> None:
+        """For a transaction whose only policy change is `change`: once it commits, its
         version's snapshot is derived from the current one (when that is the version it
         started from) instead of being rebuilt by the next check (seconds at 100k grants)."""
         version = int(session.info[policy_version.TAKEN][1])
-        pending = {"added": list(added), "removed": list(removed)}
+        pending = [change]
 
         def derive(_: Any) -> None:
             snapshot = self._snapshot
             if pending and snapshot is not None and snapshot.version == version - 1:
-                self._snapshot = snapshot.with_rules(version, **pending)
+                self._snapshot = snapshot.changed(version, pending[0])
             pending.clear()
 
         event.listen(session.sync_session, "after_commit", derive, once=True)

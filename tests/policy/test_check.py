@@ -128,11 +128,11 @@ async def test_revoked_grant_denies_next_check(client, tokens, admin):
     assert after["policy_version"] > before["policy_version"]
 
 
-async def test_grant_changes_are_followed_without_rebuilding_the_policy(
+async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     app, client, tokens, admin, monkeypatch
 ):
-    """A grant created or revoked through this process updates its check snapshot in place of
-    a rebuild (seconds at 100k grants): the next check answers from the new policy at once,
+    """A grant or membership changed through this process updates its check snapshot in place
+    of a rebuild (seconds at 100k grants): the next check answers from the new policy at once,
     and as a rebuilt snapshot would."""
     ids = await seed(client, admin)
     check = {"json": check_body("user:dave"), "headers": tokens["check"]}
@@ -155,14 +155,36 @@ async def test_grant_changes_are_followed_without_rebuilding_the_policy(
         await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     ).json()
     assert (alice["decision"], alice["reason"]["code"]) == ("deny", "no_grant")
+    # Memberships too: erin joins eng (allowed through it), carol leaves it (her own deny
+    # still denies), bob's team is replaced by one without him (his groups known beforehand).
+    bob = await client.post("/v1/check", json=check_body("user:bob"), headers=tokens["check"])
+    assert bob.json()["decision"] == "allow"
+    for method, path, payload in [
+        ("POST", "/v1/groups/eng/members", {"member": "user:erin"}),
+        ("DELETE", "/v1/groups/eng/members/user:carol", None),
+        ("PUT", "/v1/groups/platform/members", {"members": ["user:frank"]}),
+    ]:
+        r = await client.request(method, path, json=payload, headers=admin)
+        assert r.status_code == 200, r.text
+    answers = {}
+    for principal in ("user:erin", "user:carol", "user:bob", "user:frank"):
+        r = await client.post("/v1/check", json=check_body(principal), headers=tokens["check"])
+        answers[principal] = (r.json()["decision"], r.json()["reason"]["via"])
+    assert answers == {
+        "user:erin": ("allow", ["user:erin", "group:eng"]),
+        "user:carol": ("deny", ["user:carol"]),
+        "user:bob": ("deny", []),
+        "user:frank": ("allow", ["user:frank", "group:platform", "group:eng"]),
+    }
     assert builds == []
     followed = app.state.policy.loaded
-    assert followed.version == alice["policy_version"]
     async with app.state.sessionmaker() as session:
         rebuilt = await real_build(session, followed.version)
-    for principal in ("user:alice", "user:bob", "user:carol", "user:dave", "user:erin"):
-        request = (principal, "employee_activity.keystrokes", "read", 1000.0)
-        assert followed.decide(*request) == rebuilt.decide(*request), principal
+    for principal in ("alice", "bob", "carol", "dave", "erin", "frank", "zoe"):
+        for dataset in ("employee_activity.keystrokes", "no.such"):
+            request = (f"user:{principal}", dataset, "read", 1000.0)
+            assert followed.decide(*request) == rebuilt.decide(*request), request
+        assert followed.ancestors(f"user:{principal}") == rebuilt.ancestors(f"user:{principal}")
 
 
 async def test_a_change_this_process_did_not_make_is_never_skipped(

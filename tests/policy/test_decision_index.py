@@ -244,6 +244,34 @@ def test_an_index_changed_rule_by_rule_answers_as_one_built_afresh(
 # -- scenarios ---------------------------------------------------------------------------------
 
 
+# The same for memberships: links removed and added a few at a time (cycles and self-links
+# included), against an index built afresh from the resulting links in the same order.
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(policies(), st.data())
+def test_an_index_changed_link_by_link_answers_as_one_built_afresh(
+    policy: Policy, data: st.DataObject
+) -> None:
+    rules, links, action, nows = policy
+    requests = [r for now in nows for r in every_request(now, [action])]
+    current = list(links)
+    index = DecisionIndex(rules, current)
+    before = answers(index, requests)
+    new_link = st.tuples(st.sampled_from(USERS + SERVICES + GROUPS), st.sampled_from(GROUPS))
+    for _step in range(data.draw(st.integers(min_value=1, max_value=4))):
+        removed = data.draw(st.lists(st.sampled_from(current), max_size=3)) if current else []
+        added = data.draw(st.lists(new_link, max_size=3))
+        changed = index.with_links(added=added, removed=removed)
+        current = list(dict.fromkeys([link for link in current if link not in removed] + added))
+        after = answers(changed, requests)
+        assert after == answers(DecisionIndex(rules, current), requests)
+        assert answers(index, requests) == before  # the original is untouched
+        index, before = changed, after
+
+
 def test_a_groups_part_of_the_search_is_kept_per_action() -> None:
     """Members share their group's part of the search: read, write and export of one dataset
     are still told apart, whichever is asked first."""
