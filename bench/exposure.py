@@ -19,7 +19,8 @@ Steps:
      group, a team on a ``prefix.*`` pattern, a deny on a team, a service), with a
      ``POST /v1/check`` of the new grant right after each creation;
    * one membership change: ``POST /v1/groups/{g}/members`` then
-     ``DELETE /v1/groups/{g}/members/{member}`` (a user into a team, a team into an org);
+     ``DELETE /v1/groups/{g}/members/{member}`` (a user into a team, a team into an org), with
+     a ``POST /v1/check`` of the new member right after each addition;
    * ``GET /v1/datasets/d0.t0.x0/exposure`` (first call after the changes, then warm);
    * ``GET /v1/principals/{p}/access`` (first call after the changes, then warm);
    * a last ``POST /v1/scan``, which must open and resolve nothing: the findings that the
@@ -396,10 +397,16 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
     adds: list[float] = []
     removes: list[float] = []
     opened = resolved = 0
-    for group, member in membership_changes(org, args.changes, rng):
+    member_checks: list[float] = []
+    datasets = org.datasets
+    for n, (group, member) in enumerate(membership_changes(org, args.changes, rng)):
         seconds, added = api.call("POST", f"/v1/groups/{bare(group)}/members", {"member": member})
         adds.append(seconds)
         opened += len(added["findings_opened"])
+        check = {"principal": leaf_under(members, member), "dataset": datasets[n],
+                 "action": "read"}  # fmt: skip
+        seconds, _decided = api.call("POST", "/v1/check", check)
+        member_checks.append(seconds)
         seconds, removed = api.call("DELETE", f"/v1/groups/{bare(group)}/members/{member}")
         removes.append(seconds)
         resolved += len(removed["findings_resolved"])
@@ -408,6 +415,7 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
     note = f"({opened} findings opened, {resolved} resolved)"
     results.add("membership change: POST .../members", adds, CHANGE_P95_TARGET, note)
     results.add("membership change: DELETE .../members/{m}", removes, CHANGE_P95_TARGET)
+    results.add("check right after a membership change", member_checks)
 
     path = f"/v1/datasets/{org.wide_dataset}/exposure"
     print(f"exposure endpoint (GET {path}):")
