@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 import casbin
@@ -482,6 +483,11 @@ class DecisionIndex:
             for entry in cell.entries
             if entry.live(now)
         ]
+
+    @property
+    def parents(self) -> Mapping[str, tuple[str, ...]]:
+        """Member -> the groups it is directly in (the g links), read-only."""
+        return MappingProxyType(self._parents)
 
     def ancestors(self, sub: str) -> dict[str, tuple[str, ...]]:
         """Every principal `sub` reaches for Casbin's g(), with a shortest membership path."""

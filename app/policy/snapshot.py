@@ -6,7 +6,6 @@ request reading the old one is never disturbed.
 
 import asyncio
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -55,7 +54,6 @@ class Outcome(NamedTuple):
 class PolicySnapshot:
     version: int
     index: DecisionIndex
-    parents: dict[str, list[str]]
     audiences: dict[str, frozenset[str]]  # dataset -> intended_audience as declared
     sensitivities: dict[str, str]
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -63,28 +61,19 @@ class PolicySnapshot:
     def ancestors(self, principal: str) -> frozenset[str]:
         found = self._ancestors.get(principal)
         if found is None:
-            found = frozenset(graph.ancestors(self.parents, principal))
+            found = frozenset(graph.ancestors(self.index.parents, principal))
             self._ancestors[principal] = found
         return found
 
     def changed(self, version: int, change: "PolicyChange") -> "PolicySnapshot":
         """The snapshot of `version`, which differs from this one by `change` only."""
-        index, parents, ancestors = self.index, self.parents, self._ancestors
+        index, ancestors = self.index, self._ancestors
         if change.added or change.removed:
             index = index.with_rules(change.added, change.removed)
         if change.links_added or change.links_removed:
             index = index.with_links(change.links_added, change.links_removed)
-            parents = dict(parents)
-            gone = set(change.links_removed)
-            for member in {m for m, _g in gone} | {m for m, _g in change.links_added}:
-                groups = [g for g in parents.get(member, ()) if (member, g) not in gone]
-                groups += [g for m, g in change.links_added if m == member and g not in groups]
-                if groups:
-                    parents[member] = groups
-                else:
-                    parents.pop(member, None)
             ancestors = {}
-        return replace(self, version=version, index=index, parents=parents, _ancestors=ancestors)
+        return replace(self, version=version, index=index, _ancestors=ancestors)
 
     def in_audience(self, principal: str, dataset: str) -> bool:
         audience = self.audiences.get(dataset, frozenset())
@@ -112,14 +101,10 @@ async def build(session: AsyncSession, version: int) -> PolicySnapshot:
     rules = await repository.unrevoked_rules(session)
     edges = await directory_repository.all_edges(session)
     datasets = await datasets_repository.list_all(session)
-    parents: dict[str, list[str]] = defaultdict(list)
-    for member, group in edges:
-        parents[member].append(group)
     index = await asyncio.to_thread(DecisionIndex, rules, edges)
     return PolicySnapshot(
         version=version,
         index=index,
-        parents=dict(parents),
         audiences={d.id: frozenset(d.intended_audience) for d in datasets},
         sensitivities={d.id: d.sensitivity for d in datasets},
     )
