@@ -42,6 +42,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import islice
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
@@ -100,30 +101,18 @@ _BYTE_BITS: tuple[tuple[int, ...], ...] = tuple(
 
 
 def _highest(bits: int, limit: int, width: int = 0) -> list[int]:
-    """Up to `limit` set bit numbers of a non-negative int, highest first.
+    """Up to `limit` set bit numbers of a non-negative int, highest first (`_descending` from
+    the top, its first window `width` bits wide or wide enough to hold `limit` when dense)."""
+    start = bits.bit_length()
+    return list(islice(_descending(bits, start, max(width, 64 * max(limit, 1))), limit))
 
-    Works on a window at the top of the int (widened only while it holds too few bits), so a
-    sample of a 100k-bit set costs a few small-int operations rather than `limit` full-size ones.
+
+def _descending(bits: int, below: int, width: int = 256) -> Iterator[int]:
+    """The set bit numbers of a non-negative int under `below`, highest first.
+
+    Works window by window from the top (each next one wider), so that the first few cost
+    small-int operations only rather than operations on the whole 100k-bit int.
     """
-    length = bits.bit_length()
-    width = max(width, 64 * max(limit, 1))
-    while True:
-        low = max(0, length - width)
-        window = bits >> low
-        found: list[int] = []
-        while window and len(found) < limit:
-            top = window.bit_length() - 1
-            found.append(low + top)
-            window ^= 1 << top
-        if len(found) >= limit or low == 0:
-            return found
-        width *= 8
-
-
-def _descending(bits: int, below: int) -> Iterator[int]:
-    """The set bit numbers of a non-negative int under `below`, highest first: window by
-    window, so the first few cost small-int operations only."""
-    width = 256
     while below > 0:
         low = max(0, below - width)
         window = (bits >> low) & ((1 << (below - low)) - 1)
