@@ -919,11 +919,15 @@ async def change_members(
             session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
         )
     new = set(group.members)
+    links = PolicyChange(
+        links_added=tuple((member, gid) for member in sorted(new - old)),
+        links_removed=tuple((member, gid) for member in sorted(old - new)),
+    )
     after = before.changed()
-    for member in sorted(old - new):
-        after.analyser.remove_link(member, gid)
-    for member in sorted(new - old):
-        after.analyser.add_link(member, gid)
+    for member, parent in links.links_removed:
+        after.analyser.remove_link(member, parent)
+    for member, parent in links.links_added:
+        after.analyser.add_link(member, parent)
     # The leaves whose membership paths may differ: those under a member that came or went.
     touched = 0
     for member in old ^ new:
@@ -959,10 +963,6 @@ async def change_members(
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
-    links = PolicyChange(
-        links_added=tuple((member, gid) for member in sorted(new - old)),
-        links_removed=tuple((member, gid) for member in sorted(old - new)),
-    )
     return group, changes, links
 
 
