@@ -313,7 +313,6 @@ class DecisionIndex:
         # effect (kept only so that the index knows it has rules).
         self._ineffective = frozenset(ineffective)
         self._buckets = {key: _bucket_of(entries) for key, entries in grouped.items()}
-        self._has_rules = bool(unique_rules)
         # act -> sub -> bucket: the same buckets, looked up without building a tuple key.
         self._by_act: dict[str, dict[str, _Bucket]] = {}
         for (sub, act), bucket in self._buckets.items():
@@ -382,7 +381,6 @@ class DecisionIndex:
         clone._ineffective = (self._ineffective - gone) | {
             rule for rule in new_rules if rule.eft not in (ALLOW, DENY)
         }
-        clone._has_rules = bool(clone._buckets or clone._ineffective)
         clone._forget_rule_memos()
         return clone
 
@@ -456,7 +454,8 @@ class DecisionIndex:
         return self._no_match(sub, obj, act)
 
     def _no_match(self, sub: str, obj: str, act: str) -> Decision:
-        if not self._has_rules and obj == "" and act == "" and self._reaches(sub, ""):
+        has_rules = self._buckets or self._ineffective
+        if not has_rules and obj == "" and act == "" and self._reaches(sub, ""):
             # pycasbin quirk: with no p rules at all it evaluates the matcher once with every
             # p field "" and allows if that matches, i.e. for obj == act == "" and a subject
             # that reaches the principal "". Unreachable through validated identifiers.
