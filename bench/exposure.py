@@ -331,6 +331,16 @@ def membership_changes(org: Org, count: int, rng: random.Random) -> list[tuple[s
     return chosen
 
 
+def check_after(api: Api, change: dict[str, Any], principal: str, dataset: str) -> float:
+    """The seconds a check takes right after `change` (a mutation's answer): the check path must
+    answer from the new policy at once, not after rebuilding it."""
+    check = {"principal": principal, "dataset": dataset, "action": "read"}
+    seconds, decided = api.call("POST", "/v1/check", check)
+    if decided["policy_version"] < change["policy_version"]:
+        raise BenchError(f"a check after a change used an older policy: {decided}")
+    return seconds
+
+
 def covered(org: Org, resource: str) -> str:
     """A dataset that a grant on `resource` covers."""
     if not resource.endswith(".*"):
@@ -376,13 +386,8 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
         seconds, created = api.call("POST", "/v1/grants", body)
         creates.append(seconds)
         opened += len(created["findings_opened"])
-        # The check path must answer from the new policy at once (not rebuild it for seconds).
         reader = leaf_under(members, body["principal"])
-        check = {"principal": reader, "dataset": covered(org, body["resource"]), "action": "read"}
-        seconds, decided = api.call("POST", "/v1/check", check)
-        checks.append(seconds)
-        if decided["policy_version"] < created["policy_version"]:
-            raise BenchError(f"a check after a grant change used an older policy: {decided}")
+        checks.append(check_after(api, created, reader, covered(org, body["resource"])))
         seconds, deleted = api.call("DELETE", f"/v1/grants/{created['id']}")
         deletes.append(seconds)
         resolved += len(deleted["findings_resolved"])
@@ -403,10 +408,7 @@ def measure(api: Api, org: Org, args: argparse.Namespace, results: Results) -> N
         seconds, added = api.call("POST", f"/v1/groups/{bare(group)}/members", {"member": member})
         adds.append(seconds)
         opened += len(added["findings_opened"])
-        check = {"principal": leaf_under(members, member), "dataset": datasets[n],
-                 "action": "read"}  # fmt: skip
-        seconds, _decided = api.call("POST", "/v1/check", check)
-        member_checks.append(seconds)
+        member_checks.append(check_after(api, added, leaf_under(members, member), datasets[n]))
         seconds, removed = api.call("DELETE", f"/v1/groups/{bare(group)}/members/{member}")
         removes.append(seconds)
         resolved += len(removed["findings_resolved"])
