@@ -100,6 +100,7 @@ def build_batch(
     batch = Batch(results=[])
     version = snapshot.version
     ids = iter(decision_ids(sum(len(s.checks) for s in submissions), now))
+    at_text = chain.utc_text(at)
     for submission in submissions:
         token = submission.token_hash
         if token is not None and live_tokens is not None and token not in live_tokens:
@@ -130,7 +131,7 @@ def build_batch(
                 "policy_version": version,
             }
             entry["prev_hash"] = last_hash
-            last_hash = entry["hash"] = chain.entry_hash(last_hash, entry)
+            last_hash = entry["hash"] = chain.entry_hash(last_hash, entry, at_text)
             batch.entries.append(entry)
             if outcome.out_of_audience:
                 batch.alerts.append(_read_alert(entry, snapshot.sensitivities))

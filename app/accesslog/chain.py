@@ -32,24 +32,25 @@ CHAINED_FIELDS = (
 )
 
 
-def _encode(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return value
+def utc_text(at: datetime) -> str:
+    """An entry's ``at`` in its canonical form."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # json.dumps with these arguments; one encoder, since json.dumps builds one per call otherwise.
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def canonical(entry: Mapping[str, Any]) -> bytes:
-    """The entry's canonical form: its chained fields as sorted, compact JSON."""
-    doc = {name: _encode(entry[name]) for name in CHAINED_FIELDS}
+def canonical(entry: Mapping[str, Any], at_text: str | None = None) -> bytes:
+    """The entry's canonical form: its chained fields as sorted, compact JSON, ``at`` as
+    `utc_text` (given as `at_text` when the caller has it already: a batch shares one)."""
+    doc = {name: entry[name] for name in CHAINED_FIELDS}
+    doc["at"] = utc_text(entry["at"]) if at_text is None else at_text
     return _CANONICAL.encode(doc).encode()
 
 
-def entry_hash(prev_hash: str, entry: Mapping[str, Any]) -> str:
-    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(entry)).hexdigest()
+def entry_hash(prev_hash: str, entry: Mapping[str, Any], at_text: str | None = None) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(entry, at_text)).hexdigest()
 
 
 def checkpoint_message(entry_id: int, head_hash: str) -> bytes:

@@ -44,6 +44,24 @@ def run(entries: list[dict], head_id: int, head_hash: str, marks=None) -> chain.
     return verifier
 
 
+def test_the_canonical_form_and_hash_stay_what_existing_logs_were_chained_with():
+    """Logs already written must keep verifying: the bytes hashed may never change."""
+    entry = make_log(2)[1]
+    assert chain.canonical(entry) == (
+        b'{"action":"read","at":"2026-11-01T00:00:02.000000Z","caller":"svc",'
+        b'"data_subjects":["user:s2"],"dataset":"employee_activity.keystrokes",'
+        b'"decision":"deny","decision_id":"d-2","id":2,"out_of_audience":false,'
+        b'"policy_version":1,"principal":"user:u2","purpose":null,"reason":{"code":"granted",'
+        b'"grant_id":1,"via":["user:u","group:g"]},"request_id":null}'
+    )
+    assert entry["hash"] == "62814d7f2eebbc30c4c870ec9bdca9c2ae354ef161107b446ba4caa5a7316686"
+    # A batch hashes with its instant's text worked out once; the same bytes.
+    at_text = chain.utc_text(entry["at"])
+    assert chain.entry_hash(entry["prev_hash"], entry, at_text) == entry["hash"]
+    later = chain.utc_text(entry["at"] + timedelta(microseconds=1))
+    assert chain.entry_hash(entry["prev_hash"], entry, later) != entry["hash"]
+
+
 def test_untouched_log_verifies():
     log = make_log(10)
     v = run(log, 10, log[-1]["hash"])
