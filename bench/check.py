@@ -22,7 +22,9 @@ denied. Before timing a target, ~200 of them are sent one by one and its answers
 Cerbos's (and with the benchmark's own Casbin-semantics reference); the run stops if any differ.
 
 The table gives req/s, p50 and p99 latency (wrk, after a warm-up) and the req/s ratio to (a) and
-to (d): the ratios are the figures to record, since the machine is shared and noisy. Then, when
+to (d): the ratios are the figures to record, since the machine is shared and noisy. It also gives
+the CPU time the server process (with any children) spent per answered request during the timed
+run, from /proc: what each target costs, apart from how long requests wait. Then, when
 ``app.policy.decision_index`` exists, in-process p50/p99 of ``DecisionIndex.decide`` at 100, 10k
 and 100k grants and of pycasbin's ``Enforcer.enforce`` at 100 and 10k.
 
@@ -128,7 +130,7 @@ def run_bare(ctx: Context) -> Outcome:
         log_path=WORK / "bare.log",
         cwd=REPO,
     ) as server:
-        return _measure("a", server.base_url + "/v1/check", ctx.check_file, None, ctx)
+        return _measure("a", server, "/v1/check", ctx.check_file, None, ctx)
 
 
 def run_cerbos(ctx: Context) -> Outcome:
@@ -142,8 +144,7 @@ def run_cerbos(ctx: Context) -> Outcome:
         answers = _cerbos_decisions(server, [ctx.cerbos_bodies[i] for i in ctx.sample])
         _compare("Cerbos", answers, "the reference", _expected(ctx), ctx)
         ctx.cerbos_answers = answers
-        url = server.base_url + cerbos_pdp.CHECK_PATH
-        outcome = _measure("d", url, ctx.cerbos_file, None, ctx)
+        outcome = _measure("d", server, cerbos_pdp.CHECK_PATH, ctx.cerbos_file, None, ctx)
     procs = f"GOMAXPROCS={gomaxprocs}" if gomaxprocs > 0 else "GOMAXPROCS unset"
     outcome.note = procs
     return outcome
@@ -183,8 +184,9 @@ def run_aclaudit(target: str, ctx: Context) -> Outcome:
             if ctx.cerbos_answers is not None:
                 _compare("aclaudit", answers, "Cerbos", ctx.cerbos_answers, ctx)
             _compare("aclaudit", answers, "the reference", _expected(ctx), ctx)
-            url = server.base_url + "/v1/check"
-            outcome = _measure(target, url, ctx.check_file, f"Bearer {checker}", ctx)
+            outcome = _measure(
+                target, server, "/v1/check", ctx.check_file, f"Bearer {checker}", ctx
+            )
             _check_server(server)
             outcome.note = loaded
             return outcome
@@ -209,14 +211,18 @@ def _database(target: str) -> Iterator[str]:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _measure(target: str, url: str, bodies: Path, auth: str | None, ctx: Context) -> Outcome:
+def _measure(
+    target: str, server: Server, path: str, bodies: Path, auth: str | None, ctx: Context
+) -> Outcome:
     load = ctx.load
     print(
         f"    wrk: {load.connections} connections, {load.warmup:g} s warm-up + {load.duration:g} s"
     )
-    result = measure(url, bodies, auth, load)
+    result = measure(server.base_url + path, bodies, auth, load, server.process.pid)
+    cpu = result.cpu_us_per_request
     print(
         f"    {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+        + ("" if cpu is None else f", server CPU {cpu:.0f} us per request")
         + (f", {result.non_2xx} non-2xx" if result.non_2xx else "")
         + (f", {result.socket_errors} socket errors" if result.socket_errors else "")
     )
@@ -311,7 +317,7 @@ def results_table(outcomes: dict[str, Outcome]) -> str:
 
     header = (
         f"{'target':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/ (a)':>7} {'/ (d)':>7} "
-        f"{'errors':>7}  note"
+        f"{'CPU us/req':>10} {'errors':>7}  note"
     )
     lines = [header, "-" * len(header)]
     for key in TARGETS:
@@ -322,12 +328,13 @@ def results_table(outcomes: dict[str, Outcome]) -> str:
         if r is None:
             lines.append(
                 f"{outcome.label:<26} {'-':>9} {'-':>8} {'-':>8} {'-':>7} {'-':>7} "
-                f"{'-':>7}  {outcome.note}"
+                f"{'-':>10} {'-':>7}  {outcome.note}"
             )
             continue
         lines.append(
             f"{outcome.label:<26} {r.rps:>9,.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
             f"{shown(ratio(r, base_a)):>7} {shown(ratio(r, base_d)):>7} "
+            f"{'-' if r.cpu_us_per_request is None else f'{r.cpu_us_per_request:.0f}':>10} "
             f"{r.non_2xx + r.socket_errors:>7}  "
             f"{outcome.note}"
         )
@@ -337,6 +344,7 @@ def results_table(outcomes: dict[str, Outcome]) -> str:
 def _figures(result: WrkResult, outcomes: dict[str, Outcome]) -> dict[str, Any]:
     return asdict(result) | {
         "rps": result.rps,
+        "cpu_us_per_request": result.cpu_us_per_request,
         "ratio_to_a": ratio(result, outcomes.get("a")),
         "ratio_to_d": ratio(result, outcomes.get("d")),
     }

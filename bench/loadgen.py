@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BenchError
+from bench.procs import BenchError, cpu_seconds
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_check.lua"
 MARKER = "WRK_JSON "
@@ -35,10 +35,18 @@ class WrkResult:
     max_ms: float
     socket_errors: int
     non_2xx: int
+    # CPU time the server (with its child processes) spent during the timed run, when known
+    server_cpu_s: float | None = None
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.server_cpu_s is None or not self.requests:
+            return None
+        return self.server_cpu_s / self.requests * 1e6
 
     @classmethod
     def parse(cls, stdout: str) -> WrkResult:
@@ -91,8 +99,15 @@ def _wrk(url: str, bodies: Path, authorization: str | None, seconds: float, load
     return result.stdout
 
 
-def measure(url: str, bodies: Path, authorization: str | None, load: Load) -> WrkResult:
-    """A warm-up run (discarded), then the timed run."""
+def measure(
+    url: str, bodies: Path, authorization: str | None, load: Load, server_pid: int | None = None
+) -> WrkResult:
+    """A warm-up run (discarded), then the timed run; with `server_pid`, also the CPU time the
+    server spent during the timed run."""
     if load.warmup > 0:
         _wrk(url, bodies, authorization, load.warmup, load)
-    return WrkResult.parse(_wrk(url, bodies, authorization, load.duration, load))
+    before = None if server_pid is None else cpu_seconds(server_pid)
+    result = WrkResult.parse(_wrk(url, bodies, authorization, load.duration, load))
+    if server_pid is None or before is None:
+        return result
+    return replace(result, server_cpu_s=cpu_seconds(server_pid) - before)

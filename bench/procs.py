@@ -22,6 +22,28 @@ class BenchError(RuntimeError):
     """A failure that ends the run with a clear message (no traceback)."""
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` and every process descended from it, so far
+    (Linux, from /proc; threads are included in their process's figures)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {pid}, 0.0
+    for _ in range(8):  # a few levels of descendants (uvicorn, npm wrappers)
+        tree |= {child for child, (parent, _cpu) in stats.items() if parent in tree}
+    for member in tree:
+        total += stats.get(member, (0, 0.0))[1]
+    return total
+
+
 def free_port() -> int:
     """A TCP port on the loopback interface that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
