@@ -64,26 +64,29 @@ class Metrics:
             "Checks answered 503 deny because their access-log entry could not be committed.",
             registry=self.registry,
         )
-        for decision in ("allow", "deny"):
-            self.checks.labels(decision)  # present at 0 from the start
-        for route in CHECK_ROUTES.values():
-            self.check_seconds.labels(route)
+        # Each labelled child made once (present at 0 from the start) and kept: `labels()`
+        # validates and looks the child up under a lock on every call.
+        self._allowed = self.checks.labels("allow")
+        self._denied = self.checks.labels("deny")
+        self._latency = {
+            path: self.check_seconds.labels(route) for path, route in CHECK_ROUTES.items()
+        }
 
     def count_recorded(self, decisions: Sequence[str]) -> None:
         allowed = sum(1 for d in decisions if d == "allow")
         if allowed:
-            self.checks.labels("allow").inc(allowed)
+            self._allowed.inc(allowed)
         if len(decisions) - allowed:
-            self.checks.labels("deny").inc(len(decisions) - allowed)
+            self._denied.inc(len(decisions) - allowed)
 
     def count_unrecorded(self, checks: int) -> None:
-        self.checks.labels("deny").inc(checks)
+        self._denied.inc(checks)
         self.log_write_failures.inc(checks)
 
     def observe_request(self, path: str, seconds: float) -> None:
-        route = CHECK_ROUTES.get(path)
-        if route is not None:
-            self.check_seconds.labels(route).observe(seconds)
+        latency = self._latency.get(path)
+        if latency is not None:
+            latency.observe(seconds)
 
     def mark_process_dead(self) -> None:
         """On worker exit: drop this process's live gauges (its counters keep counting)."""

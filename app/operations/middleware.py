@@ -54,7 +54,9 @@ class RequestContext:
             if metrics is not None and scope["method"] == "POST":
                 metrics.observe_request(scope["path"], elapsed)
             settings = getattr(state, "settings", None)
-            if settings is None or settings.access_log:
+            if (settings is None or settings.access_log) and access_logger.isEnabledFor(
+                logging.INFO
+            ):
                 access_logger.info(
                     "%s %s %d",
                     scope["method"],
