@@ -193,20 +193,22 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
 async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
     """What `apply` would do, and what it would refuse. Changes nothing.
 
-    Ids of grants and findings in a plan are provisional: they are rolled back.
+    The findings are reconciled exactly as `apply` would (guarded, accepting what the document
+    accepts); only when the guard refuses are they reconciled again without it, to show what
+    the document would open. Ids of grants and findings in a plan are provisional: they are
+    rolled back.
     """
     try:
         before = await exposure_service.view_before_change(session)
         done = await _apply_changes(session, doc, before, actor)
-        refused: list[FindingRead] = []
         probe = await session.begin_nested()
         try:
-            await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
+            changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
         except ExposureRefused as exc:
-            refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
-        finally:
             await probe.rollback()
-        changes = await _reconcile(session, before, done, actor, guarded=False)
-        return _result(done, changes, applied=False, version=None, refused=refused)
+            refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
+            changes = await _reconcile(session, before, done, actor, guarded=False)
+            return _result(done, changes, applied=False, version=None, refused=refused)
+        return _result(done, changes, applied=False, version=None)
     finally:
         await session.rollback()

@@ -114,9 +114,15 @@ async def test_block_guard_refuses_the_whole_document_unless_accepted(client, ad
     assert await state(client, admin) == before  # erin did not join research either
 
     wider["accept_exposure"] = {"reason": "red-team exercise", "until": LATER}
+    planned = (await client.post("/v1/policy/plan", json=wider, headers=admin)).json()
+    [would_open] = planned["findings_opened"]
+    assert planned["refused"] == []
+    assert (would_open["status"], would_open["reason"]) == ("accepted", "red-team exercise")
+    assert await state(client, admin) == before
     applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
     [accepted] = applied["findings_opened"]
     assert accepted["status"] == "accepted" and accepted["reason"] == "red-team exercise"
+    assert accepted["excess_sample"] == would_open["excess_sample"]
 
 
 async def test_guard_judges_the_net_effect_of_the_document(client, admin):
