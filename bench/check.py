@@ -36,6 +36,7 @@ Usage (from the repository root, in the project's virtualenv; needs ``wrk``:
     python -m bench.check --quick              # smoke run: 3 s per target, 2k users, 2k grants
     python -m bench.check --targets a,d        # only some targets
     python -m bench.check --only sqlite        # one target: bare, sqlite, postgresql or cerbos
+    python -m bench.check --rounds 3           # every target three times, interleaved; medians
     python -m bench.check --enforce-only       # only the in-process decide()/enforce timings
     python -m bench.check --json bench/.work/check.json   # also write the figures as JSON
     python -m bench.check --help               # sizes, durations, connections, seed, ...
@@ -53,6 +54,7 @@ import json
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -350,6 +352,46 @@ def _figures(result: WrkResult, outcomes: dict[str, Outcome]) -> dict[str, Any]:
     }
 
 
+def _round_figures(outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    return {
+        k: {"label": o.label, "note": o.note, **(_figures(o.result, outcomes) if o.result else {})}
+        for k, o in outcomes.items()
+    }
+
+
+MEDIAN_FIGURES = ("rps", "p50_ms", "p99_ms", "ratio_to_a", "ratio_to_d", "cpu_us_per_request")
+
+
+def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per target, the median over the rounds of each figure (ratios within their round)."""
+    summary: dict[str, Any] = {}
+    for key, first in rounds[0].items():
+        summary[key] = {"label": first["label"], "rounds": len(rounds)}
+        for name in MEDIAN_FIGURES:
+            values = [r[key][name] for r in rounds if r[key].get(name) is not None]
+            summary[key][name] = statistics.median(values) if values else None
+    return summary
+
+
+def medians_table(summary: dict[str, Any]) -> str:
+    def shown(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    header = (
+        f"{'target':<26} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'/ (a)':>7} {'/ (d)':>7} "
+        f"{'CPU us/req':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for figures in summary.values():
+        lines.append(
+            f"{figures['label']:<26} {shown(figures['rps'], ',.0f'):>9} "
+            f"{shown(figures['p50_ms'], '.2f'):>8} {shown(figures['p99_ms'], '.2f'):>8} "
+            f"{shown(figures['ratio_to_a'], '.3f'):>7} {shown(figures['ratio_to_d'], '.3f'):>7} "
+            f"{shown(figures['cpu_us_per_request'], '.0f'):>10}"
+        )
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.check",
@@ -393,6 +435,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cerbos-gomaxprocs", type=int, default=1, help="GOMAXPROCS for Cerbos; 0 leaves it unset"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every target this many times, interleaved (a, d, b, c, a, d, ...), and "
+        "also give the medians of the rounds' figures and ratios",
+    )
     parser.add_argument("--no-enforce", action="store_true", help="skip the in-process timings")
     parser.add_argument("--enforce-only", action="store_true", help="only the in-process timings")
     parser.add_argument("--enforce-requests", type=int, default=3000)
@@ -403,6 +452,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     policy_size = 2_000 if args.quick else 10_000
     args.users = args.users or policy_size
     args.grants = args.grants or policy_size
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.only:
         targets = [ONLY[args.only]]
@@ -414,7 +465,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    outcomes: dict[str, Outcome] = {}
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
     if not args.enforce_only and args.targets:
         wrk_path()  # fail early if wrk is missing
@@ -428,19 +478,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "b": partial(run_aclaudit, "b"),
             "c": partial(run_aclaudit, "c"),
         }
-        for target in args.targets:
-            print(f"\n{TARGETS[target]}")
-            outcomes[target] = runners[target](ctx)
-        print("\n" + results_table(outcomes))
+        rounds: list[dict[str, Outcome]] = []
+        for number in range(1, args.rounds + 1):
+            outcomes: dict[str, Outcome] = {}
+            for target in args.targets:
+                print(f"\n{TARGETS[target]}" + (f", round {number}" if args.rounds > 1 else ""))
+                outcomes[target] = runners[target](ctx)
+            print("\n" + results_table(outcomes))
+            rounds.append(outcomes)
         report["workload"] = ctx.workload.describe()
-        report["targets"] = {
-            k: {
-                "label": o.label,
-                "note": o.note,
-                **(_figures(o.result, outcomes) if o.result else {}),
-            }
-            for k, o in outcomes.items()
-        }
+        report["rounds"] = [_round_figures(outcomes) for outcomes in rounds]
+        report["targets"] = report["rounds"][0]
+        if args.rounds > 1:
+            report["targets"] = medians(report["rounds"])
+            print(f"\nmedians of {args.rounds} rounds\n" + medians_table(report["targets"]))
     if not args.no_enforce:
         print("\nin-process decision latency (single calls, time.perf_counter_ns)")
         timings = enforce.run(requests_per_size=args.enforce_requests, seed=args.seed)
