@@ -106,8 +106,8 @@ def measure(
     server spent during the timed run."""
     if load.warmup > 0:
         _wrk(url, bodies, authorization, load.warmup, load)
-    before = None if server_pid is None else cpu_seconds(server_pid)
+    if server_pid is None:
+        return WrkResult.parse(_wrk(url, bodies, authorization, load.duration, load))
+    before = cpu_seconds(server_pid)
     result = WrkResult.parse(_wrk(url, bodies, authorization, load.duration, load))
-    if server_pid is None or before is None:
-        return result
     return replace(result, server_cpu_s=cpu_seconds(server_pid) - before)
