@@ -216,12 +216,16 @@ def log_verify(
 
     settings = _settings()
     _upgraded(settings)
-    key = settings.checkpoint_key.get_secret_value().encode() if settings.checkpoint_key else None
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     typer.echo("verifying the access log ...", err=True)
     result = _run(
         settings,
-        lambda maker: accesslog_service.verify_and_alert(maker, checkpoint_key=key, anchor=anchor),
+        lambda maker: accesslog_service.verify_and_alert(
+            maker,
+            checkpoint_key=settings.checkpoint_key_bytes,
+            signed_from=settings.checkpoint_key_since,
+            anchor=anchor,
+        ),
     )
     if as_json:
         typer.echo(result.model_dump_json())

@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # HMAC key for checkpoints; without it checkpoints are unsigned and must be anchored by
     # copying them out of the service (GET /v1/access-log/checkpoints).
     checkpoint_key: SecretStr | None = None
+    # Checkpoints at or after this entry id must carry a valid signature. Raise it past the
+    # log's last entry when the key is first set on a log that already has unsigned checkpoints
+    # (they were written without a key); any signed checkpoint still covers every entry before it.
+    checkpoint_key_since: int = Field(default=1, ge=1)
     # Most checks that share one access-log transaction (group commit).
     max_group_commit: int = Field(default=1000, ge=1, le=10_000)
     log_level: str = "INFO"
@@ -71,6 +75,11 @@ class Settings(BaseSettings):
             return None
         database = make_url(self.database_url).database
         return database if database and database != ":memory:" else None
+
+    @property
+    def checkpoint_key_bytes(self) -> bytes | None:
+        key = self.checkpoint_key
+        return key.get_secret_value().encode() if key else None
 
 
 @lru_cache

@@ -640,7 +640,7 @@ class PostgresLogStore:
 def open_store(settings: Settings) -> LogStore:
     chaining = _Chaining(
         settings.checkpoint_every,
-        settings.checkpoint_key.get_secret_value().encode() if settings.checkpoint_key else None,
+        settings.checkpoint_key_bytes,
     )
     if settings.is_sqlite:
         if settings.sqlite_file is None:

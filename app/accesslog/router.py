@@ -24,12 +24,6 @@ Decision = Annotated[str | None, Query(pattern="^(allow|deny)$")]
 Hash = Annotated[str | None, Query(pattern="^[0-9a-f]{64}$", description="Anchor hash.")]
 
 
-def _checkpoint_key(request: Request) -> bytes | None:
-    settings: Settings = request.app.state.settings
-    key = settings.checkpoint_key
-    return key.get_secret_value().encode() if key else None
-
-
 @router.get("", response_model=AccessLogPage, responses=ERRORS)
 async def list_entries(
     session: SessionDep,
@@ -71,9 +65,11 @@ async def verify(
     if (anchor_id is None) != (anchor_hash is None):
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
+    settings: Settings = request.app.state.settings
     return await accesslog_service.verify_and_alert(
         request.app.state.sessionmaker,
-        checkpoint_key=_checkpoint_key(request),
+        checkpoint_key=settings.checkpoint_key_bytes,
+        signed_from=settings.checkpoint_key_since,
         anchor=anchor,
         once=True,  # a failure is alerted once, however often it is verified (or by whom)
     )

@@ -62,9 +62,14 @@ async def verify(
     maker: async_sessionmaker[AsyncSession],
     *,
     checkpoint_key: bytes | None,
+    signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
 ) -> VerifyResult:
     """Recompute the chain; compare with the head, every checkpoint and an optional anchor.
+
+    With a `checkpoint_key`, every checkpoint at or after entry `signed_from` must be validly
+    signed (those before it were written before the key was set; each still has to match the
+    chain, and a signed checkpoint after them covers every entry they do).
 
     The head is read first and entries up to it are streamed in short transactions, so
     concurrent writers are not blocked and entries appended meanwhile are not half-seen.
@@ -90,7 +95,7 @@ async def verify(
         )
 
     if checkpoint_key is not None:
-        for cid in sorted(checkpoints):
+        for cid in sorted(c for c in checkpoints if c >= signed_from):
             c = checkpoints[cid]
             if c.signature is None or not chain.checkpoint_signature_ok(
                 checkpoint_key, cid, c.head_hash, c.signature
@@ -138,6 +143,7 @@ async def verify_and_alert(
     maker: async_sessionmaker[AsyncSession],
     *,
     checkpoint_key: bytes | None,
+    signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
     once: bool = False,
 ) -> VerifyResult:
@@ -146,7 +152,9 @@ async def verify_and_alert(
     With ``once`` (the periodic check) a failure already alerted for the same first bad entry
     is not alerted again.
     """
-    result = await verify(maker, checkpoint_key=checkpoint_key, anchor=anchor)
+    result = await verify(
+        maker, checkpoint_key=checkpoint_key, signed_from=signed_from, anchor=anchor
+    )
     if not result.ok:
         async with maker() as session, session.begin():
             await begin_write(session)

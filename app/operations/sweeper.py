@@ -52,8 +52,8 @@ class Sweeper:
         self._integrity_interval = settings.integrity_interval_seconds
         # A holder that stops renewing (killed) is replaced after this long.
         self._lease_ttl = timedelta(seconds=max(10.0, 5 * self._interval))
-        key = settings.checkpoint_key
-        self._checkpoint_key = key.get_secret_value().encode() if key else None
+        self._checkpoint_key = settings.checkpoint_key_bytes
+        self._signed_from = settings.checkpoint_key_since
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._integrity_due = time.monotonic() + self._interval
         self._stop = asyncio.Event()
@@ -145,7 +145,10 @@ class Sweeper:
 
     async def check_integrity(self) -> bool:
         result = await accesslog_service.verify_and_alert(
-            self._maker, checkpoint_key=self._checkpoint_key, once=True
+            self._maker,
+            checkpoint_key=self._checkpoint_key,
+            signed_from=self._signed_from,
+            once=True,
         )
         if result.ok:
             logger.info("access log verified: %d entries", result.entries)

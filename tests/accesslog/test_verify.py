@@ -1,5 +1,7 @@
 """Tampering with the access log directly in the database makes verify name the first bad id."""
 
+from contextlib import asynccontextmanager
+
 import httpx
 import pytest
 from sqlalchemy import text
@@ -130,6 +132,48 @@ async def test_truncation_with_rewritten_head_is_caught_by_signed_checkpoint(
     )
     result = await verify(client, admin)
     assert result["ok"] is False and result["first_bad_id"] == 10
+
+
+@asynccontextmanager
+async def served(settings: Settings):
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
+            yield c, application.state.sessionmaker
+
+
+async def test_a_key_set_on_an_existing_log_is_required_from_the_entry_it_names(
+    database_url, tokens, admin, sessionmaker
+):
+    """Checkpoints written before the key are unsigned: verify refuses them by default (so
+    that stripping signatures is caught), and accepts them when told where signing began."""
+    unsigned = Settings(database_url=database_url, checkpoint_every=5)
+    async with served(unsigned) as (client, _):
+        await make_entries(client, tokens, admin, 6)  # checkpoint at 6, unsigned
+    keyed = Settings(database_url=database_url, checkpoint_every=5, checkpoint_key="k" * 32)
+    since = keyed.model_copy(update={"checkpoint_key_since": 7})
+    async with served(since) as (client, _):
+        await make_entries(client, tokens, admin, 6)  # checkpoint at 12, signed
+        page = (await client.get("/v1/access-log/checkpoints", headers=admin)).json()
+        assert [(c["entry_id"], bool(c["signature"])) for c in page["items"]] == [
+            (12, True),
+            (6, False),
+        ]
+        ok = await verify(client, admin)
+        assert (ok["ok"], ok["entries"], ok["checkpoints"]) == (True, 12, 2)
+    async with served(keyed) as (client, _):
+        refused = await verify(client, admin)
+        assert (refused["ok"], refused["first_bad_id"]) == (False, 6)
+        assert "signature" in refused["problem"]
+    await sql(
+        sessionmaker, "UPDATE access_log_checkpoints SET signature = NULL WHERE entry_id = 12"
+    )
+    for first_signed in (7, 12):  # the checkpoint at the named entry itself must be signed
+        named = keyed.model_copy(update={"checkpoint_key_since": first_signed})
+        async with served(named) as (client, _):
+            stripped = await verify(client, admin)
+            assert (stripped["ok"], stripped["first_bad_id"]) == (False, 12)
 
 
 async def test_forged_checkpoint_is_rejected(checkpointed_client, tokens, admin):
