@@ -137,15 +137,21 @@ async def test_sigterm_under_load_drains_every_answered_check(
     server = Server(database_url, workers=2, log=log).start()
     answered: list[dict] = []
     refused: list[dict] = []
+    kept: list[httpx.AsyncClient] = []
     enough = asyncio.Event()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             await seed(client, admin)
 
-        async def hammer(worker: int) -> None:
+        async def hammer(worker: int, connection: httpx.AsyncClient | None) -> None:
             for i in range(100_000):
-                # fresh connections, so checks keep arriving at both workers while they drain
-                async with httpx.AsyncClient(base_url=server.url, timeout=15) as c:
+                # Fresh connections, so checks keep arriving at both workers while they drain
+                # (one sent while the server closes is refused at the connection); and kept-alive
+                # ones, each with a check almost always in the workers' hands at SIGTERM.
+                async with contextlib.AsyncExitStack() as stack:
+                    c = connection or await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=server.url, timeout=15)
+                    )
                     body = {**CHECK, "request_id": f"w{worker}-{i}"}
                     try:
                         r = await c.post("/v1/check", json=body, headers=tokens["check"])
@@ -158,13 +164,17 @@ async def test_sigterm_under_load_drains_every_answered_check(
                 else:
                     refused.append({"status": r.status_code, **r.json()})
 
-        tasks = [asyncio.create_task(hammer(w)) for w in range(12)]
+        kept += [httpx.AsyncClient(base_url=server.url, timeout=15) for _ in range(4)]
+        tasks = [asyncio.create_task(hammer(w, None)) for w in range(8)]
+        tasks += [asyncio.create_task(hammer(8 + n, c)) for n, c in enumerate(kept)]
         await asyncio.wait_for(enough.wait(), timeout=60)
         before_sigterm = len(answered)
         code = await asyncio.to_thread(server.stop)  # SIGTERM while checks are in flight
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
     finally:
+        for c in kept:
+            await c.aclose()
         server.stop()
 
     assert len(answered) > before_sigterm, "checks in flight at SIGTERM are answered"
