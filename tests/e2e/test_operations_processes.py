@@ -149,9 +149,10 @@ async def test_sigterm_under_load_drains_every_answered_check(
                 # (one sent while the server closes is refused at the connection); and kept-alive
                 # ones, each with a check almost always in the workers' hands at SIGTERM.
                 async with contextlib.AsyncExitStack() as stack:
-                    c = connection or await stack.enter_async_context(
-                        httpx.AsyncClient(base_url=server.url, timeout=15)
-                    )
+                    c = connection
+                    if c is None:
+                        fresh = httpx.AsyncClient(base_url=server.url, timeout=15)
+                        c = await stack.enter_async_context(fresh)
                     body = {**CHECK, "request_id": f"w{worker}-{i}"}
                     try:
                         r = await c.post("/v1/check", json=body, headers=tokens["check"])
