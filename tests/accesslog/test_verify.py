@@ -102,14 +102,20 @@ async def test_truncated_tail_fails_verify(client, tokens, admin, sessionmaker):
     assert result["ok"] is False and result["first_bad_id"] == 8
 
 
-@pytest.fixture
-async def checkpointed_client(database_url: str):
-    settings = Settings(database_url=database_url, checkpoint_every=5, checkpoint_key="k" * 32)
+@asynccontextmanager
+async def served(settings: Settings):
     application = create_app(settings)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
             yield c, application.state.sessionmaker
+
+
+@pytest.fixture
+async def checkpointed_client(database_url: str):
+    settings = Settings(database_url=database_url, checkpoint_every=5, checkpoint_key="k" * 32)
+    async with served(settings) as client_and_sessions:
+        yield client_and_sessions
 
 
 async def test_truncation_with_rewritten_head_is_caught_by_signed_checkpoint(
@@ -132,15 +138,6 @@ async def test_truncation_with_rewritten_head_is_caught_by_signed_checkpoint(
     )
     result = await verify(client, admin)
     assert result["ok"] is False and result["first_bad_id"] == 10
-
-
-@asynccontextmanager
-async def served(settings: Settings):
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
-        transport = httpx.ASGITransport(app=application)
-        async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
-            yield c, application.state.sessionmaker
 
 
 async def test_a_key_set_on_an_existing_log_is_required_from_the_entry_it_names(
