@@ -223,6 +223,7 @@ def log_verify(
         lambda maker: accesslog_service.verify_and_alert(
             maker,
             checkpoint_key=settings.checkpoint_key_bytes,
+            checkpoint_every=settings.checkpoint_every,
             signed_from=settings.checkpoint_key_since,
             anchor=anchor,
         ),

@@ -56,8 +56,13 @@ async def _truncate(url: str) -> None:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE policy_state SET version = 0"))
         await conn.execute(text("UPDATE alert_head SET last_id = 0"))
+        # recreated, not updated: a tampering test may have deleted it
+        await conn.execute(text("DELETE FROM access_log_head"))
         await conn.execute(
-            text(f"UPDATE access_log_head SET last_id = 0, last_hash = '{'0' * 64}'")
+            text(
+                "INSERT INTO access_log_head (id, last_id, last_hash) "
+                f"VALUES (1, 0, '{'0' * 64}')"
+            )
         )
     await engine.dispose()
 

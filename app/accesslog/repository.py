@@ -1,8 +1,7 @@
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import (
@@ -15,33 +14,8 @@ from app.accesslog.models import (
 )
 
 
-async def lock_head(session: AsyncSession) -> AccessLogHead:
-    """The chain head, locked until commit (SQLite's BEGIN IMMEDIATE already holds the lock)."""
-    query = select(AccessLogHead).where(AccessLogHead.id == 1).with_for_update()
-    return (await session.execute(query)).scalar_one()
-
-
 async def get_head(session: AsyncSession) -> AccessLogHead:
     return (await session.execute(select(AccessLogHead).where(AccessLogHead.id == 1))).scalar_one()
-
-
-async def append(
-    session: AsyncSession,
-    entries: list[dict[str, Any]],
-    subjects: list[dict[str, Any]],
-    head: tuple[int, str],
-    checkpoint: dict[str, Any] | None,
-) -> None:
-    await session.execute(insert(AccessLogEntry), entries)
-    if subjects:
-        await session.execute(insert(AccessLogSubject), subjects)
-    await session.execute(
-        update(AccessLogHead)
-        .where(AccessLogHead.id == 1)
-        .values(last_id=head[0], last_hash=head[1])
-    )
-    if checkpoint is not None:
-        await session.execute(insert(AccessLogCheckpoint), [checkpoint])
 
 
 async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntry | None:
@@ -106,6 +80,70 @@ async def subjects_between(session: AsyncSession, first: int, last: int) -> dict
     for entry_id, subject in (await session.execute(query)).all():
         found.setdefault(entry_id, set()).add(subject)
     return found
+
+
+async def find_head(session: AsyncSession) -> AccessLogHead | None:
+    return (await session.execute(select(AccessLogHead).where(AccessLogHead.id == 1))).scalar()
+
+
+async def first_outside(
+    session: AsyncSession, *, below: int, above: int | None = None
+) -> int | None:
+    """The smallest entry id below `below` or, failing that, the smallest above `above`."""
+    low = await session.scalar(select(func.min(AccessLogEntry.id)).where(AccessLogEntry.id < below))
+    if low is not None or above is None:
+        return None if low is None else int(low)
+    high = await session.scalar(
+        select(func.min(AccessLogEntry.id)).where(AccessLogEntry.id > above)
+    )
+    return None if high is None else int(high)
+
+
+# How the service stores an entry on SQLite, whose columns take whatever is put in them: a value
+# stored in another form reads back the same through the ORM (and so hashes the same) while
+# SQL filters compare the stored form: `at` with an offset falls out of ?since= windows, an
+# out_of_audience of 2 out of the partial index. Each column's form, as the log stores write it.
+SQLITE_STORED_FORM = " AND ".join(
+    (
+        "typeof(id) = 'integer'",
+        *(
+            f"typeof({column}) = 'text'"
+            for column in (
+                "decision_id", "at", "principal", "dataset", "action", "decision", "reason",
+                "data_subjects", "caller", "prev_hash", "hash",
+            )
+        ),
+        *(f"typeof({column}) IN ('text', 'null')" for column in ("purpose", "request_id")),
+        "at GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9] "
+        "[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]'",
+        "out_of_audience IN (0, 1) AND typeof(out_of_audience) = 'integer'",
+        "typeof(policy_version) = 'integer'",
+        "json_valid(reason) AND json_valid(data_subjects)",
+    )
+)  # fmt: skip
+
+
+async def first_misstored(session: AsyncSession, first: int, last: int) -> int | None:
+    """On SQLite, the first entry in ``first..last`` not stored in the service's own form (see
+    SQLITE_STORED_FORM); None on PostgreSQL, whose column types allow one form only."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    found = await session.scalar(
+        text(
+            f"SELECT min(id) FROM access_log WHERE id >= :first AND id <= :last "
+            f"AND NOT ({SQLITE_STORED_FORM})"
+        ),
+        {"first": first, "last": last},
+    )
+    return None if found is None else int(found)
+
+
+async def newest_checkpoint_id(session: AsyncSession, *, up_to: int) -> int:
+    """The newest checkpoint's entry id at or below `up_to` (0: none)."""
+    query = select(func.max(AccessLogCheckpoint.entry_id)).where(
+        AccessLogCheckpoint.entry_id <= up_to
+    )
+    return int(await session.scalar(query) or 0)
 
 
 async def list_checkpoints(

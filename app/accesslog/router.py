@@ -69,6 +69,7 @@ async def verify(
     return await accesslog_service.verify_and_alert(
         request.app.state.sessionmaker,
         checkpoint_key=settings.checkpoint_key_bytes,
+        checkpoint_every=settings.checkpoint_every,
         signed_from=settings.checkpoint_key_since,
         anchor=anchor,
         once=True,  # a failure is alerted once, however often it is verified (or by whom)

@@ -62,6 +62,7 @@ async def verify(
     maker: async_sessionmaker[AsyncSession],
     *,
     checkpoint_key: bytes | None,
+    checkpoint_every: int,
     signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
 ) -> VerifyResult:
@@ -69,20 +70,24 @@ async def verify(
 
     With a `checkpoint_key`, every checkpoint at or after entry `signed_from` must be validly
     signed (those before it were written before the key was set; each still has to match the
-    chain, and a signed checkpoint after them covers every entry they do).
+    chain, and a signed checkpoint after them covers every entry they do). The log
+    stores write a checkpoint in every transaction that passes a multiple of `checkpoint_every`,
+    so the newest checkpoint must be at or past the last multiple up to the head: deleting the
+    checkpoints after an edited (and re-chained) entry is caught, until the service writes the
+    next one (only anchors copied out of the database catch a rewrite after that).
 
     The head is read first and entries up to it are streamed in short transactions, so
-    concurrent writers are not blocked and entries appended meanwhile are not half-seen.
+    concurrent writers are not blocked and entries appended meanwhile are not half-seen. Rows
+    outside the chain (ids below 1, or beyond the head once it is read again) fail too: the API
+    would serve them as entries.
     """
     async with maker() as session:
         # Checkpoints first: one is committed with the entries it marks, so every checkpoint
         # read here is at or below the head read next, even under READ COMMITTED with writers
         # appending in between. A checkpoint beyond the head then means a truncated log.
         checkpoints = {c.entry_id: c for c in await repository.list_checkpoints(session)}
-        head = await repository.get_head(session)
-    expected_marks = {cid: c.head_hash for cid, c in checkpoints.items()}
-    if anchor is not None:
-        expected_marks.setdefault(anchor[0], anchor[1])
+        head = await repository.find_head(session)
+        low = await repository.first_outside(session, below=1)
 
     def bad(first_bad_id: int, problem: str, checked: int) -> VerifyResult:
         return VerifyResult(
@@ -94,6 +99,13 @@ async def verify(
             signed_checkpoints=checkpoint_key is not None,
         )
 
+    if head is None:
+        return bad(1, "the access log's head row is missing", 0)
+    if low is not None:
+        return bad(low, f"entry {low} lies outside the chain, which starts at entry 1", 0)
+    expected_marks = {cid: c.head_hash for cid, c in checkpoints.items()}
+    if anchor is not None:
+        expected_marks.setdefault(anchor[0], anchor[1])
     if checkpoint_key is not None:
         for cid in sorted(c for c in checkpoints if c >= signed_from):
             c = checkpoints[cid]
@@ -106,10 +118,15 @@ async def verify(
 
     verifier = chain.ChainVerifier(expected_marks)
     after = 0
-    while True:
+    while after < head.last_id:
+        last = min(after + VERIFY_CHUNK, head.last_id)
         async with maker() as session:
+            # Read through the ORM only what is stored as the service stores it: a value in
+            # another form could read back the same yet escape the SQL filters, or not read.
+            misstored = await repository.first_misstored(session, after + 1, last)
+            readable = last if misstored is None else misstored - 1
             rows = await repository.entries_after(
-                session, after=after, up_to=head.last_id, limit=VERIFY_CHUNK
+                session, after=after, up_to=readable, limit=VERIFY_CHUNK
             )
             subjects = (
                 await repository.subjects_between(session, rows[0].id, rows[-1].id) if rows else {}
@@ -124,12 +141,42 @@ async def verify(
                     f"the data_subject index of entry {entry.id} differs from the entry",
                     verifier.checked - 1,
                 )
-        if verifier.first_bad_id is not None or len(rows) < VERIFY_CHUNK:
+        if verifier.first_bad_id is not None:
             break
-        after = rows[-1].id
+        if misstored is not None and verifier.checked == misstored - 1:
+            return bad(
+                misstored,
+                f"entry {misstored} is stored in a form the service never writes (a column's "
+                "type or format was changed in the database)",
+                verifier.checked,
+            )
+        if not rows:
+            break  # nothing left up to the head: `finish` says what is missing
+        after = readable
     if not verifier.finish(head.last_id, head.last_hash):
         first_bad_id = verifier.first_bad_id or verifier.checked + 1
         return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
+    async with maker() as session:
+        # Read after the head, so every checkpoint up to it is seen (each is committed with
+        # the entries it marks); and a row appended meanwhile lies under the head read last.
+        newest = await repository.newest_checkpoint_id(session, up_to=head.last_id)
+        beyond = await repository.first_outside(session, below=1, above=head.last_id)
+        now = await repository.find_head(session)
+    if head.last_id // checkpoint_every > newest // checkpoint_every:
+        return bad(
+            newest + 1,
+            f"no checkpoint covers entries {newest + 1} to {head.last_id}, though one is "
+            f"written in every transaction that passes a multiple of {checkpoint_every}: "
+            "checkpoints were removed",
+            verifier.checked,
+        )
+    if beyond is not None and (now is None or beyond > now.last_id):
+        return bad(
+            beyond,
+            f"entry {beyond} lies beyond the head ({head.last_id}): the head was moved back "
+            "or entries were inserted outside the chain",
+            verifier.checked,
+        )
     return VerifyResult(
         ok=True,
         entries=verifier.checked,
@@ -143,6 +190,7 @@ async def verify_and_alert(
     maker: async_sessionmaker[AsyncSession],
     *,
     checkpoint_key: bytes | None,
+    checkpoint_every: int,
     signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
     once: bool = False,
@@ -153,7 +201,11 @@ async def verify_and_alert(
     is not alerted again.
     """
     result = await verify(
-        maker, checkpoint_key=checkpoint_key, signed_from=signed_from, anchor=anchor
+        maker,
+        checkpoint_key=checkpoint_key,
+        checkpoint_every=checkpoint_every,
+        signed_from=signed_from,
+        anchor=anchor,
     )
     if not result.ok:
         async with maker() as session, session.begin():

@@ -54,6 +54,7 @@ class Sweeper:
         self._lease_ttl = timedelta(seconds=max(10.0, 5 * self._interval))
         self._checkpoint_key = settings.checkpoint_key_bytes
         self._signed_from = settings.checkpoint_key_since
+        self._checkpoint_every = settings.checkpoint_every
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._integrity_due = time.monotonic() + self._interval
         self._stop = asyncio.Event()
@@ -147,6 +148,7 @@ class Sweeper:
         result = await accesslog_service.verify_and_alert(
             self._maker,
             checkpoint_key=self._checkpoint_key,
+            checkpoint_every=self._checkpoint_every,
             signed_from=self._signed_from,
             once=True,
         )

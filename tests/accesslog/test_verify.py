@@ -1,6 +1,7 @@
 """Tampering with the access log directly in the database makes verify name the first bad id."""
 
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import httpx
 import pytest
@@ -214,3 +215,105 @@ async def test_tampered_data_subject_index_fails_verify(
     result = await verify(client, admin)
     assert result["ok"] is False and result["first_bad_id"] == 6
     assert "data_subject" in result["problem"]
+
+
+FORGED = (
+    "INSERT INTO access_log (id, decision_id, at, principal, dataset, action, purpose, decision, "
+    "reason, out_of_audience, data_subjects, request_id, caller, policy_version, prev_hash, hash) "
+    "VALUES ({id}, 'forged-{n}', '2026-11-27 10:00:00.000000', 'user:framed', 'activity.keys', "
+    "'read', NULL, 'allow', '{{}}', {false}, '[]', NULL, 'svc', 1, '{zeros}', '{zeros}')"
+)
+
+
+@pytest.mark.parametrize("forged_id", [0, -5, 11, 1_000_000])
+async def test_a_row_outside_the_chain_fails_verify(
+    client, tokens, admin, sessionmaker, settings, forged_id
+):
+    """The API would serve it as an entry (a read that never happened), so verify must not
+    vouch for the log: ids below 1, or past the head, are outside the chain."""
+    await make_entries(client, tokens, admin, 10)
+    false = "false" if not settings.is_sqlite else "0"
+    await sql(sessionmaker, FORGED.format(id=forged_id, n=1, false=false, zeros="0" * 64))
+    listed = (await client.get("/v1/access-log?principal=user:framed", headers=admin)).json()
+    assert [e["id"] for e in listed["items"]] == [forged_id]
+    result = await verify(client, admin)
+    assert result["ok"] is False and result["first_bad_id"] == forged_id
+
+
+async def test_a_head_moved_back_fails_verify(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 10)
+    await sql(sessionmaker, f"UPDATE access_log_head SET last_id = 0, last_hash = '{'0' * 64}'")
+    result = await verify(client, admin)
+    assert (result["ok"], result["first_bad_id"]) == (False, 1)
+    assert "beyond the head" in result["problem"]
+
+
+async def test_a_missing_head_row_fails_verify(client, tokens, admin, sessionmaker):
+    await make_entries(client, tokens, admin, 3)
+    await sql(sessionmaker, "DELETE FROM access_log_head")
+    result = await verify(client, admin)
+    assert (result["ok"], result["first_bad_id"]) == (False, 1)
+
+
+async def test_removed_checkpoints_after_a_rechained_edit_fail_verify(
+    checkpointed_client, tokens, admin
+):
+    """Edit entry 9, chain 9..12 again and drop the signed checkpoint at 12 that no longer
+    matches: the checkpoint at 8 does not cover entry 10, a multiple of 5."""
+    from app.accesslog import chain
+
+    client, sessionmaker = checkpointed_client
+    for _ in range(3):  # checkpoints at 8 and 12
+        await make_entries(client, tokens, admin, 4)
+    entries = [(await client.get(f"/v1/access-log/{i}", headers=admin)).json() for i in (8,)]
+    prev = entries[0]["hash"]
+    statements = []
+    for entry_id in range(9, 13):
+        entry = (await client.get(f"/v1/access-log/{entry_id}", headers=admin)).json()
+        if entry_id == 9:
+            entry["principal"] = "user:someone.else"
+        entry["at"] = datetime.fromisoformat(entry["at"])
+        entry["prev_hash"], entry["hash"] = prev, chain.entry_hash(prev, entry)
+        statements.append(
+            f"UPDATE access_log SET principal = '{entry['principal']}', "
+            f"prev_hash = '{prev}', hash = '{entry['hash']}' WHERE id = {entry_id}"
+        )
+        prev = entry["hash"]
+    await sql(
+        sessionmaker,
+        *statements,
+        f"UPDATE access_log_head SET last_hash = '{prev}'",
+        "DELETE FROM access_log_checkpoints WHERE entry_id > 8",
+    )
+    result = await verify(client, admin)
+    assert (result["ok"], result["first_bad_id"]) == (False, 9)
+    assert "checkpoints were removed" in result["problem"]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        # the same instant, stored with an offset: ?since= windows compare the stored text
+        "UPDATE access_log SET at = replace(at, ' ', 'T') || '+00:00' WHERE id = 11",
+        "UPDATE access_log SET out_of_audience = 2 WHERE id = 11",  # out of the partial index
+        "UPDATE access_log SET principal = CAST(principal AS BLOB) WHERE id = 11",
+        "UPDATE access_log SET reason = '{not json' WHERE id = 11",
+        "UPDATE access_log SET at = 'yesterday' WHERE id = 11",
+    ],
+)
+async def test_an_entry_stored_in_another_form_fails_verify_on_sqlite(
+    client, tokens, admin, sessionmaker, settings, tamper
+):
+    """SQLite columns take any type: a value that reads back the same through the ORM (so
+    hashes the same) can still escape the filters auditors use, or not read at all."""
+    if not settings.is_sqlite:
+        pytest.skip("PostgreSQL's column types allow one stored form only")
+    await make_entries(client, tokens, admin, 10)
+    grant = {"principal": "user:x", "resource": "activity.keys", "action": "read"}
+    assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
+    check = {"principal": "user:x", "dataset": "activity.keys", "action": "read"}
+    read = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()
+    assert (read["access_log_id"], read["out_of_audience"]) == (11, True)
+    await sql(sessionmaker, tamper)
+    result = await verify(client, admin)
+    assert (result["ok"], result["first_bad_id"]) == (False, 11)
