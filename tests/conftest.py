@@ -60,8 +60,7 @@ async def _truncate(url: str) -> None:
         await conn.execute(text("DELETE FROM access_log_head"))
         await conn.execute(
             text(
-                "INSERT INTO access_log_head (id, last_id, last_hash) "
-                f"VALUES (1, 0, '{'0' * 64}')"
+                f"INSERT INTO access_log_head (id, last_id, last_hash) VALUES (1, 0, '{'0' * 64}')"
             )
         )
     await engine.dispose()

@@ -198,7 +198,9 @@ async def verify_and_alert(
     """Verify; a broken chain also becomes a ``log.integrity_failed`` alert.
 
     With ``once`` (the periodic check) a failure already alerted for the same first bad entry
-    is not alerted again.
+    is not alerted again. A failure against the caller's `anchor` alone is the caller's answer,
+    not an alert: anyone who may verify could otherwise raise false critical alerts, and with
+    them hold back the real one for that entry.
     """
     result = await verify(
         maker,
@@ -207,15 +209,23 @@ async def verify_and_alert(
         signed_from=signed_from,
         anchor=anchor,
     )
-    if not result.ok:
+    alerted = result
+    if not result.ok and anchor is not None:
+        alerted = await verify(
+            maker,
+            checkpoint_key=checkpoint_key,
+            checkpoint_every=checkpoint_every,
+            signed_from=signed_from,
+        )
+    if not alerted.ok:
         async with maker() as session, session.begin():
             await begin_write(session)
             event = AlertEvent(
                 type=AlertType.log_integrity_failed,
                 severity="critical",
-                summary=f"access log integrity check failed at entry {result.first_bad_id}: "
-                f"{result.problem}",
-                access_log_id=result.first_bad_id,
+                summary=f"access log integrity check failed at entry {alerted.first_bad_id}: "
+                f"{alerted.problem}",
+                access_log_id=alerted.first_bad_id,
             )
             if once:
                 await alerts_service.emit_once(session, event)

@@ -144,6 +144,34 @@ async def test_integrity_failure_is_alerted_once_per_first_bad_entry(
     assert "aclaudit_log_integrity_failures_total 2.0" in metrics
 
 
+async def test_a_wrong_anchor_is_the_callers_answer_not_an_alert(
+    client, tokens, settings: Settings, sessionmaker
+):
+    """Anyone who may verify chooses the anchor: a mismatch against it alone must not raise a
+    critical alert, nor hold back the real alert for that entry later."""
+    for i in range(3):
+        r = await client.post(
+            "/v1/check",
+            json={"principal": "user:x", "dataset": "no.such", "action": "read",
+                  "request_id": str(i)},
+            headers=tokens["check"],
+        )  # fmt: skip
+        assert r.status_code == 200
+    forged = await client.get(
+        f"/v1/access-log/verify?anchor_id=2&anchor_hash={'0' * 64}", headers=tokens["audit:read"]
+    )
+    assert (forged.json()["ok"], forged.json()["first_bad_id"]) == (False, 2)
+    alerts = (await poll(client, tokens))["items"]
+    assert [a for a in alerts if a["type"] == "log.integrity_failed"] == []
+    async with sessionmaker() as session, session.begin():
+        await session.execute(text("UPDATE access_log SET principal = 'user:y' WHERE id = 2"))
+    sweeper = Sweeper(sessionmaker, settings.model_copy(update={"sweeper_enabled": False}))
+    assert await sweeper.check_integrity() is False
+    alerts = [a for a in (await poll(client, tokens))["items"]
+              if a["type"] == "log.integrity_failed"]  # fmt: skip
+    assert [a["access_log_id"] for a in alerts] == [2]
+
+
 async def test_idle_sweeps_leave_the_policy_version_alone(client: httpx.AsyncClient):
     before = (await client.get("/readyz")).json()["policy_version"]
     await asyncio.sleep(1)
