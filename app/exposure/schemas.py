@@ -2,12 +2,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.datasets.schemas import DatasetRead
 from app.directory.schemas import GroupRead
-from app.identifiers import Action, Effect, PrincipalId, ResourcePattern
-from app.policy.schemas import GrantRead
+from app.policy.schemas import GrantCreate, GrantRead
 
 
 class Severity(StrEnum):
@@ -102,20 +101,15 @@ class ScanResult(BaseModel):
     duration_ms: float
 
 
-class ProposedGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    principal: PrincipalId
-    resource: ResourcePattern
-    action: Action
-    effect: Effect = Effect.allow
-    expires_at: AwareDatetime | None = None
-
-
 class SimulateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    add: list[ProposedGrant] = Field(default_factory=list, max_length=1000)
+    add: list[GrantCreate] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Grants as `POST /v1/grants` takes them; one with `accept_exposure` opens "
+        "its findings accepted and is not refused.",
+    )
     remove: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
         default_factory=list, max_length=1000
     )

@@ -1157,8 +1157,14 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     before = await current_view(session)
     after = before.changed()
     touched: set[str] = set()
+    accepted: dict[int, AcceptExposure] = {}  # proposed id -> its accept_exposure
+    now = utcnow()
     for index, proposal in enumerate(body.add):
         proposed_id = -(index + 1)
+        if proposal.expires_at is not None and proposal.expires_at <= now:
+            raise InvalidInput(f"body.add.{index}.expires_at", "must be in the future")
+        if proposal.accept_exposure is not None:
+            accepted[proposed_id] = proposal.accept_exposure
         grant = GrantRead(
             id=proposed_id,
             principal=proposal.principal,
@@ -1214,11 +1220,22 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
                 status=FindingStatus.open,
                 opened_at=None,
             )
+            acceptance = accepted.get(key[1])
+            if acceptance is not None:
+                finding = finding.model_copy(
+                    update={
+                        "status": FindingStatus.accepted,
+                        "reason": acceptance.reason,
+                        "until": acceptance.until,
+                    }
+                )
             if key not in active:
                 would_open.append(finding)
-            if widened and facts.guard == "block":
+            if widened and facts.guard == "block" and acceptance is None:
                 would_refuse[key] = finding
     for finding in _widened_past_expiring_denies(before, after, dict.fromkeys(ids), at):
+        if (finding.grant_id or 0) in accepted:
+            continue
         proposed = (finding.grant_id or 0) < 0  # proposals have no id yet
         would_refuse.setdefault(
             (finding.dataset, finding.grant_id or 0),

@@ -182,6 +182,31 @@ async def test_simulate_changes_nothing(client, admin):
     assert existing["findings_opened"] == []
 
 
+async def test_simulate_takes_the_body_post_grants_takes(client, admin):
+    """Policy CI simulates exactly what it will post: justification, accept_exposure and all."""
+    await org(client, admin, guard="block")
+    wide = grant("group:all")
+    refused = await client.post("/v1/grants/simulate", json={"add": [wide]}, headers=admin)
+    assert refused.status_code == 200, refused.text
+    assert [(f["excess_count"], f["status"]) for f in refused.json()["would_refuse"]] == [
+        (3, "open")
+    ]
+    accepting = grant("group:all", accept_exposure={"reason": "pilot", "until": LATER})
+    r = await client.post("/v1/grants/simulate", json={"add": [accepting]}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["would_refuse"] == []
+    assert [(f["status"], f["reason"]) for f in r.json()["would_open"]] == [("accepted", "pilot")]
+    made = await client.post("/v1/grants", json=accepting, headers=admin)
+    assert made.status_code == 201, made.text
+    assert [(f["status"], f["reason"]) for f in made.json()["findings_opened"]] == [
+        ("accepted", "pilot")
+    ]
+    past = grant("group:eng", expires_at="2000-01-01T00:00:00Z")
+    r = await client.post("/v1/grants/simulate", json={"add": [past]}, headers=admin)
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["body.add.0.expires_at"]
+
+
 async def test_exposure_endpoint_counts_and_pages_excess(client, admin, tokens):
     await org(client, admin)
     g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
