@@ -126,5 +126,16 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
+# The start of an RFC 3339 date-time. Without this check pydantic also reads a bare number
+# as a Unix time (seconds or milliseconds, by size): ?since=2020 would mean 1970-01-01T00:33:40Z.
+_TIMESTAMP_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _timestamp(value: object) -> object:
+    if isinstance(value, datetime) or (isinstance(value, str) and _TIMESTAMP_RE.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 timestamp with a timezone, e.g. 2026-11-27T18:00:00Z")
+
+
 # An instant with its timezone, normalised to UTC (and refused if that leaves the datetime range).
-UTCInstant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UTCInstant = Annotated[AwareDatetime, BeforeValidator(_timestamp), AfterValidator(_to_utc)]

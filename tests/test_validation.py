@@ -465,6 +465,12 @@ async def test_malformed_paging_and_query_parameters_are_refused(
         Bad("GET", "/v1/grants?status=gone", "query.status"),
         Bad("GET", "/v1/access-log?since=9999-12-31T23:59:59-14:00", "query.since"),
         Bad("GET", "/v1/access-log?until=0001-01-01T00:00:00%2B14:00", "query.until"),
+        # a bare number is not a timestamp (pydantic alone reads it as Unix seconds or millis)
+        Bad("GET", "/v1/access-log?since=2020", "query.since"),
+        Bad("GET", "/v1/access-log?until=253402300800", "query.until"),
+        Bad("GET", "/v1/access-log?since=2026-11-27", "query.since"),
+        Bad("POST", "/v1/grants", "body.expires_at", grant_with(expires_at=4102444800)),
+        Bad("POST", "/v1/grants", "body.expires_at", grant_with(expires_at="4102444800")),
         Bad("GET", "/v1/admin/trail?token_name=%00", "query.token_name"),
         Bad("GET", f"/v1/admin/trail?token_name={'x' * 129}", "query.token_name"),
     ]
