@@ -34,7 +34,7 @@ class Effect(StrEnum):
     deny = "deny"
 
 
-def _lower(value: object) -> object:
+def lower_ascii(value: object) -> object:
     # ASCII only: Unicode case mapping would turn e.g. the Kelvin sign into "k", accepting a
     # non-ASCII spelling as a different, valid principal.
     return value.lower() if isinstance(value, str) and value.isascii() else value
@@ -103,13 +103,13 @@ def pattern_covers(resource: str, dataset: str) -> bool:
 
 
 PrincipalId = Annotated[
-    str, BeforeValidator(_lower), Field(examples=["user:alice"]), AfterValidator(_principal)
+    str, BeforeValidator(lower_ascii), Field(examples=["user:alice"]), AfterValidator(_principal)
 ]
 LeafPrincipalId = Annotated[
-    str, BeforeValidator(_lower), Field(examples=["service:trainer"]), AfterValidator(_leaf)
+    str, BeforeValidator(lower_ascii), Field(examples=["service:trainer"]), AfterValidator(_leaf)
 ]
 GroupName = Annotated[
-    str, BeforeValidator(_lower), Field(examples=["mci-research"]), AfterValidator(_group_name)
+    str, BeforeValidator(lower_ascii), Field(examples=["mci-research"]), AfterValidator(_group_name)
 ]
 DatasetId = Annotated[
     str, Field(examples=["employee_activity.keystrokes"]), AfterValidator(_dataset)

@@ -1,8 +1,17 @@
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.datasets.schemas import DatasetWrite
 from app.exposure.schemas import FindingRead
-from app.identifiers import Action, DatasetId, Effect, FreeText, GroupName, PrincipalId, UTCInstant
+from app.identifiers import (
+    Action,
+    DatasetId,
+    Effect,
+    FreeText,
+    GroupName,
+    PrincipalId,
+    UTCInstant,
+    lower_ascii,
+)
 from app.identifiers import ResourcePattern as Resource
 from app.policy.schemas import AcceptExposure, GrantRead
 
@@ -48,6 +57,19 @@ class PolicyDocument(BaseModel):
         description="Apply even where the result would widen a block-guarded dataset's "
         "exposure; the findings it opens are accepted with this reason and expiry.",
     )
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _one_entry_per_group(cls, value: object) -> object:
+        """Group ids are lower-cased on input: two keys that name one group would otherwise
+        leave only the last one's members, silently."""
+        if isinstance(value, dict):
+            seen: dict[object, str] = {}
+            for key in value:
+                earlier = seen.setdefault(lower_ascii(key), key)
+                if earlier != key:
+                    raise ValueError(f"{earlier!r} and {key!r} name the same group")
+        return value
 
 
 class MembershipChange(BaseModel):

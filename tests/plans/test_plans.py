@@ -208,6 +208,14 @@ async def test_invalid_document_names_the_field_and_changes_nothing(client, admi
     r = await client.post("/v1/policy/plan", json={"groups": {"Bad Name": []}}, headers=admin)
     assert r.status_code == 422, r.text
 
+    # two keys that name one group once lower-cased: one set of members would silently vanish
+    twice = {"groups": {"ENG-X": ["user:q"], "eng-x": ["user:r"]}}
+    for route in ("plan", "apply"):
+        r = await client.post(f"/v1/policy/{route}", json=twice, headers=admin)
+        assert r.status_code == 422, r.text
+        assert r.json()["errors"][0]["field"] == "body.groups"
+    assert await state(client, admin) == before
+
 
 async def test_plan_and_apply_need_policy_write(client, tokens):
     for route in ("plan", "apply"):
