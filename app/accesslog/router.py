@@ -11,14 +11,14 @@ from app.accesslog.schemas import (
     CheckpointRead,
     VerifyResult,
 )
-from app.auth.dependencies import AuditReader
+from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
 from app.identifiers import DatasetId, PrincipalId, UTCInstant
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 
-router = APIRouter(prefix="/v1/access-log", tags=["access log"])
+router = APIRouter(prefix="/v1/access-log", tags=["access log"], route_class=AuthorizedFirst)
 ERRORS = problem_responses(Unauthenticated, Forbidden)
 Decision = Annotated[str | None, Query(pattern="^(allow|deny)$")]
 Hash = Annotated[str | None, Query(pattern="^[0-9a-f]{64}$", description="Anchor hash.")]

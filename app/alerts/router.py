@@ -4,12 +4,12 @@ from fastapi import APIRouter, Query
 
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertFeed
-from app.auth.dependencies import AlertsReader
+from app.auth.dependencies import AlertsReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.pagination import DEFAULT_LIMIT, Limit
 
-router = APIRouter(tags=["alerts"])
+router = APIRouter(tags=["alerts"], route_class=AuthorizedFirst)
 
 
 @router.get(

@@ -3,13 +3,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.auth import repository
-from app.auth.dependencies import AdminCaller
+from app.auth.dependencies import AdminCaller, AuthorizedFirst
 from app.auth.schemas import TrailEntryRead, TrailPage
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=AuthorizedFirst)
 
 
 @router.get(

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from app.auth.dependencies import AuditReader, PolicyWriter
+from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetPage, DatasetRead, DatasetWrite
 from app.db import SessionDep
@@ -12,7 +12,7 @@ from app.exposure.schemas import DatasetChanged
 from app.identifiers import DatasetId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], route_class=AuthorizedFirst)
 DatasetPath = Annotated[DatasetId, Path(description="A dataset id.")]
 
 

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from app.auth.dependencies import AuditReader, PolicyWriter
+from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupRead, MemberAdd, MembersReplace
@@ -13,7 +13,7 @@ from app.identifiers import GroupName, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 from app.policy.router import AcceptQuery
 
-router = APIRouter(prefix="/v1/groups", tags=["directory"])
+router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
 GroupPath = Annotated[GroupName, Path(description="Bare group id: `eng` for `group:eng`.")]
 READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound)
 WRITE_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, Conflict)

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
-from app.auth.dependencies import AuditReader, PolicyWriter
+from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.datasets import repository as datasets_repository
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, NotFound, Unauthenticated, problem_responses
@@ -24,7 +24,7 @@ from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
 from app.policy.schemas import AcceptExposure
 from app.policy.snapshot import PolicyCache, now
 
-router = APIRouter(tags=["exposure"])
+router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
 FindingId = Annotated[int, Path(ge=1, le=2**62)]
 READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound)
 

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from app.auth import service as auth_service
-from app.auth.dependencies import bearer
+from app.auth.dependencies import AuthorizedFirst, bearer
 from app.auth.scopes import Scope
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.operations import metrics as metrics_module
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=AuthorizedFirst)
 
 # A Prometheus server gets a token with ``metrics:read`` alone; the alerting system's
 # ``alerts:read`` token may scrape too (it polls the feed and scrapes, per the contract).

@@ -1,12 +1,12 @@
 from fastapi import APIRouter
 
-from app.auth.dependencies import PolicyWriter
+from app.auth.dependencies import AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.plans import service
 from app.plans.schemas import PlanResult, PolicyDocument
 
-router = APIRouter(prefix="/v1/policy", tags=["policy files"])
+router = APIRouter(prefix="/v1/policy", tags=["policy files"], route_class=AuthorizedFirst)
 ERRORS = problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict)
 
 

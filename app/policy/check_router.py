@@ -16,7 +16,7 @@ from app.accesslog.writer import (
     TokenRevoked,
 )
 from app.auth import service as auth_service
-from app.auth.dependencies import bearer
+from app.auth.dependencies import REQUIRED_SCOPE, AuthorizedFirst, bearer
 from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
@@ -30,7 +30,7 @@ from app.policy.check_schemas import (
     CheckUnavailableProblem,
 )
 
-router = APIRouter(prefix="/v1/check", tags=["check"])
+router = APIRouter(prefix="/v1/check", tags=["check"], route_class=AuthorizedFirst)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,9 @@ async def check_auth(
     auth_service.require(caller, Scope.check)
     request.state.caller = caller
     return CheckAuth(caller, token_hash)
+
+
+setattr(check_auth, REQUIRED_SCOPE, Scope.check)  # for AuthorizedFirst
 
 
 CheckAuthDep = Annotated[CheckAuth, Depends(check_auth)]

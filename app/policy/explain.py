@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.dependencies import AuditReader
+from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
@@ -13,7 +13,7 @@ from app.policy import version as policy_version
 from app.policy.check_schemas import Reason
 from app.policy.snapshot import PolicyCache
 
-router = APIRouter(tags=["check"])
+router = APIRouter(tags=["check"], route_class=AuthorizedFirst)
 
 
 class ExplainedGrant(BaseModel):

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request, status
 from pydantic import ValidationError
 
-from app.auth.dependencies import AuditReader, PolicyWriter
+from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
 from app.errors import (
     Conflict,
@@ -21,7 +21,7 @@ from app.policy import service as policy_service
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus
 from app.policy.snapshot import PolicyChange, to_rule
 
-router = APIRouter(prefix="/v1/grants", tags=["grants"])
+router = APIRouter(prefix="/v1/grants", tags=["grants"], route_class=AuthorizedFirst)
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
 
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.scopes import Scope
+from app.auth.trail import is_trailed
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetWrite, Sensitivity
 from app.directory import service as directory_service
@@ -255,6 +256,38 @@ async def test_token_with_the_required_scope_or_admin_succeeds(
     )
     assert r.status_code == endpoint.success_status, r.text
     assert r.headers["content-type"] == "application/json"
+
+
+UNPARSABLE = [b"{", b"[" * 5000, b"\xff\xfe"]  # cut short, nested too deep, not UTF-8
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.body is not None], ids=str)
+async def test_an_unparsable_body_is_refused_401_or_403_before_it_is_reported(
+    client: httpx.AsyncClient, tokens: Any, seeded: dict[str, Any], endpoint: Endpoint
+) -> None:
+    """Without a valid token (or the scope), a caller learns nothing about its body, and the
+    admin trail knows who sent a body that could not be read."""
+    other = next(s.value for s in Scope if s.value not in {endpoint.scope, ADMIN})
+    json_type = {"content-type": "application/json"}
+    for content in UNPARSABLE:
+        url = endpoint.url(seeded)
+        r = await client.request(endpoint.method, url, content=content, headers=json_type)
+        _assert_problem(r, 401)
+        r = await client.request(
+            endpoint.method, url, content=content, headers={**json_type, **tokens[other]}
+        )
+        _assert_problem(r, 403)
+        r = await client.request(
+            endpoint.method, url, content=content, headers={**json_type, **tokens[endpoint.scope]}
+        )
+        assert r.status_code in (400, 422), r.text
+    if is_trailed(endpoint.method, endpoint.route):
+        trail = (await client.get("/v1/admin/trail?limit=1", headers=tokens[ADMIN])).json()
+        [newest] = trail["items"]
+        assert (newest["status"], newest["token_name"]) == (
+            r.status_code,
+            endpoint.scope.replace(":", "-"),
+        )
 
 
 async def test_audit_reader_cannot_change_anything(
