@@ -79,15 +79,28 @@ class AuthorizedFirst(APIRoute):
             try:
                 return await handler(request)
             except (RequestValidationError, HTTPException) as exc:
-                if _unparsed_body(exc):
-                    async with request.app.state.sessionmaker() as session:
-                        caller = await auth_service.authenticate(
-                            session, request.headers.get("authorization")
-                        )
-                    request.state.caller = caller
-                    if scope is not None:
-                        auth_service.require(caller, scope)
-                raise
+                if not _unparsed_body(exc):
+                    raise
+                async with request.app.state.sessionmaker() as session:
+                    caller = await auth_service.authenticate(
+                        session, request.headers.get("authorization")
+                    )
+                request.state.caller = caller
+                if scope is not None:
+                    auth_service.require(caller, scope)
+                if isinstance(exc, RequestValidationError):
+                    raise
+                # FastAPI's bare 400 for a body JSON cannot read (nested too deeply, say):
+                # a 422 naming the body, like every other unreadable body
+                raise RequestValidationError(
+                    [
+                        {
+                            "type": "json_invalid",
+                            "loc": ("body",),
+                            "msg": "the body could not be read as JSON (nested too deeply?)",
+                        }
+                    ]
+                ) from exc
 
         return authorized_first
 

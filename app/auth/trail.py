@@ -71,7 +71,14 @@ class AdminTrailMiddleware:
                 return  # the data is withheld: its read could not be recorded
             await send(message)
 
-        await self.app(scope, receive, send_after_trail)
+        try:
+            await self.app(scope, receive, send_after_trail)
+        except Exception:
+            # The outermost middleware turns this into a 500 outside this one: record it here.
+            if not state["recorded"]:
+                state["recorded"] = True
+                await self._record(scope, 500)
+            raise
 
     async def _record(self, scope: Scope, status: int) -> bool:
         maker: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker

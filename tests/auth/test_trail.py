@@ -3,6 +3,8 @@ from typing import Any
 
 import httpx
 
+from app.auth.dependencies import AuditReader
+
 TRAIL = "/v1/admin/trail"
 
 
@@ -152,3 +154,19 @@ async def test_reading_the_alert_feed_is_trailed(
     ).status_code == 200
     [entry] = await read_trail(client, admin)
     assert summary(entry) == ("alerts-read", "GET", "/v1/alerts", "after=0", 200)
+
+
+async def test_a_server_error_on_a_trailed_route_is_trailed(app, tokens: Any, admin):
+    """No route is known to fail; this one is added to make sure a 500 leaves its entry too
+    (the 500 itself is rendered outside the trail's middleware)."""
+
+    async def boom(_: AuditReader) -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/v1/findings-boom", boom)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://aclaudit.test") as c:
+        r = await c.get("/v1/findings-boom", headers=tokens["audit:read"])
+        assert r.status_code == 500
+        [entry] = await read_trail(c, admin)
+    assert summary(entry) == ("audit-read", "GET", "/v1/findings-boom", "", 500)
