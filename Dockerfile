@@ -13,7 +13,12 @@ COPY migrations ./migrations
 COPY policies ./policies
 # The example activity store (docker-compose service `activity-store`): python -m examples.activity_store
 COPY examples ./examples
-RUN pip install -e . && chown -R aclaudit /app
+RUN pip install -e . && chown -R aclaudit /app && mkdir /data && chown aclaudit /data
+
+# Without ACLAUDIT_DATABASE_URL the service keeps its SQLite file (the access log: evidence) in
+# a volume, not in the container's writable layer, which a re-created container loses.
+VOLUME /data
+ENV ACLAUDIT_DATABASE_URL=sqlite:////data/aclaudit.db
 
 USER aclaudit
 EXPOSE 8000

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -11,9 +12,13 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 import uvicorn
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import migrate
+from app.accesslog import chain
 from app.auth import service as auth_service
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
@@ -39,8 +44,22 @@ T = TypeVar("T")
 def _settings() -> Settings:
     try:
         return get_settings()
+    except ValidationError as exc:  # its text would repeat the values, passwords included
+        problems = "; ".join(
+            f"ACLAUDIT_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        _fail(f"configuration error: {problems}")
     except ValueError as exc:
         _fail(f"configuration error: {exc}")
+
+
+def _shown(url: str) -> str:
+    """A database URL fit for a message: its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(ACLAUDIT_DATABASE_URL)"
 
 
 def _fail(message: str) -> NoReturn:
@@ -53,7 +72,7 @@ def _upgraded(settings: Settings) -> None:
         migrate.upgrade(settings.database_url)
     except Exception as exc:
         _fail(
-            f"could not migrate the database at {settings.database_url!r}: {exc}. "
+            f"could not migrate the database at {_shown(settings.database_url)!r}: {exc}. "
             "Check ACLAUDIT_DATABASE_URL and that the database is reachable."
         )
 
@@ -83,7 +102,7 @@ def _progress(stage: str, done: int, total: int) -> None:
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Apply migrations, then serve the API."""
@@ -214,9 +233,18 @@ def log_verify(
     """Recompute the hash chain and check it against the head and checkpoints (exit 1 if bad)."""
     from app.accesslog import service as accesslog_service
 
+    if (anchor_id is None) != (anchor_hash is None):
+        _fail("--anchor-id and --anchor-hash go together: give both, copied from one checkpoint")
+    anchor = None
+    if anchor_id is not None and anchor_hash is not None:
+        if anchor_id < 1 or not re.fullmatch(chain.HASH_PATTERN, anchor_hash):
+            _fail(
+                "an anchor is a checkpoint's entry id (1 or more) and its head hash (64 "
+                "lower-case hex digits), as GET /v1/access-log/checkpoints lists them"
+            )
+        anchor = (anchor_id, anchor_hash)
     settings = _settings()
     _upgraded(settings)
-    anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     typer.echo("verifying the access log ...", err=True)
     result = _run(
         settings,

@@ -24,17 +24,21 @@ from app.main import create_app
 ACLAUDIT = Path(sys.executable).with_name("aclaudit")
 
 
-def _env(database: Path) -> dict[str, str]:
+def _env(database: Path, url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACLAUDIT_")}
-    env["ACLAUDIT_DATABASE_URL"] = f"sqlite:///{database}"
+    env["ACLAUDIT_DATABASE_URL"] = url or f"sqlite:///{database}"
     return env
 
 
-def start(database: Path, *args: str) -> "subprocess.Popen[str]":
+# Nothing listens on port 1: the CLI must say so without printing the password.
+UNREACHABLE = "postgresql://aclaudit:s3cret-pw@127.0.0.1:1/aclaudit"
+
+
+def start(database: Path, *args: str, url: str | None = None) -> "subprocess.Popen[str]":
     database.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [str(ACLAUDIT), *args],
-        env=_env(database),
+        env=_env(database, url),
         cwd=database.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -92,9 +96,15 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         "token": ["token", "create", "--name", "n", "--scope", "check"],
         "unknown_scope": ["token", "create", "--name", "n", "--scope", "superuser"],
         "demo": ["demo"],
+        "half_anchor": ["log", "verify", "--anchor-id", "3"],
+        "bad_anchor": ["log", "verify", "--anchor-id", "3", "--anchor-hash", "ABC"],
+        "unreachable": ["db", "upgrade"],
     }
     databases = {name: root / name / "x.db" for name in plan}
-    processes = {name: start(databases[name], *args) for name, args in plan.items()}
+    processes = {
+        name: start(databases[name], *args, url=UNREACHABLE if name == "unreachable" else None)
+        for name, args in plan.items()
+    }
     done = {name: Run(databases[name], finish(p)) for name, p in processes.items()}
     done["demo_again"] = Run(databases["demo"], finish(start(databases["demo"], "demo")))
     return done
@@ -196,3 +206,18 @@ async def test_demo_loads_the_organisation_of_the_spec(runs: dict[str, Run]):
 
         research = (await client.get("/v1/groups/mci-research", headers=headers)).json()
         assert 0 < research["transitive_member_count"] < everyone["transitive_member_count"]
+
+
+@pytest.mark.parametrize("run", ["half_anchor", "bad_anchor"])
+def test_log_verify_refuses_an_incomplete_or_malformed_anchor(runs: dict[str, Run], run: str):
+    """Checked after a restore: a typo must not turn into a pass without the anchor."""
+    result = runs[run].result
+    assert result.returncode == 2, result
+    assert "anchor" in result.stderr and "ok:" not in result.stdout
+
+
+def test_a_database_error_names_the_url_without_its_password(runs: dict[str, Run]):
+    result = runs["unreachable"].result
+    assert result.returncode == 2, result
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert "aclaudit:***@127.0.0.1:1" in result.stderr

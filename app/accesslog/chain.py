@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 GENESIS = "0" * 64
+# An entry or checkpoint hash as the service writes it (SHA-256, lower-case hex).
+HASH_PATTERN = "^[0-9a-f]{64}$"
 CHAINED_FIELDS = (
     "id",
     "decision_id",

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from app.accesslog import repository
+from app.accesslog import chain, repository
 from app.accesslog import service as accesslog_service
 from app.accesslog.schemas import (
     AccessLogEntryRead,
@@ -21,7 +21,7 @@ from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 router = APIRouter(prefix="/v1/access-log", tags=["access log"], route_class=AuthorizedFirst)
 ERRORS = problem_responses(Unauthenticated, Forbidden)
 Decision = Annotated[str | None, Query(pattern="^(allow|deny)$")]
-Hash = Annotated[str | None, Query(pattern="^[0-9a-f]{64}$", description="Anchor hash.")]
+Hash = Annotated[str | None, Query(pattern=chain.HASH_PATTERN, description="Anchor hash.")]
 
 
 @router.get("", response_model=AccessLogPage, responses=ERRORS)
