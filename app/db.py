@@ -137,7 +137,11 @@ def create_engine(settings: Settings, *, background_checkpoints: bool = False) -
         max_overflow=10,
         pool_pre_ping=True,
         pool_timeout=settings.database_timeout,
-        connect_args={"timeout": settings.database_timeout},
+        connect_args={
+            "timeout": settings.database_timeout,
+            # waiting for a lock is bounded like waiting for a connection (SQLite: busy timeout)
+            "server_settings": {"lock_timeout": str(int(settings.database_timeout * 1000))},
+        },
     )
 
 

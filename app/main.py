@@ -1,5 +1,6 @@
 """create_app(): lifespan, routers, error handlers."""
 
+import asyncio
 import gc
 import logging
 import os
@@ -196,7 +197,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> JSONResponse:
         """The database is reachable and the policy can be loaded."""
+        sqlite_file = request.app.state.settings.sqlite_file
         try:
+            if sqlite_file is not None and not await asyncio.to_thread(os.path.exists, sqlite_file):
+                # open connections would go on reading and writing the deleted file
+                raise FileNotFoundError(sqlite_file)
             async with request.app.state.sessionmaker() as session:
                 snapshot = await request.app.state.policy.current(session)
         except Exception as exc:  # any failure means not ready

@@ -236,6 +236,7 @@ class SqliteLogStore:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._sync_wake: asyncio.Event | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self._file_id: tuple[int, int] | None = None  # the database file's, when connected
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -251,6 +252,7 @@ class SqliteLogStore:
             conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute(f"PRAGMA cache_size=-{LOG_CACHE_KIB}")
+        self._file_id = _file_id(self._path)
         return conn
 
     async def write(
@@ -418,10 +420,18 @@ class SqliteLogStore:
 
     def _fsync(self) -> None:
         """Sync the WAL file (from the fsync thread)."""
+        if _file_id(self._path) != self._file_id:
+            # Deleted or replaced under the running service: the commits went to a file no
+            # one will read again, so nothing committed since can be answered as recorded.
+            raise LogStoreFailed(f"the database file {self._path} was removed or replaced")
         wal = self._path + "-wal"
         try:
             inode = os.stat(wal).st_ino
         except FileNotFoundError:
+            if self._conn is not None:
+                # SQLite removes the WAL only when the last connection closes, and this one is
+                # open: the file was deleted under it, with the commits it held.
+                raise LogStoreFailed(f"the WAL file {wal} was removed") from None
             # No WAL: the last connection closed, and closing checkpoints the WAL into the
             # database (syncing it) before removing the file. Nothing is left to sync.
             if self._wal_fd is not None:
@@ -456,6 +466,15 @@ class SqliteLogStore:
         await asyncio.get_running_loop().run_in_executor(self._sync_executor, _close)
         self._executor.shutdown(wait=True)
         self._sync_executor.shutdown(wait=True)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`; None when there is none."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
@@ -501,6 +520,9 @@ class PostgresLogStore:
             conn = await asyncpg.connect(self._dsn, timeout=self._timeout)
             # Durable before the answer all the same: see the class docstring.
             await conn.execute("SET synchronous_commit = off")
+            # A lock held elsewhere (the head row, say) fails the batch closed after the
+            # database timeout instead of holding every check in this process.
+            await conn.execute(f"SET lock_timeout = {int(self._timeout * 1000)}")
             self._conn = conn
         return self._conn
 

@@ -6,10 +6,13 @@ import errno
 import os
 import sqlite3
 import threading
+import time
 
 import pytest
 from sqlalchemy.engine import make_url
 
+from app.config import Settings
+from tests.accesslog.test_verify import served
 from tests.policy.test_check import check_body, seed
 
 
@@ -125,3 +128,59 @@ async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_with
     monkeypatch.undo()
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert r.status_code == 200  # the server's own fsync is trusted again once a barrier holds
+
+
+async def test_a_database_file_deleted_under_the_service_fails_closed(
+    client, tokens, admin, settings
+):
+    """The open connections would go on writing the deleted file: nothing committed there can
+    be answered as recorded, and the service is not ready."""
+    sqlite_only(settings)
+    await seed(client, admin)
+    assert (
+        await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    ).status_code == 200
+    assert settings.sqlite_file
+    for suffix in ("", "-wal", "-shm"):
+        os.remove(settings.sqlite_file + suffix)
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["decision"] == "deny"
+    batch = {"checks": [check_body("user:alice")]}
+    r = await client.post("/v1/check/batch", json=batch, headers=tokens["check"])
+    assert r.status_code == 503 and r.json()["allowed"] is False
+    assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_a_lock_held_elsewhere_fails_checks_closed_within_the_timeout(
+    database_url, tokens, admin
+):
+    """PostgreSQL waits for row locks without end unless told otherwise: a session holding the
+    chain head must not hold every check in the process past the database timeout."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks; SQLite's write lock is covered above")
+    import asyncpg
+
+    settings = Settings(database_url=database_url, database_timeout=1.0)
+    async with served(settings) as (client, _):
+        await seed(client, admin)
+        ok = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+        assert ok.status_code == 200
+        dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        other = await asyncpg.connect(dsn)
+        try:
+            await other.execute("BEGIN")
+            await other.execute("SELECT * FROM access_log_head WHERE id = 1 FOR UPDATE")
+            started = time.monotonic()
+            r = await asyncio.wait_for(  # fails here, rather than hangs, if the wait is unbounded
+                client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"]),
+                timeout=10,
+            )
+            waited = time.monotonic() - started
+        finally:
+            await other.close()
+        assert r.status_code == 503 and r.json()["decision"] == "deny"
+        assert waited < 4, waited
+        after = await client.post(
+            "/v1/check", json=check_body("user:alice"), headers=tokens["check"]
+        )
+        assert after.status_code == 200
