@@ -29,15 +29,16 @@ async def current_caller(
     return caller
 
 
+# The attribute naming the scope a dependency requires (see AuthorizedFirst).
+REQUIRED_SCOPE = "required_scope"
+
+
 def scoped(scope: Scope) -> Callable[[Caller], Awaitable[Caller]]:
     async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         return auth_service.require(caller, scope)
 
     setattr(dependency, REQUIRED_SCOPE, scope)  # read by AuthorizedFirst
     return dependency
-
-
-REQUIRED_SCOPE = "required_scope"
 
 
 def _authorization(dependant: Dependant) -> tuple[bool, Scope | None]:
