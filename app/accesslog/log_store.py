@@ -29,7 +29,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,6 +107,9 @@ class LogStoreFailed(Exception):
     """The store can no longer make entries durable (a failed fsync); it refuses every batch."""
 
 
+SnapshotLoader = Callable[[], Awaitable[PolicySnapshot]]
+
+
 @dataclass(frozen=True)
 class StalePolicy:
     """The database's policy version is newer than the snapshot: nothing was written."""
@@ -118,6 +121,14 @@ class LogStore(Protocol):
     async def write(
         self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
     ) -> Written | StalePolicy: ...
+
+    async def write_held(
+        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
+    ) -> Written | StalePolicy:
+        """`write`, with the snapshot loaded (`load`) while the store holds the policy still,
+        so that no policy change can commit between the load and the batch: a batch that kept
+        finding the policy changed under it gets through however often it changes."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -279,10 +290,26 @@ class SqliteLogStore:
             return result
         return Written(result.batch, result.version, result.live_tokens, self._durable(loop))
 
-    def _write(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    async def write_held(
+        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
     ) -> Written | StalePolicy:
-        """The transaction in the thread, waiting for the write lock as long as needed."""
+        """The write lock first, then the snapshot: policy changes need the same lock."""
+        loop = asyncio.get_running_loop()
+        if self._failed is not None:
+            raise LogStoreFailed("the access log could not be synced to disk") from self._failed
+        conn = await loop.run_in_executor(self._executor, self._begin)
+        try:
+            snapshot = await load()
+        except BaseException:
+            self._abandon(conn)
+            raise
+        result = self._finish(conn, submissions, snapshot, tokens_version)
+        if isinstance(result, StalePolicy):
+            return result
+        return Written(result.batch, result.version, result.live_tokens, self._durable(loop))
+
+    def _begin(self) -> sqlite3.Connection:
+        """``BEGIN IMMEDIATE`` in the thread, waiting for the write lock as long as needed."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
@@ -291,7 +318,13 @@ class SqliteLogStore:
             conn.execute("BEGIN IMMEDIATE")
         finally:
             conn.execute("PRAGMA busy_timeout = 0")
-        return self._finish(conn, submissions, snapshot, tokens_version)
+        return conn
+
+    def _write(
+        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+    ) -> Written | StalePolicy:
+        """The transaction in the thread, waiting for the write lock as long as needed."""
+        return self._finish(self._begin(), submissions, snapshot, tokens_version)
 
     def _finish(
         self,
@@ -305,12 +338,16 @@ class SqliteLogStore:
             conn.execute("ROLLBACK" if isinstance(result, StalePolicy) else "COMMIT")
             return result
         except BaseException:
-            try:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                self._reset()
+            self._abandon(conn)
             raise
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        """Roll back the open transaction, or drop the connection if that fails."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            self._reset()
 
     def _reset(self) -> None:
         """Drop the connection (and the WAL handle); the next batch opens fresh ones."""
@@ -580,9 +617,28 @@ class PostgresLogStore:
     async def write(
         self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
     ) -> Written | StalePolicy:
+        return await self._write(submissions, snapshot, tokens_version)
+
+    async def write_held(
+        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
+    ) -> Written | StalePolicy:
+        """A share lock on the policy version's row first (policy changes update it, so they
+        wait for this batch), then the snapshot."""
+        return await self._write(submissions, load, tokens_version)
+
+    async def _write(
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot | SnapshotLoader,
+        tokens_version: int,
+    ) -> Written | StalePolicy:
         conn = await self._connection()
         try:
-            result = await self._write(conn, submissions, snapshot, tokens_version)
+            await conn.execute("BEGIN")
+            if not isinstance(snapshot, PolicySnapshot):
+                await conn.execute("SELECT version FROM policy_state WHERE id = 1 FOR SHARE")
+                snapshot = await snapshot()
+            result = await self._append(conn, submissions, snapshot, tokens_version)
         except BaseException:
             self._conn = None  # whatever state it is in, the next batch gets a fresh one
             conn.terminate()
@@ -591,14 +647,13 @@ class PostgresLogStore:
             return result
         return Written(result.batch, result.version, result.live_tokens, self._durable())
 
-    async def _write(
+    async def _append(
         self,
         conn: Any,
         submissions: Sequence[Submission],
         snapshot: PolicySnapshot,
         tokens_version: int,
     ) -> Written | StalePolicy:
-        await conn.execute("BEGIN")
         # The statement's snapshot is taken after the batch was queued, so the version it reads
         # includes every policy change whose response was sent before any of these checks.
         last_id, last_hash, version = await conn.fetchrow(self.LOCK_HEAD)

@@ -32,8 +32,9 @@ __all__ = [
 
 logger = logging.getLogger("aclaudit.accesslog")
 
-# A batch whose transaction keeps finding a newer policy than the one just loaded is refused
-# (503 deny) rather than retried forever.
+# A batch is retried this often when its transaction finds a newer policy; from the second
+# attempt the store holds the policy still while the snapshot loads, so one retry suffices
+# unless something is wrong, and then the batch is refused (503 deny), not retried forever.
 STALE_RETRIES = 5
 
 
@@ -155,12 +156,15 @@ class AccessLogWriter:
         self, submissions: list[Submission]
     ) -> tuple[list[list[Recorded] | Exception], asyncio.Future[None] | None]:
         snapshot = self._policy.loaded
-        for _attempt in range(STALE_RETRIES):
-            if snapshot is None:
-                snapshot = await self._load_policy()
-            written = await self._store.write(submissions, snapshot, self._tokens.validated_version)
+        for attempt in range(STALE_RETRIES):
+            tokens = self._tokens.validated_version
+            if attempt == 0:
+                if snapshot is None:
+                    snapshot = await self._load_policy()
+                written = await self._store.write(submissions, snapshot, tokens)
+            else:  # the policy moved: load it again while the store holds it still
+                written = await self._store.write_held(submissions, self._load_policy, tokens)
             if isinstance(written, StalePolicy):
-                snapshot = await self._load_policy()
                 continue
             if written.live_tokens is not None:
                 self._tokens.revalidated(written.version, written.live_tokens)

@@ -184,3 +184,51 @@ async def test_a_lock_held_elsewhere_fails_checks_closed_within_the_timeout(
             "/v1/check", json=check_body("user:alice"), headers=tokens["check"]
         )
         assert after.status_code == 200
+
+
+async def test_checks_get_through_while_another_worker_keeps_changing_the_policy(
+    database_url, tokens, admin, monkeypatch
+):
+    """Each change from another worker makes this worker's batch stale, and reloading the
+    snapshot takes time (seconds at 100k grants; 50 ms here): reloaded while the policy moves
+    on, a batch would stay stale and be refused. The store holds the policy still meanwhile."""
+    from app.policy import snapshot as snapshot_module
+
+    real_build = snapshot_module.build
+
+    async def slow_build(session, version):
+        await asyncio.sleep(0.05)
+        return await real_build(session, version)
+
+    monkeypatch.setattr(snapshot_module, "build", slow_build)
+    settings = Settings(database_url=database_url)
+    deny = {"principal": "user:zed", "resource": "employee_activity.keystrokes",
+            "action": "read", "effect": "deny"}  # fmt: skip
+    async with served(settings) as (checker, _), served(settings) as (changer, _):
+        await seed(checker, admin)
+        stop = asyncio.Event()
+        changes = 0
+
+        async def churn() -> None:
+            nonlocal changes
+            while not stop.is_set():
+                made = await changer.post("/v1/grants", json=deny, headers=admin)
+                assert made.status_code == 201, made.text
+                gone = await changer.delete(f"/v1/grants/{made.json()['id']}", headers=admin)
+                assert gone.status_code == 200, gone.text
+                changes += 2
+
+        churning = asyncio.create_task(churn())
+        try:
+            await asyncio.sleep(0.2)
+            answers = []
+            for _ in range(5):
+                r = await checker.post(
+                    "/v1/check", json=check_body("user:alice"), headers=tokens["check"]
+                )
+                answers.append(r.status_code)
+        finally:
+            stop.set()
+            await churning
+    assert answers == [200] * 5
+    assert changes >= 10  # the policy did keep changing meanwhile
