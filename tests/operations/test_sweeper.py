@@ -114,9 +114,8 @@ async def test_only_one_sweeper_holds_the_lease_until_it_stops(app: FastAPI, set
     assert not (await holder.sweep_once()).is_holder
 
 
-async def test_integrity_failure_is_alerted_once_per_first_bad_entry(
-    client, tokens, admin, settings: Settings, sessionmaker
-):
+async def record_three_checks(client: httpx.AsyncClient, tokens) -> None:
+    """Access-log entries 1, 2 and 3 (denies of an unknown dataset)."""
     for i in range(3):
         r = await client.post(
             "/v1/check",
@@ -125,6 +124,12 @@ async def test_integrity_failure_is_alerted_once_per_first_bad_entry(
             headers=tokens["check"],
         )  # fmt: skip
         assert r.status_code == 200
+
+
+async def test_integrity_failure_is_alerted_once_per_first_bad_entry(
+    client, tokens, admin, settings: Settings, sessionmaker
+):
+    await record_three_checks(client, tokens)
     async with sessionmaker() as session, session.begin():
         await session.execute(text("UPDATE access_log SET principal = 'user:y' WHERE id = 2"))
     sweeper = Sweeper(sessionmaker, settings.model_copy(update={"sweeper_enabled": False}))
@@ -149,14 +154,7 @@ async def test_a_wrong_anchor_is_the_callers_answer_not_an_alert(
 ):
     """Anyone who may verify chooses the anchor: a mismatch against it alone must not raise a
     critical alert, nor hold back the real alert for that entry later."""
-    for i in range(3):
-        r = await client.post(
-            "/v1/check",
-            json={"principal": "user:x", "dataset": "no.such", "action": "read",
-                  "request_id": str(i)},
-            headers=tokens["check"],
-        )  # fmt: skip
-        assert r.status_code == 200
+    await record_three_checks(client, tokens)
     forged = await client.get(
         f"/v1/access-log/verify?anchor_id=2&anchor_hash={'0' * 64}", headers=tokens["audit:read"]
     )
