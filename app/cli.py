@@ -248,13 +248,7 @@ def log_verify(
     typer.echo("verifying the access log ...", err=True)
     result = _run(
         settings,
-        lambda maker: accesslog_service.verify_and_alert(
-            maker,
-            checkpoint_key=settings.checkpoint_key_bytes,
-            checkpoint_every=settings.checkpoint_every,
-            signed_from=settings.checkpoint_key_since,
-            anchor=anchor,
-        ),
+        lambda maker: accesslog_service.verify_and_alert(maker, settings, anchor=anchor),
     )
     if as_json:
         typer.echo(result.model_dump_json())

@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import (
@@ -13,9 +13,11 @@ from app.accesslog.models import (
     AccessLogSubject,
 )
 
+HEAD = select(AccessLogHead).where(AccessLogHead.id == 1)
+
 
 async def get_head(session: AsyncSession) -> AccessLogHead:
-    return (await session.execute(select(AccessLogHead).where(AccessLogHead.id == 1))).scalar_one()
+    return (await session.execute(HEAD)).scalar_one()
 
 
 async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntry | None:
@@ -83,20 +85,18 @@ async def subjects_between(session: AsyncSession, first: int, last: int) -> dict
 
 
 async def find_head(session: AsyncSession) -> AccessLogHead | None:
-    return (await session.execute(select(AccessLogHead).where(AccessLogHead.id == 1))).scalar()
+    return (await session.execute(HEAD)).scalar()
 
 
 async def first_outside(
     session: AsyncSession, *, below: int, above: int | None = None
 ) -> int | None:
-    """The smallest entry id below `below` or, failing that, the smallest above `above`."""
-    low = await session.scalar(select(func.min(AccessLogEntry.id)).where(AccessLogEntry.id < below))
-    if low is not None or above is None:
-        return None if low is None else int(low)
-    high = await session.scalar(
-        select(func.min(AccessLogEntry.id)).where(AccessLogEntry.id > above)
-    )
-    return None if high is None else int(high)
+    """The smallest entry id below `below` or above `above` (None: no upper bound)."""
+    outside = AccessLogEntry.id < below
+    if above is not None:
+        outside = or_(outside, AccessLogEntry.id > above)
+    found = await session.scalar(select(func.min(AccessLogEntry.id)).where(outside))
+    return None if found is None else int(found)
 
 
 # How the service stores an entry on SQLite, whose columns take whatever is put in them: a value

@@ -12,7 +12,6 @@ from app.accesslog.schemas import (
     VerifyResult,
 )
 from app.auth.dependencies import AuditReader, AuthorizedFirst
-from app.config import Settings
 from app.db import SessionDep
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
 from app.identifiers import DatasetId, PrincipalId, UTCInstant
@@ -65,12 +64,9 @@ async def verify(
     if (anchor_id is None) != (anchor_hash is None):
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
-    settings: Settings = request.app.state.settings
     return await accesslog_service.verify_and_alert(
         request.app.state.sessionmaker,
-        checkpoint_key=settings.checkpoint_key_bytes,
-        checkpoint_every=settings.checkpoint_every,
-        signed_from=settings.checkpoint_key_since,
+        request.app.state.settings,
         anchor=anchor,
         once=True,  # a failure is alerted once, however often it is verified (or by whom)
     )

@@ -11,6 +11,7 @@ from app.accesslog.schemas import AccessLogEntryRead, VerifyResult
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
+from app.config import Settings
 from app.db import begin_write
 from app.errors import NotFound
 
@@ -60,17 +61,15 @@ def _as_chained(entry: AccessLogEntry) -> dict[str, Any]:
 
 async def verify(
     maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
     *,
-    checkpoint_key: bytes | None,
-    checkpoint_every: int,
-    signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
 ) -> VerifyResult:
     """Recompute the chain; compare with the head, every checkpoint and an optional anchor.
 
-    With a `checkpoint_key`, every checkpoint at or after entry `signed_from` must be validly
-    signed (those before it were written before the key was set; each still has to match the
-    chain, and a signed checkpoint after them covers every entry they do). The log
+    With a checkpoint key, every checkpoint at or after entry `checkpoint_key_since` must be
+    validly signed (those before it were written before the key was set; each still has to
+    match the chain, and a signed checkpoint after them covers every entry they do). The log
     stores write a checkpoint in every transaction that passes a multiple of `checkpoint_every`,
     so the newest checkpoint must be at or past the last multiple up to the head: deleting the
     checkpoints after an edited (and re-chained) entry is caught, until the service writes the
@@ -81,6 +80,9 @@ async def verify(
     outside the chain (ids below 1, or beyond the head once it is read again) fail too: the API
     would serve them as entries.
     """
+    checkpoint_key = settings.checkpoint_key_bytes
+    checkpoint_every = settings.checkpoint_every
+    signed_from = settings.checkpoint_key_since
     async with maker() as session:
         # Checkpoints first: one is committed with the entries it marks, so every checkpoint
         # read here is at or below the head read next, even under READ COMMITTED with writers
@@ -188,10 +190,8 @@ async def verify(
 
 async def verify_and_alert(
     maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
     *,
-    checkpoint_key: bytes | None,
-    checkpoint_every: int,
-    signed_from: int = 1,
     anchor: tuple[int, str] | None = None,
     once: bool = False,
 ) -> VerifyResult:
@@ -202,21 +202,10 @@ async def verify_and_alert(
     not an alert: anyone who may verify could otherwise raise false critical alerts, and with
     them hold back the real one for that entry.
     """
-    result = await verify(
-        maker,
-        checkpoint_key=checkpoint_key,
-        checkpoint_every=checkpoint_every,
-        signed_from=signed_from,
-        anchor=anchor,
-    )
+    result = await verify(maker, settings, anchor=anchor)
     alerted = result
     if not result.ok and anchor is not None:
-        alerted = await verify(
-            maker,
-            checkpoint_key=checkpoint_key,
-            checkpoint_every=checkpoint_every,
-            signed_from=signed_from,
-        )
+        alerted = await verify(maker, settings)
     if not alerted.ok:
         async with maker() as session, session.begin():
             await begin_write(session)

@@ -52,9 +52,7 @@ class Sweeper:
         self._integrity_interval = settings.integrity_interval_seconds
         # A holder that stops renewing (killed) is replaced after this long.
         self._lease_ttl = timedelta(seconds=max(10.0, 5 * self._interval))
-        self._checkpoint_key = settings.checkpoint_key_bytes
-        self._signed_from = settings.checkpoint_key_since
-        self._checkpoint_every = settings.checkpoint_every
+        self._settings = settings
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._integrity_due = time.monotonic() + self._interval
         self._stop = asyncio.Event()
@@ -147,9 +145,7 @@ class Sweeper:
     async def check_integrity(self) -> bool:
         result = await accesslog_service.verify_and_alert(
             self._maker,
-            checkpoint_key=self._checkpoint_key,
-            checkpoint_every=self._checkpoint_every,
-            signed_from=self._signed_from,
+            self._settings,
             once=True,
         )
         if result.ok:
