@@ -121,6 +121,21 @@ async def test_every_v1_request_is_503_problem_when_the_database_is_unreachable(
     assert not failures, "\n".join(failures)
 
 
+async def test_checks_refused_for_want_of_the_token_store_count_as_denies(
+    unreachable_app: FastAPI, unreachable: httpx.AsyncClient
+):
+    token = {"Authorization": "Bearer acl_some-token"}
+    check = {"principal": "user:a", "dataset": "some.data", "action": "read"}
+    for path, body in (("/v1/check", check), ("/v1/check/batch", {"checks": [check] * 3})):
+        r = await unreachable.post(path, json=body, headers=token)
+        assert r.status_code == 503 and r.json()["decision"] == "deny", r.text
+    registry = unreachable_app.state.metrics.registry
+    assert registry.get_sample_value("aclaudit_checks_total", {"decision": "deny"}) == 4
+    assert registry.get_sample_value("aclaudit_checks_total", {"decision": "allow"}) == 0
+    # Nothing reached the access log, so no write of it failed.
+    assert registry.get_sample_value("aclaudit_access_log_write_failures_total") == 0
+
+
 @pytest.fixture
 def openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi()

@@ -83,6 +83,10 @@ class Metrics:
         self._denied.inc(checks)
         self.log_write_failures.inc(checks)
 
+    def count_refused(self, checks: int) -> None:
+        """Checks answered 503 deny before they reached the access log (token store down)."""
+        self._denied.inc(checks)
+
     def observe_request(self, path: str, seconds: float) -> None:
         latency = self._latency.get(path)
         if latency is not None:

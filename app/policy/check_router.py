@@ -23,6 +23,7 @@ from app.auth.token_cache import TokenCache
 from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
 from app.operations.metrics import Metrics
 from app.policy.check_schemas import (
+    MAX_BATCH,
     CheckBatchRequest,
     CheckBatchResult,
     CheckRequest,
@@ -51,12 +52,26 @@ async def check_auth(
     try:
         caller = await cache.lookup(request.app.state.sessionmaker, token_hash)
     except (SQLAlchemyError, OSError) as exc:
+        metrics: Metrics = request.app.state.metrics
+        metrics.count_refused(await _checks_asked(request))
         raise CheckUnavailable("the token store is unreachable, so the check is a deny") from exc
     if caller is None:
         raise Unauthenticated("the token is unknown or revoked")
     auth_service.require(caller, Scope.check)
     request.state.caller = caller
     return CheckAuth(caller, token_hash)
+
+
+async def _checks_asked(request: Request) -> int:
+    """How many checks a request refused before its body was validated asked for: one, or the
+    length of a batch's list (none when the batch is not one FastAPI would accept)."""
+    if not request.url.path.endswith("/batch"):
+        return 1
+    try:
+        checks = (await request.json()).get("checks")
+    except (ValueError, AttributeError):
+        return 0
+    return len(checks) if isinstance(checks, list) and len(checks) <= MAX_BATCH else 0
 
 
 setattr(check_auth, REQUIRED_SCOPE, Scope.check)  # for AuthorizedFirst
