@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     checkpoint_key_since: int = Field(default=1, ge=1)
     # Most checks that share one access-log transaction (group commit).
     max_group_commit: int = Field(default=1000, ge=1, le=10_000)
+    # Largest request body read (413 beyond it, before it is buffered): the largest valid check
+    # batch is under 8 MiB; large policy documents are what may need more.
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
     log_level: str = "INFO"
     # One JSON line per HTTP request (method, path, status, duration, request id).
     access_log: bool = True

@@ -10,9 +10,12 @@ AppError                      (status, problem type)
 └── ServiceUnavailable        503
 """
 
+import json
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.types import Send
 
 PROBLEM_BASE = "https://aclaudit.dev/problems/"
 
@@ -104,6 +107,39 @@ def problem_headers(error: AppError) -> dict[str, str]:
     if error.status == 503:
         return {"Retry-After": "1"}
     return {}
+
+
+# What the framework's own HTTP errors say, where its words do not tell the caller what to do.
+HTTP_DETAILS = {
+    413: "the request body is larger than this service accepts (ACLAUDIT_MAX_BODY_BYTES): "
+    "send fewer checks per batch, or split the policy document",
+}
+
+
+def http_problem(exc: HTTPException) -> dict[str, Any]:
+    """The problem document of one of the framework's HTTP errors (404 route, 405, 413 ...)."""
+    return {
+        "type": PROBLEM_BASE + f"http-{exc.status_code}",
+        "title": str(exc.detail) if exc.status_code < 500 else "Error",
+        "status": exc.status_code,
+        "detail": HTTP_DETAILS.get(exc.status_code, str(exc.detail)),
+    }
+
+
+async def send_problem(send: Send, problem: dict[str, Any]) -> None:
+    """Answer with `problem` from plain ASGI code (middleware), as the handlers would."""
+    body = json.dumps(problem).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": problem["status"],
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class Problem(BaseModel):

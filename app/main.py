@@ -24,13 +24,19 @@ from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
 from app.directory.router import router as directory_router
-from app.errors import PROBLEM_BASE, AppError, ServiceUnavailable, problem_headers
+from app.errors import (
+    PROBLEM_BASE,
+    AppError,
+    ServiceUnavailable,
+    http_problem,
+    problem_headers,
+)
 from app.exposure.router import router as exposure_router
 from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
 from app.operations.metrics import Metrics
 from app.operations.middleware import HEADER as REQUEST_ID_HEADER
-from app.operations.middleware import RequestContext
+from app.operations.middleware import BodyLimit, RequestContext
 from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
@@ -91,13 +97,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        problem = {
-            "type": PROBLEM_BASE + f"http-{exc.status_code}",
-            "title": str(exc.detail) if exc.status_code < 500 else "Error",
-            "status": exc.status_code,
-            "detail": str(exc.detail),
-        }
-        return problem_response(problem, dict(exc.headers) if exc.headers else None)
+        return problem_response(http_problem(exc), dict(exc.headers) if exc.headers else None)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     install_error_handlers(app)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # trailed when refused
     app.add_middleware(AdminTrailMiddleware)
     app.add_middleware(RequestContext)  # outermost: the request id covers the trail too
 

@@ -7,7 +7,6 @@ commits without its entry. Everything else (reads, refusals, errors) is recorded
 of the data, so nothing sensitive is read without a record.
 """
 
-import json
 import logging
 import re
 from typing import Any
@@ -19,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service as auth_service
 from app.db import begin_write
-from app.errors import AppError, ServiceUnavailable
+from app.errors import AppError, ServiceUnavailable, send_problem
 
 logger = logging.getLogger("aclaudit.trail")
 
@@ -52,7 +51,7 @@ class AdminTrailMiddleware:
 
         if len(scope.get("query_string", b"")) > MAX_QUERY:
             await self._record(scope, 414)
-            await _send_problem(send, QueryTooLong().to_problem())
+            await send_problem(send, QueryTooLong().to_problem())
             return
 
         state: dict[str, Any] = {"recorded": False, "ok": True}
@@ -128,24 +127,9 @@ class QueryTooLong(AppError):
 
 
 async def _send_unavailable(send: Send) -> None:
-    await _send_problem(
+    await send_problem(
         send,
         ServiceUnavailable(
             "the admin trail could not be recorded, so the response is withheld; retry shortly"
         ).to_problem(),
     )
-
-
-async def _send_problem(send: Send, problem: dict[str, Any]) -> None:
-    body = json.dumps(problem).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": problem["status"],
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

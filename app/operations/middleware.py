@@ -1,11 +1,14 @@
-"""Per-request context: the request id (X-Request-ID in and out), one access line, latency."""
+"""Per-request context: the request id (X-Request-ID in and out), one access line, latency;
+and the request body size limit."""
 
 import logging
 import time
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import http_problem, send_problem
 from app.operations.logs import accept_request_id, request_id_var
 from app.operations.metrics import Metrics
 
@@ -65,3 +68,46 @@ class RequestContext:
                     extra={"status": status, "duration_ms": round(elapsed * 1000, 3)},
                 )
             request_id_var.reset(token)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised by the body's `receive` once more than the limit has arrived. An HTTPException,
+    so the framework answers it like its own errors (FastAPI re-raises those from its body
+    reading): a 413 problem document."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="Content Too Large")
+
+
+class BodyLimit:
+    """Refuses a request body over `limit` bytes before it is buffered: at once when its
+    Content-Length says so, otherwise (a chunked body) as soon as the bytes read pass it.
+
+    Bodies are read before the token is looked at (a route's body is parsed before its
+    dependencies run), so without a limit anyone could make a worker hold any amount of memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await send_problem(send, http_problem(BodyTooLarge()))
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, receive_within_limit, send)

@@ -34,8 +34,16 @@ from app.accesslog.writer import (
 from app.auth import service as auth_service
 from app.auth.scopes import Scope as TokenScope
 from app.auth.token_cache import TokenCache
-from app.errors import AppError, CheckUnavailable, Unauthenticated, problem_headers
+from app.errors import (
+    AppError,
+    CheckUnavailable,
+    Unauthenticated,
+    http_problem,
+    problem_headers,
+    send_problem,
+)
 from app.operations.metrics import Metrics
+from app.operations.middleware import BodyTooLarge
 from app.policy.check_router import NOT_RECORDED, to_input
 from app.policy.check_schemas import CheckRequest
 
@@ -149,7 +157,11 @@ async def serve_check(
     state: Any, scope: Scope, receive: Receive, send: Send, application: ASGIApp
 ) -> None:
     """Answer ``POST /v1/check``; `application` (the full app) answers what this does not."""
-    body = await _read_body(receive)
+    try:
+        body = await _read_body(receive)
+    except BodyTooLarge as exc:  # streamed past ACLAUDIT_MAX_BODY_BYTES
+        await send_problem(send, http_problem(exc))
+        return
     if body is None:
         return
     token, is_json = _bearer_token(scope["headers"])
