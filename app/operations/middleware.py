@@ -4,7 +4,7 @@ and the request body size limit."""
 import logging
 import time
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -82,6 +82,8 @@ class BodyTooLarge(HTTPException):
 class BodyLimit:
     """Refuses a request body over `limit` bytes before it is buffered: at once when its
     Content-Length says so, otherwise (a chunked body) as soon as the bytes read pass it.
+    A body with a Content-Length within the limit is not counted: the server's HTTP parser
+    reads exactly that many bytes as the body.
 
     Bodies are read before the token is looked at (a route's body is parsed before its
     dependencies run), so without a limit anyone could make a worker hold any amount of memory.
@@ -95,10 +97,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
-            await send_problem(send, http_problem(BodyTooLarge()))
-            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if value.isdigit() and int(value) <= self.limit:
+                    await self.app(scope, receive, send)
+                else:
+                    await send_problem(send, http_problem(BodyTooLarge()))
+                return
         received = 0
 
         async def receive_within_limit() -> Message:
