@@ -1040,6 +1040,9 @@ async def put_dataset(
 async def accept_finding(
     session: AsyncSession, *, finding_id: int, body: AcceptExposure, actor: str
 ) -> FindingRead:
+    # After any policy change re-analysing this finding has committed, and before the next:
+    # otherwise a revoke resolving it meanwhile would be overwritten by this acceptance.
+    await policy_version.hold(session)
     finding = await repository.get(session, finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
@@ -1128,8 +1131,10 @@ async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
     mutations left the findings exactly as a full scan would.
     """
     started = time.perf_counter()
+    # The policy lock first, as every writer of findings takes it: reopening rows before it
+    # deadlocked with a policy change resolving the same findings.
+    view = await view_before_change(session)
     await reopen_expired_acceptances(session)
-    view = await view_before_change(session)  # also serialises with policy writers
     outcome = await _reconcile(
         session,
         before=view,

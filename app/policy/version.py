@@ -40,6 +40,14 @@ async def advance(session: AsyncSession) -> int:
     return version
 
 
+async def hold(session: AsyncSession) -> None:
+    """Take the policy write lock without advancing the version, for a write that depends on
+    the policy but does not change it (accepting a finding): it waits for, and then excludes,
+    the policy writers that re-analyse findings. SQLite's write transactions already take
+    turns (``BEGIN IMMEDIATE``)."""
+    await session.execute(select(PolicyState.version).where(PolicyState.id == 1).with_for_update())
+
+
 async def current(session: AsyncSession) -> int:
     result = await session.execute(select(PolicyState.version).where(PolicyState.id == 1))
     return int(result.scalar_one())
