@@ -299,6 +299,7 @@ class _Outcome:
     opened: list[dict[str, Any]] = field(default_factory=list)
     resolved: list[dict[str, Any]] = field(default_factory=list)
     reopened: list[dict[str, Any]] = field(default_factory=list)
+    accepted: list[dict[str, Any]] = field(default_factory=list)  # stored ones, widened
     updated: int = 0
 
 
@@ -381,6 +382,7 @@ async def _reconcile(
         refused.extend(_widened_past_expiring_denies(before, after, targets, at))
     refused_keys = {(f.dataset, f.grant_id) for f in refused}
     reopened: list[dict[str, Any]] = []
+    accepted: list[dict[str, Any]] = []
     restatused: list[dict[str, Any]] = []  # updated, and accepted or reopened
     if within and is_change:
         targets = await _settle_within(
@@ -488,6 +490,7 @@ async def _reconcile(
             row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
             if accepting:
                 _accepting(row, accept, actor)  # type: ignore[arg-type]
+                accepted.append(row)
                 restatused.append(row)
             elif reopening:
                 row.update(status=FindingStatus.open.value)
@@ -505,9 +508,10 @@ async def _reconcile(
         )
 
     resolved = list(active.values())
-    if is_change and (resolved or reopened):  # loaded brief: the response and alerts need all
-        stored = await repository.by_id(session, [row["id"] for row in (*resolved, *reopened)])
-        for row in (*resolved, *reopened):
+    if is_change and (resolved or reopened or accepted):  # loaded brief: the answer needs all
+        restated = (*resolved, *reopened, *accepted)
+        stored = await repository.by_id(session, [row["id"] for row in restated])
+        for row in restated:
             row.update({**stored[row["id"]], **row})
     # Stored grant by grant (ids follow the insertion order): a membership change rewrites
     # the findings of a few grants on many datasets, which then share pages instead of
@@ -529,6 +533,7 @@ async def _reconcile(
     for row in resolved:
         row.update(status=FindingStatus.resolved.value, resolved_at=stamp, updated_at=stamp)
     outcome.opened, outcome.resolved, outcome.reopened = new_rows, resolved, reopened
+    outcome.accepted = accepted
     outcome.updated = len(full_updates) + len(restatused) + len(count_updates)
     await alerts_service.emit(
         session,
@@ -542,6 +547,7 @@ async def _reconcile(
             for row in new_rows
         ]
         + [_alert(row, AlertType.finding_reopened) for row in reopened]
+        + [_alert(row, AlertType.finding_accepted) for row in accepted]
         + [_alert(row, AlertType.finding_resolved) for row in resolved],
         stamp,
     )
@@ -810,10 +816,12 @@ async def reconcile(
 
 
 def _changes(outcome: _Outcome) -> FindingChanges:
-    """Opened: new findings, and accepted ones the change widened (open again)."""
+    """Opened: new findings, and stored ones the change widened (open again, or accepted
+    anew by the change's own acceptance)."""
     return FindingChanges(
         findings_opened=[
-            FindingRead.model_validate(row) for row in (*outcome.opened, *outcome.reopened)
+            FindingRead.model_validate(row)
+            for row in (*outcome.opened, *outcome.reopened, *outcome.accepted)
         ],
         findings_resolved=[FindingRead.model_validate(row) for row in outcome.resolved],
     )

@@ -183,6 +183,31 @@ async def test_a_widened_accepted_finding_reopens_on_an_alert_dataset(client, ad
     await scan_is_clean(client, admin)
 
 
+async def test_a_change_accepting_a_stored_finding_it_widens_answers_and_alerts_it(client, admin):
+    assert (await members(client, admin, "contractors", ["user:c1"])).status_code == 200
+    assert (await dataset(client, admin, "hr.perf", ["user:r1"])).status_code == 201  # block
+    r = await grant(client, admin, "group:contractors", "hr.perf", accept_exposure=ACCEPT)
+    fid = r.json()["findings_opened"][0]["id"]
+    for n, reason in enumerate(["more contractors", "still more"], start=2):
+        last = (await client.get("/v1/alerts", headers=admin)).json()["last_id"]
+        again = {"reason": reason, "until": soon(3600)}
+        r = await client.post(
+            "/v1/groups/contractors/members",
+            json={"member": f"user:c{n}", "accept_exposure": again},
+            headers=admin,
+        )
+        assert r.status_code == 200, r.text
+        [opened] = r.json()["findings_opened"]
+        assert (opened["id"], opened["status"], opened["reason"]) == (fid, "accepted", reason)
+        assert opened["excess_count"] == n
+        assert (await client.get(f"/v1/findings/{fid}", headers=admin)).json() == opened
+        alerts = (await client.get("/v1/alerts", params={"after": last}, headers=admin)).json()
+        assert [(a["type"], a["finding_id"]) for a in alerts["items"]] == [
+            ("finding.accepted", fid)
+        ]
+    await scan_is_clean(client, admin)
+
+
 async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin):
     assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
     r = await members(client, admin, "all", ["user:a1", "group:research"])
