@@ -9,7 +9,7 @@ rolled back) unless the caller accepts the exposure.
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +89,16 @@ class PolicyView:
 class ExposureRefused(Conflict):
     slug = "exposure-refused"
     title = "Change would expose a guarded dataset"
+
+    def without_grants(self, grant_ids: Collection[int]) -> "ExposureRefused":
+        """The refusal with ``grant_id: null`` on the would-be findings of these grants: grants
+        the refused change itself created, whose ids are rolled back with it (and given to
+        the next grant made), as `simulate` shows its proposals."""
+        findings = [
+            {**f, "grant_id": None} if f["grant_id"] in grant_ids else f
+            for f in self.extra["findings"]
+        ]
+        return ExposureRefused(self.detail, **{**self.extra, "findings": findings})
 
 
 async def load_view(session: AsyncSession) -> PolicyView:
@@ -863,14 +873,17 @@ async def create_grant(
     rule = to_rule(grant)
     after.analyser.add_rule(rule)
     after.grant_subjects[grant.id] = grant.principal
-    changes = await reconcile(
-        session,
-        before=before,
-        after=after,
-        plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
-        actor=actor,
-        accept=body.accept_exposure,
-    )
+    try:
+        changes = await reconcile(
+            session,
+            before=before,
+            after=after,
+            plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
+            actor=actor,
+            accept=body.accept_exposure,
+        )
+    except ExposureRefused as refused:
+        raise refused.without_grants({grant.id}) from None
     publish_on_commit(session, after)
     return grant, changes
 

@@ -184,7 +184,10 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
     if done.empty:
         await session.rollback()  # nothing to record, not even a new policy version
         return _result(done, FindingChanges(), applied=True, version=None)
-    changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
+    try:
+        changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
+    except ExposureRefused as refused:
+        raise refused.without_grants({g.id for g in done.created}) from None
     exposure_service.publish_on_commit(session, done.after)
     version = await policy_version.advance(session)  # the version this transaction took
     return _result(done, changes, applied=True, version=version)

@@ -116,6 +116,8 @@ async def test_block_guard_refuses_widening_grant_and_changes_nothing(client, ad
     assert r.headers["content-type"] == "application/problem+json"
     [would] = r.json()["findings"]
     assert would["dataset"] == "activity.keys" and would["excess_count"] == 3
+    # The grant was never made: no id of its own (one rolled back is given to the next grant).
+    assert (would["grant_id"], would["principal"]) == (None, "group:all")
     assert (await client.get("/v1/grants", headers=admin)).json() == before
     assert (await client.get("/v1/findings", headers=admin)).json()["items"] == []
 

@@ -110,7 +110,9 @@ async def test_block_guard_refuses_the_whole_document_unless_accepted(client, ad
     r = await client.post("/v1/policy/apply", json=wider, headers=admin)
     assert r.status_code == 409, r.text
     assert r.headers["content-type"] == "application/problem+json"
-    assert [f["principal"] for f in r.json()["findings"]] == ["group:all"]
+    assert [(f["principal"], f["grant_id"]) for f in r.json()["findings"]] == [
+        ("group:all", None)  # the document's new grant was never made
+    ]
     assert await state(client, admin) == before  # erin did not join research either
 
     wider["accept_exposure"] = {"reason": "red-team exercise", "until": LATER}
