@@ -32,7 +32,9 @@ class FindingRead(BaseModel):
 
     id: int | None = Field(description="null for a finding that would open (simulate, 409).")
     dataset: str
-    grant_id: int | None = Field(description="null for a proposed grant (simulate).")
+    grant_id: int | None = Field(
+        description="null for a proposed grant (simulate) or one a refused change would have made."
+    )
     principal: str = Field(description="The grant's subject.")
     excess_count: int
     excess_sample: list[str]
