@@ -116,16 +116,28 @@ async def dataset_exposure(
     "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=READ_ERRORS
 )
 async def principal_access(
-    principal: PrincipalId, request: Request, session: SessionDep, _: AuditReader
+    principal: PrincipalId,
+    request: Request,
+    session: SessionDep,
+    _: AuditReader,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> PrincipalAccess:
-    """Every registered dataset the principal can read now, with the grant and group path."""
+    """Every registered dataset the principal can read now, with the grant and group path,
+    by dataset id (the cursor is the last one of the previous page)."""
     cache: PolicyCache = request.app.state.policy
     snapshot = await cache.current(session)
     at = now()
-    items = []
+    items: list[AccessItem] = []
     for dataset in await datasets_repository.list_all(session):
+        if cursor is not None and dataset.id <= cursor:
+            continue
         outcome = snapshot.decide(principal, dataset.id, "read", at)
         if outcome.allowed and outcome.grant_id is not None:
+            if len(items) == limit:
+                return PrincipalAccess(
+                    principal=principal, items=items, next_cursor=items[-1].dataset
+                )
             items.append(
                 AccessItem(
                     dataset=dataset.id,

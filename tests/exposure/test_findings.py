@@ -253,6 +253,36 @@ async def test_principal_access_lists_grant_and_path(client, admin):
     ]
 
 
+async def test_principal_access_pages_by_dataset(client, admin):
+    await org(client, admin)
+    for n in range(5):
+        body = {"owner": "group:research", "sensitivity": "internal", "intended_audience": []}
+        r = await client.put(f"/v1/datasets/activity.t{n}", json=body, headers=admin)
+        assert r.status_code == 201, r.text
+    await client.post("/v1/grants", json=grant("group:all"), headers=admin)
+    r = await client.post(
+        "/v1/grants", json=grant("user:bob", resource="activity.t2", effect="deny"), headers=admin
+    )
+    assert r.status_code == 201, r.text
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        r = await client.get("/v1/principals/user:bob/access", params=params, headers=admin)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        assert len(page["items"]) <= 2
+        seen += [item["dataset"] for item in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ["activity.keys", "activity.t0", "activity.t1", "activity.t3", "activity.t4"]
+    assert pages == 3
+    for bad in ({"limit": 0}, {"limit": 1001}):
+        r = await client.get("/v1/principals/user:bob/access", params=bad, headers=admin)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.limit"
+
+
 async def test_accepted_finding_with_past_until_reopens_on_scan(client, admin, sessionmaker):
     from sqlalchemy import text
 
