@@ -94,6 +94,7 @@ OVER_BROAD = GrantCreate(
     principal="group:all-employees",
     resource="employee_activity.*",
     action=Action.read,
+    effect=Effect.allow,
     justification="2025 pilot: 'let everyone look at the activity dashboards' (never narrowed)",
 )
 
@@ -167,18 +168,21 @@ def grants() -> list[GrantCreate]:
             principal="group:mci-research",
             resource="employee_activity.*",
             action=Action.read,
+            effect=Effect.allow,
             justification=why,
         ),
         GrantCreate(
             principal="service:trainer",
             resource="employee_activity.*",
             action=Action.read,
+            effect=Effect.allow,
             justification=why,
         ),
         GrantCreate(
             principal="service:activity-store",
             resource="employee_activity.*",
             action=Action.write,
+            effect=Effect.allow,
             justification="the store writes what the agent captures",
         ),
         GrantCreate(
@@ -191,16 +195,28 @@ def grants() -> list[GrantCreate]:
             principal="group:finance",
             resource="finance.*",
             action=Action.read,
+            effect=Effect.allow,
             justification="finance team works the ledger",
         ),
         GrantCreate(
             principal="group:payroll",
             resource="people.payroll",
             action=Action.read,
+            effect=Effect.allow,
             justification="payroll runs",
         ),
-        GrantCreate(principal="group:all-employees", resource="product.*", action=Action.read),
-        GrantCreate(principal="group:all-employees", resource="public.*", action=Action.read),
+        GrantCreate(
+            principal="group:all-employees",
+            resource="product.*",
+            action=Action.read,
+            effect=Effect.allow,
+        ),
+        GrantCreate(
+            principal="group:all-employees",
+            resource="public.*",
+            action=Action.read,
+            effect=Effect.allow,
+        ),
         OVER_BROAD,
     ]
 

@@ -219,4 +219,4 @@ def test_openapi_gives_request_and_response_schemas_for_every_v1_operation(
     assert grant_create["application/json"]["schema"] == {
         "$ref": "#/components/schemas/GrantCreate"
     }
-    assert set(schemas["GrantCreate"]["required"]) == {"principal", "resource", "action"}
+    assert set(schemas["GrantCreate"]["required"]) == {"principal", "resource", "action", "effect"}

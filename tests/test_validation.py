@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetWrite, Sensitivity
 from app.directory import service as directory_service
-from app.identifiers import Action, DatasetId, GroupName, PrincipalId, ResourcePattern
+from app.identifiers import Action, DatasetId, Effect, GroupName, PrincipalId, ResourcePattern
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate
 
@@ -150,7 +150,9 @@ async def seeded(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         )
         await policy_service.create_grant(
             session,
-            body=GrantCreate(principal="group:eng", resource="eng.*", action=Action.read),
+            body=GrantCreate(
+                principal="group:eng", resource="eng.*", action=Action.read, effect=Effect.allow
+            ),
             actor="seed",
         )
 
@@ -237,7 +239,8 @@ def principal_cases(target: str) -> list[Bad]:
         cases.append(
             {
                 "grant": Bad("POST", "/v1/grants", "body.principal",
-                             {"principal": p, "resource": "eng.*", "action": "read"}),
+                             {"principal": p, "resource": "eng.*", "action": "read",
+                              "effect": "allow"}),
                 "member": Bad("POST", "/v1/groups/eng/members", "body.member", {"member": p}),
                 "members": Bad("PUT", "/v1/groups/eng/members", "body.members.1",
                                {"members": ["user:bob", p]}),
@@ -348,14 +351,20 @@ async def test_malformed_resource_pattern_is_refused(
     for resource in BAD_RESOURCES:
         cases += [
             Bad("POST", "/v1/grants", "body.resource",
-                {"principal": "user:a", "resource": resource, "action": "read"}),
+                {"principal": "user:a", "resource": resource, "action": "read", "effect": "allow"}),
             Bad("GET", f"/v1/grants?resource={quote(resource, safe='')}", "query.resource"),
         ]  # fmt: skip
     await assert_refused_without_change(client, admin, cases)
 
 
 def grant_with(**fields: Any) -> dict[str, Any]:
-    return {"principal": "user:a", "resource": "eng.*", "action": "read", **fields}
+    return {
+        "principal": "user:a",
+        "resource": "eng.*",
+        "action": "read",
+        "effect": "allow",
+        **fields,
+    }
 
 
 @pytest.mark.usefixtures("seeded")
@@ -367,6 +376,12 @@ async def test_unknown_action_or_effect_is_refused(
     cases += [Bad("POST", "/v1/grants", "body.effect", grant_with(effect=e))
               for e in ["permit", "ALLOW", "", 0, None]]  # fmt: skip
     cases += [Bad("GET", f"/v1/grants?action={a}", "query.action") for a in ["delete", "READ"]]
+    # SPEC marks no effect optional: a grant without one is refused, never assumed an allow
+    unstated = {k: v for k, v in grant_with().items() if k != "effect"}
+    cases += [
+        Bad("POST", "/v1/grants", "body.effect", unstated),
+        Bad("POST", "/v1/grants/simulate", "body.add.0.effect", {"add": [unstated]}),
+    ]
     await assert_refused_without_change(client, admin, cases)
 
 

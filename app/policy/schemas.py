@@ -34,7 +34,7 @@ class GrantCreate(BaseModel):
     principal: PrincipalId
     resource: ResourcePattern
     action: Action
-    effect: Effect = Effect.allow
+    effect: Effect = Field(description="`allow` or `deny`: required, never assumed.")
     expires_at: UTCInstant | None = Field(
         default=None, description="The grant stops matching at this instant (timezone required)."
     )

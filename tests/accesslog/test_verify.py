@@ -19,7 +19,12 @@ async def make_entries(client: httpx.AsyncClient, tokens, admin, n: int) -> None
     )
     await client.post(
         "/v1/grants",
-        json={"principal": "group:r", "resource": "activity.*", "action": "read"},
+        json={
+            "principal": "group:r",
+            "resource": "activity.*",
+            "action": "read",
+            "effect": "allow",
+        },
         headers=admin,
     )
     checks = [
@@ -309,7 +314,12 @@ async def test_an_entry_stored_in_another_form_fails_verify_on_sqlite(
     if not settings.is_sqlite:
         pytest.skip("PostgreSQL's column types allow one stored form only")
     await make_entries(client, tokens, admin, 10)
-    grant = {"principal": "user:x", "resource": "activity.keys", "action": "read"}
+    grant = {
+        "principal": "user:x",
+        "resource": "activity.keys",
+        "action": "read",
+        "effect": "allow",
+    }
     assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
     check = {"principal": "user:x", "dataset": "activity.keys", "action": "read"}
     read = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()

@@ -19,7 +19,7 @@ async def test_verify_is_ok_while_entries_and_checkpoints_are_appended(
 ):
     body = {"owner": "user:o", "sensitivity": "internal", "intended_audience": []}
     assert (await client.put("/v1/datasets/d.x", json=body, headers=admin)).status_code == 201
-    grant = {"principal": "user:u", "resource": "d.x", "action": "read"}
+    grant = {"principal": "user:u", "resource": "d.x", "action": "read", "effect": "allow"}
     assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
     check = {"principal": "user:u", "dataset": "d.x", "action": "read"}
     stop = asyncio.Event()

@@ -28,6 +28,7 @@ async def setup_exposed(client, admin):
             "principal": "group:all",
             "resource": "activity.*",
             "action": "read",
+            "effect": "allow",
             "justification": "t",
         },
         headers=admin,

@@ -20,7 +20,7 @@ from app.datasets.schemas import DatasetWrite, Sensitivity
 from app.directory import service as directory_service
 from app.exposure import repository as exposure_repository
 from app.exposure import service as exposure_service
-from app.identifiers import Action
+from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate
 
@@ -72,7 +72,7 @@ ENDPOINTS = [
         "POST",
         "/v1/grants",
         WRITE,
-        {"principal": "user:dave", "resource": "matrix.*", "action": "read"},
+        {"principal": "user:dave", "resource": "matrix.*", "action": "read", "effect": "allow"},
         success_status=201,
     ),
     Endpoint("GET", "/v1/grants", READ),
@@ -91,7 +91,16 @@ ENDPOINTS = [
         "POST",
         "/v1/grants/simulate",
         READ,
-        {"add": [{"principal": "user:zed", "resource": "matrix.*", "action": "read"}]},
+        {
+            "add": [
+                {
+                    "principal": "user:zed",
+                    "resource": "matrix.*",
+                    "action": "read",
+                    "effect": "allow",
+                }
+            ]
+        },
         read_only=True,
     ),
     Endpoint("GET", "/v1/findings", READ),
@@ -146,7 +155,12 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
         )
         grant = await policy_service.create_grant(
             session,
-            body=GrantCreate(principal="group:matrix", resource="matrix.data", action=Action.read),
+            body=GrantCreate(
+                principal="group:matrix",
+                resource="matrix.data",
+                action=Action.read,
+                effect=Effect.allow,
+            ),
             actor="seed",
         )
         # the dataset's audience is empty, so the grant is a finding

@@ -26,7 +26,7 @@ async def test_mutations_and_refused_mutation_attempts_are_trailed_newest_first(
 ):
     writer, reader = tokens["policy:write"], tokens["audit:read"]
     dataset = {"owner": "group:eng", "sensitivity": "internal"}
-    grant = {"principal": "group:eng", "resource": "eng.*", "action": "read"}
+    grant = {"principal": "group:eng", "resource": "eng.*", "action": "read", "effect": "allow"}
     calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str], int, tuple[Any, ...]]] = [
         ("PUT", "/v1/groups/eng/members", {"members": ["user:a"]}, writer, 200,
          ("policy-write", "PUT", "/v1/groups/eng/members", "", 200)),
@@ -127,7 +127,7 @@ async def test_a_change_commits_only_with_its_trail_entry(
         raise OperationalError("INSERT INTO admin_trail", {}, Exception("disk full"))
 
     monkeypatch.setattr(auth_service, "record_trail", broken)
-    body = {"principal": "user:a", "resource": "eng.*", "action": "read"}
+    body = {"principal": "user:a", "resource": "eng.*", "action": "read", "effect": "allow"}
     r = await client.post("/v1/grants", json=body, headers=admin)
     assert r.status_code == 503, r.text
     monkeypatch.undo()

@@ -33,7 +33,12 @@ async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> int:
     for principal in ("group:r", "user:bob"):
         r = await client.post(
             "/v1/grants",
-            json={"principal": principal, "resource": "activity.*", "action": "read"},
+            json={
+                "principal": principal,
+                "resource": "activity.*",
+                "action": "read",
+                "effect": "allow",
+            },
             headers=admin,
         )
         assert r.status_code == 201, r.text

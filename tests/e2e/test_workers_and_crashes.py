@@ -22,7 +22,12 @@ async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> int:
     await client.put("/v1/groups/r/members", json={"members": ["user:alice"]}, headers=admin)
     r = await client.post(
         "/v1/grants",
-        json={"principal": "group:r", "resource": "activity.*", "action": "read"},
+        json={
+            "principal": "group:r",
+            "resource": "activity.*",
+            "action": "read",
+            "effect": "allow",
+        },
         headers=admin,
     )
     assert r.status_code == 201, r.text

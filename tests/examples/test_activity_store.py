@@ -31,7 +31,12 @@ async def seeded(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     for principal in ("service:trainer", "user:eng"):
         r = await client.post(
             "/v1/grants",
-            json={"principal": principal, "resource": "employee_activity.*", "action": "read"},
+            json={
+                "principal": principal,
+                "resource": "employee_activity.*",
+                "action": "read",
+                "effect": "allow",
+            },
             headers=admin,
         )
         assert r.status_code == 201, r.text

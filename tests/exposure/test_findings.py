@@ -44,6 +44,7 @@ def grant(principal: str, **extra):
         "principal": principal,
         "resource": "activity.*",
         "action": "read",
+        "effect": "allow",
         "justification": "test",
         **extra,
     }
@@ -165,7 +166,14 @@ async def test_simulate_changes_nothing(client, admin):
     r = await client.post(
         "/v1/grants/simulate",
         json={
-            "add": [{"principal": "group:eng", "resource": "activity.keys", "action": "read"}],
+            "add": [
+                {
+                    "principal": "group:eng",
+                    "resource": "activity.keys",
+                    "action": "read",
+                    "effect": "allow",
+                }
+            ],
             "remove": [wide_id],
         },
         headers=admin,

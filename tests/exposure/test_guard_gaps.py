@@ -115,7 +115,12 @@ async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
     r = await grant(client, admin, "group:all", "act.keys", action="export")
     assert r.status_code == 409, r.text
     assert [f["excess_count"] for f in r.json()["findings"]] == [2]
-    proposal = {"principal": "group:all", "resource": "act.*", "action": "export"}
+    proposal = {
+        "principal": "group:all",
+        "resource": "act.*",
+        "action": "export",
+        "effect": "allow",
+    }
     sim = await client.post(
         "/v1/grants/simulate", json={"add": [{**proposal, "effect": "allow"}]}, headers=admin
     )
@@ -249,7 +254,7 @@ async def test_simulate_says_what_the_block_guard_would_refuse(client, admin):
     assert (
         await dataset(client, admin, "act.open", ["group:research"], guard="alert")
     ).status_code == 201
-    broad = {"principal": "group:all", "resource": "act.*", "action": "read"}
+    broad = {"principal": "group:all", "resource": "act.*", "action": "read", "effect": "allow"}
     r = await client.post("/v1/grants/simulate", json={"add": [broad]}, headers=admin)
     result = r.json()
     assert [(f["dataset"], f["excess_count"]) for f in result["would_open"]] == [

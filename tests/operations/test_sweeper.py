@@ -72,7 +72,7 @@ async def test_expired_grant_is_recorded_once_and_its_finding_resolves(client, t
     r = await client.post(
         "/v1/grants",
         json={"principal": "user:bob", "resource": "activity.keys", "action": "read",
-              "expires_at": soon(1.5)},
+              "effect": "allow", "expires_at": soon(1.5)},
         headers=admin,
     )  # fmt: skip
     assert r.status_code == 201, r.text

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import text, update
 
+from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy import snapshot as snapshot_module
 from app.policy import version as policy_version
@@ -197,7 +198,12 @@ async def test_a_change_this_process_did_not_make_is_never_skipped(
     check = {"json": check_body("user:erin"), "headers": tokens["check"]}
     assert (await client.post("/v1/check", **check)).json()["decision"] == "deny"
     async with sessionmaker() as session, session.begin():
-        erin = GrantCreate(principal="user:erin", resource="employee_activity.*", action="read")
+        erin = GrantCreate(
+            principal="user:erin",
+            resource="employee_activity.*",
+            action=Action.read,
+            effect=Effect.allow,
+        )
         await policy_service.create_grant(session, body=erin, actor="another-worker")
     body = {"principal": "user:dave", "resource": "employee_activity.keystrokes",
             "action": "read", "effect": "allow"}  # fmt: skip

@@ -11,7 +11,13 @@ from app.policy.models import Grant
 
 
 def grant(**overrides: Any) -> dict[str, Any]:
-    return {"principal": "group:eng", "resource": "eng.wiki", "action": "read", **overrides}
+    return {
+        "principal": "group:eng",
+        "resource": "eng.wiki",
+        "action": "read",
+        "effect": "allow",
+        **overrides,
+    }
 
 
 async def create(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> Any:
