@@ -294,9 +294,11 @@ def explain(
     if result.reason.via:
         typer.echo("  via " + " -> ".join(result.reason.via))
     for g in result.grants:
-        typer.echo(
-            f"  grant {g.grant_id}: {g.effect} {g.subject} on {g.resource} via {' -> '.join(g.via)}"
-        )
+        typer.echo(f"  grant {g.grant_id}: {g.effect} {g.subject} on {g.resource}")
+        for path in g.paths:
+            typer.echo("    via " + " -> ".join(path))
+        if not g.paths_complete:
+            typer.echo(f"    (more paths than these {len(g.paths)})")
     if result.out_of_audience:
         typer.echo("  OUT OF AUDIENCE: this principal is not in the dataset's intended audience")
 

@@ -25,7 +25,7 @@ class GrantSpec(BaseModel):
     principal: PrincipalId
     resource: Resource
     action: Action
-    effect: Effect = Effect.allow
+    effect: Effect = Field(default=Effect.allow, description="`allow` unless stated.")
     expires_at: UTCInstant | None = None
     justification: FreeText | None = Field(default=None, max_length=2000)
 

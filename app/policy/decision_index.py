@@ -492,6 +492,34 @@ class DecisionIndex:
         """Every principal `sub` reaches for Casbin's g(), with a shortest membership path."""
         return dict(self._ancestors(sub))
 
+    def paths(
+        self, sub: str, target: str, limit: int, budget: int = 10_000
+    ) -> tuple[list[tuple[str, ...]], bool]:
+        """Up to `limit` membership paths along which `sub` reaches `target` for Casbin's g(),
+        shortest first (no principal twice, at most ``CASBIN_MAX_HIERARCHY_LEVEL - 1`` links),
+        and whether they are all there are (False past `limit`, or once `budget` steps of the
+        search are spent)."""
+        if sub == target:
+            return [(sub,)], True
+        found: list[tuple[str, ...]] = []
+        frontier: list[tuple[str, ...]] = [(sub,)]
+        while frontier and len(found) <= limit and budget > 0:
+            extended: list[tuple[str, ...]] = []
+            for path in frontier:
+                for group in self._parents.get(path[-1], ()):
+                    budget -= 1
+                    if group == target:
+                        found.append((*path, group))
+                    elif (
+                        group not in path
+                        and len(path) + 1 < CASBIN_MAX_HIERARCHY_LEVEL
+                        # what a group reaches as a parent: as far as any path may still go
+                        and target in self._closure(group)[1]
+                    ):
+                        extended.append((*path, group))
+            frontier = extended
+        return found[:limit], not frontier and len(found) <= limit
+
     # -- internals --------------------------------------------------------------------------
 
     def _scan(self, sub: str, obj: str, act: str, now: float) -> _Candidates:

@@ -11,9 +11,11 @@ from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import snapshot as snapshot_module
 from app.policy import version as policy_version
 from app.policy.check_schemas import Reason
+from app.policy.decision_index import Rule
 from app.policy.snapshot import PolicyCache
 
 router = APIRouter(tags=["check"], route_class=AuthorizedFirst)
+MAX_PATHS = 20
 
 
 class ExplainedGrant(BaseModel):
@@ -21,7 +23,14 @@ class ExplainedGrant(BaseModel):
     effect: str
     subject: str
     resource: str
-    via: list[str] = Field(description="Membership path from the principal to the subject.")
+    via: list[str] = Field(
+        description="A shortest membership path from the principal to the subject."
+    )
+    paths: list[list[str]] = Field(
+        description=f"Every membership path from the principal to the subject (shortest first; "
+        f"at most {MAX_PATHS}): access stays while any of them does."
+    )
+    paths_complete: bool = Field(description="False when there are more paths than listed.")
 
 
 class Explanation(BaseModel):
@@ -59,16 +68,22 @@ def explain_with(
         reason=Reason(code=outcome.code, grant_id=outcome.grant_id, via=list(outcome.via)),
         out_of_audience=outcome.out_of_audience,
         policy_version=snapshot.version,
-        grants=[
-            ExplainedGrant(
-                grant_id=int(rule.id),
-                effect=rule.eft,
-                subject=rule.sub,
-                resource=rule.obj,
-                via=list(via),
-            )
-            for rule, via in matches
-        ],
+        grants=[_explained(snapshot, principal, rule, via) for rule, via in matches],
+    )
+
+
+def _explained(
+    snapshot: snapshot_module.PolicySnapshot, principal: str, rule: Rule, via: tuple[str, ...]
+) -> ExplainedGrant:
+    paths, complete = snapshot.index.paths(principal, rule.sub, MAX_PATHS)
+    return ExplainedGrant(
+        grant_id=int(rule.id),
+        effect=rule.eft,
+        subject=rule.sub,
+        resource=rule.obj,
+        via=list(via),
+        paths=[list(path) for path in paths],
+        paths_complete=complete,
     )
 
 

@@ -284,3 +284,32 @@ async def test_revoked_token_is_refused_on_the_next_check(client, tokens, admin,
         await auth_service.revoke_token(session, name="check")
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert r.status_code == 401
+
+
+async def test_explain_lists_every_path_to_each_matching_grant(client, tokens, admin):
+    """user:multi reaches group:pg through p1 and through p2: cutting one path leaves access."""
+    for group, members in [("p1", ["user:multi"]), ("p2", ["user:multi"]),
+                           ("pg", ["group:p1", "group:p2"])]:  # fmt: skip
+        r = await client.put(
+            f"/v1/groups/{group}/members", json={"members": members}, headers=admin
+        )
+        assert r.status_code == 200, r.text
+    body = {"owner": "group:pg", "sensitivity": "internal", "intended_audience": ["group:pg"]}
+    assert (await client.put("/v1/datasets/pp.a", json=body, headers=admin)).status_code == 201
+    for principal, effect in [("group:pg", "allow"), ("user:multi", "deny")]:
+        grant = {"principal": principal, "resource": "pp.*", "action": "read", "effect": effect}
+        assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
+    query = {"principal": "user:multi", "dataset": "pp.a", "action": "read"}
+    r = await client.get("/v1/explain", params=query, headers=tokens["audit:read"])
+    assert r.status_code == 200, r.text
+    explained = r.json()
+    assert explained["decision"] == "deny" and explained["reason"]["code"] == "denied_by_grant"
+    by_subject = {g["subject"]: g for g in explained["grants"]}
+    assert by_subject["user:multi"]["paths"] == [["user:multi"]]
+    allow = by_subject["group:pg"]
+    assert allow["effect"] == "allow" and allow["paths_complete"] is True
+    assert allow["paths"] == [
+        ["user:multi", "group:p1", "group:pg"],
+        ["user:multi", "group:p2", "group:pg"],
+    ]
+    assert allow["via"] in allow["paths"]

@@ -192,6 +192,42 @@ def test_index_agrees_with_casbin_on_random_policies(memo_limit: int, policy: Po
         decision_index.GROUP_MEMO_LIMIT = saved
 
 
+def every_path(sub: str, target: str, links: list[tuple[str, str]]) -> set[tuple[str, ...]]:
+    """By brute force: every path of at most 9 links and no repeated principal."""
+    found: set[tuple[str, ...]] = {(sub,)} if sub == target else set()
+    partial: list[tuple[str, ...]] = [(sub,)]
+    while partial:
+        path = partial.pop()
+        for member, group in links:
+            if member == path[-1] and group not in path:
+                longer = (*path, group)
+                if group == target:
+                    found.add(longer)
+                elif len(longer) < CASBIN_MAX_HIERARCHY_LEVEL:
+                    partial.append(longer)
+    return found
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(policies(), st.integers(min_value=1, max_value=4))
+def test_paths_are_every_path_g_follows_shortest_first(policy: Policy, limit: int) -> None:
+    _rules, links, _action, _nows = policy
+    index = DecisionIndex([], links)
+    link_set = set(links)
+    for sub in REQUEST_PRINCIPALS:
+        for target in PRINCIPALS:
+            expected = every_path(sub, target, links)
+            paths, complete = index.paths(sub, target, limit)
+            assert complete == (len(expected) <= limit), (sub, target)
+            assert len(paths) == min(limit, len(expected))
+            assert set(paths) <= expected
+            assert [len(p) for p in paths] == sorted(len(p) for p in expected)[: len(paths)]
+            for path in paths:
+                assert_via(path, sub, target, link_set)
+            # Casbin's g() holds exactly when some path exists.
+            assert bool(expected) == (target in index.ancestors(sub))
+
+
 def rules_for_action(action: str, first_id: int) -> st.SearchStrategy[list[Rule]]:
     """New rules (ids from `first_id` on), biased towards `action` as `policies` draws them."""
     one = st.tuples(
