@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 
 class AccessLogEntryRead(BaseModel):
@@ -47,6 +47,10 @@ class CheckpointRead(BaseModel):
     head_hash: str
     at: datetime
     signature: str | None
+
+    @computed_field(description="The checkpoint's own id: the entry id it covers up to.")
+    def id(self) -> int:
+        return self.entry_id
 
 
 class CheckpointPage(BaseModel):

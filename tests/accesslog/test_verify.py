@@ -131,7 +131,7 @@ async def test_truncation_with_rewritten_head_is_caught_by_signed_checkpoint(
     for _ in range(3):  # three transactions: 4, 4 and 4 entries -> checkpoints at 8 and 12
         await make_entries(client, tokens, admin, 4)
     page = (await client.get("/v1/access-log/checkpoints", headers=admin)).json()
-    assert [c["entry_id"] for c in page["items"]] == [12, 8]
+    assert [(c["id"], c["entry_id"]) for c in page["items"]] == [(12, 12), (8, 8)]
     assert all(c["signature"] for c in page["items"])
     ok = await verify(client, admin)
     assert ok["ok"] is True and ok["checkpoints"] == 2 and ok["signed_checkpoints"] is True
