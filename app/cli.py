@@ -1,6 +1,7 @@
 """The ``aclaudit`` command. Every command that touches the database migrates it first."""
 
 import asyncio
+import getpass
 import os
 import re
 import shutil
@@ -9,6 +10,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
+from urllib.parse import urlencode
 
 import typer
 import uvicorn
@@ -77,13 +79,61 @@ def _upgraded(settings: Settings) -> None:
         )
 
 
-def _in_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+def _operator() -> str:
+    """Who runs a command, as the admin trail names it (CLI commands have no token)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"[:128]
+
+
+def _record(session: AsyncSession, command: str, query: dict[str, str], status: int) -> None:
+    """The command's admin-trail entry: method ``CLI``, path ``aclaudit <command>``, and the
+    status the API would have answered (200, or the refusal's)."""
+    auth_service.record_trail(
+        session,
+        token_name=_operator(),
+        token_id=None,
+        method="CLI",
+        path=f"aclaudit {command}",
+        query=urlencode(query),
+        status=status,
+        request_id=None,
+    )
+
+
+async def _record_alone(
+    maker: async_sessionmaker[AsyncSession], command: str, query: dict[str, str], status: int
+) -> None:
+    async with maker() as session, session.begin():
+        await begin_write(session)
+        _record(session, command, query, status)
+
+
+def _in_session(
+    settings: Settings,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    command: str,
+    query: dict[str, str] | None = None,
+) -> T:
+    """`work` in one write transaction, committed with its admin-trail entry (a refusal is
+    recorded on its own)."""
+    query = query or {}
+
     async def run() -> T:
         engine = create_engine(settings)
+        maker = create_sessionmaker(engine)
         try:
-            async with create_sessionmaker(engine)() as session, session.begin():
-                await begin_write(session)
-                return await work(session)
+            try:
+                async with maker() as session, session.begin():
+                    await begin_write(session)
+                    result = await work(session)
+                    _record(session, command, query, 200)
+                    return result
+            except AppError as exc:
+                await _record_alone(maker, command, query, exc.status)
+                raise
         finally:
             await engine.dispose()
 
@@ -176,7 +226,10 @@ def token_create(
     settings = _settings()
     _upgraded(settings)
     token = _in_session(
-        settings, lambda s: auth_service.create_token(s, name=name, scopes=list(scope))
+        settings,
+        lambda s: auth_service.create_token(s, name=name, scopes=list(scope)),
+        "token create",
+        {"name": name, "scope": ",".join(scope)},
     )
     typer.echo(token)
 
@@ -186,7 +239,9 @@ def token_revoke(name: Annotated[str, typer.Option(help="The token's name.")]) -
     """Revoke a token: it stops working at once."""
     settings = _settings()
     _upgraded(settings)
-    _in_session(settings, lambda s: auth_service.revoke_token(s, name=name))
+    _in_session(
+        settings, lambda s: auth_service.revoke_token(s, name=name), "token revoke", {"name": name}
+    )
     typer.echo(f"revoked {name}", err=True)
 
 
@@ -198,7 +253,7 @@ def demo() -> None:
     settings = _settings()
     _upgraded(settings)
     typer.echo("loading the demo organisation ...", err=True)
-    counts = _in_session(settings, lambda s: demo_org.load(s, _progress))
+    counts = _in_session(settings, lambda s: demo_org.load(s, _progress), "demo")
     reads = _run(settings, lambda maker: demo_org.record_reads(maker, settings, _progress))
     typer.echo(
         f"demo loaded: {counts['users']} employees in {counts['groups']} groups, "
@@ -232,6 +287,7 @@ def log_verify(
 ) -> None:
     """Recompute the hash chain and check it against the head and checkpoints (exit 1 if bad)."""
     from app.accesslog import service as accesslog_service
+    from app.accesslog.schemas import VerifyResult
 
     if (anchor_id is None) != (anchor_hash is None):
         _fail("--anchor-id and --anchor-hash go together: give both, copied from one checkpoint")
@@ -246,10 +302,14 @@ def log_verify(
     settings = _settings()
     _upgraded(settings)
     typer.echo("verifying the access log ...", err=True)
-    result = _run(
-        settings,
-        lambda maker: accesslog_service.verify_and_alert(maker, settings, anchor=anchor),
-    )
+
+    async def verify(maker: async_sessionmaker[AsyncSession]) -> VerifyResult:
+        result = await accesslog_service.verify_and_alert(maker, settings, anchor=anchor)
+        shown = {} if anchor is None else {"anchor_id": str(anchor[0]), "anchor_hash": anchor[1]}
+        await _record_alone(maker, "log verify", shown, 200)
+        return result
+
+    result = _run(settings, verify)
     if as_json:
         typer.echo(result.model_dump_json())
     elif result.ok:
@@ -284,7 +344,12 @@ def explain(
         _fail("--action must be read, write or export")
     settings = _settings()
     _upgraded(settings)
-    result = _in_session(settings, lambda s: explain.explain_now(s, principal, dataset, act))
+    result = _in_session(
+        settings,
+        lambda s: explain.explain_now(s, principal, dataset, act),
+        "explain",
+        {"principal": principal, "dataset": dataset, "action": act.value},
+    )
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -313,7 +378,7 @@ def scan(
     settings = _settings()
     _upgraded(settings)
     typer.echo("scanning every dataset ...", err=True)
-    result = _in_session(settings, lambda s: exposure_service.scan(s, actor="cli"))
+    result = _in_session(settings, lambda s: exposure_service.scan(s, actor=_operator()), "scan")
     if as_json:
         typer.echo(result.model_dump_json())
     else:
@@ -340,6 +405,8 @@ def findings(
         lambda s: exposure_service.list_findings(
             s, status=status, severity=None, dataset=None, after_id=None, limit=1000
         ),
+        "findings",
+        {"status": status} if status else {},
     )
     if as_json:
         typer.echo("[" + ",".join(f.model_dump_json() for f in items) + "]")

@@ -1,6 +1,7 @@
 """The real ``aclaudit`` console script, on fresh SQLite databases."""
 
 import asyncio
+import getpass
 import json
 import os
 import re
@@ -96,6 +97,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
         "token": ["token", "create", "--name", "n", "--scope", "check"],
         "unknown_scope": ["token", "create", "--name", "n", "--scope", "superuser"],
         "demo": ["demo"],
+        "verify": ["log", "verify"],
         "half_anchor": ["log", "verify", "--anchor-id", "3"],
         "bad_anchor": ["log", "verify", "--anchor-id", "3", "--anchor-hash", "ABC"],
         "unreachable": ["db", "upgrade"],
@@ -142,6 +144,24 @@ async def test_token_create_prints_only_a_token_that_authenticates(runs: dict[st
         ("reader", ["audit:read"]),
     ]
     assert all(token not in h for *_, h in stored)
+
+
+def trail(database: Path) -> list[tuple[str, str, str, str, int]]:
+    with sqlite3.connect(database) as conn:
+        query = "SELECT token_name, method, path, query, status FROM admin_trail ORDER BY id"
+        return conn.execute(query).fetchall()
+
+
+def test_commands_leave_admin_trail_entries_naming_the_operator(runs: dict[str, Run]):
+    operator = f"cli:{getpass.getuser()}"
+    token = runs["token"]
+    assert trail(token.database) == [
+        (operator, "CLI", "aclaudit token create", "name=n&scope=check", 200)
+    ]
+    assert token.result.stdout.strip() not in repr(trail(token.database))
+    assert trail(runs["demo"].database) == [(operator, "CLI", "aclaudit demo", "", 200)] * 2
+    assert runs["verify"].result.returncode == 0, runs["verify"].result.stderr
+    assert trail(runs["verify"].database) == [(operator, "CLI", "aclaudit log verify", "", 200)]
 
 
 def test_token_create_with_an_unknown_scope_fails_and_says_what_is_valid(runs: dict[str, Run]):
