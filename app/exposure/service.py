@@ -232,6 +232,21 @@ def _sample_paths(
     return out
 
 
+def _still_a_sample(
+    view: PolicyView, subjects: tuple[str, ...], row: Mapping[str, Any], sample: list[str]
+) -> bool:
+    """Whether a stored finding's sample and paths are what a scan would write, but for order.
+
+    Which principals a sample lists first, and so which get paths, follows the order in which
+    a process's view numbered them (the order they arrived in, or a fresh load's), so processes
+    may store the same sample differently; a scan leaves such a sample as it is.
+    """
+    stored: list[str] = row["excess_sample"]
+    return sorted(stored) == sorted(sample) and row["paths"] == _sample_paths(
+        view, subjects, stored
+    )
+
+
 def affected_by_resource(view: PolicyView, resource: str) -> list[str]:
     return datasets_covered(resource, view.datasets)
 
@@ -489,14 +504,14 @@ async def _reconcile(
                 if before_sample == sample and not (touched and _any_in(after, sample, touched)):
                     count_updates.append(_count_update(row, count, severity))
                     continue
-            paths = _sample_paths(after, subjects, sample)
-            if not is_change and (
-                row["excess_count"] == count
+            if (
+                not is_change
+                and row["excess_count"] == count
                 and row["severity"] == severity
-                and row["excess_sample"] == sample
-                and row["paths"] == paths
+                and _still_a_sample(after, subjects, row, sample)
             ):
                 continue
+            paths = _sample_paths(after, subjects, sample)
             row.update(excess_count=count, excess_sample=sample, paths=paths, severity=severity)
             if accepting:
                 _accepting(row, accept, actor)  # type: ignore[arg-type]
