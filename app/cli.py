@@ -158,6 +158,8 @@ def serve(
     """Apply migrations, then serve the API."""
     from app.operations.logs import log_config
 
+    # Served, a worker that can no longer make the log durable stops, to be restarted.
+    os.environ.setdefault("ACLAUDIT_EXIT_ON_LOG_FAILURE", "true")
     settings = _settings()
     _upgraded(settings)
     metrics_dir, made = _metrics_dir()

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # Largest request body read (413 beyond it, before it is buffered): the largest valid check
     # batch is under 8 MiB; large policy documents are what may need more.
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=64 * 1024)
+    # A worker whose access log can no longer be made durable (a failed fsync: it refuses every
+    # check until it restarts) stops itself, so that its supervisor starts a fresh one.
+    # `aclaudit serve` turns this on; an app embedded elsewhere keeps running, not ready.
+    exit_on_log_failure: bool = False
     log_level: str = "INFO"
     # One JSON line per HTTP request (method, path, status, duration, request id).
     access_log: bool = True

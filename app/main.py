@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -139,6 +140,13 @@ INTERNAL_ERROR = {
 }
 
 
+def _stop_for_restart() -> None:
+    """Stop this worker as SIGTERM would (draining what it holds), so that its supervisor
+    (uvicorn's for several workers, Docker's or systemd's) starts a fresh one."""
+    logger.critical("the access log cannot be made durable here: stopping this worker")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -160,6 +168,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.sessionmaker, app.state.policy, app.state.token_cache, settings
         )
         app.state.log_writer = writer
+        if settings.exit_on_log_failure:
+            writer.on_broken(_stop_for_restart)
         writer.start()
         sweeper = Sweeper(app.state.sessionmaker, settings)
         app.state.sweeper = sweeper
@@ -197,7 +207,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], responses={503: {"description": "Not ready"}})
     async def readyz(request: Request) -> JSONResponse:
-        """The database is reachable and the policy can be loaded."""
+        """The database is reachable, the policy can be loaded and the access log written."""
+        broken = request.app.state.log_writer.broken
+        if broken is not None:
+            detail = (
+                "the access log cannot be made durable in this process (a failed fsync: "
+                f"{type(broken).__name__}); every check is refused until it restarts on a "
+                "healthy disk"
+            )
+            return problem_response(ServiceUnavailable(detail).to_problem())
         sqlite_file = request.app.state.settings.sqlite_file
         try:
             if sqlite_file is not None and not await asyncio.to_thread(os.path.exists, sqlite_file):

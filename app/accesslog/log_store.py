@@ -118,6 +118,8 @@ class StalePolicy:
 
 
 class LogStore(Protocol):
+    on_broken: Callable[[], None] | None  # called once the store is `broken`
+
     async def write(
         self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
     ) -> Written | StalePolicy: ...
@@ -131,6 +133,11 @@ class LogStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    @property
+    def broken(self) -> Exception | None:
+        """Why the store refuses every batch until the process restarts, if it does."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -248,6 +255,12 @@ class SqliteLogStore:
         self._sync_wake: asyncio.Event | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._file_id: tuple[int, int] | None = None  # the database file's, when connected
+        # Called once the store refuses every batch for good (`broken`).
+        self.on_broken: Callable[[], None] | None = None
+
+    @property
+    def broken(self) -> Exception | None:
+        return self._failed
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -438,9 +451,15 @@ class SqliteLogStore:
                     # a later fsync could succeed without them: nothing written since can be
                     # trusted to be durable. Fail closed, as PostgreSQL does: every waiting
                     # and every later batch is answered 503 deny until the process restarts.
-                    logger.critical("fsync of the access log failed; refusing checks: %r", exc)
+                    logger.critical(
+                        "fsync of the access log failed; refusing checks until this process "
+                        "restarts on a healthy disk: %r",
+                        exc,
+                    )
                     self._failed = exc
                     self._settle(self._committed, exc)
+                    if self.on_broken is not None:
+                        self.on_broken()
                     return
                 self._settle(covered, None)
 
@@ -549,6 +568,7 @@ class PostgresLogStore:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._sync_wake: asyncio.Event | None = None
         self._sync_task: asyncio.Task[None] | None = None
+        self.on_broken: Callable[[], None] | None = None  # never called: see `broken`
 
     async def _connection(self) -> Any:
         import asyncpg
@@ -700,6 +720,10 @@ class PostgresLogStore:
                 )
         await conn.execute("COMMIT")
         return Written(batch, version, live)
+
+    @property
+    def broken(self) -> Exception | None:
+        return None  # a failed barrier fails its batches; the next one may hold again
 
     async def close(self) -> None:
         # The writer has drained: let the last barriers settle their batches.

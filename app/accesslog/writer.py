@@ -12,6 +12,7 @@ fsync is still running; each batch is answered when its own fsync is done.
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -61,6 +62,15 @@ class AccessLogWriter:
         self._closing = False
         self._syncing: set[asyncio.Future[None]] = set()
         self.write_failures = 0
+
+    @property
+    def broken(self) -> Exception | None:
+        """Why every check is refused until the process restarts (a failed fsync), if so."""
+        return self._store.broken
+
+    def on_broken(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once the log can no longer be written until a restart."""
+        self._store.on_broken = callback
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-log-writer")

@@ -4,6 +4,7 @@ the fsync that makes its entry durable, and a failed fsync fails closed."""
 import asyncio
 import errno
 import os
+import signal
 import sqlite3
 import threading
 import time
@@ -90,6 +91,37 @@ async def test_failed_fsync_answers_503_deny_and_refuses_until_restart(
     # A failed fsync may have dropped pages a later fsync would not bring back: fail closed.
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert r.status_code == 503 and r.json()["allowed"] is False
+    # ... and say so: not ready (an orchestrator takes it out of rotation), though the
+    # database itself answers.
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and "fsync" in r.json()["detail"]
+    assert (await client.get("/v1/groups", headers=admin)).status_code == 200
+
+
+async def test_a_served_worker_whose_fsync_failed_stops_itself_to_be_restarted(
+    database_url, settings, tokens, admin, monkeypatch
+):
+    sqlite_only(settings)
+    stops: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: stops.append((pid, sig)))
+    async with served(Settings(database_url=database_url, exit_on_log_failure=True)) as (
+        client,
+        _sessionmaker,
+    ):
+        await seed(client, admin)
+        check = check_body("user:alice")
+        assert (
+            await client.post("/v1/check", json=check, headers=tokens["check"])
+        ).status_code == 200
+        assert stops == []
+
+        def failing_fdatasync(fd: int) -> None:
+            raise OSError(errno.EIO, "I/O error")
+
+        monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+        r = await client.post("/v1/check", json=check, headers=tokens["check"])
+        assert r.status_code == 503 and r.json()["decision"] == "deny"
+    assert stops == [(os.getpid(), signal.SIGTERM)]
 
 
 async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_without_it(
