@@ -121,11 +121,22 @@ class LogStore(Protocol):
     on_broken: Callable[[], None] | None  # called once the store is `broken`
 
     async def write(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
-    ) -> Written | StalePolicy: ...
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+        wait: float,
+    ) -> Written | StalePolicy:
+        """One transaction appending the batch; `wait`: the longest it may wait for a lock (at
+        most the database timeout, less when its checks have already waited)."""
+        ...
 
     async def write_held(
-        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        load: SnapshotLoader,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
         """`write`, with the snapshot loaded (`load`) while the store holds the policy still,
         so that no policy change can commit between the load and the batch: a batch that kept
@@ -280,7 +291,11 @@ class SqliteLogStore:
         return conn
 
     async def write(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
         loop = asyncio.get_running_loop()
         if self._failed is not None:
@@ -288,14 +303,14 @@ class SqliteLogStore:
         conn = self._conn
         if conn is None:
             result = await loop.run_in_executor(
-                self._executor, self._write, submissions, snapshot, tokens_version
+                self._executor, self._write, submissions, snapshot, tokens_version, wait
             )
         else:
             try:
                 conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 between batches
             except sqlite3.OperationalError:
                 result = await loop.run_in_executor(
-                    self._executor, self._write, submissions, snapshot, tokens_version
+                    self._executor, self._write, submissions, snapshot, tokens_version, wait
                 )
             else:
                 result = self._finish(conn, submissions, snapshot, tokens_version)
@@ -304,13 +319,17 @@ class SqliteLogStore:
         return Written(result.batch, result.version, result.live_tokens, self._durable(loop))
 
     async def write_held(
-        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        load: SnapshotLoader,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
         """The write lock first, then the snapshot: policy changes need the same lock."""
         loop = asyncio.get_running_loop()
         if self._failed is not None:
             raise LogStoreFailed("the access log could not be synced to disk") from self._failed
-        conn = await loop.run_in_executor(self._executor, self._begin)
+        conn = await loop.run_in_executor(self._executor, self._begin, wait)
         try:
             snapshot = await load()
         except BaseException:
@@ -321,12 +340,12 @@ class SqliteLogStore:
             return result
         return Written(result.batch, result.version, result.live_tokens, self._durable(loop))
 
-    def _begin(self) -> sqlite3.Connection:
-        """``BEGIN IMMEDIATE`` in the thread, waiting for the write lock as long as needed."""
+    def _begin(self, wait: float) -> sqlite3.Connection:
+        """``BEGIN IMMEDIATE`` in the thread, waiting up to `wait` seconds for the write lock."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
-        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait * 1000))}")
         try:
             conn.execute("BEGIN IMMEDIATE")
         finally:
@@ -334,10 +353,14 @@ class SqliteLogStore:
         return conn
 
     def _write(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
-        """The transaction in the thread, waiting for the write lock as long as needed."""
-        return self._finish(self._begin(), submissions, snapshot, tokens_version)
+        """The transaction in the thread, waiting up to `wait` seconds for the write lock."""
+        return self._finish(self._begin(wait), submissions, snapshot, tokens_version)
 
     def _finish(
         self,
@@ -635,26 +658,37 @@ class PostgresLogStore:
                 future.set_exception(error)
 
     async def write(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        snapshot: PolicySnapshot,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
-        return await self._write(submissions, snapshot, tokens_version)
+        return await self._write(submissions, snapshot, tokens_version, wait)
 
     async def write_held(
-        self, submissions: Sequence[Submission], load: SnapshotLoader, tokens_version: int
+        self,
+        submissions: Sequence[Submission],
+        load: SnapshotLoader,
+        tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
         """A share lock on the policy version's row first (policy changes update it, so they
         wait for this batch), then the snapshot."""
-        return await self._write(submissions, load, tokens_version)
+        return await self._write(submissions, load, tokens_version, wait)
 
     async def _write(
         self,
         submissions: Sequence[Submission],
         snapshot: PolicySnapshot | SnapshotLoader,
         tokens_version: int,
+        wait: float,
     ) -> Written | StalePolicy:
         conn = await self._connection()
         try:
             await conn.execute("BEGIN")
+            if wait < 0.8 * self._timeout:  # its checks waited behind a stuck batch: less
+                await conn.execute(f"SET LOCAL lock_timeout = {max(1, int(wait * 1000))}")
             if not isinstance(snapshot, PolicySnapshot):
                 await conn.execute("SELECT version FROM policy_state WHERE id = 1 FOR SHARE")
                 snapshot = await snapshot()

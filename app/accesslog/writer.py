@@ -12,6 +12,7 @@ fsync is still running; each batch is answered when its own fsync is done.
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -43,6 +44,10 @@ class LogUnavailable(Exception):
     """The access log could not be written; the checks it held must be denied."""
 
 
+# A queued submission, its answer, and when it stops waiting (monotonic seconds).
+_Queued = tuple[Submission, "asyncio.Future[list[Recorded]]", float]
+
+
 class AccessLogWriter:
     def __init__(
         self,
@@ -55,8 +60,9 @@ class AccessLogWriter:
         self._policy = policy
         self._tokens = tokens
         self._max_batch = settings.max_group_commit
+        self._timeout = settings.database_timeout
         self._store: LogStore = open_store(settings)
-        self._queue: list[tuple[Submission, asyncio.Future[list[Recorded]]]] = []
+        self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -90,7 +96,7 @@ class AccessLogWriter:
         if self._closing or self._task is None or self._task.done():
             raise LogUnavailable("the access-log writer is not running")
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
-        self._queue.append((submission, future))
+        self._queue.append((submission, future, time.monotonic() + self._timeout))
         self._wake.set()
         # No shield: a caller that goes away cancels only its own future, which the writer skips
         # (its entry is still committed with the rest of the batch).
@@ -101,9 +107,14 @@ class AccessLogWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                self._expire()
+                if not self._queue:
+                    break
                 batch = self._take_batch()
                 try:
-                    results, durable = await self._commit([s for s, _ in batch])
+                    # The lock may be waited for as long as the longest-waiting check has left.
+                    wait = max(0.001, min(d for _, _, d in batch) - time.monotonic())
+                    results, durable = await self._commit([s for s, _, _ in batch], wait)
                 except Exception as exc:
                     self._fail(batch, exc)
                     continue
@@ -119,7 +130,7 @@ class AccessLogWriter:
 
     def _on_durable(
         self,
-        batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]],
+        batch: list[_Queued],
         results: list[list[Recorded] | Exception],
         durable: asyncio.Future[None],
     ) -> None:
@@ -130,21 +141,29 @@ class AccessLogWriter:
         else:
             self._answer(batch, results)
 
-    def _fail(
-        self, batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]], exc: BaseException
-    ) -> None:
+    def _expire(self) -> None:
+        """Deny now the checks that have waited the database timeout (behind a batch waiting
+        for the log's lock, say), instead of after their own batch's full wait as well."""
+        now = time.monotonic()
+        if self._queue[0][2] > now:  # the oldest has time left, so all have
+            return
+        expired = [queued for queued in self._queue if queued[2] <= now]
+        self._queue = [queued for queued in self._queue if queued[2] > now]
+        self._fail(expired, LogUnavailable("the access log could not be written in time"))
+
+    def _fail(self, batch: list[_Queued], exc: BaseException) -> None:
         self.write_failures += len(batch)
         logger.error("access log write failed for %d submissions: %r", len(batch), exc)
-        for _, future in batch:
+        for _, future, _ in batch:
             if not future.done():
                 future.set_exception(LogUnavailable(str(exc)))
 
     @staticmethod
     def _answer(
-        batch: list[tuple[Submission, asyncio.Future[list[Recorded]]]],
+        batch: list[_Queued],
         results: list[list[Recorded] | Exception],
     ) -> None:
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -152,9 +171,9 @@ class AccessLogWriter:
             else:
                 future.set_result(result)
 
-    def _take_batch(self) -> list[tuple[Submission, asyncio.Future[list[Recorded]]]]:
+    def _take_batch(self) -> list[_Queued]:
         taken, count = 0, 0
-        for submission, _ in self._queue:
+        for submission, _, _ in self._queue:
             if taken and count + len(submission.checks) > self._max_batch:
                 break
             taken += 1
@@ -163,7 +182,7 @@ class AccessLogWriter:
         return batch
 
     async def _commit(
-        self, submissions: list[Submission]
+        self, submissions: list[Submission], wait: float
     ) -> tuple[list[list[Recorded] | Exception], asyncio.Future[None] | None]:
         snapshot = self._policy.loaded
         for attempt in range(STALE_RETRIES):
@@ -171,9 +190,9 @@ class AccessLogWriter:
             if attempt == 0:
                 if snapshot is None:
                     snapshot = await self._load_policy()
-                written = await self._store.write(submissions, snapshot, tokens)
+                written = await self._store.write(submissions, snapshot, tokens, wait)
             else:  # the policy moved: load it again while the store holds it still
-                written = await self._store.write_held(submissions, self._load_policy, tokens)
+                written = await self._store.write_held(submissions, self._load_policy, tokens, wait)
             if isinstance(written, StalePolicy):
                 continue
             if written.live_tokens is not None:

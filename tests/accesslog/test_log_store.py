@@ -2,6 +2,7 @@
 the fsync that makes its entry durable, and a failed fsync fails closed."""
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -264,3 +265,69 @@ async def test_checks_get_through_while_another_worker_keeps_changing_the_policy
             await churning
     assert answers == [200] * 5
     assert changes >= 10  # the policy did keep changing meanwhile
+
+
+async def test_checks_queued_behind_a_stuck_batch_fail_within_the_timeout(
+    database_url, settings, tokens, admin
+):
+    """A batch waiting for a lock held elsewhere holds up the checks queued behind it: each is
+    denied within the database timeout of its own arrival, not after one timeout per batch."""
+    timeout = 1.0
+    async with served(Settings(database_url=database_url, database_timeout=timeout)) as (
+        client,
+        _sessionmaker,
+    ):
+        await seed(client, admin)
+        batch = {"checks": [check_body("user:alice")] * 50}
+        assert (
+            await client.post("/v1/check/batch", json=batch, headers=tokens["check"])
+        ).status_code == 200
+        async with held_log_lock(settings):
+
+            async def timed() -> tuple[int, float]:
+                started = time.monotonic()
+                r = await client.post("/v1/check/batch", json=batch, headers=tokens["check"])
+                return r.status_code, time.monotonic() - started
+
+            tasks = []
+            for _ in range(4):
+                tasks.append(asyncio.create_task(timed()))
+                await asyncio.sleep(0.1)
+            answers = await asyncio.gather(*tasks)
+        assert [status for status, _ in answers] == [503] * 4, answers
+        assert max(seconds for _, seconds in answers) < timeout + 0.5, answers
+        r = await client.post("/v1/check/batch", json=batch, headers=tokens["check"])
+        assert r.status_code == 200  # the lock is free again
+    verify = await client_verify(database_url, admin)
+    assert verify["ok"] is True and verify["entries"] == 100
+
+
+@contextlib.asynccontextmanager
+async def held_log_lock(settings):
+    """What another writer holding the access log's lock looks like to this process."""
+    if settings.is_sqlite:
+        assert settings.sqlite_file is not None
+        other = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+    else:
+        import asyncpg
+
+        url = make_url(settings.database_url).set(drivername="postgresql")
+        other = await asyncpg.connect(url.render_as_string(hide_password=False))
+        try:
+            await other.execute("BEGIN")
+            await other.execute("LOCK TABLE access_log_head IN ACCESS EXCLUSIVE MODE")
+            yield
+        finally:
+            await other.execute("ROLLBACK")
+            await other.close()
+
+
+async def client_verify(database_url, admin):
+    async with served(Settings(database_url=database_url)) as (client, _sessionmaker):
+        return (await client.get("/v1/access-log/verify", headers=admin)).json()
