@@ -112,8 +112,9 @@ class AccessLogWriter:
                     break
                 batch = self._take_batch()
                 try:
-                    # The lock may be waited for as long as the longest-waiting check has left.
-                    wait = max(0.001, min(d for _, _, d in batch) - time.monotonic())
+                    # The lock may be waited for as long as the longest-waiting check (the
+                    # first: the queue is in arrival order) has left.
+                    wait = max(0.001, batch[0][2] - time.monotonic())
                     results, durable = await self._commit([s for s, _, _ in batch], wait)
                 except Exception as exc:
                     self._fail(batch, exc)
