@@ -126,20 +126,32 @@ def http_problem(exc: HTTPException) -> dict[str, Any]:
     }
 
 
-async def send_problem(send: Send, problem: dict[str, Any]) -> None:
-    """Answer with `problem` from plain ASGI code (middleware), as the handlers would."""
-    body = json.dumps(problem).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": problem["status"],
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+# As starlette's JSONResponse renders a body (json.dumps with these arguments, one encoder).
+_JSON_BODY = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+)
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    document: dict[str, Any],
+    media_type: bytes = b"application/json",
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Answer with `document` from plain ASGI code, byte for byte as a JSONResponse would."""
+    body = _JSON_BODY.encode(document).encode("utf-8")
+    raw = [(b"content-length", b"%d" % len(body)), (b"content-type", media_type)]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_problem(
+    send: Send, problem: dict[str, Any], headers: dict[str, str] | None = None
+) -> None:
+    """Answer with `problem` from plain ASGI code (middleware), as the handlers would."""
+    await send_json(send, problem["status"], problem, b"application/problem+json", headers)
 
 
 class Problem(BaseModel):

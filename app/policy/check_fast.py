@@ -17,7 +17,6 @@ first byte is sent; a log failure is a 503 ``decision: "deny"`` problem and a to
 under the batch a 401, with the headers `app.errors.problem_headers` gives every `AppError`.
 """
 
-import json
 import logging
 from typing import Any
 
@@ -40,6 +39,7 @@ from app.errors import (
     Unauthenticated,
     http_problem,
     problem_headers,
+    send_json,
     send_problem,
 )
 from app.operations.metrics import Metrics
@@ -87,26 +87,8 @@ def result_document(recorded: Recorded) -> dict[str, Any]:
     }
 
 
-# As starlette's JSONResponse renders it (json.dumps with these arguments, one encoder).
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    return _JSON.encode(document).encode("utf-8")
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, media_type: bytes, headers: dict[str, str]
-) -> None:
-    raw = [(b"content-length", str(len(body)).encode()), (b"content-type", media_type)]
-    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _respond_problem(send: Send, error: AppError) -> None:
-    body = _encode(error.to_problem())
-    await _respond(send, error.status, body, b"application/problem+json", problem_headers(error))
+    await send_problem(send, error.to_problem(), problem_headers(error))
 
 
 def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
@@ -192,4 +174,4 @@ async def serve_check(
         await _respond_problem(send, CheckUnavailable(NOT_RECORDED))
         return
     metrics.count_recorded([recorded[0].entry["decision"]])
-    await _respond(send, 200, _encode(result_document(recorded[0])), b"application/json", {})
+    await send_json(send, 200, result_document(recorded[0]))
