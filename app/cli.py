@@ -88,10 +88,10 @@ def _operator() -> str:
     return f"cli:{user}"[:128]
 
 
-def _record(session: AsyncSession, command: str, query: dict[str, str], status: int) -> None:
+async def _record(session: AsyncSession, command: str, query: dict[str, str], status: int) -> None:
     """The command's admin-trail entry: method ``CLI``, path ``aclaudit <command>``, and the
     status the API would have answered (200, or the refusal's)."""
-    auth_service.record_trail(
+    await auth_service.record_trail(
         session,
         token_name=_operator(),
         token_id=None,
@@ -108,7 +108,7 @@ async def _record_alone(
 ) -> None:
     async with maker() as session, session.begin():
         await begin_write(session)
-        _record(session, command, query, status)
+        await _record(session, command, query, status)
 
 
 def _in_session(
@@ -123,13 +123,13 @@ def _in_session(
 
     async def run() -> T:
         engine = create_engine(settings)
-        maker = create_sessionmaker(engine)
+        maker = create_sessionmaker(engine, chain_key=settings.checkpoint_key_bytes)
         try:
             try:
                 async with maker() as session, session.begin():
                     await begin_write(session)
                     result = await work(session)
-                    _record(session, command, query, 200)
+                    await _record(session, command, query, 200)
                     return result
             except AppError as exc:
                 await _record_alone(maker, command, query, exc.status)
@@ -272,7 +272,7 @@ def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], 
     async def run() -> T:
         engine = create_engine(settings)
         try:
-            return await work(create_sessionmaker(engine))
+            return await work(create_sessionmaker(engine, chain_key=settings.checkpoint_key_bytes))
         finally:
             await engine.dispose()
 
@@ -288,7 +288,7 @@ def log_verify(
     anchor_hash: Annotated[str | None, typer.Option(help="That checkpoint's head hash.")] = None,
 ) -> None:
     """Recompute the hash chain and check it against the head and checkpoints (exit 1 if bad)."""
-    from app.accesslog import service as accesslog_service
+    from app.accesslog.integrity import Integrity
     from app.accesslog.schemas import VerifyResult
 
     if (anchor_id is None) != (anchor_hash is None):
@@ -306,7 +306,7 @@ def log_verify(
     typer.echo("verifying the access log ...", err=True)
 
     async def verify(maker: async_sessionmaker[AsyncSession]) -> VerifyResult:
-        result = await accesslog_service.verify_and_alert(maker, settings, anchor=anchor)
+        result = await Integrity(maker, settings).verify(anchor=anchor, full=True)
         shown = {} if anchor is None else {"anchor_id": str(anchor[0]), "anchor_hash": anchor[1]}
         await _record_alone(maker, "log verify", shown, 200)
         return result
@@ -316,10 +316,13 @@ def log_verify(
         typer.echo(result.model_dump_json())
     elif result.ok:
         typer.echo(
-            f"ok: {result.entries} entries, head {result.head}, {result.checkpoints} checkpoints"
+            f"ok: {result.entries} entries, head {result.head}, {result.checkpoints} checkpoints;"
+            " the admin trail and the alert feed are intact"
         )
-    else:
-        typer.echo(f"TAMPERED: first bad entry {result.first_bad_id}: {result.problem}")
+    for failed in (c for c in result.chains if not c.ok):
+        noun = "entry" if failed.chain == chain.ACCESS_LOG else "row"
+        at = "" if failed.first_bad_id is None else f"first bad {noun} {failed.first_bad_id}: "
+        typer.echo(f"TAMPERED: {failed.chain}: {at}{failed.problem}")
     raise typer.Exit(0 if result.ok else 1)
 
 

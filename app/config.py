@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sweeper_enabled: bool = True
     sweep_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
     integrity_interval_seconds: float = Field(default=300.0, ge=0)
+    # A chain that still fails verify is alerted again (log.integrity_failed) this often, per
+    # process; a new failure at once.
+    integrity_realert_seconds: float = Field(default=3600.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -186,8 +186,24 @@ async def begin_write(session: AsyncSession) -> None:
     await session.connection(execution_options={WRITE_OPTION: True})
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+# Session.info key of the checkpoint key, which signs the heads of the admin trail's and the
+# alert feed's hash chains wherever a session appends to them.
+CHAIN_KEY = "aclaudit_chain_key"
+
+
+def create_sessionmaker(
+    engine: AsyncEngine, *, chain_key: bytes | None
+) -> async_sessionmaker[AsyncSession]:
+    """`chain_key`: the settings' `checkpoint_key_bytes` (each session signs the chain heads it
+    moves with it)."""
+    return async_sessionmaker(
+        engine, expire_on_commit=False, autoflush=False, info={CHAIN_KEY: chain_key}
+    )
+
+
+def chain_key(session: AsyncSession) -> bytes | None:
+    key = session.info.get(CHAIN_KEY)
+    return key if isinstance(key, bytes) else None
 
 
 async def get_session(request: Request, response: Response) -> AsyncIterator[AsyncSession]:

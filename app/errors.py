@@ -90,6 +90,15 @@ class ServiceUnavailable(AppError):
     title = "Service unavailable"
 
 
+class Busy(AppError):
+    """One such request at a time per process: retry after `RETRY_AFTER` seconds."""
+
+    status = 429
+    slug = "busy"
+    title = "Busy"
+    RETRY_AFTER = 5
+
+
 class CheckUnavailable(ServiceUnavailable):
     """A check that could not be decided and recorded: always a deny."""
 
@@ -106,6 +115,8 @@ def problem_headers(error: AppError) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if error.status == 503:
         return {"Retry-After": "1"}
+    if isinstance(error, Busy):
+        return {"Retry-After": str(Busy.RETRY_AFTER)}
     return {}
 
 

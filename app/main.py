@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
 from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
@@ -161,7 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             checkpointer = WalCheckpointer(sqlite_file, settings.database_timeout)
             checkpointer.start()
         app.state.wal_checkpointer = checkpointer
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.sessionmaker = create_sessionmaker(
+            engine, chain_key=settings.checkpoint_key_bytes
+        )
         app.state.policy = PolicyCache()
         app.state.token_cache = TokenCache()
         writer = AccessLogWriter(
@@ -171,7 +174,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.exit_on_log_failure:
             writer.on_broken(_stop_for_restart)
         writer.start()
-        sweeper = Sweeper(app.state.sessionmaker, settings)
+        app.state.integrity = Integrity(app.state.sessionmaker, settings)
+        sweeper = Sweeper(app.state.sessionmaker, settings, app.state.integrity)
         app.state.sweeper = sweeper
         if settings.sweeper_enabled:
             sweeper.start()

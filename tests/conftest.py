@@ -50,19 +50,21 @@ def postgres_migrated() -> str:
 
 async def _truncate(url: str) -> None:
     engine = create_engine(Settings(database_url=url))
-    singletons = {"policy_state", "access_log_head", "alert_head"}  # seeded by the migrations
+    # seeded by the migrations
+    singletons = {"policy_state", "access_log_head", "alert_head", "admin_trail_head"}
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables if t.name not in singletons)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE policy_state SET version = 0"))
-        await conn.execute(text("UPDATE alert_head SET last_id = 0"))
-        # recreated, not updated: a tampering test may have deleted it
-        await conn.execute(text("DELETE FROM access_log_head"))
-        await conn.execute(
-            text(
-                f"INSERT INTO access_log_head (id, last_id, last_hash) VALUES (1, 0, '{'0' * 64}')"
+        # chain heads: recreated, not updated, since a tampering test may have deleted one
+        for head in ("access_log_head", "alert_head", "admin_trail_head"):
+            await conn.execute(text(f"DELETE FROM {head}"))
+            await conn.execute(
+                text(
+                    f"INSERT INTO {head} (id, last_id, last_hash, signature) "
+                    f"VALUES (1, 0, '{'0' * 64}', NULL)"
+                )
             )
-        )
     await engine.dispose()
 
 

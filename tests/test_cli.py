@@ -57,7 +57,7 @@ async def create_token(database: Path, name: str, *scopes: str) -> str:
     await asyncio.to_thread(migrate.upgrade, f"sqlite:///{database}")  # it runs its own loop
     engine = create_engine(Settings(database_url=f"sqlite:///{database}"))
     try:
-        async with create_sessionmaker(engine)() as session, session.begin():
+        async with create_sessionmaker(engine, chain_key=None)() as session, session.begin():
             return await auth_service.create_token(session, name=name, scopes=list(scopes))
     finally:
         await engine.dispose()

@@ -55,6 +55,7 @@ class Batch:
     subjects: list[tuple[str, int]] = field(default_factory=list)  # (subject, entry id)
     alerts: list[AlertEvent] = field(default_factory=list)
     head: tuple[int, str] = (0, chain.GENESIS)
+    head_signature: str | None = None  # with a checkpoint key: the new head's HMAC
     checkpoint: dict[str, Any] | None = None
 
 
@@ -139,6 +140,9 @@ def build_batch(
             recorded.append(Recorded(entry))
         batch.results.append(recorded)
     batch.head = (last_id, last_hash)
+    if checkpoint_key is not None and batch.entries:
+        # One HMAC per group commit: the signed head covers every answered check.
+        batch.head_signature = chain.sign_head(checkpoint_key, chain.ACCESS_LOG, *batch.head)
     if batch.entries and last_id // checkpoint_every > head_id // checkpoint_every:
         signature = (
             chain.sign_checkpoint(checkpoint_key, last_id, last_hash) if checkpoint_key else None

@@ -38,8 +38,8 @@ from typing import Any, Protocol
 from sqlalchemy.engine import make_url
 
 from app.accesslog.batch import Batch, Submission, build_batch
-from app.accesslog.chain import CHAINED_FIELDS
-from app.alerts.service import AlertEvent
+from app.accesslog.chain import ALERT_FIELDS, CHAINED_FIELDS
+from app.alerts.service import AlertEvent, ChainedAlerts, chain_alerts
 from app.config import Settings
 from app.db import sqlite_datetime
 from app.policy.snapshot import PolicySnapshot
@@ -76,22 +76,25 @@ def _entry_rows(batch: Batch, at: Any) -> list[tuple[Any, ...]]:
     ]
 
 
-def _insert_alert(style: str) -> str:
-    """The alerts written here are reads from outside the audience; each names the finding of
-    the (dataset, grant) it went through: the pair's newest finding if it is open or accepted
-    (one probe of the (dataset, grant_id) index, in the alert's transaction)."""
-    marks = ["?" if style == "qmark" else f"${n}" for n in range(1, 10)]
-    return (
-        "INSERT INTO alerts (id, type, severity, at, summary, dataset, access_log_id, finding_id) "
-        f"VALUES ({', '.join(marks[:7])}, (SELECT CASE WHEN f.status IN ('open', 'accepted') "
-        f"THEN f.id END FROM findings AS f WHERE f.dataset = {marks[7]} "
-        f"AND f.grant_id = {marks[8]} ORDER BY f.id DESC LIMIT 1))"
-    )
+# The alerts written here are reads from outside the audience; each names the finding of the
+# (dataset, grant) it went through: the pair's newest finding if it is open or accepted (one
+# probe of the (dataset, grant_id) index per pair, in the alert's transaction), read before
+# the alerts are chained (`app.alerts.service.chain_alerts`).
+FIND_FINDING = (
+    "SELECT CASE WHEN status IN ('open', 'accepted') THEN id END FROM findings "
+    "WHERE dataset = ? AND grant_id = ? ORDER BY id DESC LIMIT 1"
+)
+# The alert feed's head (PostgreSQL adds FOR UPDATE; SQLite's write lock is already held).
+READ_ALERT_HEAD = "SELECT last_id, last_hash FROM alert_head WHERE id = 1"
+ALERT_COLUMNS = (*ALERT_FIELDS, "prev_hash", "hash")
+MOVE_ALERT_HEAD = "UPDATE alert_head SET last_id = ?, last_hash = ?, signature = ? WHERE id = 1"
+MOVE_LOG_HEAD = "UPDATE access_log_head SET last_id = ?, last_hash = ?, signature = ? WHERE id = 1"
 
 
-# Takes the alert feed's lock (PostgreSQL row lock; SQLite's write lock is already held) and
-# reserves `count` ids, returning the last of them.
-ADVANCE_ALERTS = "UPDATE alert_head SET last_id = last_id + ? WHERE id = 1 RETURNING last_id"
+def _numbered(statement: str) -> str:
+    """`statement` with PostgreSQL's numbered placeholders for qmark ones."""
+    parts = statement.split("?")
+    return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,17 @@ class _Chaining:
             self.checkpoint_key,
         )
 
+    def alerts(
+        self,
+        alerts: list[AlertEvent],
+        finding_ids: list[int | None],
+        head: tuple[int, str],
+        batch: Batch,
+    ) -> ChainedAlerts:
+        """The batch's alerts chained onto the feed's `head`, at the batch's instant."""
+        at = batch.entries[0]["at"]
+        return chain_alerts(alerts, finding_ids, head, at, self.checkpoint_key)
+
 
 def _token_hashes(submissions: Sequence[Submission]) -> list[str]:
     return sorted({s.token_hash for s in submissions if s.token_hash is not None})
@@ -189,21 +203,14 @@ def _placeholders(columns: Sequence[str], style: str) -> str:
     return f"({', '.join(columns)}) VALUES ({marks})"
 
 
-def _alert_rows(alerts: list[AlertEvent], first_id: int, at: Any) -> list[tuple[Any, ...]]:
-    return [
-        (
-            first_id + n,
-            a.type.value,
-            a.severity,
-            at,
-            a.summary,
-            a.dataset,
-            a.access_log_id,
-            a.dataset,
-            a.grant_id,
-        )
-        for n, a in enumerate(alerts)
-    ]
+def _finding_pairs(alerts: list[AlertEvent]) -> list[tuple[str | None, int | None]]:
+    """The distinct (dataset, grant) pairs whose findings the batch's alerts name."""
+    return list(dict.fromkeys((a.dataset, a.grant_id) for a in alerts))
+
+
+def _alert_rows(chained: ChainedAlerts, at: Any) -> list[tuple[Any, ...]]:
+    """The chained alerts in ALERT_COLUMNS order, `at` as the driver takes it."""
+    return [tuple(at if c == "at" else row[c] for c in ALERT_COLUMNS) for row in chained.rows]
 
 
 # -- SQLite ----------------------------------------------------------------------------------
@@ -244,7 +251,7 @@ class SqliteLogStore:
     """
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "qmark")
-    INSERT_ALERT = _insert_alert("qmark")
+    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "qmark")
     # BEGIN IMMEDIATE already holds the write lock, so this read is the committed head.
     READ_HEAD = (
         "SELECT p.version, h.last_id, h.last_hash FROM policy_state p, access_log_head h "
@@ -422,9 +429,7 @@ class SqliteLogStore:
                     "INSERT INTO access_log_subjects (subject, entry_id) VALUES (?, ?)",
                     batch.subjects,
                 )
-            conn.execute(
-                "UPDATE access_log_head SET last_id = ?, last_hash = ? WHERE id = 1", batch.head
-            )
+            conn.execute(MOVE_LOG_HEAD, (*batch.head, batch.head_signature))
             if batch.checkpoint is not None:
                 c = batch.checkpoint
                 conn.execute(
@@ -433,9 +438,15 @@ class SqliteLogStore:
                     (c["entry_id"], c["head_hash"], sqlite_datetime(c["at"]), c["signature"]),
                 )
             if batch.alerts:
-                count = len(batch.alerts)
-                (last,) = conn.execute(ADVANCE_ALERTS, (count,)).fetchone()
-                conn.executemany(self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at))
+                found = {
+                    p: conn.execute(FIND_FINDING, p).fetchone()
+                    for p in _finding_pairs(batch.alerts)
+                }
+                findings = [(found[(a.dataset, a.grant_id)] or (None,))[0] for a in batch.alerts]
+                head = conn.execute(READ_ALERT_HEAD).fetchone()
+                chained = self._chaining.alerts(batch.alerts, findings, head, batch)
+                conn.executemany(self.INSERT_ALERT, _alert_rows(chained, at))
+                conn.execute(MOVE_ALERT_HEAD, (*chained.head, chained.signature))
         return Written(batch, version, live)
 
     # -- durability ---------------------------------------------------------------------------
@@ -575,7 +586,7 @@ class PostgresLogStore:
     """
 
     INSERT_ENTRY = "INSERT INTO access_log " + _placeholders(ENTRY_COLUMNS, "numeric")
-    INSERT_ALERT = _insert_alert("numeric")
+    INSERT_ALERT = "INSERT INTO alerts " + _placeholders(ALERT_COLUMNS, "numeric")
     LOCK_HEAD = (
         "SELECT h.last_id, h.last_hash, p.version FROM access_log_head h, policy_state p "
         "WHERE h.id = 1 AND p.id = 1 FOR UPDATE OF h"
@@ -731,10 +742,7 @@ class PostgresLogStore:
                     "INSERT INTO access_log_subjects (subject, entry_id) VALUES ($1, $2)",
                     batch.subjects,
                 )
-            await conn.execute(
-                "UPDATE access_log_head SET last_id = $1, last_hash = $2 WHERE id = 1",
-                *batch.head,
-            )
+            await conn.execute(_numbered(MOVE_LOG_HEAD), *batch.head, batch.head_signature)
             if batch.checkpoint is not None:
                 c = batch.checkpoint
                 await conn.execute(
@@ -746,12 +754,15 @@ class PostgresLogStore:
                     c["signature"],
                 )
             if batch.alerts:
-                count = len(batch.alerts)
-                last = await conn.fetchval(ADVANCE_ALERTS.replace("?", "$1"), count)
-                at = batch.entries[0]["at"]
-                await conn.executemany(
-                    self.INSERT_ALERT, _alert_rows(batch.alerts, last - count + 1, at)
-                )
+                found = {
+                    p: await conn.fetchval(_numbered(FIND_FINDING), *p)
+                    for p in _finding_pairs(batch.alerts)
+                }
+                findings = [found[(a.dataset, a.grant_id)] for a in batch.alerts]
+                head = await conn.fetchrow(READ_ALERT_HEAD + " FOR UPDATE")
+                chained = self._chaining.alerts(batch.alerts, findings, tuple(head), batch)
+                await conn.executemany(self.INSERT_ALERT, _alert_rows(chained, chained.at))
+                await conn.execute(_numbered(MOVE_ALERT_HEAD), *chained.head, chained.signature)
         await conn.execute("COMMIT")
         return Written(batch, version, live)
 

@@ -72,13 +72,15 @@ class AccessLogSubject(Base):
 
 
 class AccessLogHead(Base):
-    """The chain's head (one row): the lock every writer takes, and the newest id and hash."""
+    """The chain's head (one row): the lock every writer takes, and the newest id and hash,
+    HMAC-signed by every group commit when ``ACLAUDIT_CHECKPOINT_KEY`` is set."""
 
     __tablename__ = "access_log_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_id: Mapped[int] = mapped_column(LogId)
     last_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AccessLogCheckpoint(Base):

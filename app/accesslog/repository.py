@@ -1,7 +1,7 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import RowMapping, false, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import (
@@ -12,6 +12,8 @@ from app.accesslog.models import (
     AccessLogHead,
     AccessLogSubject,
 )
+from app.alerts.models import Alert
+from app.alerts.schemas import AlertType
 
 HEAD = select(AccessLogHead).where(AccessLogHead.id == 1)
 
@@ -58,18 +60,6 @@ async def list_entries(
                 select(AccessLogSubject.entry_id).where(AccessLogSubject.subject == data_subject)
             )
         )
-    return (await session.execute(query)).scalars().all()
-
-
-async def entries_after(
-    session: AsyncSession, *, after: int, up_to: int, limit: int
-) -> Sequence[AccessLogEntry]:
-    query = (
-        select(AccessLogEntry)
-        .where(AccessLogEntry.id > after, AccessLogEntry.id <= up_to)
-        .order_by(AccessLogEntry.id)
-        .limit(limit)
-    )
     return (await session.execute(query)).scalars().all()
 
 
@@ -155,3 +145,64 @@ async def list_checkpoints(
     if limit is not None:
         query = query.limit(limit)
     return (await session.execute(query)).scalars().all()
+
+
+async def checkpoint_marks(session: AsyncSession) -> list[tuple[int, str, str | None]]:
+    """Every checkpoint's (entry id, head hash, signature): what verify needs of them."""
+    c = AccessLogCheckpoint
+    query = select(c.entry_id, c.head_hash, c.signature).order_by(c.entry_id)
+    return [(int(i), str(h), s) for i, h, s in (await session.execute(query)).all()]
+
+
+async def first_misstored_checkpoint(session: AsyncSession) -> int | None:
+    """On SQLite, the first checkpoint not stored as the service stores it (its `at` would
+    not read back, failing GET /v1/access-log/checkpoints); None on PostgreSQL."""
+    if session.get_bind().dialect.name != "sqlite":
+        return None
+    found = await session.scalar(
+        text(
+            "SELECT min(entry_id) FROM access_log_checkpoints WHERE NOT ("
+            "typeof(entry_id) = 'integer' AND typeof(head_hash) = 'text' "
+            "AND typeof(signature) IN ('text', 'null') AND typeof(at) = 'text' AND at GLOB "
+            "'[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9] "
+            "[0-2][0-9]:[0-5][0-9]:[0-6][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]')"
+        )
+    )
+    return None if found is None else int(found)
+
+
+async def entry_rows(session: AsyncSession, *, after: int, up_to: int) -> Sequence[RowMapping]:
+    """Entries after..up_to in id order, as mappings (no ORM objects: verify reads millions)."""
+    t = AccessLogEntry.__table__
+    query = select(t).where(t.c.id > after, t.c.id <= up_to).order_by(t.c.id)
+    return (await session.execute(query)).mappings().all()
+
+
+async def entry_hash(session: AsyncSession, entry_id: int) -> str | None:
+    query = select(AccessLogEntry.hash).where(AccessLogEntry.id == entry_id)
+    found = await session.scalar(query)
+    return None if found is None else str(found)
+
+
+async def first_unlogged_read_alert(session: AsyncSession) -> tuple[int, int] | None:
+    """The first ``read.out_of_audience`` alert (id, entry id) whose entry does not show that
+    read: missing, in audience, or of another dataset. (An alert commits with its entry, so
+    one statement sees both or neither.)"""
+    a, e = Alert.__table__, AccessLogEntry.__table__
+    query = (
+        select(a.c.id, a.c.access_log_id)
+        .select_from(a.outerjoin(e, e.c.id == a.c.access_log_id))
+        .where(
+            a.c.type == AlertType.read_out_of_audience.value,
+            or_(
+                a.c.access_log_id.is_(None),
+                e.c.id.is_(None),
+                e.c.out_of_audience == false(),
+                e.c.dataset != a.c.dataset,
+            ),
+        )
+        .order_by(a.c.id)
+        .limit(1)
+    )
+    found = (await session.execute(query)).first()
+    return None if found is None else (int(found[0]), int(found[1] or 0))

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from app.accesslog import chain, repository
 from app.accesslog import service as accesslog_service
+from app.accesslog.integrity import Integrity
 from app.accesslog.schemas import (
     AccessLogEntryRead,
     AccessLogPage,
@@ -13,7 +14,14 @@ from app.accesslog.schemas import (
 )
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.errors import (
+    Busy,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    problem_responses,
+)
 from app.identifiers import DatasetId, PrincipalId, UTCInstant
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 
@@ -53,23 +61,34 @@ async def list_entries(
     return AccessLogPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/verify", response_model=VerifyResult, responses=ERRORS)
+@router.get(
+    "/verify",
+    response_model=VerifyResult,
+    responses=problem_responses(Unauthenticated, Forbidden, Busy),
+)
 async def verify(
     request: Request,
     _: AuditReader,
     anchor_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     anchor_hash: Hash = None,
+    full: Annotated[
+        bool,
+        Query(
+            description="Read every row again. By default a verify trusts what an earlier "
+            "verify in this worker already checked (up to its newest checkpoint) and reads "
+            "only what was appended since; the sweeper and `aclaudit log verify` run in full."
+        ),
+    ] = False,
 ) -> VerifyResult:
-    """Recompute the hash chain; check the head, the checkpoints and an optional anchor."""
+    """Recompute the access log's, the admin trail's and the alert feed's hash chains; check
+    their signed heads, the checkpoints and an optional anchor. One at a time per worker (429
+    with Retry-After while one runs); a failure is alerted once per worker (and again hourly
+    while it persists), however often it is verified or by whom."""
     if (anchor_id is None) != (anchor_hash is None):
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
-    return await accesslog_service.verify_and_alert(
-        request.app.state.sessionmaker,
-        request.app.state.settings,
-        anchor=anchor,
-        once=True,  # a failure is alerted once, however often it is verified (or by whom)
-    )
+    integrity: Integrity = request.app.state.integrity
+    return await integrity.verify(anchor=anchor, full=full)
 
 
 @router.get("/checkpoints", response_model=CheckpointPage, responses=ERRORS)

@@ -30,14 +30,47 @@ class AccessLogPage(BaseModel):
     next_cursor: str | None
 
 
+class ChainVerifyResult(BaseModel):
+    """One hash chain's verification."""
+
+    chain: str = Field(description="access_log, admin_trail or alerts.")
+    ok: bool
+    entries: int = Field(
+        description="access_log: entries up to the head, as the top level; other chains: "
+        "rows verified in this run (after resumed_from, when resumed)."
+    )
+    head_id: int | None = None
+    head: str | None = Field(default=None, description="Hash of the newest row.")
+    head_signed: bool = Field(
+        default=False, description="The head's signature was checked against the key."
+    )
+    resumed_from: int | None = Field(
+        default=None,
+        description="Rows up to this id were verified by an earlier verify in this process "
+        "and were trusted, not read again (ask ?full=true for a full run).",
+    )
+    first_bad_id: int | None = None
+    problem: str | None = None
+
+
 class VerifyResult(BaseModel):
+    """The access log's verification (top-level fields) and every chain's (`chains`): `ok`
+    only when all of them are; `problem` names the failing chain."""
+
     ok: bool
     entries: int = Field(description="Entries checked (the whole chain when ok).")
     head: str | None = Field(default=None, description="Hash of the newest entry.")
     checkpoints: int = 0
     signed_checkpoints: bool = False
-    first_bad_id: int | None = None
+    first_bad_id: int | None = Field(
+        default=None, description="The access log's first bad entry (null: the log is intact)."
+    )
     problem: str | None = None
+    resumed_from: int | None = Field(
+        default=None,
+        description="Entries up to this id were verified earlier in this process and trusted.",
+    )
+    chains: list[ChainVerifyResult] = Field(default_factory=list)
 
 
 class CheckpointRead(BaseModel):

@@ -21,12 +21,19 @@ class Alert(Base):
     dataset: Mapped[str | None] = mapped_column(String(512), nullable=True)
     finding_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     access_log_id: Mapped[int | None] = mapped_column(LogId, nullable=True)
+    # The feed's hash chain (`app.accesslog.chain.ALERT_FIELDS`): a removed or edited alert
+    # breaks it.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class AlertHead(Base):
-    """The feed's newest id (one row); locked by every transaction that adds alerts."""
+    """The feed's newest id and hash (one row; signed when a checkpoint key is set); locked by
+    every transaction that adds alerts."""
 
     __tablename__ = "alert_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_id: Mapped[int] = mapped_column(LogId)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -2,18 +2,23 @@
 
 Ids are assigned under a lock on ``alert_head`` held until commit, so an alert with a smaller
 id is always committed before one with a larger id: a poller that keeps ``last_id`` can never
-skip an alert that becomes visible late, nor see one twice.
+skip an alert that becomes visible late, nor see one twice. The same lock orders the feed's
+hash chain: every alert names the hash of the one before it, and the head (signed with the
+checkpoint key when one is set) the newest, so a removed or edited alert fails verify.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accesslog import chain
 from app.alerts.models import Alert, AlertHead
 from app.alerts.schemas import AlertFeed, AlertRead, AlertType
-from app.db import insert_columns, utcnow
+from app.db import chain_key, insert_columns, utcnow
 
 
 @dataclass(frozen=True)
@@ -29,42 +34,65 @@ class AlertEvent:
     grant_id: int | None = None
 
 
+@dataclass(frozen=True)
+class ChainedAlerts:
+    rows: list[dict[str, Any]]  # every Alert column
+    head: tuple[int, str]  # the feed's new head (id, hash)
+    signature: str | None  # the new head's, with a key
+    at: datetime
+
+
+def chain_alerts(
+    events: Sequence[AlertEvent],
+    finding_ids: Sequence[int | None],
+    head: tuple[int, str],
+    at: datetime,
+    key: bytes | None,
+) -> ChainedAlerts:
+    """The alerts as rows chained onto the feed's `head` (pure; the caller holds its lock)."""
+    last_id, last_hash = head
+    rows = []
+    for event, finding_id in zip(events, finding_ids, strict=True):
+        last_id += 1
+        row: dict[str, Any] = {
+            "id": last_id,
+            "type": event.type.value,
+            "severity": event.severity,
+            "at": at,
+            "summary": event.summary,
+            "dataset": event.dataset,
+            "finding_id": finding_id,
+            "access_log_id": event.access_log_id,
+            "prev_hash": last_hash,
+        }
+        last_hash = row["hash"] = chain.record_hash(last_hash, chain.ALERT_FIELDS, row)
+        rows.append(row)
+    signature = chain.sign_head(key, chain.ALERTS, last_id, last_hash) if key else None
+    return ChainedAlerts(rows, (last_id, last_hash), signature, at)
+
+
 async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | None = None) -> None:
     """Append alerts in the caller's transaction (which must be a writer)."""
     if not events:
         return
-    query = select(AlertHead.last_id).where(AlertHead.id == 1).with_for_update()
-    last = int((await session.execute(query)).scalar_one())
-    stamp = at or utcnow()
-    values = {
-        "id": range(last + 1, last + 1 + len(events)),
-        "type": [e.type.value for e in events],
-        "severity": [e.severity for e in events],
-        "at": [stamp] * len(events),
-        "summary": [e.summary for e in events],
-        "dataset": [e.dataset for e in events],
-        "finding_id": [e.finding_id for e in events],
-        "access_log_id": [e.access_log_id for e in events],
-    }
+    query = select(AlertHead.last_id, AlertHead.last_hash).where(AlertHead.id == 1)
+    last_id, last_hash = (await session.execute(query.with_for_update())).one()
+    chained = chain_alerts(
+        events,
+        [e.finding_id for e in events],
+        (int(last_id), str(last_hash)),
+        at or utcnow(),
+        chain_key(session),
+    )
+    columns = [c.name for c in Alert.__table__.columns]
+    values = {name: [row[name] for row in chained.rows] for name in columns}
     await insert_columns(session, Alert.__table__, values)  # type: ignore[arg-type]
+    new_id, new_hash = chained.head
     await session.execute(
-        update(AlertHead).where(AlertHead.id == 1).values(last_id=last + len(events))
+        update(AlertHead)
+        .where(AlertHead.id == 1)
+        .values(last_id=new_id, last_hash=new_hash, signature=chained.signature)
     )
-
-
-async def emit_once(session: AsyncSession, event: AlertEvent, at: datetime | None = None) -> bool:
-    """Emit ``event`` unless an alert of its type about the same log entry exists already.
-
-    The feed's lock is taken first, so two workers cannot both decide to emit it.
-    """
-    await session.execute(select(AlertHead.id).where(AlertHead.id == 1).with_for_update())
-    query = select(Alert.id).where(
-        Alert.type == event.type.value, Alert.access_log_id == event.access_log_id
-    )
-    if (await session.execute(query.limit(1))).first() is not None:
-        return False
-    await emit(session, [event], at)
-    return True
 
 
 async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:

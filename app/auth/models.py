@@ -35,3 +35,18 @@ class TrailEntry(Base):
     token_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
     )
+    # The trail's hash chain (`app.accesslog.chain.TRAIL_FIELDS`); ids come from its head.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class TrailHead(Base):
+    """The trail's newest id and hash (one row; signed when a checkpoint key is set); locked
+    by every transaction that adds a trail entry."""
+
+    __tablename__ = "admin_trail_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth.models import ApiToken, TrailEntry
+from app.auth.models import ApiToken, TrailEntry, TrailHead
 
 
 async def get_token_by_hash(session: AsyncSession, token_hash: str) -> ApiToken | None:
@@ -29,3 +29,9 @@ async def list_trail(
     if token_name is not None:
         query = query.where(TrailEntry.token_name == token_name)
     return (await session.execute(query)).scalars().all()
+
+
+async def lock_trail_head(session: AsyncSession) -> TrailHead:
+    """The trail's head, locked for the caller's transaction (SQLite: its write lock)."""
+    query = select(TrailHead).where(TrailHead.id == 1).with_for_update()
+    return (await session.execute(query)).scalar_one()

@@ -4,13 +4,15 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accesslog import chain
 from app.auth import repository
 from app.auth.models import ApiToken, TrailEntry
 from app.auth.scopes import Scope
-from app.db import utcnow
+from app.db import chain_key, utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from app.policy import version as policy_version
 
@@ -82,7 +84,7 @@ def require(caller: Caller, scope: Scope) -> Caller:
     return caller
 
 
-def record_trail(
+async def record_trail(
     session: AsyncSession,
     *,
     token_name: str | None,
@@ -93,15 +95,25 @@ def record_trail(
     status: int,
     request_id: str | None,
 ) -> None:
-    session.add(
-        TrailEntry(
-            at=utcnow(),
-            token_name=token_name,
-            token_id=token_id,
-            method=method,
-            path=path,
-            query=query,
-            status=status,
-            request_id=request_id,
-        )
+    """Append a trail entry, chained onto the trail's head (locked until the caller commits:
+    briefly, as the entry is the transaction's last write; the wait is bounded by the
+    database's lock timeout)."""
+    head = await repository.lock_trail_head(session)
+    row: dict[str, Any] = {
+        "id": head.last_id + 1,
+        "at": utcnow(),
+        "token_name": token_name,
+        "method": method,
+        "path": path,
+        "query": query,
+        "status": status,
+        "request_id": request_id,
+        "prev_hash": head.last_hash,
+    }
+    row["hash"] = chain.record_hash(head.last_hash, chain.TRAIL_FIELDS, row)
+    session.add(TrailEntry(token_id=token_id, **row))
+    key = chain_key(session)
+    head.last_id, head.last_hash = row["id"], row["hash"]
+    head.signature = (
+        chain.sign_head(key, chain.ADMIN_TRAIL, row["id"], row["hash"]) if key else None
     )

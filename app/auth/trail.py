@@ -84,7 +84,7 @@ class AdminTrailMiddleware:
         try:
             async with maker() as session, session.begin():
                 await begin_write(session)
-                _add_entry(session, scope, status)
+                await _add_entry(session, scope, status)
         except Exception:
             logger.exception("admin trail write failed; withholding the response")
             return False
@@ -97,14 +97,14 @@ async def record_with_change(request: Request, response: Response, session: Asyn
         return
     route = request.scope.get("route")
     status = response.status_code or getattr(route, "status_code", None) or 200
-    _add_entry(session, request.scope, status)
+    await _add_entry(session, request.scope, status)
     request.scope.setdefault("state", {})[RECORDED] = True
 
 
-def _add_entry(session: AsyncSession, scope: Scope, status: int) -> None:
+async def _add_entry(session: AsyncSession, scope: Scope, status: int) -> None:
     state = scope.get("state", {})
     caller = state.get("caller")
-    auth_service.record_trail(
+    await auth_service.record_trail(
         session,
         token_name=caller.name if caller else None,
         token_id=caller.token_id if caller else None,

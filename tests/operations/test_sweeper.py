@@ -188,7 +188,7 @@ async def test_a_busy_database_costs_a_sweep_one_warning_line(settings: Settings
         pytest.skip("SQLite's write lock; PostgreSQL writers wait on row locks instead")
     busy = settings.model_copy(update={"database_timeout": 0.05, "sweep_interval_seconds": 0.05})
     engine = create_engine(busy)
-    sweeper = Sweeper(create_sessionmaker(engine), busy)
+    sweeper = Sweeper(create_sessionmaker(engine, chain_key=None), busy)
     logger = logging.getLogger("aclaudit.sweeper")
     logger.addHandler(caplog.handler)
     blocker = sqlite3.connect(settings.sqlite_file, isolation_level=None)
