@@ -1,7 +1,7 @@
 """Verifying every hash chain (access log, admin trail, alert feed) and alerting on failure.
 
 One :class:`Integrity` per process (``app.state.integrity``; the CLI makes its own) runs one
-verify at a time (a second caller gets `Busy`, 429, or waits when it is the sweeper), keeps
+verify at a time (a second caller gets `Busy`, 429; the sweeper's run queues), keeps
 where each chain's last verify ended so the next one reads only what was appended since
 (`full` reads everything), and decides which failures become ``log.integrity_failed`` alerts.
 
@@ -77,6 +77,12 @@ class Integrity:
         self._resume: dict[str, tuple[int, str]] = {}
         self._alerted: dict[tuple[str, int | None], float] = {}  # failure -> monotonic time
         self._checkpoints = 0  # the running verify's
+        self._callers = 0  # verifies running or waiting, the sweeper's aside
+
+    @property
+    def busy(self) -> bool:
+        """A caller's verify is running or waiting in this process."""
+        return self._callers > 0
 
     async def verify(
         self,
@@ -88,23 +94,28 @@ class Integrity:
     ) -> VerifyResult:
         """Verify every chain (resumed unless `full`); alert on failure (see the module).
 
-        Without `wait`, a verify already running in this process makes this one `Busy`.
-        A failure against the caller's `anchor` alone is the caller's answer, not an alert:
-        anyone who may verify could otherwise raise false critical alerts.
+        One caller at a time: while one's verify runs (or waits for the sweeper's), another is
+        `Busy`. The sweeper (`wait`) queues behind a caller's verify, and a caller behind the
+        sweeper's. A failure against the caller's `anchor` alone is the caller's answer, not
+        an alert: anyone who may verify could otherwise raise false critical alerts.
         """
-        if self._lock.locked() and not wait:
+        if not wait and self._callers:
             raise Busy(
                 "a verify is already running in this process; retry after "
                 f"{Busy.RETRY_AFTER} s (its result is alerted if the log is bad)"
             )
-        async with self._lock:
-            result = await self._verify(anchor, full)
-            alerted = result
-            if not result.ok and anchor is not None:
-                alerted = await self._verify(None, full)
-            if alert and not alerted.ok:
-                await self._alert(alerted)
-            return result
+        self._callers += 0 if wait else 1
+        try:
+            async with self._lock:
+                result = await self._verify(anchor, full)
+                alerted = result
+                if not result.ok and anchor is not None:
+                    alerted = await self._verify(None, full)
+                if alert and not alerted.ok:
+                    await self._alert(alerted)
+                return result
+        finally:
+            self._callers -= 0 if wait else 1
 
     async def _verify(self, anchor: tuple[int, str] | None, full: bool) -> VerifyResult:
         key = self._settings.checkpoint_key_bytes

@@ -147,18 +147,6 @@ async def verify_log(
     if not verifier.finish(head.last_id, head.last_hash):
         first_bad_id = verifier.first_bad_id or verifier.checked + 1
         return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
-    if head_signed and not chain.head_signature_ok(
-        key or b"", chain.ACCESS_LOG, head.last_id, head.last_hash, head.signature
-    ):
-        # The chain holds together up to the head, but the head is not one the service
-        # signed: the entries after the newest checkpoint were rewritten (or removed).
-        covered = max([c for c in checkpoints if c <= head.last_id], default=0)
-        return bad(
-            covered + 1,
-            f"the head (entry {head.last_id}) has no valid signature: the entries after the "
-            f"checkpoint at {covered} were rewritten or removed, or the head was moved",
-            covered,
-        )
     async with maker() as session:
         # Read after the head, so every checkpoint up to it is seen (each is committed with
         # the entries it marks); and a row appended meanwhile lies under the head read last.
@@ -173,6 +161,18 @@ async def verify_log(
             f"written in every transaction that passes a multiple of {checkpoint_every}: "
             "checkpoints were removed",
             verifier.checked,
+        )
+    if head_signed and not chain.head_signature_ok(
+        key or b"", chain.ACCESS_LOG, head.last_id, head.last_hash, head.signature
+    ):
+        # The chain holds together up to the head, but the head is not one the service
+        # signed: the entries after the newest checkpoint were rewritten (or removed).
+        covered = max([c for c in checkpoints if c <= head.last_id], default=0)
+        return bad(
+            covered + 1,
+            f"the head (entry {head.last_id}) has no valid signature: the entries after the "
+            f"checkpoint at {covered} were rewritten or removed, or the head was moved",
+            covered,
         )
     if beyond is not None and (now is None or beyond > now.last_id):
         return bad(

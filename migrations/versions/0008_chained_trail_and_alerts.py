@@ -47,7 +47,7 @@ def _chain_rows(table: sa.TableClause, fields: Sequence[str]) -> tuple[int, str]
     update = sa.text(
         f'UPDATE {table.name} SET prev_hash = :prev_hash, hash = :hash WHERE id = :row_id'
     )
-    after = -(2**62)
+    after = -(2**31)  # every row (the id columns are 32-bit on PostgreSQL)
     while True:
         rows = bind.execute(
             sa.select(table).where(table.c.id > after).order_by(table.c.id).limit(5000)

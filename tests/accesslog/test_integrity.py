@@ -1,0 +1,260 @@
+"""Tampering by someone with write access to the database: signed heads, the admin trail's and
+the alert feed's chains, unreadable rows, and alerts that no planted row can hold back."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.accesslog import chain
+from app.config import Settings
+from app.operations.sweeper import Sweeper
+from tests.accesslog.test_verify import make_entries, served, sql, verify
+from tests.alerts.test_feed import poll, setup_exposed
+
+KEY = "k" * 32
+
+
+async def integrity_alerts(client, tokens) -> list[dict]:
+    items = (await poll(client, tokens, limit=1000))["items"]
+    return [a for a in items if a["type"] == "log.integrity_failed"]
+
+
+def failed_chains(result: dict) -> list[str]:
+    return [c["chain"] for c in result["chains"] if not c["ok"]]
+
+
+async def test_a_planted_integrity_alert_does_not_silence_the_real_one(
+    client, tokens, admin, sessionmaker
+):
+    await setup_exposed(client, admin)  # alert 1: finding.opened
+    await make_entries(client, tokens, admin, 5)
+    # one UPDATE makes alert 1 look like the integrity alert for entry 2, then entry 2 is edited
+    await sql(
+        sessionmaker,
+        "UPDATE alerts SET type = 'log.integrity_failed', access_log_id = 2 WHERE id = 1",
+        "UPDATE access_log SET principal = 'user:mallory' WHERE id = 2",
+    )
+    result = await verify(client, admin)
+    assert (result["ok"], result["first_bad_id"]) == (False, 2)
+    raised = [a for a in await integrity_alerts(client, tokens) if a["id"] > 1]
+    assert [a["access_log_id"] for a in raised if a["access_log_id"] is not None] == [2]
+    assert "alerts" in failed_chains(result)  # and the planted row itself is caught
+
+
+async def test_a_garbage_checkpoint_time_is_reported_alerted_and_explained_by_the_cli(
+    database_url, tokens, admin, sessionmaker, tmp_path
+):
+    """It used to make verify answer 500, the sweeper fail every tick without an alert, and
+    the CLI print a traceback."""
+    settings = Settings(database_url=database_url, checkpoint_every=5)
+    if not settings.is_sqlite:
+        pytest.skip("PostgreSQL's timestamptz column cannot hold text")
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 6)  # checkpoint at 6
+        await sql(maker, "UPDATE access_log_checkpoints SET at = 'garbage' WHERE entry_id = 6")
+        result = await verify(client, admin)
+        assert (result["ok"], result["first_bad_id"]) == (False, 6)
+        assert "checkpoint at entry 6" in result["problem"]
+        sweeper = Sweeper(maker, settings.model_copy(update={"sweeper_enabled": False}))
+        assert await sweeper.check_integrity() is False
+        # the endpoint's alert, and the sweeper's (its own Integrity here: another process)
+        assert {a["access_log_id"] for a in await integrity_alerts(client, tokens)} == {6}
+    env = {**os.environ, "ACLAUDIT_DATABASE_URL": database_url}
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).with_name("aclaudit")), "log", "verify"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert cli.returncode == 1, cli.stderr
+    assert "TAMPERED: access_log: first bad entry 6" in cli.stdout
+    assert "Traceback" not in cli.stderr
+
+
+async def test_an_unreadable_alert_is_reported_as_tampering_with_the_feed(
+    client, tokens, admin, sessionmaker, settings
+):
+    if not settings.is_sqlite:
+        pytest.skip("PostgreSQL's column types allow one stored form only")
+    await setup_exposed(client, admin)
+    await sql(sessionmaker, "UPDATE alerts SET at = 'yesterday' WHERE id = 1")
+    result = await verify(client, admin)
+    assert result["ok"] is False and failed_chains(result) == ["alerts"]
+    assert "could not be read" in result["problem"]
+
+
+async def test_a_second_verify_at_once_is_refused_while_checks_are_served(
+    client, tokens, admin, app
+):
+    for _ in range(8):
+        await make_entries(client, tokens, admin, 1000)
+    first = asyncio.create_task(client.get("/v1/access-log/verify", headers=admin))
+    while not app.state.integrity.busy:  # noqa: ASYNC110 (the app's state, no event to wait on)
+        await asyncio.sleep(0)
+    second = await client.get("/v1/access-log/verify", headers=admin)
+    assert second.status_code == 429, second.text
+    assert second.headers["retry-after"] == "5"
+    assert second.headers["content-type"] == "application/problem+json"
+    check = {"principal": "user:u1", "dataset": "activity.keys", "action": "read"}
+    served_meanwhile = await client.post("/v1/check", json=check, headers=tokens["check"])
+    assert served_meanwhile.status_code == 200
+    assert not first.done()  # the check did not wait for the verify
+    done = await first
+    assert done.status_code == 200 and done.json()["ok"] is True
+
+
+async def test_a_verify_resumes_after_the_last_checkpoint_it_verified_and_full_reads_all(
+    database_url, tokens, admin
+):
+    """The resumed verify trusts the prefix this process verified (documented); a full one,
+    as the sweeper and the CLI run, reads it again and finds an edit there."""
+    settings = Settings(database_url=database_url, checkpoint_every=5)
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 12)  # checkpoint at 12
+        assert (await verify(client, admin))["resumed_from"] is None
+        await make_entries(client, tokens, admin, 3)
+        resumed = await verify(client, admin)
+        assert (resumed["ok"], resumed["entries"], resumed["resumed_from"]) == (True, 15, 12)
+        await sql(maker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 4")
+        assert (await verify(client, admin))["ok"] is True  # trusted, not read again
+        full = await verify(client, admin, "?full=true")
+        assert (full["ok"], full["first_bad_id"], full["resumed_from"]) == (False, 4, None)
+        sweeper = Sweeper(maker, settings.model_copy(update={"sweeper_enabled": False}))
+        assert await sweeper.check_integrity() is False
+
+
+async def rechain_tail(client, admin, maker, first: int, last: int) -> None:
+    """Edit entry `first` and re-hash it and every entry after it up to `last`, and the head:
+    what anyone with write access and the code can do."""
+    prev = (await client.get(f"/v1/access-log/{first - 1}", headers=admin)).json()["hash"]
+    statements = []
+    for entry_id in range(first, last + 1):
+        entry = (await client.get(f"/v1/access-log/{entry_id}", headers=admin)).json()
+        if entry_id == first:
+            entry["principal"] = "user:someone.else"
+        entry["at"] = datetime.fromisoformat(entry["at"])
+        entry["prev_hash"], entry["hash"] = prev, chain.entry_hash(prev, entry)
+        statements.append(
+            f"UPDATE access_log SET principal = '{entry['principal']}', "
+            f"prev_hash = '{prev}', hash = '{entry['hash']}' WHERE id = {entry_id}"
+        )
+        prev = entry["hash"]
+    await sql(maker, *statements, f"UPDATE access_log_head SET last_hash = '{prev}'")
+
+
+async def test_rewritten_newest_entries_are_caught_by_the_signed_head(database_url, tokens, admin):
+    """After the last checkpoint (none yet with the default interval of 1000) nothing but the
+    head's signature covers the entries."""
+    settings = Settings(database_url=database_url, checkpoint_key=KEY)
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 10)
+        assert (await verify(client, admin))["ok"] is True
+        await rechain_tail(client, admin, maker, 9, 10)
+        result = await verify(client, admin, "?full=true")
+        assert (result["ok"], result["first_bad_id"]) == (False, 1)
+        assert "head (entry 10) has no valid signature" in result["problem"]
+
+
+async def test_a_rollback_to_an_older_signed_head_is_caught_by_the_alerts_naming_later_reads(
+    database_url, tokens, admin
+):
+    settings = Settings(database_url=database_url, checkpoint_every=5, checkpoint_key=KEY)
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 6)  # entries 1-6, checkpoint at 6
+        async with maker() as session:
+            old_head = (await session.execute(text("SELECT * FROM access_log_head"))).one()
+        await setup_exposed(client, admin)
+        check = {"principal": "user:bob", "dataset": "activity.keys", "action": "read"}
+        read = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()
+        assert (read["access_log_id"], read["out_of_audience"]) == (7, True)
+        await make_entries(client, tokens, admin, 6)  # 8-13, checkpoint at 13
+        assert (await verify(client, admin))["ok"] is True
+        await sql(
+            maker,
+            "DELETE FROM access_log_subjects WHERE entry_id > 6",
+            "DELETE FROM access_log WHERE id > 6",
+            "DELETE FROM access_log_checkpoints WHERE entry_id > 6",
+            f"UPDATE access_log_head SET last_id = {old_head.last_id}, "
+            f"last_hash = '{old_head.last_hash}', signature = '{old_head.signature}'",
+        )
+        result = await verify(client, admin, "?full=true")
+        assert (result["ok"], result["first_bad_id"]) == (False, 7)
+        assert "alert" in result["problem"] and "rolled back" in result["problem"]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_bad_id"),
+    [
+        ("DELETE FROM admin_trail", 1),
+        ("DELETE FROM admin_trail WHERE id = 2", 3),
+        ("UPDATE admin_trail SET status = 200 WHERE id = 4", 4),  # the 403 hidden
+    ],
+)
+async def test_a_removed_or_edited_trail_entry_fails_verify_and_is_alerted(
+    client, tokens, admin, sessionmaker, settings, tamper, first_bad_id
+):
+    for n in range(4):  # trail entries 1-4 (the 4th refused: 403)
+        headers = admin if n < 3 else tokens["check"]
+        await client.put(f"/v1/groups/g{n}/members", json={"members": []}, headers=headers)
+    assert (await verify(client, admin))["ok"] is True  # trail entry 5 records it
+    await sql(sessionmaker, tamper)
+    result = await verify(client, admin, "?full=true")  # a resumed one trusts rows 1-4
+    assert result["ok"] is False and failed_chains(result) == ["admin_trail"]
+    trail = next(c for c in result["chains"] if c["chain"] == "admin_trail")
+    assert trail["first_bad_id"] == first_bad_id
+    assert result["problem"].startswith("admin_trail: ")
+    summaries = [a["summary"] for a in await integrity_alerts(client, tokens)]
+    assert len(summaries) == 1 and summaries[0].startswith("admin_trail integrity check failed")
+
+
+async def test_removed_out_of_audience_alerts_fail_verify(client, tokens, admin, sessionmaker):
+    await setup_exposed(client, admin)
+    check = {"principal": "user:bob", "dataset": "activity.keys", "action": "read"}
+    for _ in range(3):
+        assert (await client.post("/v1/check", json=check, headers=tokens["check"])).is_success
+    assert (await verify(client, admin))["ok"] is True
+    await sql(sessionmaker, "DELETE FROM alerts WHERE type = 'read.out_of_audience'")
+    result = await verify(client, admin, "?full=true")
+    assert result["ok"] is False and failed_chains(result) == ["alerts"]
+    assert result["first_bad_id"] is None  # the access log itself is intact
+
+
+async def test_a_rechained_trail_is_caught_by_its_signed_head(database_url, tokens, admin):
+    """Without the key anyone can re-hash the rest of the trail after removing an entry; with
+    it, the head they write carries no valid signature."""
+    settings = Settings(database_url=database_url, checkpoint_key=KEY)
+    async with served(settings) as (client, maker):
+        for n in range(3):
+            await client.put(f"/v1/groups/g{n}/members", json={"members": []}, headers=admin)
+        assert (await verify(client, admin))["ok"] is True
+        async with maker() as session:
+            rows = (await session.execute(text("SELECT * FROM admin_trail ORDER BY id"))).all()
+        prev, statements = chain.GENESIS, ["DELETE FROM admin_trail WHERE id = 2"]
+        for row in rows:
+            if row.id == 2:
+                continue
+            fields = dict(row._mapping)
+            at = fields["at"]
+            at = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+            fields["at"] = at if at.tzinfo else at.replace(tzinfo=UTC)
+            digest = chain.record_hash(prev, chain.TRAIL_FIELDS, fields)
+            statements.append(
+                f"UPDATE admin_trail SET prev_hash = '{prev}', hash = '{digest}' "
+                f"WHERE id = {row.id}"
+            )
+            prev = digest
+        statements.append(
+            f"UPDATE admin_trail_head SET last_id = {rows[-1].id}, last_hash = '{prev}'"
+        )
+        await sql(maker, *statements)
+        result = await verify(client, admin, "?full=true")
+        assert result["ok"] is False and failed_chains(result) == ["admin_trail"]
+        assert "no valid signature" in result["problem"]
