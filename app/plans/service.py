@@ -76,7 +76,7 @@ async def _apply_changes(
     after = done.after
     current = {d.id: d for d in await datasets_repository.list_all(session)}
     moves = {
-        dataset_id: (current[dataset_id].guard, datasets_service.guard_for(stored, wanted))
+        dataset_id: (stored.guard, datasets_service.guard_for(stored, wanted))
         for dataset_id, wanted in doc.datasets.items()
         if (stored := current.get(dataset_id)) is not None
     }
