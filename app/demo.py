@@ -14,6 +14,7 @@ from app.accesslog.writer import AccessLogWriter, CheckInput, Submission
 from app.auth.token_cache import TokenCache
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
+from app.exposure import dataset_change
 from app.exposure import service as exposure_service
 from app.identifiers import Action, Effect
 from app.policy.models import Grant
@@ -256,7 +257,7 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
     for done, (dataset_id, body) in enumerate(sets.items(), 1):
         # Registered over the grant that already over-exposes it, as in the incident: the
         # findings open (unaccepted) instead of the registration being refused.
-        await exposure_service.put_dataset(
+        await dataset_change.put_dataset(
             session, dataset_id=dataset_id, body=body, actor=ACTOR, guarded=False
         )
         progress("datasets", done, len(sets))

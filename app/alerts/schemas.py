@@ -12,6 +12,7 @@ class AlertType(StrEnum):
     read_out_of_audience = "read.out_of_audience"
     log_integrity_failed = "log.integrity_failed"
     grant_expired = "grant.expired"
+    dataset_guard_changed = "dataset.guard_changed"
 
 
 class AlertRead(BaseModel):

@@ -35,13 +35,16 @@ class DatasetWrite(BaseModel):
     )
     guard: Guard | None = Field(
         default=None,
-        description="`block` refuses grants that widen access beyond the audience; "
-        "defaults to `block` for restricted datasets, `alert` otherwise.",
+        description="`block` refuses grants that widen access beyond the audience. Omitted, "
+        "the stored guard is kept; a new dataset defaults to `block` when restricted, `alert` "
+        "otherwise. Lowering it to `alert`, or raising it to `block` while findings are open, "
+        "needs accept_exposure.",
     )
     accept_exposure: AcceptExposure | None = Field(
         default=None,
         description="On a `block` dataset, registering or re-scoping it so that existing grants "
-        "reach beyond its audience is refused (409) unless the exposure is accepted here.",
+        "reach beyond its audience is refused (409) unless the exposure is accepted here; so is "
+        "a guard change that needs it (the dataset's open findings are then accepted).",
     )
 
 

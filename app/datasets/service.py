@@ -12,15 +12,23 @@ def default_guard(sensitivity: Sensitivity) -> Guard:
     return Guard.block if sensitivity is Sensitivity.restricted else Guard.alert
 
 
+def guard_for(stored: Dataset | None, body: DatasetWrite) -> Guard:
+    """The guard a write asks for: an omitted one keeps the stored guard (re-classifying a
+    dataset never moves it silently); a new dataset takes the default."""
+    if body.guard is not None:
+        return body.guard
+    return Guard(stored.guard) if stored is not None else default_guard(body.sensitivity)
+
+
 async def put_dataset(
     session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
 ) -> tuple[DatasetRead, bool]:
     """Create or replace a dataset; returns it and whether it was created."""
     await policy_version.advance(session)
     now = utcnow()
-    guard = (body.guard or default_guard(body.sensitivity)).value
     audience = sorted(set(body.intended_audience))
     dataset = await repository.get(session, dataset_id)
+    guard = guard_for(dataset, body).value
     created = dataset is None
     if dataset is None:
         dataset = Dataset(id=dataset_id, created_at=now)

@@ -19,6 +19,24 @@ async def active_for(session: AsyncSession, dataset_ids: Sequence[str]) -> Seque
     return (await session.execute(query)).scalars().all()
 
 
+async def open_on(session: AsyncSession, dataset_ids: Sequence[str]) -> Sequence[Finding]:
+    """Open findings of these datasets as stored now (the bulk writes bypass the ORM)."""
+    query = (
+        select(Finding)
+        .where(Finding.dataset.in_(dataset_ids), Finding.status == "open")
+        .order_by(Finding.id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(query)).scalars().all()
+
+
+async def active_ids(session: AsyncSession, dataset_ids: Sequence[str]) -> set[int]:
+    query = select(Finding.id).where(
+        Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted"))
+    )
+    return set((await session.execute(query)).scalars())
+
+
 # Findings are written in bulk (a full scan opens hundreds of thousands): Core statements on plain
 # dicts, not ORM objects. Statements are chunked to stay well inside SQLite's parameter limit.
 CHUNK = 2_000

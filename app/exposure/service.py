@@ -23,8 +23,6 @@ from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
 from app.datasets import repository as datasets_repository
-from app.datasets import service as datasets_service
-from app.datasets.schemas import DatasetRead, DatasetWrite
 from app.db import utcnow
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
@@ -98,7 +96,7 @@ class ExposureRefused(Conflict):
             {**f, "grant_id": None} if f["grant_id"] in grant_ids else f
             for f in self.extra["findings"]
         ]
-        return ExposureRefused(self.detail, **{**self.extra, "findings": findings})
+        return type(self)(self.detail, **{**self.extra, "findings": findings})
 
 
 async def load_view(session: AsyncSession) -> PolicyView:
@@ -1038,39 +1036,6 @@ async def _paths_through(
 
 
 TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples by name
-
-
-async def put_dataset(
-    session: AsyncSession,
-    *,
-    dataset_id: str,
-    body: DatasetWrite,
-    actor: str,
-    guarded: bool = True,
-) -> tuple[DatasetRead, bool, FindingChanges]:
-    """Registering or re-scoping a dataset reports its exposure; on a block-guarded dataset,
-    one that lets anyone new in beyond its audience is refused unless `accept_exposure`.
-    `guarded` False (the demo loader only) records the findings without refusing."""
-    accept = body.accept_exposure
-    before = await view_before_change(session)
-    dataset, created = await datasets_service.put_dataset(
-        session, dataset_id=dataset_id, body=body, actor=actor
-    )
-    after = before.changed()
-    after.datasets[dataset.id] = DatasetFacts(
-        dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
-    )
-    changes = await reconcile(
-        session,
-        before=before,
-        after=after,
-        dataset_ids=[dataset.id],
-        actor=actor,
-        accept=accept,
-        guarded=guarded,
-    )
-    publish_on_commit(session, after)
-    return dataset, created, changes
 
 
 async def accept_finding(

@@ -91,6 +91,12 @@ def _grant_line(mark: str, grant: dict[str, Any]) -> str:
 def _report(result: dict[str, Any], verb: str) -> None:
     lines = [f"datasets: {len(result['datasets_changed'])} {verb}"]
     lines += [f"    ~ {d}" for d in result["datasets_changed"]]
+    for change in result.get("guards_changed", []):
+        refused = " (REFUSED without accept_exposure)" if change["refused"] else ""
+        lines.append(
+            f"    guard {change['dataset']}: {change['old_guard']} -> {change['new_guard']}, "
+            f"{len(change['findings'])} open finding(s){refused}"
+        )
     lines.append(f"groups: {len(result['memberships_changed'])} {verb}")
     for change in result["memberships_changed"]:
         added = " ".join(f"+{m}" for m in change["added"])
@@ -102,13 +108,17 @@ def _report(result: dict[str, Any], verb: str) -> None:
     opened, resolved = result["findings_opened"], result["findings_resolved"]
     lines.append(f"findings: {len(opened)} opened, {len(resolved)} resolved")
     lines += [_finding_line("!", f) for f in opened] + [_finding_line("✓", f) for f in resolved]
-    if result["refused"]:
+    if result["refused"] or _guard_refused(result):
         lines.append(
-            f"REFUSED: {len(result['refused'])} finding(s) on block-guarded datasets; apply "
-            "answers 409 unless the document carries accept_exposure"
+            f"REFUSED: {len(result['refused'])} finding(s) on block-guarded datasets or guard "
+            "changes; apply answers 409 unless the document carries accept_exposure"
         )
         lines += [_finding_line("✗", f) for f in result["refused"]]
     typer.echo("\n".join(lines))
+
+
+def _guard_refused(result: dict[str, Any]) -> bool:
+    return any(change["refused"] for change in result.get("guards_changed", []))
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
@@ -136,7 +146,11 @@ def plan(
     Exits 1 when apply would be refused (for policy CI), 2 on errors.
     """
     result = _call(url, token, "plan", read_document(file), as_json)
-    if result["refused"] or (fail_on_findings and result["findings_opened"]):
+    if (
+        result["refused"]
+        or _guard_refused(result)
+        or (fail_on_findings and result["findings_opened"])
+    ):
         raise typer.Exit(REFUSED_EXIT)
 
 

@@ -1,7 +1,7 @@
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.datasets.schemas import DatasetWrite
-from app.exposure.schemas import FindingRead
+from app.exposure.schemas import FindingRead, GuardChangeRead
 from app.identifiers import (
     Action,
     DatasetId,
@@ -55,7 +55,9 @@ class PolicyDocument(BaseModel):
     accept_exposure: AcceptExposure | None = Field(
         default=None,
         description="Apply even where the result would widen a block-guarded dataset's "
-        "exposure; the findings it opens are accepted with this reason and expiry.",
+        "exposure, or moves a guard that needs acceptance; the findings it opens (and the "
+        "open findings of a dataset whose guard it moves) are accepted with this reason and "
+        "expiry.",
     )
 
     @field_validator("groups", mode="before")
@@ -91,7 +93,12 @@ class PlanResult(BaseModel):
     grants_revoked: list[GrantRead]
     findings_opened: list[FindingRead]
     findings_resolved: list[FindingRead]
+    guards_changed: list[GuardChangeRead] = Field(
+        default_factory=list,
+        description="Datasets whose guard the document moves; `refused` ones make `apply` "
+        "answer 409 unless accept_exposure is given.",
+    )
     refused: list[FindingRead] = Field(
         description="Findings on block-guarded datasets that make `apply` answer 409 "
-        "(unless accept_exposure is given)."
+        "(unless accept_exposure is given), the open findings of refused guard changes included."
     )

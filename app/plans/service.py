@@ -16,8 +16,9 @@ from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
+from app.exposure import guard_change
 from app.exposure import service as exposure_service
-from app.exposure.schemas import FindingChanges, FindingRead
+from app.exposure.schemas import FindingChanges, FindingRead, GuardChangeRead
 from app.exposure.service import DatasetFacts, ExposureRefused, PolicyView
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
@@ -41,7 +42,7 @@ def _grant_key(grant: Grant) -> GrantKey:
 def _unchanged(current: Dataset | None, wanted: DatasetWrite) -> bool:
     if current is None:
         return False
-    guard = (wanted.guard or datasets_service.default_guard(wanted.sensitivity)).value
+    guard = datasets_service.guard_for(current, wanted).value
     return (
         current.description == wanted.description
         and current.owner == wanted.owner
@@ -61,6 +62,7 @@ class _Applied:
     memberships: list[MembershipChange] = field(default_factory=list)
     created: list[GrantRead] = field(default_factory=list)
     revoked: list[GrantRead] = field(default_factory=list)
+    guards: guard_change.Pending = field(default_factory=guard_change.Pending)
 
     @property
     def empty(self) -> bool:
@@ -73,6 +75,12 @@ async def _apply_changes(
     done = _Applied(after=before.changed())
     after = done.after
     current = {d.id: d for d in await datasets_repository.list_all(session)}
+    moves = {
+        dataset_id: (stored.guard, datasets_service.guard_for(stored, wanted))
+        for dataset_id, wanted in doc.datasets.items()
+        if (stored := current.get(dataset_id)) is not None
+    }
+    done.guards = await guard_change.prepare(session, moves)
     for dataset_id, wanted in doc.datasets.items():
         if _unchanged(current.get(dataset_id), wanted):
             continue
@@ -141,8 +149,14 @@ def _result(
     *,
     applied: bool,
     version: int | None,
+    guards: list[GuardChangeRead],
     refused: list[FindingRead] | None = None,
 ) -> PlanResult:
+    refused = list(refused or [])
+    seen = {(f.dataset, f.grant_id) for f in refused}
+    for change in guards:
+        if change.refused:
+            refused += [f for f in change.findings if (f.dataset, f.grant_id) not in seen]
     return PlanResult(
         applied=applied,
         policy_version=version,
@@ -152,7 +166,8 @@ def _result(
         grants_revoked=done.revoked,
         findings_opened=changes.findings_opened,
         findings_resolved=changes.findings_resolved,
-        refused=refused or [],
+        guards_changed=guards,
+        refused=refused,
     )
 
 
@@ -183,14 +198,16 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
     done = await _apply_changes(session, doc, before, actor)
     if done.empty:
         await session.rollback()  # nothing to record, not even a new policy version
-        return _result(done, FindingChanges(), applied=True, version=None)
+        return _result(done, FindingChanges(), applied=True, version=None, guards=[])
+    accept = doc.accept_exposure
     try:
-        changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
+        changes = await _reconcile(session, before, done, actor, accept=accept)
+        guards = await guard_change.settle(session, done.guards, accept=accept, actor=actor)
     except ExposureRefused as refused:
         raise refused.without_grants({g.id for g in done.created}) from None
     exposure_service.publish_on_commit(session, done.after)
     version = await policy_version.advance(session)  # the version this transaction took
-    return _result(done, changes, applied=True, version=version)
+    return _result(done, changes, applied=True, version=version, guards=guards)
 
 
 async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
@@ -198,20 +215,25 @@ async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pla
 
     The findings are reconciled exactly as `apply` would (guarded, accepting what the document
     accepts); only when the guard refuses are they reconciled again without it, to show what
-    the document would open. Ids of grants and findings in a plan are provisional: they are
-    rolled back.
+    the document would open. Guard changes are judged after, as `apply` judges them, and
+    listed (`refused` where `apply` would refuse them). Ids of grants and findings in a plan
+    are provisional: they are rolled back.
     """
     try:
         before = await exposure_service.view_before_change(session)
         done = await _apply_changes(session, doc, before, actor)
         probe = await session.begin_nested()
+        accept = doc.accept_exposure
+        refused: list[FindingRead] = []
         try:
-            changes = await _reconcile(session, before, done, actor, accept=doc.accept_exposure)
+            changes = await _reconcile(session, before, done, actor, accept=accept)
         except ExposureRefused as exc:
             await probe.rollback()
             refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
             changes = await _reconcile(session, before, done, actor, guarded=False)
-            return _result(done, changes, applied=False, version=None, refused=refused)
-        return _result(done, changes, applied=False, version=None)
+        guards = await guard_change.settle(
+            session, done.guards, accept=accept, actor=actor, refuse=False
+        )
+        return _result(done, changes, applied=False, version=None, guards=guards, refused=refused)
     finally:
         await session.rollback()

@@ -227,3 +227,80 @@ async def test_plan_and_apply_need_policy_write(client, tokens):
     assert r.status_code == 200 and r.json()["applied"] is False
     r = await client.post("/v1/policy/apply", json=document(), headers=tokens["policy:write"])
     assert r.status_code == 200 and r.json()["applied"] is True
+
+
+async def guard_alerts(client: httpx.AsyncClient, admin: dict[str, str]) -> list[Any]:
+    items = (await client.get("/v1/alerts", headers=admin)).json()["items"]
+    return [a for a in items if a["type"] == "dataset.guard_changed"]
+
+
+async def test_a_document_cannot_switch_a_block_guard_off_to_widen_the_dataset(client, admin):
+    await client.post("/v1/policy/apply", json=document(guard="block"), headers=admin)
+    before = await state(client, admin)
+    # One document: the guard lowered and the grant to everyone beside it.
+    switched = document(guard="alert", grants=[*document()["grants"], OVER_BROAD])
+    r = await client.post("/v1/policy/apply", json=switched, headers=admin)
+    assert r.status_code == 409, r.text
+    assert r.json()["type"].endswith("/guard-change-refused")
+    assert [(f["id"], f["grant_id"]) for f in r.json()["findings"]] == [(None, None)]
+    planned = (await client.post("/v1/policy/plan", json=switched, headers=admin)).json()
+    [change] = planned["guards_changed"]
+    assert (change["dataset"], change["old_guard"], change["new_guard"], change["refused"]) == (
+        "activity.keys",
+        "block",
+        "alert",
+        True,
+    )
+    assert [(f["principal"], f["excess_count"]) for f in planned["refused"]] == [("group:all", 3)]
+    # Lowered alone, it is refused too: nothing is open, but the guard would be off.
+    r = await client.post("/v1/policy/apply", json=document(guard="alert"), headers=admin)
+    assert r.status_code == 409, r.text
+    assert await state(client, admin) == before
+    assert await guard_alerts(client, admin) == []
+
+    # A document that omits the guard keeps it, even when it re-classifies the dataset.
+    omitted = document(grants=[*document()["grants"], OVER_BROAD])
+    del omitted["datasets"]["activity.keys"]["guard"]
+    omitted["datasets"]["activity.keys"]["sensitivity"] = "internal"
+    r = await client.post("/v1/policy/apply", json=omitted, headers=admin)
+    assert r.status_code == 409, r.text
+    assert (await client.get("/v1/datasets/activity.keys", headers=admin)).json()["guard"] == (
+        "block"
+    )
+
+
+async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(client, admin):
+    wider = document(guard="alert", grants=[*document()["grants"], OVER_BROAD])
+    applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
+    [finding] = applied["findings_opened"]
+    raised = document(guard="block", grants=wider["grants"])
+    r = await client.post("/v1/policy/apply", json=raised, headers=admin)
+    assert r.status_code == 409, r.text
+    assert [f["id"] for f in r.json()["findings"]] == [finding["id"]]
+    planned = (await client.post("/v1/policy/plan", json=raised, headers=admin)).json()
+    [change] = planned["guards_changed"]
+    assert change["refused"] is True
+    assert [f["id"] for f in change["findings"]] == [finding["id"]]
+    assert [f["id"] for f in planned["refused"]] == [finding["id"]]
+    assert (await client.get("/v1/datasets/activity.keys", headers=admin)).json()["guard"] == (
+        "alert"
+    )
+
+    raised["accept_exposure"] = {"reason": "owner signed off", "until": LATER}
+    planned = (await client.post("/v1/policy/plan", json=raised, headers=admin)).json()
+    assert planned["refused"] == [] and planned["guards_changed"][0]["refused"] is False
+    assert await guard_alerts(client, admin) == []  # a plan raises nothing
+    applied = (await client.post("/v1/policy/apply", json=raised, headers=admin)).json()
+    [change] = applied["guards_changed"]
+    [accepted] = change["findings"]
+    assert (accepted["id"], accepted["status"], accepted["reason"]) == (
+        finding["id"],
+        "accepted",
+        "owner signed off",
+    )
+    [alert] = await guard_alerts(client, admin)
+    assert alert["dataset"] == "activity.keys"
+    assert "from alert to block by admin" in alert["summary"]
+    # Applied again, nothing moves and nothing more is raised.
+    again = (await client.post("/v1/policy/apply", json=raised, headers=admin)).json()
+    assert again["guards_changed"] == [] and len(await guard_alerts(client, admin)) == 1

@@ -73,6 +73,17 @@ def test_plan_apply_and_the_guard_from_the_command_line(aclaudit: Cli, tmp_path:
     assert refused.returncode == 1 and "REFUSED" in refused.stdout
     assert "grants: 0 created" in aclaudit("plan", str(EXAMPLE)).stdout
 
+    # Lowering a block guard changes no finding, but apply would refuse it: plan says so.
+    audience = 'intended_audience = ["group:mci-research", "service:trainer"]\n'
+    lowered = tmp_path / "lowered.toml"
+    lowered.write_text(EXAMPLE.read_text().replace(audience, audience + 'guard = "alert"\n', 1))
+    planned = aclaudit("plan", str(lowered))
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert "guard employee_activity.keystrokes: block -> alert" in planned.stdout
+    assert "REFUSED" in planned.stdout
+    refused = aclaudit("apply", str(lowered))
+    assert refused.returncode == 1 and "REFUSED" in refused.stdout
+
 
 def test_errors_say_what_to_do(aclaudit: Cli, tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"

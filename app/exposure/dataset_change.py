@@ -1,0 +1,50 @@
+"""Registering or re-scoping a dataset: its findings re-analysed, its guard change judged."""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.datasets import repository as datasets_repository
+from app.datasets import service as datasets_service
+from app.datasets.schemas import DatasetRead, DatasetWrite
+from app.exposure import guard_change
+from app.exposure.schemas import FindingChanges, GuardChangeRead
+from app.exposure.service import DatasetFacts, publish_on_commit, reconcile, view_before_change
+
+
+async def put_dataset(
+    session: AsyncSession,
+    *,
+    dataset_id: str,
+    body: DatasetWrite,
+    actor: str,
+    guarded: bool = True,
+) -> tuple[DatasetRead, bool, FindingChanges, GuardChangeRead | None]:
+    """Registering or re-scoping a dataset reports its exposure; on a block-guarded dataset,
+    one that lets anyone new in beyond its audience is refused unless `accept_exposure`, and so
+    is a guard change that needs it (`guard_change`). `guarded` False (the demo loader only)
+    records the findings without refusing."""
+    accept = body.accept_exposure
+    before = await view_before_change(session)
+    stored = await datasets_repository.get(session, dataset_id)
+    moves = {}
+    if stored is not None:
+        moves[dataset_id] = (stored.guard, datasets_service.guard_for(stored, body))
+    pending = await guard_change.prepare(session, moves)
+    dataset, created = await datasets_service.put_dataset(
+        session, dataset_id=dataset_id, body=body, actor=actor
+    )
+    after = before.changed()
+    after.datasets[dataset.id] = DatasetFacts(
+        dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
+    )
+    changes = await reconcile(
+        session,
+        before=before,
+        after=after,
+        dataset_ids=[dataset.id],
+        actor=actor,
+        accept=accept,
+        guarded=guarded,
+    )
+    moved = await guard_change.settle(session, pending, accept=accept, actor=actor, refuse=guarded)
+    publish_on_commit(session, after)
+    return dataset, created, changes, (moved[0] if moved else None)
