@@ -28,6 +28,7 @@ from app.client._exceptions import (
 )
 from app.client._models import (
     FAIL_OPEN,
+    GRANTED,
     UNAVAILABLE,
     CheckResult,
     Reason,
@@ -122,10 +123,10 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
 
 
 def raise_for_status(response: httpx.Response) -> None:
-    """Raise the client's error for a 4xx or 5xx answer; anything else but 200 is a protocol
-    error (aclaudit does not redirect)."""
+    """Raise the client's error for a 4xx or 5xx answer; anything else but 200 (a 201, a
+    redirect) is a protocol error: aclaudit answers every read and check with 200."""
     status = response.status_code
-    if status == 200 or status == 201:
+    if status == 200:
         return
     problem = _problem(response)
     detail = problem.get("detail") or response.reason_phrase
@@ -149,13 +150,17 @@ def parse(response: httpx.Response, model: type[M]) -> M:
 
 
 def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
-    if wire.allowed != (wire.decision == "allow"):
+    """A validated answer as a decision: an allow must say so three times (``decision``,
+    ``allowed``, reason ``granted``); deny codes added to the contract later are denies."""
+    is_allow = wire.decision == "allow"
+    if wire.allowed != is_allow or (wire.reason.code == GRANTED) != is_allow:
         raise ProtocolError(
-            f"contradictory answer: decision {wire.decision!r} with allowed={wire.allowed}"
+            f"contradictory answer: decision {wire.decision!r} with allowed={wire.allowed} "
+            f"and reason {wire.reason.code!r}"
         )
     return CheckResult(
         decision=wire.decision,
-        allowed=wire.allowed,
+        allowed=is_allow,
         reason=Reason(wire.reason.code, wire.reason.grant_id, tuple(wire.reason.via)),
         decision_id=wire.decision_id,
         access_log_id=wire.access_log_id,

@@ -167,13 +167,58 @@ async def test_malformed_body_is_a_deny(make, body):
     assert_fail_closed(result, ProtocolError)
 
 
-@pytest.mark.parametrize("status", [201, 204, 301, 302])
-async def test_unexpected_status_is_a_deny(make, status):
+@pytest.mark.parametrize("status", [201, 202, 204, 301, 302, 307])
+async def test_only_200_can_allow(make, status):
     headers = {"Location": "http://elsewhere/v1/check"} if 300 <= status < 400 else {}
     result = await make(lambda r: answer(status, ALLOW, headers=headers)).call("check", **CHECK)
-    assert result.allowed is (status == 201)  # 201 with a valid body is still the server's allow
-    if status != 201:
-        assert_fail_closed(result, ProtocolError)
+    assert_fail_closed(result, ProtocolError)
+
+
+def reason(code: str) -> dict[str, Any]:
+    return {"code": code, "grant_id": None, "via": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**ALLOW, "reason": reason("no_grant")},  # an allow must say why: granted
+        {**ALLOW, "reason": reason("denied_by_grant")},
+        {**ALLOW, "reason": reason("held_by_guard")},
+        {**ALLOW, "reason": reason("")},
+        {**ALLOW, "access_log_id": -1},  # an allow's log entry is a real row id
+        {**ALLOW, "access_log_id": 0},
+        {**ALLOW, "access_log_id": 10**30},
+        {**ALLOW, "access_log_id": 2**63},
+        {**ALLOW, "access_log_id": "12"},
+        {**ALLOW, "access_log_id": True},
+        {**ALLOW, "access_log_id": 12.0},
+        {**ALLOW, "decision_id": ""},
+        {k: v for k, v in ALLOW.items() if k != "decision_id"},
+        {**DENY, "reason": reason("granted")},  # contradicts itself
+    ],
+)
+async def test_inconsistent_answer_is_not_an_allow(make, body):
+    result = await make(lambda r: answer(200, body)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+
+
+@pytest.mark.parametrize(
+    "code", ["no_grant", "denied_by_grant", "unknown_dataset", "grant_expired", "held_by_guard"]
+)
+async def test_any_deny_code_is_a_recorded_deny(make, code):
+    """Deny codes added to the contract later are still denies, with their log entry."""
+    result = await make(lambda r: answer(200, {**DENY, "reason": reason(code)})).call(
+        "check", **CHECK
+    )
+    assert result.decision == "deny" and not result.allowed
+    assert result.recorded and result.reason.code == code
+
+
+async def test_largest_log_id_is_accepted(make):
+    result = await make(lambda r: answer(200, {**ALLOW, "access_log_id": 2**63 - 1})).call(
+        "check", **CHECK
+    )
+    assert result.allowed and result.access_log_id == 2**63 - 1
 
 
 @pytest.mark.parametrize(
@@ -250,6 +295,10 @@ async def test_batch_answers_in_order(make):
         lambda r: answer(503, {"decision": "deny"}),
         lambda r: answer(200, {"results": [ALLOW]}),  # one answer for two checks
         lambda r: answer(200, {"results": [ALLOW, {"decision": "allow"}]}),
+        lambda r: answer(200, {"results": [ALLOW, {**ALLOW, "reason": reason("no_grant")}]}),
+        lambda r: answer(200, {"results": [ALLOW, {**ALLOW, "access_log_id": -1}]}),
+        lambda r: answer(200, {"results": [ALLOW, ALLOW, ALLOW]}),  # three for two
+        lambda r: answer(201, {"results": [ALLOW, ALLOW]}),
     ],
 )
 async def test_batch_failure_denies_every_check(make, handler):
