@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from app.client._deadline import Deadline
 from app.client._exceptions import (
     AclauditError,
     APIError,
@@ -104,8 +105,12 @@ def encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def translate(exc: httpx.HTTPError) -> AclauditError:
-    """httpx's errors as the client's; the original stays as ``__cause__``."""
+def translate(exc: httpx.HTTPError, deadline: Deadline | None = None) -> AclauditError:
+    """httpx's errors as the client's; the original stays as ``__cause__``. A timeout once the
+    call's deadline has passed is reported as the deadline."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    if timed_out and deadline is not None and deadline.remaining() <= 0:
+        return deadline.exceeded()
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutException(message)
