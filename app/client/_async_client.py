@@ -173,7 +173,7 @@ class AsyncAclauditClient:
             },
         )
 
-    async def _post_check(self, path: str, content: bytes) -> httpx.Response:
+    async def _post_check(self, path: str, content: bytes) -> _base.Answer:
         deadline = Deadline.start(self.deadline)
         try:
             async with asyncio.timeout(self.deadline):
@@ -183,7 +183,7 @@ class AsyncAclauditClient:
 
     async def _post_check_attempts(
         self, path: str, content: bytes, deadline: Deadline
-    ) -> httpx.Response:
+    ) -> _base.Answer:
         for attempt in range(self.retries.attempts):
             try:
                 return await self._send(
@@ -199,12 +199,12 @@ class AsyncAclauditClient:
 
     async def _send(
         self, method: str, path: str, deadline: Deadline, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> _base.Answer:
         timeout = deadline.cap(self._http.timeout)
         request = self._http.build_request(method, path, timeout=timeout, **kwargs)
         response = await self._http.send(request, stream=True)
         try:
-            return await _deadline.aread(response, deadline)
+            return _base.Answer.of(response, await _deadline.aread(response, deadline))
         finally:
             await response.aclose()
 
@@ -299,9 +299,7 @@ class AsyncAclauditClient:
                 return
             cursor = page.next_cursor
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int] | None = None
-    ) -> httpx.Response:
+    async def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> _base.Answer:
         deadline = Deadline.start(self.deadline)
         try:
             async with asyncio.timeout(self.deadline):
@@ -311,7 +309,7 @@ class AsyncAclauditClient:
 
     async def _get_attempts(
         self, path: str, params: Mapping[str, str | int] | None, deadline: Deadline
-    ) -> httpx.Response:
+    ) -> _base.Answer:
         for attempt in range(self.retries.attempts):
             last = attempt + 1 >= self.retries.attempts
             try:

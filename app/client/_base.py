@@ -119,15 +119,39 @@ def translate(exc: httpx.HTTPError, deadline: Deadline | None = None) -> Aclaudi
     return ProtocolError(message)  # e.g. a decoding error of a response
 
 
-def _problem(response: httpx.Response) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer read whole (within the call's deadline): what parsing needs of it."""
+
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    content: bytes
+    method: str
+    path: str
+
+    @classmethod
+    def of(cls, response: httpx.Response, content: bytes) -> Answer:
+        request = response.request
+        return cls(
+            response.status_code,
+            response.reason_phrase,
+            response.headers,
+            content,
+            request.method,
+            request.url.path,
+        )
+
+
+def _problem(response: Answer) -> dict[str, Any]:
     try:
-        problem = response.json()
+        problem = json.loads(response.content)
     except ValueError:
         return {}
     return problem if isinstance(problem, dict) else {}
 
 
-def raise_for_status(response: httpx.Response) -> None:
+def raise_for_status(response: Answer) -> None:
     """Raise the client's error for a 4xx or 5xx answer; anything else but 200 (a 201, a
     redirect) is a protocol error: aclaudit answers every read and check with 200."""
     status = response.status_code
@@ -135,7 +159,7 @@ def raise_for_status(response: httpx.Response) -> None:
         return
     problem = _problem(response)
     detail = problem.get("detail") or response.reason_phrase
-    message = f"{status} from {response.request.method} {response.request.url.path}: {detail}"
+    message = f"{status} from {response.method} {response.path}: {detail}"
     if status >= 500:
         raise ServiceUnavailable(message, status_code=status, problem=problem)
     if status >= 400:
@@ -143,13 +167,13 @@ def raise_for_status(response: httpx.Response) -> None:
     raise ProtocolError(f"unexpected {message}")
 
 
-def parse(response: httpx.Response, model: type[M]) -> M:
+def parse(response: Answer, model: type[M]) -> M:
     raise_for_status(response)
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
         raise ProtocolError(
-            f"{response.request.url.path}: the answer does not match the contract "
+            f"{response.path}: the answer does not match the contract "
             f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
         ) from exc
 
@@ -177,11 +201,11 @@ def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
     )
 
 
-def parse_check(response: httpx.Response, body: Mapping[str, Any]) -> CheckResult:
+def parse_check(response: Answer, body: Mapping[str, Any]) -> CheckResult:
     return to_result(parse(response, WireCheckResult), body)
 
 
-def parse_batch(response: httpx.Response, bodies: list[dict[str, Any]]) -> list[CheckResult]:
+def parse_batch(response: Answer, bodies: list[dict[str, Any]]) -> list[CheckResult]:
     wire = parse(response, WireCheckBatchResult)
     if len(wire.results) != len(bodies):
         raise ProtocolError(f"{len(bodies)} checks sent, {len(wire.results)} answers received")
@@ -208,7 +232,7 @@ def unavailable(exc: AclauditError, body: Mapping[str, Any], *, fail_open: bool)
     )
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None

@@ -201,7 +201,7 @@ class AclauditClient:
             },
         )
 
-    def _post_check(self, path: str, content: bytes) -> httpx.Response:
+    def _post_check(self, path: str, content: bytes) -> _base.Answer:
         # A check is logged by aclaudit: retry only when the connection was never made.
         deadline = Deadline.start(self.deadline)
         with _deadline.active(deadline):
@@ -218,13 +218,13 @@ class AclauditClient:
                     raise _base.translate(exc, deadline) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> httpx.Response:
+    def _send(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> _base.Answer:
         """One request, its answer read whole within ``deadline`` (see ``_deadline``)."""
         timeout = deadline.cap(self._http.timeout)
         request = self._http.build_request(method, path, timeout=timeout, **kwargs)
         response = self._http.send(request, stream=True)
         try:
-            return _deadline.read(response, deadline)
+            return _base.Answer.of(response, _deadline.read(response, deadline))
         finally:
             response.close()
 
@@ -321,7 +321,7 @@ class AclauditClient:
                 return
             cursor = page.next_cursor
 
-    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> httpx.Response:
+    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> _base.Answer:
         """GET with retries: idempotent, so transport errors and 502/503/504 are retried."""
         deadline = Deadline.start(self.deadline)
         with _deadline.active(deadline):

@@ -87,34 +87,23 @@ def _count(deadline: Deadline, response: httpx.Response, chunk: bytes, size: int
     return size
 
 
-def _complete(response: httpx.Response, chunks: Iterable[bytes]) -> httpx.Response:
-    """The streamed answer as a read one (already decoded, so without Content-Encoding)."""
-    headers = [
-        (k, v)
-        for k, v in response.headers.multi_items()
-        if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-    ]
-    return httpx.Response(
-        response.status_code, headers=headers, content=b"".join(chunks), request=response.request
-    )
-
-
-def read(response: httpx.Response, deadline: Deadline) -> httpx.Response:
+def read(response: httpx.Response, deadline: Deadline) -> bytes:
+    """The (decoded) body of a streamed answer, read whole within ``deadline``."""
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
         size = _count(deadline, response, chunk, size)
         chunks.append(chunk)
-    return _complete(response, chunks)
+    return b"".join(chunks)
 
 
-async def aread(response: httpx.Response, deadline: Deadline) -> httpx.Response:
+async def aread(response: httpx.Response, deadline: Deadline) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size = _count(deadline, response, chunk, size)
         chunks.append(chunk)
-    return _complete(response, chunks)
+    return b"".join(chunks)
 
 
 @contextmanager
