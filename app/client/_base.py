@@ -172,10 +172,37 @@ def parse(response: Answer, model: type[M]) -> M:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise ProtocolError(
-            f"{response.path}: the answer does not match the contract "
-            f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
-        ) from exc
+        raise _mismatch(response, exc) from exc
+
+
+def _mismatch(response: Answer, exc: ValidationError) -> ProtocolError:
+    return ProtocolError(
+        f"{response.path}: the answer does not match the contract "
+        f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ProtocolError(f"the answer has keys twice: {', '.join(twice)}")
+    return obj
+
+
+def parse_decisions(response: Answer, model: type[M]) -> M:
+    """``parse`` for check answers, also refusing a key given twice: JSON parsers disagree on
+    which of ``{"decision": "deny", ..., "decision": "allow"}`` counts (ours took the last)."""
+    raise_for_status(response)
+    try:
+        data = json.loads(response.content.decode(), object_pairs_hook=_unique_keys)
+    except ValueError as exc:  # not UTF-8, or not one JSON document
+        raise ProtocolError(f"{response.path}: the answer is not JSON ({exc})") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _mismatch(response, exc) from exc
 
 
 def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
@@ -202,11 +229,11 @@ def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
 
 
 def parse_check(response: Answer, body: Mapping[str, Any]) -> CheckResult:
-    return to_result(parse(response, WireCheckResult), body)
+    return to_result(parse_decisions(response, WireCheckResult), body)
 
 
 def parse_batch(response: Answer, bodies: list[dict[str, Any]]) -> list[CheckResult]:
-    wire = parse(response, WireCheckBatchResult)
+    wire = parse_decisions(response, WireCheckBatchResult)
     if len(wire.results) != len(bodies):
         raise ProtocolError(f"{len(bodies)} checks sent, {len(wire.results)} answers received")
     return [to_result(w, b) for w, b in zip(wire.results, bodies, strict=True)]

@@ -160,6 +160,8 @@ async def test_5xx_is_a_deny_and_not_retried(make, status, body):
         json.dumps({**ALLOW, "decision": "ALLOW"}).encode(),
         json.dumps({**ALLOW, "decision": "maybe"}).encode(),
         json.dumps({**ALLOW, "reason": "granted"}).encode(),
+        json.dumps(ALLOW).encode() * 2,  # two documents
+        b"\xef\xbb\xbf" + json.dumps(ALLOW).encode(),
     ],
 )
 async def test_malformed_body_is_a_deny(make, body):
@@ -200,6 +202,42 @@ def reason(code: str) -> dict[str, Any]:
 async def test_inconsistent_answer_is_not_an_allow(make, body):
     result = await make(lambda r: answer(200, body)).call("check", **CHECK)
     assert_fail_closed(result, ProtocolError)
+
+
+def twice(first: dict[str, Any], then: dict[str, Any]) -> bytes:
+    """One JSON object with every key of ``first`` and then again of ``then``."""
+    return b"{" + json.dumps(first).encode()[1:-1] + b"," + json.dumps(then).encode()[1:-1] + b"}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        twice(DENY, ALLOW),  # parsers that keep the first key read a deny
+        twice({"decision": "deny", "allowed": False}, ALLOW),
+        json.dumps(ALLOW)
+        .replace('"code": "granted"', '"code": "no_grant", "code": "granted"')
+        .encode(),
+    ],
+)
+async def test_answer_with_a_key_twice_is_not_an_allow(make, body):
+    result = await make(lambda r: answer(200, body)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+
+
+async def test_batch_answer_with_a_key_twice_denies_every_check(make):
+    body = b'{"results": [' + json.dumps(ALLOW).encode() + b"," + twice(DENY, ALLOW) + b"]}"
+    results = await make(lambda r: answer(200, body)).call(
+        "check_batch", [CheckRequest(**CHECK), CheckRequest(**CHECK)]
+    )
+    for result in results:
+        assert_fail_closed(result, ProtocolError)
+
+
+async def test_huge_answer_is_not_read_whole_and_not_an_allow(make):
+    padded = json.dumps({**ALLOW, "padding": "x" * (17 * 1024 * 1024)}).encode()
+    result = await make(lambda r: answer(200, padded)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+    assert "larger than" in str(result.error)
 
 
 @pytest.mark.parametrize(
