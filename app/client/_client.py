@@ -56,8 +56,9 @@ class AclauditClient:
     bounding one socket operation; ``deadline`` (``DEFAULT_DEADLINE``, 5 s) bounds a whole call:
     retries, the request and the entire answer, however slowly it trickles in. Past either, a
     check is a deny and a security-staff read raises ``TimeoutException``. With a custom
-    ``transport`` only the answer's body is read against the deadline (each phase's timeout is
-    capped at the time left): trickled status line and headers can outlast it.
+    ``transport`` that is not an ``httpx.HTTPTransport`` only the answer's body is read against
+    the deadline (each phase's timeout is capped at the time left): a trickled status line and
+    headers can outlast it.
 
     **Fail closed.** If aclaudit cannot be reached, times out, answers 5xx or answers something
     malformed, ``check()`` returns a deny (``reason.code == "unavailable"``, ``recorded`` False,
@@ -97,9 +98,10 @@ class AclauditClient:
             headers=_base.default_headers(token, headers),
             timeout=timeout,
             limits=limits,
-            transport=transport if transport is not None else _deadline.transport(limits),
+            transport=transport,
             follow_redirects=False,
         )
+        _deadline.bound(self._http)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

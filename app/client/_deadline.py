@@ -186,9 +186,17 @@ class _Backend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's transport with every socket operation capped at the running call's deadline."""
-    result = httpx.HTTPTransport(limits=limits)
-    pool = result._pool  # httpx builds its httpcore pool here; wrap the pool's sockets
-    pool._network_backend = _Backend(pool._network_backend)
-    return result
+def bound(client: httpx.Client) -> None:
+    """Cap the socket operations of ``client``'s httpx transports (its own, a custom
+    ``HTTPTransport``, the proxies from the environment) at the running call's deadline.
+    Other transports are left as they are: their answers are still read against the deadline."""
+    transports = [client._transport, *client._mounts.values()]
+    for transport in transports:
+        pool = (
+            getattr(transport, "_pool", None)
+            if isinstance(transport, httpx.HTTPTransport)
+            else None
+        )
+        backend = getattr(pool, "_network_backend", None)
+        if isinstance(backend, httpcore.NetworkBackend) and not isinstance(backend, _Backend):
+            pool._network_backend = _Backend(backend)  # type: ignore[union-attr]

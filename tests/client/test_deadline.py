@@ -99,12 +99,39 @@ async def test_trickled_allow_is_a_deny_at_the_deadline_async(server: TrickleSer
     assert_denied_in_time(await async_check(server.url, deadline=DEADLINE), started)
 
 
-def test_deadline_holds_with_a_custom_transport() -> None:
-    """Without the client's own transport the body is still read against the deadline."""
+def test_trickled_allow_is_a_deny_at_the_deadline_with_a_custom_transport(
+    server: TrickleServer,
+) -> None:
+    started = time.monotonic()
+    result = sync_check(server.url, deadline=DEADLINE, transport=httpx.HTTPTransport(retries=1))
+    assert_denied_in_time(result, started)
+
+
+def test_trickled_allow_through_a_proxy_is_a_deny_at_the_deadline(
+    server: TrickleServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy httpx takes from the environment is bound by the deadline too."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    started = time.monotonic()
+    assert_denied_in_time(sync_check("http://aclaudit.test", deadline=DEADLINE), started)
+
+
+def test_body_is_read_against_the_deadline_with_any_transport() -> None:
+    """A transport the client cannot bind still has its answer read against the deadline."""
+
+    class Wrapped(httpx.BaseTransport):
+        def __init__(self) -> None:
+            self.inner = httpx.HTTPTransport()
+
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            return self.inner.handle_request(request)
+
     s = TrickleServer(trickle_head=False, gap=0.1, chunk=4)
     try:
         started = time.monotonic()
-        result = sync_check(s.url, deadline=DEADLINE, transport=httpx.HTTPTransport())
+        result = sync_check(s.url, deadline=DEADLINE, transport=Wrapped())
         assert result.allowed is False and isinstance(result.error, TimeoutException)
         assert time.monotonic() - started < DEADLINE + 0.5
     finally:
