@@ -5,8 +5,9 @@ few hundred milliseconds never trips them. The clients therefore:
 
 - give each request phase ``min(its timeout, time left)``;
 - read the answer in chunks, checking the deadline (and a size cap) between them;
-- (sync, with the client's own transport) cap every socket read, write and connect at the time
-  left, through a wrapped httpcore network backend, so trickled headers stop on time too;
+- (sync, over httpx's ``HTTPTransport``: the default, a custom one, the environment's proxies)
+  cap every socket read, write and connect at the time left, through a wrapped httpcore network
+  backend, so a trickled status line and headers stop on time too;
 - (async) run the whole call under ``asyncio.timeout``.
 """
 
@@ -190,13 +191,10 @@ def bound(client: httpx.Client) -> None:
     """Cap the socket operations of ``client``'s httpx transports (its own, a custom
     ``HTTPTransport``, the proxies from the environment) at the running call's deadline.
     Other transports are left as they are: their answers are still read against the deadline."""
-    transports = [client._transport, *client._mounts.values()]
-    for transport in transports:
-        pool = (
-            getattr(transport, "_pool", None)
-            if isinstance(transport, httpx.HTTPTransport)
-            else None
-        )
+    for transport in [client._transport, *client._mounts.values()]:
+        if not isinstance(transport, httpx.HTTPTransport):
+            continue
+        pool = transport._pool
         backend = getattr(pool, "_network_backend", None)
         if isinstance(backend, httpcore.NetworkBackend) and not isinstance(backend, _Backend):
-            pool._network_backend = _Backend(backend)  # type: ignore[union-attr]
+            pool._network_backend = _Backend(backend)
