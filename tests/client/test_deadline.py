@@ -180,3 +180,23 @@ def test_refused_connection_retries_stop_at_the_deadline() -> None:
     )
     assert result.allowed is False and result.reason.code == "unavailable"
     assert time.monotonic() - started < 0.6
+
+
+def test_trickled_staff_read_raises_timeout_at_the_deadline_sync(server: TrickleServer) -> None:
+    started = time.monotonic()
+    with (
+        AclauditClient(server.url, token="t0ken", deadline=DEADLINE) as client,
+        pytest.raises(TimeoutException, match="deadline"),
+    ):
+        client.verify_access_log()
+    assert time.monotonic() - started < DEADLINE + 0.5
+
+
+async def test_trickled_staff_read_raises_timeout_at_the_deadline_async(
+    server: TrickleServer,
+) -> None:
+    started = time.monotonic()
+    async with AsyncAclauditClient(server.url, token="t0ken", deadline=DEADLINE) as client:
+        with pytest.raises(TimeoutException, match="deadline"):
+            await client.verify_access_log()
+    assert time.monotonic() - started < DEADLINE + 0.5
