@@ -9,9 +9,10 @@
                       purpose="model-training", data_subjects=["user:bob"]):
         rows = read_keystrokes(...)
 
-Fail closed: a timeout, connection error, 5xx or malformed answer is a deny (``check()`` returns
-it, ``guard``/``require`` raise ``AccessDenied``) unless the client was built with the dangerous
-``fail_open=True``. Only httpx, pydantic and the standard library are imported.
+Fail closed: a timeout, a call past its overall ``deadline`` (``DEFAULT_DEADLINE``, 5 s), a
+connection error, 5xx or malformed answer is a deny (``check()`` returns it, ``guard``/``require``
+raise ``AccessDenied``) unless the client was built with the dangerous ``fail_open=True``.
+Only httpx (and its httpcore), pydantic and the standard library are imported.
 
 Exceptions::
 
@@ -33,6 +34,7 @@ from app.client._async_client import AsyncAclauditClient, AsyncGuard
 from app.client._base import CheckRequest
 from app.client._client import AclauditClient, Guard
 from app.client._config import (
+    DEFAULT_DEADLINE,
     DEFAULT_LIMITS,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -67,6 +69,7 @@ from app.client._models import (
 )
 
 __all__ = [
+    "DEFAULT_DEADLINE",
     "DEFAULT_LIMITS",
     "DEFAULT_RETRIES",
     "DEFAULT_TIMEOUT",

@@ -12,9 +12,16 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from app.client import _base
+from app.client import _base, _deadline
 from app.client._client import Arg, resolve
-from app.client._config import DEFAULT_LIMITS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Retries
+from app.client._config import (
+    DEFAULT_DEADLINE,
+    DEFAULT_LIMITS,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    Retries,
+)
+from app.client._deadline import Deadline
 from app.client._exceptions import AccessDenied
 from app.client._models import (
     AccessLogEntry,
@@ -36,8 +43,8 @@ PageT = TypeVar("PageT", bound=Page)
 
 
 class AsyncAclauditClient:
-    """The asyncio twin of ``AclauditClient`` (see there for fail-closed, ``fail_open`` and
-    retries)::
+    """The asyncio twin of ``AclauditClient`` (see there for fail-closed, ``fail_open``,
+    retries and ``deadline``, which here bounds each call under ``asyncio.timeout``)::
 
         async with AsyncAclauditClient(url, token=token) as client:
             async with client.guard(principal=p, dataset=d, purpose="support",
@@ -56,9 +63,11 @@ class AsyncAclauditClient:
         fail_open: bool = False,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.fail_open = fail_open
         self.retries = retries
+        self.deadline = _deadline.validate(deadline)
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self._http = httpx.AsyncClient(
             base_url=base_url,
@@ -164,17 +173,40 @@ class AsyncAclauditClient:
             },
         )
 
-    async def _post_check(self, path: str, content: bytes) -> httpx.Response:
+    async def _post_check(self, path: str, content: bytes) -> _base.Answer:
+        deadline = Deadline.start(self.deadline)
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self._post_check_attempts(path, content, deadline)
+        except TimeoutError as exc:  # asyncio.timeout's: the whole call outlasted the deadline
+            raise deadline.exceeded() from exc
+
+    async def _post_check_attempts(
+        self, path: str, content: bytes, deadline: Deadline
+    ) -> _base.Answer:
         for attempt in range(self.retries.attempts):
             try:
-                return await self._http.post(path, content=content, headers=_base.JSON_CONTENT)
+                return await self._send(
+                    "POST", path, deadline, content=content, headers=_base.JSON_CONTENT
+                )
             except _base.NOT_SENT as exc:
                 if attempt + 1 >= self.retries.attempts:
-                    raise _base.translate(exc) from exc
+                    raise _base.translate(exc, deadline) from exc
                 await self._sleep(self.retries.delay(attempt))
             except httpx.HTTPError as exc:
-                raise _base.translate(exc) from exc
+                raise _base.translate(exc, deadline) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, method: str, path: str, deadline: Deadline, **kwargs: Any
+    ) -> _base.Answer:
+        timeout = deadline.cap(self._http.timeout)
+        request = self._http.build_request(method, path, timeout=timeout, **kwargs)
+        response = await self._http.send(request, stream=True)
+        try:
+            return _base.Answer.of(response, await _deadline.aread(response, deadline))
+        finally:
+            await response.aclose()
 
     # -- security staff ----------------------------------------------------------------------
 
@@ -267,16 +299,24 @@ class AsyncAclauditClient:
                 return
             cursor = page.next_cursor
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int] | None = None
-    ) -> httpx.Response:
+    async def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> _base.Answer:
+        deadline = Deadline.start(self.deadline)
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self._get_attempts(path, params, deadline)
+        except TimeoutError as exc:
+            raise deadline.exceeded() from exc
+
+    async def _get_attempts(
+        self, path: str, params: Mapping[str, str | int] | None, deadline: Deadline
+    ) -> _base.Answer:
         for attempt in range(self.retries.attempts):
             last = attempt + 1 >= self.retries.attempts
             try:
-                response = await self._http.get(path, params=params)
+                response = await self._send("GET", path, deadline, params=params)
             except httpx.HTTPError as exc:
                 if last or not isinstance(exc, httpx.TransportError):
-                    raise _base.translate(exc) from exc
+                    raise _base.translate(exc, deadline) from exc
                 await self._sleep(self.retries.delay(attempt))
                 continue
             if response.status_code in _base.RETRYABLE_STATUS and not last:

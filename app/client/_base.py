@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from app.client._deadline import Deadline
 from app.client._exceptions import (
     AclauditError,
     APIError,
@@ -28,6 +29,7 @@ from app.client._exceptions import (
 )
 from app.client._models import (
     FAIL_OPEN,
+    GRANTED,
     UNAVAILABLE,
     CheckResult,
     Reason,
@@ -103,8 +105,12 @@ def encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def translate(exc: httpx.HTTPError) -> AclauditError:
-    """httpx's errors as the client's; the original stays as ``__cause__``."""
+def translate(exc: httpx.HTTPError, deadline: Deadline | None = None) -> AclauditError:
+    """httpx's errors as the client's; the original stays as ``__cause__``. A timeout once the
+    call's deadline has passed is reported as the deadline."""
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    if timed_out and deadline is not None and deadline.remaining() <= 0:
+        return deadline.exceeded()
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         return TimeoutException(message)
@@ -113,23 +119,47 @@ def translate(exc: httpx.HTTPError) -> AclauditError:
     return ProtocolError(message)  # e.g. a decoding error of a response
 
 
-def _problem(response: httpx.Response) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer read whole (within the call's deadline): what parsing needs of it."""
+
+    status_code: int
+    reason_phrase: str
+    headers: httpx.Headers
+    content: bytes
+    method: str
+    path: str
+
+    @classmethod
+    def of(cls, response: httpx.Response, content: bytes) -> Answer:
+        request = response.request
+        return cls(
+            response.status_code,
+            response.reason_phrase,
+            response.headers,
+            content,
+            request.method,
+            request.url.path,
+        )
+
+
+def _problem(response: Answer) -> dict[str, Any]:
     try:
-        problem = response.json()
+        problem = json.loads(response.content)
     except ValueError:
         return {}
     return problem if isinstance(problem, dict) else {}
 
 
-def raise_for_status(response: httpx.Response) -> None:
-    """Raise the client's error for a 4xx or 5xx answer; anything else but 200 is a protocol
-    error (aclaudit does not redirect)."""
+def raise_for_status(response: Answer) -> None:
+    """Raise the client's error for a 4xx or 5xx answer; anything else but 200 (a 201, a
+    redirect) is a protocol error: aclaudit answers every read and check with 200."""
     status = response.status_code
-    if status == 200 or status == 201:
+    if status == 200:
         return
     problem = _problem(response)
     detail = problem.get("detail") or response.reason_phrase
-    message = f"{status} from {response.request.method} {response.request.url.path}: {detail}"
+    message = f"{status} from {response.method} {response.path}: {detail}"
     if status >= 500:
         raise ServiceUnavailable(message, status_code=status, problem=problem)
     if status >= 400:
@@ -137,25 +167,56 @@ def raise_for_status(response: httpx.Response) -> None:
     raise ProtocolError(f"unexpected {message}")
 
 
-def parse(response: httpx.Response, model: type[M]) -> M:
+def parse(response: Answer, model: type[M]) -> M:
     raise_for_status(response)
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise ProtocolError(
-            f"{response.request.url.path}: the answer does not match the contract "
-            f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
-        ) from exc
+        raise _mismatch(response, exc) from exc
+
+
+def _mismatch(response: Answer, exc: ValidationError) -> ProtocolError:
+    return ProtocolError(
+        f"{response.path}: the answer does not match the contract "
+        f"({exc.error_count()} errors, first: {exc.errors()[0]['msg']})"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ProtocolError(f"the answer has keys twice: {', '.join(twice)}")
+    return obj
+
+
+def parse_decisions(response: Answer, model: type[M]) -> M:
+    """``parse`` for check answers, also refusing a key given twice: JSON parsers disagree on
+    which of ``{"decision": "deny", ..., "decision": "allow"}`` counts (ours took the last)."""
+    raise_for_status(response)
+    try:
+        data = json.loads(response.content.decode(), object_pairs_hook=_unique_keys)
+    except ValueError as exc:  # not UTF-8, or not one JSON document
+        raise ProtocolError(f"{response.path}: the answer is not JSON ({exc})") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _mismatch(response, exc) from exc
 
 
 def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
-    if wire.allowed != (wire.decision == "allow"):
+    """A validated answer as a decision: an allow must say so three times (``decision``,
+    ``allowed``, reason ``granted``); deny codes added to the contract later are denies."""
+    is_allow = wire.decision == "allow"
+    if wire.allowed != is_allow or (wire.reason.code == GRANTED) != is_allow:
         raise ProtocolError(
-            f"contradictory answer: decision {wire.decision!r} with allowed={wire.allowed}"
+            f"contradictory answer: decision {wire.decision!r} with allowed={wire.allowed} "
+            f"and reason {wire.reason.code!r}"
         )
     return CheckResult(
         decision=wire.decision,
-        allowed=wire.allowed,
+        allowed=is_allow,
         reason=Reason(wire.reason.code, wire.reason.grant_id, tuple(wire.reason.via)),
         decision_id=wire.decision_id,
         access_log_id=wire.access_log_id,
@@ -167,12 +228,12 @@ def to_result(wire: WireCheckResult, body: Mapping[str, Any]) -> CheckResult:
     )
 
 
-def parse_check(response: httpx.Response, body: Mapping[str, Any]) -> CheckResult:
-    return to_result(parse(response, WireCheckResult), body)
+def parse_check(response: Answer, body: Mapping[str, Any]) -> CheckResult:
+    return to_result(parse_decisions(response, WireCheckResult), body)
 
 
-def parse_batch(response: httpx.Response, bodies: list[dict[str, Any]]) -> list[CheckResult]:
-    wire = parse(response, WireCheckBatchResult)
+def parse_batch(response: Answer, bodies: list[dict[str, Any]]) -> list[CheckResult]:
+    wire = parse_decisions(response, WireCheckBatchResult)
     if len(wire.results) != len(bodies):
         raise ProtocolError(f"{len(bodies)} checks sent, {len(wire.results)} answers received")
     return [to_result(w, b) for w, b in zip(wire.results, bodies, strict=True)]
@@ -198,7 +259,7 @@ def unavailable(exc: AclauditError, body: Mapping[str, Any], *, fail_open: bool)
     )
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: Answer) -> float | None:
     value = response.headers.get("Retry-After")
     if value is None:
         return None

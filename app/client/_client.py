@@ -12,8 +12,15 @@ from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from app.client import _base
-from app.client._config import DEFAULT_LIMITS, DEFAULT_RETRIES, DEFAULT_TIMEOUT, Retries
+from app.client import _base, _deadline
+from app.client._config import (
+    DEFAULT_DEADLINE,
+    DEFAULT_LIMITS,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    Retries,
+)
+from app.client._deadline import Deadline
 from app.client._exceptions import AccessDenied
 from app.client._models import (
     AccessLogEntry,
@@ -45,8 +52,13 @@ class AclauditClient:
                           purpose="model-training", data_subjects=["user:bob"]):
             rows = store.read(...)          # only reached on a recorded allow
 
-    Timeouts default to ``DEFAULT_TIMEOUT`` (connect 1 s, read 2 s, write 2 s, pool 1 s): past
-    them a check is a deny. Pass ``timeout=Timeout(...)`` to change them.
+    Timeouts default to ``DEFAULT_TIMEOUT`` (connect 1 s, read 2 s, write 2 s, pool 1 s), each
+    bounding one socket operation; ``deadline`` (``DEFAULT_DEADLINE``, 5 s) bounds a whole call:
+    retries, the request and the entire answer, however slowly it trickles in. Past either, a
+    check is a deny and a security-staff read raises ``TimeoutException``. With a custom
+    ``transport`` that is not an ``httpx.HTTPTransport`` only the answer's body is read against
+    the deadline (each phase's timeout is capped at the time left): a trickled status line and
+    headers can outlast it.
 
     **Fail closed.** If aclaudit cannot be reached, times out, answers 5xx or answers something
     malformed, ``check()`` returns a deny (``reason.code == "unavailable"``, ``recorded`` False,
@@ -75,9 +87,11 @@ class AclauditClient:
         fail_open: bool = False,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         self.fail_open = fail_open
         self.retries = retries
+        self.deadline = _deadline.validate(deadline)
         self._sleep: Callable[[float], None] = time.sleep
         self._http = httpx.Client(
             base_url=base_url,
@@ -87,6 +101,7 @@ class AclauditClient:
             transport=transport,
             follow_redirects=False,
         )
+        _deadline.bound(self._http)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -188,18 +203,32 @@ class AclauditClient:
             },
         )
 
-    def _post_check(self, path: str, content: bytes) -> httpx.Response:
+    def _post_check(self, path: str, content: bytes) -> _base.Answer:
         # A check is logged by aclaudit: retry only when the connection was never made.
-        for attempt in range(self.retries.attempts):
-            try:
-                return self._http.post(path, content=content, headers=_base.JSON_CONTENT)
-            except _base.NOT_SENT as exc:
-                if attempt + 1 >= self.retries.attempts:
-                    raise _base.translate(exc) from exc
-                self._sleep(self.retries.delay(attempt))
-            except httpx.HTTPError as exc:
-                raise _base.translate(exc) from exc
+        deadline = Deadline.start(self.deadline)
+        with _deadline.active(deadline):
+            for attempt in range(self.retries.attempts):
+                try:
+                    return self._send(
+                        "POST", path, deadline, content=content, headers=_base.JSON_CONTENT
+                    )
+                except _base.NOT_SENT as exc:
+                    if attempt + 1 >= self.retries.attempts:
+                        raise _base.translate(exc, deadline) from exc
+                    self._sleep(min(self.retries.delay(attempt), deadline.check()))
+                except httpx.HTTPError as exc:
+                    raise _base.translate(exc, deadline) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _send(self, method: str, path: str, deadline: Deadline, **kwargs: Any) -> _base.Answer:
+        """One request, its answer read whole within ``deadline`` (see ``_deadline``)."""
+        timeout = deadline.cap(self._http.timeout)
+        request = self._http.build_request(method, path, timeout=timeout, **kwargs)
+        response = self._http.send(request, stream=True)
+        try:
+            return _base.Answer.of(response, _deadline.read(response, deadline))
+        finally:
+            response.close()
 
     # -- security staff (scopes audit:read, alerts:read) --------------------------------------
 
@@ -294,21 +323,24 @@ class AclauditClient:
                 return
             cursor = page.next_cursor
 
-    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> httpx.Response:
+    def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> _base.Answer:
         """GET with retries: idempotent, so transport errors and 502/503/504 are retried."""
-        for attempt in range(self.retries.attempts):
-            last = attempt + 1 >= self.retries.attempts
-            try:
-                response = self._http.get(path, params=params)
-            except httpx.HTTPError as exc:
-                if last or not isinstance(exc, httpx.TransportError):
-                    raise _base.translate(exc) from exc
-                self._sleep(self.retries.delay(attempt))
-                continue
-            if response.status_code in _base.RETRYABLE_STATUS and not last:
-                self._sleep(self.retries.delay(attempt, _base.retry_after(response)))
-                continue
-            return response
+        deadline = Deadline.start(self.deadline)
+        with _deadline.active(deadline):
+            for attempt in range(self.retries.attempts):
+                last = attempt + 1 >= self.retries.attempts
+                try:
+                    response = self._send("GET", path, deadline, params=params)
+                except httpx.HTTPError as exc:
+                    if last or not isinstance(exc, httpx.TransportError):
+                        raise _base.translate(exc, deadline) from exc
+                    self._sleep(min(self.retries.delay(attempt), deadline.check()))
+                    continue
+                if response.status_code in _base.RETRYABLE_STATUS and not last:
+                    delay = self.retries.delay(attempt, _base.retry_after(response))
+                    self._sleep(min(delay, deadline.check()))
+                    continue
+                return response
         raise AssertionError("unreachable")  # pragma: no cover
 
 

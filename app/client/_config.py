@@ -1,4 +1,4 @@
-"""Explicit defaults for timeouts, the connection pool and retries."""
+"""Explicit defaults for timeouts, the overall deadline, the connection pool and retries."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import httpx
 
-__all__ = ["DEFAULT_LIMITS", "DEFAULT_RETRIES", "DEFAULT_TIMEOUT", "Limits", "Retries", "Timeout"]
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_LIMITS",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "Limits",
+    "Retries",
+    "Timeout",
+]
 
 Timeout = httpx.Timeout
 Limits = httpx.Limits
@@ -15,6 +23,10 @@ Limits = httpx.Limits
 # A check is on the caller's read path: answer in milliseconds or deny. Connecting on loopback or
 # in a cluster takes well under a second; aclaudit's p99 under load is a few hundred ms.
 DEFAULT_TIMEOUT = Timeout(connect=1.0, read=2.0, write=2.0, pool=1.0)
+# The timeouts above bound each socket operation, not a call: a server trickling a byte a second
+# would never trip them. Every call (retries, request and the whole answer) ends within this many
+# seconds; past it a check is a deny and a security-staff read raises TimeoutException.
+DEFAULT_DEADLINE = 5.0
 # One pool per client: keep connections alive so a check costs one round trip, not a handshake.
 DEFAULT_LIMITS = Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=30.0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
@@ -24,6 +24,8 @@ __all__ = [
 # Reason codes the client adds for decisions it makes itself, without aclaudit's answer.
 UNAVAILABLE = "unavailable"  # fail closed: aclaudit could not be asked, so deny
 FAIL_OPEN = "fail_open"  # the caller opted out of failing closed: allowed, and NOT recorded
+GRANTED = "granted"  # the only reason an allow may give; any other code is a deny's
+MAX_LOG_ID = 2**63 - 1  # access log ids are PostgreSQL bigints
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +64,19 @@ class CheckResult:
 
 
 class _WireReason(BaseModel):
-    code: StrictStr
+    code: Annotated[StrictStr, Field(min_length=1)]
     grant_id: StrictInt | None = None
     via: list[StrictStr] = Field(default_factory=list)
 
 
 class WireCheckResult(BaseModel):
-    """``POST /v1/check``'s 200 body, validated strictly: anything off is a ``ProtocolError``."""
+    """``POST /v1/check``'s 200 body, validated strictly: anything off is a ``ProtocolError``.
+    The cross-field rules (an allow says ``granted``) are in ``_base.to_result``."""
 
     decision: Literal["allow", "deny"]
     allowed: StrictBool
-    decision_id: StrictStr
-    access_log_id: StrictInt
+    decision_id: Annotated[StrictStr, Field(min_length=1)]
+    access_log_id: Annotated[StrictInt, Field(gt=0, le=MAX_LOG_ID)]  # a row id: a positive int64
     reason: _WireReason
     out_of_audience: StrictBool
     policy_version: StrictInt

@@ -160,6 +160,8 @@ async def test_5xx_is_a_deny_and_not_retried(make, status, body):
         json.dumps({**ALLOW, "decision": "ALLOW"}).encode(),
         json.dumps({**ALLOW, "decision": "maybe"}).encode(),
         json.dumps({**ALLOW, "reason": "granted"}).encode(),
+        json.dumps(ALLOW).encode() * 2,  # two documents
+        b"\xef\xbb\xbf" + json.dumps(ALLOW).encode(),
     ],
 )
 async def test_malformed_body_is_a_deny(make, body):
@@ -167,13 +169,94 @@ async def test_malformed_body_is_a_deny(make, body):
     assert_fail_closed(result, ProtocolError)
 
 
-@pytest.mark.parametrize("status", [201, 204, 301, 302])
-async def test_unexpected_status_is_a_deny(make, status):
+@pytest.mark.parametrize("status", [201, 202, 204, 301, 302, 307])
+async def test_only_200_can_allow(make, status):
     headers = {"Location": "http://elsewhere/v1/check"} if 300 <= status < 400 else {}
     result = await make(lambda r: answer(status, ALLOW, headers=headers)).call("check", **CHECK)
-    assert result.allowed is (status == 201)  # 201 with a valid body is still the server's allow
-    if status != 201:
+    assert_fail_closed(result, ProtocolError)
+
+
+def reason(code: str) -> dict[str, Any]:
+    return {"code": code, "grant_id": None, "via": []}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {**ALLOW, "reason": reason("no_grant")},  # an allow must say why: granted
+        {**ALLOW, "reason": reason("denied_by_grant")},
+        {**ALLOW, "reason": reason("held_by_guard")},
+        {**ALLOW, "reason": reason("")},
+        {**ALLOW, "access_log_id": -1},  # an allow's log entry is a real row id
+        {**ALLOW, "access_log_id": 0},
+        {**ALLOW, "access_log_id": 10**30},
+        {**ALLOW, "access_log_id": 2**63},
+        {**ALLOW, "access_log_id": "12"},
+        {**ALLOW, "access_log_id": True},
+        {**ALLOW, "access_log_id": 12.0},
+        {**ALLOW, "decision_id": ""},
+        {k: v for k, v in ALLOW.items() if k != "decision_id"},
+        {**DENY, "reason": reason("granted")},  # contradicts itself
+    ],
+)
+async def test_inconsistent_answer_is_not_an_allow(make, body):
+    result = await make(lambda r: answer(200, body)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+
+
+def twice(first: dict[str, Any], then: dict[str, Any]) -> bytes:
+    """One JSON object with every key of ``first`` and then again of ``then``."""
+    return b"{" + json.dumps(first).encode()[1:-1] + b"," + json.dumps(then).encode()[1:-1] + b"}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        twice(DENY, ALLOW),  # parsers that keep the first key read a deny
+        twice({"decision": "deny", "allowed": False}, ALLOW),
+        json.dumps(ALLOW)
+        .replace('"code": "granted"', '"code": "no_grant", "code": "granted"')
+        .encode(),
+    ],
+)
+async def test_answer_with_a_key_twice_is_not_an_allow(make, body):
+    result = await make(lambda r: answer(200, body)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+
+
+async def test_batch_answer_with_a_key_twice_denies_every_check(make):
+    body = b'{"results": [' + json.dumps(ALLOW).encode() + b"," + twice(DENY, ALLOW) + b"]}"
+    results = await make(lambda r: answer(200, body)).call(
+        "check_batch", [CheckRequest(**CHECK), CheckRequest(**CHECK)]
+    )
+    for result in results:
         assert_fail_closed(result, ProtocolError)
+
+
+async def test_huge_answer_is_not_read_whole_and_not_an_allow(make):
+    padded = json.dumps({**ALLOW, "padding": "x" * (17 * 1024 * 1024)}).encode()
+    result = await make(lambda r: answer(200, padded)).call("check", **CHECK)
+    assert_fail_closed(result, ProtocolError)
+    assert "larger than" in str(result.error)
+
+
+@pytest.mark.parametrize(
+    "code", ["no_grant", "denied_by_grant", "unknown_dataset", "grant_expired", "held_by_guard"]
+)
+async def test_any_deny_code_is_a_recorded_deny(make, code):
+    """Deny codes added to the contract later are still denies, with their log entry."""
+    result = await make(lambda r: answer(200, {**DENY, "reason": reason(code)})).call(
+        "check", **CHECK
+    )
+    assert result.decision == "deny" and not result.allowed
+    assert result.recorded and result.reason.code == code
+
+
+async def test_largest_log_id_is_accepted(make):
+    result = await make(lambda r: answer(200, {**ALLOW, "access_log_id": 2**63 - 1})).call(
+        "check", **CHECK
+    )
+    assert result.allowed and result.access_log_id == 2**63 - 1
 
 
 @pytest.mark.parametrize(
@@ -250,6 +333,10 @@ async def test_batch_answers_in_order(make):
         lambda r: answer(503, {"decision": "deny"}),
         lambda r: answer(200, {"results": [ALLOW]}),  # one answer for two checks
         lambda r: answer(200, {"results": [ALLOW, {"decision": "allow"}]}),
+        lambda r: answer(200, {"results": [ALLOW, {**ALLOW, "reason": reason("no_grant")}]}),
+        lambda r: answer(200, {"results": [ALLOW, {**ALLOW, "access_log_id": -1}]}),
+        lambda r: answer(200, {"results": [ALLOW, ALLOW, ALLOW]}),  # three for two
+        lambda r: answer(201, {"results": [ALLOW, ALLOW]}),
     ],
 )
 async def test_batch_failure_denies_every_check(make, handler):

@@ -45,7 +45,7 @@ def mutations() -> st.SearchStrategy[bytes]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(body=mutations(), status=st.sampled_from([200, 200, 200, 500, 502, 503, 504]))
+@given(body=mutations(), status=st.sampled_from([200, 200, 200, 201, 500, 502, 503, 504]))
 def test_no_malformed_or_failed_answer_is_ever_an_allow(body: bytes, status: int):
     transport = httpx.MockTransport(lambda request: httpx.Response(status, content=body))
     with AclauditClient(
@@ -56,6 +56,7 @@ def test_no_malformed_or_failed_answer_is_ever_an_allow(body: bytes, status: int
         assert status == 200 and result.recorded
         parsed = json.loads(body)
         assert parsed["decision"] == "allow" and parsed["allowed"] is True
-        assert isinstance(parsed["access_log_id"], int)
+        assert isinstance(parsed["access_log_id"], int) and 0 < parsed["access_log_id"] < 2**63
+        assert parsed["reason"]["code"] == "granted" and parsed["decision_id"]
     else:
         assert result.decision == "deny"
