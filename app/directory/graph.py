@@ -20,27 +20,6 @@ def ancestors(parents: Parents, principal: str) -> set[str]:
     return seen
 
 
-def path_to(parents: Parents, principal: str, target: str) -> list[str] | None:
-    """Shortest membership path ``[principal, ..., target]``, or None."""
-    if principal == target:
-        return [principal]
-    previous: dict[str, str] = {}
-    queue = deque([principal])
-    while queue:
-        node = queue.popleft()
-        for group in parents.get(node, ()):
-            if group in previous or group == principal:
-                continue
-            previous[group] = node
-            if group == target:
-                path = [group]
-                while path[-1] != principal:
-                    path.append(previous[path[-1]])
-                return path[::-1]
-            queue.append(group)
-    return None
-
-
 def descendants(children: Children, group: str) -> set[str]:
     """Every member of the group, at any depth (groups included)."""
     seen: set[str] = set()
