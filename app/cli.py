@@ -111,6 +111,30 @@ async def _record_alone(
         await _record(session, command, query, status)
 
 
+def _migrated() -> Settings:
+    """The settings, with the database migrated to the newest schema (or exit 2, saying why)."""
+    settings = _settings()
+    _upgraded(settings)
+    return settings
+
+
+def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """`work` with sessions of a database engine made for it, disposed after; a refusal
+    (`AppError`) ends the command with its message (exit 2)."""
+
+    async def run() -> T:
+        engine = create_engine(settings)
+        try:
+            return await work(create_sessionmaker(engine, chain_key=settings.checkpoint_key_bytes))
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except AppError as exc:
+        _fail(exc.detail)
+
+
 def _in_session(
     settings: Settings,
     work: Callable[[AsyncSession], Awaitable[T]],
@@ -119,28 +143,24 @@ def _in_session(
 ) -> T:
     """`work` in one write transaction, committed with its admin-trail entry (a refusal is
     recorded on its own)."""
-    query = query or {}
+    return _run(settings, lambda maker: _recorded(maker, work, command, query or {}))
 
-    async def run() -> T:
-        engine = create_engine(settings)
-        maker = create_sessionmaker(engine, chain_key=settings.checkpoint_key_bytes)
-        try:
-            try:
-                async with maker() as session, session.begin():
-                    await begin_write(session)
-                    result = await work(session)
-                    await _record(session, command, query, 200)
-                    return result
-            except AppError as exc:
-                await _record_alone(maker, command, query, exc.status)
-                raise
-        finally:
-            await engine.dispose()
 
+async def _recorded(
+    maker: async_sessionmaker[AsyncSession],
+    work: Callable[[AsyncSession], Awaitable[T]],
+    command: str,
+    query: dict[str, str],
+) -> T:
     try:
-        return asyncio.run(run())
+        async with maker() as session, session.begin():
+            await begin_write(session)
+            result = await work(session)
+            await _record(session, command, query, 200)
+            return result
     except AppError as exc:
-        _fail(exc.detail)
+        await _record_alone(maker, command, query, exc.status)
+        raise
 
 
 def _progress(stage: str, done: int, total: int) -> None:
@@ -160,8 +180,7 @@ def serve(
 
     # Served, a worker that can no longer make the log durable stops, to be restarted.
     os.environ.setdefault("ACLAUDIT_EXIT_ON_LOG_FAILURE", "true")
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     metrics_dir, made = _metrics_dir()
     typer.echo(f"aclaudit listening on http://{host}:{port} (API docs at /docs)", err=True)
     typer.echo("get a token with: aclaudit token create --name NAME --scope admin", err=True)
@@ -211,8 +230,7 @@ def _metrics_dir() -> tuple[Path, bool]:
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Apply pending migrations."""
-    settings = _settings()
-    _upgraded(settings)
+    _migrated()
     typer.echo("database is at the newest schema", err=True)
 
 
@@ -225,8 +243,7 @@ def token_create(
     ],
 ) -> None:
     """Create a token and print it (alone, on stdout). Only its hash is stored."""
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     token = _in_session(
         settings,
         lambda s: auth_service.create_token(s, name=name, scopes=list(scope)),
@@ -239,8 +256,7 @@ def token_create(
 @token_cli.command("revoke")
 def token_revoke(name: Annotated[str, typer.Option(help="The token's name.")]) -> None:
     """Revoke a token: it stops working at once."""
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     _in_session(
         settings, lambda s: auth_service.revoke_token(s, name=name), "token revoke", {"name": name}
     )
@@ -252,11 +268,14 @@ def demo() -> None:
     """Load the demo organisation (idempotent)."""
     from app import demo as demo_org
 
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     typer.echo("loading the demo organisation ...", err=True)
-    counts = _in_session(settings, lambda s: demo_org.load(s, _progress), "demo")
-    reads = _run(settings, lambda maker: demo_org.record_reads(maker, settings, _progress))
+
+    async def load(maker: async_sessionmaker[AsyncSession]) -> tuple[dict[str, int], int]:
+        counts = await _recorded(maker, lambda s: demo_org.load(s, _progress), "demo", {})
+        return counts, await demo_org.record_reads(maker, settings, _progress)
+
+    counts, reads = _run(settings, load)
     typer.echo(
         f"demo loaded: {counts['users']} employees in {counts['groups']} groups, "
         f"{counts['datasets']} datasets, {counts['grants_created']} new grants, "
@@ -266,17 +285,6 @@ def demo() -> None:
     typer.echo(
         "try: GET /v1/findings?status=open  (the group:all-employees grant is critical)", err=True
     )
-
-
-def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
-    async def run() -> T:
-        engine = create_engine(settings)
-        try:
-            return await work(create_sessionmaker(engine, chain_key=settings.checkpoint_key_bytes))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 @log_cli.command("verify")
@@ -301,8 +309,7 @@ def log_verify(
                 "lower-case hex digits), as GET /v1/access-log/checkpoints lists them"
             )
         anchor = (anchor_id, anchor_hash)
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     typer.echo("verifying the access log ...", err=True)
 
     async def verify(maker: async_sessionmaker[AsyncSession]) -> VerifyResult:
@@ -347,8 +354,7 @@ def explain(
         _fail(f"invalid --principal or --dataset: {exc.errors()[0]['msg']}")
     except ValueError:
         _fail("--action must be read, write or export")
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     result = _in_session(
         settings,
         lambda s: explain.explain_now(s, principal, dataset, act),
@@ -380,8 +386,7 @@ def scan(
     """Re-analyse every dataset: open, refresh and resolve findings."""
     from app.exposure import service as exposure_service
 
-    settings = _settings()
-    _upgraded(settings)
+    settings = _migrated()
     typer.echo("scanning every dataset ...", err=True)
     result = _in_session(settings, lambda s: exposure_service.scan(s, actor=_operator()), "scan")
     if as_json:
@@ -393,40 +398,67 @@ def scan(
         )
 
 
+# Findings are read a page at a time, each page in a short transaction of its own.
+FINDINGS_PAGE = 1000
+
+
 @cli.command()
 def findings(
     status: Annotated[str | None, typer.Option(help="open, accepted or resolved")] = "open",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """List findings: which grant lets whom outside a dataset's audience read it."""
+    """List every finding (which grant lets whom outside a dataset's audience read it), then
+    how many on stderr."""
     from app.exposure import service as exposure_service
+    from app.exposure.schemas import FindingRead
 
     if status not in (None, "open", "accepted", "resolved"):
         _fail("--status must be open, accepted or resolved")
-    settings = _settings()
-    _upgraded(settings)
-    items, _ = _in_session(
-        settings,
-        lambda s: exposure_service.list_findings(
-            s, status=status, severity=None, dataset=None, after_id=None, limit=1000
-        ),
-        "findings",
-        {"status": status} if status else {},
-    )
+    settings = _migrated()
+    query = {"status": status} if status else {}
+
+    def show(page: list[FindingRead], first: bool) -> None:
+        if as_json:
+            items = ",".join(f.model_dump_json() for f in page)
+            typer.echo(("[" if first else ",") + items, nl=False)
+            return
+        if first and page:
+            typer.echo(
+                f"{'ID':>5}  {'SEVERITY':<8}  {'STATUS':<8}  {'EXCESS':>6}  {'GRANT':>5}  "
+                "DATASET / SUBJECT"
+            )
+        for f in page:
+            typer.echo(
+                f"{f.id:>5}  {f.severity.value:<8}  {f.status.value:<8}  {f.excess_count:>6}  "
+                f"{f.grant_id or '-':>5}  {f.dataset} <- {f.principal}"
+            )
+
+    async def list_all(maker: async_sessionmaker[AsyncSession]) -> int:
+        count, cursor = 0, None
+        while True:
+            async with maker() as session:
+                page, cursor = await exposure_service.list_findings(
+                    session,
+                    status=status,
+                    severity=None,
+                    dataset=None,
+                    after_id=None if cursor is None else int(cursor),
+                    limit=FINDINGS_PAGE,
+                )
+            show(page, first=count == 0)
+            count += len(page)
+            if cursor is None:
+                await _record_alone(maker, "findings", query, 200)
+                return count
+
+    count = _run(settings, list_all)
+    kind = f"{status} findings" if status else "findings"
     if as_json:
-        typer.echo("[" + ",".join(f.model_dump_json() for f in items) + "]")
+        typer.echo("]")
+    elif not count:
+        typer.echo(f"no {kind}")
         return
-    if not items:
-        typer.echo(f"no {status or ''} findings".replace("  ", " "))
-        return
-    typer.echo(
-        f"{'ID':>5}  {'SEVERITY':<8}  {'STATUS':<8}  {'EXCESS':>6}  {'GRANT':>5}  DATASET / SUBJECT"
-    )
-    for f in items:
-        typer.echo(
-            f"{f.id:>5}  {f.severity.value:<8}  {f.status.value:<8}  {f.excess_count:>6}  "
-            f"{f.grant_id or '-':>5}  {f.dataset} <- {f.principal}"
-        )
+    typer.echo(f"{count} {kind}", err=True)
 
 
 def main() -> None:

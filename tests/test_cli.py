@@ -241,3 +241,41 @@ def test_a_database_error_names_the_url_without_its_password(runs: dict[str, Run
     assert result.returncode == 2, result
     assert "s3cret-pw" not in result.stderr + result.stdout
     assert "aclaudit:***@127.0.0.1:1" in result.stderr
+
+
+async def test_findings_lists_every_finding_past_the_first_thousand(
+    client: httpx.AsyncClient, admin, database_url: str, tmp_path: Path
+):
+    """One over-broad grant on 1,050 datasets opens 1,050 findings: the CLI lists them all,
+    in both formats, and says how many."""
+    datasets = {
+        f"bulk.d{n:04d}": {
+            "owner": "group:owners",
+            "sensitivity": "internal",
+            "intended_audience": ["group:owners"],
+        }
+        for n in range(1050)
+    }
+    document = {
+        "datasets": datasets,
+        "grants": [
+            {"principal": "user:outsider", "resource": "bulk.*", "action": "read"},
+        ],
+    }
+    r = await client.post("/v1/policy/apply", json=document, headers=admin)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["findings_opened"]) == 1050
+
+    listed = start(tmp_path / "json" / "x.db", "findings", "--json", url=database_url)
+    table = start(tmp_path / "table" / "x.db", "findings", url=database_url)
+    # waited for off the event loop, where the app may be in the middle of a transaction
+    listed_result = await asyncio.to_thread(finish, listed)
+    table_result = await asyncio.to_thread(finish, table)
+    assert listed_result.returncode == 0, listed_result.stderr
+    found = json.loads(listed_result.stdout)
+    assert sorted(f["dataset"] for f in found) == sorted(datasets)
+    assert listed_result.stderr.strip().endswith("1050 open findings")
+    assert table_result.returncode == 0, table_result.stderr
+    rows = table_result.stdout.splitlines()[1:]  # below the header
+    assert sorted(row.split()[-3] for row in rows) == sorted(datasets)
+    assert table_result.stderr.strip().endswith("1050 open findings")

@@ -1,7 +1,7 @@
 """Pure functions over the membership graph (member -> groups it belongs to)."""
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 Parents = Mapping[str, Iterable[str]]  # member -> groups
 Children = Mapping[str, Iterable[str]]  # group -> direct members
@@ -18,27 +18,6 @@ def ancestors(parents: Parents, principal: str) -> set[str]:
         seen.add(group)
         queue.extend(parents.get(group, ()))
     return seen
-
-
-def path_to(parents: Parents, principal: str, target: str) -> list[str] | None:
-    """Shortest membership path ``[principal, ..., target]``, or None."""
-    if principal == target:
-        return [principal]
-    previous: dict[str, str] = {}
-    queue = deque([principal])
-    while queue:
-        node = queue.popleft()
-        for group in parents.get(node, ()):
-            if group in previous or group == principal:
-                continue
-            previous[group] = node
-            if group == target:
-                path = [group]
-                while path[-1] != principal:
-                    path.append(previous[path[-1]])
-                return path[::-1]
-            queue.append(group)
-    return None
 
 
 def descendants(children: Children, group: str) -> set[str]:
@@ -69,21 +48,35 @@ def would_cycle(children: Children, group: str, member: str) -> bool:
 def depth_below(children: Children, principal: str) -> int:
     """Longest chain of membership links under ``principal``, down to a leaf or an empty group
     (0 for a leaf or an empty group; 1 for a group of users)."""
-    best = 0
-    stack = [(principal, 0)]
-    while stack:
-        node, depth = stack.pop()
-        best = max(best, depth)
-        stack.extend((m, depth + 1) for m in children.get(node, ()))
-    return best
+    return _longest_chain(children, principal)
 
 
 def depth_above(parents: Parents, principal: str) -> int:
     """Longest chain of memberships from ``principal`` upwards."""
-    best = 0
-    stack = [(principal, 0)]
+    return _longest_chain(parents, principal)
+
+
+def _longest_chain(edges: Mapping[str, Iterable[str]], start: str) -> int:
+    """The most links on a path from `start` along `edges`, each node's answer found once: a
+    depth-first search with memo, linear in the links reachable (listing every path instead is
+    exponential in the width of a nesting that is only 9 deep). A link back to a node on the
+    current path (a cycle, which memberships refuse) ends that path."""
+    done: dict[str, int] = {}
+    best = {start: 0}  # the nodes on the current path -> their longest chain found so far
+    stack: list[tuple[str, Iterator[str]]] = [(start, iter(edges.get(start, ())))]
     while stack:
-        node, depth = stack.pop()
-        best = max(best, depth)
-        stack.extend((g, depth + 1) for g in parents.get(node, ()))
-    return best
+        node, following = stack[-1]
+        for after in following:
+            if after in done:
+                best[node] = max(best[node], done[after] + 1)
+            elif after not in best:
+                best[after] = 0
+                stack.append((after, iter(edges.get(after, ()))))
+                break
+        else:
+            stack.pop()
+            done[node] = best.pop(node)
+            if stack:
+                above = stack[-1][0]
+                best[above] = max(best[above], done[node] + 1)
+    return done[start]

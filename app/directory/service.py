@@ -17,10 +17,7 @@ from app.directory.models import Group, Membership
 from app.directory.schemas import GroupRead, GroupSummary
 from app.errors import InvalidInput, MembershipCycle, NotFound
 from app.policy import version as policy_version
-
-# pycasbin's role manager follows at most 10 levels of g links (the principal itself is one);
-# deeper nesting would silently stop granting, so it is refused instead.
-MAX_MEMBERSHIP_CHAIN = 9
+from app.policy.casbin_model import MAX_LINKS
 
 
 def group_id(name: str) -> str:
@@ -91,12 +88,13 @@ def _check_addition(
             for m in members:
                 inverted[m].append(group)
         parents = inverted
+    # Casbin follows at most MAX_LINKS links: deeper nesting would silently stop granting.
     chain = graph.depth_above(parents, gid) + 1 + graph.depth_below(children, member)
-    if chain > MAX_MEMBERSHIP_CHAIN:
+    if chain > MAX_LINKS:
         raise InvalidInput(
             field,
             f"nesting would put a member {chain} membership links below the top group; Casbin "
-            f"follows at most {MAX_MEMBERSHIP_CHAIN}, so flatten the groups",
+            f"follows at most {MAX_LINKS}, so flatten the groups",
         )
 
 

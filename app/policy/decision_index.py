@@ -36,14 +36,30 @@ filled idempotently, so concurrent use from asyncio tasks (or threads) is safe.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import NamedTuple
 
-import casbin
+from app.policy.casbin_model import (
+    ALLOW,
+    CASBIN_MAX_HIERARCHY_LEVEL,
+    DENY,
+    MODEL_PATH,
+    Rule,
+    casbin_enforcer,
+    is_live,
+    key_match,
+    parse_expiry,
+)
+from app.policy.decision_cells import (
+    FOREVER,
+    Bucket,
+    Candidates,
+    Cell,
+    Entry,
+    GroupPart,
+    bucket_of,
+)
 
 __all__ = [
     "CASBIN_MAX_HIERARCHY_LEVEL",
@@ -56,53 +72,6 @@ __all__ = [
     "key_match",
 ]
 
-MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
-
-# pycasbin's default RoleManager(max_hierarchy_level=10): the requesting principal is level 1,
-# so a group at most 9 links away is reachable and one 10 links away is not.
-CASBIN_MAX_HIERARCHY_LEVEL = 10
-
-ALLOW = "allow"
-DENY = "deny"
-
-
-def is_live(exp: str, now: float) -> bool:
-    """The model's `isLive(p.exp, r.now)`: no expiry, or `now` strictly before it."""
-    return exp == "" or float(now) < float(exp)
-
-
-def key_match(key: str, pattern: str) -> bool:
-    """Casbin's `keyMatch(r.obj, p.obj)` (a copy of `casbin.util.key_match`)."""
-    star = pattern.find("*")
-    if star == -1:
-        return key == pattern
-    if len(key) > star:
-        return key[:star] == pattern[:star]
-    return key == pattern[:star]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One Casbin p rule: a grant. Hashed once (rules key many dicts and sets)."""
-
-    sub: str
-    obj: str
-    act: str
-    eft: str  # "allow" | "deny"
-    exp: str  # "" or unix seconds as a string
-    id: str
-    _hash: int = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        fields = (self.sub, self.obj, self.act, self.eft, self.exp, self.id)
-        object.__setattr__(self, "_hash", hash(fields))
-
-    def __hash__(self) -> int:
-        return self._hash
-
-    def as_casbin(self) -> list[str]:
-        return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
-
 
 class Decision(NamedTuple):
     allowed: bool
@@ -112,172 +81,7 @@ class Decision(NamedTuple):
     via: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    rule: Rule
-    expiry: float | None  # None: never expires
-
-    def live(self, now: float) -> bool:
-        return self.expiry is None or now < self.expiry
-
-
-def _liveness_key(entry: _Entry) -> tuple[int, float]:
-    """Orders entries from 'live at the fewest instants' to 'live at the most'.
-
-    NaN expiry (never live) < finite/infinite expiry by value < no expiry (always live).
-    """
-    if entry.expiry is None:
-        return (2, 0.0)
-    if math.isnan(entry.expiry):
-        return (0, 0.0)
-    return (1, entry.expiry)
-
-
-# Liveness bounds of a cell (`_live_until`): these two are one shared float object each, so
-# checking the common rule (no expiry) reads nothing the cell does not already hold.
-_FOREVER = math.inf
-_NEVER = -math.inf
-
-
-def _live_until(entry: _Entry | None) -> float:
-    """The instant from which `entry` is dead, for finite instants: ``now < bound`` is its
-    liveness (`_FOREVER` for no expiry, `_NEVER` for none or a NaN expiry)."""
-    if entry is None:
-        return _NEVER
-    if entry.expiry is None:
-        return _FOREVER
-    if math.isnan(entry.expiry):
-        return _NEVER
-    return entry.expiry
-
-
-@dataclass(frozen=True, slots=True)
-class _Cell:
-    """All rules sharing one (sub, act, resource key)."""
-
-    entries: tuple[_Entry, ...]
-    # Liveness is monotone in the expiry, so one representative per effect answers "is any
-    # live?" at a finite `now`: some deny is live iff now < deny_until, and it is `deny`.
-    deny: Rule | None
-    deny_until: float
-    allow: Rule | None
-    allow_until: float
-    # ... and one answers "is any allow expired?" (None when every allow never expires).
-    expired_allow: _Entry | None
-
-    @classmethod
-    def build(cls, entries: list[_Entry]) -> _Cell:
-        allows = [e for e in entries if e.rule.eft == ALLOW]
-        denies = [e for e in entries if e.rule.eft == DENY]
-        expiring_allows = [e for e in allows if e.expiry is not None]
-        deny = max(denies, key=_liveness_key, default=None)
-        allow = max(allows, key=_liveness_key, default=None)
-        return cls(
-            entries=tuple(entries),
-            deny=None if deny is None else deny.rule,
-            deny_until=_live_until(deny),
-            allow=None if allow is None else allow.rule,
-            allow_until=_live_until(allow),
-            expired_allow=min(expiring_allows, key=_liveness_key, default=None),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Bucket:
-    """The rules of one (sub, act), by resource."""
-
-    exact: dict[str, _Cell]
-    prefixes: dict[str, _Cell]  # keyed by the text before the pattern's first "*"
-    prefix_lengths: tuple[int, ...]  # longest first
-
-    def cells(self, obj: str) -> list[_Cell]:
-        cell = self.exact.get(obj)
-        if not self.prefix_lengths:  # the common case for a user's own grants
-            return [] if cell is None else [cell]
-        found: list[_Cell] = [] if cell is None else [cell]
-        size = len(obj)
-        for length in self.prefix_lengths:
-            if length <= size:
-                cell = self.prefixes.get(obj[:length])
-                if cell is not None:
-                    found.append(cell)
-        return found
-
-    def entries(self) -> list[_Entry]:
-        """Every rule's entry, each cell's in the order they were given."""
-        return [
-            e for cells in (self.exact, self.prefixes) for c in cells.values() for e in c.entries
-        ]
-
-
-def _bucket_of(entries: Iterable[_Entry]) -> _Bucket:
-    """The bucket of one (sub, act)'s entries (allow and deny only), kept in their order."""
-    exact: dict[str, list[_Entry]] = {}
-    prefixes: dict[str, list[_Entry]] = {}
-    for entry in entries:
-        star = entry.rule.obj.find("*")
-        if star == -1:
-            exact.setdefault(entry.rule.obj, []).append(entry)
-        else:
-            prefixes.setdefault(entry.rule.obj[:star], []).append(entry)
-    return _Bucket(
-        exact={obj: _Cell.build(es) for obj, es in exact.items()},
-        prefixes={prefix: _Cell.build(es) for prefix, es in prefixes.items()},
-        prefix_lengths=tuple(sorted({len(p) for p in prefixes}, reverse=True)),
-    )
-
-
-def _parse_expiry(rule: Rule) -> float | None:
-    if rule.exp == "":
-        return None
-    try:
-        return float(rule.exp)
-    except ValueError:
-        raise ValueError(
-            f"rule {rule.id!r}: expiry {rule.exp!r} is neither empty nor a number "
-            "(Casbin's isLive would fail on it)"
-        ) from None
-
-
 _Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
-# Matching cells in Casbin's search order, each with the membership path that reaches its rule
-# *after* the requesting principal (so the full path is ``(sub, *rest)``).
-_Candidates = tuple[tuple["_Cell", tuple[str, ...]], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _GroupPart:
-    """What a group's search contributes to a member's request: the matching cells and, for any
-    instant in [valid_from, valid_until), the first live deny and the first live allow among
-    them (with their paths). Outside that window some cell's liveness differs: build it again.
-    """
-
-    candidates: _Candidates
-    deny: tuple[Rule, tuple[str, ...]] | None
-    allow: tuple[Rule, tuple[str, ...]] | None
-    valid_from: float
-    valid_until: float
-
-    @classmethod
-    def at(cls, candidates: _Candidates, now: float) -> _GroupPart:
-        """At `now`. (At a NaN or infinite `now` every comparison is false: the part holds
-        nothing live and is valid only where every representative is dead, which is right.)"""
-        deny: tuple[Rule, tuple[str, ...]] | None = None
-        allow: tuple[Rule, tuple[str, ...]] | None = None
-        valid_from, valid_until = _NEVER, _FOREVER
-        for cell, rest in candidates:
-            # A representative is live before its bound and dead from then on, so the window
-            # ends at the earliest live bound and starts at the latest dead one.
-            for bound in (cell.deny_until, cell.allow_until):
-                if now < bound:
-                    valid_until = min(valid_until, bound)
-                else:
-                    valid_from = max(valid_from, bound)
-            if deny is None and now < cell.deny_until:
-                deny = (cell.deny, rest)  # type: ignore[assignment]
-            if allow is None and now < cell.allow_until:
-                allow = (cell.allow, rest)  # type: ignore[assignment]
-        return cls(candidates, deny, allow, valid_from, valid_until)
 
 
 class _Route:
@@ -289,7 +93,7 @@ _NO_LINKS = _Route()
 # has patterns (or None), its route, and when that is a group, the group's memoised parts for
 # the action by resource (looked up without building a key).
 _Record = tuple[
-    dict[str, "_Cell"] | None, "_Bucket | None", "str | _Route", "dict[str, _GroupPart] | None"
+    dict[str, "Cell"] | None, "Bucket | None", "str | _Route", "dict[str, GroupPart] | None"
 ]
 _GENERIC = _Route()
 # Most (group, obj, act) entries kept before the group memo starts afresh.
@@ -301,10 +105,10 @@ class DecisionIndex:
 
     def __init__(self, rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> None:
         unique_rules = list(dict.fromkeys(rules))  # Casbin keeps a set of rules
-        grouped: dict[tuple[str, str], list[_Entry]] = {}
+        grouped: dict[tuple[str, str], list[Entry]] = {}
         ineffective = []
         for rule in unique_rules:
-            entry = _Entry(rule, _parse_expiry(rule))
+            entry = Entry(rule, parse_expiry(rule))
             if rule.eft in (ALLOW, DENY):
                 grouped.setdefault((rule.sub, rule.act), []).append(entry)
             else:
@@ -312,9 +116,9 @@ class DecisionIndex:
         # Rules whose effect is neither allow nor deny: they match, but Casbin gives them no
         # effect (kept only so that the index knows it has rules).
         self._ineffective = frozenset(ineffective)
-        self._buckets = {key: _bucket_of(entries) for key, entries in grouped.items()}
+        self._buckets = {key: bucket_of(entries) for key, entries in grouped.items()}
         # act -> sub -> bucket: the same buckets, looked up without building a tuple key.
-        self._by_act: dict[str, dict[str, _Bucket]] = {}
+        self._by_act: dict[str, dict[str, Bucket]] = {}
         for (sub, act), bucket in self._buckets.items():
             self._by_act.setdefault(act, {})[sub] = bucket
 
@@ -335,7 +139,7 @@ class DecisionIndex:
 
     def _forget_rule_memos(self) -> None:
         """Start afresh the memos that depend on the rules (those of the links are kept)."""
-        self._group_memo: dict[tuple[str, str], dict[str, _GroupPart]] = {}  # (group, act)
+        self._group_memo: dict[tuple[str, str], dict[str, GroupPart]] = {}  # (group, act)
         self._group_memo_size = 0
         # act -> principal with links or own rules -> _Record: one lookup finds both.
         self._records: dict[str, dict[str, _Record]] = {act: {} for act in self._by_act}
@@ -350,7 +154,7 @@ class DecisionIndex:
         """
         new_rules = list(dict.fromkeys(added))
         gone = set(removed)
-        entries = {rule: _Entry(rule, _parse_expiry(rule)) for rule in new_rules}  # may raise
+        entries = {rule: Entry(rule, parse_expiry(rule)) for rule in new_rules}  # may raise
         clone = copy.copy(self)
         clone._buckets = dict(self._buckets)
         clone._by_act = dict(self._by_act)
@@ -371,7 +175,7 @@ class DecisionIndex:
                 copied.add(act)
             subs = clone._by_act[act]
             if kept:
-                subs[sub] = clone._buckets[(sub, act)] = _bucket_of(kept)
+                subs[sub] = clone._buckets[(sub, act)] = bucket_of(kept)
             else:
                 clone._buckets.pop((sub, act), None)
                 subs.pop(sub, None)
@@ -412,7 +216,7 @@ class DecisionIndex:
 
     def decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
         now = float(now)
-        if not now < _FOREVER:  # NaN or +inf: liveness bounds do not apply
+        if not now < FOREVER:  # NaN or +inf: liveness bounds do not apply
             return self._decide_by_entries(sub, obj, act, now)
         allow: tuple[Rule | None, tuple[str, ...]] | None = None
         own, shared = self._scan_parts(sub, obj, act, now)
@@ -423,7 +227,7 @@ class DecisionIndex:
                 return Decision(False, cell.deny, (sub,))
             if allow is None and now < cell.allow_until:
                 allow = (cell.allow, ())
-        if isinstance(shared, _GroupPart):
+        if isinstance(shared, GroupPart):
             if shared.deny is not None:
                 return Decision(False, shared.deny[0], (sub, *shared.deny[1]))
             if allow is None:
@@ -522,22 +326,22 @@ class DecisionIndex:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _scan(self, sub: str, obj: str, act: str, now: float) -> _Candidates:
+    def _scan(self, sub: str, obj: str, act: str, now: float) -> Candidates:
         own, shared = self._scan_parts(sub, obj, act, now)
-        if isinstance(shared, _GroupPart):
+        if isinstance(shared, GroupPart):
             shared = shared.candidates
         return tuple((cell, ()) for cell in own) + shared
 
     def _scan_parts(
         self, sub: str, obj: str, act: str, now: float
-    ) -> tuple[list[_Cell], _Candidates | _GroupPart]:
+    ) -> tuple[list[Cell], Candidates | GroupPart]:
         """Every cell matching the request, in the order Casbin's search reaches them.
 
         That order is: the principals `sub` reaches, breadth-first (`sub` first); within one,
         the exact resource, then prefixes longest first. A principal with a single parent group
         (most users) is `sub` followed by that group's own search one level shallower, so its
         candidates are its own cells followed by the group's, which are memoised per
-        (group, obj, act) together with their outcome at `now` (a `_GroupPart`): the work per
+        (group, obj, act) together with their outcome at `now` (a `GroupPart`): the work per
         check then does not grow with the rules its groups hold.
         """
         records = self._records.get(act)
@@ -548,7 +352,7 @@ class DecisionIndex:
         if record is None:
             record = self._record(sub, act)
         exact, prefixed, route, parts = record
-        own_cells: list[_Cell] = []
+        own_cells: list[Cell] = []
         if prefixed is not None:
             own_cells = prefixed.cells(obj)
         elif exact is not None:  # the common case for a user's own grants: exact datasets only
@@ -602,12 +406,12 @@ class DecisionIndex:
         self,
         group: str,
         obj: str,
-        parts: dict[str, _GroupPart],
-        stale: _GroupPart | None,
-        by_sub: dict[str, _Bucket],
+        parts: dict[str, GroupPart],
+        stale: GroupPart | None,
+        by_sub: dict[str, Bucket],
         now: float,
-    ) -> _GroupPart:
-        """The `_GroupPart` of (group, obj) at `now`, memoised in `parts` (group's, for the
+    ) -> GroupPart:
+        """The `GroupPart` of (group, obj) at `now`, memoised in `parts` (group's, for the
         action whose buckets are `by_sub`)."""
         if stale is not None:
             candidates = stale.candidates
@@ -625,7 +429,7 @@ class DecisionIndex:
                     memo.clear()
                 self._group_memo_size = 0
             self._group_memo_size += 1
-        part = parts[obj] = _GroupPart.at(candidates, now)
+        part = parts[obj] = GroupPart.at(candidates, now)
         return part
 
     def _closure(self, group: str) -> tuple[_Ancestors, frozenset[str]]:
@@ -664,16 +468,3 @@ class DecisionIndex:
                 break
             frontier = next_frontier
         return tuple(paths.items())
-
-
-def casbin_enforcer(rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> casbin.Enforcer:
-    """A plain pycasbin Enforcer over the same rules and links: the reference for the index."""
-    enforcer = casbin.Enforcer(str(MODEL_PATH))
-    enforcer.add_function("isLive", is_live)
-    policies = list(dict.fromkeys(tuple(rule.as_casbin()) for rule in rules))
-    if policies:
-        enforcer.add_policies([list(p) for p in policies])
-    groupings = list(dict.fromkeys((member, group) for member, group in links))
-    if groupings:
-        enforcer.add_grouping_policies([list(g) for g in groupings])
-    return enforcer

@@ -4,7 +4,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.policy.decision_index import Rule
+from app.policy.casbin_model import Rule
 from app.policy.models import Grant
 from app.policy.schemas import GrantStatus
 

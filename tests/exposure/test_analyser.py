@@ -10,7 +10,6 @@ from casbin.util import key_match as casbin_key_match
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.exposure import analyser as analyser_module
 from app.exposure.analyser import (
     MAX_LINKS,
     Directory,
@@ -21,6 +20,7 @@ from app.exposure.analyser import (
     datasets_covered,
     is_leaf,
 )
+from app.exposure.analyser import _directory as directory_module
 from app.policy.decision_index import (
     CASBIN_MAX_HIERARCHY_LEVEL,
     DecisionIndex,
@@ -280,12 +280,12 @@ Change = tuple[str, Rule | Link | int]
 @contextlib.contextmanager
 def module_setting(name: str, value: int) -> Iterator[None]:
     """The analyser with one of its size limits set to `value` (both of its paths tested)."""
-    saved = getattr(analyser_module, name)
-    setattr(analyser_module, name, value)
+    saved = getattr(directory_module, name)
+    setattr(directory_module, name, value)
     try:
         yield
     finally:
-        setattr(analyser_module, name, saved)
+        setattr(directory_module, name, saved)
 
 
 @st.composite
@@ -328,7 +328,7 @@ def snapshot(analyser: ExposureAnalyser, now: float, audiences: dict[str, list[s
     return found
 
 
-@pytest.mark.parametrize("reach_leaves", [0, analyser_module.REACH_LEAVES])
+@pytest.mark.parametrize("reach_leaves", [0, directory_module.REACH_LEAVES])
 @settings(
     max_examples=100,
     deadline=None,
@@ -410,7 +410,7 @@ def check_incremental_changes_touch_only_what_their_reanalysis_names(
 
 
 # Replacing a group's members at once (PUT /v1/groups/{g}/members): one plan for many links.
-@pytest.mark.parametrize("reach_leaves", [0, analyser_module.REACH_LEAVES])
+@pytest.mark.parametrize("reach_leaves", [0, directory_module.REACH_LEAVES])
 @settings(
     max_examples=100,
     deadline=None,

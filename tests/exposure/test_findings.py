@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from app.exposure import analyser as analyser_module
 from app.exposure import service as exposure_service
+from app.exposure.analyser import _directory as directory_module
 
 AUDIENCE = ["group:research", "service:trainer"]
 LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
@@ -447,7 +447,7 @@ async def test_a_sampled_member_leaving_lets_the_next_highest_into_the_sample(cl
     await assert_scan_changes_nothing(client, admin)
 
 
-@pytest.mark.parametrize("tries", [1, analyser_module.OUTSIDE_TRIES])
+@pytest.mark.parametrize("tries", [1, directory_module.OUTSIDE_TRIES])
 async def test_the_next_sampled_member_skips_the_audience_and_the_denied(
     client, admin, monkeypatch, tries
 ):
@@ -455,7 +455,7 @@ async def test_the_next_sampled_member_skips_the_audience_and_the_denied(
     principal leaves a larger finding, the next one drawn into its sample is the highest left
     in the excess, never one that the audience or a deny covers (as a full scan finds it),
     whether it is found by looking below the sample (`tries` leaves at most) or not."""
-    monkeypatch.setattr(analyser_module, "OUTSIDE_TRIES", tries)
+    monkeypatch.setattr(directory_module, "OUTSIDE_TRIES", tries)
     staff = [f"user:u{i:02d}{kind}" for i in range(25) for kind in "adm"]  # numbered in turn
     for group, kind in [("staff", "adm"), ("research", "a"), ("denied", "d")]:
         members = [member for member in staff if member[-1] in kind]

@@ -1,0 +1,100 @@
+"""aclaudit's Casbin model (`policies/model.conf`): the rule type, the model's functions, its
+hierarchy limit, and a plain pycasbin enforcer over the same rules, the reference that the
+decision index and the exposure analyser are proven equal to (see `app.policy.decision_index`
+for the model's quirks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import casbin
+
+__all__ = [
+    "ALLOW",
+    "CASBIN_MAX_HIERARCHY_LEVEL",
+    "DENY",
+    "MAX_LINKS",
+    "MODEL_PATH",
+    "Rule",
+    "casbin_enforcer",
+    "is_live",
+    "key_match",
+    "parse_expiry",
+]
+
+MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
+
+# pycasbin's default RoleManager(max_hierarchy_level=10): the requesting principal is level 1,
+# so a group at most 9 links away is reachable and one 10 links away is not.
+CASBIN_MAX_HIERARCHY_LEVEL = 10
+# So a principal reaches the groups at most this many membership links above it.
+MAX_LINKS = CASBIN_MAX_HIERARCHY_LEVEL - 1
+
+ALLOW = "allow"
+DENY = "deny"
+
+
+def is_live(exp: str, now: float) -> bool:
+    """The model's `isLive(p.exp, r.now)`: no expiry, or `now` strictly before it."""
+    return exp == "" or float(now) < float(exp)
+
+
+def key_match(key: str, pattern: str) -> bool:
+    """Casbin's `keyMatch(r.obj, p.obj)` (a copy of `casbin.util.key_match`)."""
+    star = pattern.find("*")
+    if star == -1:
+        return key == pattern
+    if len(key) > star:
+        return key[:star] == pattern[:star]
+    return key == pattern[:star]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One Casbin p rule: a grant. Hashed once (rules key many dicts and sets)."""
+
+    sub: str
+    obj: str
+    act: str
+    eft: str  # "allow" | "deny"
+    exp: str  # "" or unix seconds as a string
+    id: str
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fields = (self.sub, self.obj, self.act, self.eft, self.exp, self.id)
+        object.__setattr__(self, "_hash", hash(fields))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def as_casbin(self) -> list[str]:
+        return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
+
+
+def parse_expiry(rule: Rule) -> float | None:
+    """A rule's expiry as a number (None: never expires), refused where `is_live` would fail."""
+    if rule.exp == "":
+        return None
+    try:
+        return float(rule.exp)
+    except ValueError:
+        raise ValueError(
+            f"rule {rule.id!r}: expiry {rule.exp!r} is neither empty nor a number "
+            "(Casbin's isLive would fail on it)"
+        ) from None
+
+
+def casbin_enforcer(rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> casbin.Enforcer:
+    """A plain pycasbin Enforcer over the same rules and links: the reference for the index."""
+    enforcer = casbin.Enforcer(str(MODEL_PATH))
+    enforcer.add_function("isLive", is_live)
+    policies = list(dict.fromkeys(tuple(rule.as_casbin()) for rule in rules))
+    if policies:
+        enforcer.add_policies([list(p) for p in policies])
+    groupings = list(dict.fromkeys((member, group) for member, group in links))
+    if groupings:
+        enforcer.add_grouping_policies([list(g) for g in groupings])
+    return enforcer
