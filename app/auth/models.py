@@ -20,7 +20,8 @@ class ApiToken(Base):
 
 
 class TrailEntry(Base):
-    """One request to a mutating or audit-sensitive endpoint."""
+    """One request to a mutating or audit-sensitive endpoint; or `count` refusals of requests
+    whose caller was never authenticated, written together (`app.auth.refusals`)."""
 
     __tablename__ = "admin_trail"
 
@@ -35,3 +36,4 @@ class TrailEntry(Base):
     token_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
     )
+    count: Mapped[int] = mapped_column(Integer, server_default="1")

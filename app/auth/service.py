@@ -92,6 +92,7 @@ def record_trail(
     query: str,
     status: int,
     request_id: str | None,
+    count: int = 1,
 ) -> None:
     session.add(
         TrailEntry(
@@ -103,5 +104,6 @@ def record_trail(
             query=query,
             status=status,
             request_id=request_id,
+            count=count,
         )
     )

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import service as accesslog_service
+from app.auth.refusals import AnonymousRefusals
 from app.config import Settings
 from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
@@ -46,8 +47,14 @@ class SweepReport:
 
 
 class Sweeper:
-    def __init__(self, maker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        refusals: AnonymousRefusals | None = None,
+    ) -> None:
         self._maker = maker
+        self._refusals = refusals
         self._interval = settings.sweep_interval_seconds
         self._integrity_interval = settings.integrity_interval_seconds
         # A holder that stops renewing (killed) is replaced after this long.
@@ -71,6 +78,7 @@ class Sweeper:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        await self.flush_refusals()
         if not self._has_held:
             return
         try:
@@ -88,6 +96,7 @@ class Sweeper:
                 await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
             if self._stop.is_set():
                 return
+            await self.flush_refusals()
             try:
                 await self.sweep_once()
             except OperationalError as exc:
@@ -100,6 +109,16 @@ class Sweeper:
                 )
             except Exception:
                 logger.exception("sweep failed; retrying next interval")
+
+    async def flush_refusals(self) -> None:
+        """This process's counted refusals of unauthenticated requests, into the admin trail
+        (every process flushes its own: this is not the lease holder's work)."""
+        if self._refusals is None:
+            return
+        try:
+            await self._refusals.flush(self._maker)
+        except Exception as exc:  # kept, and written by a later tick
+            logger.warning("could not write the counted refusals to the admin trail: %r", exc)
 
     async def sweep_once(self) -> SweepReport:
         """Take the lease; if held, record due expiries and reopenings, and check integrity."""
