@@ -104,7 +104,7 @@ def problem_headers(error: AppError) -> dict[str, str]:
     """Headers that go with an error's problem document."""
     if error.status == 401:
         return {"WWW-Authenticate": "Bearer"}
-    if error.status == 503:
+    if error.status in (429, 503):
         return {"Retry-After": "1"}
     return {}
 

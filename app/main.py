@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.accesslog.router import router as accesslog_router
 from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
+from app.auth.dependencies import RequireBearer
 from app.auth.refusals import AnonymousRefusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
@@ -36,6 +37,7 @@ from app.errors import (
 from app.exposure.router import router as exposure_router
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
+from app.operations.fairness import OneAtATime
 from app.operations.logs import request_id_var
 from app.operations.metrics import Metrics
 from app.operations.middleware import HEADER as REQUEST_ID_HEADER
@@ -198,9 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.before_write_commit = record_with_change
     app.state.metrics = Metrics()
     app.state.anonymous_refusals = AnonymousRefusals()
+    app.state.simulations = OneAtATime("simulate")
     install_error_handlers(app)
     docs.install(app, is_open=settings.open_docs)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
+    app.add_middleware(RequireBearer)  # no token: refused before the framework's work
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # trailed when refused
     app.add_middleware(AdminTrailMiddleware)
     app.add_middleware(RequestContext)  # outermost: the request id covers the trail too

@@ -1,5 +1,7 @@
 """FastAPI dependencies: who is calling, and may they."""
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -10,11 +12,13 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from app.auth import service as auth_service
 from app.auth.scopes import Scope
 from app.auth.service import Caller
-from app.errors import AppError
+from app.errors import AppError, Unauthenticated, problem_headers, send_problem
 
 bearer = HTTPBearer(auto_error=False, description="A token from `aclaudit token create`.")
 
@@ -135,3 +139,54 @@ AuditReader = Annotated[Caller, Depends(scoped(Scope.audit_read))]
 PolicyWriter = Annotated[Caller, Depends(scoped(Scope.policy_write))]
 AlertsReader = Annotated[Caller, Depends(scoped(Scope.alerts_read))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
+
+
+class RequireBearer:
+    """Refuses a `/v1/` request without one well-formed ``Authorization: Bearer`` header as
+    plain ASGI: a flood of requests without a token costs a header scan each, not the
+    framework's routing and validation. (Tokens themselves are looked up by the route.)
+
+    Past `FREE_REFUSALS_PER_SECOND` (a burst of as many) the refusal is answered after
+    `REFUSAL_DELAY` seconds: a client looping on requests without a token slows down to a
+    few a second per connection, instead of taking the worker's time from checks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._allowance = float(FREE_REFUSALS_PER_SECOND)
+        self._at = time.monotonic()
+
+    def _is_free(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(
+            float(FREE_REFUSALS_PER_SECOND),
+            self._allowance + (now - self._at) * FREE_REFUSALS_PER_SECOND,
+        )
+        self._at = now
+        if self._allowance >= 1:
+            self._allowance -= 1
+            return True
+        return False
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        values = [v for n, v in scope["headers"] if n == b"authorization"]
+        error: AppError | None = None
+        if len(values) > 1:
+            error = DuplicateAuthorization()
+        else:
+            scheme, _, token = (values[0] if values else b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                error = Unauthenticated("send Authorization: Bearer <token>")
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        if not self._is_free():
+            await asyncio.sleep(REFUSAL_DELAY)
+        await send_problem(send, error.to_problem(), problem_headers(error))
+
+
+FREE_REFUSALS_PER_SECOND = 100
+REFUSAL_DELAY = 0.25
