@@ -188,5 +188,5 @@ class RequireBearer:
         await send_problem(send, error.to_problem(), problem_headers(error))
 
 
-FREE_REFUSALS_PER_SECOND = 100
+FREE_REFUSALS_PER_SECOND = 20
 REFUSAL_DELAY = 0.25
