@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Seconds a connection waits for a database lock before the request fails closed.
     database_timeout: float = 5.0
     metrics_open: bool = False
+    # Serve /docs, /redoc and /openapi.json without a token (local use); closed, they need a
+    # valid token of any scope.
+    open_docs: bool = False
     # The access log writes a checkpoint (head hash and count) every this many entries.
     checkpoint_every: int = Field(default=1000, ge=1)
     # HMAC key for checkpoints; without it checkpoints are unsigned and must be anchored by

@@ -141,11 +141,12 @@ def openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi()
 
 
-async def test_openapi_document_is_served_without_a_token(client: httpx.AsyncClient):
-    r = await client.get("/openapi.json")
+async def test_openapi_document_is_served_to_any_token(client: httpx.AsyncClient, tokens):
+    """Without one it is a 401 (tests/auth/test_authenticate_first.py), unless opened."""
+    r = await client.get("/openapi.json", headers=tokens["check"])
     assert r.status_code == 200
     assert r.json()["info"]["title"] == "aclaudit"
-    assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/docs", headers=tokens["check"])).status_code == 200
 
 
 def test_openapi_lists_every_route(app: FastAPI, openapi: dict[str, Any]):

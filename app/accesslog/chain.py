@@ -64,7 +64,17 @@ ADMIN_TRAIL = "admin_trail"
 ALERTS = "alerts"
 # What is hashed of a trail entry and of an alert. A trail entry's token_id is left out: the
 # token's deletion sets it to NULL (its token_name, which the trail shows, is chained).
-TRAIL_FIELDS = ("id", "at", "token_name", "method", "path", "query", "status", "request_id")
+TRAIL_FIELDS = (
+    "id",
+    "at",
+    "token_name",
+    "method",
+    "path",
+    "query",
+    "status",
+    "request_id",
+    "count",
+)
 ALERT_FIELDS = (
     "id",
     "type",

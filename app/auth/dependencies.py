@@ -1,5 +1,7 @@
 """FastAPI dependencies: who is calling, and may they."""
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -8,88 +10,114 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from app.auth import service as auth_service
 from app.auth.scopes import Scope
 from app.auth.service import Caller
-from app.db import SessionDep
+from app.errors import AppError, Unauthenticated, problem_headers, send_problem
 
 bearer = HTTPBearer(auto_error=False, description="A token from `aclaudit token create`.")
 
 
-async def current_caller(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Caller:
-    header = f"Bearer {credentials.credentials}" if credentials else None
-    caller = await auth_service.authenticate(session, header)
-    request.state.caller = caller  # read by the admin-trail middleware
+class DuplicateAuthorization(AppError):
+    status = 400
+    slug = "duplicate-authorization"
+    title = "More than one Authorization header"
+
+    def __init__(self) -> None:
+        super().__init__("send exactly one Authorization header")
+
+
+def authorization_header(request: Request) -> str | None:
+    """The request's one Authorization header (None without one); two or more are a 400, not
+    "the first one wins"."""
+    values = request.headers.getlist("authorization")
+    if len(values) > 1:
+        raise DuplicateAuthorization()
+    return values[0] if values else None
+
+
+async def authenticate_request(request: Request) -> Caller:
+    """The caller, from the headers alone and a short read-only session of its own.
+
+    Runs before the body is read and before the request's own session opens, so a caller
+    without a valid token costs one indexed read and never holds SQLite's write lock.
+    """
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:
+        return caller
+    header = authorization_header(request)
+    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with maker() as session:
+        caller = await auth_service.authenticate(session, header)
+    request.state.caller = caller  # read by the admin trail
     return caller
 
 
-# The attribute naming the scope a dependency requires (see AuthorizedFirst).
-REQUIRED_SCOPE = "required_scope"
+async def current_caller(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # for the OpenAPI document
+) -> Caller:
+    return await authenticate_request(request)
+
+
+# The attribute of an authenticating dependency naming its check from the request's headers
+# alone, `(request) -> Awaitable[...]`, which `AuthorizedFirst` runs before anything else.
+AUTHORIZE = "authorize_request"
+Authorize = Callable[[Request], Awaitable[object]]
 
 
 def scoped(scope: Scope) -> Callable[[Caller], Awaitable[Caller]]:
+    async def authorize(request: Request) -> Caller:
+        return auth_service.require(await authenticate_request(request), scope)
+
     async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
         return auth_service.require(caller, scope)
 
-    setattr(dependency, REQUIRED_SCOPE, scope)  # read by AuthorizedFirst
+    setattr(dependency, AUTHORIZE, authorize)
     return dependency
 
 
-def _authorization(dependant: Dependant) -> tuple[bool, Scope | None]:
-    """(does the route authenticate its caller, the scope it requires) from its dependencies."""
+def _authorization(dependant: Dependant) -> Authorize | None:
+    """How the route authenticates and authorises its caller, from its dependencies."""
     for sub in dependant.dependencies:
-        scope = getattr(sub.call, REQUIRED_SCOPE, None)
-        if scope is not None:
-            return True, scope
+        authorize: Authorize | None = getattr(sub.call, AUTHORIZE, None)
+        if authorize is not None:
+            return authorize
         if sub.call is current_caller:
-            return True, None
+            return authenticate_request
         found = _authorization(sub)
-        if found[0]:
+        if found is not None:
             return found
-    return False, None
-
-
-def _unparsed_body(exc: Exception) -> bool:
-    if isinstance(exc, RequestValidationError):
-        return any(error.get("type") == "json_invalid" for error in exc.errors())
-    return isinstance(exc, HTTPException) and exc.status_code == 400
+    return None
 
 
 class AuthorizedFirst(APIRoute):
-    """A route that answers 401 or 403 before it reports a body it could not parse.
+    """A route that authenticates and authorises its caller before anything else.
 
-    FastAPI reads and parses the JSON body before it runs any dependency, so a caller without
-    a valid token (or without the scope) would learn that the body is malformed instead of
-    being refused, and the admin trail would not know who sent it. Bodies that parse are
-    validated after the dependencies, which authenticate first anyway.
+    FastAPI reads and parses the JSON body before it runs any dependency, and a write
+    route's session (SQLite: the write lock) opens with its dependencies. This runs the
+    route's token and scope check first, from the headers alone: a caller without a valid
+    token (or without the scope) is refused before its body is read or any lock is taken,
+    and the admin trail knows who sent a body that does not parse.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        authenticates, scope = _authorization(self.dependant)
-        if not authenticates:
+        authorize = _authorization(self.dependant)
+        if authorize is None:
             return handler
 
         async def authorized_first(request: Request) -> Response:
+            await authorize(request)
             try:
                 return await handler(request)
-            except (RequestValidationError, HTTPException) as exc:
-                if not _unparsed_body(exc):
-                    raise
-                async with request.app.state.sessionmaker() as session:
-                    caller = await auth_service.authenticate(
-                        session, request.headers.get("authorization")
-                    )
-                request.state.caller = caller
-                if scope is not None:
-                    auth_service.require(caller, scope)
-                if isinstance(exc, RequestValidationError):
+            except HTTPException as exc:
+                if exc.status_code != 400:
                     raise
                 # FastAPI's bare 400 for a body JSON cannot read (nested too deeply, say):
                 # a 422 naming the body, like every other unreadable body
@@ -111,3 +139,54 @@ AuditReader = Annotated[Caller, Depends(scoped(Scope.audit_read))]
 PolicyWriter = Annotated[Caller, Depends(scoped(Scope.policy_write))]
 AlertsReader = Annotated[Caller, Depends(scoped(Scope.alerts_read))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
+
+
+class RequireBearer:
+    """Refuses a `/v1/` request without one well-formed ``Authorization: Bearer`` header as
+    plain ASGI: a flood of requests without a token costs a header scan each, not the
+    framework's routing and validation. (Tokens themselves are looked up by the route.)
+
+    Past `FREE_REFUSALS_PER_SECOND` (a burst of as many) the refusal is answered after
+    `REFUSAL_DELAY` seconds: a client looping on requests without a token slows down to a
+    few a second per connection, instead of taking the worker's time from checks.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._allowance = float(FREE_REFUSALS_PER_SECOND)
+        self._at = time.monotonic()
+
+    def _is_free(self) -> bool:
+        now = time.monotonic()
+        self._allowance = min(
+            float(FREE_REFUSALS_PER_SECOND),
+            self._allowance + (now - self._at) * FREE_REFUSALS_PER_SECOND,
+        )
+        self._at = now
+        if self._allowance >= 1:
+            self._allowance -= 1
+            return True
+        return False
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        values = [v for n, v in scope["headers"] if n == b"authorization"]
+        error: AppError | None = None
+        if len(values) > 1:
+            error = DuplicateAuthorization()
+        else:
+            scheme, _, token = (values[0] if values else b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not token.strip():
+                error = Unauthenticated("send Authorization: Bearer <token>")
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        if not self._is_free():
+            await asyncio.sleep(REFUSAL_DELAY)
+        await send_problem(send, error.to_problem(), problem_headers(error))
+
+
+FREE_REFUSALS_PER_SECOND = 20
+REFUSAL_DELAY = 0.25

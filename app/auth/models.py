@@ -20,7 +20,8 @@ class ApiToken(Base):
 
 
 class TrailEntry(Base):
-    """One request to a mutating or audit-sensitive endpoint."""
+    """One request to a mutating or audit-sensitive endpoint; or `count` refusals of requests
+    whose caller was never authenticated, written together (`app.auth.refusals`)."""
 
     __tablename__ = "admin_trail"
 
@@ -35,6 +36,7 @@ class TrailEntry(Base):
     token_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
     )
+    count: Mapped[int] = mapped_column(Integer, server_default="1")
     # The trail's hash chain (`app.accesslog.chain.TRAIL_FIELDS`); ids come from its head.
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

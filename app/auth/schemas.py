@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TrailEntryRead(BaseModel):
@@ -14,6 +14,10 @@ class TrailEntryRead(BaseModel):
     query: str
     status: int
     request_id: str | None
+    count: int = Field(
+        description="Requests this entry stands for: 1, or for refusals of unauthenticated "
+        "requests, how many were refused since the previous such entry."
+    )
 
 
 class TrailPage(BaseModel):

@@ -94,6 +94,7 @@ async def record_trail(
     query: str,
     status: int,
     request_id: str | None,
+    count: int = 1,
 ) -> None:
     """Append a trail entry, chained onto the trail's head (locked until the caller commits:
     briefly, as the entry is the transaction's last write; the wait is bounded by the
@@ -108,6 +109,7 @@ async def record_trail(
         "query": query,
         "status": status,
         "request_id": request_id,
+        "count": count,
         "prev_hash": head.last_hash,
     }
     row["hash"] = chain.record_hash(head.last_hash, chain.TRAIL_FIELDS, row)

@@ -4,7 +4,9 @@ A successful mutation's entry is written in the mutation's own transaction
 (`record_with_change`, called by `app.db.get_session` just before it commits), so no change
 commits without its entry. Everything else (reads, refusals, errors) is recorded by
 `AdminTrailMiddleware` before the response starts; if that fails the caller gets 503 instead
-of the data, so nothing sensitive is read without a record.
+of the data, so nothing sensitive is read without a record. Refusals of requests whose caller
+was never authenticated are counted instead, and written periodically
+(`app.auth.refusals`): one write per such request let anyone flood the database.
 """
 
 import logging
@@ -17,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service as auth_service
+from app.auth.refusals import AnonymousRefusals, refused_path
 from app.db import begin_write
 from app.errors import AppError, ServiceUnavailable, send_problem
 
@@ -50,7 +53,7 @@ class AdminTrailMiddleware:
             return
 
         if len(scope.get("query_string", b"")) > MAX_QUERY:
-            await self._record(scope, 414)
+            await self._trail(scope, 414)
             await send_problem(send, QueryTooLong().to_problem())
             return
 
@@ -62,7 +65,7 @@ class AdminTrailMiddleware:
                 if scope.get("state", {}).get(RECORDED):
                     state["ok"] = True  # written with the change it describes
                 else:
-                    state["ok"] = await self._record(scope, message["status"])
+                    state["ok"] = await self._trail(scope, message["status"])
                 if not state["ok"]:
                     await _send_unavailable(send)
                     return
@@ -76,8 +79,16 @@ class AdminTrailMiddleware:
             # The outermost middleware turns this into a 500 outside this one: record it here.
             if not state["recorded"]:
                 state["recorded"] = True
-                await self._record(scope, 500)
+                await self._trail(scope, 500)
             raise
+
+    async def _trail(self, scope: Scope, status: int) -> bool:
+        """Record the response, or count it when it refused a caller never authenticated."""
+        if status >= 400 and scope.get("state", {}).get("caller") is None:
+            refusals: AnonymousRefusals = scope["app"].state.anonymous_refusals
+            refusals.count(scope["method"], refused_path(scope), status)
+            return True
+        return await self._record(scope, status)
 
     async def _record(self, scope: Scope, status: int) -> bool:
         maker: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker

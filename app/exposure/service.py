@@ -43,6 +43,7 @@ from app.exposure.schemas import (
     SimulateRequest,
     SimulateResult,
 )
+from app.operations.fairness import Pacer
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy import version as policy_version
@@ -1165,7 +1166,9 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     touched: set[str] = set()
     accepted: dict[int, AcceptExposure] = {}  # proposed id -> its accept_exposure
     now = utcnow()
+    pacer = Pacer()  # seconds of work for a large proposal: checks must not wait for it
     for index, proposal in enumerate(body.add):
+        await pacer.pause()
         proposed_id = -(index + 1)
         if proposal.expires_at is not None and proposal.expires_at <= now:
             raise InvalidInput(f"body.add.{index}.expires_at", "must be in the future")
@@ -1207,6 +1210,7 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
         for rule_id, bits in by_grant.items():
             if not bits:
                 continue
+            await pacer.pause()
             key = (dataset_id, int(rule_id))
             still.add(key)
             widened = bool(bits & ~was.get(rule_id, 0))

@@ -64,6 +64,11 @@ class Metrics:
             "Checks answered 503 deny because their access-log entry could not be committed.",
             registry=self.registry,
         )
+        self.auth_failures = Counter(
+            "aclaudit_auth_failures",
+            "Requests refused 401: no token, or an unknown or revoked one.",
+            registry=self.registry,
+        )
         # Each labelled child made once (present at 0 from the start) and kept: `labels()`
         # validates and looks the child up under a lock on every call.
         self._allowed = self.checks.labels("allow")

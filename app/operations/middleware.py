@@ -54,8 +54,11 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             state = scope["app"].state
             metrics: Metrics | None = getattr(state, "metrics", None)
-            if metrics is not None and scope["method"] == "POST":
-                metrics.observe_request(scope["path"], elapsed)
+            if metrics is not None:
+                if scope["method"] == "POST":
+                    metrics.observe_request(scope["path"], elapsed)
+                if status == 401:
+                    metrics.auth_failures.inc()
             settings = getattr(state, "settings", None)
             if (settings is None or settings.access_log) and access_logger.isEnabledFor(
                 logging.INFO

@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from app.auth import service as auth_service
-from app.auth.dependencies import AuthorizedFirst, bearer
+from app.auth.dependencies import AuthorizedFirst, authenticate_request, bearer
 from app.auth.scopes import Scope
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.operations import metrics as metrics_module
@@ -20,14 +19,11 @@ METRICS_SCOPES = (Scope.metrics_read, Scope.alerts_read)
 
 async def metrics_reader(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # for the OpenAPI document
 ) -> None:
     if request.app.state.settings.metrics_open:
         return
-    header = f"Bearer {credentials.credentials}" if credentials else None
-    async with request.app.state.sessionmaker() as session:
-        caller = await auth_service.authenticate(session, header)
-    request.state.caller = caller
+    caller = await authenticate_request(request)
     if not any(caller.has_scope(scope) for scope in METRICS_SCOPES):
         raise Forbidden("this endpoint needs the 'metrics:read' or 'alerts:read' scope")
 

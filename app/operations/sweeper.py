@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog.integrity import Integrity
+from app.auth.refusals import AnonymousRefusals
 from app.config import Settings
 from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
@@ -51,8 +52,10 @@ class Sweeper:
         maker: async_sessionmaker[AsyncSession],
         settings: Settings,
         integrity: Integrity | None = None,
+        refusals: AnonymousRefusals | None = None,
     ) -> None:
         self._maker = maker
+        self._refusals = refusals
         # The worker's own (shared with its verify endpoint, one verify at a time).
         self._integrity = integrity or Integrity(maker, settings)
         self._interval = settings.sweep_interval_seconds
@@ -78,6 +81,7 @@ class Sweeper:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        await self.flush_refusals()
         if not self._has_held:
             return
         try:
@@ -95,6 +99,7 @@ class Sweeper:
                 await asyncio.wait_for(self._stop.wait(), timeout=self._interval)
             if self._stop.is_set():
                 return
+            await self.flush_refusals()
             try:
                 await self.sweep_once()
             except OperationalError as exc:
@@ -107,6 +112,16 @@ class Sweeper:
                 )
             except Exception:
                 logger.exception("sweep failed; retrying next interval")
+
+    async def flush_refusals(self) -> None:
+        """This process's counted refusals of unauthenticated requests, into the admin trail
+        (every process flushes its own: this is not the lease holder's work)."""
+        if self._refusals is None:
+            return
+        try:
+            await self._refusals.flush(self._maker)
+        except Exception as exc:  # kept, and written by a later tick
+            logger.warning("could not write the counted refusals to the admin trail: %r", exc)
 
     async def sweep_once(self) -> SweepReport:
         """Take the lease; if held, record due expiries and reopenings, and check integrity."""

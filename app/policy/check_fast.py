@@ -9,8 +9,8 @@ the requests whose outcome cannot depend on the framework:
   by the access-log writer on every policy-version change, exactly as for the route);
 * a JSON content type and a body that ``CheckRequest`` accepts (the same pydantic model).
 
-Anything else (no or unknown token, missing scope, invalid body, another content type) is
-handed, with the body already read, to the full application, so every 401, 403 and 422 problem
+Anything else (no or unknown token, missing scope, another content type; before its body is
+read) or an invalid body is handed to the full application, so every 401, 403 and 422 problem
 document is the framework's own. What the fast path answers is the same as the route's answer:
 the decision is recorded by the same group-commit writer, committed and durable before the
 first byte is sent; a log failure is a 503 ``decision: "deny"`` problem and a token revoked
@@ -138,14 +138,10 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
 async def serve_check(
     state: Any, scope: Scope, receive: Receive, send: Send, application: ASGIApp
 ) -> None:
-    """Answer ``POST /v1/check``; `application` (the full app) answers what this does not."""
-    try:
-        body = await _read_body(receive)
-    except BodyTooLarge as exc:  # streamed past ACLAUDIT_MAX_BODY_BYTES
-        await send_problem(send, http_problem(exc))
-        return
-    if body is None:
-        return
+    """Answer ``POST /v1/check``; `application` (the full app) answers what this does not.
+
+    The token is looked at first: a request this cannot answer is handed on with its body
+    unread, so the application refuses a caller without a valid token before reading it."""
     token, is_json = _bearer_token(scope["headers"])
     cache: TokenCache | None = getattr(state, "token_cache", None)
     writer: AccessLogWriter | None = getattr(state, "log_writer", None)
@@ -155,7 +151,14 @@ async def serve_check(
         token_hash = auth_service.hash_token(token)
         caller = cache.peek(token_hash)
     if caller is None or writer is None or not caller.has_scope(TokenScope.check):
-        await application(scope, _replaying(body, receive), send)
+        await application(scope, receive, send)
+        return
+    try:
+        body = await _read_body(receive)
+    except BodyTooLarge as exc:  # streamed past ACLAUDIT_MAX_BODY_BYTES
+        await send_problem(send, http_problem(exc))
+        return
+    if body is None:
         return
     try:
         check = CheckRequest.model_validate_json(body)

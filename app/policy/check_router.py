@@ -16,7 +16,7 @@ from app.accesslog.writer import (
     TokenRevoked,
 )
 from app.auth import service as auth_service
-from app.auth.dependencies import REQUIRED_SCOPE, AuthorizedFirst, bearer
+from app.auth.dependencies import AUTHORIZE, AuthorizedFirst, authorization_header, bearer
 from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
@@ -40,14 +40,18 @@ class CheckAuth:
     token_hash: str
 
 
-async def check_auth(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> CheckAuth:
-    """Token check from the in-process cache (revalidated by the writer on policy changes)."""
-    if credentials is None or not credentials.credentials.strip():
+async def authorize_check(request: Request) -> CheckAuth:
+    """Token check from the in-process cache (revalidated by the writer on policy changes),
+    from the headers alone: `AuthorizedFirst` runs it before the body is read."""
+    done: CheckAuth | None = getattr(request.state, "check_auth", None)
+    if done is not None:
+        return done
+    header = authorization_header(request)
+    scheme, _, token = (header or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send Authorization: Bearer <token>")
-    token_hash = auth_service.hash_token(credentials.credentials.strip())
+    token_hash = auth_service.hash_token(token)
     cache: TokenCache = request.app.state.token_cache
     try:
         caller = await cache.lookup(request.app.state.sessionmaker, token_hash)
@@ -57,9 +61,18 @@ async def check_auth(
         raise CheckUnavailable("the token store is unreachable, so the check is a deny") from exc
     if caller is None:
         raise Unauthenticated("the token is unknown or revoked")
-    auth_service.require(caller, Scope.check)
     request.state.caller = caller
-    return CheckAuth(caller, token_hash)
+    auth_service.require(caller, Scope.check)
+    auth = CheckAuth(caller, token_hash)
+    request.state.check_auth = auth
+    return auth
+
+
+async def check_auth(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # for the OpenAPI document
+) -> CheckAuth:
+    return await authorize_check(request)
 
 
 async def _checks_asked(request: Request) -> int:
@@ -74,7 +87,7 @@ async def _checks_asked(request: Request) -> int:
     return len(checks) if isinstance(checks, list) and len(checks) <= MAX_BATCH else 0
 
 
-setattr(check_auth, REQUIRED_SCOPE, Scope.check)  # for AuthorizedFirst
+setattr(check_auth, AUTHORIZE, authorize_check)  # run first by AuthorizedFirst
 
 
 CheckAuthDep = Annotated[CheckAuth, Depends(check_auth)]

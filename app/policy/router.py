@@ -1,3 +1,4 @@
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
@@ -16,6 +17,7 @@ from app.errors import (
 from app.exposure import service as exposure_service
 from app.exposure.schemas import GrantChanged, SimulateRequest, SimulateResult
 from app.identifiers import Action, FreeText, PrincipalId, ResourcePattern, UTCInstant
+from app.operations.fairness import Busy, OneAtATime
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus
@@ -69,15 +71,27 @@ async def create_grant(
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
+async def simulation_slot(request: Request) -> AsyncIterator[None]:
+    gate: OneAtATime = request.app.state.simulations
+    async with gate.slot():
+        yield
+
+
 @router.post(
     "/simulate",
     response_model=SimulateResult,
-    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Busy),
 )
 async def simulate(
-    body: SimulateRequest, session: ReadSessionDep, _: AuditReader
+    body: SimulateRequest,
+    session: ReadSessionDep,
+    _: AuditReader,
+    __: Annotated[None, Depends(simulation_slot, scope="function")],
 ) -> SimulateResult:
-    """The findings these additions and removals would open and resolve. Nothing is changed."""
+    """The findings these additions and removals would open and resolve. Nothing is changed.
+
+    A large proposal computes for seconds (sharing the worker with checks), so a worker runs
+    one simulate at a time: another is refused 429 with Retry-After meanwhile."""
     return await exposure_service.simulate(session, body=body)
 
 

@@ -7,8 +7,8 @@ chains: `prev_hash` and `hash` on every row, and a head each (`admin_trail_head`
 order, so the chains cover the whole history; when the key is in the environment the three
 heads are signed here too (else each is signed by its chain's next write).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-07 10:00:00.000000
 """
 
@@ -21,8 +21,8 @@ from alembic import op
 import app.db
 from app.accesslog import chain
 
-revision: str = '0008'
-down_revision: str | None = '0007'
+revision: str = '0009'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -2,6 +2,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from app.auth.dependencies import AuditReader
 
@@ -22,12 +23,13 @@ def summary(entry: dict[str, Any]) -> tuple[Any, ...]:
 
 
 async def test_mutations_and_refused_mutation_attempts_are_trailed_newest_first(
-    client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
+    app: FastAPI, client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
 ):
     writer, reader = tokens["policy:write"], tokens["audit:read"]
     dataset = {"owner": "group:eng", "sensitivity": "internal"}
     grant = {"principal": "group:eng", "resource": "eng.*", "action": "read", "effect": "allow"}
-    calls: list[tuple[str, str, dict[str, Any] | None, dict[str, str], int, tuple[Any, ...]]] = [
+    Call = tuple[str, str, dict[str, Any] | None, dict[str, str], int, tuple[Any, ...] | None]
+    calls: list[Call] = [
         ("PUT", "/v1/groups/eng/members", {"members": ["user:a"]}, writer, 200,
          ("policy-write", "PUT", "/v1/groups/eng/members", "", 200)),
         ("POST", "/v1/groups/eng/members", {"member": "user:b"}, writer, 200,
@@ -40,10 +42,8 @@ async def test_mutations_and_refused_mutation_attempts_are_trailed_newest_first(
          ("policy-write", "POST", "/v1/grants", "", 201)),
         ("DELETE", "/v1/grants/1", None, writer, 200,
          ("policy-write", "DELETE", "/v1/grants/1", "", 200)),
-        ("POST", "/v1/grants", grant, {}, 401,
-         (None, "POST", "/v1/grants", "", 401)),
-        ("POST", "/v1/grants", grant, {"Authorization": "Bearer stolen"}, 401,
-         (None, "POST", "/v1/grants", "", 401)),
+        ("POST", "/v1/grants", grant, {}, 401, None),  # counted, below
+        ("POST", "/v1/grants", grant, {"Authorization": "Bearer stolen"}, 401, None),
         ("PUT", "/v1/datasets/eng.wiki", dataset, reader, 403,
          ("audit-read", "PUT", "/v1/datasets/eng.wiki", "", 403)),
         ("DELETE", "/v1/groups/eng/members/user:b", None, tokens["check"], 403,
@@ -59,8 +59,17 @@ async def test_mutations_and_refused_mutation_attempts_are_trailed_newest_first(
                 "/v1/grants", "/v1/grants/1"]:  # fmt: skip
         assert (await client.get(url, headers=reader)).status_code == 200, url
 
+    # Refusals of callers without a valid token are counted, and written together (by the
+    # sweeper's next tick, or now).
+    await app.state.sweeper.flush_refusals()
     entries = await read_trail(client, admin)
-    assert [summary(e) for e in entries] == [expected for *_, expected in reversed(calls)]
+    counted = [e for e in entries if e["token_name"] is None]
+    assert {summary(e) for e in counted} == {(None, "POST", "/v1/grants", "", 401)}
+    assert sum(e["count"] for e in counted) == 2
+    entries = [e for e in entries if e not in counted]
+    expected = [entry for *_, entry in reversed(calls) if entry is not None]
+    assert [summary(e) for e in entries] == expected
+    assert {e["count"] for e in entries} == {1}
     ids = [e["id"] for e in entries]
     assert ids == sorted(ids, reverse=True)
     times = [datetime.fromisoformat(e["at"]) for e in entries]
@@ -136,11 +145,12 @@ async def test_a_change_commits_only_with_its_trail_entry(
 
 
 async def test_an_overlong_query_is_refused_so_the_trail_never_cuts_a_filter(
-    client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
+    app: FastAPI, client: httpx.AsyncClient, tokens: Any, admin: dict[str, str]
 ):
     query = "pad=" + "x" * 4100 + "&data_subject=user:bob"
     r = await client.get(f"/v1/access-log?{query}", headers=tokens["audit:read"])
     assert r.status_code == 414 and r.headers["content-type"] == "application/problem+json"
+    await app.state.sweeper.flush_refusals()  # refused before the token was looked at: counted
     [entry] = await read_trail(client, admin)
     assert (entry["path"], entry["status"]) == ("/v1/access-log", 414)
 

@@ -1,6 +1,7 @@
 """Real ``aclaudit serve`` processes for multi-worker and crash tests."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pinned(command: list[str], cpus: str | None) -> list[str]:
+    """`command` run on those CPUs only (taskset), or as it is without taskset."""
+    taskset = shutil.which("taskset")
+    return [taskset, "-c", cpus, *command] if cpus and taskset else command
+
+
 class Server:
     def __init__(
         self,
@@ -26,6 +33,7 @@ class Server:
         workers: int = 1,
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        cpus: str | None = None,
     ) -> None:
         self.database_url = database_url
         self.env = env or {}
@@ -34,6 +42,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self.cpus = cpus  # taskset's CPU list, where taskset is available
 
     def start(self, timeout: float = 30.0) -> "Server":
         env = {**os.environ, "ACLAUDIT_DATABASE_URL": self.database_url, **self.env}
@@ -41,6 +50,7 @@ class Server:
             # beside the log, so a server killed with -9 leaves nothing behind in /tmp
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.log.parent / f"metrics-{self.port}")
         command = [ACLAUDIT, "serve", "--port", str(self.port), "--workers", str(self.workers)]
+        command = pinned(command, self.cpus)
         if self.log:
             with open(self.log, "ab") as out:
                 self.process = subprocess.Popen(
