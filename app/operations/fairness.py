@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from app.errors import AppError
+from app.errors import Busy
 
 # CPU time between two turns of the event loop: a check's own work is well under a
 # millisecond, and it needs a few turns (request, log write, answer).
@@ -30,12 +30,6 @@ class Pacer:
         if time.perf_counter() >= self._until:
             await asyncio.sleep(self._slice)
             self._until = time.perf_counter() + self._slice
-
-
-class Busy(AppError):
-    status = 429
-    slug = "busy"
-    title = "Too many requests"
 
 
 class OneAtATime:

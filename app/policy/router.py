@@ -7,6 +7,7 @@ from pydantic import ValidationError
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
 from app.errors import (
+    Busy,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -17,7 +18,7 @@ from app.errors import (
 from app.exposure import service as exposure_service
 from app.exposure.schemas import GrantChanged, SimulateRequest, SimulateResult
 from app.identifiers import Action, FreeText, PrincipalId, ResourcePattern, UTCInstant
-from app.operations.fairness import Busy, OneAtATime
+from app.operations.fairness import OneAtATime
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
 from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus

@@ -255,7 +255,9 @@ async def test_checks_get_through_while_another_worker_keeps_changing_the_policy
         try:
             await asyncio.sleep(0.2)
             answers = []
-            for _ in range(5):
+            # at least 5 checks, and on until the policy has changed 10 times meanwhile (a
+            # loaded machine changes it more slowly; the bound keeps a stuck churn visible)
+            while (len(answers) < 5 or changes < 10) and len(answers) < 200:
                 r = await checker.post(
                     "/v1/check", json=check_body("user:alice"), headers=tokens["check"]
                 )
@@ -263,7 +265,7 @@ async def test_checks_get_through_while_another_worker_keeps_changing_the_policy
         finally:
             stop.set()
             await churning
-    assert answers == [200] * 5
+    assert answers == [200] * len(answers)
     assert changes >= 10  # the policy did keep changing meanwhile
 
 
