@@ -254,7 +254,7 @@ async def test_checks_get_through_while_another_worker_keeps_changing_the_policy
         churning = asyncio.create_task(churn())
         try:
             await asyncio.sleep(0.2)
-            answers = []
+            answers: list[int] = []
             # at least 5 checks, and on until the policy has changed 10 times meanwhile (a
             # loaded machine changes it more slowly; the bound keeps a stuck churn visible)
             while (len(answers) < 5 or changes < 10) and len(answers) < 200:
