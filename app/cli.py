@@ -19,8 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import migrate
-from app.accesslog import chain
+from app import chain, migrate
 from app.auth import service as auth_service
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker

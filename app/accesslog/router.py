@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from app.accesslog import chain
+from app import chain
 from app.accesslog import service as accesslog_service
 from app.accesslog.integrity import Integrity
 from app.accesslog.schemas import (

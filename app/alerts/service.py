@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accesslog import chain
+from app import chain
 from app.alerts import repository
 from app.alerts.schemas import AlertFeed, AlertRead, AlertType
 from app.db import chain_key, utcnow

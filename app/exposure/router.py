@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
+from app.acceptance import AcceptExposure
 from app.accesslog.schemas import AccessLogPage
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
@@ -19,7 +20,6 @@ from app.exposure.schemas import (
 )
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
-from app.policy.schemas import AcceptExposure
 from app.policy.snapshot import PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
