@@ -9,7 +9,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 from urllib.parse import urlencode
 
 import typer
@@ -19,13 +19,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import migrate
-from app.accesslog import chain
+from app import chain, migrate
 from app.auth import service as auth_service
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
-from app.plans.cli import policy_cli
+from app.plans.cli import fail, policy_cli
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 
@@ -51,9 +50,9 @@ def _settings() -> Settings:
             f"ACLAUDIT_{'_'.join(str(part) for part in e['loc']).upper()}: {e['msg']}"
             for e in exc.errors()
         )
-        _fail(f"configuration error: {problems}")
+        fail(f"configuration error: {problems}")
     except ValueError as exc:
-        _fail(f"configuration error: {exc}")
+        fail(f"configuration error: {exc}")
 
 
 def _shown(url: str) -> str:
@@ -64,16 +63,11 @@ def _shown(url: str) -> str:
         return "(ACLAUDIT_DATABASE_URL)"
 
 
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
-
-
 def _upgraded(settings: Settings) -> None:
     try:
         migrate.upgrade(settings.database_url)
     except Exception as exc:
-        _fail(
+        fail(
             f"could not migrate the database at {_shown(settings.database_url)!r}: {exc}. "
             "Check ACLAUDIT_DATABASE_URL and that the database is reachable."
         )
@@ -132,7 +126,7 @@ def _run(settings: Settings, work: Callable[[async_sessionmaker[AsyncSession]], 
     try:
         return asyncio.run(run())
     except AppError as exc:
-        _fail(exc.detail)
+        fail(exc.detail)
 
 
 def _in_session(
@@ -300,11 +294,11 @@ def log_verify(
     from app.accesslog.schemas import VerifyResult
 
     if (anchor_id is None) != (anchor_hash is None):
-        _fail("--anchor-id and --anchor-hash go together: give both, copied from one checkpoint")
+        fail("--anchor-id and --anchor-hash go together: give both, copied from one checkpoint")
     anchor = None
     if anchor_id is not None and anchor_hash is not None:
         if anchor_id < 1 or not re.fullmatch(chain.HASH_PATTERN, anchor_hash):
-            _fail(
+            fail(
                 "an anchor is a checkpoint's entry id (1 or more) and its head hash (64 "
                 "lower-case hex digits), as GET /v1/access-log/checkpoints lists them"
             )
@@ -351,9 +345,9 @@ def explain(
         dataset = TypeAdapter(DatasetId).validate_python(dataset)
         act = Action(action)
     except ValidationError as exc:
-        _fail(f"invalid --principal or --dataset: {exc.errors()[0]['msg']}")
+        fail(f"invalid --principal or --dataset: {exc.errors()[0]['msg']}")
     except ValueError:
-        _fail("--action must be read, write or export")
+        fail("--action must be read, write or export")
     settings = _migrated()
     result = _in_session(
         settings,
@@ -413,7 +407,7 @@ def findings(
     from app.exposure.schemas import FindingRead
 
     if status not in (None, "open", "accepted", "resolved"):
-        _fail("--status must be open, accepted or resolved")
+        fail("--status must be open, accepted or resolved")
     settings = _migrated()
     query = {"status": status} if status else {}
 

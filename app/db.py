@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import JSON, DateTime, MetaData, Table, event, text
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -53,6 +53,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Access-log and alert ids: BIGINT on PostgreSQL; SQLite's INTEGER is already 64-bit (and only
+# an INTEGER primary key is the rowid).
+LogId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:

@@ -14,7 +14,7 @@ from app.directory.models import Group, Membership
 from app.exposure.models import Finding
 from app.operations.models import Lease
 from app.policy.models import Grant
-from app.policy.version import PolicyState
+from app.policy_version import PolicyVersion
 
 __all__ = [
     "AccessLogCheckpoint",
@@ -31,6 +31,6 @@ __all__ = [
     "Group",
     "Lease",
     "Membership",
-    "PolicyState",
+    "PolicyVersion",
     "TrailEntry",
 ]

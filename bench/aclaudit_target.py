@@ -116,7 +116,7 @@ async def _seed(database_url: str, workload: Workload) -> None:
     from app.db import create_engine, utcnow
     from app.directory.models import Group, Membership
     from app.policy.models import Grant as GrantRow
-    from app.policy.version import PolicyState
+    from app.policy_version import PolicyVersion
 
     org = workload.org
     now = utcnow()
@@ -161,9 +161,9 @@ async def _seed(database_url: str, workload: Workload) -> None:
             for start in range(0, len(grants), 5000):
                 await conn.execute(insert(GrantRow), grants[start : start + 5000])
             await conn.execute(
-                update(PolicyState)
-                .where(PolicyState.id == 1)
-                .values(version=PolicyState.version + 1, updated_at=now)
+                update(PolicyVersion)
+                .where(PolicyVersion.id == 1)
+                .values(version=PolicyVersion.version + 1, updated_at=now)
             )
     finally:
         await engine.dispose()

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog import chain
+from app import chain
 from app.accesslog.ledgers import LEDGERS, Ledger, verify_ledger
 from app.accesslog.schemas import ChainVerifyResult, VerifyResult
 from app.accesslog.verifier import verify_log

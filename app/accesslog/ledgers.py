@@ -1,4 +1,4 @@
-"""Verifying the admin trail's and the alert feed's hash chains (see `app.accesslog.chain`).
+"""Verifying the admin trail's and the alert feed's hash chains (see `app.chain`).
 
 As the access log's: rows fetched in pages, hashed in a thread, resumable after the last row an
 earlier verify in this process checked (that row must still carry the hash it was checked
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import RowMapping, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog import chain
+from app import chain
 from app.accesslog.schemas import ChainVerifyResult
 from app.alerts.models import Alert, AlertHead
 from app.auth.models import TrailEntry, TrailHead

@@ -3,7 +3,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -16,10 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
-
-# BIGINT on PostgreSQL; SQLite's INTEGER is already 64-bit.
-LogId = BigInteger().with_variant(Integer(), "sqlite")
+from app.db import Base, LogId, UTCDateTime
 
 
 class AccessLogEntry(Base):

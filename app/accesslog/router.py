@@ -2,14 +2,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from app.accesslog import chain, repository
+from app import chain
 from app.accesslog import service as accesslog_service
 from app.accesslog.integrity import Integrity
 from app.accesslog.schemas import (
     AccessLogEntryRead,
     AccessLogPage,
     CheckpointPage,
-    CheckpointRead,
     VerifyResult,
 )
 from app.auth.dependencies import AuditReader, AuthorizedFirst
@@ -96,11 +95,7 @@ async def list_checkpoints(
     session: SessionDep, _: AuditReader, limit: Limit = DEFAULT_LIMIT, cursor: IdCursor = None
 ) -> CheckpointPage:
     """Checkpoints, newest first: copy them out of the service to anchor the log."""
-    rows = await repository.list_checkpoints(session, before_id=cursor, limit=limit + 1)
-    items = [CheckpointRead.model_validate(r) for r in rows[:limit]]
-    return CheckpointPage(
-        items=items, next_cursor=str(items[-1].entry_id) if len(rows) > limit else None
-    )
+    return await accesslog_service.list_checkpoints(session, before_id=cursor, limit=limit)
 
 
 @router.get(

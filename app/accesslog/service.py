@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog import repository
-from app.accesslog.schemas import AccessLogEntryRead
+from app.accesslog.schemas import AccessLogEntryRead, CheckpointPage, CheckpointRead
 from app.errors import NotFound
 
 
@@ -43,3 +43,13 @@ async def list_entries(
     )
     page = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
     return page, (str(page[-1].id) if len(rows) > limit else None)
+
+
+async def list_checkpoints(
+    session: AsyncSession, *, before_id: int | None, limit: int
+) -> CheckpointPage:
+    rows = await repository.list_checkpoints(session, before_id=before_id, limit=limit + 1)
+    items = [CheckpointRead.model_validate(r) for r in rows[:limit]]
+    return CheckpointPage(
+        items=items, next_cursor=str(items[-1].entry_id) if len(rows) > limit else None
+    )

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog import chain, repository
+from app import chain
+from app.accesslog import repository
 from app.accesslog.schemas import ChainVerifyResult
 from app.config import Settings
 

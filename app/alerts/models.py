@@ -3,8 +3,7 @@ from datetime import datetime
 from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.accesslog.models import LogId
-from app.db import Base, UTCDateTime
+from app.db import Base, LogId, UTCDateTime
 
 
 class Alert(Base):
@@ -21,7 +20,7 @@ class Alert(Base):
     dataset: Mapped[str | None] = mapped_column(String(512), nullable=True)
     finding_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     access_log_id: Mapped[int | None] = mapped_column(LogId, nullable=True)
-    # The feed's hash chain (`app.accesslog.chain.ALERT_FIELDS`): a removed or edited alert
+    # The feed's hash chain (`app.chain.ALERT_FIELDS`): a removed or edited alert
     # breaks it.
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

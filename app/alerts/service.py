@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accesslog import chain
-from app.alerts.models import Alert, AlertHead
+from app import chain
+from app.alerts import repository
 from app.alerts.schemas import AlertFeed, AlertRead, AlertType
-from app.db import chain_key, insert_columns, utcnow
+from app.db import chain_key, utcnow
 
 
 @dataclass(frozen=True)
@@ -75,37 +74,18 @@ async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | N
     """Append alerts in the caller's transaction (which must be a writer)."""
     if not events:
         return
-    query = select(AlertHead.last_id, AlertHead.last_hash).where(AlertHead.id == 1)
-    last_id, last_hash = (await session.execute(query.with_for_update())).one()
     chained = chain_alerts(
         events,
         [e.finding_id for e in events],
-        (int(last_id), str(last_hash)),
+        await repository.lock_head(session),
         at or utcnow(),
         chain_key(session),
     )
-    columns = [c.name for c in Alert.__table__.columns]
-    values = {name: [row[name] for row in chained.rows] for name in columns}
-    await insert_columns(session, Alert.__table__, values)  # type: ignore[arg-type]
-    new_id, new_hash = chained.head
-    await session.execute(
-        update(AlertHead)
-        .where(AlertHead.id == 1)
-        .values(last_id=new_id, last_hash=new_hash, signature=chained.signature)
-    )
+    await repository.insert(session, chained.rows)
+    await repository.move_head(session, chained.head, chained.signature)
 
 
 async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
-    query = select(Alert).where(Alert.id > after).order_by(Alert.id).limit(limit)
-    items = [AlertRead.model_validate(a) for a in (await session.execute(query)).scalars()]
+    rows = await repository.page_after(session, after=after, limit=limit)
+    items = [AlertRead.model_validate(a) for a in rows]
     return AlertFeed(items=items, last_id=items[-1].id if items else after)
-
-
-async def head(session: AsyncSession) -> int:
-    query = select(AlertHead.last_id).where(AlertHead.id == 1)
-    return int((await session.execute(query)).scalar_one())
-
-
-async def count_of_type(session: AsyncSession, kind: AlertType) -> int:
-    query = select(func.count()).select_from(Alert).where(Alert.type == kind.value)
-    return int((await session.execute(query)).scalar_one())

@@ -37,7 +37,7 @@ class TrailEntry(Base):
         ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
     )
     count: Mapped[int] = mapped_column(Integer, server_default="1")
-    # The trail's hash chain (`app.accesslog.chain.TRAIL_FIELDS`); ids come from its head.
+    # The trail's hash chain (`app.chain.TRAIL_FIELDS`); ids come from its head.
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
 

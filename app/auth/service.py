@@ -8,13 +8,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.accesslog import chain
+from app import chain, policy_version
 from app.auth import repository
 from app.auth.models import ApiToken, TrailEntry
 from app.auth.scopes import Scope
 from app.db import chain_key, utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-from app.policy import version as policy_version
 
 TOKEN_PREFIX = "acl_"
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")  # \Z: no trailing newline

@@ -3,8 +3,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.acceptance import AcceptExposure
 from app.identifiers import FreeText, PrincipalId
-from app.policy.schemas import AcceptExposure
 
 
 class Sensitivity(StrEnum):

@@ -1,11 +1,11 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.datasets import repository
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetRead, DatasetWrite, Guard, Sensitivity
 from app.db import utcnow
 from app.errors import NotFound
-from app.policy import version as policy_version
 
 
 def default_guard(sensitivity: Sensitivity) -> Guard:

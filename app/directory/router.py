@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
+from app.acceptance import AcceptQuery
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.directory import service as directory_service
@@ -11,7 +12,6 @@ from app.exposure import service as exposure_service
 from app.exposure.schemas import GroupChanged
 from app.identifiers import GroupName, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
-from app.policy.router import AcceptQuery
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
 GroupPath = Annotated[GroupName, Path(description="Bare group id: `eng` for `group:eng`.")]

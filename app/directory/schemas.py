@@ -1,7 +1,7 @@
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.acceptance import AcceptExposure
 from app.identifiers import PrincipalId
-from app.policy.schemas import AcceptExposure
 
 MAX_MEMBERS_PER_REQUEST = 10_000
 

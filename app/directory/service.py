@@ -11,13 +11,13 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.db import utcnow
 from app.directory import graph, repository
+from app.directory.limits import MAX_LINKS
 from app.directory.models import Group, Membership
 from app.directory.schemas import GroupRead, GroupSummary
 from app.errors import InvalidInput, MembershipCycle, NotFound
-from app.policy import version as policy_version
-from app.policy.casbin_model import MAX_LINKS
 
 
 def group_id(name: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
@@ -23,7 +24,6 @@ from app.db import utcnow
 from app.exposure import repository
 from app.exposure.schemas import FindingRead, FindingStatus, GuardChangeRead
 from app.exposure.service import ExposureRefused, finding_alert, to_read
-from app.policy.schemas import AcceptExposure
 
 
 class GuardChangeRefused(ExposureRefused):

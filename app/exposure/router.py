@@ -2,15 +2,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
+from app.acceptance import AcceptExposure
+from app.accesslog.schemas import AccessLogPage
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
-from app.datasets import repository as datasets_repository
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, NotFound, Unauthenticated, problem_responses
-from app.exposure import repository
+from app.exposure import access
 from app.exposure import service as exposure_service
 from app.exposure.schemas import (
-    AccessItem,
     ExposureRead,
     FindingPage,
     FindingRead,
@@ -21,8 +20,7 @@ from app.exposure.schemas import (
 )
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
-from app.policy.schemas import AcceptExposure
-from app.policy.snapshot import PolicyCache, now
+from app.policy.snapshot import PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
 FindingId = Annotated[int, Path(ge=1, le=2**62)]
@@ -79,12 +77,7 @@ async def finding_reads(
     cursor: IdCursor = None,
 ) -> AccessLogPage:
     """Who did: the allowed reads of the finding's dataset by principals outside its audience."""
-    finding = await exposure_service.get_finding(session, finding_id)
-    rows = await repository.reads_outside(
-        session, dataset=finding.dataset, before_id=cursor, limit=limit + 1
-    )
-    items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
-    return AccessLogPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+    return await access.finding_reads(session, finding_id=finding_id, before_id=cursor, limit=limit)
 
 
 @router.post(
@@ -127,23 +120,6 @@ async def principal_access(
     by dataset id (the cursor is the last one of the previous page)."""
     cache: PolicyCache = request.app.state.policy
     snapshot = await cache.current(session)
-    at = now()
-    items: list[AccessItem] = []
-    for dataset in await datasets_repository.list_all(session):
-        if cursor is not None and dataset.id <= cursor:
-            continue
-        outcome = snapshot.decide(principal, dataset.id, "read", at)
-        if outcome.allowed and outcome.grant_id is not None:
-            if len(items) == limit:
-                return PrincipalAccess(
-                    principal=principal, items=items, next_cursor=items[-1].dataset
-                )
-            items.append(
-                AccessItem(
-                    dataset=dataset.id,
-                    grant_id=outcome.grant_id,
-                    via=list(outcome.via),
-                    out_of_audience=outcome.out_of_audience,
-                )
-            )
-    return PrincipalAccess(principal=principal, items=items)
+    return await access.principal_access(
+        session, snapshot, principal=principal, after=cursor, limit=limit
+    )

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
-from app.alerts import service as alerts_service
+from app.alerts import repository as alerts_repository
 from app.alerts.schemas import AlertType
 from app.exposure import repository as exposure_repository
 
@@ -121,9 +121,11 @@ async def database_facts(
         async with maker() as session:
             open_findings = await exposure_repository.count_open_by_severity(session)
             outside = await exposure_repository.count_out_of_audience_reads(session)
-            alert_head = await alerts_service.head(session)
+            alert_head = await alerts_repository.head(session)
             log_head = (await accesslog_repository.get_head(session)).last_id
-            integrity = await alerts_service.count_of_type(session, AlertType.log_integrity_failed)
+            integrity = await alerts_repository.count_of_type(
+                session, AlertType.log_integrity_failed
+            )
     except Exception as exc:
         logger.warning("metrics could not read the database: %r", exc)
         up.add_metric([], 0)

@@ -35,7 +35,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JS
 REFUSED_EXIT = 1
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
+    """Print `message` as an error and exit 2 (every aclaudit command's way to refuse)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -54,9 +55,9 @@ def read_document(path: Path) -> dict[str, Any]:
         else:
             loaded = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        _fail(f"cannot read {path}: {exc}")
+        fail(f"cannot read {path}: {exc}")
     if not isinstance(loaded, dict):
-        _fail(f"{path} must hold an object (groups, datasets, grants)")
+        fail(f"{path} must hold an object (groups, datasets, grants)")
     parsed: dict[str, Any] = json.loads(json.dumps(loaded, default=_json_default))
     return parsed
 
@@ -70,7 +71,7 @@ def _post(url: str, token: str, route: str, document: dict[str, Any]) -> httpx.R
             timeout=httpx.Timeout(120.0, connect=5.0),
         )
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach aclaudit at {url}: {exc}. Is it running? Set --url or ACLAUDIT_URL.")
+        fail(f"cannot reach aclaudit at {url}: {exc}. Is it running? Set --url or ACLAUDIT_URL.")
 
 
 def _finding_line(mark: str, finding: dict[str, Any]) -> str:
@@ -127,7 +128,7 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        _fail(f"aclaudit answered {response.status_code} without a problem document")
+        fail(f"aclaudit answered {response.status_code} without a problem document")
     return body
 
 
@@ -170,7 +171,7 @@ def apply(
 
 def _call(url: str, token: str, route: str, document: dict[str, Any], as_json: bool) -> Any:
     if not token:
-        _fail("no token: set ACLAUDIT_TOKEN (create one with: aclaudit token create ...)")
+        fail("no token: set ACLAUDIT_TOKEN (create one with: aclaudit token create ...)")
     response = _post(url, token, route, document)
     if response.status_code == 200:
         result = response.json()
@@ -188,4 +189,4 @@ def _call(url: str, token: str, route: str, document: dict[str, Any], as_json: b
             for finding in problem["findings"]:
                 typer.echo(_finding_line("✗", finding))
         raise typer.Exit(REFUSED_EXIT)
-    _fail(f"{route} failed ({response.status_code}): {problem.get('detail', problem)}")
+    fail(f"{route} failed ({response.status_code}): {problem.get('detail', problem)}")

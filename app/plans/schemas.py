@@ -1,5 +1,6 @@
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.acceptance import AcceptExposure
 from app.datasets.schemas import DatasetWrite
 from app.exposure.schemas import FindingRead, GuardChangeRead
 from app.identifiers import (
@@ -13,7 +14,7 @@ from app.identifiers import (
     lower_ascii,
 )
 from app.identifiers import ResourcePattern as Resource
-from app.policy.schemas import AcceptExposure, GrantRead
+from app.policy.schemas import GrantRead
 
 
 class GrantSpec(BaseModel):

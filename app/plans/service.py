@@ -10,6 +10,8 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
+from app.acceptance import AcceptExposure
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.models import Dataset
@@ -23,9 +25,8 @@ from app.exposure.service import DatasetFacts, ExposureRefused, PolicyView
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
-from app.policy import version as policy_version
 from app.policy.models import Grant
-from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead
+from app.policy.schemas import GrantCreate, GrantRead
 from app.policy.snapshot import to_rule
 
 GrantKey = tuple[str, str, str, str, datetime | None]

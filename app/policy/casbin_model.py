@@ -11,6 +11,8 @@ from pathlib import Path
 
 import casbin
 
+from app.directory.limits import CASBIN_MAX_HIERARCHY_LEVEL, MAX_LINKS
+
 __all__ = [
     "ALLOW",
     "CASBIN_MAX_HIERARCHY_LEVEL",
@@ -25,12 +27,6 @@ __all__ = [
 ]
 
 MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
-
-# pycasbin's default RoleManager(max_hierarchy_level=10): the requesting principal is level 1,
-# so a group at most 9 links away is reachable and one 10 links away is not.
-CASBIN_MAX_HIERARCHY_LEVEL = 10
-# So a principal reaches the groups at most this many membership links above it.
-MAX_LINKS = CASBIN_MAX_HIERARCHY_LEVEL - 1
 
 ALLOW = "allow"
 DENY = "deny"

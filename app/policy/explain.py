@@ -4,12 +4,12 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import snapshot as snapshot_module
-from app.policy import version as policy_version
 from app.policy.casbin_model import Rule
 from app.policy.check_schemas import Reason
 from app.policy.snapshot import PolicyCache

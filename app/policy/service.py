@@ -4,13 +4,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.datasets import repository as datasets_repository
 from app.datasets.schemas import SENSITIVE, Sensitivity
 from app.db import utcnow
 from app.errors import InvalidInput, NotFound
 from app.identifiers import Effect
 from app.policy import repository
-from app.policy import version as policy_version
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate, GrantRead, GrantStatus
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import app.db
-from app.accesslog import chain
+from app import chain
 
 revision: str = '0009'
 down_revision: str | None = '0008'

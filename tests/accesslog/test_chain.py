@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.accesslog import chain
+from app import chain
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

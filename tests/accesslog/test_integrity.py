@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from app.accesslog import chain
+from app import chain
 from app.config import Settings
 from app.operations.sweeper import Sweeper
 from tests.accesslog.test_verify import make_entries, served, sql, verify

@@ -265,7 +265,7 @@ async def test_removed_checkpoints_after_a_rechained_edit_fail_verify(
 ):
     """Edit entry 9, chain 9..12 again and drop the signed checkpoint at 12 that no longer
     matches: the checkpoint at 8 does not cover entry 10, a multiple of 5."""
-    from app.accesslog import chain
+    from app import chain
 
     client, sessionmaker = checkpointed_client
     for _ in range(3):  # checkpoints at 8 and 12

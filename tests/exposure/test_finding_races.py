@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from app import policy_version
 from app.db import begin_write
 from app.exposure import service as exposure_service
-from app.policy import version as policy_version
 from tests.exposure.test_findings import LATER, grant, org
 
 WAIT = 0.5  # long enough for the racing request to reach its lock

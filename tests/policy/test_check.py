@@ -3,10 +3,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import text, update
 
+from app import policy_version
 from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy import snapshot as snapshot_module
-from app.policy import version as policy_version
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate
 

@@ -1,0 +1,55 @@
+"""The policy version: one row, advanced in the same transaction as every policy change (by
+every domain that changes the policy, so it lives outside them all).
+
+Checks compare it with the version of their in-memory enforcer, so a change committed by any
+worker is seen by every check that starts after it. Advancing it first also serialises policy
+writers (a row lock on PostgreSQL, the write lock on SQLite).
+"""
+
+from datetime import datetime
+
+from sqlalchemy import Integer, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, utcnow
+
+TAKEN = "policy_version_taken"
+
+
+class PolicyVersion(Base):
+    __tablename__ = "policy_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+async def advance(session: AsyncSession) -> int:
+    """Take the policy write lock and return the new version (once per transaction)."""
+    taken = session.info.get(TAKEN)
+    if taken is not None and taken[0] is session.sync_session.get_transaction():
+        return int(taken[1])
+    result = await session.execute(
+        update(PolicyVersion)
+        .where(PolicyVersion.id == 1)
+        .values(version=PolicyVersion.version + 1, updated_at=utcnow())
+        .returning(PolicyVersion.version)
+    )
+    version = int(result.scalar_one())
+    session.info[TAKEN] = (session.sync_session.get_transaction(), version)
+    return version
+
+
+async def hold(session: AsyncSession) -> None:
+    """Take the policy write lock without advancing the version, for a write that depends on
+    the policy but does not change it (accepting a finding): it waits for, and then excludes,
+    the policy writers that re-analyse findings. SQLite's write transactions already take
+    turns (``BEGIN IMMEDIATE``)."""
+    query = select(PolicyVersion.version).where(PolicyVersion.id == 1)
+    await session.execute(query.with_for_update())
+
+
+async def current(session: AsyncSession) -> int:
+    result = await session.execute(select(PolicyVersion.version).where(PolicyVersion.id == 1))
+    return int(result.scalar_one())
