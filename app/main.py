@@ -36,9 +36,9 @@ from app.errors import (
     problem_headers,
 )
 from app.exposure.router import router as exposure_router
+from app.fairness import OneAtATime
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
-from app.operations.fairness import OneAtATime
 from app.operations.logs import request_id_var
 from app.operations.metrics import Metrics
 from app.operations.middleware import HEADER as REQUEST_ID_HEADER

@@ -19,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
@@ -43,12 +44,12 @@ from app.exposure.schemas import (
     SimulateRequest,
     SimulateResult,
 )
-from app.operations.fairness import Pacer
+from app.fairness import Pacer
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy import version as policy_version
 from app.policy.decision_index import Rule
-from app.policy.schemas import AcceptExposure, GrantCreate, GrantRead, GrantStatus
+from app.policy.schemas import GrantCreate, GrantRead, GrantStatus
 from app.policy.snapshot import READ_ACTIONS, PolicyChange, to_rule
 
 READ = "read"

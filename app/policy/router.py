@@ -2,8 +2,8 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, status
-from pydantic import ValidationError
 
+from app.acceptance import AcceptQuery
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
 from app.errors import (
@@ -17,43 +17,15 @@ from app.errors import (
 )
 from app.exposure import service as exposure_service
 from app.exposure.schemas import GrantChanged, SimulateRequest, SimulateResult
-from app.identifiers import Action, FreeText, PrincipalId, ResourcePattern, UTCInstant
-from app.operations.fairness import OneAtATime
+from app.fairness import OneAtATime
+from app.identifiers import Action, PrincipalId, ResourcePattern
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
-from app.policy.schemas import AcceptExposure, GrantCreate, GrantPage, GrantRead, GrantStatus
+from app.policy.schemas import GrantCreate, GrantPage, GrantRead, GrantStatus
 from app.policy.snapshot import PolicyChange, to_rule
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"], route_class=AuthorizedFirst)
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
-
-
-def accept_exposure_query(
-    accept_reason: Annotated[
-        FreeText | None,
-        Query(
-            min_length=1,
-            max_length=2000,
-            description="With `accept_until`: accept the exposure a removal opens (removing a "
-            "deny widens access) on a block-guarded dataset.",
-        ),
-    ] = None,
-    accept_until: Annotated[UTCInstant | None, Query()] = None,
-) -> AcceptExposure | None:
-    """`accept_exposure` for DELETE requests, which carry no body."""
-    if accept_reason is None and accept_until is None:
-        return None
-    if accept_reason is None:
-        raise InvalidInput("query.accept_reason", "required with accept_until")
-    if accept_until is None:
-        raise InvalidInput("query.accept_until", "required with accept_reason")
-    try:
-        return AcceptExposure(reason=accept_reason, until=accept_until)
-    except ValidationError:
-        raise InvalidInput("query.accept_until", "must be in the future") from None
-
-
-AcceptQuery = Annotated[AcceptExposure | None, Depends(accept_exposure_query)]
 
 
 @router.post(

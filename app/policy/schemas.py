@@ -3,9 +3,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Re-exported for `app.policy.router` until the auth change there lands (then import it from
-# `app.acceptance` and drop this).
-from app.acceptance import AcceptExposure as AcceptExposure
+from app.acceptance import AcceptExposure
 from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern, UTCInstant
 
 
