@@ -307,7 +307,7 @@ def log_verify(
     typer.echo("verifying the access log ...", err=True)
 
     async def verify(maker: async_sessionmaker[AsyncSession]) -> VerifyResult:
-        result = await Integrity(maker, settings).verify(anchor=anchor, full=True)
+        result = await Integrity(maker, settings).verify(caller="cli", anchor=anchor, full=True)
         shown = {} if anchor is None else {"anchor_id": str(anchor[0]), "anchor_hash": anchor[1]}
         await _record_alone(maker, "log verify", shown, 200)
         return result

@@ -178,7 +178,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.exit_on_log_failure:
             writer.on_broken(_stop_for_restart)
         writer.start()
-        app.state.integrity = Integrity(app.state.sessionmaker, settings)
+        app.state.integrity = Integrity(
+            app.state.sessionmaker, settings, report=app.state.metrics.record_verify
+        )
         sweeper = Sweeper(
             app.state.sessionmaker, settings, app.state.integrity, app.state.anonymous_refusals
         )

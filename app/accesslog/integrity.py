@@ -1,23 +1,27 @@
 """Verifying every hash chain (access log, admin trail, alert feed) and alerting on failure.
 
 One :class:`Integrity` per process (``app.state.integrity``; the CLI makes its own) runs one
-verify at a time (a second caller gets `Busy`, 429; the sweeper's run queues), keeps
-where each chain's last verify ended so the next one reads only what was appended since
-(`full` reads everything), and decides which failures become ``log.integrity_failed`` alerts.
+verify at a time, callers in turn (`app.fairness.OneAtATime`: a caller's second concurrent
+verify is `Busy`, 429; the sweeper's waits its turn like a caller's), keeps where each chain's
+last verify ended so the next one reads only what was appended since (`full` reads
+everything), and decides which failures become ``log.integrity_failed`` alerts.
 
-That decision trusts nothing in the database, where a tamperer could plant rows: a failure is
-alerted the first time this process sees it (by chain and first bad row), and again every
+A failure drops every resume point, and until a verify reading every row passes, each verify in
+this process reads every row: a resumed verify never answers ok past a failure it has seen.
+
+The alert decision trusts nothing in the database, where a tamperer could plant rows: a failure
+is alerted the first time this process sees it (by chain and first bad row), and again every
 `integrity_realert_seconds` while it persists, so a poller learns of it even if an alert was
-removed (a removed alert also breaks the alert feed's chain, itself a failure).
+removed (a removed alert also breaks the alert feed's chain, itself a failure). A failure counts
+as alerted only once its alert is committed: if the write fails, the next verify tries again.
 
 A row that cannot be read at all (a value the service never writes, a dropped table) is
 reported as tampering with that chain, never raised: verify answers, the sweeper alerts.
 """
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Hashable
 
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -32,9 +36,11 @@ from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
 from app.config import Settings
 from app.db import begin_write
-from app.errors import Busy
+from app.fairness import OneAtATime
 
 logger = logging.getLogger("aclaudit.integrity")
+
+SWEEPER = "sweeper"  # the sweeper's place among the callers
 
 # SQLite names a missing table or column in an OperationalError, like an outage.
 _SCHEMA_GONE = ("no such table", "no such column")
@@ -70,52 +76,62 @@ async def _readable(
 
 
 class Integrity:
-    def __init__(self, maker: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        report: Callable[[str, bool], None] | None = None,
+    ) -> None:
+        """`report(chain, ok)` is told each chain's result (the metrics' gauge)."""
         self._maker = maker
         self._settings = settings
-        self._lock = asyncio.Lock()
+        self._report = report
+        self.turns = OneAtATime("verify")
         self._resume: dict[str, tuple[int, str]] = {}
+        self._has_failed = False  # since the last verify that read every row and passed
         self._alerted: dict[tuple[str, int | None], float] = {}  # failure -> monotonic time
         self._checkpoints = 0  # the running verify's
-        self._callers = 0  # verifies running or waiting, the sweeper's aside
 
     @property
     def busy(self) -> bool:
-        """A caller's verify is running or waiting in this process."""
-        return self._callers > 0
+        """A verify is running or waiting in this process."""
+        return self.turns.busy
 
     async def verify(
         self,
         *,
+        caller: Hashable,
         anchor: tuple[int, str] | None = None,
         full: bool = False,
         alert: bool = True,
-        wait: bool = False,
+        is_patient: bool = False,
     ) -> VerifyResult:
         """Verify every chain (resumed unless `full`); alert on failure (see the module).
 
-        One caller at a time: while one's verify runs (or waits for the sweeper's), another is
-        `Busy`. The sweeper (`wait`) queues behind a caller's verify, and a caller behind the
-        sweeper's. A failure against the caller's `anchor` alone is the caller's answer, not
-        an alert: anyone who may verify could otherwise raise false critical alerts.
+        Callers take turns (`Busy` for a caller's second concurrent verify, or when too many
+        wait); the sweeper is `is_patient`. A failure against the caller's `anchor` alone is
+        the caller's answer, not an alert: anyone who may verify could otherwise raise false
+        critical alerts.
         """
-        if not wait and self._callers:
-            raise Busy(
-                "a verify is already running in this process; retry after "
-                f"{Busy.RETRY_AFTER} s (its result is alerted if the log is bad)"
-            )
-        self._callers += 0 if wait else 1
-        try:
-            async with self._lock:
-                result = await self._verify(anchor, full)
-                alerted = result
-                if not result.ok and anchor is not None:
-                    alerted = await self._verify(None, full)
-                if alert and not alerted.ok:
-                    await self._alert(alerted)
-                return result
-        finally:
-            self._callers -= 0 if wait else 1
+        async with self.turns.turn(caller, is_patient=is_patient):
+            result = await self._verify(anchor, full or self._has_failed)
+            alerted = result
+            if not result.ok and anchor is not None:
+                alerted = await self._verify(None, full or self._has_failed)
+            self._remember(alerted)
+            if alert and not alerted.ok:
+                await self._alert(alerted)
+            return result
+
+    def _remember(self, result: VerifyResult) -> None:
+        if not result.ok:
+            self._resume.clear()
+            self._has_failed = True
+        elif all(c.resumed_from is None for c in result.chains):
+            self._has_failed = False
+        if self._report is not None:
+            for verified in result.chains:
+                self._report(verified.chain, verified.ok)
 
     async def _verify(self, anchor: tuple[int, str] | None, full: bool) -> VerifyResult:
         key = self._settings.checkpoint_key_bytes
@@ -161,13 +177,14 @@ class Integrity:
 
     async def _alert(self, result: VerifyResult) -> None:
         now = time.monotonic()
+        due: list[tuple[str, int | None]] = []
         events = []
         for failed in (c for c in result.chains if not c.ok):
             key = (failed.chain, failed.first_bad_id)
             last = self._alerted.get(key)
             if last is not None and now - last < self._settings.integrity_realert_seconds:
                 continue
-            self._alerted[key] = now
+            due.append(key)
             where = "" if failed.first_bad_id is None else f" at row {failed.first_bad_id}"
             if failed.chain == chain.ACCESS_LOG:
                 where = f" at entry {failed.first_bad_id}"
@@ -183,3 +200,5 @@ class Integrity:
             async with self._maker() as session, session.begin():
                 await begin_write(session)
                 await alerts_service.emit(session, events)
+            # only now: an alert whose write failed (a held lock, an outage) is due next time
+            self._alerted.update(dict.fromkeys(due, now))

@@ -67,7 +67,7 @@ async def list_entries(
 )
 async def verify(
     request: Request,
-    _: AuditReader,
+    caller: AuditReader,
     anchor_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     anchor_hash: Hash = None,
     full: Annotated[
@@ -80,14 +80,16 @@ async def verify(
     ] = False,
 ) -> VerifyResult:
     """Recompute the access log's, the admin trail's and the alert feed's hash chains; check
-    their signed heads, the checkpoints and an optional anchor. One at a time per worker (429
-    with Retry-After while one runs); a failure is alerted once per worker (and again hourly
-    while it persists), however often it is verified or by whom."""
+    their signed heads, the checkpoints and an optional anchor. One at a time per worker, callers
+    in turn: a verify waits for those of the callers ahead of it (up to 30 s); a caller's second
+    verify while its first runs or waits, or one arriving while 8 callers wait, is refused 429
+    with Retry-After. A failure is alerted once per worker (and again hourly while it
+    persists), however often it is verified or by whom."""
     if (anchor_id is None) != (anchor_hash is None):
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     integrity: Integrity = request.app.state.integrity
-    return await integrity.verify(anchor=anchor, full=full)
+    return await integrity.verify(caller=caller.token_id, anchor=anchor, full=full)
 
 
 @router.get("/checkpoints", response_model=CheckpointPage, responses=ERRORS)

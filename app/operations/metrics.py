@@ -5,7 +5,8 @@ Two kinds:
 - **Process events** (checks by decision, check latency, access-log write failures) are
   prometheus-client counters and histograms. ``aclaudit serve`` sets ``PROMETHEUS_MULTIPROC_DIR``
   for its workers, so each worker writes its values to files there and a scrape of any worker
-  sums every worker's (dead workers' counts included, so totals never go backwards).
+  sums every worker's (dead workers' counts included, so totals never go backwards). The one
+  gauge, whether each hash chain's last verify in a worker failed, takes the live workers' highest.
 - **Database facts** (open findings by severity, out-of-audience reads, the alert feed's and the
   access log's head ids) are read from the database at scrape time, so every worker and every
   replica reports the same truth.
@@ -15,7 +16,14 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -69,6 +77,15 @@ class Metrics:
             "Requests refused 401: no token, or an unknown or revoked one.",
             registry=self.registry,
         )
+        self.integrity_failing = Gauge(
+            "aclaudit_log_integrity_failing",
+            "1 if this worker's last verify of the hash chain failed, 0 if it passed (absent "
+            "before its first); across workers the highest. Unlike "
+            "aclaudit_log_integrity_failures it needs no alert row to have been written.",
+            ["chain"],
+            multiprocess_mode="livemax",
+            registry=self.registry,
+        )
         # Each labelled child made once (present at 0 from the start) and kept: `labels()`
         # validates and looks the child up under a lock on every call.
         self._allowed = self.checks.labels("allow")
@@ -83,6 +100,10 @@ class Metrics:
             self._allowed.inc(allowed)
         if len(decisions) - allowed:
             self._denied.inc(len(decisions) - allowed)
+
+    def record_verify(self, chain: str, ok: bool) -> None:
+        """A verify's result for one hash chain (reported by `app.accesslog.integrity`)."""
+        self.integrity_failing.labels(chain).set(0 if ok else 1)
 
     def count_unrecorded(self, checks: int) -> None:
         self._denied.inc(checks)

@@ -20,7 +20,7 @@ from datetime import timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog.integrity import Integrity
+from app.accesslog.integrity import SWEEPER, Integrity
 from app.auth.refusals import AnonymousRefusals
 from app.config import Settings
 from app.db import begin_write, utcnow
@@ -56,7 +56,7 @@ class Sweeper:
     ) -> None:
         self._maker = maker
         self._refusals = refusals
-        # The worker's own (shared with its verify endpoint, one verify at a time).
+        # The worker's own (shared with its verify endpoint: callers and the sweeper in turn).
         self._integrity = integrity or Integrity(maker, settings)
         self._interval = settings.sweep_interval_seconds
         self._integrity_interval = settings.integrity_interval_seconds
@@ -165,7 +165,7 @@ class Sweeper:
             return await exposure_repository.has_lapsed_acceptance(session, now)
 
     async def check_integrity(self) -> bool:
-        result = await self._integrity.verify(full=True, wait=True)
+        result = await self._integrity.verify(caller=SWEEPER, full=True, is_patient=True)
         if result.ok:
             logger.info("hash chains verified: %d access-log entries", result.entries)
         else:

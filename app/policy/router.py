@@ -44,9 +44,10 @@ async def create_grant(
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
-async def simulation_slot(request: Request) -> AsyncIterator[None]:
+async def simulation_turn(request: Request, caller: AuditReader) -> AsyncIterator[None]:
+    """Wait for this caller's turn (before the session opens: waiting holds no connection)."""
     gate: OneAtATime = request.app.state.simulations
-    async with gate.slot():
+    async with gate.turn(caller.token_id):
         yield
 
 
@@ -57,14 +58,15 @@ async def simulation_slot(request: Request) -> AsyncIterator[None]:
 )
 async def simulate(
     body: SimulateRequest,
+    _: Annotated[None, Depends(simulation_turn, scope="function")],
     session: ReadSessionDep,
-    _: AuditReader,
-    __: Annotated[None, Depends(simulation_slot, scope="function")],
 ) -> SimulateResult:
     """The findings these additions and removals would open and resolve. Nothing is changed.
 
     A large proposal computes for seconds (sharing the worker with checks), so a worker runs
-    one simulate at a time: another is refused 429 with Retry-After meanwhile."""
+    one simulate at a time, callers in turn: a request waits for those of the callers ahead of
+    it (up to 30 s). A caller's second request while its first runs or waits, or one arriving
+    while 8 callers wait, is refused 429 with Retry-After."""
     return await exposure_service.simulate(session, body=body)
 
 

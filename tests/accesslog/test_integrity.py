@@ -12,10 +12,14 @@ import pytest
 from sqlalchemy import text
 
 from app import chain
+from app.accesslog import integrity, verifier
 from app.config import Settings
+from app.db import begin_write
 from app.operations.sweeper import Sweeper
 from tests.accesslog.test_verify import make_entries, served, sql, verify
 from tests.alerts.test_feed import poll, setup_exposed
+from tests.exposure.test_simulate_one_at_a_time import Runs, readers, until
+from tests.operations.test_metrics import scrape, value
 
 KEY = "k" * 32
 
@@ -258,3 +262,103 @@ async def test_a_rechained_trail_is_caught_by_its_signed_head(database_url, toke
         result = await verify(client, admin, "?full=true")
         assert result["ok"] is False and failed_chains(result) == ["admin_trail"]
         assert "no valid signature" in result["problem"]
+
+
+async def test_a_default_verify_after_a_full_one_found_tampering_is_not_ok(
+    database_url, tokens, admin
+):
+    """A failure drops the resume points: the next (default, resumed) verify used to trust the
+    prefix an earlier verify had checked and answer ok."""
+    settings = Settings(database_url=database_url, checkpoint_every=5)
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 12)
+        assert (await verify(client, admin))["ok"] is True  # resume point at 10
+        await sql(maker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 4")
+        full = await verify(client, admin, "?full=true")
+        assert (full["ok"], full["first_bad_id"]) == (False, 4)
+        again = await verify(client, admin)  # what a security engineer runs by default
+        assert (again["ok"], again["first_bad_id"], again["resumed_from"]) == (False, 4, None)
+        # a failure in another chain drops the access log's resume point too
+        await sql(maker, "UPDATE access_log SET principal = 'user:u3' WHERE id = 4")
+        assert (await verify(client, admin))["ok"] is True  # read in full: intact again
+        await sql(maker, "DELETE FROM admin_trail WHERE id = 1")
+        assert failed_chains(await verify(client, admin, "?full=true")) == ["admin_trail"]
+        await sql(maker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 4")
+        assert (await verify(client, admin))["first_bad_id"] == 4
+
+
+async def hold_alert_head(maker):
+    """A transaction holding the alert feed's head (SQLite: the write lock), as anyone with
+    write access, or a stuck writer, can."""
+    session = maker()
+    await begin_write(session)
+    await session.execute(text("UPDATE alert_head SET last_id = last_id"))
+    return session
+
+
+async def test_an_integrity_alert_whose_write_failed_is_raised_by_the_next_verify(
+    database_url, tokens, admin
+):
+    """The failure used to count as alerted before its alert was written: one failed write
+    held it back for an hour (`integrity_realert_seconds`)."""
+    settings = Settings(database_url=database_url, checkpoint_every=5, database_timeout=0.5)
+    async with served(settings) as (client, maker):
+        await make_entries(client, tokens, admin, 6)
+        await sql(maker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 3")
+        holder = await hold_alert_head(maker)
+        try:
+            first = await client.get("/v1/access-log/verify?full=true", headers=admin)
+        finally:
+            await holder.rollback()
+            await holder.close()
+        assert first.status_code == 503, first.text
+        assert await integrity_alerts(client, tokens) == []
+        scraped = await scrape(client, tokens["metrics:read"])
+        # no alert row, so the alert counter cannot say it; the gauge does
+        assert value(scraped, "aclaudit_log_integrity_failures_total") == 0
+        assert value(scraped, "aclaudit_log_integrity_failing", chain="access_log") == 1
+        assert value(scraped, "aclaudit_log_integrity_failing", chain="admin_trail") == 0
+        second = await verify(client, admin, "?full=true")
+        assert (second["ok"], second["first_bad_id"]) == (False, 3)
+        raised = await integrity_alerts(client, tokens)
+        assert [a["access_log_id"] for a in raised] == [3]
+
+
+async def test_a_callers_verify_is_served_next_while_another_loops_full_verifies(
+    client, app, tokens, admin, sessionmaker, monkeypatch
+):
+    """Looped `?full=true` verifies used to get every other caller 429; now another caller
+    waits for the run in progress only, and the looping caller's second concurrent one is 429."""
+    runs, real = Runs(), verifier.verify_log
+
+    async def held(*args, **kwargs):
+        await runs.hold("verify")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(integrity, "verify_log", held)
+    turns = app.state.integrity.turns
+    security_a, security_b = await readers(sessionmaker, 2)
+    answers_a: list[int] = []
+    stop = asyncio.Event()
+
+    async def loop_a() -> None:
+        while not stop.is_set():
+            r = await client.get("/v1/access-log/verify?full=true", headers=security_a)
+            answers_a.append(r.status_code)
+
+    looping = asyncio.create_task(loop_a())
+    _, release = await runs.next()
+    b = asyncio.create_task(client.get("/v1/access-log/verify", headers=security_b))
+    await until(lambda: turns.waiting == 1 or b.done(), "B waits its turn")
+    assert not b.done(), b.result().text
+    r = await client.get("/v1/access-log/verify?full=true", headers=security_a)
+    assert r.status_code == 429, r.text
+    release.set()
+    _, release = await runs.next()  # B's, before A's next one
+    await until(lambda: turns.waiting == 1, "A's next verify waits behind B")
+    release.set()
+    assert (await asyncio.wait_for(b, 10)).status_code == 200 and answers_a == [200]
+    stop.set()
+    (await runs.next())[1].set()
+    await looping
+    assert answers_a == [200, 200]
