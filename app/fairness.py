@@ -67,6 +67,11 @@ class OneAtATime:
         """A request is running or waiting."""
         return bool(self._callers)
 
+    @property
+    def callers(self) -> frozenset[Hashable]:
+        """Callers with a request running or waiting."""
+        return frozenset(self._callers)
+
     def has(self, caller: Hashable) -> bool:
         """`caller` has a request running or waiting."""
         return caller in self._callers

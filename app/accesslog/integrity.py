@@ -94,8 +94,8 @@ class Integrity:
 
     @property
     def busy(self) -> bool:
-        """A verify is running or waiting in this process."""
-        return self.turns.busy
+        """A caller's verify is running or waiting in this process (the sweeper's aside)."""
+        return bool(self.turns.callers - {SWEEPER})
 
     async def verify(
         self,

@@ -336,6 +336,7 @@ async def test_a_callers_verify_is_served_next_while_another_loops_full_verifies
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(integrity, "verify_log", held)
+    await app.state.sweeper.stop()  # its verify would be held too
     turns = app.state.integrity.turns
     security_a, security_b = await readers(sessionmaker, 2)
     answers_a: list[int] = []
