@@ -1,7 +1,5 @@
 """FastAPI dependencies: who is calling, and may they."""
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
@@ -16,8 +14,10 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from app.auth import service as auth_service
+from app.auth.refusals import Refusals, bearer_hash
 from app.auth.scopes import Scope
 from app.auth.service import Caller
+from app.auth.trail import AUTHORIZED
 from app.errors import AppError, Unauthenticated, problem_headers, send_problem
 
 bearer = HTTPBearer(auto_error=False, description="A token from `aclaudit token create`.")
@@ -55,6 +55,10 @@ async def authenticate_request(request: Request) -> Caller:
     async with maker() as session:
         caller = await auth_service.authenticate(session, header)
     request.state.caller = caller  # read by the admin trail
+    token_hash = bearer_hash(request.scope)
+    if token_hash is not None:  # names this token's refusals before authentication
+        refusals: Refusals = request.app.state.refusals
+        refusals.remember(token_hash, caller.name)
     return caller
 
 
@@ -71,12 +75,16 @@ AUTHORIZE = "authorize_request"
 Authorize = Callable[[Request], Awaitable[object]]
 
 
-def scoped(scope: Scope) -> Callable[[Caller], Awaitable[Caller]]:
+def scoped(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
     async def authorize(request: Request) -> Caller:
         return auth_service.require(await authenticate_request(request), scope)
 
-    async def dependency(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:
-        return auth_service.require(caller, scope)
+    async def dependency(
+        request: Request, caller: Annotated[Caller, Depends(current_caller)]
+    ) -> Caller:
+        auth_service.require(caller, scope)
+        request.scope.setdefault("state", {})[AUTHORIZED] = True  # (a route not AuthorizedFirst)
+        return caller
 
     setattr(dependency, AUTHORIZE, authorize)
     return dependency
@@ -114,6 +122,7 @@ class AuthorizedFirst(APIRoute):
 
         async def authorized_first(request: Request) -> Response:
             await authorize(request)
+            request.scope.setdefault("state", {})[AUTHORIZED] = True  # trailed from here on
             try:
                 return await handler(request)
             except HTTPException as exc:
@@ -144,29 +153,12 @@ AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
 class RequireBearer:
     """Refuses a `/v1/` request without one well-formed ``Authorization: Bearer`` header as
     plain ASGI: a flood of requests without a token costs a header scan each, not the
-    framework's routing and validation. (Tokens themselves are looked up by the route.)
-
-    Past `FREE_REFUSALS_PER_SECOND` (a burst of as many) the refusal is answered after
-    `REFUSAL_DELAY` seconds: a client looping on requests without a token slows down to a
-    few a second per connection, instead of taking the worker's time from checks.
+    framework's routing and validation. (Tokens themselves are looked up by the route; the
+    admin trail's middleware counts and paces every refusal, this one's included.)
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._allowance = float(FREE_REFUSALS_PER_SECOND)
-        self._at = time.monotonic()
-
-    def _is_free(self) -> bool:
-        now = time.monotonic()
-        self._allowance = min(
-            float(FREE_REFUSALS_PER_SECOND),
-            self._allowance + (now - self._at) * FREE_REFUSALS_PER_SECOND,
-        )
-        self._at = now
-        if self._allowance >= 1:
-            self._allowance -= 1
-            return True
-        return False
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -183,10 +175,4 @@ class RequireBearer:
         if error is None:
             await self.app(scope, receive, send)
             return
-        if not self._is_free():
-            await asyncio.sleep(REFUSAL_DELAY)
         await send_problem(send, error.to_problem(), problem_headers(error))
-
-
-FREE_REFUSALS_PER_SECOND = 20
-REFUSAL_DELAY = 0.25
