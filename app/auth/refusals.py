@@ -20,12 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Scope
 
 from app.auth import service as auth_service
+from app.auth.service import Caller
 from app.db import begin_write
 
 logger = logging.getLogger("aclaudit.trail")
 
 MAX_KEYS = 256
 MAX_NAMES = 4096
+MAX_REFUSED_TOKENS = 10_000
 MAX_PATH = 512
 OTHER_PATHS = "(other paths)"
 OTHER_METHODS = "(other)"
@@ -55,22 +57,34 @@ def bearer_hash(scope: Scope) -> str | None:
 class Refusals:
     def __init__(self) -> None:
         self._counts: Counter[Key] = Counter()
-        # token hash -> name, for tokens this process has authenticated: a hash always belongs
-        # to the same name (names are never reused), revoked or not
-        self._names: dict[str, str] = {}
+        # Tokens this process has looked up, by hash. A token's name and scopes never change
+        # and a revoked token stays revoked, so these may answer refusals (never an allow):
+        # who sent a request refused before authentication, a scope the token lacks, and a
+        # token already found unknown or revoked (a new token is random: no junk value
+        # refused earlier can become one).
+        self._known: dict[str, Caller] = {}
+        self._refused: set[str] = set()
 
-    def remember(self, token_hash: str, name: str) -> None:
-        if token_hash in self._names or len(self._names) < MAX_NAMES:
-            self._names[token_hash] = name
+    def remember(self, token_hash: str, caller: Caller) -> None:
+        if token_hash in self._known or len(self._known) < MAX_NAMES:
+            self._known[token_hash] = caller
+
+    def known(self, token_hash: str | None) -> Caller | None:
+        return None if token_hash is None else self._known.get(token_hash)
+
+    def remember_refused(self, token_hash: str) -> None:
+        if len(self._refused) >= MAX_REFUSED_TOKENS:
+            self._refused.clear()
+        self._refused.add(token_hash)
+
+    def is_refused(self, token_hash: str | None) -> bool:
+        return token_hash in self._refused
 
     def name_of(self, scope: Scope) -> str | None:
         """Who sent this request, from its headers alone: the authenticated caller, or the
         name of a token this process has seen (no database read)."""
-        caller = scope.get("state", {}).get("caller")
-        if caller is not None:
-            return str(caller.name)
-        token_hash = bearer_hash(scope)
-        return None if token_hash is None else self._names.get(token_hash)
+        caller = scope.get("state", {}).get("caller") or self.known(bearer_hash(scope))
+        return None if caller is None else str(caller.name)
 
     def count(self, name: str | None, method: str, path: str, status: int, n: int = 1) -> None:
         key = (name, method[:16], path, status)
