@@ -20,7 +20,8 @@ from app.accesslog.router import router as accesslog_router
 from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
-from app.auth.refusals import AnonymousRefusals
+from app.auth.pacing import RefusalPacing
+from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware, record_with_change
@@ -181,9 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.integrity = Integrity(
             app.state.sessionmaker, settings, report=app.state.metrics.record_verify
         )
-        sweeper = Sweeper(
-            app.state.sessionmaker, settings, app.state.integrity, app.state.anonymous_refusals
-        )
+        sweeper = Sweeper(app.state.sessionmaker, settings, app.state.integrity, app.state.refusals)
         app.state.sweeper = sweeper
         if settings.sweeper_enabled:
             sweeper.start()
@@ -202,19 +201,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Access-control audit for training datasets: decide, record, flag.",
         lifespan=lifespan,
+        # `/v1/alerts/` is a plain 404, not a 307 that tells an unauthenticated caller
+        # which paths exist (and was trailed as if it had been answered)
+        redirect_slashes=False,
         **docs.documentation_urls(is_open=settings.open_docs),
     )
     app.state.settings = settings
     app.state.before_write_commit = record_with_change
     app.state.metrics = Metrics()
-    app.state.anonymous_refusals = AnonymousRefusals()
+    app.state.refusals = Refusals()
+    app.state.refusal_pacing = RefusalPacing()
     app.state.simulations = OneAtATime("simulate")
     install_error_handlers(app)
     docs.install(app, is_open=settings.open_docs)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
     app.add_middleware(RequireBearer)  # no token: refused before the framework's work
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # trailed when refused
-    app.add_middleware(AdminTrailMiddleware)
+    app.add_middleware(AdminTrailMiddleware)  # trails, or counts and paces refusals
     app.add_middleware(RequestContext)  # outermost: the request id covers the trail too
 
     @app.get("/healthz", tags=["operations"])

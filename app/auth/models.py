@@ -20,8 +20,8 @@ class ApiToken(Base):
 
 
 class TrailEntry(Base):
-    """One request to a mutating or audit-sensitive endpoint; or `count` refusals of requests
-    whose caller was never authenticated, written together (`app.auth.refusals`)."""
+    """One authorised request to a mutating or audit-sensitive endpoint; or `count` requests
+    refused before their caller was authorised, written together (`app.auth.refusals`)."""
 
     __tablename__ = "admin_trail"
 

@@ -15,8 +15,8 @@ class TrailEntryRead(BaseModel):
     status: int
     request_id: str | None
     count: int = Field(
-        description="Requests this entry stands for: 1, or for refusals of unauthenticated "
-        "requests, how many were refused since the previous such entry."
+        description="Requests this entry stands for: 1, or for requests refused before their "
+        "caller was authorised, how many were refused since the previous such entry."
     )
 
 

@@ -16,6 +16,7 @@ from app.db import chain_key, utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
 TOKEN_PREFIX = "acl_"
+UNKNOWN_TOKEN = "the token is unknown or revoked"
 TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")  # \Z: no trailing newline
 
 
@@ -73,7 +74,7 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Call
         raise Unauthenticated("send Authorization: Bearer <token>")
     row = await repository.get_token_by_hash(session, hash_token(token.strip()))
     if row is None or row.revoked_at is not None:
-        raise Unauthenticated("the token is unknown or revoked")
+        raise Unauthenticated(UNKNOWN_TOKEN)
     return Caller(token_id=row.id, name=row.name, scopes=frozenset(row.scopes))
 
 

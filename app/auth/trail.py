@@ -2,11 +2,12 @@
 
 A successful mutation's entry is written in the mutation's own transaction
 (`record_with_change`, called by `app.db.get_session` just before it commits), so no change
-commits without its entry. Everything else (reads, refusals, errors) is recorded by
-`AdminTrailMiddleware` before the response starts; if that fails the caller gets 503 instead
-of the data, so nothing sensitive is read without a record. Refusals of requests whose caller
-was never authenticated are counted instead, and written periodically
-(`app.auth.refusals`): one write per such request let anyone flood the database.
+commits without its entry. Every other answer to an authorised caller (reads, errors) is
+recorded by `AdminTrailMiddleware` before the response starts; if that fails the caller gets
+503 instead of the data, so nothing sensitive is read without a record. Requests refused before
+their caller was authorised (401, 403, and 400, 404, 405, 413, 414 before the token was looked
+at) are counted instead, written periodically (`app.auth.refusals`), and paced
+(`app.auth.pacing`): one write per such request let anyone flood the database.
 """
 
 import logging
@@ -19,7 +20,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service as auth_service
-from app.auth.refusals import AnonymousRefusals, refused_path
+from app.auth.pacing import RefusalPacing
+from app.auth.refusals import Refusals, refused_path
 from app.db import begin_write
 from app.errors import AppError, ServiceUnavailable, send_problem
 
@@ -33,6 +35,7 @@ SENSITIVE_READ = re.compile(
 )
 MAX_QUERY = 4000  # longer query strings are refused, so the trail never holds a cut-off one
 RECORDED = "admin_trail_recorded"
+AUTHORIZED = "authorized"  # set once the caller is authenticated and holds the scope
 
 
 def is_trailed(method: str, path: str) -> bool:
@@ -43,17 +46,26 @@ def is_trailed(method: str, path: str) -> bool:
     return bool(SENSITIVE_READ.match(path))
 
 
+def is_refusal(scope: Scope, status: int) -> bool:
+    """Refused before the caller was authorised (authenticated and holding the scope)."""
+    return status >= 300 and not scope.get("state", {}).get(AUTHORIZED)
+
+
 class AdminTrailMiddleware:
+    """Writes the trail entry of every authorised request to a trailed path before its
+    response starts; counts (and paces) every `/v1/` request refused before authorisation."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_trailed(scope["method"], scope["path"]):
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
+        trailed = is_trailed(scope["method"], scope["path"])
 
-        if len(scope.get("query_string", b"")) > MAX_QUERY:
-            await self._trail(scope, 414)
+        if trailed and len(scope.get("query_string", b"")) > MAX_QUERY:
+            await _refused(scope, 414, trailed)
             await send_problem(send, QueryTooLong().to_problem())
             return
 
@@ -62,10 +74,12 @@ class AdminTrailMiddleware:
         async def send_after_trail(message: Message) -> None:
             if message["type"] == "http.response.start" and not state["recorded"]:
                 state["recorded"] = True
-                if scope.get("state", {}).get(RECORDED):
-                    state["ok"] = True  # written with the change it describes
-                else:
-                    state["ok"] = await self._trail(scope, message["status"])
+                status = message["status"]
+                if is_refusal(scope, status):
+                    await _refused(scope, status, trailed)
+                elif trailed and not scope.get("state", {}).get(RECORDED):
+                    # (a change's entry was written with the change it describes)
+                    state["ok"] = await self._record(scope, status)
                 if not state["ok"]:
                     await _send_unavailable(send)
                     return
@@ -79,16 +93,11 @@ class AdminTrailMiddleware:
             # The outermost middleware turns this into a 500 outside this one: record it here.
             if not state["recorded"]:
                 state["recorded"] = True
-                await self._trail(scope, 500)
+                if is_refusal(scope, 500):
+                    await _refused(scope, 500, trailed)
+                elif trailed:
+                    await self._record(scope, 500)
             raise
-
-    async def _trail(self, scope: Scope, status: int) -> bool:
-        """Record the response, or count it when it refused a caller never authenticated."""
-        if status >= 400 and scope.get("state", {}).get("caller") is None:
-            refusals: AnonymousRefusals = scope["app"].state.anonymous_refusals
-            refusals.count(scope["method"], refused_path(scope), status)
-            return True
-        return await self._record(scope, status)
 
     async def _record(self, scope: Scope, status: int) -> bool:
         maker: async_sessionmaker[AsyncSession] = scope["app"].state.sessionmaker
@@ -100,6 +109,19 @@ class AdminTrailMiddleware:
             logger.exception("admin trail write failed; withholding the response")
             return False
         return True
+
+
+async def _refused(scope: Scope, status: int, trailed: bool) -> None:
+    """Count a refusal (on a trailed path, or any client error) and pace a client error."""
+    is_client_error = 400 <= status < 500
+    if trailed or is_client_error:
+        app_state = scope["app"].state
+        refusals: Refusals = app_state.refusals
+        refusals.count(refusals.name_of(scope), scope["method"], refused_path(scope), status)
+        app_state.metrics.count_refusal(status)
+    if is_client_error:
+        pacing: RefusalPacing = scope["app"].state.refusal_pacing
+        await pacing.pace()
 
 
 async def record_with_change(request: Request, response: Response, session: AsyncSession) -> None:

@@ -86,6 +86,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "aclaudit_refusals",
+            "Requests refused before their caller was authorised, by status: counted in the "
+            "admin trail (one entry per token, path and status each sweep), not written one "
+            "by one.",
+            ["status"],
+            registry=self.registry,
+        )
         # Each labelled child made once (present at 0 from the start) and kept: `labels()`
         # validates and looks the child up under a lock on every call.
         self._allowed = self.checks.labels("allow")
@@ -112,6 +120,9 @@ class Metrics:
     def count_refused(self, checks: int) -> None:
         """Checks answered 503 deny before they reached the access log (token store down)."""
         self._denied.inc(checks)
+
+    def count_refusal(self, status: int) -> None:
+        self.refusals.labels(str(status)).inc()
 
     def observe_request(self, path: str, seconds: float) -> None:
         latency = self._latency.get(path)

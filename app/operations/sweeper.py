@@ -21,7 +21,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog.integrity import SWEEPER, Integrity
-from app.auth.refusals import AnonymousRefusals
+from app.auth.refusals import Refusals
 from app.config import Settings
 from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
@@ -52,7 +52,7 @@ class Sweeper:
         maker: async_sessionmaker[AsyncSession],
         settings: Settings,
         integrity: Integrity | None = None,
-        refusals: AnonymousRefusals | None = None,
+        refusals: Refusals | None = None,
     ) -> None:
         self._maker = maker
         self._refusals = refusals
@@ -114,7 +114,7 @@ class Sweeper:
                 logger.exception("sweep failed; retrying next interval")
 
     async def flush_refusals(self) -> None:
-        """This process's counted refusals of unauthenticated requests, into the admin trail
+        """This process's counted refusals, into the admin trail
         (every process flushes its own: this is not the lease holder's work)."""
         if self._refusals is None:
             return

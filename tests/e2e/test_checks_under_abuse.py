@@ -30,6 +30,7 @@ PROPOSALS = [
     for n in range(1000)
 ]
 JSON = {"Content-Type": "application/json"}
+JUNK = {"Authorization": "Bearer acl_junk"}
 
 
 def abuses(tokens: Any) -> dict[str, dict[str, Any]]:
@@ -47,6 +48,21 @@ def abuses(tokens: Any) -> dict[str, dict[str, Any]]:
         "no-token-flood": {
             "connections": 16,
             "request": http_request("GET", "/v1/alerts?after=0", {}),
+        },
+        # a junk token, on a trailed path and on it with a trailing slash (once a 307, written
+        # to the admin trail each), from 16 connections
+        "junk-token-flood": {
+            "connections": 16,
+            "request": http_request("GET", "/v1/alerts?after=0", JUNK),
+        },
+        "junk-token-trailing-slash": {
+            "connections": 16,
+            "request": http_request("GET", "/v1/alerts/?after=0", JUNK),
+        },
+        # a check token (every data-platform service has one) refused 403 on the alert feed
+        "check-token-403-flood": {
+            "connections": 16,
+            "request": http_request("GET", "/v1/alerts?after=0", tokens["check"]),
         },
         # no token, a 60 MiB body announced (the first bytes sent) on a write route
         "large-body-no-token": {
