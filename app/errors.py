@@ -113,10 +113,10 @@ def problem_headers(error: AppError) -> dict[str, str]:
     """Headers that go with an error's problem document."""
     if error.status == 401:
         return {"WWW-Authenticate": "Bearer"}
-    if error.status in (429, 503):
-        return {"Retry-After": "1"}
     if isinstance(error, Busy):
         return {"Retry-After": str(Busy.RETRY_AFTER)}
+    if error.status in (429, 503):
+        return {"Retry-After": "1"}
     return {}
 
 
