@@ -2,9 +2,11 @@
 
 Entries are fetched in pages of `PAGE` (short read transactions, so writers are never held) and
 each page is hashed in a thread, so a verify of millions of entries costs the event loop only
-the fetches. A verify can start after an entry an earlier verify in this process checked
-against a checkpoint (`resume`): the prefix up to it is trusted, not read again, once the
-checkpoint row and the entry still carry the hash it was verified with.
+the fetches; after each page it rests twice as long as the page took (`StepPacer`), so checks
+keep most of a worker's CPU under a verify loop. A verify can start after an entry an earlier
+verify in this process checked against a checkpoint (`resume`): the prefix up to it is
+trusted, not read again, once the checkpoint row and the entry still carry the hash it was
+verified with.
 """
 
 import asyncio
@@ -18,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.accesslog import chain, repository
 from app.accesslog.schemas import ChainVerifyResult
 from app.config import Settings
+from app.operations.fairness import StepPacer
 
-PAGE = 2000
+# Entries per read transaction (and per step of `StepPacer`).
+PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,9 @@ async def verify_log(
 
     verifier = chain.ChainVerifier(marks, start or (0, chain.GENESIS))
     after = verifier.checked
+    pacer = StepPacer()
     while after < head.last_id:
+        await pacer.pause()
         last = min(after + PAGE, head.last_id)
         async with maker() as session:
             # Read only what is stored as the service stores it: a value in another form could
@@ -147,6 +153,7 @@ async def verify_log(
     if not verifier.finish(head.last_id, head.last_hash):
         first_bad_id = verifier.first_bad_id or verifier.checked + 1
         return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
+    await pacer.pause()
     async with maker() as session:
         # Read after the head, so every checkpoint up to it is seen (each is committed with
         # the entries it marks); and a row appended meanwhile lies under the head read last.
@@ -154,6 +161,7 @@ async def verify_log(
         beyond = await repository.first_outside(session, below=1, above=head.last_id)
         now = await repository.find_head(session)
         unlogged = await repository.first_unlogged_read_alert(session)
+    await pacer.pause()
     if head.last_id // checkpoint_every > newest // checkpoint_every:
         return bad(
             newest + 1,
