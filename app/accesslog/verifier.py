@@ -153,7 +153,6 @@ async def verify_log(
     if not verifier.finish(head.last_id, head.last_hash):
         first_bad_id = verifier.first_bad_id or verifier.checked + 1
         return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
-    await pacer.pause()
     async with maker() as session:
         # Read after the head, so every checkpoint up to it is seen (each is committed with
         # the entries it marks); and a row appended meanwhile lies under the head read last.
@@ -161,7 +160,6 @@ async def verify_log(
         beyond = await repository.first_outside(session, below=1, above=head.last_id)
         now = await repository.find_head(session)
         unlogged = await repository.first_unlogged_read_alert(session)
-    await pacer.pause()
     if head.last_id // checkpoint_every > newest // checkpoint_every:
         return bad(
             newest + 1,
