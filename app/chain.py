@@ -87,10 +87,13 @@ ALERT_FIELDS = (
 )
 
 
-def record_hash(prev_hash: str, fields: Sequence[str], row: Mapping[Any, Any]) -> str:
-    """A trail entry's or an alert's hash: as `entry_hash`, over `fields` of `row`."""
+def record_hash(
+    prev_hash: str, fields: Sequence[str], row: Mapping[Any, Any], at_text: str | None = None
+) -> str:
+    """A trail entry's or an alert's hash: as `entry_hash`, over `fields` of `row` (``at`` as
+    `at_text` when the caller has it already: a batch's alerts share one)."""
     doc = {name: row[name] for name in fields}
-    doc["at"] = utc_text(row["at"])
+    doc["at"] = at_text or utc_text(row["at"])
     return hashlib.sha256(prev_hash.encode() + b"\n" + _CANONICAL.encode(doc).encode()).hexdigest()
 
 

@@ -44,6 +44,21 @@ class Pacer:
             self._until = time.perf_counter() + self._slice
 
 
+class StepPacer:
+    """For async work in steps whose CPU is spent partly off the event loop (verify: SQL in the
+    driver's thread, hashing in another; on one core they take it from checks all the same):
+    after each step, rest `rest` times as long as the step took, so the work uses at most
+    1 / (1 + rest) of the worker's time (while it works, checks get less than their share)."""
+
+    def __init__(self, rest: float = 2.0) -> None:
+        self._rest = rest
+        self._started = time.perf_counter()
+
+    async def pause(self) -> None:
+        await asyncio.sleep((time.perf_counter() - self._started) * self._rest)
+        self._started = time.perf_counter()
+
+
 class OneAtATime:
     """One request at a time per process for an endpoint, first come first served, one per
     caller (see the module)."""

@@ -39,10 +39,13 @@ def cli_path() -> Path:
     return path
 
 
-def environment(database_url: str) -> dict[str, str]:
+def environment(database_url: str, checkpoint_key: str | None = None) -> dict[str, str]:
+    """The benchmark's own environment without any ACLAUDIT_ setting but these."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACLAUDIT_")}
     env["ACLAUDIT_DATABASE_URL"] = database_url
     env["ACLAUDIT_LOG_LEVEL"] = "WARNING"
+    if checkpoint_key:
+        env["ACLAUDIT_CHECKPOINT_KEY"] = checkpoint_key
     return env
 
 
@@ -91,8 +94,16 @@ def drop_pg_database() -> None:
 
 
 @contextmanager
-def serve(database_url: str, log_path: Path, ready_timeout: float = 120.0) -> Iterator[Server]:
-    """``aclaudit serve --workers 1`` on a free loopback port (it applies migrations itself)."""
+def serve(
+    database_url: str,
+    log_path: Path,
+    ready_timeout: float = 120.0,
+    *,
+    cpus: str | None = None,
+    checkpoint_key: str | None = None,
+) -> Iterator[Server]:
+    """``aclaudit serve --workers 1`` on a free loopback port (it applies migrations itself),
+    on `cpus` only when given, signing its log's heads with `checkpoint_key` when given."""
     port = free_port()
     argv = [str(cli_path()), "serve", "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
     with running(
@@ -101,9 +112,10 @@ def serve(database_url: str, log_path: Path, ready_timeout: float = 120.0) -> It
         base_url=f"http://{LOOPBACK}:{port}",
         ready_path="/healthz",
         log_path=log_path,
-        env=environment(database_url),
+        env=environment(database_url, checkpoint_key),
         cwd=REPO,
         ready_timeout=ready_timeout,
+        cpus=cpus,
     ) as server:
         yield server
 

@@ -185,9 +185,15 @@ def decision(response_json: dict[str, Any]) -> str:
 
 @contextmanager
 def serve(
-    policy_dir: Path, work_dir: Path, *, gomaxprocs: int, ready_timeout: float = 120.0
+    policy_dir: Path,
+    work_dir: Path,
+    *,
+    gomaxprocs: int,
+    ready_timeout: float = 120.0,
+    cpus: str | None = None,
 ) -> Iterator[Server]:
-    """Cerbos on loopback ports, with bench/cerbos/config.yaml and the policies in policy_dir."""
+    """Cerbos on loopback ports (on `cpus` only, when given), with bench/cerbos/config.yaml and
+    the policies in policy_dir."""
     executable = binary()
     http_port, grpc_port, debug_port = free_port(), free_port(), free_port()
     audit_log = work_dir / "audit.log"
@@ -215,5 +221,6 @@ def serve(
         env=env,
         cwd=BENCH_DIR.parent,
         ready_timeout=ready_timeout,
+        cpus=cpus,
     ) as server:
         yield server

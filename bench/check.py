@@ -21,6 +21,11 @@ reused between runs). The request mix is 2,000 distinct check bodies, half allow
 denied. Before timing a target, ~200 of them are sent one by one and its answers compared with
 Cerbos's (and with the benchmark's own Casbin-semantics reference); the run stops if any differ.
 
+The server under test runs on CPU 0 and wrk on CPU 1 (taskset; ``--server-cpus``,
+``--load-cpus``, ``--no-pin``), so they do not take each other's core. aclaudit runs with no
+``ACLAUDIT_`` setting from the caller's environment; ``--checkpoint-key`` sets
+``ACLAUDIT_CHECKPOINT_KEY`` (signed checkpoints and heads).
+
 The table gives req/s, p50 and p99 latency (wrk, after a warm-up) and the req/s ratio to (a) and
 to (d): the ratios are the figures to record, since the machine is shared and noisy. It also gives
 the CPU time the server process (with any children) spent per answered request during the timed
@@ -37,6 +42,8 @@ Usage (from the repository root, in the project's virtualenv; needs ``wrk``:
     python -m bench.check --targets a,d        # only some targets
     python -m bench.check --only sqlite        # one target: bare, sqlite, postgresql or cerbos
     python -m bench.check --rounds 3           # every target three times, interleaved; medians
+    python -m bench.check --checkpoint-key K   # the server signs its log heads with key K
+    python -m bench.check --no-pin             # server and wrk not pinned to CPUs 0 and 1
     python -m bench.check --enforce-only       # only the in-process decide()/enforce timings
     python -m bench.check --json bench/.work/check.json   # also write the figures as JSON
     python -m bench.check --help               # sizes, durations, connections, seed, ...
@@ -131,6 +138,7 @@ def run_bare(ctx: Context) -> Outcome:
         ready_path="/healthz",
         log_path=WORK / "bare.log",
         cwd=REPO,
+        cpus=ctx.args.server_cpus,
     ) as server:
         return _measure("a", server, "/v1/check", ctx.check_file, None, ctx)
 
@@ -141,7 +149,9 @@ def run_cerbos(ctx: Context) -> Outcome:
     files = cerbos_pdp.write_policies(ctx.workload, policy_dir)
     print(f"    wrote {files} Cerbos resource policies to {policy_dir}")
     gomaxprocs = ctx.args.cerbos_gomaxprocs
-    with cerbos_pdp.serve(policy_dir, WORK / "cerbos", gomaxprocs=gomaxprocs) as server:
+    with cerbos_pdp.serve(
+        policy_dir, WORK / "cerbos", gomaxprocs=gomaxprocs, cpus=ctx.args.server_cpus
+    ) as server:
         print(f"    Cerbos ready in {time.monotonic() - started:.1f} s")
         answers = _cerbos_decisions(server, [ctx.cerbos_bodies[i] for i in ctx.sample])
         _compare("Cerbos", answers, "the reference", _expected(ctx), ctx)
@@ -162,7 +172,9 @@ def run_aclaudit(target: str, ctx: Context) -> Outcome:
         admin = aclaudit_target.create_token(database_url, "bench", "admin")
         checker = aclaudit_target.create_token(database_url, "checker", "check")
         log = WORK / f"aclaudit-{target}.log"
-        with aclaudit_target.serve(database_url, log) as server:
+        with aclaudit_target.serve(
+            database_url, log, cpus=ctx.args.server_cpus, checkpoint_key=ctx.args.checkpoint_key
+        ) as server:
             probe = ctx.check_bodies[ctx.sample[0]] if ctx.sample else ctx.check_bodies[0]
             try:  # before spending minutes loading the policy
                 asyncio.run(aclaudit_target.decisions(server.base_url, checker, [probe]))
@@ -442,6 +454,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure every target this many times, interleaved (a, d, b, c, a, d, ...), and "
         "also give the medians of the rounds' figures and ratios",
     )
+    parser.add_argument(
+        "--server-cpus",
+        default="0",
+        help="taskset CPU list of the server under test (default 0); wrk runs on --load-cpus",
+    )
+    parser.add_argument("--load-cpus", default="1", help="taskset CPU list of wrk (default 1)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="run the server and wrk unpinned (no taskset)"
+    )
+    parser.add_argument(
+        "--checkpoint-key",
+        help="ACLAUDIT_CHECKPOINT_KEY for aclaudit's server (by default unset: the benchmark "
+        "drops every ACLAUDIT_ variable of its own environment)",
+    )
     parser.add_argument("--no-enforce", action="store_true", help="skip the in-process timings")
     parser.add_argument("--enforce-only", action="store_true", help="only the in-process timings")
     parser.add_argument("--enforce-requests", type=int, default=3000)
@@ -454,6 +480,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.grants = args.grants or policy_size
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.no_pin:
+        args.server_cpus = args.load_cpus = None
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     if args.only:
         targets = [ONLY[args.only]]
@@ -470,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wrk_path()  # fail early if wrk is missing
         if "d" in args.targets:
             cerbos_pdp.binary()
-        load = Load(args.duration, args.warmup, args.connections, args.threads)
+        load = Load(args.duration, args.warmup, args.connections, args.threads, cpus=args.load_cpus)
         ctx = prepare(args, load)
         runners: dict[str, Callable[[Context], Outcome]] = {
             "a": run_bare,

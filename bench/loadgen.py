@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BenchError, cpu_seconds
+from bench.procs import BenchError, cpu_seconds, pinned
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk_check.lua"
 MARKER = "WRK_JSON "
@@ -23,6 +23,7 @@ class Load:
     connections: int = 32
     threads: int = 2
     timeout: float = 10.0
+    cpus: str | None = None  # taskset's CPU list for wrk (None: unpinned)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def wrk_path() -> str:
 
 def _wrk(url: str, bodies: Path, authorization: str | None, seconds: float, load: Load) -> str:
     argv = [
-        wrk_path(),
+        *pinned([wrk_path()], load.cpus),
         f"-t{load.threads}",
         f"-c{load.connections}",
         f"-d{max(1, round(seconds))}s",

@@ -4,6 +4,7 @@ and always stop them (the whole process group) on the way out."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,17 @@ def cpu_seconds(pid: int) -> float:
     for member in tree:
         total += stats.get(member, (0, 0.0))[1]
     return total
+
+
+def pinned(argv: Sequence[str], cpus: str | None) -> list[str]:
+    """`argv` run on those CPUs only (taskset's list, e.g. "0"), or as it is when `cpus` is None.
+    Raises BenchError when pinning is asked for and taskset is missing."""
+    if cpus is None:
+        return list(argv)
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise BenchError("taskset is not installed (util-linux); pass --no-pin to run unpinned")
+    return [taskset, "-c", cpus, *argv]
 
 
 def free_port() -> int:
@@ -121,12 +133,14 @@ def running(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     ready_timeout: float = 60.0,
+    cpus: str | None = None,
 ) -> Iterator[Server]:
-    """Start `argv` in a new session, wait until GET `ready_path` answers 200, stop it at exit."""
+    """Start `argv` in a new session (on `cpus` only, when given), wait until GET `ready_path`
+    answers 200, stop it at exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            list(argv),
+            pinned(argv, cpus),
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL,

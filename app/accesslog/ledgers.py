@@ -1,8 +1,8 @@
 """Verifying the admin trail's and the alert feed's hash chains (see `app.chain`).
 
-As the access log's: rows fetched in pages, hashed in a thread, resumable after the last row an
-earlier verify in this process checked (that row must still carry the hash it was checked
-with). Each chain's head must be the last row, and signed once a checkpoint key is set.
+As the access log's: rows fetched in pages, hashed in a thread, paced, resumable after the
+last row an earlier verify in this process checked (that row must still carry the hash it was
+checked with). Each chain's head must be the last row, and signed once a checkpoint key is set.
 """
 
 import asyncio
@@ -16,8 +16,9 @@ from app import chain
 from app.accesslog.schemas import ChainVerifyResult
 from app.alerts.models import Alert, AlertHead
 from app.auth.models import TrailEntry, TrailHead
+from app.fairness import StepPacer
 
-PAGE = 2000
+PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,9 @@ async def verify_ledger(
         ), None
     verifier = chain.RecordVerifier(ledger.fields, start or (0, chain.GENESIS))
     after = verifier.last_id if start else -(2**31)  # rows below 1 too: forged ones
+    pacer = StepPacer()
     while True:
+        await pacer.pause()
         async with maker() as session:
             query = (
                 select(rows_t)

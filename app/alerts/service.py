@@ -50,6 +50,7 @@ def chain_alerts(
 ) -> ChainedAlerts:
     """The alerts as rows chained onto the feed's `head` (pure; the caller holds its lock)."""
     last_id, last_hash = head
+    at_text = chain.utc_text(at)
     rows = []
     for event, finding_id in zip(events, finding_ids, strict=True):
         last_id += 1
@@ -64,7 +65,7 @@ def chain_alerts(
             "access_log_id": event.access_log_id,
             "prev_hash": last_hash,
         }
-        last_hash = row["hash"] = chain.record_hash(last_hash, chain.ALERT_FIELDS, row)
+        last_hash = row["hash"] = chain.record_hash(last_hash, chain.ALERT_FIELDS, row, at_text)
         rows.append(row)
     signature = chain.sign_head(key, chain.ALERTS, last_id, last_hash) if key else None
     return ChainedAlerts(rows, (last_id, last_hash), signature, at)

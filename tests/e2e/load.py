@@ -4,7 +4,8 @@ library would cost more CPU than the server it measures), run as its own process
     python -m tests.e2e.load PORT SECONDS < SPEC_JSON  ->  one JSON line of results
 
 SPEC_JSON: {"checks": {"connections": n, "request": "<raw HTTP>"},
-            "abuse": {"connections": n, "request": "<raw HTTP>", "partial": bool} | null}
+            "abuse": {"connections": n, "request": "<raw HTTP>", "partial": bool,
+                      "timeout": seconds} | null}
 A partial abuse request is sent without the rest of its body, on a fresh connection each time.
 """
 
@@ -33,7 +34,14 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     return status, not close
 
 
-async def _loop(port: int, request: bytes, until: float, partial: bool, out: dict[str, Any]):
+async def _loop(
+    port: int,
+    request: bytes,
+    until: float,
+    partial: bool,
+    out: dict[str, Any],
+    answer_within: float = TIMEOUT,
+):
     reader = writer = None
     while time.monotonic() < until:
         try:
@@ -44,7 +52,7 @@ async def _loop(port: int, request: bytes, until: float, partial: bool, out: dic
             assert reader is not None
             started = time.perf_counter()
             writer.write(request)
-            status, keep = await asyncio.wait_for(_response(reader), TIMEOUT)
+            status, keep = await asyncio.wait_for(_response(reader), answer_within)
             out["latencies"].append(time.perf_counter() - started)
             out["statuses"][status] = out["statuses"].get(status, 0) + 1
             if not keep:
@@ -86,6 +94,7 @@ async def run(port: int, seconds: float, spec: dict[str, Any]) -> dict[str, Any]
                         time.monotonic() + seconds + 0.5,
                         abuse.get("partial", False),
                         results["abuse"],
+                        abuse.get("timeout", TIMEOUT),
                     )
                 )
             )
