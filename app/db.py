@@ -223,6 +223,10 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
             yield session
             hook = getattr(request.app.state, "before_write_commit", None)
             if writes and hook is not None:
+                if not session.in_transaction():
+                    # the handler rolled its work back (a plan): the trail entry is written
+                    # alone, and as a writer, or SQLite refuses its read-then-write at once
+                    await begin_write(session)
                 await hook(request, response, session)
         except BaseException:
             await session.rollback()
