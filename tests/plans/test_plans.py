@@ -304,3 +304,28 @@ async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(cl
     # Applied again, nothing moves and nothing more is raised.
     again = (await client.post("/v1/policy/apply", json=raised, headers=admin)).json()
     assert again["guards_changed"] == [] and len(await guard_alerts(client, admin)) == 1
+
+
+async def test_plans_answer_while_other_writers_commit_meanwhile(client, admin, tokens):
+    """A plan rolls its work back before its admin-trail entry is written; that entry must be
+    written as a writer, or SQLite refuses it at once (503) when another writer committed in
+    between (checks commit their log entries all the time)."""
+    import asyncio
+
+    await client.post("/v1/policy/apply", json=document(), headers=admin)
+    check = {"principal": "user:alice", "dataset": "employee_activity.keystrokes", "action": "read"}
+
+    async def checks() -> None:
+        for _ in range(60):
+            r = await client.post("/v1/check", json=check, headers=tokens["check"])
+            assert r.status_code == 200, r.text
+
+    async def plans() -> list[int]:
+        answers = []
+        for _ in range(30):
+            r = await client.post("/v1/policy/plan", json=document(), headers=admin)
+            answers.append(r.status_code)
+        return answers
+
+    *_, answers = await asyncio.gather(checks(), checks(), checks(), plans())
+    assert answers == [200] * 30
