@@ -5,7 +5,7 @@ for the model's quirks)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,26 @@ def parse_expiry(rule: Rule) -> float | None:
             f"rule {rule.id!r}: expiry {rule.exp!r} is neither empty nor a number "
             "(Casbin's isLive would fail on it)"
         ) from None
+
+
+def ancestor_paths(
+    parents: Mapping[str, Iterable[str]], sub: str, links: int
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Every group `sub` reaches in at most `links` links, each with its shortest path from
+    `sub` (`sub` itself first): breadth-first, like Casbin's RoleManager._has_link."""
+    paths: dict[str, tuple[str, ...]] = {sub: (sub,)}
+    frontier = [sub]
+    for _level in range(links):
+        next_frontier: list[str] = []
+        for member in frontier:
+            for group in parents.get(member, ()):
+                if group not in paths:
+                    paths[group] = (*paths[member], group)
+                    next_frontier.append(group)
+        if not next_frontier:
+            break
+        frontier = next_frontier
+    return tuple(paths.items())
 
 
 def casbin_enforcer(rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> casbin.Enforcer:

@@ -46,6 +46,7 @@ from app.policy.casbin_model import (
     DENY,
     MODEL_PATH,
     Rule,
+    ancestor_paths,
     casbin_enforcer,
     is_live,
     key_match,
@@ -454,17 +455,5 @@ class DecisionIndex:
         return memo
 
     def _search(self, sub: str, levels: int) -> _Ancestors:
-        """Breadth-first, like RoleManager._has_link: levels 1..`levels` (`sub` is level 1)."""
-        paths: dict[str, tuple[str, ...]] = {sub: (sub,)}
-        frontier = [sub]
-        for _level in range(levels - 1):
-            next_frontier: list[str] = []
-            for member in frontier:
-                for group in self._parents.get(member, ()):
-                    if group not in paths:
-                        paths[group] = (*paths[member], group)
-                        next_frontier.append(group)
-            if not next_frontier:
-                break
-            frontier = next_frontier
-        return tuple(paths.items())
+        """Levels 1..`levels` (`sub` is level 1)."""
+        return ancestor_paths(self._parents, sub, levels - 1)

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 from app.exposure.analyser._bits import descending, from_indices, highest, indices
 from app.exposure.analyser._cow import Nested
-from app.policy.casbin_model import MAX_LINKS
+from app.policy.casbin_model import MAX_LINKS, ancestor_paths
 
 LEAF_PREFIXES = ("user:", "service:")
 # Height marker for a member set that was cut off by the depth limit (any value > MAX_LINKS).
@@ -331,19 +331,7 @@ class Directory:
             return ((principal, (principal,)),)
         memo = self._searches.get(principal)
         if memo is None:
-            paths: dict[str, Path] = {principal: (principal,)}
-            frontier = [principal]
-            for _level in range(MAX_LINKS):
-                next_frontier: list[str] = []
-                for member in frontier:
-                    for group in self._parents.get(member, ()):
-                        if group not in paths:
-                            paths[group] = (*paths[member], group)
-                            next_frontier.append(group)
-                if not next_frontier:
-                    break
-                frontier = next_frontier
-            memo = tuple(paths.items())
+            memo = ancestor_paths(self._parents, principal, MAX_LINKS)
             self._searches.put(principal, memo)
         return memo
 
