@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.exposure import service as exposure_service
 from app.main import create_app
 from tests.auth.test_trail import read_trail, summary
+from tests.exposure.test_simulate_one_at_a_time import hold_simulate
 from tests.policy.test_check import check_body, seed
 
 PROBLEM_JSON = "application/problem+json"
@@ -33,15 +33,7 @@ async def test_check_is_answered_while_an_audit_reader_simulates(
     """simulate only reads: while one is being computed, checks (which write the access log)
     go on. It used to hold SQLite's write lock from the token lookup to its answer."""
     await seed(client, admin)
-    computing, finish = asyncio.Event(), asyncio.Event()
-    simulate = exposure_service.simulate
-
-    async def slow_simulate(*args: Any, **kwargs: Any) -> Any:
-        computing.set()
-        await finish.wait()
-        return await simulate(*args, **kwargs)
-
-    monkeypatch.setattr(exposure_service, "simulate", slow_simulate)
+    computing, finish = hold_simulate(monkeypatch)
     pending = asyncio.create_task(
         client.post("/v1/grants/simulate", json={"add": [GRANT]}, headers=tokens["audit:read"])
     )

@@ -15,9 +15,8 @@ from app.fairness import MAX_WAITING
 GRANT = {"principal": "user:a", "resource": "eng.*", "action": "read", "effect": "allow"}
 
 
-async def test_a_second_simulate_in_a_worker_is_refused_429_while_one_runs(
-    client: httpx.AsyncClient, tokens: Any, monkeypatch: Any
-):
+def hold_simulate(monkeypatch: Any) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make every simulate wait, once started (the first event is set), until the second is."""
     computing, finish = asyncio.Event(), asyncio.Event()
     simulate = exposure_service.simulate
 
@@ -27,6 +26,13 @@ async def test_a_second_simulate_in_a_worker_is_refused_429_while_one_runs(
         return await simulate(*args, **kwargs)
 
     monkeypatch.setattr(exposure_service, "simulate", slow_simulate)
+    return computing, finish
+
+
+async def test_a_second_simulate_in_a_worker_is_refused_429_while_one_runs(
+    client: httpx.AsyncClient, tokens: Any, monkeypatch: Any
+):
+    computing, finish = hold_simulate(monkeypatch)
     reader = tokens["audit:read"]
     first = asyncio.create_task(
         client.post("/v1/grants/simulate", json={"add": [GRANT]}, headers=reader)
