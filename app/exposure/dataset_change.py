@@ -7,7 +7,8 @@ from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
 from app.exposure import guard_change
 from app.exposure.schemas import FindingChanges, GuardChangeRead
-from app.exposure.service import DatasetFacts, publish_on_commit, reconcile, view_before_change
+from app.exposure.service import reconcile
+from app.exposure.view import DatasetFacts, publish_on_commit, view_before_change
 
 
 async def put_dataset(

@@ -21,7 +21,8 @@ from app.directory import service as directory_service
 from app.exposure import guard_change
 from app.exposure import service as exposure_service
 from app.exposure.schemas import FindingChanges, FindingRead, GuardChangeRead
-from app.exposure.service import DatasetFacts, ExposureRefused, PolicyView
+from app.exposure.service import ExposureRefused
+from app.exposure.view import DatasetFacts, PolicyView, publish_on_commit, view_before_change
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
@@ -195,7 +196,7 @@ async def _reconcile(
 
 async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
     """Make the document true, or change nothing (409 when the block guard refuses it)."""
-    before = await exposure_service.view_before_change(session)
+    before = await view_before_change(session)
     done = await _apply_changes(session, doc, before, actor)
     if done.empty:
         await session.rollback()  # nothing to record, not even a new policy version
@@ -206,7 +207,7 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
         guards = await guard_change.settle(session, done.guards, accept=accept, actor=actor)
     except ExposureRefused as refused:
         raise refused.without_grants({g.id for g in done.created}) from None
-    exposure_service.publish_on_commit(session, done.after)
+    publish_on_commit(session, done.after)
     version = await policy_version.advance(session)  # the version this transaction took
     return _result(done, changes, applied=True, version=version, guards=guards)
 
@@ -221,7 +222,7 @@ async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pla
     are provisional: they are rolled back.
     """
     try:
-        before = await exposure_service.view_before_change(session)
+        before = await view_before_change(session)
         done = await _apply_changes(session, doc, before, actor)
         probe = await session.begin_nested()
         accept = doc.accept_exposure

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from app.exposure import service as exposure_service
+from app.exposure import view as exposure_view
 from app.exposure.analyser import _directory as directory_module
 
 AUDIENCE = ["group:research", "service:trainer"]
@@ -691,7 +691,7 @@ async def test_a_replaced_policy_view_is_freed_at_once(client, admin, sessionmak
     r = await client.post("/v1/groups/staff/members", json={"member": "user:a"}, headers=admin)
     assert r.status_code == 200, r.text
     async with sessionmaker() as session:
-        first = weakref.ref(await exposure_service.current_view(session))
+        first = weakref.ref(await exposure_view.current_view(session))
     gc.disable()
     try:
         for member in ("user:b", "user:c"):
