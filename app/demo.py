@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
-from app.accesslog.writer import AccessLogWriter, CheckInput, Submission
 from app.auth.token_cache import TokenCache
+from app.checks.writer import AccessLogWriter, CheckInput, Submission
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.exposure import dataset_change
