@@ -25,6 +25,7 @@ from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware, record_with_change
+from app.changes.router import router as changes_router
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
@@ -255,6 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory_router,
         datasets_router,
         grants_router,
+        changes_router,
         explain_router,
         exposure_router,
         accesslog_router,
