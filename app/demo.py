@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
 from app.auth.token_cache import TokenCache
-from app.checks.writer import AccessLogWriter, CheckInput, Submission
+from app.checks.batch import CheckInput, Submission
+from app.checks.writer import AccessLogWriter
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.exposure import dataset_change

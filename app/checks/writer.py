@@ -18,19 +18,10 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.token_cache import TokenCache
-from app.checks.batch import CheckInput, Recorded, Submission, TokenRevoked
+from app.checks.batch import Recorded, Submission
 from app.checks.log_store import LogStore, StalePolicy, open_store
 from app.config import Settings
 from app.policy.snapshot import PolicyCache, PolicySnapshot
-
-__all__ = [
-    "AccessLogWriter",
-    "CheckInput",
-    "LogUnavailable",
-    "Recorded",
-    "Submission",
-    "TokenRevoked",
-]
 
 logger = logging.getLogger("aclaudit.accesslog")
 
