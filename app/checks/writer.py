@@ -5,7 +5,7 @@ its entry has committed and is durable; if that transaction (or, on SQLite, the 
 it durable) fails, every check in it fails (the router turns that into 503 deny). Decisions are
 taken inside the transaction, after the policy version is read, so a check queued after a
 policy change's response sees that change. The transaction itself runs on the driver directly
-(``app.checks.log_store``). On SQLite the next batch may commit while the previous one's
+(``app.checks.group_commit``). On SQLite the next batch may commit while the previous one's
 fsync is still running; each batch is answered when its own fsync is done.
 """
 
@@ -15,11 +15,14 @@ import logging
 import time
 from collections.abc import Callable
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.token_cache import TokenCache
 from app.checks.batch import Recorded, Submission
-from app.checks.log_store import LogStore, StalePolicy, open_store
+from app.checks.group_commit import Chaining, LogStore, StalePolicy
+from app.checks.postgres_store import PostgresLogStore
+from app.checks.sqlite_store import SqliteLogStore
 from app.config import Settings
 from app.policy.snapshot import PolicyCache, PolicySnapshot
 
@@ -114,7 +117,7 @@ class AccessLogWriter:
                     self._answer(batch, results)
                     continue
                 # Committed, not yet synced: the next batch may commit meanwhile, and this one
-                # is answered when the fsync that covers it is done (see log_store).
+                # is answered when the fsync that covers it is done (see app.checks.group_commit).
                 self._syncing.add(durable)
                 durable.add_done_callback(functools.partial(self._on_durable, batch, results))
             if self._closing and not self._queue:
@@ -195,3 +198,14 @@ class AccessLogWriter:
     async def _load_policy(self) -> PolicySnapshot:
         async with self._maker() as session:
             return await self._policy.current(session)
+
+
+def open_store(settings: Settings) -> LogStore:
+    chaining = Chaining(settings.checkpoint_every, settings.checkpoint_key_bytes)
+    if settings.is_sqlite:
+        if settings.sqlite_file is None:
+            raise ValueError("the access log needs a SQLite database file, not :memory:")
+        return SqliteLogStore(settings.sqlite_file, settings.database_timeout, chaining)
+    url = make_url(settings.database_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresLogStore(dsn, settings.database_timeout, chaining)
