@@ -24,6 +24,7 @@ from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware, record_with_change
+from app.changes.router import router as changes_router
 from app.checks.fast_path import CheckFastPath
 from app.checks.router import router as check_router
 from app.checks.writer import AccessLogWriter
@@ -255,6 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory_router,
         datasets_router,
         grants_router,
+        changes_router,
         explain_router,
         exposure_router,
         accesslog_router,

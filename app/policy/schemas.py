@@ -1,10 +1,14 @@
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.acceptance import AcceptExposure
 from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern, UTCInstant
+
+GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
 
 
 class GrantStatus(StrEnum):
