@@ -13,8 +13,9 @@ its driver directly, and this module holds what the two share:
 
 * the transaction itself, `LogStore._transaction`: a generator that yields each read (a
   statement compiled once, `app.checks.statements`) and is sent its result, then returns the
-  writes, so the SQLite store drives it with blocking calls (on the event loop, or in a thread
-  while it waits for the write lock) and the PostgreSQL store with awaited ones;
+  writes and the ``COMMIT``, so the SQLite store drives it with blocking calls (on the event
+  loop, or in a thread while it waits for the write lock) and the PostgreSQL store with
+  awaited ones;
 * durability: a commit is answered only after a *sync* that began after it returned (SQLite: an
   fsync of the WAL; PostgreSQL: a barrier transaction), and one sync covers every commit made
   before it began, so the next batch commits while the previous one's sync runs.
@@ -35,6 +36,7 @@ from typing import Any
 from app.alerts.service import chain_alerts
 from app.checks.batch import Batch, Submission, build_batch
 from app.checks.statements import Statements, alert_rows, entry_rows
+from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
 
 logger = logging.getLogger("aclaudit.accesslog")
@@ -61,34 +63,32 @@ class LogStoreFailed(Exception):
 
 
 SnapshotLoader = Callable[[], Awaitable[PolicySnapshot]]
+Snapshot = PolicySnapshot | SnapshotLoader
+Submissions = Sequence[Submission]
 
-# What `_transaction` yields, as (kind, statement, parameters), and what it is sent back:
-ROW = 0  # the statement's first row (None without one)
-COLUMN = 1  # the first column of every row, as a list
-FIRSTS = 2  # parameters is a list of parameter tuples: each one's first value (or None), a list
-Read = tuple[int, str, Any]
-# A statement to run after the reads, with its parameters, or its rows when is_many
-# (`executemany`).
+# What `_transaction` yields, (is_one, statement, parameters): a read, sent back its first row
+# (None without one) when is_one, else the list of its rows.
+Read = tuple[bool, str, Any]
+# What it returns its writes as: (statement, parameters, is_many), where is_many means
+# `executemany` over a list of rows.
 Write = tuple[str, Any, bool]
-# The transaction's outcome: the batch, the version it was decided at, its tokens re-read, and
-# its writes, in order.
-Appended = tuple[Batch, int, set[str] | None, list[Write]]
-Transaction = Generator[Read, Any, Appended | StalePolicy]
-
-
-@dataclass(frozen=True)
-class Chaining:
-    checkpoint_every: int
-    checkpoint_key: bytes | None
+# The batch, the policy version it was decided at, and its tokens re-read (if they were).
+Appended = tuple[Batch, int, set[str] | None]
+Outcome = Appended | StalePolicy
+# It returns the outcome and the statements that end the transaction (the writes and COMMIT,
+# or ROLLBACK).
+Transaction = Generator[Read, Any, tuple[Outcome, list[Write]]]
+COMMIT: Write = ("COMMIT", (), False)
+ROLLBACK: Write = ("ROLLBACK", (), False)
 
 
 class LogStore:
-    """The group-commit core of a store; `write` and `write_held` are the store's own."""
+    """The group-commit core of a store; `write` is the store's own."""
 
-    def __init__(self, statements: Statements, chaining: Chaining) -> None:
+    def __init__(self, statements: Statements, settings: Settings) -> None:
         self._sql = statements
-        self._checkpoint_every = chaining.checkpoint_every
-        self._checkpoint_key = chaining.checkpoint_key
+        self._checkpoint_every = settings.checkpoint_every
+        self._checkpoint_key = settings.checkpoint_key_bytes
         self._commit_is_durable = False  # COMMIT itself syncs: no sync to wait for
         self._failed: Exception | None = None  # set when a failed sync broke the store for good
         self._committed = 0  # commits made so far (a sequence number)
@@ -99,26 +99,15 @@ class LogStore:
         self.on_broken: Callable[[], None] | None = None
 
     async def write(
-        self,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-        wait: float,
+        self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
     ) -> Written | StalePolicy:
         """One transaction appending the batch; `wait`: the longest it may wait for a lock (at
-        most the database timeout, less when its checks have already waited)."""
-        raise NotImplementedError
+        most the database timeout, less when its checks have already waited).
 
-    async def write_held(
-        self,
-        submissions: Sequence[Submission],
-        load: SnapshotLoader,
-        tokens_version: int,
-        wait: float,
-    ) -> Written | StalePolicy:
-        """`write`, with the snapshot loaded (`load`) while the store holds the policy still,
-        so that no policy change can commit between the load and the batch: a batch that kept
-        finding the policy changed under it gets through however often it changes."""
+        Given a loader instead of a snapshot, the store loads the snapshot while it holds the
+        policy still, so that no policy change can commit between the load and the batch: a
+        batch that kept finding the policy changed under it gets through however often it
+        changes."""
         raise NotImplementedError
 
     @property
@@ -141,23 +130,23 @@ class LogStore:
     # -- the transaction ----------------------------------------------------------------------
 
     def _transaction(
-        self, submissions: Sequence[Submission], snapshot: PolicySnapshot, tokens_version: int
+        self, submissions: Submissions, snapshot: PolicySnapshot, tokens_version: int
     ) -> Transaction:
-        """The group commit between the store's ``BEGIN`` and its ``COMMIT``: yields each read
-        (the first takes the head's lock) and returns the writes, or `StalePolicy` to roll
-        back."""
+        """The group commit between the store's ``BEGIN`` and its end: yields each read (the
+        first takes the head's lock), then returns the rest."""
         sql = self._sql
         # Read after the batch was queued, so the version includes every policy change whose
         # response was sent before any of these checks.
-        version, last_id, last_hash = yield ROW, sql.read_head, ()
+        version, last_id, last_hash = yield True, sql.read_head, ()
         if version > snapshot.version:
-            return StalePolicy(version)
+            return StalePolicy(version), [ROLLBACK]
         live: set[str] | None = None
         if version != tokens_version:
             hashes = sorted({s.token_hash for s in submissions if s.token_hash is not None})
             live = set()
             if hashes:
-                live = set((yield COLUMN, sql.live_tokens, (sql.token_list(hashes),)))
+                rows = yield False, sql.live_tokens, (sql.token_list(hashes),)
+                live = {row[0] for row in rows}
         now = time.time()
         at = datetime.fromtimestamp(now, UTC)
         batch = build_batch(
@@ -171,7 +160,7 @@ class LogStore:
             self._checkpoint_key,
         )
         if not batch.entries:
-            return batch, version, live, []
+            return (batch, version, live), [COMMIT]
         stored_at = at if sql.instant is None else sql.instant(at)
         writes: list[Write] = [(sql.insert_entries, entry_rows(batch.entries, stored_at), True)]
         if batch.subjects:
@@ -184,10 +173,12 @@ class LogStore:
         if batch.alerts:
             # Each read from outside the audience names the finding of the (dataset, grant) it
             # went through (one probe per pair), read before the alerts are chained.
-            pairs = list(dict.fromkeys((a.dataset, a.grant_id) for a in batch.alerts))
-            found = dict(zip(pairs, (yield FIRSTS, sql.find_finding, pairs), strict=True))
+            found: dict[tuple[str | None, int | None], int | None] = {}
+            for pair in dict.fromkeys((a.dataset, a.grant_id) for a in batch.alerts):
+                finding = yield True, sql.find_finding, pair
+                found[pair] = None if finding is None else finding[0]
             findings = [found[(a.dataset, a.grant_id)] for a in batch.alerts]
-            alert_head = yield ROW, sql.read_alert_head, ()
+            alert_head = yield True, sql.read_alert_head, ()
             chained = chain_alerts(
                 batch.alerts, findings, tuple(alert_head), at, self._checkpoint_key
             )
@@ -195,16 +186,14 @@ class LogStore:
                 (sql.insert_alerts, alert_rows(chained.rows, stored_at), True),
                 (sql.move_alert_head, (*chained.head, chained.signature), False),
             ]
-        return batch, version, live, writes
+        writes.append(COMMIT)
+        return (batch, version, live), writes
 
-    def _written(
-        self, outcome: Appended | StalePolicy, loop: asyncio.AbstractEventLoop
-    ) -> Written | StalePolicy:
+    def _written(self, outcome: Outcome, loop: asyncio.AbstractEventLoop) -> Written | StalePolicy:
         """A committed transaction's outcome, with the future of its sync."""
         if isinstance(outcome, StalePolicy):
             return outcome
-        batch, version, live, _writes = outcome
-        return Written(batch, version, live, self._durable(loop))
+        return Written(*outcome, self._durable(loop))
 
     # -- durability ---------------------------------------------------------------------------
 

@@ -4,30 +4,21 @@ asyncpg pipelines each ``executemany``."""
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
-from app.checks import statements
-from app.checks.batch import Submission
-from app.checks.group_commit import (
-    COLUMN,
-    ROW,
-    Appended,
-    Chaining,
-    LogStore,
-    SnapshotLoader,
-    StalePolicy,
-    Written,
-)
+from app.checks import group_commit, statements
+from app.checks.group_commit import LogStore, Snapshot, StalePolicy, Submissions, Written
+from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
 from app.policy_version import PolicyVersion
 
 logger = logging.getLogger("aclaudit.accesslog")
 
-# `write_held`'s share lock on the policy version's row: policy changes update it, so they
-# wait for the batch.
+# Taken before a snapshot is loaded (see `write`): a share lock on the policy version's row,
+# which policy changes update, so they wait for the batch.
 HOLD_POLICY = (
     select(PolicyVersion.version)
     .where(PolicyVersion.id == statements.SINGLETON)
@@ -51,10 +42,11 @@ class PostgresLogStore(LogStore):
     barriers can be trusted): `broken` stays None.
     """
 
-    def __init__(self, dsn: str, timeout: float, chaining: Chaining) -> None:
-        super().__init__(statements.for_postgres(), chaining)
-        self._dsn = dsn
-        self._timeout = timeout
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(statements.for_postgres(), settings)
+        url = make_url(settings.database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._timeout = settings.database_timeout
         self._hold_policy = statements.prepare(HOLD_POLICY, statements.POSTGRES)
         self._conn: Any = None  # asyncpg.Connection (asyncpg ships no type hints)
         self._barrier_conn: Any = None
@@ -73,32 +65,10 @@ class PostgresLogStore(LogStore):
         return self._conn
 
     async def write(
-        self,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-        wait: float,
+        self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
     ) -> Written | StalePolicy:
-        return await self._write(submissions, snapshot, tokens_version, wait)
-
-    async def write_held(
-        self,
-        submissions: Sequence[Submission],
-        load: SnapshotLoader,
-        tokens_version: int,
-        wait: float,
-    ) -> Written | StalePolicy:
-        """A share lock on the policy version's row first (policy changes update it, so they
-        wait for this batch), then the snapshot."""
-        return await self._write(submissions, load, tokens_version, wait)
-
-    async def _write(
-        self,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot | SnapshotLoader,
-        tokens_version: int,
-        wait: float,
-    ) -> Written | StalePolicy:
+        """Given a loader: a share lock on the policy version's row first (policy changes
+        update it, so they wait for this batch), then the snapshot."""
         conn = await self._connection()
         try:
             await conn.execute("BEGIN")
@@ -107,44 +77,30 @@ class PostgresLogStore(LogStore):
             if not isinstance(snapshot, PolicySnapshot):
                 await conn.execute(self._hold_policy)
                 snapshot = await snapshot()
-            outcome = await self._finish(conn, submissions, snapshot, tokens_version)
+            steps = self._transaction(submissions, snapshot, tokens_version)
+            outcome = await self._run(conn, steps)
         except BaseException:
             self._conn = None  # whatever state it is in, the next batch gets a fresh one
             conn.terminate()
             raise
         return self._written(outcome, asyncio.get_running_loop())
 
-    async def _finish(
-        self,
-        conn: Any,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-    ) -> Appended | StalePolicy:
-        """The group commit's statements on `conn`, then ``COMMIT``."""
-        steps = self._transaction(submissions, snapshot, tokens_version)
-        result: Any = None
-        while True:
-            try:
-                kind, sql, params = steps.send(result)
-            except StopIteration as done:
-                outcome: Appended | StalePolicy = done.value
-                break
-            if kind == ROW:
-                result = await conn.fetchrow(sql, *params)
-            elif kind == COLUMN:
-                result = [row[0] for row in await conn.fetch(sql, *params)]
-            else:  # FIRSTS
-                result = [await conn.fetchval(sql, *p) for p in params]
-        if isinstance(outcome, StalePolicy):
-            await conn.execute("ROLLBACK")
-            return outcome
-        for statement, values, is_many in outcome[3]:
+    async def _run(self, conn: Any, steps: group_commit.Transaction) -> group_commit.Outcome:
+        """The transaction's statements on `conn`, through its ``COMMIT``."""
+        outcome: group_commit.Outcome
+        writes: list[group_commit.Write]
+        try:
+            is_one, sql, params = next(steps)
+            while True:
+                fetch = conn.fetchrow if is_one else conn.fetch
+                is_one, sql, params = steps.send(await fetch(sql, *params))
+        except StopIteration as done:
+            outcome, writes = done.value
+        for statement, values, is_many in writes:
             if is_many:
                 await conn.executemany(statement, values)
             else:
                 await conn.execute(statement, *values)
-        await conn.execute("COMMIT")
         return outcome
 
     # -- durability ---------------------------------------------------------------------------

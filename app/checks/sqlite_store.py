@@ -7,23 +7,19 @@ import asyncio
 import logging
 import os
 import sqlite3
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from app.checks import statements
-from app.checks.batch import Submission
+from app.checks import group_commit, statements
 from app.checks.group_commit import (
-    COLUMN,
-    ROW,
-    Appended,
-    Chaining,
     LogStore,
     LogStoreFailed,
-    SnapshotLoader,
+    Snapshot,
     StalePolicy,
+    Submissions,
     Written,
 )
+from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
 
 logger = logging.getLogger("aclaudit.accesslog")
@@ -62,10 +58,12 @@ class SqliteLogStore(LogStore):
     hand-over per statement.
     """
 
-    def __init__(self, path: str, timeout: float, chaining: Chaining) -> None:
-        super().__init__(statements.for_sqlite(), chaining)
-        self._path = path
-        self._timeout = timeout
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(statements.for_sqlite(), settings)
+        if settings.sqlite_file is None:
+            raise ValueError("the access log needs a SQLite database file, not :memory:")
+        self._path = settings.sqlite_file
+        self._timeout = settings.database_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
         self._sync_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-fsync")
         self._conn: sqlite3.Connection | None = None
@@ -91,49 +89,34 @@ class SqliteLogStore(LogStore):
         return conn
 
     async def write(
-        self,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-        wait: float,
+        self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
     ) -> Written | StalePolicy:
+        """Given a loader: the write lock first, then the snapshot (policy changes need the
+        same lock)."""
         loop = asyncio.get_running_loop()
         if self._failed is not None:
             raise LogStoreFailed("the access log could not be synced to disk") from self._failed
         conn = self._conn
-        if conn is None:
-            outcome = await loop.run_in_executor(
-                self._executor, self._write, submissions, snapshot, tokens_version, wait
-            )
-        else:
+        if isinstance(snapshot, PolicySnapshot):
             try:
-                conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 between batches
+                if conn is not None:
+                    conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 between batches
             except sqlite3.OperationalError:
+                conn = None  # the lock is held elsewhere: wait for it in the thread
+            if conn is None:
                 outcome = await loop.run_in_executor(
                     self._executor, self._write, submissions, snapshot, tokens_version, wait
                 )
-            else:
-                outcome = self._finish(conn, submissions, snapshot, tokens_version)
-        return self._written(outcome, loop)
-
-    async def write_held(
-        self,
-        submissions: Sequence[Submission],
-        load: SnapshotLoader,
-        tokens_version: int,
-        wait: float,
-    ) -> Written | StalePolicy:
-        """The write lock first, then the snapshot: policy changes need the same lock."""
-        loop = asyncio.get_running_loop()
-        if self._failed is not None:
-            raise LogStoreFailed("the access log could not be synced to disk") from self._failed
-        conn = await loop.run_in_executor(self._executor, self._begin, wait)
-        try:
-            snapshot = await load()
-        except BaseException:
-            self._abandon(conn)
-            raise
-        return self._written(self._finish(conn, submissions, snapshot, tokens_version), loop)
+                return self._written(outcome, loop)
+        else:
+            conn = await loop.run_in_executor(self._executor, self._begin, wait)
+            try:
+                snapshot = await snapshot()
+            except BaseException:
+                self._abandon(conn)
+                raise
+        steps = self._transaction(submissions, snapshot, tokens_version)
+        return self._written(self._run(conn, steps), loop)
 
     def _begin(self, wait: float) -> sqlite3.Connection:
         """``BEGIN IMMEDIATE`` in the thread, waiting up to `wait` seconds for the write lock."""
@@ -148,47 +131,32 @@ class SqliteLogStore(LogStore):
         return conn
 
     def _write(
-        self,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-        wait: float,
-    ) -> Appended | StalePolicy:
+        self, submissions: Submissions, snapshot: PolicySnapshot, tokens_version: int, wait: float
+    ) -> group_commit.Outcome:
         """The transaction in the thread, waiting up to `wait` seconds for the write lock."""
-        return self._finish(self._begin(wait), submissions, snapshot, tokens_version)
-
-    def _finish(
-        self,
-        conn: sqlite3.Connection,
-        submissions: Sequence[Submission],
-        snapshot: PolicySnapshot,
-        tokens_version: int,
-    ) -> Appended | StalePolicy:
-        """The group commit's statements on `conn`, then ``COMMIT``."""
         steps = self._transaction(submissions, snapshot, tokens_version)
-        result: Any = None
+        return self._run(self._begin(wait), steps)
+
+    def _run(
+        self, conn: sqlite3.Connection, steps: group_commit.Transaction
+    ) -> group_commit.Outcome:
+        """The transaction's statements on `conn`, through its ``COMMIT``."""
+        outcome: group_commit.Outcome
+        writes: list[group_commit.Write]
         try:
-            while True:
-                try:
-                    kind, sql, params = steps.send(result)
-                except StopIteration as done:
-                    outcome: Appended | StalePolicy = done.value
-                    break
-                if kind == ROW:
-                    result = conn.execute(sql, params).fetchone()
-                elif kind == COLUMN:
-                    result = [row[0] for row in conn.execute(sql, params)]
-                else:  # FIRSTS
-                    result = [(conn.execute(sql, p).fetchone() or (None,))[0] for p in params]
-            if isinstance(outcome, StalePolicy):
-                conn.execute("ROLLBACK")
-                return outcome
-            for statement, values, is_many in outcome[3]:
+            try:
+                is_one, sql, params = next(steps)
+                while True:
+                    cursor = conn.execute(sql, params)
+                    result = cursor.fetchone() if is_one else cursor.fetchall()
+                    is_one, sql, params = steps.send(result)
+            except StopIteration as done:
+                outcome, writes = done.value
+            for statement, values, is_many in writes:
                 if is_many:
                     conn.executemany(statement, values)
                 else:
                     conn.execute(statement, values)
-            conn.execute("COMMIT")
         except BaseException:
             self._abandon(conn)
             raise

@@ -15,12 +15,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.token_cache import TokenCache
 from app.checks.batch import Recorded, Submission
-from app.checks.group_commit import Chaining, LogStore, StalePolicy
+from app.checks.group_commit import LogStore, StalePolicy
 from app.checks.postgres_store import PostgresLogStore
 from app.checks.sqlite_store import SqliteLogStore
 from app.config import Settings
@@ -187,7 +186,7 @@ class AccessLogWriter:
                     snapshot = await self._load_policy()
                 written = await self._store.write(submissions, snapshot, tokens, wait)
             else:  # the policy moved: load it again while the store holds it still
-                written = await self._store.write_held(submissions, self._load_policy, tokens, wait)
+                written = await self._store.write(submissions, self._load_policy, tokens, wait)
             if isinstance(written, StalePolicy):
                 continue
             if written.live_tokens is not None:
@@ -201,11 +200,4 @@ class AccessLogWriter:
 
 
 def open_store(settings: Settings) -> LogStore:
-    chaining = Chaining(settings.checkpoint_every, settings.checkpoint_key_bytes)
-    if settings.is_sqlite:
-        if settings.sqlite_file is None:
-            raise ValueError("the access log needs a SQLite database file, not :memory:")
-        return SqliteLogStore(settings.sqlite_file, settings.database_timeout, chaining)
-    url = make_url(settings.database_url)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return PostgresLogStore(dsn, settings.database_timeout, chaining)
+    return SqliteLogStore(settings) if settings.is_sqlite else PostgresLogStore(settings)
