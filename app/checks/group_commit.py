@@ -26,8 +26,8 @@ how it syncs, and what a failed sync means.
 
 import asyncio
 import contextlib
-import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +38,6 @@ from app.checks.batch import Batch, Submission, build_batch
 from app.checks.statements import Statements, alert_rows, entry_rows
 from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
-
-logger = logging.getLogger("aclaudit.accesslog")
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ COMMIT: Write = ("COMMIT", (), False)
 ROLLBACK: Write = ("ROLLBACK", (), False)
 
 
-class LogStore:
+class LogStore(ABC):
     """The group-commit core of a store; `write` is the store's own."""
 
     def __init__(self, statements: Statements, settings: Settings) -> None:
@@ -98,6 +96,7 @@ class LogStore:
         # Called once the store refuses every batch for good (`broken`).
         self.on_broken: Callable[[], None] | None = None
 
+    @abstractmethod
     async def write(
         self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
     ) -> Written | StalePolicy:
@@ -108,7 +107,6 @@ class LogStore:
         policy still, so that no policy change can commit between the load and the batch: a
         batch that kept finding the policy changed under it gets through however often it
         changes."""
-        raise NotImplementedError
 
     @property
     def broken(self) -> Exception | None:
@@ -124,8 +122,9 @@ class LogStore:
                 await self._sync_task
         await self._disconnect()
 
+    @abstractmethod
     async def _disconnect(self) -> None:
-        raise NotImplementedError
+        """Close the store's connections (its syncs are settled)."""
 
     # -- the transaction ----------------------------------------------------------------------
 
@@ -254,11 +253,11 @@ class LogStore:
             else:
                 future.set_exception(error)
 
+    @abstractmethod
     def _sync(self, loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
         """Make every commit that has returned durable."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _sync_failed(self, error: Exception) -> None:
         """After a failed `_sync`: set `_failed` if the store must refuse every batch from now
         on (the commits waiting are then failed with it), or else make the next sync work."""
-        raise NotImplementedError
