@@ -31,7 +31,7 @@ def test_a_statement_whose_placeholders_differ_from_the_values_given_is_refused(
 
 
 def test_row_builders_give_a_value_per_placeholder():
-    entry = {name: None for name in statements.ENTRY_COLUMNS}
+    entry: dict[str, object] = {name: None for name in statements.ENTRY_COLUMNS}
     entry.update(reason={"code": "granted"}, data_subjects=[])
     alert = {name: None for name in statements.ALERT_COLUMNS}
     sql = statements.for_sqlite()
