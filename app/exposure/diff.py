@@ -11,8 +11,8 @@ one whose sample is the same gets its count and severity only. A scan (`before` 
 compares everything with what is stored instead.
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field, replace
 
 from app.exposure.measure import (
     ACTIONS,
@@ -134,7 +134,7 @@ class _Lists:
     refused: list[Refused] = field(default_factory=list)
 
 
-def diff(
+def diffing(
     before: PolicyView,
     after: PolicyView,
     targets: Targets,
@@ -146,7 +146,7 @@ def diff(
     touched: int = 0,
     within: int = 0,
     repaths: frozenset[Key] = frozenset(),
-) -> FindingDiff:
+) -> Generator[None, None, FindingDiff]:
     """Bring the findings of `targets` in line with `after`: for each dataset, those of the
     listed grants, or of every grant (None). Only what differs is in the diff.
 
@@ -157,6 +157,10 @@ def diff(
     though their excess did not. `guarded`: on block-guarded datasets, what opens or widens
     without an acceptance (`accepting`) is refused; an acceptance covers the exposure as it
     was, so a widened finding is accepted anew by the change's, or else open again.
+
+    A generator that pauses (yields) before each dataset and each grant with an excess,
+    so that a caller sharing the event loop with checks can let them run (`simulate`); its
+    return value is the diff. `diff` runs it through.
     """
     is_change = before is not after
     partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
@@ -191,6 +195,7 @@ def diff(
         out.rewritten.extend(settled.rewritten)
         targets = settled.left
     for dataset_id, rules in targets.items():
+        yield
         facts = after.datasets[dataset_id]
         now_excess = excess_of(after, dataset_id, rules, at)
         previous: dict[int, tuple[int, int]] = {}
@@ -202,6 +207,7 @@ def diff(
             and before.datasets[dataset_id].sensitivity != facts.sensitivity
         )
         for grant_id, (bits, count) in now_excess.bits.items():
+            yield
             row = active.pop((dataset_id, grant_id), None)
             before_bits, before_count = previous.get(grant_id, (0, 0))
             sample = sample_of(bits, SAMPLE, count)
@@ -224,7 +230,12 @@ def diff(
                 out.refused.append(Refused(row.id if row else None, measured))
             if row is None:
                 principal = after.grant_subjects.get(grant_id, subjects[0])
-                measured = measure(after, dataset_id, grant_id, subjects, sample, count, principal)
+                if is_refused:  # measured above
+                    measured = replace(measured, principal=principal)
+                else:
+                    measured = measure(
+                        after, dataset_id, grant_id, subjects, sample, count, principal
+                    )
                 out.opened.append(Opened(measured, acceptance))
                 continue
             if is_refused:
@@ -270,3 +281,53 @@ def diff(
 
 def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
     return bool(view.analyser.directory.bits_of(principals) & bits)
+
+
+def diff(
+    before: PolicyView,
+    after: PolicyView,
+    targets: Targets,
+    stored: Mapping[Key, StoredFinding],
+    *,
+    accepting: Accepting,
+    guarded: bool,
+    at: float,
+    touched: int = 0,
+    within: int = 0,
+    repaths: frozenset[Key] = frozenset(),
+) -> FindingDiff:
+    """`diffing` run through: the diff, at once."""
+    steps = Stepped(
+        diffing(
+            before,
+            after,
+            targets,
+            stored,
+            accepting=accepting,
+            guarded=guarded,
+            at=at,
+            touched=touched,
+            within=within,
+            repaths=repaths,
+        )
+    )
+    for _ in steps:
+        pass
+    return steps.result
+
+
+class Stepped:
+    """A `diffing` to iterate (pausing between its steps as the caller likes); `result` once
+    the iteration ends."""
+
+    def __init__(self, steps: Generator[None, None, FindingDiff]) -> None:
+        self._steps = steps
+        self._result: FindingDiff | None = None
+
+    def __iter__(self) -> Generator[None, None, None]:
+        self._result = yield from self._steps
+
+    @property
+    def result(self) -> FindingDiff:
+        assert self._result is not None, "iterate the steps first"
+        return self._result

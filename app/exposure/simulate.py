@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.exposure import repository
-from app.exposure.diff import Accepting, diff
+from app.exposure.diff import Accepting, Stepped, diffing
 from app.exposure.findings import to_read
 from app.exposure.measure import Acceptance, Measured, StoredFinding, would_be
 from app.exposure.reconcile import affected_by_resource
@@ -75,36 +75,33 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     accepting = Accepting(by_grant=accepted)
     would_open: list[FindingRead] = []
     would_refuse: dict[tuple[str, int], FindingRead] = {}
-    would_resolve: list[FindingRead] = []
-    for dataset_id in ids:
+    steps = Stepped(
+        diffing(before, after, dict.fromkeys(ids), stored, accepting=accepting, guarded=True, at=at)
+    )
+    for _ in steps:  # checks must not wait for the diff of a large proposal either
         await pacer.pause()
-        found = diff(
-            before,
-            after,
-            {dataset_id: None},
-            stored,
-            accepting=accepting,
-            guarded=True,
-            at=at,
-        )
-        for opened in found.opened:
-            acceptance = opened.acceptance
-            if acceptance is None:
-                would_open.append(_shown(None, opened.measured))
-            else:
-                would_open.append(
-                    _shown(
-                        None,
-                        opened.measured,
-                        status=FindingStatus.accepted,
-                        reason=acceptance.reason,
-                        until=acceptance.until,
-                    )
+    found = steps.result
+    for opened in found.opened:
+        await pacer.pause()
+        acceptance = opened.acceptance
+        if acceptance is None:
+            would_open.append(_shown(None, opened.measured))
+        else:
+            would_open.append(
+                _shown(
+                    None,
+                    opened.measured,
+                    status=FindingStatus.accepted,
+                    reason=acceptance.reason,
+                    until=acceptance.until,
                 )
-        # As the policy stands first; then those past the denies that expire.
-        for refused in (*found.refused_now, *found.refused_later):
-            would_refuse.setdefault(refused.key, _shown(refused.id, refused.measured))
-        would_resolve += [to_read(active[(f.dataset, f.grant_id)]) for f in found.resolved]
+            )
+    # As the policy stands first; then those past the denies that expire.
+    for refused in (*found.refused_now, *found.refused_later):
+        if refused.key not in would_refuse:
+            await pacer.pause()
+            would_refuse[refused.key] = _shown(refused.id, refused.measured)
+    would_resolve = [to_read(active[(f.dataset, f.grant_id)]) for f in found.resolved]
     return SimulateResult(
         would_open=would_open,
         would_resolve=sorted(would_resolve, key=lambda f: (f.dataset, f.grant_id or 0)),
