@@ -134,7 +134,7 @@ class _Lists:
     refused: list[Refused] = field(default_factory=list)
 
 
-def diffing(
+def diff(
     before: PolicyView,
     after: PolicyView,
     targets: Targets,
@@ -160,7 +160,7 @@ def diffing(
 
     A generator that pauses (yields) before each dataset and each grant with an excess,
     so that a caller sharing the event loop with checks can let them run (`simulate`); its
-    return value is the diff. `diff` runs it through.
+    return value is the diff (`Stepped`; `run_through` when nothing else should run).
     """
     is_change = before is not after
     partial = {d: {int(r.id) for r in rules} for d, rules in targets.items() if rules is not None}
@@ -283,39 +283,6 @@ def _any_in(view: PolicyView, principals: list[str], bits: int) -> bool:
     return bool(view.analyser.directory.bits_of(principals) & bits)
 
 
-def diff(
-    before: PolicyView,
-    after: PolicyView,
-    targets: Targets,
-    stored: Mapping[Key, StoredFinding],
-    *,
-    accepting: Accepting,
-    guarded: bool,
-    at: float,
-    touched: int = 0,
-    within: int = 0,
-    repaths: frozenset[Key] = frozenset(),
-) -> FindingDiff:
-    """`diffing` run through: the diff, at once."""
-    steps = Stepped(
-        diffing(
-            before,
-            after,
-            targets,
-            stored,
-            accepting=accepting,
-            guarded=guarded,
-            at=at,
-            touched=touched,
-            within=within,
-            repaths=repaths,
-        )
-    )
-    for _ in steps:
-        pass
-    return steps.result
-
-
 class Stepped:
     """A `diffing` to iterate (pausing between its steps as the caller likes); `result` once
     the iteration ends."""
@@ -331,3 +298,11 @@ class Stepped:
     def result(self) -> FindingDiff:
         assert self._result is not None, "iterate the steps first"
         return self._result
+
+
+def run_through(steps: Generator[None, None, FindingDiff]) -> FindingDiff:
+    """A diff's steps at once: the diff."""
+    stepped = Stepped(steps)
+    for _ in stepped:
+        pass
+    return stepped.result

@@ -17,7 +17,7 @@ from app.alerts.schemas import AlertType
 from app.errors import Conflict
 from app.exposure import repository
 from app.exposure.analyser import datasets_covered
-from app.exposure.diff import Accepting, FindingDiff, diff
+from app.exposure.diff import Accepting, FindingDiff, diff, run_through
 from app.exposure.findings import alert_for
 from app.exposure.measure import (
     Acceptance,
@@ -150,17 +150,19 @@ async def bring_in_line(
     """Load, diff and write: refused (`ExposureRefused`) where the diff refuses anything."""
     is_change = before is not after
     stored = await load_active(session, targets, brief=is_change, every_dataset=every_dataset)
-    found = diff(
-        before,
-        after,
-        targets,
-        stored,
-        accepting=accepting,
-        guarded=guarded,
-        at=at,
-        touched=touched,
-        within=within,
-        repaths=repaths,
+    found = run_through(
+        diff(
+            before,
+            after,
+            targets,
+            stored,
+            accepting=accepting,
+            guarded=guarded,
+            at=at,
+            touched=touched,
+            within=within,
+            repaths=repaths,
+        )
     )
     if found.refused:
         refused = [would_be(f.id, f.measured) for f in found.refused]

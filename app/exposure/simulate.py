@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.exposure import repository
-from app.exposure.diff import Accepting, Stepped, diffing
+from app.exposure.diff import Accepting, Stepped, diff
 from app.exposure.findings import to_read
 from app.exposure.measure import Acceptance, Measured, StoredFinding, would_be
 from app.exposure.reconcile import affected_by_resource
@@ -76,7 +76,7 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
     would_open: list[FindingRead] = []
     would_refuse: dict[tuple[str, int], FindingRead] = {}
     steps = Stepped(
-        diffing(before, after, dict.fromkeys(ids), stored, accepting=accepting, guarded=True, at=at)
+        diff(before, after, dict.fromkeys(ids), stored, accepting=accepting, guarded=True, at=at)
     )
     for _ in steps:  # checks must not wait for the diff of a large proposal either
         await pacer.pause()

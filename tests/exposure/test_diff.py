@@ -3,7 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from app.exposure.analyser import ExposureAnalyser
-from app.exposure.diff import Accepting, FindingDiff, diff
+from app.exposure.diff import Accepting, FindingDiff, diff, run_through
 from app.exposure.measure import Acceptance, StoredFinding
 from app.exposure.schemas import FindingStatus
 from app.exposure.view import DatasetFacts, PolicyView
@@ -43,7 +43,7 @@ def stored(status: str = "open", count: int = 3, grant_id: int = 2) -> StoredFin
 def changed(before: PolicyView, after: PolicyView, **kwargs: object) -> FindingDiff:
     args: dict = {"accepting": Accepting(), "guarded": True, "at": AT, "stored": {}}
     args.update(kwargs)
-    return diff(before, after, {"hr.salaries": None}, args.pop("stored"), **args)
+    return run_through(diff(before, after, {"hr.salaries": None}, args.pop("stored"), **args))
 
 
 def test_a_grant_past_the_audience_of_a_block_dataset_is_refused_and_would_open():
