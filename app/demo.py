@@ -10,11 +10,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
-from app.accesslog.writer import AccessLogWriter, CheckInput, Submission
 from app.auth.token_cache import TokenCache
 from app.changes import datasets as dataset_changes
 from app.changes import grants as grant_changes
 from app.changes import members as member_changes
+from app.checks.writer import AccessLogWriter, CheckInput, Submission
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.identifiers import Action, Effect

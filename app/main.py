@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
-from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
 from app.auth.pacing import RefusalPacing
@@ -26,6 +25,9 @@ from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware, record_with_change
 from app.changes.router import router as changes_router
+from app.checks.fast_path import CheckFastPath
+from app.checks.router import router as check_router
+from app.checks.writer import AccessLogWriter
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
@@ -48,8 +50,6 @@ from app.operations.middleware import BodyLimit, RequestContext
 from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
-from app.policy.check_fast import CheckFastPath
-from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
