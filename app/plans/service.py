@@ -20,9 +20,9 @@ from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
-from app.exposure import service as exposure_service
+from app.exposure import reconcile as exposure_reconcile
+from app.exposure.reconcile import ExposureRefused
 from app.exposure.schemas import FindingChanges, FindingRead
-from app.exposure.service import ExposureRefused
 from app.exposure.view import DatasetFacts, PolicyView, publish_on_commit, view_before_change
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
@@ -134,15 +134,15 @@ async def _apply_changes(
         after.analyser.add_rule(to_rule(created))
         after.grant_subjects[created.id] = created.principal
         done.created.append(created)
-        done.touched.update(exposure_service.affected_by_resource(after, created.resource))
+        done.touched.update(exposure_reconcile.affected_by_resource(after, created.resource))
     if doc.prune_grants:
         for grant in sorted((g for gs in live.values() for g in gs), key=lambda g: g.id):
             revoked = await policy_service.revoke_grant(session, grant_id=grant.id, actor=actor)
             after.analyser.remove_rule(to_rule(revoked))
             done.revoked.append(revoked)
-            done.touched.update(exposure_service.affected_by_resource(after, revoked.resource))
+            done.touched.update(exposure_reconcile.affected_by_resource(after, revoked.resource))
     for gid in changed_groups:
-        done.touched.update(exposure_service.affected_by_membership((before, after), gid))
+        done.touched.update(exposure_reconcile.affected_by_membership((before, after), gid))
     return done
 
 
@@ -184,7 +184,7 @@ async def _reconcile(
     guarded: bool = True,
 ) -> FindingChanges:
     """Findings in line with the document's result, over every dataset it touched."""
-    return await exposure_service.reconcile(
+    return await exposure_reconcile.reconcile(
         session,
         before=before,
         after=done.after,
