@@ -64,20 +64,18 @@ SnapshotLoader = Callable[[], Awaitable[PolicySnapshot]]
 Snapshot = PolicySnapshot | SnapshotLoader
 Submissions = Sequence[Submission]
 
-# What `_transaction` yields, (is_one, statement, parameters): a read, sent back its first row
-# (None without one) when is_one, else the list of its rows.
-Read = tuple[bool, str, Any]
-# What it returns its writes as: (statement, parameters, is_many), where is_many means
-# `executemany` over a list of rows.
-Write = tuple[str, Any, bool]
+# What `_transaction` yields, in order, (kind, statement, parameters). ONE and ALL are reads, sent
+# back their first row (None without one) or the list of their rows; EXEC and MANY are writes
+# (MANY: `executemany` over a list of rows), sent back None.
+ONE, ALL, EXEC, MANY = range(4)
+Step = tuple[int, str, Any]
 # The batch, the policy version it was decided at, and its tokens re-read (if they were).
 Appended = tuple[Batch, int, set[str] | None]
 Outcome = Appended | StalePolicy
-# It returns the outcome and the statements that end the transaction (the writes and COMMIT,
-# or ROLLBACK).
-Transaction = Generator[Read, Any, tuple[Outcome, list[Write]]]
-COMMIT: Write = ("COMMIT", (), False)
-ROLLBACK: Write = ("ROLLBACK", (), False)
+# It returns the outcome once it has yielded its COMMIT or ROLLBACK.
+Transaction = Generator[Step, Any, Outcome]
+COMMIT: Step = (EXEC, "COMMIT", ())
+ROLLBACK: Step = (EXEC, "ROLLBACK", ())
 
 
 class LogStore(ABC):
@@ -131,20 +129,21 @@ class LogStore(ABC):
     def _transaction(
         self, submissions: Submissions, snapshot: PolicySnapshot, tokens_version: int
     ) -> Transaction:
-        """The group commit between the store's ``BEGIN`` and its end: yields each read (the
-        first takes the head's lock), then returns the rest."""
+        """The group commit between the store's ``BEGIN`` and its end, one statement a step (the
+        first takes the head's lock; the alert feed's is taken after the entries are written)."""
         sql = self._sql
         # Read after the batch was queued, so the version includes every policy change whose
         # response was sent before any of these checks.
-        version, last_id, last_hash = yield True, sql.read_head, ()
+        version, last_id, last_hash = yield ONE, sql.read_head, ()
         if version > snapshot.version:
-            return StalePolicy(version), [ROLLBACK]
+            yield ROLLBACK
+            return StalePolicy(version)
         live: set[str] | None = None
         if version != tokens_version:
             hashes = sorted({s.token_hash for s in submissions if s.token_hash is not None})
             live = set()
             if hashes:
-                rows = yield False, sql.live_tokens, (sql.token_list(hashes),)
+                rows = yield ALL, sql.live_tokens, (sql.token_list(hashes),)
                 live = {row[0] for row in rows}
         now = time.time()
         at = datetime.fromtimestamp(now, UTC)
@@ -159,34 +158,36 @@ class LogStore(ABC):
             self._checkpoint_key,
         )
         if not batch.entries:
-            return (batch, version, live), [COMMIT]
+            yield COMMIT
+            return batch, version, live
         stored_at = at if sql.instant is None else sql.instant(at)
-        writes: list[Write] = [(sql.insert_entries, entry_rows(batch.entries, stored_at), True)]
+        yield MANY, sql.insert_entries, entry_rows(batch.entries, stored_at)
         if batch.subjects:
-            writes.append((sql.insert_subjects, batch.subjects, True))
-        writes.append((sql.move_head, (*batch.head, batch.head_signature), False))
+            yield MANY, sql.insert_subjects, batch.subjects
+        yield EXEC, sql.move_head, (*batch.head, batch.head_signature)
         if batch.checkpoint is not None:  # taken at the batch's instant
             c = batch.checkpoint
-            row = (c["entry_id"], c["head_hash"], stored_at, c["signature"])
-            writes.append((sql.insert_checkpoint, row, False))
+            yield (
+                EXEC,
+                sql.insert_checkpoint,
+                (c["entry_id"], c["head_hash"], stored_at, c["signature"]),
+            )
         if batch.alerts:
             # Each read from outside the audience names the finding of the (dataset, grant) it
             # went through (one probe per pair), read before the alerts are chained.
             found: dict[tuple[str | None, int | None], int | None] = {}
             for pair in dict.fromkeys((a.dataset, a.grant_id) for a in batch.alerts):
-                finding = yield True, sql.find_finding, pair
+                finding = yield ONE, sql.find_finding, pair
                 found[pair] = None if finding is None else finding[0]
             findings = [found[(a.dataset, a.grant_id)] for a in batch.alerts]
-            alert_head = yield True, sql.read_alert_head, ()
+            alert_head = yield ONE, sql.read_alert_head, ()
             chained = chain_alerts(
                 batch.alerts, findings, tuple(alert_head), at, self._checkpoint_key
             )
-            writes += [
-                (sql.insert_alerts, alert_rows(chained.rows, stored_at), True),
-                (sql.move_alert_head, (*chained.head, chained.signature), False),
-            ]
-        writes.append(COMMIT)
-        return (batch, version, live), writes
+            yield MANY, sql.insert_alerts, alert_rows(chained.rows, stored_at)
+            yield EXEC, sql.move_alert_head, (*chained.head, chained.signature)
+        yield COMMIT
+        return batch, version, live
 
     def _written(self, outcome: Outcome, loop: asyncio.AbstractEventLoop) -> Written | StalePolicy:
         """A committed transaction's outcome, with the future of its sync."""

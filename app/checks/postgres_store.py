@@ -87,21 +87,21 @@ class PostgresLogStore(LogStore):
 
     async def _run(self, conn: Any, steps: group_commit.Transaction) -> group_commit.Outcome:
         """The transaction's statements on `conn`, through its ``COMMIT``."""
-        outcome: group_commit.Outcome
-        writes: list[group_commit.Write]
         try:
-            is_one, sql, params = next(steps)
+            kind, sql, params = next(steps)
             while True:
-                fetch = conn.fetchrow if is_one else conn.fetch
-                is_one, sql, params = steps.send(await fetch(sql, *params))
+                if kind == group_commit.ONE:
+                    result = await conn.fetchrow(sql, *params)
+                elif kind == group_commit.ALL:
+                    result = await conn.fetch(sql, *params)
+                elif kind == group_commit.MANY:
+                    result = await conn.executemany(sql, params)
+                else:
+                    result = await conn.execute(sql, *params)
+                kind, sql, params = steps.send(result)
         except StopIteration as done:
-            outcome, writes = done.value
-        for statement, values, is_many in writes:
-            if is_many:
-                await conn.executemany(statement, values)
-            else:
-                await conn.execute(statement, *values)
-        return outcome
+            outcome: group_commit.Outcome = done.value
+            return outcome
 
     # -- durability ---------------------------------------------------------------------------
 

@@ -141,26 +141,25 @@ class SqliteLogStore(LogStore):
         self, conn: sqlite3.Connection, steps: group_commit.Transaction
     ) -> group_commit.Outcome:
         """The transaction's statements on `conn`, through its ``COMMIT``."""
-        outcome: group_commit.Outcome
-        writes: list[group_commit.Write]
         try:
-            try:
-                is_one, sql, params = next(steps)
-                while True:
-                    cursor = conn.execute(sql, params)
-                    result = cursor.fetchone() if is_one else cursor.fetchall()
-                    is_one, sql, params = steps.send(result)
-            except StopIteration as done:
-                outcome, writes = done.value
-            for statement, values, is_many in writes:
-                if is_many:
-                    conn.executemany(statement, values)
+            kind, sql, params = next(steps)
+            while True:
+                result = None
+                if kind == group_commit.MANY:
+                    conn.executemany(sql, params)
                 else:
-                    conn.execute(statement, values)
+                    cursor = conn.execute(sql, params)
+                    if kind == group_commit.ONE:
+                        result = cursor.fetchone()
+                    elif kind == group_commit.ALL:
+                        result = cursor.fetchall()
+                kind, sql, params = steps.send(result)
+        except StopIteration as done:
+            outcome: group_commit.Outcome = done.value
+            return outcome
         except BaseException:
             self._abandon(conn)
             raise
-        return outcome
 
     def _abandon(self, conn: sqlite3.Connection) -> None:
         """Roll back the open transaction, or drop the connection if that fails."""

@@ -333,3 +333,36 @@ async def held_log_lock(settings):
 async def client_verify(database_url, admin):
     async with served(Settings(database_url=database_url)) as (client, _sessionmaker):
         return (await client.get("/v1/access-log/verify", headers=admin)).json()
+
+
+async def test_the_alert_feed_is_locked_only_after_the_entries_are_written(
+    app, client, tokens, admin, settings
+):
+    """A batch with an out-of-audience read takes the alert feed's head (a row lock on
+    PostgreSQL, which every policy change's alerts wait for) after writing its entries, so the
+    feed is held for the alerts alone, not for the batch's bulk inserts."""
+    sqlite_only(settings)
+    await seed(client, admin)
+    body = check_body("user:bob")  # allowed through eng, outside the audience: an alert
+    assert (await client.post("/v1/check", json=body, headers=tokens["check"])).status_code == 200
+    statements: list[str] = []
+    conn = app.state.log_writer._store._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        r = await client.post("/v1/check", json=body, headers=tokens["check"])
+    finally:
+        conn.set_trace_callback(None)
+    assert r.status_code == 200 and r.json()["out_of_audience"] is True
+    firsts = {}
+    for i, sql in enumerate(statements):
+        words = " ".join(sql.split()).upper()
+        for name, start in [
+            ("entries", "INSERT INTO ACCESS_LOG "),
+            ("head", "UPDATE ACCESS_LOG_HEAD"),
+            ("alert_head", "SELECT ALERT_HEAD"),
+            ("alerts", "INSERT INTO ALERTS"),
+            ("commit", "COMMIT"),
+        ]:
+            if words.startswith(start):
+                firsts.setdefault(name, i)
+    assert list(firsts) == ["entries", "head", "alert_head", "alerts", "commit"], statements
