@@ -353,7 +353,7 @@ async def test_the_alert_feed_is_locked_only_after_the_entries_are_written(
     finally:
         conn.set_trace_callback(None)
     assert r.status_code == 200 and r.json()["out_of_audience"] is True
-    firsts = {}
+    firsts: dict[str, int] = {}
     for i, sql in enumerate(statements):
         words = " ".join(sql.split()).upper()
         for name, start in [
