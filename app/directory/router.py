@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 
 from app.acceptance import AcceptQuery
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
@@ -36,35 +36,32 @@ async def get_group(group: GroupPath, session: SessionDep, _: AuditReader) -> Gr
 async def replace_members(
     group: GroupPath,
     body: MembersReplace,
-    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
 ) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
-    result, changes, links = await exposure_service.change_members(
+    result, changes = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         replace_with=body.members,
         actor=caller.name,
         accept=body.accept_exposure,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
 @router.post("/{group}/members", response_model=GroupChanged, responses=WRITE_ERRORS)
 async def add_member(
-    group: GroupPath, body: MemberAdd, request: Request, session: SessionDep, caller: PolicyWriter
+    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
 ) -> GroupChanged:
     """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
-    result, changes, links = await exposure_service.change_members(
+    result, changes = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         add=[body.member],
         actor=caller.name,
         accept=body.accept_exposure,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
@@ -72,19 +69,17 @@ async def add_member(
 async def remove_member(
     group: GroupPath,
     member: PrincipalId,
-    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
 ) -> GroupChanged:
     """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
     on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
-    result, changes, links = await exposure_service.change_members(
+    result, changes = await exposure_service.change_members(
         session,
         gid=directory_service.group_id(group),
         remove=member,
         actor=caller.name,
         accept=accept,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())

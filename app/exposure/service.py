@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
@@ -49,10 +50,10 @@ from app.exposure.view import (
 from app.fairness import Pacer
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
-from app.policy import version as policy_version
 from app.policy.decision_index import Rule
 from app.policy.schemas import GrantCreate, GrantRead, GrantStatus
-from app.policy.snapshot import READ_ACTIONS, PolicyChange, to_rule
+from app.policy.snapshot import READ_ACTIONS, to_rule
+from app.policy.state import PolicyChange
 
 READ = "read"
 # Findings are analysed for every action that reads a dataset (the check path treats them all
@@ -777,10 +778,8 @@ async def create_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
-    after = before.changed()
     rule = to_rule(grant)
-    after.analyser.add_rule(rule)
-    after.grant_subjects[grant.id] = grant.principal
+    after = before.changed(PolicyChange(added=(rule,)))
     try:
         changes = await reconcile(
             session,
@@ -801,10 +800,8 @@ async def revoke_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
-    after = before.changed()
     rule = to_rule(grant)
-    after.analyser.remove_rule(rule)
-    after.grant_subjects.pop(grant.id, None)
+    after = before.changed(PolicyChange(removed=(rule,)))
     changes = await reconcile(
         session,
         before=before,
@@ -826,9 +823,8 @@ async def change_members(
     replace_with: list[str] | None = None,
     actor: str,
     accept: AcceptExposure | None = None,
-) -> tuple[GroupRead, FindingChanges, PolicyChange]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure. The
-    links that changed come back too."""
+) -> tuple[GroupRead, FindingChanges]:
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
     before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
     # The graph as committed (this transaction holds the policy lock): no need to load it.
@@ -852,11 +848,7 @@ async def change_members(
         links_added=tuple((member, gid) for member in sorted(new - old)),
         links_removed=tuple((member, gid) for member in sorted(old - new)),
     )
-    after = before.changed()
-    for member, parent in links.links_removed:
-        after.analyser.remove_link(member, parent)
-    for member, parent in links.links_added:
-        after.analyser.add_link(member, parent)
+    after = before.changed(links)
     # The leaves whose membership paths may differ: those under a member that came or went.
     touched = 0
     for member in old ^ new:
@@ -892,7 +884,7 @@ async def change_members(
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
-    return group, changes, links
+    return group, changes
 
 
 async def _paths_through(

@@ -22,7 +22,6 @@ from app.identifiers import Action, PrincipalId, ResourcePattern
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate, GrantPage, GrantRead, GrantStatus
-from app.policy.snapshot import PolicyChange, to_rule
 
 router = APIRouter(prefix="/v1/grants", tags=["grants"], route_class=AuthorizedFirst)
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
@@ -35,12 +34,11 @@ GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
     responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict),
 )
 async def create_grant(
-    body: GrantCreate, request: Request, session: SessionDep, caller: PolicyWriter
+    body: GrantCreate, session: SessionDep, caller: PolicyWriter
 ) -> GrantChanged:
     """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
     grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
     grant, changes = await exposure_service.create_grant(session, body=body, actor=caller.name)
-    request.app.state.policy.follow_on_commit(session, PolicyChange(added=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
@@ -110,11 +108,7 @@ async def get_grant(grant_id: GrantId, session: SessionDep, _: AuditReader) -> G
     responses=problem_responses(Unauthenticated, Forbidden, NotFound, Conflict),
 )
 async def revoke_grant(
-    grant_id: GrantId,
-    request: Request,
-    session: SessionDep,
-    caller: PolicyWriter,
-    accept: AcceptQuery,
+    grant_id: GrantId, session: SessionDep, caller: PolicyWriter, accept: AcceptQuery
 ) -> GrantChanged:
     """Revoke the grant: it stops matching for every check that starts after this answer.
     Revoking a deny that widens a block-guarded dataset's exposure is refused (409) unless
@@ -122,5 +116,4 @@ async def revoke_grant(
     grant, changes = await exposure_service.revoke_grant(
         session, grant_id=grant_id, actor=caller.name, accept=accept
     )
-    request.app.state.policy.follow_on_commit(session, PolicyChange(removed=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())

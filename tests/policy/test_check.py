@@ -9,6 +9,7 @@ from app.policy import service as policy_service
 from app.policy import snapshot as snapshot_module
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate
+from app.policy.state import PolicyState, load_rows
 
 AUDIENCE = ["group:mci-research", "service:trainer"]
 
@@ -139,13 +140,13 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     check = {"json": check_body("user:dave"), "headers": tokens["check"]}
     assert (await client.post("/v1/check", **check)).json()["decision"] == "deny"
     builds: list[int] = []
-    real_build = snapshot_module.build
+    real_build = snapshot_module.CheckIndex.build
 
-    async def counted_build(session, version):
-        builds.append(version)
-        return await real_build(session, version)
+    async def counted_build(kind, rows, state):
+        builds.append(state.version)
+        return await real_build(kind, rows, state)
 
-    monkeypatch.setattr(snapshot_module, "build", counted_build)
+    monkeypatch.setattr(snapshot_module.CheckIndex, "build", counted_build)
     body = {"principal": "user:dave", "resource": "employee_activity.keystrokes",
             "action": "read", "effect": "allow"}  # fmt: skip
     created = (await client.post("/v1/grants", json=body, headers=admin)).json()
@@ -180,7 +181,8 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     assert builds == []
     followed = app.state.policy.loaded
     async with app.state.sessionmaker() as session:
-        rebuilt = await real_build(session, followed.version)
+        rows = await load_rows(session)
+    rebuilt = await real_build(snapshot_module.CHECKS, rows, PolicyState.of_rows(0, rows))
     for principal in ("alice", "bob", "carol", "dave", "erin", "frank", "zoe"):
         for dataset in ("employee_activity.keystrokes", "no.such"):
             request = (f"user:{principal}", dataset, "read", 1000.0)
