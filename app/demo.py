@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import repository as accesslog_repository
-from app.accesslog.writer import AccessLogWriter, CheckInput, Submission
 from app.auth.token_cache import TokenCache
+from app.changes import datasets as dataset_changes
+from app.changes import grants as grant_changes
+from app.changes import members as member_changes
+from app.checks.writer import AccessLogWriter, CheckInput, Submission
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
-from app.exposure import dataset_change
-from app.exposure import service as exposure_service
 from app.identifiers import Action, Effect
 from app.policy.models import Grant
 from app.policy.published import states_of
@@ -242,23 +243,21 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
         groups, key=lambda g: (g == "group:all-employees", g in {f"group:{d}" for d in DEPARTMENTS})
     )
     for done, gid in enumerate(ordered, 1):
-        await exposure_service.change_members(
-            session, gid=gid, replace_with=groups[gid], actor=ACTOR
-        )
+        await member_changes.change_members(session, gid=gid, replace_with=groups[gid], actor=ACTOR)
         progress("groups", done, len(ordered))
     # The over-broad grant predates the datasets' registration, as in the incident.
     planned = grants()
     created = 0
     for done, grant in enumerate(planned, 1):
         if not await _has_grant(session, grant):
-            await exposure_service.create_grant(session, body=grant, actor=ACTOR)
+            await grant_changes.create_grant(session, body=grant, actor=ACTOR)
             created += 1
         progress("grants", done, len(planned))
     sets = datasets()
     for done, (dataset_id, body) in enumerate(sets.items(), 1):
         # Registered over the grant that already over-exposes it, as in the incident: the
         # findings open (unaccepted) instead of the registration being refused.
-        await dataset_change.put_dataset(
+        await dataset_changes.put_dataset(
             session, dataset_id=dataset_id, body=body, actor=ACTOR, guarded=False
         )
         progress("datasets", done, len(sets))

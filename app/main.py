@@ -17,7 +17,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
-from app.accesslog.writer import AccessLogWriter
 from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
 from app.auth.pacing import RefusalPacing
@@ -25,6 +24,10 @@ from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
 from app.auth.trail import AdminTrailMiddleware, record_with_change
+from app.changes.router import router as changes_router
+from app.checks.fast_path import CheckFastPath
+from app.checks.router import router as check_router
+from app.checks.writer import AccessLogWriter
 from app.config import Settings, get_settings
 from app.datasets.router import router as datasets_router
 from app.db import create_engine, create_sessionmaker
@@ -47,8 +50,6 @@ from app.operations.middleware import BodyLimit, RequestContext
 from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
-from app.policy.check_fast import CheckFastPath
-from app.policy.check_router import router as check_router
 from app.policy.explain import router as explain_router
 from app.policy.published import states_for
 from app.policy.router import router as grants_router
@@ -256,6 +257,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory_router,
         datasets_router,
         grants_router,
+        changes_router,
         explain_router,
         exposure_router,
         accesslog_router,

@@ -15,33 +15,6 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 Edge = tuple[str, str]
 
-# Edges that lie on an import cycle today. Issue #17 removes these; delete each as it goes.
-# The test fails on any new cycle and on a listed one that is gone, so the list never lies.
-KNOWN_CYCLES: set[Edge] = {
-    # The check path split over two domains: policy/check_router.py and check_fast.py import
-    # accesslog.writer and operations.metrics/middleware; accesslog/batch.py, writer.py and
-    # log_store.py import policy.snapshot. Gone when they move to `app/checks/`.
-    ("accesslog", "policy"),
-    ("policy", "accesslog"),
-    ("policy", "operations"),
-    ("operations", "policy"),  # operations/sweeper.py: policy.repository
-    ("operations", "accesslog"),  # metrics.py, sweeper.py
-    ("operations", "exposure"),  # metrics.py, sweeper.py
-    # The change orchestration: the routers of grants (policy/router.py), memberships
-    # (directory/router.py) and datasets (datasets/router.py) call the exposure service, which
-    # loads and writes grants, memberships and datasets. Gone when every change runs through
-    # one load -> diff -> write pipeline whose routes do not sit below it.
-    ("policy", "exposure"),
-    ("datasets", "exposure"),
-    ("directory", "exposure"),
-    ("exposure", "policy"),
-    ("exposure", "datasets"),
-    ("exposure", "directory"),
-    ("exposure", "accesslog"),  # exposure/repository.py, access.py: the log's reads
-    ("policy", "datasets"),  # policy/service.py, snapshot.py
-    ("policy", "directory"),  # policy/snapshot.py
-}
-
 
 def _domains() -> set[str]:
     return {p.name for p in APP.iterdir() if (p / "__init__.py").is_file()}
@@ -109,17 +82,10 @@ def test_the_graph_sees_imports_in_every_form():
     assert "plans/service.py" in edges[("plans", "exposure")]  # from app.exposure import ...
 
 
-def test_no_new_import_cycle_between_domains():
+def test_no_import_cycle_between_domains():
     edges = import_graph()
     found = cyclic_edges(set(edges))
-
-    def describe(pairs: set[Edge]) -> str:
-        return "\n".join(
-            f"  {a} -> {b}: {', '.join(sorted(edges.get((a, b), ())))}" for a, b in sorted(pairs)
-        )
-
-    new, gone = found - KNOWN_CYCLES, KNOWN_CYCLES - found
-    assert not new, (
-        f"new import cycle between domains; point the import the other way:\n{describe(new)}"
+    described = "\n".join(
+        f"  {a} -> {b}: {', '.join(sorted(edges[(a, b)]))}" for a, b in sorted(found)
     )
-    assert not gone, f"no longer on a cycle: delete from KNOWN_CYCLES:\n{describe(gone)}"
+    assert not found, f"import cycle between domains; point the import the other way:\n{described}"

@@ -1,10 +1,14 @@
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.acceptance import AcceptExposure
-from app.identifiers import FreeText, PrincipalId
+from app.identifiers import DatasetId, FreeText, PrincipalId
+
+DatasetPath = Annotated[DatasetId, Path(description="A dataset id.")]
 
 
 class Sensitivity(StrEnum):

@@ -1,9 +1,13 @@
+from typing import Annotated
+
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.acceptance import AcceptExposure
-from app.identifiers import PrincipalId
+from app.identifiers import GroupName, PrincipalId
 
 MAX_MEMBERS_PER_REQUEST = 10_000
+GroupPath = Annotated[GroupName, Path(description="Bare group id: `eng` for `group:eng`.")]
 
 
 class MembersReplace(BaseModel):

@@ -1,12 +1,21 @@
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.acceptance import AcceptExposure
 from app.accesslog.schemas import AccessLogPage
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
-from app.db import SessionDep
-from app.errors import Conflict, Forbidden, NotFound, Unauthenticated, problem_responses
+from app.db import ReadSessionDep, SessionDep
+from app.errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    problem_responses,
+)
 from app.exposure import access
 from app.exposure import service as exposure_service
 from app.exposure.schemas import (
@@ -17,7 +26,10 @@ from app.exposure.schemas import (
     PrincipalAccess,
     ScanResult,
     Severity,
+    SimulateRequest,
+    SimulateResult,
 )
+from app.fairness import OneAtATime
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
 from app.policy.snapshot import PolicyCache
@@ -123,3 +135,30 @@ async def principal_access(
     return await access.principal_access(
         session, snapshot, principal=principal, after=cursor, limit=limit
     )
+
+
+async def simulation_turn(request: Request, caller: AuditReader) -> AsyncIterator[None]:
+    """Wait for this caller's turn (before the session opens: waiting holds no connection)."""
+    gate: OneAtATime = request.app.state.simulations
+    async with gate.turn(caller.token_id):
+        yield
+
+
+@router.post(
+    "/v1/grants/simulate",
+    tags=["grants"],
+    response_model=SimulateResult,
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Busy),
+)
+async def simulate(
+    body: SimulateRequest,
+    _: Annotated[None, Depends(simulation_turn, scope="function")],
+    session: ReadSessionDep,
+) -> SimulateResult:
+    """The findings these additions and removals would open and resolve. Nothing is changed.
+
+    A large proposal computes for seconds (sharing the worker with checks), so a worker runs
+    one simulate at a time, callers in turn: a request waits for those of the callers ahead of
+    it (up to 30 s). A caller's second request while its first runs or waits, or one arriving
+    while 8 callers wait, is refused 429 with Retry-After."""
+    return await exposure_service.simulate(session, body=body)

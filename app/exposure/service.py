@@ -22,9 +22,6 @@ from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
 from app.db import utcnow
-from app.directory import repository as directory_repository
-from app.directory import service as directory_service
-from app.directory.schemas import GroupRead
 from app.errors import Conflict, InvalidInput, NotFound
 from app.exposure import repository
 from app.exposure.analyser import Within, datasets_covered
@@ -49,11 +46,9 @@ from app.exposure.view import (
 )
 from app.fairness import Pacer
 from app.policy import repository as policy_repository
-from app.policy import service as policy_service
 from app.policy.decision_index import Rule
-from app.policy.schemas import GrantCreate, GrantRead, GrantStatus
+from app.policy.schemas import GrantRead, GrantStatus
 from app.policy.snapshot import READ_ACTIONS, to_rule
-from app.policy.state import PolicyChange
 
 READ = "read"
 # Findings are analysed for every action that reads a dataset (the check path treats them all
@@ -758,171 +753,6 @@ def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
         },
         kind,
     )
-
-
-def _action(rule: Rule) -> str:
-    """The action to re-analyse a rule's change for: its own when it reads (a rule of any other
-    action changes no finding, and asking for `read` then plans nothing)."""
-    return rule.act if rule.act in READ_ACTIONS else READ
-
-
-# -- mutations: each re-analyses what it touches before its response --------------------------
-#
-# Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule` /
-# `reanalysis_for_membership` name: every other finding is provably unchanged.
-# (AcceptExposure itself refuses an `until` that is not in the future.)
-
-
-async def create_grant(
-    session: AsyncSession, *, body: GrantCreate, actor: str
-) -> tuple[GrantRead, FindingChanges]:
-    before = await view_before_change(session)
-    grant = await policy_service.create_grant(session, body=body, actor=actor)
-    rule = to_rule(grant)
-    after = before.changed(PolicyChange(added=(rule,)))
-    try:
-        changes = await reconcile(
-            session,
-            before=before,
-            after=after,
-            plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
-            actor=actor,
-            accept=body.accept_exposure,
-        )
-    except ExposureRefused as refused:
-        raise refused.without_grants({grant.id}) from None
-    publish_on_commit(session, after)
-    return grant, changes
-
-
-async def revoke_grant(
-    session: AsyncSession, *, grant_id: int, actor: str, accept: AcceptExposure | None = None
-) -> tuple[GrantRead, FindingChanges]:
-    before = await view_before_change(session)
-    grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
-    rule = to_rule(grant)
-    after = before.changed(PolicyChange(removed=(rule,)))
-    changes = await reconcile(
-        session,
-        before=before,
-        after=after,
-        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, _action(rule)).grants,
-        actor=actor,
-        accept=accept,  # revoking a deny widens access too
-    )
-    publish_on_commit(session, after)
-    return grant, changes
-
-
-async def change_members(
-    session: AsyncSession,
-    *,
-    gid: str,
-    add: list[str] | None = None,
-    remove: str | None = None,
-    replace_with: list[str] | None = None,
-    actor: str,
-    accept: AcceptExposure | None = None,
-) -> tuple[GroupRead, FindingChanges]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
-    before = await view_before_change(session)
-    old = set(await directory_repository.list_members(session, gid))
-    # The graph as committed (this transaction holds the policy lock): no need to load it.
-    graph = before.analyser.directory
-    children, parents = graph.children_map, graph.parents_map
-    if replace_with is not None:
-        group = await directory_service.replace_members(
-            session, gid=gid, members=replace_with, actor=actor, children=children, parents=parents
-        )
-    elif remove is not None:
-        group = await directory_service.remove_member(
-            session, gid=gid, member=remove, children=children
-        )
-    else:
-        assert add is not None
-        group = await directory_service.add_member(
-            session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
-        )
-    new = set(group.members)
-    links = PolicyChange(
-        links_added=tuple((member, gid) for member in sorted(new - old)),
-        links_removed=tuple((member, gid) for member in sorted(old - new)),
-    )
-    after = before.changed(links)
-    # The leaves whose membership paths may differ: those under a member that came or went.
-    touched = 0
-    for member in old ^ new:
-        touched |= before.analyser.directory.leaf_bits(member)
-        touched |= after.analyser.directory.leaf_bits(member)
-    # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
-    # actually differ between `before` and `after`.
-    targets: dict[str, set[Rule]] = {}
-    for action in ACTIONS:
-        plan = after.analyser.reanalysis_for_membership(
-            before.analyser,
-            [gid],
-            after.datasets,
-            {id: facts.audience for id, facts in after.datasets.items()},
-            action,
-        )
-        for dataset, rules in plan.grants.items():
-            targets.setdefault(dataset, set()).update(rules)
-    # A shortcut added or a redundant link removed changes paths but no member set: findings
-    # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
-    repaths = await _paths_through(session, before, after, gid, touched)
-    for dataset, rule in repaths:
-        targets.setdefault(dataset, set()).add(rule)
-    changes = await reconcile(
-        session,
-        before=before,
-        after=after,
-        plan=targets,
-        actor=actor,
-        accept=accept,
-        touched=touched,
-        within=touched,  # only leaves under a member that came or went reach anything new
-        repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
-    )
-    publish_on_commit(session, after)
-    return group, changes
-
-
-async def _paths_through(
-    session: AsyncSession, before: PolicyView, after: PolicyView, gid: str, touched: int
-) -> list[tuple[str, Rule]]:
-    """(dataset, allow rule) of the active findings whose grant's subject is `gid` or above it
-    and whose sample names a leaf of `touched` that reaches that subject both before and after
-    the change, by another path: their sampled paths moved though their excess did not."""
-    if not touched:
-        return []
-    rules = {
-        int(rule.id): rule
-        for rule in after.analyser.rules_affected_by_membership(gid)
-        if rule.eft == "allow" and rule.act in READ_ACTIONS
-    }
-    names = after.analyser.directory.names(touched)
-    if len(names) <= TOUCHED_QUERY:
-        # Usually none: a member that came or went changes the excess (re-analysed anyway),
-        # and the shortest paths to the subjects above it seldom move.
-        old, new = before.analyser.directory, after.analyser.directory
-        moved = set()
-        for subject in {rule.sub for rule in rules.values()}:
-            for name in names:
-                was, now = old.path(name, subject), new.path(name, subject)
-                if was is not None and now is not None and was != now:
-                    moved.add(subject)
-                    break
-        rules = {grant_id: rule for grant_id, rule in rules.items() if rule.sub in moved}
-        if not rules:
-            return []
-    found = await repository.sampling(
-        session, sorted(rules), names if len(names) <= TOUCHED_QUERY else None
-    )
-    wanted = set(names)
-    return [(d, rules[g]) for d, g, sample in found if wanted.intersection(sample)]
-
-
-TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples by name
 
 
 async def accept_finding(

@@ -1,8 +1,9 @@
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.acceptance import AcceptExposure
+from app.changes.schemas import GuardChangeRead
 from app.datasets.schemas import DatasetWrite
-from app.exposure.schemas import FindingRead, GuardChangeRead
+from app.exposure.schemas import FindingRead
 from app.identifiers import (
     Action,
     DatasetId,

@@ -12,15 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
 from app.acceptance import AcceptExposure
+from app.changes import guard as guard_change
+from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
-from app.exposure import guard_change
 from app.exposure import service as exposure_service
-from app.exposure.schemas import FindingChanges, FindingRead, GuardChangeRead
+from app.exposure.schemas import FindingChanges, FindingRead
 from app.exposure.service import ExposureRefused
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument

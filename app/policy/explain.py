@@ -10,8 +10,8 @@ from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
-from app.policy.check_schemas import Reason
 from app.policy.published import states_of
+from app.policy.schemas import Reason
 from app.policy.snapshot import PolicyCache
 
 router = APIRouter(tags=["check"], route_class=AuthorizedFirst)

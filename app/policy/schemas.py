@@ -1,10 +1,14 @@
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.acceptance import AcceptExposure
 from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern, UTCInstant
+
+GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
 
 
 class GrantStatus(StrEnum):
@@ -63,3 +67,20 @@ class GrantRead(BaseModel):
 class GrantPage(BaseModel):
     items: list[GrantRead]
     next_cursor: str | None
+
+
+class ReasonCode(StrEnum):
+    granted = "granted"
+    no_grant = "no_grant"
+    denied_by_grant = "denied_by_grant"
+    unknown_dataset = "unknown_dataset"
+    grant_expired = "grant_expired"
+
+
+class Reason(BaseModel):
+    code: ReasonCode
+    grant_id: int | None = None
+    via: list[str] = Field(
+        default_factory=list,
+        description="Membership path from the principal to the grant's subject.",
+    )

@@ -4,7 +4,7 @@ index that holds only out-of-audience reads."""
 from sqlalchemy import select, text
 
 from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
-from tests.policy.test_check import check_body, seed
+from tests.checks.test_check import check_body, seed
 
 
 async def test_the_flag_filter_returns_exactly_the_reads_outside_the_audience(

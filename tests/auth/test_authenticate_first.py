@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.main import create_app
 from tests.auth.test_trail import read_trail, summary
+from tests.checks.test_check import check_body, seed
 from tests.exposure.test_simulate_one_at_a_time import hold_simulate
-from tests.policy.test_check import check_body, seed
 
 PROBLEM_JSON = "application/problem+json"
 GRANT = {"principal": "user:a", "resource": "eng.*", "action": "read", "effect": "allow"}

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth.pacing import FREE_REFUSALS_PER_SECOND, REFUSAL_DELAY
 from app.config import Settings
 from tests.auth.test_trail import read_trail, summary
-from tests.policy.test_check import check_body
+from tests.checks.test_check import check_body
 
 JUNK = {"Authorization": "Bearer acl_junk"}
 

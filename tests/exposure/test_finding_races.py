@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import text
 
 from app import policy_version
+from app.changes import grants as grant_changes
 from app.db import begin_write
-from app.exposure import service as exposure_service
 from tests.exposure.test_findings import LATER, grant, org
 
 WAIT = 0.5  # long enough for the racing request to reach its lock
@@ -33,7 +33,7 @@ async def test_an_acceptance_racing_the_revoke_that_resolves_its_finding_is_refu
     grant_id, finding_id = await exposed(client, admin)
     async with sessionmaker() as revoking:
         await begin_write(revoking)
-        await exposure_service.revoke_grant(revoking, grant_id=grant_id, actor="t", accept=None)
+        await grant_changes.revoke_grant(revoking, grant_id=grant_id, actor="t", accept=None)
         accept = asyncio.create_task(
             client.post(
                 f"/v1/findings/{finding_id}/accept",
@@ -69,7 +69,7 @@ async def test_a_scan_reopening_a_lapsed_acceptance_waits_for_a_revoke_instead_o
         scan = asyncio.create_task(client.post("/v1/scan", headers=admin))
         await asyncio.sleep(WAIT)
         # ... and now resolves the finding the scan would reopen
-        await exposure_service.revoke_grant(revoking, grant_id=grant_id, actor="t", accept=None)
+        await grant_changes.revoke_grant(revoking, grant_id=grant_id, actor="t", accept=None)
         await revoking.commit()
     r = await scan
     assert r.status_code == 200, r.text

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from app.checks.schemas import MAX_BATCH, MAX_BATCH_SUBJECTS, CheckBatchRequest
 from app.config import Settings
-from app.policy.check_schemas import MAX_BATCH, MAX_BATCH_SUBJECTS, CheckBatchRequest
 
 LIMIT = 64 * 1024
 PROBLEM_JSON = "application/problem+json"

@@ -1,6 +1,6 @@
 """One group commit's contents, decided and chained: pure functions, no I/O.
 
-The access-log stores (``app.accesslog.log_store``) call :func:`build_batch` inside the
+The access-log stores (``app.checks.log_store``) call :func:`build_batch` inside the
 transaction that holds the chain head, after reading the policy version and the head, so every
 entry is decided with the policy that was current when its transaction began and is chained onto
 the committed head.
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.accesslog import chain
+from app import chain
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
 from app.policy.snapshot import PolicySnapshot

@@ -5,7 +5,7 @@ its entry has committed and is durable; if that transaction (or, on SQLite, the 
 it durable) fails, every check in it fails (the router turns that into 503 deny). Decisions are
 taken inside the transaction, after the policy version is read, so a check queued after a
 policy change's response sees that change. The transaction itself runs on the driver directly
-(``app.accesslog.log_store``). On SQLite the next batch may commit while the previous one's
+(``app.checks.log_store``). On SQLite the next batch may commit while the previous one's
 fsync is still running; each batch is answered when its own fsync is done.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog.batch import CheckInput, Recorded, Submission, TokenRevoked
-from app.accesslog.log_store import LogStore, StalePolicy, open_store
 from app.auth.token_cache import TokenCache
+from app.checks.batch import CheckInput, Recorded, Submission, TokenRevoked
+from app.checks.log_store import LogStore, StalePolicy, open_store
 from app.config import Settings
 from app.policy.snapshot import PolicyCache, PolicySnapshot
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from tests.accesslog.test_verify import served
-from tests.policy.test_check import check_body, seed
+from tests.checks.test_check import check_body, seed
 
 
 async def test_check_waits_for_a_write_lock_held_elsewhere(client, tokens, admin, settings):
@@ -130,7 +130,7 @@ async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_with
 ):
     if settings.is_sqlite:
         pytest.skip("PostgreSQL's synchronous-commit barrier")
-    from app.accesslog.log_store import PostgresLogStore
+    from app.checks.log_store import PostgresLogStore
 
     await seed(client, admin)
     assert (

@@ -1,19 +1,10 @@
-from enum import StrEnum
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.identifiers import Action, DatasetId, FreeText, LeafPrincipalId, PrincipalId
+from app.policy.schemas import Reason
 
 MAX_BATCH = 1000
 MAX_BATCH_SUBJECTS = 10_000  # one batch is one transaction: bound what it writes
-
-
-class ReasonCode(StrEnum):
-    granted = "granted"
-    no_grant = "no_grant"
-    denied_by_grant = "denied_by_grant"
-    unknown_dataset = "unknown_dataset"
-    grant_expired = "grant_expired"
 
 
 class CheckRequest(BaseModel):
@@ -34,15 +25,6 @@ class CheckRequest(BaseModel):
     @classmethod
     def _distinct(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
-
-
-class Reason(BaseModel):
-    code: ReasonCode
-    grant_id: int | None = None
-    via: list[str] = Field(
-        default_factory=list,
-        description="Membership path from the principal to the grant's subject.",
-    )
 
 
 class CheckResult(BaseModel):

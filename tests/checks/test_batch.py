@@ -2,7 +2,7 @@
 
 import uuid
 
-from app.accesslog.batch import decision_ids
+from app.checks.batch import decision_ids
 
 
 def test_decision_ids_are_unique_version_7_uuids_in_time_order():

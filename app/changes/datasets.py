@@ -2,11 +2,12 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import guard as guard_change
+from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
-from app.exposure import guard_change
-from app.exposure.schemas import FindingChanges, GuardChangeRead
+from app.exposure.schemas import FindingChanges
 from app.exposure.service import reconcile
 from app.exposure.view import publish_on_commit, view_before_change
 from app.policy.state import DatasetFacts, PolicyChange

@@ -7,22 +7,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.accesslog.writer import (
-    AccessLogWriter,
-    CheckInput,
-    LogUnavailable,
-    Recorded,
-    Submission,
-    TokenRevoked,
-)
 from app.auth import service as auth_service
 from app.auth.dependencies import AUTHORIZE, AuthorizedFirst, authorization_header, bearer
 from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
-from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
-from app.operations.metrics import Metrics
-from app.policy.check_schemas import (
+from app.checks.schemas import (
     MAX_BATCH,
     CheckBatchRequest,
     CheckBatchResult,
@@ -30,6 +20,16 @@ from app.policy.check_schemas import (
     CheckResult,
     CheckUnavailableProblem,
 )
+from app.checks.writer import (
+    AccessLogWriter,
+    CheckInput,
+    LogUnavailable,
+    Recorded,
+    Submission,
+    TokenRevoked,
+)
+from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
+from app.operations.metrics import Metrics
 
 router = APIRouter(prefix="/v1/check", tags=["check"], route_class=AuthorizedFirst)
 

@@ -19,10 +19,11 @@ from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
+from app.changes.schemas import GuardChangeRead
 from app.datasets.schemas import Guard
 from app.db import utcnow
-from app.exposure import repository
-from app.exposure.schemas import FindingRead, FindingStatus, GuardChangeRead
+from app.exposure import repository as exposure_repository
+from app.exposure.schemas import FindingRead, FindingStatus
 from app.exposure.service import ExposureRefused, finding_alert, to_read
 
 
@@ -60,7 +61,7 @@ async def prepare(session: AsyncSession, moves: Mapping[str, tuple[str, Guard]])
     )
     if not shifts:
         return Pending()
-    known = await repository.active_ids(session, [s.dataset for s in shifts])
+    known = await exposure_repository.active_ids(session, [s.dataset for s in shifts])
     return Pending(shifts, frozenset(known))
 
 
@@ -81,7 +82,7 @@ async def settle(
     """
     if not pending.shifts:
         return []
-    found = await repository.open_on(session, [s.dataset for s in pending.shifts])
+    found = await exposure_repository.open_on(session, [s.dataset for s in pending.shifts])
     by_dataset: dict[str, list[FindingRead]] = {}
     rows = {}
     for finding in found:

@@ -2,7 +2,7 @@
 
 Each call is one transaction that takes the chain head's lock, reads the policy version (and,
 when it moved, which of the batch's tokens are still live), decides and chains the batch
-(:func:`app.accesslog.batch.build_batch`), appends it and commits. Only after the commit does
+(:func:`app.checks.batch.build_batch`), appends it and commits. Only after the commit does
 the writer answer the checks it holds.
 
 The ORM and the async session cost a thread hop or a greenlet switch per statement; on the hot
@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
-from app.accesslog.batch import Batch, Submission, build_batch
-from app.accesslog.chain import ALERT_FIELDS, CHAINED_FIELDS
 from app.alerts.service import AlertEvent, ChainedAlerts, chain_alerts
+from app.chain import ALERT_FIELDS, CHAINED_FIELDS
+from app.checks.batch import Batch, Submission, build_batch
 from app.config import Settings
 from app.db import sqlite_datetime
 from app.policy.snapshot import PolicySnapshot

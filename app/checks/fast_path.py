@@ -1,6 +1,6 @@
 """``POST /v1/check`` without the framework's per-request machinery, for the common case.
 
-`check_router.check` is the endpoint as documented (OpenAPI, validation, problem documents) and
+`app.checks.router.check` is the endpoint as documented (OpenAPI, validation, problem documents) and
 it still answers every request this module does not. This module answers, as plain ASGI, only
 the requests whose outcome cannot depend on the framework:
 
@@ -23,16 +23,18 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.accesslog.writer import (
+from app.auth import service as auth_service
+from app.auth.scopes import Scope as TokenScope
+from app.auth.token_cache import TokenCache
+from app.checks.router import NOT_RECORDED, to_input
+from app.checks.schemas import CheckRequest
+from app.checks.writer import (
     AccessLogWriter,
     LogUnavailable,
     Recorded,
     Submission,
     TokenRevoked,
 )
-from app.auth import service as auth_service
-from app.auth.scopes import Scope as TokenScope
-from app.auth.token_cache import TokenCache
 from app.errors import (
     AppError,
     CheckUnavailable,
@@ -44,8 +46,6 @@ from app.errors import (
 )
 from app.operations.metrics import Metrics
 from app.operations.middleware import BodyTooLarge
-from app.policy.check_router import NOT_RECORDED, to_input
-from app.policy.check_schemas import CheckRequest
 
 logger = logging.getLogger("aclaudit.check")
 

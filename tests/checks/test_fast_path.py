@@ -1,4 +1,4 @@
-"""The plain-ASGI answer to ``POST /v1/check`` (app.policy.check_fast) is the route's answer.
+"""The plain-ASGI answer to ``POST /v1/check`` (app.checks.fast_path) is the route's answer.
 
 A token's first check goes through the documented FastAPI route (the token is not cached yet);
 later ones are answered by the fast path. Both must give the same document, headers and log
@@ -7,7 +7,7 @@ entry, and everything the fast path does not handle must get the route's own pro
 
 import json
 
-from app.policy.check_fast import CHECK_PATH
+from app.checks.fast_path import CHECK_PATH
 
 from .test_check import check_body, seed
 

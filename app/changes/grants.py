@@ -1,0 +1,65 @@
+"""Creating and revoking a grant: the findings of the grants it can affect re-analysed first.
+
+Each re-analyses only the (dataset, grant) pairs that the analyser's `reanalysis_for_rule`
+names: every other finding is provably unchanged. (AcceptExposure itself refuses an `until`
+that is not in the future.)
+"""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.acceptance import AcceptExposure
+from app.exposure.schemas import FindingChanges
+from app.exposure.service import READ, ExposureRefused, reconcile
+from app.exposure.view import publish_on_commit, view_before_change
+from app.policy import service as policy_service
+from app.policy.decision_index import Rule
+from app.policy.schemas import GrantCreate, GrantRead
+from app.policy.snapshot import READ_ACTIONS, to_rule
+from app.policy.state import PolicyChange
+
+
+def _action(rule: Rule) -> str:
+    """The action to re-analyse a rule's change for: its own when it reads (a rule of any other
+    action changes no finding, and asking for `read` then plans nothing)."""
+    return rule.act if rule.act in READ_ACTIONS else READ
+
+
+async def create_grant(
+    session: AsyncSession, *, body: GrantCreate, actor: str
+) -> tuple[GrantRead, FindingChanges]:
+    before = await view_before_change(session)
+    grant = await policy_service.create_grant(session, body=body, actor=actor)
+    rule = to_rule(grant)
+    after = before.changed(PolicyChange(added=(rule,)))
+    try:
+        changes = await reconcile(
+            session,
+            before=before,
+            after=after,
+            plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
+            actor=actor,
+            accept=body.accept_exposure,
+        )
+    except ExposureRefused as refused:
+        raise refused.without_grants({grant.id}) from None
+    publish_on_commit(session, after)
+    return grant, changes
+
+
+async def revoke_grant(
+    session: AsyncSession, *, grant_id: int, actor: str, accept: AcceptExposure | None = None
+) -> tuple[GrantRead, FindingChanges]:
+    before = await view_before_change(session)
+    grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
+    rule = to_rule(grant)
+    after = before.changed(PolicyChange(removed=(rule,)))
+    changes = await reconcile(
+        session,
+        before=before,
+        after=after,
+        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, _action(rule)).grants,
+        actor=actor,
+        accept=accept,  # revoking a deny widens access too
+    )
+    publish_on_commit(session, after)
+    return grant, changes

@@ -1,0 +1,130 @@
+"""Changing a group's members: the findings of the grants above it re-analysed first.
+
+Only the (dataset, grant) pairs whose subjects' member sets differ (the analyser's
+`reanalysis_for_membership`), and those whose sampled paths moved, are re-analysed.
+"""
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.acceptance import AcceptExposure
+from app.directory import repository as directory_repository
+from app.directory import service as directory_service
+from app.directory.schemas import GroupRead
+from app.exposure import repository as exposure_repository
+from app.exposure.schemas import FindingChanges
+from app.exposure.service import ACTIONS, reconcile
+from app.exposure.view import PolicyView, publish_on_commit, view_before_change
+from app.policy.decision_index import Rule
+from app.policy.snapshot import READ_ACTIONS
+from app.policy.state import PolicyChange
+
+
+async def change_members(
+    session: AsyncSession,
+    *,
+    gid: str,
+    add: list[str] | None = None,
+    remove: str | None = None,
+    replace_with: list[str] | None = None,
+    actor: str,
+    accept: AcceptExposure | None = None,
+) -> tuple[GroupRead, FindingChanges]:
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
+    before = await view_before_change(session)
+    old = set(await directory_repository.list_members(session, gid))
+    # The graph as committed (this transaction holds the policy lock): no need to load it.
+    graph = before.analyser.directory
+    children, parents = graph.children_map, graph.parents_map
+    if replace_with is not None:
+        group = await directory_service.replace_members(
+            session, gid=gid, members=replace_with, actor=actor, children=children, parents=parents
+        )
+    elif remove is not None:
+        group = await directory_service.remove_member(
+            session, gid=gid, member=remove, children=children
+        )
+    else:
+        assert add is not None
+        group = await directory_service.add_member(
+            session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
+        )
+    new = set(group.members)
+    links = PolicyChange(
+        links_added=tuple((member, gid) for member in sorted(new - old)),
+        links_removed=tuple((member, gid) for member in sorted(old - new)),
+    )
+    after = before.changed(links)
+    # The leaves whose membership paths may differ: those under a member that came or went.
+    touched = 0
+    for member in old ^ new:
+        touched |= before.analyser.directory.leaf_bits(member)
+        touched |= after.analyser.directory.leaf_bits(member)
+    # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
+    # actually differ between `before` and `after`.
+    targets: dict[str, set[Rule]] = {}
+    for action in ACTIONS:
+        plan = after.analyser.reanalysis_for_membership(
+            before.analyser,
+            [gid],
+            after.datasets,
+            {id: facts.audience for id, facts in after.datasets.items()},
+            action,
+        )
+        for dataset, rules in plan.grants.items():
+            targets.setdefault(dataset, set()).update(rules)
+    # A shortcut added or a redundant link removed changes paths but no member set: findings
+    # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
+    repaths = await _paths_through(session, before, after, gid, touched)
+    for dataset, rule in repaths:
+        targets.setdefault(dataset, set()).add(rule)
+    changes = await reconcile(
+        session,
+        before=before,
+        after=after,
+        plan=targets,
+        actor=actor,
+        accept=accept,
+        touched=touched,
+        within=touched,  # only leaves under a member that came or went reach anything new
+        repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
+    )
+    publish_on_commit(session, after)
+    return group, changes
+
+
+async def _paths_through(
+    session: AsyncSession, before: PolicyView, after: PolicyView, gid: str, touched: int
+) -> list[tuple[str, Rule]]:
+    """(dataset, allow rule) of the active findings whose grant's subject is `gid` or above it
+    and whose sample names a leaf of `touched` that reaches that subject both before and after
+    the change, by another path: their sampled paths moved though their excess did not."""
+    if not touched:
+        return []
+    rules = {
+        int(rule.id): rule
+        for rule in after.analyser.rules_affected_by_membership(gid)
+        if rule.eft == "allow" and rule.act in READ_ACTIONS
+    }
+    names = after.analyser.directory.names(touched)
+    if len(names) <= TOUCHED_QUERY:
+        # Usually none: a member that came or went changes the excess (re-analysed anyway),
+        # and the shortest paths to the subjects above it seldom move.
+        old, new = before.analyser.directory, after.analyser.directory
+        moved = set()
+        for subject in {rule.sub for rule in rules.values()}:
+            for name in names:
+                was, now = old.path(name, subject), new.path(name, subject)
+                if was is not None and now is not None and was != now:
+                    moved.add(subject)
+                    break
+        rules = {grant_id: rule for grant_id, rule in rules.items() if rule.sub in moved}
+        if not rules:
+            return []
+    found = await exposure_repository.sampling(
+        session, sorted(rules), names if len(names) <= TOUCHED_QUERY else None
+    )
+    wanted = set(names)
+    return [(d, rules[g]) for d, g, sample in found if wanted.intersection(sample)]
+
+
+TOUCHED_QUERY = 50  # up to this many moved leaves, the database filters samples by name

@@ -1,0 +1,171 @@
+"""The routes that change the policy: grants, group members, datasets. Their reads stay with
+their domains (`policy`, `directory`, `datasets`)."""
+
+from fastapi import APIRouter, Response, status
+
+from app.acceptance import AcceptQuery
+from app.auth.dependencies import AuthorizedFirst, PolicyWriter
+from app.changes import datasets as dataset_changes
+from app.changes import grants as grant_changes
+from app.changes import members as member_changes
+from app.changes.schemas import DatasetChanged, GrantChanged, GroupChanged
+from app.datasets.schemas import DatasetPath, DatasetWrite
+from app.db import SessionDep
+from app.directory import service as directory_service
+from app.directory.schemas import GroupPath, MemberAdd, MembersReplace
+from app.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    problem_responses,
+)
+from app.identifiers import PrincipalId
+from app.policy.schemas import GrantCreate, GrantId
+
+router = APIRouter(route_class=AuthorizedFirst)
+WRITE_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, Conflict)
+
+
+# -- grants ------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/grants",
+    tags=["grants"],
+    response_model=GrantChanged,
+    status_code=status.HTTP_201_CREATED,
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict),
+)
+async def create_grant(
+    body: GrantCreate, session: SessionDep, caller: PolicyWriter
+) -> GrantChanged:
+    """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
+    grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
+    grant, changes = await grant_changes.create_grant(session, body=body, actor=caller.name)
+    return GrantChanged(**grant.model_dump(), **changes.model_dump())
+
+
+@router.delete(
+    "/v1/grants/{grant_id}", tags=["grants"], response_model=GrantChanged, responses=WRITE_ERRORS
+)
+async def revoke_grant(
+    grant_id: GrantId,
+    session: SessionDep,
+    caller: PolicyWriter,
+    accept: AcceptQuery,
+) -> GrantChanged:
+    """Revoke the grant: it stops matching for every check that starts after this answer.
+    Revoking a deny that widens a block-guarded dataset's exposure is refused (409) unless
+    `accept_reason` and `accept_until` are given."""
+    grant, changes = await grant_changes.revoke_grant(
+        session, grant_id=grant_id, actor=caller.name, accept=accept
+    )
+    return GrantChanged(**grant.model_dump(), **changes.model_dump())
+
+
+# -- group members -----------------------------------------------------------------------------
+
+
+@router.put(
+    "/v1/groups/{group}/members",
+    tags=["directory"],
+    response_model=GroupChanged,
+    responses=WRITE_ERRORS,
+)
+async def replace_members(
+    group: GroupPath,
+    body: MembersReplace,
+    session: SessionDep,
+    caller: PolicyWriter,
+) -> GroupChanged:
+    """Replace the group's direct members (creating the group and any nested groups)."""
+    result, changes = await member_changes.change_members(
+        session,
+        gid=directory_service.group_id(group),
+        replace_with=body.members,
+        actor=caller.name,
+        accept=body.accept_exposure,
+    )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())
+
+
+@router.post(
+    "/v1/groups/{group}/members",
+    tags=["directory"],
+    response_model=GroupChanged,
+    responses=WRITE_ERRORS,
+)
+async def add_member(
+    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
+) -> GroupChanged:
+    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
+    result, changes = await member_changes.change_members(
+        session,
+        gid=directory_service.group_id(group),
+        add=[body.member],
+        actor=caller.name,
+        accept=body.accept_exposure,
+    )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())
+
+
+@router.delete(
+    "/v1/groups/{group}/members/{member}",
+    tags=["directory"],
+    response_model=GroupChanged,
+    responses=WRITE_ERRORS,
+)
+async def remove_member(
+    group: GroupPath,
+    member: PrincipalId,
+    session: SessionDep,
+    caller: PolicyWriter,
+    accept: AcceptQuery,
+) -> GroupChanged:
+    """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
+    on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
+    result, changes = await member_changes.change_members(
+        session,
+        gid=directory_service.group_id(group),
+        remove=member,
+        actor=caller.name,
+        accept=accept,
+    )
+    return GroupChanged(**result.model_dump(), **changes.model_dump())
+
+
+# -- datasets ----------------------------------------------------------------------------------
+
+
+@router.put(
+    "/v1/datasets/{dataset}",
+    tags=["datasets"],
+    response_model=DatasetChanged,
+    responses={
+        201: {"model": DatasetChanged, "description": "Created"},
+        **problem_responses(Unauthenticated, Forbidden, Conflict),
+    },
+)
+async def put_dataset(
+    dataset: DatasetPath,
+    body: DatasetWrite,
+    session: SessionDep,
+    caller: PolicyWriter,
+    response: Response,
+) -> DatasetChanged:
+    """Register or replace a dataset: 201 when created, 200 when replaced. Its exposure is
+    analysed at once; the findings opened and resolved come back with it.
+
+    An omitted `guard` keeps the stored one (a new dataset takes the default). On a block
+    dataset, a change that lets anyone new in beyond the audience is refused (409) unless
+    `accept_exposure`; so is lowering the guard to `alert`, and raising it to `block` while
+    findings are open (accepted, the open findings become accepted). Every guard change
+    raises a `dataset.guard_changed` alert."""
+    result, created, changes, moved = await dataset_changes.put_dataset(
+        session, dataset_id=dataset, body=body, actor=caller.name
+    )
+    if created:
+        response.status_code = status.HTTP_201_CREATED
+    return DatasetChanged(**result.model_dump(), **changes.model_dump(), guard_changed=moved)
