@@ -21,7 +21,7 @@ class PolicyView:
     analyser: ExposureAnalyser
     datasets: dict[str, DatasetFacts]
     grant_subjects: dict[int, str]
-    change: PolicyChange = field(default=PolicyChange(), compare=False)
+    change: PolicyChange = field(default_factory=PolicyChange)
 
     def changed(self, change: PolicyChange = PolicyChange()) -> "PolicyView":
         """A copy with `change` made, whose analyser may be changed further without touching
