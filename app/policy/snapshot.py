@@ -57,8 +57,8 @@ class PolicySnapshot:
         return found
 
     def carried(self, change: PolicyChange, state: PolicyState) -> "PolicySnapshot":
-        """The snapshot of `state`, which differs from this one's by `change` (and any
-        changes already carried)."""
+        """The snapshot of `state`, reached from this one by `change` (and, for a state
+        several changes on, by the changes after it)."""
         index, ancestors = self.index, self._ancestors
         if change.added or change.removed:
             index = index.with_rules(change.added, change.removed)

@@ -130,6 +130,19 @@ async def test_revoked_grant_denies_next_check(client, tokens, admin):
     assert after["policy_version"] > before["policy_version"]
 
 
+def count_builds(monkeypatch) -> list[int]:
+    """The versions whose check index is built from the database from now on."""
+    builds: list[int] = []
+    real_build = snapshot_module.CheckIndex.build
+
+    async def counted_build(kind, rows, state):
+        builds.append(state.version)
+        return await real_build(kind, rows, state)
+
+    monkeypatch.setattr(snapshot_module.CheckIndex, "build", counted_build)
+    return builds
+
+
 async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     app, client, tokens, admin, monkeypatch
 ):
@@ -139,14 +152,8 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     ids = await seed(client, admin)
     check = {"json": check_body("user:dave"), "headers": tokens["check"]}
     assert (await client.post("/v1/check", **check)).json()["decision"] == "deny"
-    builds: list[int] = []
     real_build = snapshot_module.CheckIndex.build
-
-    async def counted_build(kind, rows, state):
-        builds.append(state.version)
-        return await real_build(kind, rows, state)
-
-    monkeypatch.setattr(snapshot_module.CheckIndex, "build", counted_build)
+    builds = count_builds(monkeypatch)
     body = {"principal": "user:dave", "resource": "employee_activity.keystrokes",
             "action": "read", "effect": "allow"}  # fmt: skip
     created = (await client.post("/v1/grants", json=body, headers=admin)).json()
@@ -199,14 +206,7 @@ async def test_a_dataset_change_is_seen_by_the_next_check_without_a_rebuild(
     bob = {"json": check_body("user:bob"), "headers": tokens["check"]}
     first = (await client.post("/v1/check", **bob)).json()
     assert (first["decision"], first["out_of_audience"]) == ("allow", True)
-    builds: list[int] = []
-    real_build = snapshot_module.CheckIndex.build
-
-    async def counted_build(kind, rows, state):
-        builds.append(state.version)
-        return await real_build(kind, rows, state)
-
-    monkeypatch.setattr(snapshot_module.CheckIndex, "build", counted_build)
+    builds = count_builds(monkeypatch)
     body = {"owner": "group:mci-research", "sensitivity": "internal",
             "intended_audience": [*AUDIENCE, "group:eng"], "guard": "alert"}  # fmt: skip
     r = await client.put("/v1/datasets/employee_activity.keystrokes", json=body, headers=admin)
