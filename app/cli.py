@@ -378,11 +378,11 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Re-analyse every dataset: open, refresh and resolve findings."""
-    from app.exposure import service as exposure_service
+    from app.exposure import scan as exposure_scan
 
     settings = _migrated()
     typer.echo("scanning every dataset ...", err=True)
-    result = _in_session(settings, lambda s: exposure_service.scan(s, actor=_operator()), "scan")
+    result = _in_session(settings, lambda s: exposure_scan.scan(s, actor=_operator()), "scan")
     if as_json:
         typer.echo(result.model_dump_json())
     else:
@@ -403,7 +403,7 @@ def findings(
 ) -> None:
     """List every finding (which grant lets whom outside a dataset's audience read it), then
     how many on stderr."""
-    from app.exposure import service as exposure_service
+    from app.exposure import findings as exposure_findings
     from app.exposure.schemas import FindingRead
 
     if status not in (None, "open", "accepted", "resolved"):
@@ -431,7 +431,7 @@ def findings(
         count, cursor = 0, None
         while True:
             async with maker() as session:
-                page, cursor = await exposure_service.list_findings(
+                page, cursor = await exposure_findings.list_findings(
                     session,
                     status=status,
                     severity=None,

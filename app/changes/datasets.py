@@ -7,8 +7,8 @@ from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
+from app.exposure.reconcile import reconcile
 from app.exposure.schemas import FindingChanges
-from app.exposure.service import reconcile
 from app.exposure.view import publish_on_commit, view_before_change
 from app.policy.state import DatasetFacts, PolicyChange
 

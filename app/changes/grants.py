@@ -8,8 +8,9 @@ that is not in the future.)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.acceptance import AcceptExposure
+from app.exposure.measure import READ
+from app.exposure.reconcile import ExposureRefused, reconcile
 from app.exposure.schemas import FindingChanges
-from app.exposure.service import READ, ExposureRefused, reconcile
 from app.exposure.view import publish_on_commit, view_before_change
 from app.policy import service as policy_service
 from app.policy.decision_index import Rule

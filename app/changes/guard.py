@@ -23,8 +23,9 @@ from app.changes.schemas import GuardChangeRead
 from app.datasets.schemas import Guard
 from app.db import utcnow
 from app.exposure import repository as exposure_repository
+from app.exposure.findings import finding_alert, to_read
+from app.exposure.reconcile import ExposureRefused
 from app.exposure.schemas import FindingRead, FindingStatus
-from app.exposure.service import ExposureRefused, finding_alert, to_read
 
 
 class GuardChangeRefused(ExposureRefused):

@@ -11,8 +11,9 @@ from app.directory import repository as directory_repository
 from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.exposure import repository as exposure_repository
+from app.exposure.measure import ACTIONS
+from app.exposure.reconcile import reconcile
 from app.exposure.schemas import FindingChanges
-from app.exposure.service import ACTIONS, reconcile
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.policy.decision_index import Rule
 from app.policy.snapshot import READ_ACTIONS

@@ -1,9 +1,9 @@
 """Groups and nested memberships. Every change advances the policy version first.
 
 A change checks cycles and depth against the membership graph. Callers that hold the graph as it
-stands in this transaction (the exposure service keeps it in memory) pass it as ``children`` and
-``parents``; otherwise it is loaded from the database, which at 100k members costs far more than
-the change itself.
+stands in this transaction (`app.changes.members` has it in the analyser's view) pass it as
+``children`` and ``parents``; otherwise it is loaded from the database, which at 100k members
+costs far more than the change itself.
 """
 
 from collections import ChainMap, defaultdict

@@ -1,12 +1,18 @@
-"""Who can read and who did: a principal's effective access now, and a finding's reads."""
+"""Who can read and who did: a principal's effective access now, who could read a dataset
+beyond its audience, and a finding's reads."""
+
+import time
+from bisect import bisect_right
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
 from app.datasets import repository as datasets_repository
-from app.exposure import repository
-from app.exposure import service as exposure_service
-from app.exposure.schemas import AccessItem, PrincipalAccess
+from app.errors import NotFound
+from app.exposure import findings, repository
+from app.exposure.measure import READ
+from app.exposure.schemas import AccessItem, ExcessPrincipal, ExposureRead, PrincipalAccess
+from app.exposure.view import current_view
 from app.policy.snapshot import PolicySnapshot, now
 
 
@@ -47,9 +53,44 @@ async def finding_reads(
 ) -> AccessLogPage:
     """The allowed reads of the finding's dataset by principals outside its audience, newest
     first (404 for an unknown finding)."""
-    finding = await exposure_service.get_finding(session, finding_id)
+    finding = await findings.get_finding(session, finding_id)
     rows = await repository.reads_outside(
         session, dataset=finding.dataset, before_id=before_id, limit=limit + 1
     )
     items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
     return AccessLogPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+
+
+async def dataset_exposure(
+    session: AsyncSession, *, dataset_id: str, after: str | None, limit: int
+) -> ExposureRead:
+    """Who could read it beyond its audience (a page), and how many such reads were recorded.
+
+    For the action `read`, as the contract defines it; findings also cover `export` grants."""
+    view = await current_view(session)
+    facts = view.datasets.get(dataset_id)
+    if facts is None:
+        raise NotFound(f"dataset {dataset_id} is not registered")
+    at = time.time()
+    analyser = view.analyser
+    intended = analyser.intended_bits(facts.audience)
+    exposure = analyser.exposure(dataset_id, READ, at, intended)
+    excess = sorted(analyser.directory.names(exposure.excess))
+    start = 0 if after is None else bisect_right(excess, after)
+    page = excess[start : start + limit]
+    items = []
+    for principal in page:
+        reach = analyser.paths_for(principal, dataset_id, READ, at)
+        rule, via = min(reach, key=lambda r: len(r[1]))
+        items.append(ExcessPrincipal(principal=principal, grant_id=int(rule.id), via=list(via)))
+    return ExposureRead(
+        dataset=dataset_id,
+        sensitivity=facts.sensitivity,
+        guard=facts.guard,
+        intended_count=intended.bit_count(),
+        effective_count=exposure.effective_count,
+        excess_count=exposure.excess_count,
+        items=items,
+        next_cursor=page[-1] if start + limit < len(excess) and page else None,
+        out_of_audience_reads=await repository.out_of_audience_reads(session, dataset_id),
+    )

@@ -16,8 +16,9 @@ from app.errors import (
     Unauthenticated,
     problem_responses,
 )
-from app.exposure import access
-from app.exposure import service as exposure_service
+from app.exposure import access, findings
+from app.exposure import scan as scans
+from app.exposure import simulate as simulation
 from app.exposure.schemas import (
     ExposureRead,
     FindingPage,
@@ -50,7 +51,7 @@ async def list_findings(
     cursor: IdCursor = None,
 ) -> FindingPage:
     """Grants that let principals outside a dataset's audience read it, oldest first."""
-    items, next_cursor = await exposure_service.list_findings(
+    items, next_cursor = await findings.list_findings(
         session,
         status=status.value if status else None,
         severity=severity.value if severity else None,
@@ -63,7 +64,7 @@ async def list_findings(
 
 @router.get("/v1/findings/{finding_id}", response_model=FindingRead, responses=READ_ERRORS)
 async def get_finding(finding_id: FindingId, session: SessionDep, _: AuditReader) -> FindingRead:
-    return await exposure_service.get_finding(session, finding_id)
+    return await findings.get_finding(session, finding_id)
 
 
 @router.post(
@@ -75,7 +76,7 @@ async def accept_finding(
     finding_id: FindingId, body: AcceptExposure, session: SessionDep, caller: PolicyWriter
 ) -> FindingRead:
     """Accept the exposure knowingly until `until`; it reopens by itself afterwards."""
-    return await exposure_service.accept_finding(
+    return await findings.accept_finding(
         session, finding_id=finding_id, body=body, actor=caller.name
     )
 
@@ -99,7 +100,7 @@ async def finding_reads(
 )
 async def scan(session: SessionDep, caller: PolicyWriter) -> ScanResult:
     """Re-analyse every dataset; returns counts."""
-    return await exposure_service.scan(session, actor=caller.name)
+    return await scans.scan(session, actor=caller.name)
 
 
 @router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=READ_ERRORS)
@@ -112,9 +113,7 @@ async def dataset_exposure(
 ) -> ExposureRead:
     """Who could read it: intended, effective and excess counts, a page of excess principals
     with the grant and path that reaches each, and the out-of-audience reads recorded."""
-    return await exposure_service.dataset_exposure(
-        session, dataset_id=dataset, after=cursor, limit=limit
-    )
+    return await access.dataset_exposure(session, dataset_id=dataset, after=cursor, limit=limit)
 
 
 @router.get(
@@ -161,4 +160,4 @@ async def simulate(
     one simulate at a time, callers in turn: a request waits for those of the callers ahead of
     it (up to 30 s). A caller's second request while its first runs or waits, or one arriving
     while 8 callers wait, is refused 429 with Retry-After."""
-    return await exposure_service.simulate(session, body=body)
+    return await simulation.simulate(session, body=body)

@@ -25,7 +25,7 @@ from app.auth.refusals import Refusals
 from app.config import Settings
 from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
-from app.exposure import service as exposure_service
+from app.exposure import scan as exposure_scan
 from app.operations import repository
 from app.policy import repository as policy_repository
 
@@ -138,7 +138,7 @@ class Sweeper:
         if await self._anything_due():
             async with self._maker() as session, session.begin():
                 await begin_write(session)
-                events = await exposure_service.record_time_events(session, actor=ACTOR)
+                events = await exposure_scan.record_time_events(session, actor=ACTOR)
             report.expired_grants = events.expired_grants
             report.reopened = [f.id for f in events.reopened if f.id is not None]
             report.opened = [f.id for f in events.changes.findings_opened if f.id is not None]

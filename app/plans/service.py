@@ -20,9 +20,9 @@ from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
-from app.exposure import service as exposure_service
+from app.exposure import reconcile as exposure_reconcile
+from app.exposure.reconcile import ExposureRefused
 from app.exposure.schemas import FindingChanges, FindingRead
-from app.exposure.service import ExposureRefused
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
@@ -149,9 +149,9 @@ async def _apply_changes(
         )
     )
     for changed in done.created + done.revoked:
-        done.touched.update(exposure_service.affected_by_resource(after, changed.resource))
+        done.touched.update(exposure_reconcile.affected_by_resource(after, changed.resource))
     for gid in changed_groups:
-        done.touched.update(exposure_service.affected_by_membership((before, after), gid))
+        done.touched.update(exposure_reconcile.affected_by_membership((before, after), gid))
     return done
 
 
@@ -193,7 +193,7 @@ async def _reconcile(
     guarded: bool = True,
 ) -> FindingChanges:
     """Findings in line with the document's result, over every dataset it touched."""
-    return await exposure_service.reconcile(
+    return await exposure_reconcile.reconcile(
         session,
         before=before,
         after=done.after,

@@ -19,7 +19,7 @@ from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetWrite, Sensitivity
 from app.directory import service as directory_service
 from app.exposure import repository as exposure_repository
-from app.exposure import service as exposure_service
+from app.exposure import scan as exposure_scan
 from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate
@@ -164,7 +164,7 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
             actor="seed",
         )
         # the dataset's audience is empty, so the grant is a finding
-        await exposure_service.scan(session, actor="seed")
+        await exposure_scan.scan(session, actor="seed")
         [finding] = await exposure_repository.all_active(session)
     return {
         "group": "matrix",

@@ -192,6 +192,20 @@ async def test_simulate_changes_nothing(client, admin):
     assert existing["findings_opened"] == []
 
 
+async def test_simulate_shows_the_finding_that_the_grant_then_opens(client, admin):
+    """Simulate is the same diff as the change, not written: same sample, paths and severity."""
+    await org(client, admin)
+    wide = grant("group:all")
+    r = await client.post("/v1/grants/simulate", json={"add": [wide]}, headers=admin)
+    assert r.status_code == 200, r.text
+    made = await client.post("/v1/grants", json=wide, headers=admin)
+    assert made.status_code == 201, made.text
+    keys = ("dataset", "principal", "excess_count", "excess_sample", "paths", "severity", "status")
+    simulated = [{k: f[k] for k in keys} for f in r.json()["would_open"]]
+    assert simulated == [{k: f[k] for k in keys} for f in made.json()["findings_opened"]]
+    assert [f["grant_id"] for f in r.json()["would_open"]] == [None]
+
+
 async def test_simulate_takes_the_body_post_grants_takes(client, admin):
     """Policy CI simulates exactly what it will post: justification, accept_exposure and all."""
     await org(client, admin, guard="block")

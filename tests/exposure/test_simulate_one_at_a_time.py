@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from app.auth import service as auth_service
 from app.errors import Busy
-from app.exposure import service as exposure_service
+from app.exposure import simulate as exposure_simulate
 from app.fairness import MAX_WAITING
 
 GRANT = {"principal": "user:a", "resource": "eng.*", "action": "read", "effect": "allow"}
@@ -18,14 +18,14 @@ GRANT = {"principal": "user:a", "resource": "eng.*", "action": "read", "effect":
 def hold_simulate(monkeypatch: Any) -> tuple[asyncio.Event, asyncio.Event]:
     """Make every simulate wait, once started (the first event is set), until the second is."""
     computing, finish = asyncio.Event(), asyncio.Event()
-    simulate = exposure_service.simulate
+    simulate = exposure_simulate.simulate
 
     async def slow_simulate(*args: Any, **kwargs: Any) -> Any:
         computing.set()
         await finish.wait()
         return await simulate(*args, **kwargs)
 
-    monkeypatch.setattr(exposure_service, "simulate", slow_simulate)
+    monkeypatch.setattr(exposure_simulate, "simulate", slow_simulate)
     return computing, finish
 
 
@@ -69,13 +69,13 @@ class Runs:
 
 def held_simulates(monkeypatch: Any) -> Runs:
     """Each simulate (the real one, on the real database) starts only once released."""
-    runs, simulate = Runs(), exposure_service.simulate
+    runs, simulate = Runs(), exposure_simulate.simulate
 
     async def held(session: Any, *, body: Any) -> Any:
         await runs.hold(body.add[0].principal)
         return await simulate(session, body=body)
 
-    monkeypatch.setattr(exposure_service, "simulate", held)
+    monkeypatch.setattr(exposure_simulate, "simulate", held)
     return runs
 
 

@@ -1,0 +1,109 @@
+"""Findings read, accepted knowingly, and reopened when their acceptance lapses; their alerts."""
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app import policy_version
+from app.acceptance import AcceptExposure
+from app.alerts import service as alerts_service
+from app.alerts.schemas import AlertType
+from app.alerts.service import AlertEvent
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.exposure import repository
+from app.exposure.models import Finding
+from app.exposure.schemas import FindingRead, FindingStatus
+
+_VERBS = {
+    AlertType.finding_opened: "opened",
+    AlertType.finding_resolved: "resolved",
+    AlertType.finding_accepted: "accepted",
+    AlertType.finding_reopened: "reopened",
+}
+
+
+def to_read(finding: Finding) -> FindingRead:
+    return FindingRead.model_validate(finding)
+
+
+def alert_for(row: Mapping[str, Any], kind: AlertType) -> AlertEvent:
+    """The alert of a finding's row (its columns, as stored) that opened, resolved, ..."""
+    severity = str(row["severity"])
+    return AlertEvent(
+        type=kind,
+        severity=severity,
+        summary=f"{severity} finding {_VERBS[kind]}: {row['principal']} (grant "
+        f"{row['grant_id']}) lets {row['excess_count']} principals outside the audience read "
+        f"{row['dataset']}",
+        dataset=row["dataset"],
+        finding_id=row["id"],
+    )
+
+
+def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
+    return alert_for({**finding.model_dump(), "severity": finding.severity.value}, kind)
+
+
+async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
+    finding = await repository.get(session, finding_id)
+    if finding is None:
+        raise NotFound(f"finding {finding_id} does not exist")
+    return to_read(finding)
+
+
+async def list_findings(
+    session: AsyncSession,
+    *,
+    status: str | None,
+    severity: str | None,
+    dataset: str | None,
+    after_id: int | None,
+    limit: int,
+) -> tuple[list[FindingRead], str | None]:
+    rows = await repository.list_page(
+        session,
+        status=status,
+        severity=severity,
+        dataset=dataset,
+        after_id=after_id,
+        limit=limit + 1,
+    )
+    page = [to_read(f) for f in rows[:limit]]
+    return page, (str(page[-1].id) if len(rows) > limit and page[-1].id else None)
+
+
+async def accept_finding(
+    session: AsyncSession, *, finding_id: int, body: AcceptExposure, actor: str
+) -> FindingRead:
+    # After any policy change re-analysing this finding has committed, and before the next:
+    # otherwise a revoke resolving it meanwhile would be overwritten by this acceptance.
+    await policy_version.hold(session)
+    finding = await repository.get(session, finding_id)
+    if finding is None:
+        raise NotFound(f"finding {finding_id} does not exist")
+    if finding.status == FindingStatus.resolved:
+        raise Conflict(f"finding {finding_id} is resolved; there is nothing to accept")
+    finding.status = FindingStatus.accepted.value
+    finding.accepted_by, finding.reason, finding.until = actor, body.reason, body.until
+    finding.updated_at = utcnow()
+    await session.flush()
+    accepted = to_read(finding)
+    await alerts_service.emit(session, [finding_alert(accepted, AlertType.finding_accepted)])
+    return accepted
+
+
+async def reopen_expired_acceptances(session: AsyncSession) -> list[FindingRead]:
+    """Accepted findings whose ``until`` has passed are open again."""
+    now = utcnow()
+    reopened = list(await repository.lapsed_acceptances(session, now))
+    for finding in reopened:
+        finding.status = FindingStatus.open.value
+        finding.updated_at = now
+    await session.flush()
+    reads = [to_read(f) for f in reopened]
+    await alerts_service.emit(
+        session, [finding_alert(f, AlertType.finding_reopened) for f in reads]
+    )
+    return reads
