@@ -14,7 +14,8 @@ from app.auth.token_cache import TokenCache
 from app.changes import datasets as dataset_changes
 from app.changes import grants as grant_changes
 from app.changes import members as member_changes
-from app.checks.writer import AccessLogWriter, CheckInput, Submission
+from app.checks.batch import CheckInput, Submission
+from app.checks.writer import AccessLogWriter
 from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.identifiers import Action, Effect

@@ -89,3 +89,13 @@ def test_no_import_cycle_between_domains():
         f"  {a} -> {b}: {', '.join(sorted(edges[(a, b)]))}" for a, b in sorted(found)
     )
     assert not found, f"import cycle between domains; point the import the other way:\n{described}"
+
+
+def test_no_domain_imports_the_check_path():
+    """`app/checks` sits on top of the domains it records for (policy, access log, alerts,
+    auth, operations): only the application's top-level modules start it."""
+    edges = import_graph()
+    importers = {
+        source: modules for (source, target), modules in edges.items() if target == "checks"
+    }
+    assert not importers, f"domains importing app.checks: {importers}"

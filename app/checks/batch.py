@@ -1,6 +1,6 @@
 """One group commit's contents, decided and chained: pure functions, no I/O.
 
-The access-log stores (``app.checks.log_store``) call :func:`build_batch` inside the
+The access-log stores (``app.checks.group_commit``) call :func:`build_batch` inside the
 transaction that holds the chain head, after reading the policy version and the head, so every
 entry is decided with the policy that was current when its transaction began and is chained onto
 the committed head.

@@ -1,8 +1,8 @@
 """``POST /v1/check`` without the framework's per-request machinery, for the common case.
 
-`app.checks.router.check` is the endpoint as documented (OpenAPI, validation, problem documents) and
-it still answers every request this module does not. This module answers, as plain ASGI, only
-the requests whose outcome cannot depend on the framework:
+`app.checks.router.check` is the endpoint as documented (OpenAPI, validation, problem
+documents) and it still answers every request this module does not. This module answers, as
+plain ASGI, only the requests whose outcome cannot depend on the framework:
 
 * exactly one ``Authorization: Bearer`` header whose token is in the process's token cache with
   the ``check`` scope (the cache is filled by the documented route's first lookup and revalidated
@@ -12,12 +12,12 @@ the requests whose outcome cannot depend on the framework:
 Anything else (no or unknown token, missing scope, another content type; before its body is
 read) or an invalid body is handed to the full application, so every 401, 403 and 422 problem
 document is the framework's own. What the fast path answers is the same as the route's answer:
-the decision is recorded by the same group-commit writer, committed and durable before the
-first byte is sent; a log failure is a 503 ``decision: "deny"`` problem and a token revoked
-under the batch a 401, with the headers `app.errors.problem_headers` gives every `AppError`.
+the decision is recorded by the same `app.checks.service.record`, committed and durable before
+the first byte is sent, and rendered by the same `result_document`; a log failure is a 503
+``decision: "deny"`` problem and a token revoked under the batch a 401, with the headers
+`app.errors.problem_headers` gives every `AppError`.
 """
 
-import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,28 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth import service as auth_service
 from app.auth.scopes import Scope as TokenScope
 from app.auth.token_cache import TokenCache
-from app.checks.router import NOT_RECORDED, to_input
+from app.checks.batch import Submission
 from app.checks.schemas import CheckRequest
-from app.checks.writer import (
-    AccessLogWriter,
-    LogUnavailable,
-    Recorded,
-    Submission,
-    TokenRevoked,
-)
-from app.errors import (
-    AppError,
-    CheckUnavailable,
-    Unauthenticated,
-    http_problem,
-    problem_headers,
-    send_json,
-    send_problem,
-)
-from app.operations.metrics import Metrics
+from app.checks.service import record, result_document, to_input
+from app.checks.writer import AccessLogWriter
+from app.errors import AppError, http_problem, problem_headers, send_json, send_problem
 from app.operations.middleware import BodyTooLarge
-
-logger = logging.getLogger("aclaudit.check")
 
 CHECK_PATH = "/v1/check"
 JSON_TYPES = (b"application/json",)
@@ -71,24 +55,6 @@ class CheckFastPath:
             await serve_check(scope["app"].state, scope, receive, send, self.app)
         else:
             await self.app(scope, receive, send)
-
-
-def result_document(recorded: Recorded) -> dict[str, Any]:
-    """`CheckResult` as a dict, fields in the model's order."""
-    entry = recorded.entry
-    return {
-        "decision": entry["decision"],
-        "allowed": entry["decision"] == "allow",
-        "decision_id": entry["decision_id"],
-        "access_log_id": entry["id"],
-        "reason": entry["reason"],
-        "out_of_audience": entry["out_of_audience"],
-        "policy_version": entry["policy_version"],
-    }
-
-
-async def _respond_problem(send: Send, error: AppError) -> None:
-    await send_problem(send, error.to_problem(), problem_headers(error))
 
 
 def _bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, bool]:
@@ -166,15 +132,9 @@ async def serve_check(
         await application(scope, _replaying(body, receive), send)
         return
     submission = Submission([to_input(check)], caller.name, token_hash)
-    metrics: Metrics = state.metrics
     try:
-        recorded = await writer.submit(submission)
-    except TokenRevoked:
-        await _respond_problem(send, Unauthenticated("the token is unknown or revoked"))
+        recorded = await record(writer, state.metrics, submission)
+    except AppError as error:  # the token was revoked meanwhile (401), or not recorded (503)
+        await send_problem(send, error.to_problem(), problem_headers(error))
         return
-    except LogUnavailable:
-        metrics.count_unrecorded(1)
-        await _respond_problem(send, CheckUnavailable(NOT_RECORDED))
-        return
-    metrics.count_recorded([recorded[0].entry["decision"]])
     await send_json(send, 200, result_document(recorded[0]))

@@ -12,6 +12,7 @@ from app.auth.dependencies import AUTHORIZE, AuthorizedFirst, authorization_head
 from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
+from app.checks.batch import Recorded, Submission
 from app.checks.schemas import (
     MAX_BATCH,
     CheckBatchRequest,
@@ -20,14 +21,7 @@ from app.checks.schemas import (
     CheckResult,
     CheckUnavailableProblem,
 )
-from app.checks.writer import (
-    AccessLogWriter,
-    CheckInput,
-    LogUnavailable,
-    Recorded,
-    Submission,
-    TokenRevoked,
-)
+from app.checks.service import record, result_document, to_input
 from app.errors import CheckUnavailable, Forbidden, Unauthenticated, problem_responses
 from app.operations.metrics import Metrics
 
@@ -97,59 +91,23 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def to_input(check: CheckRequest) -> CheckInput:
-    return CheckInput(
-        principal=check.principal,
-        dataset=check.dataset,
-        action=check.action.value,
-        purpose=check.purpose,
-        request_id=check.request_id,
-        data_subjects=tuple(check.data_subjects),
-    )
-
-
-def _to_result(recorded: Recorded) -> CheckResult:
-    entry = recorded.entry
-    return CheckResult(
-        decision=entry["decision"],
-        allowed=entry["decision"] == "allow",
-        decision_id=entry["decision_id"],
-        access_log_id=entry["id"],
-        reason=entry["reason"],
-        out_of_audience=entry["out_of_audience"],
-        policy_version=entry["policy_version"],
-    )
-
-
-NOT_RECORDED = "the decision could not be recorded in the access log, so it is a deny; retry"
-
-
 async def _record(request: Request, auth: CheckAuth, checks: list[CheckRequest]) -> list[Recorded]:
-    writer: AccessLogWriter = request.app.state.log_writer
     submission = Submission([to_input(c) for c in checks], auth.caller.name, auth.token_hash)
-    metrics: Metrics = request.app.state.metrics
-    try:
-        recorded = await writer.submit(submission)
-    except TokenRevoked as exc:
-        raise Unauthenticated("the token is unknown or revoked") from exc
-    except LogUnavailable as exc:
-        metrics.count_unrecorded(len(checks))
-        raise CheckUnavailable(NOT_RECORDED) from exc
-    metrics.count_recorded([r.entry["decision"] for r in recorded])
-    return recorded
+    state = request.app.state
+    return await record(state.log_writer, state.metrics, submission)
 
 
 @router.post("", response_model=CheckResult, responses=RESPONSES)
-async def check(body: CheckRequest, request: Request, auth: CheckAuthDep) -> CheckResult:
+async def check(body: CheckRequest, request: Request, auth: CheckAuthDep) -> dict[str, Any]:
     """Decide with the policy, record the decision durably, then answer."""
     recorded = await _record(request, auth, [body])
-    return _to_result(recorded[0])
+    return result_document(recorded[0])
 
 
 @router.post("/batch", response_model=CheckBatchResult, responses=RESPONSES)
 async def check_batch(
     body: CheckBatchRequest, request: Request, auth: CheckAuthDep
-) -> CheckBatchResult:
+) -> dict[str, Any]:
     """Up to 1000 checks, answered in order; each is logged."""
     recorded = await _record(request, auth, body.checks)
-    return CheckBatchResult(results=[_to_result(r) for r in recorded])
+    return {"results": [result_document(r) for r in recorded]}

@@ -5,7 +5,7 @@ its entry has committed and is durable; if that transaction (or, on SQLite, the 
 it durable) fails, every check in it fails (the router turns that into 503 deny). Decisions are
 taken inside the transaction, after the policy version is read, so a check queued after a
 policy change's response sees that change. The transaction itself runs on the driver directly
-(``app.checks.log_store``). On SQLite the next batch may commit while the previous one's
+(``app.checks.group_commit``). On SQLite the next batch may commit while the previous one's
 fsync is still running; each batch is answered when its own fsync is done.
 """
 
@@ -18,19 +18,12 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth.token_cache import TokenCache
-from app.checks.batch import CheckInput, Recorded, Submission, TokenRevoked
-from app.checks.log_store import LogStore, StalePolicy, open_store
+from app.checks.batch import Recorded, Submission
+from app.checks.group_commit import LogStore, StalePolicy
+from app.checks.postgres_store import PostgresLogStore
+from app.checks.sqlite_store import SqliteLogStore
 from app.config import Settings
 from app.policy.snapshot import PolicyCache, PolicySnapshot
-
-__all__ = [
-    "AccessLogWriter",
-    "CheckInput",
-    "LogUnavailable",
-    "Recorded",
-    "Submission",
-    "TokenRevoked",
-]
 
 logger = logging.getLogger("aclaudit.accesslog")
 
@@ -123,7 +116,7 @@ class AccessLogWriter:
                     self._answer(batch, results)
                     continue
                 # Committed, not yet synced: the next batch may commit meanwhile, and this one
-                # is answered when the fsync that covers it is done (see log_store).
+                # is answered when the fsync that covers it is done (see app.checks.group_commit).
                 self._syncing.add(durable)
                 durable.add_done_callback(functools.partial(self._on_durable, batch, results))
             if self._closing and not self._queue:
@@ -193,7 +186,7 @@ class AccessLogWriter:
                     snapshot = await self._load_policy()
                 written = await self._store.write(submissions, snapshot, tokens, wait)
             else:  # the policy moved: load it again while the store holds it still
-                written = await self._store.write_held(submissions, self._load_policy, tokens, wait)
+                written = await self._store.write(submissions, self._load_policy, tokens, wait)
             if isinstance(written, StalePolicy):
                 continue
             if written.live_tokens is not None:
@@ -204,3 +197,7 @@ class AccessLogWriter:
     async def _load_policy(self) -> PolicySnapshot:
         async with self._maker() as session:
             return await self._policy.current(session)
+
+
+def open_store(settings: Settings) -> LogStore:
+    return SqliteLogStore(settings) if settings.is_sqlite else PostgresLogStore(settings)

@@ -130,20 +130,20 @@ async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_with
 ):
     if settings.is_sqlite:
         pytest.skip("PostgreSQL's synchronous-commit barrier")
-    from app.checks.log_store import PostgresLogStore
+    from app.checks.postgres_store import PostgresLogStore
 
     await seed(client, admin)
     assert (
         await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     ).status_code == 200
     flushed = asyncio.Event()
-    real_barrier = PostgresLogStore._barrier
+    real_barrier = PostgresLogStore._sync
 
-    async def held_barrier(self: PostgresLogStore) -> None:
+    async def held_barrier(self: PostgresLogStore, loop) -> None:
         await flushed.wait()
-        await real_barrier(self)
+        await real_barrier(self, loop)
 
-    monkeypatch.setattr(PostgresLogStore, "_barrier", held_barrier)
+    monkeypatch.setattr(PostgresLogStore, "_sync", held_barrier)
     pending = asyncio.create_task(
         client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     )
@@ -152,10 +152,10 @@ async def test_postgres_answer_waits_for_the_flush_barrier_and_fails_closed_with
     flushed.set()
     assert (await pending).status_code == 200
 
-    async def failing_barrier(self: PostgresLogStore) -> None:
+    async def failing_barrier(self: PostgresLogStore, loop) -> None:
         raise OSError("connection lost")
 
-    monkeypatch.setattr(PostgresLogStore, "_barrier", failing_barrier)
+    monkeypatch.setattr(PostgresLogStore, "_sync", failing_barrier)
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert r.status_code == 503 and r.json()["decision"] == "deny"
     monkeypatch.undo()

@@ -1,0 +1,263 @@
+"""The access log's group commit, shared by the SQLite and PostgreSQL stores.
+
+Each `LogStore.write` is one transaction that takes the chain head's lock, reads the policy
+version (and, when it moved, which of the batch's tokens are still live), decides and chains the
+batch (:func:`app.checks.batch.build_batch`), appends it and commits. If the policy version in
+the transaction is newer than the snapshot the writer passed, nothing is written and
+`StalePolicy` tells the writer to rebuild its snapshot first. Only once the commit is durable
+does the writer answer the checks it holds.
+
+The ORM and the async session cost a thread hop or a greenlet switch per statement; on the hot
+path that overhead, not the database, bounded throughput. So each store runs the transaction on
+its driver directly, and this module holds what the two share:
+
+* the transaction itself, `LogStore._transaction`: a generator that yields each read (a
+  statement compiled once, `app.checks.statements`) and is sent its result, then returns the
+  writes and the ``COMMIT``, so the SQLite store drives it with blocking calls (on the event
+  loop, or in a thread while it waits for the write lock) and the PostgreSQL store with
+  awaited ones;
+* durability: a commit is answered only after a *sync* that began after it returned (SQLite: an
+  fsync of the WAL; PostgreSQL: a barrier transaction), and one sync covers every commit made
+  before it began, so the next batch commits while the previous one's sync runs.
+
+Each store adds what differs: its connection, how a transaction begins and waits for the lock,
+how it syncs, and what a failed sync means.
+"""
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.alerts.service import chain_alerts
+from app.checks.batch import Batch, Submission, build_batch
+from app.checks.statements import Statements, alert_rows, entry_rows
+from app.config import Settings
+from app.policy.snapshot import PolicySnapshot
+
+
+@dataclass(frozen=True)
+class Written:
+    batch: Batch
+    version: int  # the policy version the batch was decided at
+    live_tokens: set[str] | None  # the batch's tokens re-read at `version`, if they were
+    # Resolves when the commit is durable (fails if it cannot be made so); None: it already is.
+    durable: "asyncio.Future[None] | None" = None
+
+
+@dataclass(frozen=True)
+class StalePolicy:
+    """The database's policy version is newer than the snapshot: nothing was written."""
+
+    version: int
+
+
+class LogStoreFailed(Exception):
+    """The store can no longer make entries durable (a failed fsync); it refuses every batch."""
+
+
+SnapshotLoader = Callable[[], Awaitable[PolicySnapshot]]
+Snapshot = PolicySnapshot | SnapshotLoader
+Submissions = Sequence[Submission]
+
+# What `_transaction` yields, (is_one, statement, parameters): a read, sent back its first row
+# (None without one) when is_one, else the list of its rows.
+Read = tuple[bool, str, Any]
+# What it returns its writes as: (statement, parameters, is_many), where is_many means
+# `executemany` over a list of rows.
+Write = tuple[str, Any, bool]
+# The batch, the policy version it was decided at, and its tokens re-read (if they were).
+Appended = tuple[Batch, int, set[str] | None]
+Outcome = Appended | StalePolicy
+# It returns the outcome and the statements that end the transaction (the writes and COMMIT,
+# or ROLLBACK).
+Transaction = Generator[Read, Any, tuple[Outcome, list[Write]]]
+COMMIT: Write = ("COMMIT", (), False)
+ROLLBACK: Write = ("ROLLBACK", (), False)
+
+
+class LogStore(ABC):
+    """The group-commit core of a store; `write` is the store's own."""
+
+    def __init__(self, statements: Statements, settings: Settings) -> None:
+        self._sql = statements
+        self._checkpoint_every = settings.checkpoint_every
+        self._checkpoint_key = settings.checkpoint_key_bytes
+        self._commit_is_durable = False  # COMMIT itself syncs: no sync to wait for
+        self._failed: Exception | None = None  # set when a failed sync broke the store for good
+        self._committed = 0  # commits made so far (a sequence number)
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._sync_wake: asyncio.Event | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        # Called once the store refuses every batch for good (`broken`).
+        self.on_broken: Callable[[], None] | None = None
+
+    @abstractmethod
+    async def write(
+        self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
+    ) -> Written | StalePolicy:
+        """One transaction appending the batch; `wait`: the longest it may wait for a lock (at
+        most the database timeout, less when its checks have already waited).
+
+        Given a loader instead of a snapshot, the store loads the snapshot while it holds the
+        policy still, so that no policy change can commit between the load and the batch: a
+        batch that kept finding the policy changed under it gets through however often it
+        changes."""
+
+    @property
+    def broken(self) -> Exception | None:
+        """Why the store refuses every batch until the process restarts, if it does."""
+        return self._failed
+
+    async def close(self) -> None:
+        # The writer has drained: let the last syncs settle their batches.
+        await asyncio.gather(*(f for _seq, f in self._waiters), return_exceptions=True)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self._disconnect()
+
+    @abstractmethod
+    async def _disconnect(self) -> None:
+        """Close the store's connections (its syncs are settled)."""
+
+    # -- the transaction ----------------------------------------------------------------------
+
+    def _transaction(
+        self, submissions: Submissions, snapshot: PolicySnapshot, tokens_version: int
+    ) -> Transaction:
+        """The group commit between the store's ``BEGIN`` and its end: yields each read (the
+        first takes the head's lock), then returns the rest."""
+        sql = self._sql
+        # Read after the batch was queued, so the version includes every policy change whose
+        # response was sent before any of these checks.
+        version, last_id, last_hash = yield True, sql.read_head, ()
+        if version > snapshot.version:
+            return StalePolicy(version), [ROLLBACK]
+        live: set[str] | None = None
+        if version != tokens_version:
+            hashes = sorted({s.token_hash for s in submissions if s.token_hash is not None})
+            live = set()
+            if hashes:
+                rows = yield False, sql.live_tokens, (sql.token_list(hashes),)
+                live = {row[0] for row in rows}
+        now = time.time()
+        at = datetime.fromtimestamp(now, UTC)
+        batch = build_batch(
+            submissions,
+            snapshot,
+            live,
+            (last_id, last_hash),
+            now,
+            at,
+            self._checkpoint_every,
+            self._checkpoint_key,
+        )
+        if not batch.entries:
+            return (batch, version, live), [COMMIT]
+        stored_at = at if sql.instant is None else sql.instant(at)
+        writes: list[Write] = [(sql.insert_entries, entry_rows(batch.entries, stored_at), True)]
+        if batch.subjects:
+            writes.append((sql.insert_subjects, batch.subjects, True))
+        writes.append((sql.move_head, (*batch.head, batch.head_signature), False))
+        if batch.checkpoint is not None:  # taken at the batch's instant
+            c = batch.checkpoint
+            row = (c["entry_id"], c["head_hash"], stored_at, c["signature"])
+            writes.append((sql.insert_checkpoint, row, False))
+        if batch.alerts:
+            # Each read from outside the audience names the finding of the (dataset, grant) it
+            # went through (one probe per pair), read before the alerts are chained.
+            found: dict[tuple[str | None, int | None], int | None] = {}
+            for pair in dict.fromkeys((a.dataset, a.grant_id) for a in batch.alerts):
+                finding = yield True, sql.find_finding, pair
+                found[pair] = None if finding is None else finding[0]
+            findings = [found[(a.dataset, a.grant_id)] for a in batch.alerts]
+            alert_head = yield True, sql.read_alert_head, ()
+            chained = chain_alerts(
+                batch.alerts, findings, tuple(alert_head), at, self._checkpoint_key
+            )
+            writes += [
+                (sql.insert_alerts, alert_rows(chained.rows, stored_at), True),
+                (sql.move_alert_head, (*chained.head, chained.signature), False),
+            ]
+        writes.append(COMMIT)
+        return (batch, version, live), writes
+
+    def _written(self, outcome: Outcome, loop: asyncio.AbstractEventLoop) -> Written | StalePolicy:
+        """A committed transaction's outcome, with the future of its sync."""
+        if isinstance(outcome, StalePolicy):
+            return outcome
+        return Written(*outcome, self._durable(loop))
+
+    # -- durability ---------------------------------------------------------------------------
+
+    def _durable(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Resolves once a sync that began after the latest commit has finished."""
+        done: asyncio.Future[None] = loop.create_future()
+        if self._commit_is_durable:
+            done.set_result(None)
+            return done
+        if self._failed is not None:
+            done.set_exception(LogStoreFailed("the access log could not be synced to disk"))
+            return done
+        self._committed += 1
+        self._waiters.append((self._committed, done))
+        if self._sync_task is None or self._sync_task.done():
+            self._sync_wake = asyncio.Event()
+            self._sync_task = loop.create_task(self._sync_loop(), name="access-log-sync")
+        assert self._sync_wake is not None
+        self._sync_wake.set()
+        return done
+
+    async def _sync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._sync_wake
+        assert wake is not None
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._waiters:
+                covered = self._committed  # every commit so far has returned
+                try:
+                    await self._sync(loop)
+                except Exception as exc:
+                    self._sync_failed(exc)
+                    if self._failed is None:  # only the commits it covered are lost
+                        self._settle(covered, exc)
+                        continue
+                    self._settle(self._committed, exc)
+                    if self.on_broken is not None:
+                        self.on_broken()
+                    return
+                self._settle(covered, None)
+
+    def _settle(self, covered: int, error: Exception | None) -> None:
+        """Answer the commits up to number `covered` (the waiters are in commit order)."""
+        waiters = self._waiters
+        count = 0
+        for seq, _future in waiters:
+            if seq > covered:
+                break
+            count += 1
+        self._waiters = waiters[count:]
+        for _seq, future in waiters[:count]:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    @abstractmethod
+    def _sync(self, loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
+        """Make every commit that has returned durable."""
+
+    @abstractmethod
+    def _sync_failed(self, error: Exception) -> None:
+        """After a failed `_sync`: set `_failed` if the store must refuse every batch from now
+        on (the commits waiting are then failed with it), or else make the next sync work."""
