@@ -20,6 +20,7 @@ from app.config import Settings
 from app.datasets.schemas import DatasetWrite, Guard, Sensitivity
 from app.identifiers import Action, Effect
 from app.policy.models import Grant
+from app.policy.published import states_of
 from app.policy.schemas import GrantCreate
 from app.policy.snapshot import PolicyCache
 
@@ -283,6 +284,7 @@ async def record_reads(
     async with maker() as session:
         if (await accesslog_repository.get_head(session)).last_id:
             return 0
+        states = states_of(session)
     groups = build_directory()
     rng = random.Random(SEED + 1)
     employees = sorted({m for ms in groups.values() for m in ms if m.startswith("user:")})
@@ -297,7 +299,7 @@ async def record_reads(
     for engineer in rng.sample(groups["group:data"] + groups["group:web"], 12):
         reads.append(read(engineer, rng.choice(activity), "dashboard"))
     reads += [read(c, "finance.ledger", "curiosity") for c in groups["group:contractors"][:3]]
-    writer = AccessLogWriter(maker, PolicyCache(), TokenCache(), settings)
+    writer = AccessLogWriter(maker, PolicyCache(states), TokenCache(), settings)
     writer.start()
     try:
         for done in range(0, len(reads), 10):

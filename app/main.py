@@ -51,6 +51,7 @@ from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
 from app.policy.explain import router as explain_router
+from app.policy.published import states_for
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
 
@@ -171,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = create_sessionmaker(
             engine, chain_key=settings.checkpoint_key_bytes
         )
-        app.state.policy = PolicyCache()
+        app.state.policy = PolicyCache(states_for(engine))
         app.state.token_cache = TokenCache()
         writer = AccessLogWriter(
             app.state.sessionmaker, app.state.policy, app.state.token_cache, settings

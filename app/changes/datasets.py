@@ -9,7 +9,8 @@ from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
 from app.exposure.reconcile import reconcile
 from app.exposure.schemas import FindingChanges
-from app.exposure.view import DatasetFacts, publish_on_commit, view_before_change
+from app.exposure.view import publish_on_commit, view_before_change
+from app.policy.state import DatasetFacts, PolicyChange
 
 
 async def put_dataset(
@@ -34,10 +35,10 @@ async def put_dataset(
     dataset, created = await datasets_service.put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
     )
-    after = before.changed()
-    after.datasets[dataset.id] = DatasetFacts(
+    facts = DatasetFacts(
         dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
     )
+    after = before.changed(PolicyChange(datasets=(facts,)))
     changes = await reconcile(
         session,
         before=before,

@@ -16,6 +16,7 @@ from app.policy import service as policy_service
 from app.policy.decision_index import Rule
 from app.policy.schemas import GrantCreate, GrantRead
 from app.policy.snapshot import READ_ACTIONS, to_rule
+from app.policy.state import PolicyChange
 
 
 def _action(rule: Rule) -> str:
@@ -29,10 +30,8 @@ async def create_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
-    after = before.changed()
     rule = to_rule(grant)
-    after.analyser.add_rule(rule)
-    after.grant_subjects[grant.id] = grant.principal
+    after = before.changed(PolicyChange(added=(rule,)))
     try:
         changes = await reconcile(
             session,
@@ -53,10 +52,8 @@ async def revoke_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
-    after = before.changed()
     rule = to_rule(grant)
-    after.analyser.remove_rule(rule)
-    after.grant_subjects.pop(grant.id, None)
+    after = before.changed(PolicyChange(removed=(rule,)))
     changes = await reconcile(
         session,
         before=before,

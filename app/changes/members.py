@@ -16,7 +16,8 @@ from app.exposure.reconcile import reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.policy.decision_index import Rule
-from app.policy.snapshot import READ_ACTIONS, PolicyChange
+from app.policy.snapshot import READ_ACTIONS
+from app.policy.state import PolicyChange
 
 
 async def change_members(
@@ -28,9 +29,8 @@ async def change_members(
     replace_with: list[str] | None = None,
     actor: str,
     accept: AcceptExposure | None = None,
-) -> tuple[GroupRead, FindingChanges, PolicyChange]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure. The
-    links that changed come back too."""
+) -> tuple[GroupRead, FindingChanges]:
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
     before = await view_before_change(session)
     old = set(await directory_repository.list_members(session, gid))
     # The graph as committed (this transaction holds the policy lock): no need to load it.
@@ -54,11 +54,7 @@ async def change_members(
         links_added=tuple((member, gid) for member in sorted(new - old)),
         links_removed=tuple((member, gid) for member in sorted(old - new)),
     )
-    after = before.changed()
-    for member, parent in links.links_removed:
-        after.analyser.remove_link(member, parent)
-    for member, parent in links.links_added:
-        after.analyser.add_link(member, parent)
+    after = before.changed(links)
     # The leaves whose membership paths may differ: those under a member that came or went.
     touched = 0
     for member in old ^ new:
@@ -94,7 +90,7 @@ async def change_members(
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
-    return group, changes, links
+    return group, changes
 
 
 async def _paths_through(

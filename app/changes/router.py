@@ -1,7 +1,7 @@
 """The routes that change the policy: grants, group members, datasets. Their reads stay with
 their domains (`policy`, `directory`, `datasets`)."""
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Response, status
 
 from app.acceptance import AcceptQuery
 from app.auth.dependencies import AuthorizedFirst, PolicyWriter
@@ -23,7 +23,6 @@ from app.errors import (
 )
 from app.identifiers import PrincipalId
 from app.policy.schemas import GrantCreate, GrantId
-from app.policy.snapshot import PolicyChange, to_rule
 
 router = APIRouter(route_class=AuthorizedFirst)
 WRITE_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, Conflict)
@@ -40,12 +39,11 @@ WRITE_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, Conflict)
     responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Conflict),
 )
 async def create_grant(
-    body: GrantCreate, request: Request, session: SessionDep, caller: PolicyWriter
+    body: GrantCreate, session: SessionDep, caller: PolicyWriter
 ) -> GrantChanged:
     """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
     grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
     grant, changes = await grant_changes.create_grant(session, body=body, actor=caller.name)
-    request.app.state.policy.follow_on_commit(session, PolicyChange(added=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
@@ -54,7 +52,6 @@ async def create_grant(
 )
 async def revoke_grant(
     grant_id: GrantId,
-    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
@@ -65,7 +62,6 @@ async def revoke_grant(
     grant, changes = await grant_changes.revoke_grant(
         session, grant_id=grant_id, actor=caller.name, accept=accept
     )
-    request.app.state.policy.follow_on_commit(session, PolicyChange(removed=(to_rule(grant),)))
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
 
@@ -81,19 +77,17 @@ async def revoke_grant(
 async def replace_members(
     group: GroupPath,
     body: MembersReplace,
-    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
 ) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
-    result, changes, links = await member_changes.change_members(
+    result, changes = await member_changes.change_members(
         session,
         gid=directory_service.group_id(group),
         replace_with=body.members,
         actor=caller.name,
         accept=body.accept_exposure,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
@@ -104,17 +98,16 @@ async def replace_members(
     responses=WRITE_ERRORS,
 )
 async def add_member(
-    group: GroupPath, body: MemberAdd, request: Request, session: SessionDep, caller: PolicyWriter
+    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
 ) -> GroupChanged:
     """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
-    result, changes, links = await member_changes.change_members(
+    result, changes = await member_changes.change_members(
         session,
         gid=directory_service.group_id(group),
         add=[body.member],
         actor=caller.name,
         accept=body.accept_exposure,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 
@@ -127,21 +120,19 @@ async def add_member(
 async def remove_member(
     group: GroupPath,
     member: PrincipalId,
-    request: Request,
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
 ) -> GroupChanged:
     """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
     on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
-    result, changes, links = await member_changes.change_members(
+    result, changes = await member_changes.change_members(
         session,
         gid=directory_service.group_id(group),
         remove=member,
         actor=caller.name,
         accept=accept,
     )
-    request.app.state.policy.follow_on_commit(session, links)
     return GroupChanged(**result.model_dump(), **changes.model_dump())
 
 

@@ -23,13 +23,14 @@ from app.directory import service as directory_service
 from app.exposure import reconcile as exposure_reconcile
 from app.exposure.reconcile import ExposureRefused
 from app.exposure.schemas import FindingChanges, FindingRead
-from app.exposure.view import DatasetFacts, PolicyView, publish_on_commit, view_before_change
+from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.plans.schemas import GrantSpec, MembershipChange, PlanResult, PolicyDocument
 from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate, GrantRead
 from app.policy.snapshot import to_rule
+from app.policy.state import DatasetFacts, PolicyChange
 
 GrantKey = tuple[str, str, str, str, datetime | None]
 
@@ -75,8 +76,10 @@ class _Applied:
 async def _apply_changes(
     session: AsyncSession, doc: PolicyDocument, before: PolicyView, actor: str
 ) -> _Applied:
-    done = _Applied(after=before.changed())
-    after = done.after
+    done = _Applied(after=before)
+    facts: list[DatasetFacts] = []
+    links_added: list[tuple[str, str]] = []
+    links_removed: list[tuple[str, str]] = []
     current = {d.id: d for d in await datasets_repository.list_all(session)}
     moves = {
         dataset_id: (stored.guard, datasets_service.guard_for(stored, wanted))
@@ -90,11 +93,13 @@ async def _apply_changes(
         dataset, _ = await datasets_service.put_dataset(
             session, dataset_id=dataset_id, body=wanted, actor=actor
         )
-        after.datasets[dataset.id] = DatasetFacts(
-            dataset.id,
-            dataset.sensitivity.value,
-            tuple(dataset.intended_audience),
-            dataset.guard.value,
+        facts.append(
+            DatasetFacts(
+                dataset.id,
+                dataset.sensitivity.value,
+                tuple(dataset.intended_audience),
+                dataset.guard.value,
+            )
         )
         done.datasets.append(dataset.id)
         done.touched.add(dataset.id)
@@ -109,10 +114,8 @@ async def _apply_changes(
         await directory_service.replace_members(
             session, gid=gid, members=members, actor=actor, field=f"body.groups.{name}"
         )
-        for member in old - new:
-            after.analyser.remove_link(member, gid)
-        for member in new - old:
-            after.analyser.add_link(member, gid)
+        links_removed += [(member, gid) for member in sorted(old - new)]
+        links_added += [(member, gid) for member in sorted(new - old)]
         done.memberships.append(
             MembershipChange(group=gid, added=sorted(new - old), removed=sorted(old - new))
         )
@@ -131,16 +134,22 @@ async def _apply_changes(
             field=f"body.grants.{index}",
         )
         live[_spec_key(spec)] = []  # a duplicate line in the document creates nothing more
-        after.analyser.add_rule(to_rule(created))
-        after.grant_subjects[created.id] = created.principal
         done.created.append(created)
-        done.touched.update(exposure_reconcile.affected_by_resource(after, created.resource))
     if doc.prune_grants:
         for grant in sorted((g for gs in live.values() for g in gs), key=lambda g: g.id):
             revoked = await policy_service.revoke_grant(session, grant_id=grant.id, actor=actor)
-            after.analyser.remove_rule(to_rule(revoked))
             done.revoked.append(revoked)
-            done.touched.update(exposure_reconcile.affected_by_resource(after, revoked.resource))
+    done.after = after = before.changed(
+        PolicyChange(
+            added=tuple(to_rule(grant) for grant in done.created),
+            removed=tuple(to_rule(grant) for grant in done.revoked),
+            links_added=tuple(links_added),
+            links_removed=tuple(links_removed),
+            datasets=tuple(facts),
+        )
+    )
+    for changed in done.created + done.revoked:
+        done.touched.update(exposure_reconcile.affected_by_resource(after, changed.resource))
     for gid in changed_groups:
         done.touched.update(exposure_reconcile.affected_by_membership((before, after), gid))
     return done

@@ -4,13 +4,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import policy_version
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
+from app.policy.published import states_of
 from app.policy.schemas import Reason
 from app.policy.snapshot import PolicyCache
 
@@ -50,7 +50,7 @@ async def explain_now(
     session: AsyncSession, principal: str, dataset: str, action: Action
 ) -> Explanation:
     """The decision a check would get now and every grant and path behind it (not logged)."""
-    snapshot = await snapshot_module.build(session, await policy_version.current(session))
+    snapshot = await states_of(session).current(session, snapshot_module.CHECKS)
     return explain_with(snapshot, principal, dataset, action)
 
 

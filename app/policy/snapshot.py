@@ -1,25 +1,26 @@
-"""An immutable picture of the policy at one version, and the per-process cache of it.
+"""The check index: a policy state's view for checks (a `PolicySnapshot`), and this process's
+cache of the newest one.
 
-A new snapshot is built (never mutated) whenever the database's policy version moves, so a
-request reading the old one is never disturbed.
+A new snapshot is derived (never mutated) whenever the policy version moves, so a request
+reading the old one is never disturbed: from the previous one and the change when this process
+made the change (`app.policy.state`), rebuilt from the database otherwise.
 """
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.datasets import repository as datasets_repository
 from app.directory import graph
-from app.directory import repository as directory_repository
 from app.policy import repository
-from app.policy import version as policy_version
 from app.policy.decision_index import DecisionIndex, Rule
 from app.policy.models import Grant
+from app.policy.published import PolicyStates
 from app.policy.schemas import GrantRead
+from app.policy.state import DatasetFacts, PolicyChange, PolicyRows, PolicyState
 
 # Reading these actions from outside a dataset's audience is an exposure.
 READ_ACTIONS = frozenset({"read", "export"})
@@ -30,16 +31,6 @@ def to_rule(grant: Grant | GrantRead) -> Rule:
     return repository.rule_of(
         grant.principal, grant.resource, grant.action, grant.effect, grant.expires_at, grant.id
     )
-
-
-@dataclass(frozen=True)
-class PolicyChange:
-    """Rules (grants) and links (memberships) that a transaction added and removed."""
-
-    added: tuple[Rule, ...] = ()
-    removed: tuple[Rule, ...] = ()
-    links_added: tuple[tuple[str, str], ...] = ()
-    links_removed: tuple[tuple[str, str], ...] = ()
 
 
 class Outcome(NamedTuple):
@@ -65,15 +56,26 @@ class PolicySnapshot:
             self._ancestors[principal] = found
         return found
 
-    def changed(self, version: int, change: "PolicyChange") -> "PolicySnapshot":
-        """The snapshot of `version`, which differs from this one by `change` only."""
+    def carried(self, change: PolicyChange, state: PolicyState) -> "PolicySnapshot":
+        """The snapshot of `state`, reached from this one by `change` (and, for a state
+        several changes on, by the changes after it)."""
         index, ancestors = self.index, self._ancestors
         if change.added or change.removed:
             index = index.with_rules(change.added, change.removed)
         if change.links_added or change.links_removed:
             index = index.with_links(change.links_added, change.links_removed)
             ancestors = {}
-        return replace(self, version=version, index=index, _ancestors=ancestors)
+        audiences, sensitivities = self.audiences, self.sensitivities
+        if change.datasets:
+            audiences, sensitivities = _dataset_maps(state.datasets)
+        return replace(
+            self,
+            version=state.version,
+            index=index,
+            audiences=audiences,
+            sensitivities=sensitivities,
+            _ancestors=ancestors,
+        )
 
     def in_audience(self, principal: str, dataset: str) -> bool:
         audience = self.audiences.get(dataset, frozenset())
@@ -95,81 +97,45 @@ class PolicySnapshot:
         return Outcome(False, "no_grant", None, (), False)
 
 
-async def build(session: AsyncSession, version: int) -> PolicySnapshot:
-    """The snapshot of the committed policy. The index is built in a thread: seconds of CPU at
-    100k grants, during which the event loop keeps serving (checks wait for the snapshot)."""
-    rules = await repository.unrevoked_rules(session)
-    edges = await directory_repository.all_edges(session)
-    datasets = await datasets_repository.list_all(session)
-    index = await asyncio.to_thread(DecisionIndex, rules, edges)
-    return PolicySnapshot(
-        version=version,
-        index=index,
-        audiences={d.id: frozenset(d.intended_audience) for d in datasets},
-        sensitivities={d.id: d.sensitivity for d in datasets},
-    )
+def _dataset_maps(
+    datasets: Mapping[str, DatasetFacts],
+) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+    audiences = {d.id: frozenset(d.audience) for d in datasets.values()}
+    return audiences, {d.id: d.sensitivity for d in datasets.values()}
 
 
-# Most changes kept for the next reader to derive (beyond, it rebuilds: just as fast by then).
-FOLLOW_LIMIT = 64
+class CheckIndex:
+    """The check index as a kind of view of the policy state."""
+
+    async def build(self, rows: PolicyRows, state: PolicyState) -> PolicySnapshot:
+        """Built in a thread: seconds of CPU at 100k grants, during which the event loop keeps
+        serving (checks wait for the snapshot)."""
+        index = await asyncio.to_thread(DecisionIndex, rows.rules, rows.links)
+        return PolicySnapshot(state.version, index, *_dataset_maps(state.datasets))
+
+    def carry(
+        self, view: PolicySnapshot, change: PolicyChange, state: PolicyState
+    ) -> PolicySnapshot:
+        return view.carried(change, state)
+
+
+CHECKS = CheckIndex()
 
 
 class PolicyCache:
-    """This process's current snapshot, refreshed when the database's version moves: derived
-    from the previous one for the changes made through this process (`follow_on_commit`),
-    rebuilt from the database otherwise."""
+    """The check index of this process's newest policy state (`app.policy.published`)."""
 
-    def __init__(self) -> None:
-        self._snapshot: PolicySnapshot | None = None
-        self._lock = asyncio.Lock()
-        # version -> the change that made it, for changes committed through this process
-        self._followed: dict[int, PolicyChange] = {}
+    def __init__(self, states: PolicyStates) -> None:
+        self._states = states
 
     @property
     def loaded(self) -> PolicySnapshot | None:
-        self._catch_up()
-        return self._snapshot
-
-    def follow_on_commit(self, session: AsyncSession, change: "PolicyChange") -> None:
-        """For a transaction whose only policy change is `change`: once it commits, the next
-        reader derives its version's snapshot from the one before (a few milliseconds) instead
-        of rebuilding it (seconds at 100k grants), provided it has that one."""
-        version = int(session.info[policy_version.TAKEN][1])
-
-        def record(_: Any) -> None:
-            if len(self._followed) < FOLLOW_LIMIT:
-                self._followed[version] = change
-
-        event.listen(session.sync_session, "after_commit", record, once=True)
-
-    def _catch_up(self) -> None:
-        """Derive, in order, the followed versions that continue the current snapshot."""
-        snapshot = self._snapshot
-        if snapshot is None or not self._followed:
-            return
-        while (change := self._followed.pop(snapshot.version + 1, None)) is not None:
-            snapshot = snapshot.changed(snapshot.version + 1, change)
-        self._snapshot = snapshot
-        self._forget_followed(snapshot.version)
-
-    def _forget_followed(self, version: int) -> None:
-        self._followed = {v: c for v, c in self._followed.items() if v > version}
+        """The newest snapshot this process has, without the database (it may be stale)."""
+        return self._states.loaded(CHECKS)
 
     async def current(self, session: AsyncSession) -> PolicySnapshot:
         """The snapshot for the newest committed version (one cheap query when unchanged)."""
-        version = await policy_version.current(session)
-        self._catch_up()
-        snapshot = self._snapshot
-        if snapshot is not None and snapshot.version >= version:
-            return snapshot
-        async with self._lock:
-            self._catch_up()
-            snapshot = self._snapshot
-            if snapshot is None or snapshot.version < version:
-                snapshot = await build(session, version)
-                self._snapshot = snapshot
-                self._forget_followed(version)
-        return snapshot
+        return await self._states.current(session, CHECKS)
 
 
 def now() -> float:

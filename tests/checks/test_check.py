@@ -9,6 +9,7 @@ from app.policy import service as policy_service
 from app.policy import snapshot as snapshot_module
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate
+from app.policy.state import PolicyState, load_rows
 
 AUDIENCE = ["group:mci-research", "service:trainer"]
 
@@ -129,6 +130,19 @@ async def test_revoked_grant_denies_next_check(client, tokens, admin):
     assert after["policy_version"] > before["policy_version"]
 
 
+def count_builds(monkeypatch) -> list[int]:
+    """The versions whose check index is built from the database from now on."""
+    builds: list[int] = []
+    real_build = snapshot_module.CheckIndex.build
+
+    async def counted_build(kind, rows, state):
+        builds.append(state.version)
+        return await real_build(kind, rows, state)
+
+    monkeypatch.setattr(snapshot_module.CheckIndex, "build", counted_build)
+    return builds
+
+
 async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     app, client, tokens, admin, monkeypatch
 ):
@@ -138,14 +152,8 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     ids = await seed(client, admin)
     check = {"json": check_body("user:dave"), "headers": tokens["check"]}
     assert (await client.post("/v1/check", **check)).json()["decision"] == "deny"
-    builds: list[int] = []
-    real_build = snapshot_module.build
-
-    async def counted_build(session, version):
-        builds.append(version)
-        return await real_build(session, version)
-
-    monkeypatch.setattr(snapshot_module, "build", counted_build)
+    real_build = snapshot_module.CheckIndex.build
+    builds = count_builds(monkeypatch)
     body = {"principal": "user:dave", "resource": "employee_activity.keystrokes",
             "action": "read", "effect": "allow"}  # fmt: skip
     created = (await client.post("/v1/grants", json=body, headers=admin)).json()
@@ -180,12 +188,39 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     assert builds == []
     followed = app.state.policy.loaded
     async with app.state.sessionmaker() as session:
-        rebuilt = await real_build(session, followed.version)
+        rows = await load_rows(session)
+    rebuilt = await real_build(snapshot_module.CHECKS, rows, PolicyState.of_rows(0, rows))
     for principal in ("alice", "bob", "carol", "dave", "erin", "frank", "zoe"):
         for dataset in ("employee_activity.keystrokes", "no.such"):
             request = (f"user:{principal}", dataset, "read", 1000.0)
             assert followed.decide(*request) == rebuilt.decide(*request), request
         assert followed.ancestors(f"user:{principal}") == rebuilt.ancestors(f"user:{principal}")
+
+
+async def test_a_dataset_change_is_seen_by_the_next_check_without_a_rebuild(
+    client, tokens, admin, monkeypatch
+):
+    """Re-scoping a dataset or registering one changes the next check's audience and datasets
+    at once, derived from the previous snapshot (a rebuild takes seconds at 100k grants)."""
+    await seed(client, admin)
+    bob = {"json": check_body("user:bob"), "headers": tokens["check"]}
+    first = (await client.post("/v1/check", **bob)).json()
+    assert (first["decision"], first["out_of_audience"]) == ("allow", True)
+    builds = count_builds(monkeypatch)
+    body = {"owner": "group:mci-research", "sensitivity": "internal",
+            "intended_audience": [*AUDIENCE, "group:eng"], "guard": "alert"}  # fmt: skip
+    r = await client.put("/v1/datasets/employee_activity.keystrokes", json=body, headers=admin)
+    assert r.status_code == 200, r.text
+    second = (await client.post("/v1/check", **bob)).json()
+    assert (second["decision"], second["out_of_audience"]) == ("allow", False)
+    mouse = {"json": check_body("user:bob", "employee_activity.mouse"), "headers": tokens["check"]}
+    unknown = (await client.post("/v1/check", **mouse)).json()
+    assert unknown["reason"]["code"] == "unknown_dataset"
+    r = await client.put("/v1/datasets/employee_activity.mouse", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    known = (await client.post("/v1/check", **mouse)).json()
+    assert (known["decision"], known["reason"]["code"]) == ("allow", "granted")
+    assert builds == []
 
 
 async def test_a_change_this_process_did_not_make_is_never_skipped(

@@ -227,13 +227,13 @@ async def test_checks_get_through_while_another_worker_keeps_changing_the_policy
     on, a batch would stay stale and be refused. The store holds the policy still meanwhile."""
     from app.policy import snapshot as snapshot_module
 
-    real_build = snapshot_module.build
+    real_build = snapshot_module.CheckIndex.build
 
-    async def slow_build(session, version):
+    async def slow_build(kind, rows, state):
         await asyncio.sleep(0.05)
-        return await real_build(session, version)
+        return await real_build(kind, rows, state)
 
-    monkeypatch.setattr(snapshot_module, "build", slow_build)
+    monkeypatch.setattr(snapshot_module.CheckIndex, "build", slow_build)
     settings = Settings(database_url=database_url)
     deny = {"principal": "user:zed", "resource": "employee_activity.keystrokes",
             "action": "read", "effect": "deny"}  # fmt: skip

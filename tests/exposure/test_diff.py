@@ -6,9 +6,10 @@ from app.exposure.analyser import ExposureAnalyser
 from app.exposure.diff import Accepting, FindingDiff, diff, run_through
 from app.exposure.measure import Acceptance, StoredFinding
 from app.exposure.schemas import FindingStatus
-from app.exposure.view import DatasetFacts, PolicyView
+from app.exposure.view import PolicyView
 from app.policy.decision_index import Rule
 from app.policy.repository import rule_of
+from app.policy.state import DatasetFacts
 
 AT = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 LINKS = [
