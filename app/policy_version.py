@@ -26,9 +26,11 @@ class PolicyVersion(Base):
 
 
 async def advance(session: AsyncSession) -> int:
-    """Take the policy write lock and return the new version (once per transaction)."""
+    """Take the policy write lock and return the new version (once per transaction, unless the
+    savepoint it was taken in has ended since: rolled back, the advance is undone)."""
+    sync = session.sync_session
     taken = session.info.get(TAKEN)
-    if taken is not None and taken[0] is session.sync_session.get_transaction():
+    if taken is not None and taken[0] is sync.get_transaction() and taken[2].is_active:
         return int(taken[1])
     result = await session.execute(
         update(PolicyVersion)
@@ -37,7 +39,8 @@ async def advance(session: AsyncSession) -> int:
         .returning(PolicyVersion.version)
     )
     version = int(result.scalar_one())
-    session.info[TAKEN] = (session.sync_session.get_transaction(), version)
+    taken_in = sync.get_nested_transaction() or sync.get_transaction()
+    session.info[TAKEN] = (sync.get_transaction(), version, taken_in)
     return version
 
 

@@ -102,11 +102,16 @@ class PolicyStates:
         """When a transaction of `session` ends, publish its state if it committed, and let the
         session (which outlives the request until the garbage collector frees it) keep no
         state: a replaced one must be freed at once (at 100k principals, collections walking
-        dozens of them took 140 ms). Savepoints are no end."""
+        dozens of them took 140 ms). A savepoint's end is no end, but one rolled back takes the
+        state published so far with it: the transaction then publishes only what it changes
+        afterwards (from a fresh load), or nothing, and readers load what it committed."""
         session.info[_LISTENING] = True
 
         def end(committed: bool) -> None:
             if session.sync_session.in_nested_transaction():
+                publishing = session.info.get(_PUBLISHING)
+                if not committed and publishing is not None:
+                    publishing[1].clear()
                 return
             publishing = session.info.pop(_PUBLISHING, None)
             session.info.pop(_BASE, None)
