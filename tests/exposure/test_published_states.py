@@ -3,6 +3,7 @@ what the database holds, for every way a transaction can end."""
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 
@@ -34,11 +35,12 @@ async def _seed(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
     assert r.status_code == 200, r.text
 
 
-async def _check(client, tokens, principal: str, dataset: str = "ds.one") -> dict:
+async def _check(client, tokens, principal: str, dataset: str = "ds.one") -> dict[str, Any]:
     body = {"principal": principal, "dataset": dataset, "action": "read"}
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     assert r.status_code == 200, r.text
-    return r.json()
+    answer: dict[str, Any] = r.json()
+    return answer
 
 
 async def _assert_published_is_fresh(sessionmaker) -> None:
@@ -117,9 +119,7 @@ async def test_two_changes_in_one_transaction_publish_what_the_database_holds(
     # a transaction that changes and rolls back publishes nothing
     async with sessionmaker() as session:
         await begin_write(session)
-        await member_changes.change_members(
-            session, gid="group:b", replace_with=[], actor="review"
-        )
+        await member_changes.change_members(session, gid="group:b", replace_with=[], actor="review")
         await session.rollback()
     await _assert_published_is_fresh(sessionmaker)
     assert (await _check(client, tokens, "user:u3"))["decision"] == "allow"
@@ -232,16 +232,15 @@ async def test_another_workers_changes_are_honoured_by_the_next_check(
     async with other.router.lifespan_context(other):
         transport = httpx.ASGITransport(app=other)
         async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as b:
-            body = {"principal": "user:u5", "resource": "ds.one", "action": "read",
-                    "effect": "allow"}  # fmt: skip
-            r = await b.post("/v1/grants", json=body, headers=admin)
+            grant = {"principal": "user:u5", "resource": "ds.one", "action": "read"}
+            r = await b.post("/v1/grants", json={**grant, "effect": "allow"}, headers=admin)
             assert r.status_code == 201, r.text
             grant_id = r.json()["id"]
             first = await _check(client, tokens, "user:u5")
             assert (first["decision"], first["out_of_audience"]) == ("allow", True)
             await _check(b, tokens, "user:u5")
-            body = {"owner": "group:a", "sensitivity": "internal",
-                    "intended_audience": ["group:a", "user:u5"]}  # fmt: skip
+            audience = ["group:a", "user:u5"]
+            body = {"owner": "group:a", "sensitivity": "internal", "intended_audience": audience}
             assert (await b.put("/v1/datasets/ds.one", json=body, headers=admin)).status_code == 200
             after = await _check(client, tokens, "user:u5")
             assert (after["decision"], after["out_of_audience"]) == ("allow", False)
@@ -291,9 +290,7 @@ async def test_after_a_savepoint_rollback_another_workers_revoke_is_still_honour
     async with sessionmaker() as session, session.begin():
         await begin_write(session)
         savepoint = await session.begin_nested()
-        await member_changes.change_members(
-            session, gid="group:c", add=["user:u5"], actor="review"
-        )
+        await member_changes.change_members(session, gid="group:c", add=["user:u5"], actor="review")
         await savepoint.rollback()
     other = create_app(settings)
     async with other.router.lifespan_context(other):
