@@ -96,6 +96,9 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
                     until=acceptance.until,
                 )
             )
+    for reopened in found.reopened:  # accepted findings the change widens: open again
+        await pacer.pause()
+        would_open.append(_shown(reopened.id, reopened.measured, status=FindingStatus.open))
     # As the policy stands first; then those past the denies that expire.
     for refused in (*found.refused_now, *found.refused_later):
         if refused.key not in would_refuse:
