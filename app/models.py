@@ -12,6 +12,8 @@ from app.datasets.models import Dataset
 from app.db import Base
 from app.directory.models import Group, Membership
 from app.exposure.models import Finding
+from app.holds.models import Hold
+from app.identity.models import ScimGroup, ScimUser
 from app.operations.models import Lease
 from app.policy.models import Grant
 from app.policy_version import PolicyVersion
@@ -29,8 +31,11 @@ __all__ = [
     "Finding",
     "Grant",
     "Group",
+    "Hold",
     "Lease",
     "Membership",
     "PolicyVersion",
+    "ScimGroup",
+    "ScimUser",
     "TrailEntry",
 ]

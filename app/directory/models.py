@@ -11,6 +11,8 @@ class Group(Base):
 
     id: Mapped[str] = mapped_column(String(140), primary_key=True)  # "group:<id>"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # "scim" when the IdP owns the group: its members change only through SCIM.
+    managed_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Membership(Base):

@@ -1,0 +1,1 @@
+"""The company's identity: SCIM provisioning from its IdP (`app.identity.scim`)."""
