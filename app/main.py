@@ -41,6 +41,7 @@ from app.errors import (
 )
 from app.exposure.router import router as exposure_router
 from app.fairness import OneAtATime
+from app.holds.router import router as holds_router
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
@@ -260,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes_router,
         explain_router,
         exposure_router,
+        holds_router,
         accesslog_router,
         alerts_router,
         plans_router,
