@@ -102,6 +102,7 @@ async def api_step(
     client: httpx.AsyncClient, admin: Any, rng: random.Random, grants: list[int]
 ) -> str:
     roll = rng.random()
+    body: dict[str, Any]
     if roll < 0.45:
         body = {
             "principal": rng.choice([*USERS, *IDP_GROUPS, *API_GROUPS]),
@@ -128,7 +129,7 @@ async def api_step(
         assert r.status_code in (200, 409), r.text
         return f"api research = {members} -> {r.status_code}"
     dataset = rng.choice(DATASETS)
-    body: dict[str, Any] = {
+    body = {
         "owner": "user:o",
         "sensitivity": "restricted",
         "intended_audience": rng.sample([*API_GROUPS, *USERS, "group:eng"], rng.randint(1, 2)),
