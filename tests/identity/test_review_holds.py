@@ -414,3 +414,16 @@ async def test_review_two_idp_requests_racing(app, client, admin, tokens, databa
     assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
     assert await holds(client, admin) == []
     await clean_scan(client, admin)
+
+
+async def test_review_a_renamed_users_old_name_keeps_no_access(app, client, admin, tokens):
+    """e1 (reading hr.pay through a direct grant) is renamed e2 by the IdP: nobody is user:e1
+    any more, yet user:e1 still reads hr.pay (a new hire given that userName would too), and
+    e2, the same person, has lost it."""
+    await claim(app, "group:eng")
+    await idp(app, provisioning.change_members, group="group:eng", add=["user:e1"])
+    body = {"owner": "user:o", "sensitivity": "internal", "intended_audience": ["user:e1"]}
+    assert (await client.put("/v1/datasets/hr.pay", json=body, headers=admin)).status_code == 201
+    assert (await grant(client, admin, "user:e1", "hr.pay")).status_code == 201
+    await idp(app, provisioning.rename_user, old="user:e1", new="user:e2")
+    assert (await decision(client, tokens, "user:e1", "hr.pay"))[0] == "deny"
