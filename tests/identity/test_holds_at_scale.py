@@ -1,4 +1,5 @@
-"""Adversarial review (#18) at scale: releasing the holds of a large IdP group."""
+"""Holds at scale: releasing the holds of a large IdP group at once (past asyncpg's 32,767
+parameters)."""
 
 from datetime import UTC, datetime
 
@@ -7,13 +8,13 @@ from sqlalchemy import insert
 from app import policy_version
 from app.directory.models import Group, Membership
 from app.holds.models import Hold
+from tests.identity.test_holds_scenarios import dataset
 from tests.identity.test_provisioning import holds
-from tests.identity.test_review_holds import dataset
 
 N = 33_000  # past the bind-parameter limits: asyncpg 32767, SQLite 32766
 
 
-async def test_review_an_audience_taking_in_33k_held_users_releases_their_holds(app, client, admin):
+async def test_an_audience_taking_in_33k_held_users_releases_their_holds(app, client, admin):
     """The IdP put group:all (33k people) under a group that may read act.keys: 33k guard holds.
     The owner then makes group:all the audience: every hold is released in one statement."""
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201

@@ -1,5 +1,6 @@
-"""Adversarial review of holds and the IdP's changes (#18): each test is a defect or a
-property checked. A failing test here is a defect in app code (see the review report)."""
+"""Holds and the IdP's changes in the cases an adversarial review tried: removals and nesting,
+deleted and re-created users, renames, expiring denies, export and write, access already
+accepted, holds that lose their reason, plans, several changes in one transaction, races."""
 
 from typing import Any
 
@@ -44,9 +45,7 @@ async def audience_owned_by_idp(app: FastAPI, client: Any, admin: Any) -> None:
     assert await exposure(client, admin, "act.keys") == (1, 0)
 
 
-async def test_review_idp_removing_a_user_from_the_audience_group_holds_them(
-    app, client, admin, tokens
-):
+async def test_idp_removing_a_user_from_the_audience_group_holds_them(app, client, admin, tokens):
     await audience_owned_by_idp(app, client, admin)
     done = await idp(app, provisioning.change_members, group="group:sec", remove=["user:u1"])
     assert [(h.principal, h.dataset) for h in done.holds_opened] == [("user:u1", "act.keys")]
@@ -55,7 +54,7 @@ async def test_review_idp_removing_a_user_from_the_audience_group_holds_them(
     await clean_scan(client, admin)
 
 
-async def test_review_nested_audience_group_removal_is_held(app, client, admin, tokens):
+async def test_nested_audience_group_removal_is_held(app, client, admin, tokens):
     """The audience is the API's group:research, which holds the IdP's group:sec."""
     await claim(app, "group:sec")
     await claim(app, "group:eng")
@@ -72,14 +71,14 @@ async def test_review_nested_audience_group_removal_is_held(app, client, admin, 
     await clean_scan(client, admin)
 
 
-async def test_review_idp_deleting_the_audience_group_holds_its_members(app, client, admin, tokens):
+async def test_idp_deleting_the_audience_group_holds_its_members(app, client, admin, tokens):
     await audience_owned_by_idp(app, client, admin)
     await idp(app, provisioning.release_group, group="group:sec")
     assert await decision(client, tokens, "user:u1", "act.keys") == ("deny", "held_by_guard")
     await clean_scan(client, admin)
 
 
-async def test_review_a_released_hold_comes_back_when_the_user_leaves_the_audience(
+async def test_a_released_hold_comes_back_when_the_user_leaves_the_audience(
     app, client, admin, tokens
 ):
     await audience_owned_by_idp(app, client, admin)
@@ -92,7 +91,7 @@ async def test_review_a_released_hold_comes_back_when_the_user_leaves_the_audien
     await clean_scan(client, admin)
 
 
-async def test_review_a_group_added_into_an_idp_group_holds_its_members_and_later_ones(
+async def test_a_group_added_into_an_idp_group_holds_its_members_and_later_ones(
     app, client, admin, tokens
 ):
     await claim(app, "group:eng")
@@ -112,7 +111,7 @@ async def test_review_a_group_added_into_an_idp_group_holds_its_members_and_late
     await clean_scan(client, admin)
 
 
-async def test_review_export_and_expiring_denies_are_held(app, client, admin, tokens):
+async def test_export_and_expiring_denies_are_held(app, client, admin, tokens):
     from datetime import UTC, datetime, timedelta
 
     await claim(app, "group:eng")
@@ -134,10 +133,10 @@ async def test_review_export_and_expiring_denies_are_held(app, client, admin, to
     await clean_scan(client, admin)
 
 
-async def test_review_a_hold_does_not_take_away_access_already_accepted(app, client, admin, tokens):
+async def test_a_hold_does_not_take_away_access_already_accepted(app, client, admin, tokens):
     """u1 reads act.keys through a direct grant whose exposure was accepted. The IdP then
-    puts u1 in group:eng, which may read it too: the dataset's readers do not grow, yet the
-    hold denies u1 what they could read before."""
+    puts u1 in group:eng, which may read it too: the dataset's readers do not grow, so no hold
+    takes away what u1 could read before."""
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
@@ -151,9 +150,9 @@ async def test_review_a_hold_does_not_take_away_access_already_accepted(app, cli
     assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
 
 
-async def test_review_a_hold_outlives_the_membership_behind_it(app, client, admin, tokens):
-    """The IdP takes u1 out of group:eng again: the hold it caused stays, and denies u1 a
-    direct grant made afterwards with its exposure accepted."""
+async def test_a_hold_outlives_the_membership_behind_it(app, client, admin, tokens):
+    """The IdP takes u1 out of group:eng again: the hold it caused goes with the membership,
+    so a direct grant made afterwards with its exposure accepted lets u1 read."""
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
@@ -165,9 +164,7 @@ async def test_review_a_hold_outlives_the_membership_behind_it(app, client, admi
     assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
 
 
-async def test_review_a_user_added_while_inactive_is_held_on_reactivation(
-    app, client, admin, tokens
-):
+async def test_a_user_added_while_inactive_is_held_on_reactivation(app, client, admin, tokens):
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
@@ -180,9 +177,7 @@ async def test_review_a_user_added_while_inactive_is_held_on_reactivation(
     await clean_scan(client, admin)
 
 
-async def test_review_scim_rename_and_deactivate_in_one_transaction(
-    app, client, admin, tokens, settings
-):
+async def test_scim_rename_and_deactivate_in_one_transaction(app, client, admin, tokens, settings):
     """As the SCIM layer does it: rename e1 to e2 and deactivate e2 in one transaction; this
     worker and a fresh one agree that e2 reads nothing."""
     from app.main import create_app
@@ -209,7 +204,7 @@ async def test_review_scim_rename_and_deactivate_in_one_transaction(
     await clean_scan(client, admin)
 
 
-async def test_review_a_big_group_added_by_the_idp_is_held_not_refused(app, client, admin, tokens):
+async def test_a_big_group_added_by_the_idp_is_held_not_refused(app, client, admin, tokens):
     """Past the analyser's small-change shortcuts (64 leaves, 50 touched)."""
     await claim(app, "group:eng")
     await claim(app, "group:all")
@@ -222,16 +217,19 @@ async def test_review_a_big_group_added_by_the_idp_is_held_not_refused(app, clie
     assert await decision(client, tokens, "user:m7", "act.keys") == ("deny", "held_by_guard")
     assert await decision(client, tokens, "user:m3", "act.keys") == ("allow", "granted")
     done = await idp(app, provisioning.change_members, group="group:all", remove=users[:40])
+    # those who left no longer need a hold: released (m0..m39 but m3), m40..m79 stay held
+    assert len(done.holds_released) == 39
+    assert len(await holds(client, admin, "?limit=500")) == 40
     await clean_scan(client, admin)
     # the audience grows to take in everyone: every hold released
     r = await dataset(client, admin, "act.keys", ["group:all", "user:r1"])
     assert r.status_code == 200, r.text
-    assert len(await holds(client, admin, "?limit=500")) == 39  # m0..m39 (not m3) left all
+    assert await holds(client, admin, "?limit=500") == []
     assert await decision(client, tokens, "user:m70", "act.keys") == ("allow", "granted")
     await clean_scan(client, admin)
 
 
-async def test_review_plan_apply_releases_holds_and_a_plan_does_not(app, client, admin, tokens):
+async def test_plan_apply_releases_holds_and_a_plan_does_not(app, client, admin, tokens):
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
@@ -248,7 +246,7 @@ async def test_review_plan_apply_releases_holds_and_a_plan_does_not(app, client,
     await clean_scan(client, admin)
 
 
-async def test_review_rename_onto_an_existing_principal(app, client, admin, tokens):
+async def test_rename_onto_an_existing_principal(app, client, admin, tokens):
     """e1 (in the IdP's eng, which may read act.keys) is renamed onto x9, who exists already
     outside the audience: x9 may not read act.keys without a hold."""
     await claim(app, "group:eng")
@@ -262,7 +260,7 @@ async def test_review_rename_onto_an_existing_principal(app, client, admin, toke
     await clean_scan(client, admin)
 
 
-async def test_review_leaving_a_denied_idp_group_is_held(app, client, admin, tokens):
+async def test_leaving_a_denied_idp_group_is_held(app, client, admin, tokens):
     """group:contractors (IdP) may not read act.keys; u1 is in it and in eng (which may).
     The IdP takes u1 out of contractors, then deletes contractors (c2 in it)."""
     await claim(app, "group:eng")
@@ -281,7 +279,7 @@ async def test_review_leaving_a_denied_idp_group_is_held(app, client, admin, tok
     await clean_scan(client, admin)
 
 
-async def test_review_forgotten_then_recreated_user(app, client, admin, tokens):
+async def test_forgotten_then_recreated_user(app, client, admin, tokens):
     """Deleted by the IdP while held, created again (SCIM create: set_active True), put back in
     eng: still held on act.keys, and the stale guard hold does not block them once they are
     in the audience."""
@@ -299,9 +297,7 @@ async def test_review_forgotten_then_recreated_user(app, client, admin, tokens):
     await clean_scan(client, admin)
 
 
-async def test_review_joining_a_group_nested_in_the_audience_releases_the_hold(
-    app, client, admin, tokens
-):
+async def test_joining_a_group_nested_in_the_audience_releases_the_hold(app, client, admin, tokens):
     await claim(app, "group:eng")
     await claim(app, "group:sec")
     r = await client.put(
@@ -321,7 +317,7 @@ async def test_review_joining_a_group_nested_in_the_audience_releases_the_hold(
     await clean_scan(client, admin)
 
 
-async def test_review_several_idp_changes_in_one_transaction(app, client, admin, tokens, settings):
+async def test_several_idp_changes_in_one_transaction(app, client, admin, tokens, settings):
     """A change, then a call that changes nothing after the lock, in one transaction: the
     state this worker publishes is the database's."""
     from app.main import create_app
@@ -347,9 +343,7 @@ async def test_review_several_idp_changes_in_one_transaction(app, client, admin,
     await clean_scan(client, admin)
 
 
-async def test_review_a_deactivated_user_reads_no_dataset_registered_later(
-    app, client, admin, tokens
-):
+async def test_a_deactivated_user_reads_no_dataset_registered_later(app, client, admin, tokens):
     await claim(app, "group:eng")
     await idp(app, provisioning.change_members, group="group:eng", add=["user:e1"])
     assert (await grant(client, admin, "group:eng", "act.*")).status_code == 201
@@ -367,9 +361,9 @@ async def test_review_a_deactivated_user_reads_no_dataset_registered_later(
     await clean_scan(client, admin)
 
 
-async def test_review_a_guard_hold_keeps_write_access_it_did_not_widen(app, client, admin, tokens):
-    """u1 may write act.keys (a pipeline's job); joining eng (read) through the IdP is held, but
-    the hold denies u1 every action, write included: a user notices their job failing."""
+async def test_a_guard_hold_keeps_write_access_it_did_not_widen(app, client, admin, tokens):
+    """u1 may write act.keys (a pipeline's job); joining eng (read) through the IdP is held for
+    the reading actions only: u1's job keeps writing."""
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
@@ -381,10 +375,10 @@ async def test_review_a_guard_hold_keeps_write_access_it_did_not_widen(app, clie
         json={"principal": "user:u1", "dataset": "act.keys", "action": "write"},
         headers=tokens["check"],
     )
-    assert r.json()["decision"] == "allow", r.json()
+    assert r.json()["decision"] == "allow", r.text
 
 
-async def test_review_two_idp_requests_racing(app, client, admin, tokens, database_url):
+async def test_two_idp_requests_racing(app, client, admin, tokens, database_url):
     """PostgreSQL: while one IdP change holds the policy lock, another on the same dataset
     (and a repeat of the first) waits for it; neither is lost, the state is the database's."""
     import asyncio
@@ -416,10 +410,9 @@ async def test_review_two_idp_requests_racing(app, client, admin, tokens, databa
     await clean_scan(client, admin)
 
 
-async def test_review_a_renamed_users_old_name_keeps_no_access(app, client, admin, tokens):
+async def test_a_renamed_users_old_name_keeps_no_access(app, client, admin, tokens):
     """e1 (reading hr.pay through a direct grant) is renamed e2 by the IdP: nobody is user:e1
-    any more, yet user:e1 still reads hr.pay (a new hire given that userName would too), and
-    e2, the same person, has lost it."""
+    any more, so user:e1 reads nothing (a new hire given that userName inherits nothing)."""
     await claim(app, "group:eng")
     await idp(app, provisioning.change_members, group="group:eng", add=["user:e1"])
     body = {"owner": "user:o", "sensitivity": "internal", "intended_audience": ["user:e1"]}
