@@ -40,6 +40,7 @@ class GroupDelta:
     add: dict[str, None] = field(default_factory=dict)  # an ordered set
     remove: dict[str, None] = field(default_factory=dict)
     replace: dict[str, None] | None = None
+    displays: dict[str, str] = field(default_factory=dict)  # as sent with added members
     display_name: str | None = None  # None: unchanged
     external_id: Any = UNCHANGED  # a string, None (removed) or UNCHANGED
 
@@ -47,11 +48,9 @@ class GroupDelta:
     def changes_members(self) -> bool:
         return self.replace is not None or bool(self.add) or bool(self.remove)
 
-    def ids(self) -> list[str]:
-        return [*self.add, *self.remove, *(self.replace or {})]
-
-    def added(self, ids: list[str]) -> None:
-        for member in ids:
+    def added(self, members: dict[str, str | None]) -> None:
+        self._displays(members)
+        for member in members:
             if self.replace is not None:
                 self.replace[member] = None
             else:
@@ -60,20 +59,30 @@ class GroupDelta:
 
     def removed(self, ids: list[str]) -> None:
         for member in ids:
+            self.displays.pop(member, None)
             if self.replace is not None:
                 self.replace.pop(member, None)
             else:
                 self.add.pop(member, None)
                 self.remove[member] = None
 
-    def replaced(self, ids: list[str]) -> None:
-        self.add, self.remove, self.replace = {}, {}, dict.fromkeys(ids)
+    def replaced(self, members: dict[str, str | None]) -> None:
+        self.add, self.remove, self.replace, self.displays = {}, {}, dict.fromkeys(members), {}
+        self._displays(members)
+
+    def _displays(self, members: dict[str, str | None]) -> None:
+        for member, display in members.items():
+            if display is None:
+                self.displays.pop(member, None)
+            else:
+                self.displays[member] = display
 
 
-def member_ids(value: Any) -> list[str]:
-    """The SCIM ids of a `members` value: one member or a list of them."""
+def members(value: Any) -> dict[str, str | None]:
+    """The members of a `members` value (one member or a list of them): their SCIM ids, with
+    the display sent for each."""
     items = value if isinstance(value, list) else [value]
-    ids = []
+    found: dict[str, str | None] = {}
     for item in items:
         try:
             member = GroupMember.model_validate(item, scim_policy=POLICY)
@@ -81,8 +90,8 @@ def member_ids(value: Any) -> list[str]:
             raise InvalidValueException(detail=f"not a group member: {item!r}") from None
         if not member.value:
             raise InvalidValueException(detail=f"a group member without a value: {item!r}")
-        ids.append(member.value)
-    return ids
+        found[member.value] = member.display
+    return found
 
 
 def _filter_ids(node: FilterNode) -> list[str]:
@@ -130,13 +139,13 @@ def _attribute(delta: GroupDelta, name: str, kind: str, value: Any) -> bool:
 
 def _members(delta: GroupDelta, kind: str, value: Any) -> None:
     if kind == "add":
-        delta.added(member_ids(value))
+        delta.added(members(value))
     elif kind == "replace":
-        delta.replaced(member_ids(value) if value is not None else [])
+        delta.replaced(members(value) if value is not None else {})
     elif value:  # Entra's legacy removal: {"op": "Remove", "path": "members", "value": [...]}
-        delta.removed(member_ids(value))
+        delta.removed(list(members(value)))
     else:  # remove every member
-        delta.replaced([])
+        delta.replaced({})
 
 
 def delta(patch: PatchOp[Group]) -> GroupDelta:

@@ -26,7 +26,7 @@ from app.db import utcnow
 from app.identity import provisioning
 from app.identity.models import ScimGroup
 from app.identity.scim import filters, repository
-from app.identity.scim.group_patch import UNCHANGED, GroupDelta, delta, member_ids
+from app.identity.scim.group_patch import UNCHANGED, GroupDelta, delta, members
 from app.identity.scim.mapping import group_principal
 from app.identity.scim.protocol import MAX_RESULTS, GroupList, GroupPatch, validate
 from app.identity.scim.repository import Member
@@ -78,8 +78,8 @@ async def _require(session: AsyncSession, group_id: str) -> ScimGroup:
 async def _resource(
     session: AsyncSession, row: ScimGroup, base: str, params: ResponseParameters[Any] | None
 ) -> Group:
-    members = await repository.members_of(session, row.group_id) if wants_members(params) else None
-    return to_resource(row, members, base)
+    found = await repository.members_of(session, row) if wants_members(params) else None
+    return to_resource(row, found, base)
 
 
 async def _principals(session: AsyncSession, ids: Sequence[str]) -> dict[str, str]:
@@ -120,9 +120,11 @@ async def create_group(
     session: AsyncSession, body: dict[str, Any], base: str, *, actor: str
 ) -> Group:
     group = validate(Group, body, Context.RESOURCE_CREATION_REQUEST)
-    assert group.display_name is not None  # required by the schema
+    if not group.display_name:  # (required by the schema)
+        raise InvalidValueException(detail="displayName is required")
     principal = group_principal(group.display_name)
-    members = await _principals(session, member_ids(group.members or []))
+    sent = members(group.members or [])
+    principals = await _principals(session, list(sent))
     taken = await repository.group_by_principal(session, principal)
     if taken is not None:
         raise UniquenessException(
@@ -143,9 +145,12 @@ async def create_group(
         await repository.add(session, row)
     except IntegrityError:  # created meanwhile by a concurrent request
         raise UniquenessException(detail=f"{principal} is taken") from None
-    if members:
+    if principals:
         await provisioning.change_members(
-            session, group=principal, replace=list(members.values()), actor=actor
+            session, group=principal, replace=[principals[i] for i in sent], actor=actor
+        )
+        await repository.set_displays(
+            session, row.id, {i: d for i, d in sent.items() if d is not None}
         )
     return await _resource(session, row, base, None)
 
@@ -155,9 +160,10 @@ async def replace_group(
 ) -> Group:
     row = await _require(session, group_id)
     group = validate(Group, body, Context.RESOURCE_REPLACEMENT_REQUEST)
-    assert group.display_name is not None
+    if not group.display_name:
+        raise InvalidValueException(detail="displayName is required")
     change = GroupDelta(display_name=group.display_name, external_id=group.external_id)
-    change.replaced(member_ids(group.members or []))
+    change.replaced(members(group.members or []))
     await _apply(session, row, change, actor=actor)
     return await _resource(session, row, base, None)
 
@@ -179,10 +185,11 @@ async def patch_group(
 
 
 async def _apply(session: AsyncSession, row: ScimGroup, change: GroupDelta, *, actor: str) -> None:
-    principals = await _principals(session, change.ids())
+    principals = await _principals(session, [*change.add, *(change.replace or {})])
+    # an unknown id in a removal is no member: nothing to remove (Okta removes users it deleted)
+    removed = await repository.resolve(session, list(change.remove))
     renamed = change.display_name is not None and change.display_name != row.display_name
-    if renamed:
-        assert change.display_name is not None
+    if renamed and change.display_name is not None:
         row.display_name = change.display_name
     if change.external_id is not UNCHANGED and change.external_id != row.external_id:
         row.external_id = change.external_id
@@ -192,9 +199,17 @@ async def _apply(session: AsyncSession, row: ScimGroup, change: GroupDelta, *, a
             session,
             group=row.group_id,
             add=[principals[i] for i in change.add],
-            remove=[principals[i] for i in change.remove],
+            remove=[removed[i].principal for i in change.remove if i in removed],
             replace=None if change.replace is None else [principals[i] for i in change.replace],
             actor=actor,
+        )
+    if change.changes_members:
+        await repository.set_displays(
+            session,
+            row.id,
+            change.displays,
+            forget=list(change.remove),
+            forget_all=change.replace is not None,
         )
     if renamed or change.changes_members:
         row.updated_at = utcnow()

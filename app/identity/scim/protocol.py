@@ -86,8 +86,20 @@ POLICY = PROVIDER.policy
 M = TypeVar("M")
 
 
+# Requests whose body must say what it is (RFC 7643 §3, RFC 7644 §3.5.2: "schemas" REQUIRED).
+WITH_SCHEMAS = frozenset(
+    {
+        Context.RESOURCE_CREATION_REQUEST,
+        Context.RESOURCE_REPLACEMENT_REQUEST,
+        Context.RESOURCE_PATCH_REQUEST,
+    }
+)
+
+
 def validate(model: type[M], payload: Any, ctx: Context) -> M:
     """`payload` as `model` in the request context `ctx`, or the SCIM error saying why."""
+    if ctx in WITH_SCHEMAS and not any(str(key).lower() == "schemas" for key in payload):
+        raise InvalidSyntaxException(detail="the body has no schemas: name its schema URIs")
     try:
         return model.model_validate(  # type: ignore[attr-defined, no-any-return]
             payload, scim_ctx=ctx, scim_provider=PROVIDER, scim_policy=POLICY

@@ -1,14 +1,14 @@
 """Every query of the SCIM layer: its users and groups, and the directory's memberships seen
 by SCIM id."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.models import Membership
-from app.identity.models import ScimGroup, ScimUser
+from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,11 @@ async def page_groups(
     return total, (await session.execute(query)).scalars().all()
 
 
-async def members_of(session: AsyncSession, principal: str) -> list[Member]:
-    """The direct members of the group `principal` that the IdP knows (by SCIM id); members
-    added through the API before the IdP claimed the group have no SCIM id and are left out."""
+async def members_of(session: AsyncSession, group: ScimGroup) -> list[Member]:
+    """The direct members of `group` that the IdP knows (by SCIM id), with the display it sent
+    for each (else their current name); members added through the API before the IdP claimed
+    the group have no SCIM id and are left out."""
+    principal = group.group_id
     users = (
         select(
             ScimUser.id,
@@ -94,7 +96,37 @@ async def members_of(session: AsyncSession, principal: str) -> list[Member]:
         .where(Membership.group_id == principal)
     )
     rows = (await session.execute(users.union_all(groups))).all()
-    return sorted((Member(*row) for row in rows), key=lambda m: (m.type, m.principal))
+    sent = select(ScimMemberDisplay.member_id, ScimMemberDisplay.display).where(
+        ScimMemberDisplay.group_id == group.id
+    )
+    displays = dict((await session.execute(sent)).tuples().all())
+    members = (Member(i, t, p, displays.get(i, d)) for i, t, p, d in rows)
+    return sorted(members, key=lambda m: (m.type, m.principal))
+
+
+async def set_displays(
+    session: AsyncSession,
+    group_id: str,
+    displays: Mapping[str, str],
+    *,
+    forget: Sequence[str] = (),
+    forget_all: bool = False,
+) -> None:
+    """Keep the displays sent for members of `group_id`, after forgetting those of `forget`
+    (or all of them)."""
+    query = delete(ScimMemberDisplay).where(ScimMemberDisplay.group_id == group_id)
+    if forget_all:
+        await session.execute(query)
+    else:
+        gone = sorted({*forget, *displays})
+        for start in range(0, len(gone), 5000):
+            chunk = gone[start : start + 5000]
+            await session.execute(query.where(ScimMemberDisplay.member_id.in_(chunk)))
+    session.add_all(
+        ScimMemberDisplay(group_id=group_id, member_id=member, display=display)
+        for member, display in displays.items()
+    )
+    await session.flush()
 
 
 async def groups_of(session: AsyncSession, principal: str) -> list[Member]:

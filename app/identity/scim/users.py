@@ -10,6 +10,7 @@ from typing import Any
 
 from scim2_models import (
     Context,
+    InvalidValueException,
     ListResponse,
     Meta,
     NotFoundException,
@@ -94,11 +95,11 @@ async def create_user(
     session: AsyncSession, body: dict[str, Any], base: str, *, actor: str
 ) -> UserModel:
     user = validate(UserModel, body, Context.RESOURCE_CREATION_REQUEST)
-    assert user.user_name is not None  # required by the schema
+    if not user.user_name:  # (required by the schema)
+        raise InvalidValueException(detail="userName is required")
     principal = user_principal(user.user_name)
     await _require_free(session, principal, user.user_name)
-    if user.active is None:
-        user.active = True
+    active = user.active = user.active is not False  # absent: active
     now = utcnow()
     row = ScimUser(
         id=str(uuid.uuid4()),
@@ -106,7 +107,7 @@ async def create_user(
         user_name=user.user_name,
         external_id=user.external_id,
         display_name=user.display_name,
-        active=user.active,
+        active=active,
         resource=_stored(user),
         created_at=now,
         updated_at=now,
@@ -116,7 +117,7 @@ async def create_user(
     except IntegrityError:  # created meanwhile by a concurrent request
         raise UniquenessException(detail=f"userName {user.user_name!r} is taken") from None
     # active: lifts an `inactive` hold left by an earlier user of that name (a no-op if none)
-    await provisioning.set_active(session, principal=principal, active=user.active, actor=actor)
+    await provisioning.set_active(session, principal=principal, active=active, actor=actor)
     return to_resource(row, base)
 
 
@@ -145,10 +146,9 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
     """Write `user` over `row`: a new userName renames the principal, a change of `active`
     (absent means active) deactivates or reactivates it."""
     if not user.user_name:
-        raise validate_error("userName is required")
+        raise InvalidValueException(detail="userName is required")
     principal = user_principal(user.user_name)
-    if user.active is None:
-        user.active = True
+    active = user.active is not False
     old_principal, was_active = row.principal, row.active
     renamed = principal != old_principal
     if renamed:
@@ -157,7 +157,7 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
     row.user_name = user.user_name
     row.external_id = user.external_id
     row.display_name = user.display_name
-    row.active = user.active
+    row.active = active
     row.resource = _stored(user)
     row.updated_at = utcnow()
     try:
@@ -167,7 +167,7 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
     if renamed:
         await provisioning.rename_user(session, old=old_principal, new=principal, actor=actor)
     if renamed or user.active != was_active:
-        await provisioning.set_active(session, principal=principal, active=user.active, actor=actor)
+        await provisioning.set_active(session, principal=principal, active=active, actor=actor)
 
 
 def validate_error(detail: str) -> Exception:
