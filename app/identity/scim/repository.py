@@ -99,7 +99,7 @@ async def members_of(session: AsyncSession, group: ScimGroup) -> list[Member]:
     sent = select(ScimMemberDisplay.member_id, ScimMemberDisplay.display).where(
         ScimMemberDisplay.group_id == group.id
     )
-    displays = dict((await session.execute(sent)).tuples().all())
+    displays = {member: display for member, display in (await session.execute(sent)).all()}
     members = (Member(i, t, p, displays.get(i, d)) for i, t, p, d in rows)
     return sorted(members, key=lambda m: (m.type, m.principal))
 
