@@ -57,6 +57,11 @@ class MembershipCycle(Conflict):
     title = "Membership cycle"
 
 
+class OwnedByIdp(Conflict):
+    slug = "owned-by-idp"
+    title = "Group owned by the identity provider"
+
+
 class InvalidInput(AppError):
     """A semantically invalid field; ``field`` is a location like ``body.justification``."""
 

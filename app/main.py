@@ -43,6 +43,7 @@ from app.errors import (
 )
 from app.exposure.router import router as exposure_router
 from app.fairness import OneAtATime
+from app.holds.router import router as holds_router
 from app.identity import scim
 from app.identity.scim import errors as scim_errors
 from app.operations import docs
@@ -280,6 +281,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes_router,
         explain_router,
         exposure_router,
+        holds_router,
         accesslog_router,
         alerts_router,
         plans_router,

@@ -13,6 +13,8 @@ class AlertType(StrEnum):
     log_integrity_failed = "log.integrity_failed"
     grant_expired = "grant.expired"
     dataset_guard_changed = "dataset.guard_changed"
+    access_held = "access.held"
+    access_released = "access.released"
 
 
 class AlertRead(BaseModel):

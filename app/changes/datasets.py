@@ -1,8 +1,11 @@
 """Registering or re-scoping a dataset: its findings re-analysed, its guard change judged."""
 
+import time
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import guard as guard_change
+from app.changes import holds as holds_change
 from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
@@ -39,6 +42,17 @@ async def put_dataset(
         dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
     )
     after = before.changed(PolicyChange(datasets=(facts,)))
+    # Holds whose principals the new audience takes in are released.
+    after, _ = await holds_change.settle(
+        session,
+        before=before,
+        after=after,
+        datasets=[dataset.id],
+        plan={},
+        actor=actor,
+        holding=False,
+        at=time.time(),
+    )
     changes = await reconcile(
         session,
         before=before,

@@ -4,15 +4,21 @@ Only the (dataset, grant) pairs whose subjects' member sets differ (the analyser
 `reanalysis_for_membership`), and those whose sampled paths moved, are re-analysed.
 """
 
+import time
+from collections.abc import Mapping
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
 from app.acceptance import AcceptExposure
+from app.changes import holds as holds_change
+from app.changes.holds import HoldChanges
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
 from app.exposure import repository as exposure_repository
 from app.exposure.measure import ACTIONS
-from app.exposure.reconcile import reconcile
+from app.exposure.reconcile import affected_by_membership, reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.policy.decision_index import Rule
@@ -30,8 +36,10 @@ async def change_members(
     actor: str,
     accept: AcceptExposure | None = None,
 ) -> tuple[GroupRead, FindingChanges]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure."""
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure, and
+    for a group the IdP owns (its members change only through SCIM)."""
     before = await view_before_change(session)
+    await directory_service.refuse_idp_owned(session, gid)
     old = set(await directory_repository.list_members(session, gid))
     # The graph as committed (this transaction holds the policy lock): no need to load it.
     graph = before.analyser.directory
@@ -49,40 +57,86 @@ async def change_members(
         group = await directory_service.add_member(
             session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
         )
-    new = set(group.members)
-    links = PolicyChange(
-        links_added=tuple((member, gid) for member in sorted(new - old)),
-        links_removed=tuple((member, gid) for member in sorted(old - new)),
+    changes, _ = await relink(
+        session, before=before, moved={gid: (old, set(group.members))}, actor=actor, accept=accept
     )
-    after = before.changed(links)
+    return group, changes
+
+
+Moved = Mapping[str, tuple[set[str], set[str]]]  # group -> (direct members before, after)
+
+
+async def relink(
+    session: AsyncSession,
+    *,
+    before: PolicyView,
+    moved: Moved,
+    actor: str,
+    accept: AcceptExposure | None = None,
+    holding: bool = False,
+    rules: PolicyChange = PolicyChange(),
+    touched: int = 0,
+) -> tuple[FindingChanges, HoldChanges]:
+    """The findings and holds of a change whose membership rows are written: `moved` groups'
+    members, plus `rules` (holds of a user the IdP deactivated) whose leaves are in `touched`.
+    `holding` (the IdP's changes): what would widen a block-guarded dataset is held back
+    instead of refused. Published on commit."""
+    await policy_version.advance(session)
+    links = PolicyChange(
+        links_added=tuple((m, g) for g, (old, new) in moved.items() for m in sorted(new - old)),
+        links_removed=tuple((m, g) for g, (old, new) in moved.items() for m in sorted(old - new)),
+    )
+    after = before.changed(links.then(rules))
     # The leaves whose membership paths may differ: those under a member that came or went.
-    touched = 0
-    for member in old ^ new:
-        touched |= before.analyser.directory.leaf_bits(member)
-        touched |= after.analyser.directory.leaf_bits(member)
+    for old, new in moved.values():
+        for member in old ^ new:
+            touched |= before.analyser.directory.leaf_bits(member)
+            touched |= after.analyser.directory.leaf_bits(member)
     # Only the grants whose subjects' member sets (or whose datasets' denies and audiences)
-    # actually differ between `before` and `after`.
+    # actually differ between `before` and `after`, and those a rule changed meets.
     targets: dict[str, set[Rule]] = {}
+    audiences = {id: facts.audience for id, facts in after.datasets.items()}
     for action in ACTIONS:
-        plan = after.analyser.reanalysis_for_membership(
-            before.analyser,
-            [gid],
-            after.datasets,
-            {id: facts.audience for id, facts in after.datasets.items()},
-            action,
-        )
-        for dataset, rules in plan.grants.items():
-            targets.setdefault(dataset, set()).update(rules)
+        plans = [
+            after.analyser.reanalysis_for_membership(
+                before.analyser, list(moved), after.datasets, audiences, action
+            )
+        ]
+        plans += [
+            view.analyser.reanalysis_for_rule(rule, after.datasets, action)
+            for rule in rules.added + rules.removed
+            for view in (before, after)
+        ]
+        for plan in plans:
+            for dataset, found in plan.grants.items():
+                targets.setdefault(dataset, set()).update(found)
     # A shortcut added or a redundant link removed changes paths but no member set: findings
-    # of grants above `gid` whose sample shows a moved leaf need their paths redone as well.
-    repaths = await _paths_through(session, before, after, gid, touched)
+    # of grants above a moved group whose sample shows a moved leaf need their paths redone.
+    repaths = []
+    for gid in moved:
+        repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
+    affected = set(targets)
+    for gid in moved:
+        affected.update(affected_by_membership([before, after], gid))
+    after, holds = await holds_change.settle(
+        session,
+        before=before,
+        after=after,
+        datasets=affected,
+        plan=targets,
+        actor=actor,
+        holding=holding,
+        group=next(iter(moved)) if len(moved) == 1 else None,
+        at=time.time(),
+    )
     changes = await reconcile(
         session,
         before=before,
         after=after,
         plan=targets,
+        dataset_ids=holds.datasets,
         actor=actor,
         accept=accept,
         touched=touched,
@@ -90,7 +144,7 @@ async def change_members(
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
     publish_on_commit(session, after)
-    return group, changes
+    return changes, holds
 
 
 async def _paths_through(

@@ -32,6 +32,12 @@ async def list_members(session: AsyncSession, group_id: str) -> list[str]:
     return sorted((await session.execute(query)).scalars().all())
 
 
+async def groups_of(session: AsyncSession, member: str) -> list[str]:
+    """The groups `member` is a direct member of."""
+    query = select(Membership.group_id).where(Membership.member == member)
+    return sorted((await session.execute(query)).scalars().all())
+
+
 async def all_edges(session: AsyncSession) -> list[tuple[str, str]]:
     """Every (member, group) pair: Casbin's ``g`` rules."""
     rows = await session.execute(select(Membership.member, Membership.group_id))

@@ -17,7 +17,7 @@ from app.directory import graph, repository
 from app.directory.limits import MAX_LINKS
 from app.directory.models import Group, Membership
 from app.directory.schemas import GroupRead, GroupSummary
-from app.errors import InvalidInput, MembershipCycle, NotFound
+from app.errors import InvalidInput, MembershipCycle, NotFound, OwnedByIdp
 
 
 def group_id(name: str) -> str:
@@ -29,6 +29,19 @@ async def _require_group(session: AsyncSession, gid: str) -> Group:
     if group is None:
         raise NotFound(f"{gid} does not exist")
     return group
+
+
+IDP = "scim"  # `Group.managed_by` of the groups the IdP owns
+
+
+async def refuse_idp_owned(session: AsyncSession, gid: str) -> None:
+    """The IdP owns the group's members: only SCIM changes them (409 otherwise)."""
+    group = await repository.get_group(session, gid)
+    if group is not None and group.managed_by == IDP:
+        raise OwnedByIdp(
+            f"{gid} is provisioned by the company's identity provider over SCIM: change its "
+            "members there (this service takes them from the IdP, which would undo the change)"
+        )
 
 
 async def describe_group(
@@ -124,10 +137,36 @@ async def replace_members(
     parents: graph.Parents | None = None,
 ) -> GroupRead:
     version = await policy_version.advance(session)
-    await _ensure_groups(session, [gid, *members])
     if children is None or parents is None:
         loaded = await repository.group_children(session)
         children, parents = loaded, _parents_of(loaded)
+    local_children, _ = await set_members(
+        session,
+        gid=gid,
+        members=members,
+        actor=actor,
+        field=field,
+        children=children,
+        parents=parents,
+    )
+    return await describe_group(session, gid, version, local_children)
+
+
+async def set_members(
+    session: AsyncSession,
+    *,
+    gid: str,
+    members: list[str],
+    actor: str,
+    field: str,
+    children: graph.Children,
+    parents: graph.Parents,
+) -> tuple[graph.Children, graph.Parents]:
+    """Make `members` the direct members of `gid` (rows for the difference only; cycles and
+    depth refused, `field` naming the member); the graph after it, children and parents
+    (`children`, `parents`: before it, left unchanged)."""
+    await policy_version.advance(session)
+    await _ensure_groups(session, [gid, *members])
     own, local_children, local_parents = _overlay(children, parents, gid)
     current = set(own[gid])
     wanted = set(members)
@@ -135,16 +174,15 @@ async def replace_members(
         await repository.remove_membership(session, gid, member)
         local_parents[member] = [g for g in local_parents.get(member, ()) if g != gid]
     own[gid] = [m for m in own[gid] if m in wanted]
+    position = {member: n for n, member in reversed(list(enumerate(members)))}
     for member in sorted(wanted - current):
-        _check_addition(
-            local_children, gid, member, f"{field}.{members.index(member)}", local_parents
-        )
+        _check_addition(local_children, gid, member, f"{field}.{position[member]}", local_parents)
         await repository.add_membership(
             session, Membership(group_id=gid, member=member, created_at=utcnow(), created_by=actor)
         )
         own[gid].append(member)
         local_parents[member] = [*local_parents.get(member, ()), gid]
-    return await describe_group(session, gid, version, local_children)
+    return local_children, local_parents
 
 
 def _parents_of(children: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:

@@ -9,6 +9,12 @@ class HoldKind(StrEnum):
     inactive = "inactive"  # a deactivated or deleted SCIM user
 
 
+class HoldStatus(StrEnum):
+    active = "active"
+    released = "released"
+    all = "all"
+
+
 class HoldRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

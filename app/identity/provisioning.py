@@ -8,13 +8,24 @@ would widen a `block`-guarded dataset beyond its audience becomes a hold instead
 `group:eng`). Nothing here commits.
 """
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import holds as holds_change
+from app.changes.holds import HoldChanges
+from app.changes.members import Moved, relink
+from app.db import utcnow
+from app.directory import repository as directory_repository
+from app.directory import service as directory_service
+from app.directory.models import Group
 from app.exposure.schemas import FindingChanges
-from app.holds.schemas import HoldRead
+from app.exposure.view import PolicyView, publish_on_commit, view_before_change
+from app.holds import repository as holds_repository
+from app.holds.schemas import HoldKind, HoldRead
+from app.policy.state import PolicyChange
 
 
 @dataclass(frozen=True)
@@ -29,13 +40,28 @@ class Provisioned:
 async def claim_group(session: AsyncSession, *, group: str, actor: str) -> None:
     """Make `group` IdP-owned, creating it if need be (an API-typed group of that id is
     adopted, members kept until the IdP sets them). Changes no policy."""
-    raise NotImplementedError
+    found = await directory_repository.get_group(session, group)
+    if found is None:
+        await directory_repository.ensure_group(
+            session, Group(id=group, created_at=utcnow(), managed_by=directory_service.IDP)
+        )
+    else:
+        found.managed_by = directory_service.IDP
+        await session.flush()
 
 
 async def release_group(session: AsyncSession, *, group: str, actor: str) -> Provisioned:
     """The IdP deleted `group`: its members and its own memberships are removed, it is no
     longer IdP-owned; grants naming it stay (and reach nobody)."""
-    raise NotImplementedError
+    before = await view_before_change(session)
+    moved = {group: (set(await directory_repository.list_members(session, group)), set[str]())}
+    for parent in await directory_repository.groups_of(session, group):
+        members = set(await directory_repository.list_members(session, parent))
+        moved[parent] = (members, members - {group})
+    found = await directory_repository.get_group(session, group)
+    if found is not None:
+        found.managed_by = None
+    return await _relinked(session, before, moved, actor)
 
 
 async def change_members(
@@ -50,7 +76,16 @@ async def change_members(
     """One change of an IdP-owned group's direct members: `replace` sets them, else `add` and
     `remove` (members already in or already out are ignored; a no-op change costs no
     re-analysis). Raises `MembershipCycle` (409) for a cycle, `InvalidInput` past the limits."""
-    raise NotImplementedError
+
+    async def wanted() -> tuple[set[str], set[str]]:
+        old = set(await directory_repository.list_members(session, group))
+        return old, set(replace) if replace is not None else (old | set(add)) - set(remove)
+
+    old, new = await wanted()
+    if old == new:
+        return Provisioned()  # decided without the policy lock: an IdP repeats itself often
+    before = await view_before_change(session)
+    return await _relinked(session, before, {group: await wanted()}, actor)
 
 
 async def set_active(
@@ -58,16 +93,90 @@ async def set_active(
 ) -> Provisioned:
     """A deactivated user loses every access at the next check, in every worker (an
     `inactive` hold: a deny on everything); reactivated, they get it back."""
-    raise NotImplementedError
+    held = await holds_repository.active_on(
+        session, kind=HoldKind.inactive.value, principals=[principal]
+    )
+    if bool(held) != active:
+        return Provisioned()  # decided without the policy lock: nothing to change
+    before = await view_before_change(session)
+    at = time.time()
+    if active:
+        holds = await holds_change.reactivate(session, principal=principal, actor=actor, at=at)
+    else:
+        holds = await holds_change.deactivate(session, principal=principal, actor=actor, at=at)
+    return await _relinked(session, before, {}, actor, holds, principal)
 
 
 async def forget_user(session: AsyncSession, *, principal: str, actor: str) -> Provisioned:
     """The IdP deleted the user: their memberships are removed and an `inactive` hold denies
     them everything (history keeps what they could read before)."""
-    raise NotImplementedError
+    before = await view_before_change(session)
+    moved = await _without(session, principal)
+    holds = await holds_change.deactivate(session, principal=principal, actor=actor, at=time.time())
+    return await _relinked(session, before, moved, actor, holds, principal)
 
 
 async def rename_user(session: AsyncSession, *, old: str, new: str, actor: str) -> Provisioned:
     """The user's userName changed: their memberships move from `old` to `new` (guarded like
     any membership change); `old` keeps no access through groups."""
-    raise NotImplementedError
+    if not await directory_repository.groups_of(session, old):
+        return Provisioned()
+    before = await view_before_change(session)
+    moved = {
+        group: (members, (members - {old}) | {new})
+        for group, (members, _) in (await _without(session, old)).items()
+    }
+    return await _relinked(session, before, moved, actor)
+
+
+async def _without(session: AsyncSession, principal: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Every group `principal` is a direct member of: (members, members without it)."""
+    moved = {}
+    for group in await directory_repository.groups_of(session, principal):
+        members = set(await directory_repository.list_members(session, group))
+        moved[group] = (members, members - {principal})
+    return moved
+
+
+async def _relinked(
+    session: AsyncSession,
+    before: PolicyView,
+    moved: Moved,
+    actor: str,
+    holds: HoldChanges | None = None,
+    principal: str | None = None,
+) -> Provisioned:
+    """Write the membership rows of `moved` and run the change through the pipeline, holding
+    back what it would widen; nothing at all when it changes nothing."""
+    moved = {group: (old, new) for group, (old, new) in moved.items() if old != new}
+    rules = holds.change if holds is not None else None
+    if not moved and (rules is None or not (rules.added or rules.removed)):
+        publish_on_commit(session, before)  # the version moved (the lock): keep up with it
+        return Provisioned()
+    graph = before.analyser.directory
+    children, parents = graph.children_map, graph.parents_map
+    for group, (_old, new) in moved.items():
+        children, parents = await directory_service.set_members(
+            session,
+            gid=group,
+            members=sorted(new),
+            actor=actor,
+            field="members",
+            children=children,
+            parents=parents,
+        )
+    touched = 0 if principal is None else before.analyser.directory.leaf_bits(principal)
+    findings, settled = await relink(
+        session,
+        before=before,
+        moved=moved,
+        actor=actor,
+        holding=True,
+        rules=rules or PolicyChange(),
+        touched=touched,
+    )
+    opened, released = settled.reads()
+    if holds is not None:
+        more_opened, more_released = holds.reads()
+        opened, released = more_opened + opened, more_released + released
+    return Provisioned(opened, released, findings)

@@ -5,6 +5,7 @@ document is re-analysed once, so the block guard judges its net effect (a new de
 a new allow in the same document is not an exposure) and `apply` is all or nothing.
 """
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import policy_version
 from app.acceptance import AcceptExposure
 from app.changes import guard as guard_change
+from app.changes import holds as holds_change
 from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
@@ -111,6 +113,7 @@ async def _apply_changes(
         new = set(members)
         if old == new:
             continue
+        await directory_service.refuse_idp_owned(session, gid)
         await directory_service.replace_members(
             session, gid=gid, members=members, actor=actor, field=f"body.groups.{name}"
         )
@@ -152,6 +155,17 @@ async def _apply_changes(
         done.touched.update(exposure_reconcile.affected_by_resource(after, changed.resource))
     for gid in changed_groups:
         done.touched.update(exposure_reconcile.affected_by_membership((before, after), gid))
+    # Holds whose principals the document moves into their dataset's audience are released.
+    done.after, _ = await holds_change.settle(
+        session,
+        before=before,
+        after=after,
+        datasets=done.touched,
+        plan={},
+        actor=actor,
+        holding=False,
+        at=time.time(),
+    )
     return done
 
 

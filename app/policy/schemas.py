@@ -75,6 +75,8 @@ class ReasonCode(StrEnum):
     denied_by_grant = "denied_by_grant"
     unknown_dataset = "unknown_dataset"
     grant_expired = "grant_expired"
+    held_by_guard = "held_by_guard"  # a hold: an IdP membership the guard held back
+    principal_inactive = "principal_inactive"  # the IdP deactivated or deleted the user
 
 
 class Reason(BaseModel):

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory import graph
-from app.policy import repository
+from app.policy import holds, repository
 from app.policy.decision_index import DecisionIndex, Rule
 from app.policy.models import Grant
 from app.policy.published import PolicyStates
@@ -90,6 +90,8 @@ class PolicySnapshot:
             outside = action in READ_ACTIONS and not self.in_audience(principal, dataset)
             return Outcome(True, "granted", int(rule.id), decision.via, outside)
         if rule is not None:
+            if holds.is_hold(rule):
+                return Outcome(False, holds.reason_code(rule), None, decision.via, False)
             return Outcome(False, "denied_by_grant", int(rule.id), decision.via, False)
         expired = self.index.expired_allow(principal, dataset, action, now)
         if expired is not None:

@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.datasets import repository as datasets_repository
 from app.directory import repository as directory_repository
+from app.holds import repository as holds_repository
+from app.policy import holds
 from app.policy import repository as policy_repository
 from app.policy.casbin_model import Rule
 
@@ -67,7 +69,8 @@ class PolicyChange:
 
 @dataclass(frozen=True)
 class PolicyRows:
-    """The committed policy as loaded: every unrevoked rule, every link, every dataset."""
+    """The committed policy as loaded: every unrevoked rule (grants, then active holds), every
+    link, every dataset."""
 
     rules: list[Rule]
     links: list[Link]
@@ -76,6 +79,7 @@ class PolicyRows:
 
 async def load_rows(session: AsyncSession) -> PolicyRows:
     rules = await policy_repository.unrevoked_rules(session)
+    rules += holds.rules_of(await holds_repository.active_triples(session))
     links = await directory_repository.all_edges(session)
     datasets = {
         d.id: DatasetFacts(d.id, d.sensitivity, tuple(d.intended_audience), d.guard)

@@ -76,6 +76,7 @@ ENDPOINTS = [
         success_status=201,
     ),
     Endpoint("GET", "/v1/grants", READ),
+    Endpoint("GET", "/v1/holds", READ),
     Endpoint("GET", "/v1/grants/{grant_id}", READ),
     Endpoint("DELETE", "/v1/grants/{grant_id}", WRITE),
     Endpoint("GET", "/v1/admin/trail", ADMIN),

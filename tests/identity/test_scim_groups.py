@@ -160,7 +160,7 @@ async def test_entra_group_patches(scim: Scim):
     a, b = [await scim.create_user(n) for n in ("a", "b")]
     group = await scim.create_group("Entra Group", externalId="e-1")
     url = f"Groups/{group['id']}"
-    for ops, expected in [
+    steps: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = [
         ([{"op": "Add", "path": "members", "value": [{"$ref": None, "value": a["id"]}]}], [a]),
         ([{"op": "Add", "path": "members", "value": [{"value": b["id"]}]}], [a, b]),
         ([{"op": "Remove", "path": "members", "value": [{"value": a["id"]}]}], [b]),  # legacy
@@ -168,7 +168,8 @@ async def test_entra_group_patches(scim: Scim):
         ([{"op": "ADD", "path": "members", "value": [{"value": b["id"]}]}], [b]),
         ([{"op": "Add", "path": "members", "value": [{"value": b["id"]}]}], [b]),  # already in
         ([{"op": "Remove", "path": "members", "value": [{"value": a["id"]}]}], [b]),  # not in
-    ]:
+    ]
+    for ops, expected in steps:
         r = await scim.patch(url, patch_body(*ops))
         assert r.status_code == 204, (ops, r.text)
         assert await scim.member_ids(group["id"]) == sorted(m["id"] for m in expected), ops

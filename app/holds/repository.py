@@ -1,0 +1,74 @@
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.holds.models import Hold
+
+
+async def active_triples(session: AsyncSession) -> list[tuple[int, str, str]]:
+    """(id, principal, dataset) of every active hold: what the policy loads as deny rules."""
+    query = select(Hold.id, Hold.principal, Hold.dataset).where(Hold.released_at.is_(None))
+    return [(row.id, row.principal, row.dataset) for row in await session.execute(query)]
+
+
+async def active_on(
+    session: AsyncSession,
+    *,
+    kind: str,
+    datasets: Collection[str] | None = None,
+    principals: Collection[str] | None = None,
+) -> Sequence[Hold]:
+    query = select(Hold).where(Hold.released_at.is_(None), Hold.kind == kind).order_by(Hold.id)
+    if datasets is not None:
+        query = query.where(Hold.dataset.in_(sorted(datasets)))
+    if principals is not None:
+        query = query.where(Hold.principal.in_(sorted(principals)))
+    return (await session.execute(query)).scalars().all()
+
+
+async def add(session: AsyncSession, holds: list[Hold]) -> list[Hold]:
+    session.add_all(holds)
+    await session.flush()
+    return holds
+
+
+async def release(
+    session: AsyncSession, holds: Sequence[Hold], *, at: datetime, by: str, reason: str
+) -> None:
+    if not holds:
+        return
+    await session.execute(
+        update(Hold)
+        .where(Hold.id.in_([h.id for h in holds]))
+        .values(released_at=at, released_by=by, release_reason=reason)
+    )
+    for hold in holds:
+        hold.released_at, hold.released_by, hold.release_reason = at, by, reason
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    dataset: str | None,
+    principal: str | None,
+    kind: str | None,
+    active: bool | None,
+    after_id: int | None,
+    limit: int,
+) -> Sequence[Hold]:
+    query = select(Hold).order_by(Hold.id).limit(limit)
+    if after_id is not None:
+        query = query.where(Hold.id > after_id)
+    if dataset is not None:
+        query = query.where(Hold.dataset == dataset)
+    if principal is not None:
+        query = query.where(Hold.principal == principal)
+    if kind is not None:
+        query = query.where(Hold.kind == kind)
+    if active is True:
+        query = query.where(Hold.released_at.is_(None))
+    elif active is False:
+        query = query.where(Hold.released_at.is_not(None))
+    return (await session.execute(query)).scalars().all()

@@ -1,0 +1,35 @@
+"""Holds as Casbin rules: each active hold is a deny of its principal on its dataset (`*` for
+an inactive user), one rule per action, with the hold's id negated as the rule id (grant ids
+are positive, so the two never meet)."""
+
+from collections.abc import Iterable
+
+from app.identifiers import Action
+from app.policy.casbin_model import DENY, Rule
+
+EVERYTHING = "*"
+
+
+def hold_rules(hold_id: int, principal: str, dataset: str) -> tuple[Rule, ...]:
+    return tuple(
+        Rule(principal, dataset, action.value, DENY, "", str(-hold_id)) for action in Action
+    )
+
+
+def rules_of(holds: Iterable[tuple[int, str, str]]) -> list[Rule]:
+    """The rules of (id, principal, dataset) holds."""
+    return [rule for hold in holds for rule in hold_rules(*hold)]
+
+
+def is_hold(rule: Rule) -> bool:
+    return rule.id.startswith("-")
+
+
+def hold_id(rule: Rule) -> int:
+    return -int(rule.id)
+
+
+def reason_code(rule: Rule) -> str:
+    """Why a hold's rule denies: the user is inactive (a hold on everything), or the guard held
+    a membership back."""
+    return "principal_inactive" if rule.obj == EVERYTHING else "held_by_guard"
