@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from scim2_models import Context, Group, NotImplementedException, ResponseParameters
 
 from app.auth.dependencies import AuthorizedFirst, ScimCaller
+from app.auth.service import Caller
 from app.db import ReadSessionDep, SessionDep
 from app.identity.scim import groups, users
 from app.identity.scim.protocol import (
@@ -40,6 +41,11 @@ def _body(model: Any) -> dict[str, Any]:
             "content": {SCIM_JSON: {"schema": schema}, "application/json": {"schema": schema}},
         }
     }
+
+
+def _actor(caller: Caller) -> str:
+    """Who made a change, in the policy's history: the IdP's token, as `scim:<name>`."""
+    return f"scim:{caller.name}"
 
 
 def _base(request: Request) -> str:
@@ -81,7 +87,7 @@ async def search_users(request: Request, session: ReadSessionDep, _: ScimCaller)
 async def create_user(request: Request, session: SessionDep, caller: ScimCaller) -> JSONResponse:
     params = _params(request, UserParams)
     user = await users.create_user(
-        session, await read_body(request), _base(request), actor=caller.name
+        session, await read_body(request), _base(request), actor=_actor(caller)
     )
     return _shown(user, Context.RESOURCE_CREATION_RESPONSE, params, 201)
 
@@ -101,7 +107,7 @@ async def replace_user(
 ) -> JSONResponse:
     params = _params(request, UserParams)
     user = await users.replace_user(
-        session, user_id, await read_body(request), _base(request), actor=caller.name
+        session, user_id, await read_body(request), _base(request), actor=_actor(caller)
     )
     return _shown(user, Context.RESOURCE_REPLACEMENT_RESPONSE, params)
 
@@ -112,14 +118,14 @@ async def patch_user(
 ) -> JSONResponse:
     params = _params(request, UserParams)
     user = await users.patch_user(
-        session, user_id, await read_body(request), _base(request), actor=caller.name
+        session, user_id, await read_body(request), _base(request), actor=_actor(caller)
     )
     return _shown(user, Context.RESOURCE_PATCH_RESPONSE, params)
 
 
 @router.delete("/Users/{user_id}", summary="SCIM: delete a user", status_code=204)
 async def delete_user(user_id: str, session: SessionDep, caller: ScimCaller) -> Response:
-    await users.delete_user(session, user_id, actor=caller.name)
+    await users.delete_user(session, user_id, actor=_actor(caller))
     return Response(status_code=204)
 
 
@@ -144,7 +150,7 @@ async def search_groups(request: Request, session: ReadSessionDep, _: ScimCaller
 async def create_group(request: Request, session: SessionDep, caller: ScimCaller) -> JSONResponse:
     params = _params(request, GroupParams)
     group = await groups.create_group(
-        session, await read_body(request), _base(request), actor=caller.name
+        session, await read_body(request), _base(request), actor=_actor(caller)
     )
     return _shown(group, Context.RESOURCE_CREATION_RESPONSE, params, 201)
 
@@ -164,7 +170,7 @@ async def replace_group(
 ) -> JSONResponse:
     params = _params(request, GroupParams)
     group = await groups.replace_group(
-        session, group_id, await read_body(request), _base(request), actor=caller.name
+        session, group_id, await read_body(request), _base(request), actor=_actor(caller)
     )
     return _shown(group, Context.RESOURCE_REPLACEMENT_RESPONSE, params)
 
@@ -175,15 +181,16 @@ async def replace_group(
     openapi_extra=_body(GroupPatch),
 )
 async def patch_group(
-    request: Request, group_id: str, session: SessionDep, caller: ScimCaller
+    request: Request, group_id: str, session: SessionDep, caller: ScimCaller, status: Response
 ) -> Response:
     # RFC 7644 §3.5.2: 200 with the resource when `attributes` is given, else 204 here (Entra
     # advises against a body listing every member)
     asked = {"attributes", "excludedAttributes"} & set(request.query_params)
     params = _params(request, GroupParams) if asked else None
     group = await groups.patch_group(
-        session, group_id, await read_body(request), _base(request), params, actor=caller.name
+        session, group_id, await read_body(request), _base(request), params, actor=_actor(caller)
     )
+    status.status_code = 200 if group else 204  # (what the admin trail records)
     if group is None:
         return Response(status_code=204)
     return _shown(group, Context.RESOURCE_PATCH_RESPONSE, params)
@@ -191,7 +198,7 @@ async def patch_group(
 
 @router.delete("/Groups/{group_id}", summary="SCIM: delete a group", status_code=204)
 async def delete_group(group_id: str, session: SessionDep, caller: ScimCaller) -> Response:
-    await groups.delete_group(session, group_id, actor=caller.name)
+    await groups.delete_group(session, group_id, actor=_actor(caller))
     return Response(status_code=204)
 
 
