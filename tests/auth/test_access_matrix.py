@@ -403,7 +403,7 @@ def test_every_scim_route_is_in_the_access_matrix(app: FastAPI) -> None:
         for method in operations
     }
     in_matrix = {(e.method, e.route) for e in SCIM_ENDPOINTS}
-    assert routes == in_matrix
+    assert routes | {("POST", "/scim/v2/.search")} == in_matrix  # (501, not in the document)
 
 
 @pytest.mark.parametrize("endpoint", SCIM_ENDPOINTS, ids=str)

@@ -33,8 +33,25 @@ router = APIRouter(prefix=BASE, route_class=AuthorizedFirst, tags=["scim"])
 SCIM_JSON = "application/scim+json"
 
 
+def _inlined(node: Any, defs: dict[str, Any], seen: frozenset[str] = frozenset()) -> Any:
+    """`node` with its `#/$defs/...` references replaced by what they name (the OpenAPI
+    document has no `$defs` at its root for them to point to)."""
+    if isinstance(node, list):
+        return [_inlined(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        name = ref.removeprefix("#/$defs/")
+        if name in seen:  # a recursive model: left open
+            return {}
+        return _inlined(defs[name], defs, seen | {name})
+    return {key: _inlined(value, defs, seen) for key, value in node.items() if key != "$defs"}
+
+
 def _body(model: Any) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    full = model.model_json_schema()
+    schema = _inlined(full, full.get("$defs", {}))
     return {
         "requestBody": {
             "required": True,
@@ -202,7 +219,11 @@ async def delete_group(group_id: str, session: SessionDep, caller: ScimCaller) -
     return Response(status_code=204)
 
 
-@router.post("/.search", summary="SCIM: search across resource types (not supported)")
+@router.post(
+    "/.search",
+    summary="SCIM: search across resource types (not supported)",
+    include_in_schema=False,  # a documented 501 is a server error to a fuzzer
+)
 async def search_everything(_: ScimCaller) -> Response:
     raise NotImplementedException(
         detail="searching across resource types is not supported: use /Users/.search or "
