@@ -16,6 +16,7 @@ from app.db import ReadSessionDep, SessionDep
 from app.identity.scim import groups, users
 from app.identity.scim.protocol import (
     BASE,
+    RESPONSE_PARAMETERS,
     GroupParams,
     GroupPatch,
     GroupSearch,
@@ -70,7 +71,8 @@ def _base(request: Request) -> str:
 
 
 def _params(request: Request, model: Any) -> Any:
-    return validate(model, query_params(request), Context.RESOURCE_QUERY_REQUEST)
+    params = query_params(request, RESPONSE_PARAMETERS)
+    return validate(model, params, Context.RESOURCE_QUERY_REQUEST)
 
 
 def _shown(
@@ -202,8 +204,7 @@ async def patch_group(
 ) -> Response:
     # RFC 7644 §3.5.2: 200 with the resource when `attributes` is given, else 204 here (Entra
     # advises against a body listing every member)
-    asked = {"attributes", "excludedAttributes"} & set(request.query_params)
-    params = _params(request, GroupParams) if asked else None
+    params = _params(request, GroupParams) if query_params(request, RESPONSE_PARAMETERS) else None
     group = await groups.patch_group(
         session, group_id, await read_body(request), _base(request), params, actor=_actor(caller)
     )
