@@ -33,8 +33,24 @@ router = APIRouter(prefix=BASE, route_class=AuthorizedFirst, tags=["scim"])
 SCIM_JSON = "application/scim+json"
 
 
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """`node` with every `#/$defs/...` reference replaced by its definition (scim2-models'
+    schemas are not recursive): in the OpenAPI document those references would point to its
+    own root, where there is no `$defs`."""
+    if isinstance(node, list):
+        return [_inlined(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        rest = {key: value for key, value in node.items() if key != "$ref"}
+        return _inlined({**defs[ref.removeprefix("#/$defs/")], **rest}, defs)
+    return {key: _inlined(value, defs) for key, value in node.items()}
+
+
 def _body(model: Any) -> dict[str, Any]:
     schema = model.model_json_schema()
+    schema = _inlined(schema, schema.pop("$defs", {}))
     return {
         "requestBody": {
             "required": True,
