@@ -29,6 +29,11 @@ def hold_id(rule: Rule) -> int:
     return -int(rule.id)
 
 
+def inactive(rules: Iterable[Rule]) -> frozenset[str]:
+    """The principals that `rules` hold off everything (inactive users)."""
+    return frozenset(rule.sub for rule in rules if rule.obj == EVERYTHING and is_hold(rule))
+
+
 def reason_code(rule: Rule) -> str:
     """Why a hold's rule denies: the user is inactive (a hold on everything), or the guard held
     a membership back."""

@@ -175,3 +175,16 @@ async def test_a_renamed_user_takes_their_memberships_along(app, client, admin, 
     assert (await check(client, tokens, "user:e2", "act.keys"))["decision"] == "allow"
     result = await check(client, tokens, "user:e1", "act.keys")
     assert (result["decision"], result["reason"]["code"]) == ("deny", "no_grant")
+
+
+async def test_explain_names_the_hold_behind_a_denial(app, client, admin):
+    await setup(app, client, admin)
+    done = await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
+    r = await client.get(
+        "/v1/explain", params={"principal": "user:u1", "dataset": "act.keys"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["decision"], body["reason"]["code"]) == ("deny", "held_by_guard")
+    denies = [(g["grant_id"], g["hold_id"]) for g in body["grants"] if g["effect"] == "deny"]
+    assert denies == [(None, done.holds_opened[0].id)]

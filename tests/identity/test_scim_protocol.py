@@ -92,45 +92,7 @@ async def test_search_across_resource_types_is_a_501(scim: Scim):
     assert_scim_error(r, 501)
 
 
-PATHS = [
-    ("GET", "ServiceProviderConfig", None),
-    ("GET", "Schemas", None),
-    ("GET", "ResourceTypes", None),
-    ("GET", "Users", None),
-    ("POST", "Users", user_body("mallory")),
-    ("GET", "Users/some-id", None),
-    ("PUT", "Users/some-id", user_body("mallory")),
-    ("PATCH", "Users/some-id", patch_body({"op": "replace", "value": {"active": False}})),
-    ("DELETE", "Users/some-id", None),
-    ("POST", "Users/.search", {}),
-    ("GET", "Groups", None),
-    ("POST", "Groups", {"schemas": [GROUP], "displayName": "mallory"}),
-    ("DELETE", "Groups/some-id", None),
-    ("POST", ".search", {}),
-]
-
-
-@pytest.mark.parametrize(("method", "path", "body"), PATHS)
-async def test_without_a_valid_token_every_scim_request_is_a_401_scim_error(
-    client: httpx.AsyncClient, method: str, path: str, body: Any
-):
-    for headers in (
-        {},
-        {"Authorization": "Bearer acl_not-a-real-token"},
-        {"Authorization": "Basic dXNlcjpwYXNz"},
-    ):
-        r = await client.request(method, f"/scim/v2/{path}", json=body, headers=headers)
-        assert_scim_error(r, 401)
-        assert r.headers["www-authenticate"] == "Bearer"
-
-
-@pytest.mark.parametrize(("method", "path", "body"), PATHS)
-async def test_a_token_without_the_scim_scope_is_a_403_scim_error(
-    client: httpx.AsyncClient, tokens: Tokens, method: str, path: str, body: Any
-):
-    for scope in ("check", "audit:read", "policy:write", "alerts:read", "metrics:read"):
-        r = await client.request(method, f"/scim/v2/{path}", json=body, headers=tokens[scope])
-        assert_scim_error(r, 403, None, "'scim'")
+# 401 and 403 on every route: tests/auth/test_access_matrix.py
 
 
 async def test_an_admin_token_may_push_too(client: httpx.AsyncClient, admin: dict[str, str]):

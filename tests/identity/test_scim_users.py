@@ -360,3 +360,35 @@ async def test_a_body_over_the_limit_is_a_413_scim_error(
     r = await scim.request("POST", "Users", content=chunks())
     assert_scim_error(r, 413)
     assert await scim.state(admin) == before
+
+
+async def test_entra_create_body_and_its_feature_flag_on_the_tenant_url(scim: Scim):
+    """Entra ID's documented create body (root-level nulls, meta, roles), sent to a tenant URL
+    carrying its feature flag, as every request then does."""
+    body = {
+        "schemas": [USER, ENTERPRISE],
+        "externalId": "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef",
+        "userName": "Test_User_ab6490ee@testuser.com",
+        "active": True,
+        "emails": [{"primary": True, "type": "work", "value": "Test_User_x@testuser.com"}],
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": "givenName familyName", "familyName": "f", "givenName": "g"},
+        "roles": [],
+        "department": None,
+        "manager": None,
+        ENTERPRISE: {"employeeNumber": "1"},
+    }
+    r = await scim.post("Users", body, params={"aadOptscim062020": ""})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    flt = f'externalId eq "{body["externalId"]}"'
+    listed = await scim.listed("Users", aadOptscim062020="", filter=flt)
+    assert [u["id"] for u in listed["Resources"]] == [created["id"]]
+    r = await scim.patch(
+        f"Users/{created['id']}?aadOptscim062020",
+        patch_body({"op": "replace", "path": "active", "value": False}),
+    )
+    assert r.status_code == 200 and r.json()["active"] is False
+    # a root-level attribute with a value is still unknown
+    r = await scim.post("Users", {**body, "userName": "other", "department": "R&D"})
+    assert_scim_error(r, 400, "invalidSyntax", "department")

@@ -129,8 +129,20 @@ def _without_null_unknowns(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if value is not None}
 
 
-def query_params(request: Request) -> dict[str, str]:
-    return dict(request.query_params)
+RESPONSE_PARAMETERS = ("attributes", "excludedAttributes")
+SEARCH_PARAMETERS = (*RESPONSE_PARAMETERS, "filter", "startIndex", "count", "sortBy", "sortOrder")
+
+
+def query_params(request: Request, names: tuple[str, ...] = SEARCH_PARAMETERS) -> dict[str, str]:
+    """The SCIM parameters of the query string (names as RFC 7644 spells them, any case).
+    Others are ignored: Entra ID's feature flags ride on the tenant URL (`?aadOptscim062020`)
+    and come with every request."""
+    wanted = {name.lower(): name for name in names}
+    return {
+        wanted[key.lower()]: value
+        for key, value in request.query_params.items()
+        if key.lower() in wanted
+    }
 
 
 def response(
