@@ -97,6 +97,28 @@ async def test_a_taken_group_id_is_a_409_uniqueness(scim: Scim, admin: dict[str,
     assert await scim.state(admin) == before
 
 
+async def test_two_groups_never_share_a_display_name(scim: Scim, admin: dict[str, str]):
+    eng = await scim.create_group("Eng")
+    old = await scim.create_group("Old")
+    r = await scim.patch(
+        f"Groups/{old['id']}", patch_body({"op": "replace", "path": "displayName", "value": "X"})
+    )
+    assert r.status_code == 204  # group:old, now shown as X
+    before = await scim.state(admin)
+    assert_scim_error(await scim.post("Groups", group_body("x")), 409, "uniqueness", old["id"])
+    for op in (
+        {"op": "replace", "path": "displayName", "value": "ENG"},
+        {"op": "replace", "value": {"displayName": "eng"}},
+    ):
+        r = await scim.patch(f"Groups/{old['id']}", patch_body(op))
+        assert_scim_error(r, 409, "uniqueness", eng["id"])
+    r = await scim.put(f"Groups/{old['id']}", group_body("Eng"))
+    assert_scim_error(r, 409, "uniqueness", eng["id"])
+    assert await scim.state(admin) == before
+    r = await scim.put(f"Groups/{old['id']}", group_body("x"))  # its own name, in another case
+    assert r.status_code == 200, r.text
+
+
 async def test_members_that_are_not_scim_ids_are_a_400_and_nothing_changes(
     scim: Scim, admin: dict[str, str]
 ):

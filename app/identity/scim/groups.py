@@ -95,6 +95,15 @@ async def _principals(session: AsyncSession, ids: Sequence[str]) -> dict[str, st
     return {i: m.principal for i, m in found.items()}
 
 
+async def _require_free_name(session: AsyncSession, name: str, row: ScimGroup | None) -> None:
+    """Two groups never share a displayName (in any case): the IdPs find groups by it."""
+    taken = await repository.group_by_display_name(session, name)
+    if taken is not None and taken is not row:
+        raise UniquenessException(
+            detail=f"displayName {name!r} is taken by Group {taken.id} ({taken.group_id})"
+        )
+
+
 async def get_group(
     session: AsyncSession, group_id: str, base: str, params: ResponseParameters[Any]
 ) -> Group:
@@ -131,6 +140,7 @@ async def create_group(
             detail=f"displayName {group.display_name!r} is taken: it names {principal}, "
             f"Group {taken.id}"
         )
+    await _require_free_name(session, group.display_name, None)
     await provisioning.claim_group(session, group=principal, actor=actor)
     now = utcnow()
     row = ScimGroup(
@@ -190,6 +200,7 @@ async def _apply(session: AsyncSession, row: ScimGroup, change: GroupDelta, *, a
     removed = await repository.resolve(session, list(change.remove))
     renamed = change.display_name is not None and change.display_name != row.display_name
     if renamed and change.display_name is not None:
+        await _require_free_name(session, change.display_name, row)
         row.display_name = change.display_name
     if change.external_id is not UNCHANGED and change.external_id != row.external_id:
         row.external_id = change.external_id

@@ -39,6 +39,12 @@ async def group_by_principal(session: AsyncSession, principal: str) -> ScimGroup
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def group_by_display_name(session: AsyncSession, display_name: str) -> ScimGroup | None:
+    """The group of that displayName, whatever its case (Entra ID finds groups by it)."""
+    query = select(ScimGroup).where(func.lower(ScimGroup.display_name) == display_name.lower())
+    return (await session.execute(query.limit(1))).scalar_one_or_none()
+
+
 async def page_users(
     session: AsyncSession, where: ColumnElement[bool], *, offset: int, limit: int
 ) -> tuple[int, Sequence[ScimUser]]:
