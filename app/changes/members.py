@@ -21,8 +21,8 @@ from app.exposure.measure import ACTIONS
 from app.exposure.reconcile import affected_by_membership, reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import Rule
-from app.policy.snapshot import READ_ACTIONS
 from app.policy.state import PolicyChange
 
 
@@ -125,7 +125,6 @@ async def relink(
         before=before,
         after=after,
         datasets=affected,
-        plan=targets,
         actor=actor,
         holding=holding,
         group=next(iter(moved)) if len(moved) == 1 else None,
@@ -139,6 +138,9 @@ async def relink(
         dataset_ids=holds.datasets,
         actor=actor,
         accept=accept,
+        # The IdP is never refused: what it would newly let in is held above; what is left
+        # is a second way in for someone who could already read (a finding, not a refusal).
+        guarded=not holding,
         touched=touched,
         within=touched,  # only leaves under a member that came or went reach anything new
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],

@@ -16,14 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory import graph
 from app.policy import holds, repository
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import DecisionIndex, Rule
 from app.policy.models import Grant
 from app.policy.published import PolicyStates
 from app.policy.schemas import GrantRead
 from app.policy.state import DatasetFacts, PolicyChange, PolicyRows, PolicyState
-
-# Reading these actions from outside a dataset's audience is an exposure.
-READ_ACTIONS = frozenset({"read", "export"})
 
 
 def to_rule(grant: Grant | GrantRead) -> Rule:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from app.db import begin_write
 from app.directory import repository as directory_repository
 from app.exposure.view import current_view
 from app.holds import repository as holds_repository
@@ -79,6 +80,7 @@ async def assert_agrees(app: FastAPI, client: httpx.AsyncClient, tokens: Any, st
 async def idp_step(app: FastAPI, rng: random.Random) -> str:
     roll = rng.random()
     async with app.state.sessionmaker() as session, session.begin():
+        await begin_write(session)
         if roll < 0.6:
             group = rng.choice(IDP_GROUPS)
             add = rng.sample(USERS, rng.randint(0, 3))
@@ -151,6 +153,7 @@ async def test_holds_and_checks_agree_with_casbin_on_random_idp_and_api_changes(
         assert r.status_code == 201, r.text
     for group in IDP_GROUPS:
         async with app.state.sessionmaker() as session, session.begin():
+            await begin_write(session)
             await provisioning.claim_group(session, group=group, actor=IDP)
     grants: list[int] = []
     # Grants to the IdP's groups while they are empty (nothing to refuse): its later changes
