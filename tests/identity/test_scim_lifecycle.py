@@ -37,7 +37,7 @@ async def holds(client: httpx.AsyncClient, admin: dict[str, str], query: str) ->
     return list(r.json()["items"])
 
 
-async def test_a_rename_moves_memberships_not_direct_grants(
+async def test_a_rename_moves_memberships_and_retires_the_old_name(
     scim: Scim, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
 ):
     alice = await scim.create_user("alice")
@@ -52,12 +52,15 @@ async def test_a_rename_moves_memberships_not_direct_grants(
     assert r.status_code == 200, r.text
     assert await decision(client, tokens, "user:al", "hr.reviews") == ("allow", "granted")
     assert (await decision(client, tokens, "user:alice", "hr.reviews"))[0] == "deny"
-    # the grant naming the old principal stays with it (docs/scim.md: re-grant it)
+    # a grant naming the old principal is not moved (docs/scim.md: re-grant it), and the old
+    # name, which nobody in the IdP holds now, reads nothing
     assert (await decision(client, tokens, "user:al", "hr.notes"))[0] == "deny"
-    assert await decision(client, tokens, "user:alice", "hr.notes") == ("allow", "granted")
+    inactive = ("deny", "principal_inactive")
+    assert await decision(client, tokens, "user:alice", "hr.notes") == inactive
+    assert await decision(client, tokens, "user:alice", "hr.reviews") == inactive
 
 
-async def test_a_guard_hold_outlives_the_membership_and_a_deleted_group_gives_its_id_back(
+async def test_a_guard_hold_ends_with_the_membership_and_a_deleted_group_gives_its_id_back(
     scim: Scim, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
 ):
     r = await client.put("/v1/groups/research/members", json={"members": []}, headers=admin)
@@ -72,7 +75,11 @@ async def test_a_guard_hold_outlives_the_membership_and_a_deleted_group_gives_it
 
     remove = {"op": "remove", "path": f'members[value eq "{u1["id"]}"]'}
     assert (await scim.patch(f"Groups/{eng['id']}", patch_body(remove))).status_code == 204
-    assert len(await holds(client, admin, "principal=user:u1&kind=guard")) == 1  # still active
+    assert await holds(client, admin, "principal=user:u1&kind=guard") == []
+    released = await holds(client, admin, "principal=user:u1&status=released")
+    assert [h["release_reason"] for h in released] == [
+        "no grant reaches the principal there any more"
+    ]
 
     # The IdP deletes Eng; the grant to group:eng stays and reaches nobody ...
     assert (await scim.delete(f"Groups/{eng['id']}")).status_code == 204
