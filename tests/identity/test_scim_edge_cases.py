@@ -4,7 +4,17 @@ bears it, and an adopted API group's members are exactly those the IdP sent."""
 
 import httpx
 
+from tests.conftest import Tokens
 from tests.identity.support import Scim, assert_scim_error, group_body, patch_body
+
+
+async def check(
+    client: httpx.AsyncClient, tokens: Tokens, principal: str, dataset: str
+) -> tuple[str, str]:
+    body = {"principal": principal, "dataset": dataset, "action": "read"}
+    r = await client.post("/v1/check", json=body, headers=tokens["check"])
+    assert r.status_code == 200, r.text
+    return r.json()["decision"], r.json()["reason"]["code"]
 
 
 async def _members(client: httpx.AsyncClient, admin: dict[str, str], gid: str) -> list[str]:
@@ -95,3 +105,34 @@ async def test_an_adopted_api_group_has_exactly_the_members_the_idp_sent(
     # and from now on the group is the IdP's
     r = await client.put("/v1/groups/ops/members", json=body, headers=admin)
     assert r.status_code == 409, r.text
+
+
+async def test_adopting_a_group_is_never_refused_by_the_guard_and_holds_whom_it_widens(
+    scim: Scim, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
+):
+    """act.keys (block) is meant for group:research = {r1, e1}; the API's group:eng = {e1}
+    reads it. The IdP then creates Eng with u1 only."""
+    body = {"members": ["user:r1", "user:e1"]}
+    assert (await client.put("/v1/groups/research/members", json=body, headers=admin)).is_success
+    assert (
+        await client.put("/v1/groups/eng/members", json={"members": ["user:e1"]}, headers=admin)
+    ).is_success
+    dataset = {
+        "owner": "user:o",
+        "sensitivity": "restricted",
+        "intended_audience": ["group:research"],
+    }
+    assert (await client.put("/v1/datasets/act.keys", json=dataset, headers=admin)).is_success
+    grant = {"principal": "group:eng", "resource": "act.keys", "action": "read",
+             "effect": "allow", "justification": "eng reads keys"}  # fmt: skip
+    assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
+    u1 = await scim.create_user("u1")
+
+    eng = await scim.create_group("Eng", [u1["id"]])
+
+    assert [m["value"] for m in eng["members"]] == [u1["id"]]
+    assert await _members(client, admin, "eng") == ["user:u1"]
+    assert await check(client, tokens, "user:u1", "act.keys") == ("deny", "held_by_guard")
+    assert (await check(client, tokens, "user:e1", "act.keys"))[0] == "deny"  # left eng
+    held = (await client.get("/v1/holds?dataset=act.keys", headers=admin)).json()["items"]
+    assert [(h["principal"], h["group_id"]) for h in held] == [("user:u1", "group:eng")]
