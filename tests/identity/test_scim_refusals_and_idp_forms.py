@@ -1,4 +1,5 @@
-"""Review of #18 (SCIM): what was checked and holds (passing)."""
+"""SCIM requests as Okta and Entra send them, refusals that change nothing, and who may call
+/scim/v2."""
 
 import httpx
 
@@ -6,7 +7,7 @@ from tests.conftest import Tokens
 from tests.identity.support import Scim, assert_scim_error, group_body, patch_body, user_body
 
 
-async def test_review_a_refused_patch_changes_nothing(scim: Scim):
+async def test_a_refused_patch_changes_nothing(scim: Scim):
     a = await scim.create_group("A")
     b = await scim.create_group("B", [a["id"]])
     u = await scim.create_user("erin")
@@ -29,7 +30,7 @@ async def test_review_a_refused_patch_changes_nothing(scim: Scim):
     assert (await scim.get(f"Users/{u['id']}")).json()["userName"] == "erin"
 
 
-async def test_review_a_refused_create_adopts_nothing(
+async def test_a_refused_create_adopts_nothing(
     scim: Scim, client: httpx.AsyncClient, admin: dict[str, str]
 ):
     r = await client.put("/v1/groups/eng/members", json={"members": ["user:zed"]}, headers=admin)
@@ -41,7 +42,7 @@ async def test_review_a_refused_create_adopts_nothing(
     assert r.status_code == 200, r.text  # still the API's
 
 
-async def test_review_what_okta_and_entra_send(scim: Scim):
+async def test_what_okta_and_entra_send(scim: Scim):
     u, v = await scim.create_user("frank"), await scim.create_user("gina")
     g = await scim.create_group("Ops", [u["id"]])
     for op in (
@@ -75,7 +76,7 @@ async def test_review_what_okta_and_entra_send(scim: Scim):
     assert_scim_error(await scim.post("Users", user_body("y" * 129)), 400, "invalidValue")
 
 
-async def test_review_a_deleted_member_group_leaves_its_parent(
+async def test_a_deleted_member_group_leaves_its_parent(
     scim: Scim, client: httpx.AsyncClient, admin: dict[str, str]
 ):
     u = await scim.create_user("hal")
@@ -89,7 +90,7 @@ async def test_review_a_deleted_member_group_leaves_its_parent(
     assert await scim.member_ids((await scim.create_group("Child"))["id"]) == []
 
 
-async def test_review_only_scim_or_admin_tokens_reach_scim(
+async def test_only_scim_or_admin_tokens_reach_scim(
     client: httpx.AsyncClient, tokens: Tokens, scim: Scim
 ):
     u = await scim.create_user("ivy")
@@ -109,7 +110,7 @@ async def test_review_only_scim_or_admin_tokens_reach_scim(
     assert (await scim.get(f"Users/{u['id']}")).status_code == 200
 
 
-async def test_review_every_scim_write_is_trailed_with_its_token(
+async def test_every_scim_write_is_trailed_with_its_token(
     client: httpx.AsyncClient, admin: dict[str, str], scim: Scim
 ):
     u = await scim.create_user("jay")
@@ -129,7 +130,7 @@ async def test_review_every_scim_write_is_trailed_with_its_token(
     ]
 
 
-async def test_review_malformed_requests_are_scim_400s(scim: Scim):
+async def test_malformed_requests_are_scim_400s(scim: Scim):
     await scim.create_group("Eng")
     for q in (
         "attributes=",
