@@ -1,10 +1,12 @@
 """Long CPU work shares the event loop with the check path: it yields, and callers take turns.
 
 A simulate of 1,000 proposals computes for seconds; on the event loop, in one piece, it held up
-every check of its process for as long. `Pacer` pauses such work for as long as each slice of it
-took, so checks get at least half the worker's time and wait at most a slice per step (a
-single turn of the loop between slices was not enough: a check takes a few turns, and checks
-fell to 40% of their rate); the work takes up to twice as long.
+every check of its process for as long. `Pacer` pauses such work for twice as long as each
+slice of it took, so checks get about two thirds of the worker's time and wait at most two
+slices per step (a single turn of the loop between slices was not enough: a check takes a few
+turns, and checks fell to 40% of their rate; pausing as long as the slice gave them half, which
+the work's unpaced parts, its queries and diff, ate into); the work takes up to three times as
+long.
 
 `OneAtATime` runs such requests one at a time per process, in arrival order, with at most one
 running or waiting request per caller: a caller looping them back to back cannot shut another
@@ -28,8 +30,12 @@ SLICE_SECONDS = 0.001
 # Callers that may wait for a turn; beyond them a caller is refused at once.
 MAX_WAITING = 8
 # How long a request waits for its turn: under common client timeouts (60 s), and well past
-# one run (a 1,000-proposal simulate takes up to ~10 s paced on a busy worker).
+# one run (a 1,000-proposal simulate takes up to ~15 s paced on a busy worker).
 PATIENCE_SECONDS = 30.0
+
+
+# How many times a slice of long work the event loop then gets to itself.
+REST = 2
 
 
 class Pacer:
@@ -38,9 +44,9 @@ class Pacer:
         self._until = time.perf_counter() + slice_seconds
 
     async def pause(self) -> None:
-        """Once this slice of work is used up, let the event loop run for as long."""
+        """Once this slice of work is used up, let the event loop run `REST` times as long."""
         if time.perf_counter() >= self._until:
-            await asyncio.sleep(self._slice)
+            await asyncio.sleep(self._slice * REST)
             self._until = time.perf_counter() + self._slice
 
 
