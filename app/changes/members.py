@@ -63,7 +63,9 @@ async def change_members(
     return group, changes
 
 
-Moved = Mapping[str, tuple[set[str], set[str]]]  # group -> (direct members before, after)
+# group -> (direct members before, after): only their difference counts, so the members that
+# stay may be left out of both
+Moved = Mapping[str, tuple[set[str], set[str]]]
 
 
 async def relink(
