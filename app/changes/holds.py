@@ -24,7 +24,7 @@ from app.holds import repository as holds_repository
 from app.holds.models import Hold
 from app.holds.schemas import HoldKind, HoldRead
 from app.policy.casbin_model import ALLOW, Rule
-from app.policy.holds import EVERYTHING, hold_rules
+from app.policy.holds import EVERYTHING, hold_rules, is_hold
 from app.policy.state import PolicyChange
 
 AUDIENCE_JOINED = "the principal joined the dataset's intended audience"
@@ -49,6 +49,12 @@ class HoldChanges:
             [HoldRead.model_validate(h) for h in self.opened],
             [HoldRead.model_validate(h) for h in self.released],
         )
+
+
+def held_datasets(view: PolicyView) -> set[str]:
+    """The datasets that have guard holds in `view` (their deny rules): the only ones whose
+    holds a change may release."""
+    return view.analyser.held_datasets(is_hold) - {EVERYTHING}
 
 
 def widened(
@@ -90,7 +96,8 @@ async def settle(
 ) -> tuple[PolicyView, HoldChanges]:
     """`after` with the holds the change needs: where `holding` (an IdP change), new ones for
     what it widens through the grants of `plan` on block-guarded datasets; and the holds on
-    `datasets` whose principal is now in the intended audience, released. Written and alerted;
+    `datasets` whose principal is now in the intended audience, released (only those of
+    `held_datasets(after)` can have any). Written and alerted;
     the view returned carries their rules."""
     datasets = sorted(set(datasets))
     stamp = datetime.fromtimestamp(at, UTC)

@@ -119,9 +119,12 @@ async def relink(
         repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
-    affected = set(targets)
-    for gid in moved:
-        affected.update(affected_by_membership([before, after], gid))
+    # Holds to release can only be on the datasets that have some (usually none or few).
+    held = holds_change.held_datasets(after)
+    affected = set(targets) & held
+    if held:
+        for gid in moved:
+            affected.update(affected_by_membership([before, after], gid, among=held))
     after, holds = await holds_change.settle(
         session,
         before=before,
