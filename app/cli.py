@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain, migrate
 from app.auth import service as auth_service
+from app.auth.scopes import Scope
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
@@ -38,6 +39,8 @@ log_cli = typer.Typer(help="The access log.", no_args_is_help=True)
 cli.add_typer(token_cli, name="token")
 cli.add_typer(log_cli, name="log")
 cli.add_typer(policy_cli, name="policy")
+scim_cli = typer.Typer(help="The IdP's SCIM provisioning (/scim/v2).", no_args_is_help=True)
+cli.add_typer(scim_cli, name="scim")
 
 T = TypeVar("T")
 
@@ -233,7 +236,9 @@ def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses it; shown in logs and the trail.")],
     scope: Annotated[
         list[str],
-        typer.Option(help="check, audit:read, policy:write, alerts:read, metrics:read or admin."),
+        typer.Option(
+            help="check, audit:read, policy:write, alerts:read, metrics:read, scim or admin."
+        ),
     ],
 ) -> None:
     """Create a token and print it (alone, on stdout). Only its hash is stored."""
@@ -243,6 +248,24 @@ def token_create(
         lambda s: auth_service.create_token(s, name=name, scopes=list(scope)),
         "token create",
         {"name": name, "scope": ",".join(scope)},
+    )
+    typer.echo(token)
+
+
+@scim_cli.command("token")
+def scim_token(
+    name: Annotated[
+        str, typer.Option(help="The IdP (okta, entra ...): named in the trail and the history.")
+    ],
+) -> None:
+    """Create a token with the `scim` scope for an IdP and print it (alone, on stdout). Give
+    the IdP this service's URL followed by /scim/v2, and this token as its bearer token."""
+    settings = _migrated()
+    token = _in_session(
+        settings,
+        lambda s: auth_service.create_token(s, name=name, scopes=[Scope.scim.value]),
+        "scim token",
+        {"name": name},
     )
     typer.echo(token)
 

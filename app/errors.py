@@ -164,10 +164,40 @@ async def send_json(
 
 
 async def send_problem(
-    send: Send, problem: dict[str, Any], headers: dict[str, str] | None = None
+    send: Send,
+    problem: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    path: str | None = None,
 ) -> None:
-    """Answer with `problem` from plain ASGI code (middleware), as the handlers would."""
+    """Answer with `problem` from plain ASGI code (middleware), as the handlers would: under
+    `/scim/` (`path`) as a SCIM error document."""
+    if path is not None and is_scim_path(path):
+        await send_json(send, problem["status"], scim_error(problem), SCIM_JSON.encode(), headers)
+        return
     await send_json(send, problem["status"], problem, b"application/problem+json", headers)
+
+
+# SCIM (RFC 7644 §3.12): every error under /scim/ is an Error message, not a problem document.
+SCIM_PREFIX = "/scim/"
+SCIM_JSON = "application/scim+json"
+SCIM_ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def is_scim_path(path: str) -> bool:
+    return path.startswith(SCIM_PREFIX)
+
+
+def scim_error(problem: dict[str, Any], scim_type: str | None = None) -> dict[str, Any]:
+    """A problem document as a SCIM Error message (`status` a string, as RFC 7644 says)."""
+    error: dict[str, Any] = {
+        "schemas": [SCIM_ERROR_SCHEMA],
+        "status": str(problem["status"]),
+        "detail": problem.get("detail") or problem.get("title") or "error",
+    }
+    scim_type = scim_type or problem.get("scimType")
+    if scim_type:
+        error["scimType"] = scim_type
+    return error
 
 
 class Problem(BaseModel):

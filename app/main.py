@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from scim2_models import SCIMException
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,11 +38,14 @@ from app.errors import (
     AppError,
     ServiceUnavailable,
     http_problem,
+    is_scim_path,
     problem_headers,
 )
 from app.exposure.router import router as exposure_router
 from app.fairness import OneAtATime
 from app.holds.router import router as holds_router
+from app.identity import scim
+from app.identity.scim import errors as scim_errors
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
@@ -74,6 +78,15 @@ def problem_response(
     )
 
 
+def error_response(
+    request: Request, problem: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The problem document, or under /scim/ the same error as a SCIM Error message."""
+    if is_scim_path(request.url.path):
+        return scim_errors.problem_response(problem, headers)
+    return problem_response(problem, headers)
+
+
 def _validation_problem(exc: RequestValidationError) -> dict[str, Any]:
     errors = []
     for err in exc.errors():
@@ -98,16 +111,21 @@ def _validation_problem(exc: RequestValidationError) -> dict[str, Any]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return problem_response(exc.to_problem(), problem_headers(exc) or None)
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
+        return error_response(request, exc.to_problem(), problem_headers(exc) or None)
+
+    @app.exception_handler(SCIMException)
+    async def _scim(_: Request, exc: SCIMException) -> JSONResponse:
+        return scim_errors.exception_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(_validation_problem(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, _validation_problem(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem_response(http_problem(exc), dict(exc.headers) if exc.headers else None)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(request, http_problem(exc), headers)
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
@@ -118,13 +136,15 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "the database is unavailable; retry shortly"
         if not isinstance(exc, DBAPIError):
             logger.exception("unexpected database error")
-        return problem_response(ServiceUnavailable(detail).to_problem(), {"Retry-After": "1"})
+        return error_response(
+            request, ServiceUnavailable(detail).to_problem(), {"Retry-After": "1"}
+        )
 
     @app.exception_handler(OSError)
     async def _unreachable(request: Request, exc: OSError) -> JSONResponse:
         logger.error("database unreachable on %s %s: %r", request.method, request.url.path, exc)
         problem = ServiceUnavailable("the database is unreachable; retry shortly").to_problem()
-        return problem_response(problem, {"Retry-After": "1"})
+        return error_response(request, problem, {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -136,8 +156,8 @@ def install_error_handlers(app: FastAPI) -> None:
             request.url.path,
             extra={"request_id": request_id},
         )
-        return problem_response(
-            INTERNAL_ERROR, {REQUEST_ID_HEADER: request_id} if request_id else None
+        return error_response(
+            request, INTERNAL_ERROR, {REQUEST_ID_HEADER: request_id} if request_id else None
         )
 
 
@@ -267,6 +287,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         plans_router,
         auth_router,
         operations_router,
+        scim.discovery_router,
+        scim.router,
     ):
         app.include_router(router)
     return app

@@ -13,7 +13,7 @@ from app.db import Base
 from app.directory.models import Group, Membership
 from app.exposure.models import Finding
 from app.holds.models import Hold
-from app.identity.models import ScimGroup, ScimUser
+from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
 from app.operations.models import Lease
 from app.policy.models import Grant
 from app.policy_version import PolicyVersion
@@ -36,6 +36,7 @@ __all__ = [
     "Membership",
     "PolicyVersion",
     "ScimGroup",
+    "ScimMemberDisplay",
     "ScimUser",
     "TrailEntry",
 ]

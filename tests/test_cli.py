@@ -95,6 +95,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     plan = {
         "upgrade": ["db", "upgrade"],
         "token": ["token", "create", "--name", "n", "--scope", "check"],
+        "scim_token": ["scim", "token", "--name", "okta"],
         "unknown_scope": ["token", "create", "--name", "n", "--scope", "superuser"],
         "demo": ["demo"],
         "verify": ["log", "verify"],
@@ -119,6 +120,24 @@ def test_db_upgrade_builds_a_fresh_database(runs: dict[str, Run]):
     assert {"alembic_version", "api_tokens", "admin_trail", "groups", "datasets", "grants"} <= (
         tables(database)
     )
+
+
+async def test_scim_token_prints_only_a_token_for_the_scim_endpoints(runs: dict[str, Run]):
+    database, result = runs["scim_token"].database, runs["scim_token"].result
+    assert result.returncode == 0, result.stderr
+    [token] = result.stdout.splitlines()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with api(database) as client:
+        r = await client.get("/scim/v2/Users", headers=headers)
+        assert r.status_code == 200, r.text
+        assert (await client.get("/v1/groups", headers=headers)).status_code == 403
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT name, scopes FROM api_tokens").fetchall() == [
+            ("okta", '["scim"]')
+        ]
+    assert [e for e in trail(database) if e[1] == "CLI"] == [
+        (f"cli:{getpass.getuser()}", "CLI", "aclaudit scim token", "name=okta", 200)
+    ]
 
 
 async def test_token_create_prints_only_a_token_that_authenticates(runs: dict[str, Run]):

@@ -121,6 +121,29 @@ async def test_every_v1_request_is_503_problem_when_the_database_is_unreachable(
     assert not failures, "\n".join(failures)
 
 
+async def test_every_scim_request_is_a_503_scim_error_when_the_database_is_unreachable(
+    unreachable_app: FastAPI, unreachable: httpx.AsyncClient
+):
+    routes = [r for r in api_routes(unreachable_app) if r.path.startswith("/scim/")]
+    assert len(routes) >= 17
+    failures = []
+    for route in routes:
+        for method in sorted(route.methods or ()):
+            url = concrete(route.path)
+            for headers, allowed in (
+                ({"Authorization": "Bearer acl_some-token"}, {503}),
+                ({}, {401, 503}),
+            ):
+                r = await unreachable.request(method, url, json={}, headers=headers)
+                if (
+                    r.status_code not in allowed
+                    or r.headers.get("content-type") != "application/scim+json"
+                    or r.json().get("status") != str(r.status_code)
+                ):
+                    failures.append(f"{method} {url} {headers}: {r.status_code} {r.text[:200]}")
+    assert not failures, "\n".join(failures)
+
+
 async def test_checks_refused_for_want_of_the_token_store_count_as_denies(
     unreachable_app: FastAPI, unreachable: httpx.AsyncClient
 ):

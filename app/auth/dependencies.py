@@ -167,6 +167,7 @@ AuditReader = Annotated[Caller, Depends(scoped(Scope.audit_read))]
 PolicyWriter = Annotated[Caller, Depends(scoped(Scope.policy_write))]
 AlertsReader = Annotated[Caller, Depends(scoped(Scope.alerts_read))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
+ScimCaller = Annotated[Caller, Depends(scoped(Scope.scim))]
 
 
 class RequireBearer:

@@ -8,3 +8,4 @@ class Scope(StrEnum):
     alerts_read = "alerts:read"
     admin = "admin"
     metrics_read = "metrics:read"
+    scim = "scim"  # the IdP pushing users and groups (/scim/v2)

@@ -1,4 +1,5 @@
-"""The admin trail: who called which mutating or audit-sensitive endpoint, and what it answered.
+"""The admin trail: who called which mutating or audit-sensitive endpoint, and what it answered
+(`/v1/`, and the IdP's SCIM writes under `/scim/`).
 
 A successful mutation's entry is written in the mutation's own transaction
 (`record_with_change`, called by `app.db.get_session` just before it commits), so no change
@@ -38,7 +39,12 @@ RECORDED = "admin_trail_recorded"
 AUTHORIZED = "authorized"  # set once the caller is authenticated and holds the scope
 
 
+TRAILED_PREFIXES = ("/v1/", "/scim/")  # the API, and the IdP's SCIM pushes
+
+
 def is_trailed(method: str, path: str) -> bool:
+    if path.startswith("/scim/"):
+        return method in MUTATING
     if not path.startswith("/v1/"):
         return False
     if method in MUTATING:
@@ -59,14 +65,14 @@ class AdminTrailMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(TRAILED_PREFIXES):
             await self.app(scope, receive, send)
             return
         trailed = is_trailed(scope["method"], scope["path"])
 
         if trailed and len(scope.get("query_string", b"")) > MAX_QUERY:
             await _refused(scope, 414, trailed)
-            await send_problem(send, QueryTooLong().to_problem())
+            await send_problem(send, QueryTooLong().to_problem(), path=scope["path"])
             return
 
         state: dict[str, Any] = {"recorded": False, "ok": True}
@@ -81,7 +87,7 @@ class AdminTrailMiddleware:
                     # (a change's entry was written with the change it describes)
                     state["ok"] = await self._record(scope, status)
                 if not state["ok"]:
-                    await _send_unavailable(send)
+                    await _send_unavailable(send, scope["path"])
                     return
             if not state["ok"]:
                 return  # the data is withheld: its read could not be recorded
@@ -159,10 +165,11 @@ class QueryTooLong(AppError):
         super().__init__(f"the query string is longer than {MAX_QUERY} bytes; send fewer filters")
 
 
-async def _send_unavailable(send: Send) -> None:
+async def _send_unavailable(send: Send, path: str) -> None:
     await send_problem(
         send,
         ServiceUnavailable(
             "the admin trail could not be recorded, so the response is withheld; retry shortly"
         ).to_problem(),
+        path=path,
     )

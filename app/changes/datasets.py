@@ -48,7 +48,6 @@ async def put_dataset(
         before=before,
         after=after,
         datasets=[dataset.id],
-        plan={},
         actor=actor,
         holding=False,
         at=time.time(),

@@ -13,9 +13,10 @@ from app.exposure.reconcile import ExposureRefused, reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import publish_on_commit, view_before_change
 from app.policy import service as policy_service
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import Rule
 from app.policy.schemas import GrantCreate, GrantRead
-from app.policy.snapshot import READ_ACTIONS, to_rule
+from app.policy.snapshot import to_rule
 from app.policy.state import PolicyChange
 
 

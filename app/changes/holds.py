@@ -2,14 +2,14 @@
 released once their principal joins the dataset's intended audience.
 
 A change by the IdP is never refused (it is the truth about who is in which group). Where it
-would let a principal into a grant's excess on a `block`-guarded dataset (now, or once the
-denies that expire have; the guard's test), that principal gets a `guard` hold on that dataset:
-a deny rule, so the change widens nothing there and the guard has nothing to refuse. Any change
-(by the IdP or the API) that moves a held principal into the dataset's intended audience
-releases the hold: the principal is meant to read it.
+would let a principal read (or export) a `block`-guarded dataset from outside its audience who
+could not before (now, or once the denies that expire have), that principal gets a `guard` hold
+on that dataset: deny rules for the reading actions, so nobody new reads it. A hold lasts while
+it is needed: any change (by the IdP or the API) after which its principal would no longer be
+let in without it (they joined the audience, or left the group) releases it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,11 +23,11 @@ from app.exposure.view import PolicyView
 from app.holds import repository as holds_repository
 from app.holds.models import Hold
 from app.holds.schemas import HoldKind, HoldRead
-from app.policy.casbin_model import ALLOW, Rule
 from app.policy.holds import EVERYTHING, hold_rules, is_hold
 from app.policy.state import PolicyChange
 
 AUDIENCE_JOINED = "the principal joined the dataset's intended audience"
+UNREACHED = "no grant reaches the principal there any more"
 REACTIVATED = "the IdP re-activated the user"
 
 
@@ -51,35 +51,41 @@ class HoldChanges:
         )
 
 
-def held_datasets(view: PolicyView) -> set[str]:
-    """The datasets that have guard holds in `view` (their deny rules): the only ones whose
-    holds a change may release."""
-    return view.analyser.held_datasets(is_hold) - {EVERYTHING}
+def guarded_datasets(view: PolicyView) -> set[str]:
+    """The only datasets whose holds a change may open or release: the `block`-guarded ones,
+    and those with guard holds in `view` (their deny rules)."""
+    held = view.analyser.held_datasets(is_hold) - {EVERYTHING}
+    return held | {id for id, facts in view.datasets.items() if facts.guard == "block"}
 
 
-def widened(
-    before: PolicyView, after: PolicyView, plan: Mapping[str, Iterable[Rule]], at: float
-) -> dict[str, list[str]]:
-    """Block-guarded dataset -> the principals `after` lets into the excess of a grant of
-    `plan` (the grants whose excess may have changed) that `before` did not, now or in the
-    worst case over time. `after` must derive from `before`."""
-    found: dict[str, list[str]] = {}
-    for dataset, planned in plan.items():
+def newly_readable(
+    before: PolicyView, after: PolicyView, datasets: Iterable[str], at: float
+) -> dict[str, int]:
+    """Block-guarded dataset -> the leaves (bits of `after`) outside its audience that `after`
+    lets read (or export) it and `before` did not, now or in the worst case over time (the
+    denies that expire not counted). Leaves that could already read it are not new: a second
+    way in widens no one's access. `after` must derive from `before`."""
+    found: dict[str, int] = {}
+    for dataset in datasets:
         facts = after.datasets.get(dataset)
-        rules = tuple(rule for rule in planned if rule.eft == ALLOW)
-        if facts is None or facts.guard != "block" or not rules:
+        if facts is None or facts.guard != "block":
             continue
         new = 0
         for lasting in (False, True):
-            now = excess_of(after, dataset, rules, at, lasting).bits
-            was: dict[int, tuple[int, int]] = {}
-            if dataset in before.datasets:
-                was = excess_of(before, dataset, rules, at, lasting).bits
-            for grant_id, (bits, _count) in now.items():
-                new |= bits & ~was.get(grant_id, (0, 0))[0]
+            now = _excess(after, dataset, at, lasting)
+            if now and dataset in before.datasets:
+                now &= ~_excess(before, dataset, at, lasting)
+            new |= now
         if new:
-            found[dataset] = after.analyser.directory.names(new)
+            found[dataset] = new
     return found
+
+
+def _excess(view: PolicyView, dataset: str, at: float, lasting: bool) -> int:
+    bits = 0
+    for excess, _count in excess_of(view, dataset, None, at, lasting).bits.values():
+        bits |= excess
+    return bits
 
 
 async def settle(
@@ -88,24 +94,43 @@ async def settle(
     before: PolicyView,
     after: PolicyView,
     datasets: Iterable[str],
-    plan: Mapping[str, Iterable[Rule]],
     actor: str,
     holding: bool,
     group: str | None = None,
     at: float,
 ) -> tuple[PolicyView, HoldChanges]:
-    """`after` with the holds the change needs: where `holding` (an IdP change), new ones for
-    what it widens through the grants of `plan` on block-guarded datasets; and the holds on
-    `datasets` whose principal is now in the intended audience, released (only those of
-    `held_datasets(after)` can have any). Written and alerted;
-    the view returned carries their rules."""
+    """`after` with the guard holds on `datasets` (those the change may alter) brought in line:
+    a hold stays while its principal, without it, would be newly let into the dataset from
+    outside its audience; the others are released (joined the audience, or no longer reached).
+    Where `holding` (an IdP change), everyone else the change newly lets in is held too.
+    Written and alerted; the view returned carries the rules of the holds changed."""
     datasets = sorted(set(datasets))
+    held: list[Hold] = []
+    if datasets:
+        kind = HoldKind.guard.value
+        held = list(await holds_repository.active_on(session, kind=kind, datasets=datasets))
+    unheld = after
+    if held:
+        rules = tuple(r for h in held for r in hold_rules(h.id, h.principal, h.dataset))
+        unheld = after.changed(PolicyChange(removed=rules))
+    blocked = [d for d in datasets if d in after.datasets and after.datasets[d].guard == "block"]
+    new = newly_readable(before, unheld, blocked, at) if (held or holding) else {}
+    directory = unheld.analyser.directory
+    released: dict[str, list[Hold]] = {}
+    kept: set[tuple[str, str]] = set()
+    for hold in held:
+        if directory.leaf_bits(hold.principal) & new.get(hold.dataset, 0):
+            kept.add((hold.principal, hold.dataset))
+        else:
+            facts = after.datasets.get(hold.dataset)
+            joined = facts is not None and _in_audience(unheld, hold.principal, facts.audience)
+            released.setdefault(AUDIENCE_JOINED if joined else UNREACHED, []).append(hold)
     stamp = datetime.fromtimestamp(at, UTC)
-    released = await _releasable(session, after, datasets)
-    await holds_repository.release(session, released, at=stamp, by=actor, reason=AUDIENCE_JOINED)
+    for reason, holds in released.items():
+        await holds_repository.release(session, holds, at=stamp, by=actor, reason=reason)
     opened: list[Hold] = []
     if holding:
-        for dataset, principals in widened(before, after, plan, at).items():
+        for dataset, bits in new.items():
             opened += [
                 Hold(
                     kind=HoldKind.guard.value,
@@ -115,39 +140,29 @@ async def settle(
                     created_at=stamp,
                     created_by=actor,
                 )
-                for principal in principals
+                for principal in directory.names(bits)
+                if (principal, dataset) not in kept
             ]
         await holds_repository.add(session, opened)
+    gone = [h for holds in released.values() for h in holds]
     changes = HoldChanges(
         PolicyChange(
             added=tuple(r for h in opened for r in hold_rules(h.id, h.principal, h.dataset)),
-            removed=tuple(r for h in released for r in hold_rules(h.id, h.principal, h.dataset)),
+            removed=tuple(r for h in gone for r in hold_rules(h.id, h.principal, h.dataset)),
         ),
         opened,
-        released,
+        gone,
     )
     await _alert(session, changes, stamp)
-    if not opened and not released:
+    if not opened and not gone:
         return after, changes
     return after.changed(changes.change), changes
 
 
-async def _releasable(session: AsyncSession, after: PolicyView, datasets: list[str]) -> list[Hold]:
-    if not datasets:
-        return []
-    held = await holds_repository.active_on(session, kind=HoldKind.guard.value, datasets=datasets)
-    directory = after.analyser.directory
-    intended: dict[str, int] = {}
-    found = []
-    for hold in held:
-        facts = after.datasets.get(hold.dataset)
-        if facts is None:
-            continue
-        if hold.dataset not in intended:
-            intended[hold.dataset] = after.analyser.intended_bits(facts.audience)
-        if directory.leaf_bits(hold.principal) & intended[hold.dataset]:
-            found.append(hold)
-    return found
+def _in_audience(view: PolicyView, principal: str, audience: Iterable[str]) -> bool:
+    return bool(
+        view.analyser.directory.leaf_bits(principal) & view.analyser.intended_bits(audience)
+    )
 
 
 async def deactivate(

@@ -21,8 +21,8 @@ from app.exposure.measure import ACTIONS
 from app.exposure.reconcile import affected_by_membership, reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import Rule
-from app.policy.snapshot import READ_ACTIONS
 from app.policy.state import PolicyChange
 
 
@@ -119,18 +119,17 @@ async def relink(
         repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
-    # Holds to release can only be on the datasets that have some (usually none or few).
-    held = holds_change.held_datasets(after)
-    affected = set(targets) & held
-    if held:
+    # Holds change only on block-guarded datasets and those holding some (usually few).
+    guarded = holds_change.guarded_datasets(after)
+    affected = set(targets) & guarded
+    if guarded:
         for gid in moved:
-            affected.update(affected_by_membership([before, after], gid, among=held))
+            affected.update(affected_by_membership([before, after], gid, among=guarded))
     after, holds = await holds_change.settle(
         session,
         before=before,
         after=after,
         datasets=affected,
-        plan=targets,
         actor=actor,
         holding=holding,
         group=next(iter(moved)) if len(moved) == 1 else None,
@@ -144,6 +143,9 @@ async def relink(
         dataset_ids=holds.datasets,
         actor=actor,
         accept=accept,
+        # The IdP is never refused: what it would newly let in is held above; what is left
+        # is a second way in for someone who could already read (a finding, not a refusal).
+        guarded=not holding,
         touched=touched,
         within=touched,  # only leaves under a member that came or went reach anything new
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],

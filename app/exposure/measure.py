@@ -8,8 +8,8 @@ from typing import Any
 
 from app.exposure.schemas import FindingRead, FindingStatus, Severity
 from app.exposure.view import PolicyView
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import Rule
-from app.policy.snapshot import READ_ACTIONS
 
 READ = "read"
 # Findings are analysed for every action that reads a dataset (the check path treats them all

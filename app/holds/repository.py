@@ -1,10 +1,18 @@
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.holds.models import Hold
+
+CHUNK = 5000  # ids or names per IN (...): asyncpg takes at most 32,767 parameters
+
+
+def _chunks(values: Collection[str] | Sequence[int]) -> list[list[Any]]:
+    ordered = sorted(values)
+    return [ordered[i : i + CHUNK] for i in range(0, len(ordered), CHUNK)] or [[]]
 
 
 async def active_triples(session: AsyncSession) -> list[tuple[int, str, str]]:
@@ -20,12 +28,20 @@ async def active_on(
     datasets: Collection[str] | None = None,
     principals: Collection[str] | None = None,
 ) -> Sequence[Hold]:
-    query = select(Hold).where(Hold.released_at.is_(None), Hold.kind == kind).order_by(Hold.id)
-    if datasets is not None:
-        query = query.where(Hold.dataset.in_(sorted(datasets)))
-    if principals is not None:
-        query = query.where(Hold.principal.in_(sorted(principals)))
-    return (await session.execute(query)).scalars().all()
+    """The active holds of `kind` on `datasets` (or any) of `principals` (or any), by id."""
+    query = select(Hold).where(Hold.released_at.is_(None), Hold.kind == kind)
+    if (datasets is not None and not datasets) or (principals is not None and not principals):
+        return []
+    found: list[Hold] = []
+    for some in _chunks(datasets) if datasets is not None else [None]:
+        for others in _chunks(principals) if principals is not None else [None]:
+            chunk = query
+            if some is not None:
+                chunk = chunk.where(Hold.dataset.in_(some))
+            if others is not None:
+                chunk = chunk.where(Hold.principal.in_(others))
+            found += (await session.execute(chunk)).scalars().all()
+    return sorted(found, key=lambda hold: hold.id)
 
 
 async def add(session: AsyncSession, holds: list[Hold]) -> list[Hold]:
@@ -39,11 +55,12 @@ async def release(
 ) -> None:
     if not holds:
         return
-    await session.execute(
-        update(Hold)
-        .where(Hold.id.in_([h.id for h in holds]))
-        .values(released_at=at, released_by=by, release_reason=reason)
-    )
+    for ids in _chunks([h.id for h in holds]):
+        await session.execute(
+            update(Hold)
+            .where(Hold.id.in_(ids))
+            .values(released_at=at, released_by=by, release_reason=reason)
+        )
     for hold in holds:
         hold.released_at, hold.released_by, hold.release_reason = at, by, reason
 

@@ -4,7 +4,7 @@ directory's (`app.directory.models.Membership`); a user's access ends with `acti
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, String
+from sqlalchemy import JSON, Boolean, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -35,3 +35,16 @@ class ScimGroup(Base):
     external_id: Mapped[str | None] = mapped_column(String(256), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScimMemberDisplay(Base):
+    """The `display` the IdP sent with a group member (Okta sends the user's login), returned
+    as sent; a member without one shows its current displayName or userName."""
+
+    __tablename__ = "scim_member_displays"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("scim_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # a SCIM id
+    display: Mapped[str] = mapped_column(Text)

@@ -124,15 +124,15 @@ async def forget_user(session: AsyncSession, *, principal: str, actor: str) -> P
 
 async def rename_user(session: AsyncSession, *, old: str, new: str, actor: str) -> Provisioned:
     """The user's userName changed: their memberships move from `old` to `new` (guarded like
-    any membership change); `old` keeps no access through groups."""
-    if not await directory_repository.groups_of(session, old):
-        return Provisioned()
+    any membership change), and `old`, a name nobody in the IdP holds now, gets an `inactive`
+    hold: whoever is given it later inherits nothing until the IdP provisions them."""
     before = await view_before_change(session)
     moved = {
         group: (members, (members - {old}) | {new})
         for group, (members, _) in (await _without(session, old)).items()
     }
-    return await _relinked(session, before, moved, actor)
+    holds = await holds_change.deactivate(session, principal=old, actor=actor, at=time.time())
+    return await _relinked(session, before, moved, actor, holds, old)
 
 
 async def _without(session: AsyncSession, principal: str) -> dict[str, tuple[set[str], set[str]]]:

@@ -105,7 +105,7 @@ class BodyLimit:
                 if value.isdigit() and int(value) <= self.limit:
                     await self.app(scope, receive, send)
                 else:
-                    await send_problem(send, http_problem(BodyTooLarge()))
+                    await send_problem(send, http_problem(BodyTooLarge()), path=scope["path"])
                 return
         received = 0
 

@@ -161,7 +161,6 @@ async def _apply_changes(
         before=before,
         after=after,
         datasets=done.touched,
-        plan={},
         actor=actor,
         holding=False,
         at=time.time(),

@@ -19,6 +19,7 @@ __all__ = [
     "DENY",
     "MAX_LINKS",
     "MODEL_PATH",
+    "READ_ACTIONS",
     "Rule",
     "casbin_enforcer",
     "is_live",
@@ -30,6 +31,8 @@ MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
 
 ALLOW = "allow"
 DENY = "deny"
+# Reading these actions from outside a dataset's audience is an exposure.
+READ_ACTIONS = frozenset({"read", "export"})
 
 
 def is_live(exp: str, now: float) -> bool:

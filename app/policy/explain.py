@@ -8,6 +8,7 @@ from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
+from app.policy import holds
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
 from app.policy.published import states_of
@@ -19,7 +20,12 @@ MAX_PATHS = 20
 
 
 class ExplainedGrant(BaseModel):
-    grant_id: int
+    grant_id: int | None = Field(description="The grant; null for a hold.")
+    hold_id: int | None = Field(
+        default=None,
+        description="The hold (`GET /v1/holds`) when this deny is one: the guard held an IdP "
+        "membership back, or the IdP deactivated the user (resource `*`).",
+    )
     effect: str
     subject: str
     resource: str
@@ -42,7 +48,7 @@ class Explanation(BaseModel):
     out_of_audience: bool
     policy_version: int
     grants: list[ExplainedGrant] = Field(
-        description="Every live grant that matches, allow and deny."
+        description="Every live grant that matches, allow and deny, and every hold."
     )
 
 
@@ -76,8 +82,10 @@ def _explained(
     snapshot: snapshot_module.PolicySnapshot, principal: str, rule: Rule, via: tuple[str, ...]
 ) -> ExplainedGrant:
     paths, complete = snapshot.index.paths(principal, rule.sub, MAX_PATHS)
+    is_hold = holds.is_hold(rule)
     return ExplainedGrant(
-        grant_id=int(rule.id),
+        grant_id=None if is_hold else int(rule.id),
+        hold_id=holds.hold_id(rule) if is_hold else None,
         effect=rule.eft,
         subject=rule.sub,
         resource=rule.obj,

@@ -1,19 +1,23 @@
-"""Holds as Casbin rules: each active hold is a deny of its principal on its dataset (`*` for
-an inactive user), one rule per action, with the hold's id negated as the rule id (grant ids
-are positive, so the two never meet)."""
+"""Holds as Casbin rules: each active hold is a deny of its principal on its dataset, one rule per
+action it holds back (a guard hold: the reading actions, which the guard measures; an inactive
+user's hold on `*`: every action), with the hold's id negated as the rule id (grant ids are
+positive, so the two never meet)."""
 
 from collections.abc import Iterable
 
 from app.identifiers import Action
-from app.policy.casbin_model import DENY, Rule
+from app.policy.casbin_model import DENY, READ_ACTIONS, Rule
 
 EVERYTHING = "*"
 
 
+EVERY_ACTION = tuple(action.value for action in Action)
+READING = tuple(sorted(READ_ACTIONS))  # the actions whose exposure the guard measures
+
+
 def hold_rules(hold_id: int, principal: str, dataset: str) -> tuple[Rule, ...]:
-    return tuple(
-        Rule(principal, dataset, action.value, DENY, "", str(-hold_id)) for action in Action
-    )
+    actions = EVERY_ACTION if dataset == EVERYTHING else READING
+    return tuple(Rule(principal, dataset, action, DENY, "", str(-hold_id)) for action in actions)
 
 
 def rules_of(holds: Iterable[tuple[int, str, str]]) -> list[Rule]:
@@ -27,6 +31,11 @@ def is_hold(rule: Rule) -> bool:
 
 def hold_id(rule: Rule) -> int:
     return -int(rule.id)
+
+
+def inactive(rules: Iterable[Rule]) -> frozenset[str]:
+    """The principals that `rules` hold off everything (inactive users)."""
+    return frozenset(rule.sub for rule in rules if rule.obj == EVERYTHING and is_hold(rule))
 
 
 def reason_code(rule: Rule) -> str:

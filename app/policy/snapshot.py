@@ -16,14 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory import graph
 from app.policy import holds, repository
+from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import DecisionIndex, Rule
 from app.policy.models import Grant
 from app.policy.published import PolicyStates
 from app.policy.schemas import GrantRead
 from app.policy.state import DatasetFacts, PolicyChange, PolicyRows, PolicyState
-
-# Reading these actions from outside a dataset's audience is an exposure.
-READ_ACTIONS = frozenset({"read", "export"})
 
 
 def to_rule(grant: Grant | GrantRead) -> Rule:
@@ -47,6 +45,7 @@ class PolicySnapshot:
     index: DecisionIndex
     audiences: dict[str, frozenset[str]]  # dataset -> intended_audience as declared
     sensitivities: dict[str, str]
+    inactive: frozenset[str] = frozenset()  # users with an inactive hold (deactivated by the IdP)
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def ancestors(self, principal: str) -> frozenset[str]:
@@ -65,6 +64,9 @@ class PolicySnapshot:
         if change.links_added or change.links_removed:
             index = index.with_links(change.links_added, change.links_removed)
             ancestors = {}
+        inactive = self.inactive
+        if change.added or change.removed:
+            inactive = (inactive - holds.inactive(change.removed)) | holds.inactive(change.added)
         audiences, sensitivities = self.audiences, self.sensitivities
         if change.datasets:
             audiences, sensitivities = _dataset_maps(state.datasets)
@@ -72,6 +74,7 @@ class PolicySnapshot:
             self,
             version=state.version,
             index=index,
+            inactive=inactive,
             audiences=audiences,
             sensitivities=sensitivities,
             _ancestors=ancestors,
@@ -90,6 +93,8 @@ class PolicySnapshot:
             outside = action in READ_ACTIONS and not self.in_audience(principal, dataset)
             return Outcome(True, "granted", int(rule.id), decision.via, outside)
         if rule is not None:
+            if principal in self.inactive:  # the most useful reason, whatever else denies
+                return Outcome(False, "principal_inactive", None, decision.via, False)
             if holds.is_hold(rule):
                 return Outcome(False, holds.reason_code(rule), None, decision.via, False)
             return Outcome(False, "denied_by_grant", int(rule.id), decision.via, False)
@@ -113,7 +118,9 @@ class CheckIndex:
         """Built in a thread: seconds of CPU at 100k grants, during which the event loop keeps
         serving (checks wait for the snapshot)."""
         index = await asyncio.to_thread(DecisionIndex, rows.rules, rows.links)
-        return PolicySnapshot(state.version, index, *_dataset_maps(state.datasets))
+        return PolicySnapshot(
+            state.version, index, *_dataset_maps(state.datasets), holds.inactive(rows.rules)
+        )
 
     def carry(
         self, view: PolicySnapshot, change: PolicyChange, state: PolicyState

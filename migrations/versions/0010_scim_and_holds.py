@@ -1,6 +1,7 @@
 """SCIM users and groups, holds, IdP-owned groups
 
-`scim_users` and `scim_groups` keep what the IdP pushed (by their SCIM ids); `holds` are the
+`scim_users` and `scim_groups` keep what the IdP pushed (by their SCIM ids), and
+`scim_member_displays` the `display` it sent with a group member; `holds` are the
 automatic deny rules (a `guard` hold per principal and block-guarded dataset an IdP change would
 have widened, an `inactive` hold on `*` per deactivated or deleted user); `groups.managed_by` is
 "scim" for the groups the IdP owns.
@@ -74,6 +75,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_scim_groups_display_name'), ['display_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_scim_groups_external_id'), ['external_id'], unique=False)
 
+    op.create_table('scim_member_displays',
+    sa.Column('group_id', sa.String(length=36), nullable=False),
+    sa.Column('member_id', sa.String(length=36), nullable=False),
+    sa.Column('display', sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(['group_id'], ['scim_groups.id'], name=op.f('fk_scim_member_displays_group_id_scim_groups'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('group_id', 'member_id', name=op.f('pk_scim_member_displays'))
+    )
+
     with op.batch_alter_table('groups', schema=None) as batch_op:
         batch_op.add_column(sa.Column('managed_by', sa.String(length=16), nullable=True))
 
@@ -82,6 +91,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('groups', schema=None) as batch_op:
         batch_op.drop_column('managed_by')
+
+    op.drop_table('scim_member_displays')
 
     with op.batch_alter_table('scim_groups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_scim_groups_external_id'))

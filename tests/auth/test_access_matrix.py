@@ -322,3 +322,171 @@ async def test_audit_reader_cannot_change_anything(
         )
         _assert_problem(r, 403)
     assert await dump(client, reader) == before
+
+
+# -- /scim/v2: the IdP's SCIM endpoints, scope `scim`; every refusal a SCIM error document ----
+
+SCIM = Scope.scim.value
+SCIM_JSON = "application/scim+json"
+SCIM_USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+SCIM_GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+SCIM_PATCH = {
+    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+    "Operations": [{"op": "replace", "path": "externalId", "value": "x"}],
+}
+SCIM_SEARCH = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+SCIM_ENDPOINTS = [
+    Endpoint("GET", "/scim/v2/ServiceProviderConfig", SCIM),
+    Endpoint("GET", "/scim/v2/ResourceTypes", SCIM),
+    Endpoint("GET", "/scim/v2/ResourceTypes/{resource_type_id}", SCIM),
+    Endpoint("GET", "/scim/v2/Schemas", SCIM),
+    Endpoint("GET", "/scim/v2/Schemas/{schema_id}", SCIM),
+    Endpoint("GET", "/scim/v2/Users", SCIM),
+    Endpoint("POST", "/scim/v2/Users", SCIM, {"schemas": [SCIM_USER], "userName": "zed"}, 201),
+    Endpoint("POST", "/scim/v2/Users/.search", SCIM, SCIM_SEARCH, read_only=True),
+    Endpoint("GET", "/scim/v2/Users/{user_id}", SCIM),
+    Endpoint("PUT", "/scim/v2/Users/{user_id}", SCIM, {"schemas": [SCIM_USER], "userName": "al"}),
+    Endpoint("PATCH", "/scim/v2/Users/{user_id}", SCIM, SCIM_PATCH),
+    Endpoint("DELETE", "/scim/v2/Users/{user_id}", SCIM, success_status=204),
+    Endpoint("GET", "/scim/v2/Groups", SCIM),
+    Endpoint("POST", "/scim/v2/Groups", SCIM, {"schemas": [SCIM_GROUP], "displayName": "z"}, 201),
+    Endpoint("POST", "/scim/v2/Groups/.search", SCIM, SCIM_SEARCH, read_only=True),
+    Endpoint("GET", "/scim/v2/Groups/{group_id}", SCIM),
+    Endpoint(
+        "PUT", "/scim/v2/Groups/{group_id}", SCIM, {"schemas": [SCIM_GROUP], "displayName": "s"}
+    ),
+    Endpoint("PATCH", "/scim/v2/Groups/{group_id}", SCIM, SCIM_PATCH, success_status=204),
+    Endpoint("DELETE", "/scim/v2/Groups/{group_id}", SCIM, success_status=204),
+    Endpoint("POST", "/scim/v2/.search", SCIM, SCIM_SEARCH, success_status=501, read_only=True),
+]
+SCIM_PLACEHOLDERS = {
+    "resource_type_id": "User",
+    "schema_id": SCIM_USER,
+    "user_id": "00000000-0000-4000-8000-000000000000",
+    "group_id": "00000000-0000-4000-8000-000000000000",
+}
+
+
+@pytest.fixture
+async def scim_seeded(client: httpx.AsyncClient, tokens: Any) -> dict[str, Any]:
+    """A SCIM user in a SCIM group, made by the IdP."""
+    headers = tokens[SCIM]
+    user = {"schemas": [SCIM_USER], "userName": "alice"}
+    r = await client.post("/scim/v2/Users", json=user, headers=headers)
+    assert r.status_code == 201, r.text
+    user_id = r.json()["id"]
+    group = {"schemas": [SCIM_GROUP], "displayName": "seed", "members": [{"value": user_id}]}
+    r = await client.post("/scim/v2/Groups", json=group, headers=headers)
+    assert r.status_code == 201, r.text
+    return {**SCIM_PLACEHOLDERS, "user_id": user_id, "group_id": r.json()["id"]}
+
+
+def _assert_scim_error(r: httpx.Response, status: int) -> None:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == SCIM_JSON
+    body = r.json()
+    assert body["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert body["status"] == str(status) and body["detail"]
+
+
+async def _scim_dump(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
+    users = (await client.get("/scim/v2/Users", headers=headers)).json()
+    groups = (await client.get("/scim/v2/Groups", headers=headers)).json()
+    return {"users": users, "groups": groups}
+
+
+def test_every_scim_route_is_in_the_access_matrix(app: FastAPI) -> None:
+    routes = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        if path.startswith("/scim/")
+        for method in operations
+    }
+    in_matrix = {(e.method, e.route) for e in SCIM_ENDPOINTS}
+    assert routes | {("POST", "/scim/v2/.search")} == in_matrix  # (501, not in the document)
+
+
+@pytest.mark.parametrize("endpoint", SCIM_ENDPOINTS, ids=str)
+async def test_scim_request_without_valid_token_is_refused_with_401(
+    client: httpx.AsyncClient, endpoint: Endpoint
+) -> None:
+    url = endpoint.url(SCIM_PLACEHOLDERS)
+    for headers in (
+        {},
+        {"Authorization": "Bearer acl_not-a-real-token"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ):
+        r = await client.request(endpoint.method, url, json=endpoint.body, headers=headers)
+        _assert_scim_error(r, 401)
+        assert r.headers["www-authenticate"] == "Bearer", headers
+
+
+@pytest.mark.parametrize("endpoint", SCIM_ENDPOINTS, ids=str)
+async def test_scim_token_without_the_scim_scope_is_refused_with_403(
+    client: httpx.AsyncClient, tokens: Any, scim_seeded: dict[str, Any], endpoint: Endpoint
+) -> None:
+    for scope in [s.value for s in Scope if s.value not in {SCIM, ADMIN}]:
+        r = await client.request(
+            endpoint.method, endpoint.url(scim_seeded), json=endpoint.body, headers=tokens[scope]
+        )
+        _assert_scim_error(r, 403)
+        assert "'scim'" in r.json()["detail"], scope
+
+
+@pytest.mark.parametrize("scope", [SCIM, ADMIN])
+@pytest.mark.parametrize("endpoint", SCIM_ENDPOINTS, ids=str)
+async def test_scim_token_with_the_scim_scope_or_admin_succeeds(
+    client: httpx.AsyncClient,
+    tokens: Any,
+    scim_seeded: dict[str, Any],
+    endpoint: Endpoint,
+    scope: str,
+) -> None:
+    r = await client.request(
+        endpoint.method, endpoint.url(scim_seeded), json=endpoint.body, headers=tokens[scope]
+    )
+    assert r.status_code == endpoint.success_status, r.text
+    if r.status_code != 204:
+        assert r.headers["content-type"] == SCIM_JSON
+
+
+@pytest.mark.parametrize("endpoint", [e for e in SCIM_ENDPOINTS if e.body is not None], ids=str)
+async def test_an_unparsable_scim_body_is_refused_401_or_403_before_it_is_reported(
+    client: httpx.AsyncClient, tokens: Any, scim_seeded: dict[str, Any], endpoint: Endpoint
+) -> None:
+    other = tokens[Scope.audit_read.value]
+    json_type = {"content-type": SCIM_JSON}
+    url = endpoint.url(scim_seeded)
+    for content in UNPARSABLE:
+        r = await client.request(endpoint.method, url, content=content, headers=json_type)
+        _assert_scim_error(r, 401)
+        r = await client.request(
+            endpoint.method, url, content=content, headers={**json_type, **other}
+        )
+        _assert_scim_error(r, 403)
+        r = await client.request(
+            endpoint.method, url, content=content, headers={**json_type, **tokens[SCIM]}
+        )
+        _assert_scim_error(r, 501 if endpoint.route == "/scim/v2/.search" else 400)
+    if is_trailed(endpoint.method, endpoint.route):
+        trail = (await client.get("/v1/admin/trail?limit=1", headers=tokens[ADMIN])).json()
+        [newest] = trail["items"]
+        assert (newest["status"], newest["token_name"]) == (r.status_code, SCIM)
+
+
+async def test_no_other_scope_can_change_the_idp_directory(
+    client: httpx.AsyncClient, tokens: Any, scim_seeded: dict[str, Any]
+) -> None:
+    before = await _scim_dump(client, tokens[SCIM])
+    for scope in [s.value for s in Scope if s.value not in {SCIM, ADMIN}]:
+        for endpoint in SCIM_ENDPOINTS:
+            if endpoint.is_mutation:
+                r = await client.request(
+                    endpoint.method,
+                    endpoint.url(scim_seeded),
+                    json=endpoint.body,
+                    headers=tokens[scope],
+                )
+                _assert_scim_error(r, 403)
+    assert await _scim_dump(client, tokens[SCIM]) == before

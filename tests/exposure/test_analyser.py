@@ -28,6 +28,7 @@ from app.policy.decision_index import (
     casbin_enforcer,
     is_live,
 )
+from app.policy.holds import EVERYTHING, hold_rules
 
 USERS = [f"user:u{i}" for i in range(6)]
 SERVICES = ["service:s0", "service:s1"]
@@ -155,6 +156,10 @@ def policies(draw: st.DrawFn) -> Policy:
         Rule(sub=sub, obj=obj, act=act, eft=eft, exp=exp, id=str(i))
         for i, (sub, obj, act, eft, exp) in enumerate(draw(st.lists(fields, max_size=12)))
     ]
+    # Holds: the automatic denies of a principal on a dataset, or of an inactive user on `*`.
+    held = st.tuples(st.sampled_from(USERS + SERVICES), st.sampled_from([*DATASETS, EVERYTHING]))
+    for n, (sub, obj) in enumerate(draw(st.lists(held, max_size=3, unique=True)), start=1):
+        rules.extend(hold_rules(n, sub, obj))
     now = draw(st.sampled_from(NOWS))
     # Three audiences shared out among the datasets.
     audience = st.lists(st.sampled_from(AUDIENCE_MEMBERS), max_size=3, unique=True)

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from app.db import begin_write
 from app.identity import provisioning
 
 IDP = "scim:okta"
@@ -15,12 +16,14 @@ IDP = "scim:okta"
 async def idp(app: FastAPI, call: Any, **kwargs: Any) -> provisioning.Provisioned:
     """One IdP change in its own committed transaction, as a SCIM request makes it."""
     async with app.state.sessionmaker() as session, session.begin():
+        await begin_write(session)
         result: provisioning.Provisioned = await call(session, actor=IDP, **kwargs)
     return result
 
 
 async def claim(app: FastAPI, group: str) -> None:
     async with app.state.sessionmaker() as session, session.begin():
+        await begin_write(session)
         await provisioning.claim_group(session, group=group, actor=IDP)
 
 
@@ -174,4 +177,17 @@ async def test_a_renamed_user_takes_their_memberships_along(app, client, admin, 
         assert "user:e2" in members and "user:e1" not in members
     assert (await check(client, tokens, "user:e2", "act.keys"))["decision"] == "allow"
     result = await check(client, tokens, "user:e1", "act.keys")
-    assert (result["decision"], result["reason"]["code"]) == ("deny", "no_grant")
+    assert (result["decision"], result["reason"]["code"]) == ("deny", "principal_inactive")
+
+
+async def test_explain_names_the_hold_behind_a_denial(app, client, admin):
+    await setup(app, client, admin)
+    done = await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
+    r = await client.get(
+        "/v1/explain", params={"principal": "user:u1", "dataset": "act.keys"}, headers=admin
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["decision"], body["reason"]["code"]) == ("deny", "held_by_guard")
+    denies = [(g["grant_id"], g["hold_id"]) for g in body["grants"] if g["effect"] == "deny"]
+    assert denies == [(None, done.holds_opened[0].id)]

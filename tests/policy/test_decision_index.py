@@ -21,6 +21,7 @@ from app.policy.decision_index import (
     is_live,
     key_match,
 )
+from app.policy.holds import EVERYTHING, hold_rules
 
 USERS = [f"user:u{i}" for i in range(6)]
 SERVICES = [f"service:s{i}" for i in range(2)]
@@ -167,6 +168,10 @@ def policies(draw: st.DrawFn) -> Policy:
         )
         for i in range(count)
     ]
+    # Holds: the automatic denies of a leaf on a dataset, or of an inactive user on `*`.
+    held = st.tuples(st.sampled_from(USERS + SERVICES), st.sampled_from([*DATASETS, EVERYTHING]))
+    for n, (sub, obj) in enumerate(draw(st.lists(held, max_size=2, unique=True)), start=1):
+        rules.extend(hold_rules(n, sub, obj))
     nows = draw(st.permutations(NOWS))
     return rules, links, action, nows
 

@@ -1,0 +1,174 @@
+"""Every query of the SCIM layer: its users and groups, and the directory's memberships seen
+by SCIM id."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, delete, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.directory.models import Membership
+from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
+
+
+@dataclass(frozen=True)
+class Member:
+    """A group member by its SCIM id: a `User` or a `Group`."""
+
+    id: str
+    type: str
+    principal: str
+    display: str | None
+
+
+async def get_user(session: AsyncSession, user_id: str) -> ScimUser | None:
+    return await session.get(ScimUser, user_id)
+
+
+async def user_by_principal(session: AsyncSession, principal: str) -> ScimUser | None:
+    query = select(ScimUser).where(ScimUser.principal == principal)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_group(session: AsyncSession, group_id: str) -> ScimGroup | None:
+    return await session.get(ScimGroup, group_id)
+
+
+async def group_by_principal(session: AsyncSession, principal: str) -> ScimGroup | None:
+    query = select(ScimGroup).where(ScimGroup.group_id == principal)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def group_by_display_name(session: AsyncSession, display_name: str) -> ScimGroup | None:
+    """The group of that displayName, whatever its case (Entra ID finds groups by it)."""
+    query = select(ScimGroup).where(func.lower(ScimGroup.display_name) == display_name.lower())
+    return (await session.execute(query.limit(1))).scalar_one_or_none()
+
+
+async def page_users(
+    session: AsyncSession, where: ColumnElement[bool], *, offset: int, limit: int
+) -> tuple[int, Sequence[ScimUser]]:
+    total = (
+        await session.execute(select(func.count()).select_from(ScimUser).where(where))
+    ).scalar_one()
+    if limit == 0:
+        return total, []
+    query = (
+        select(ScimUser)
+        .where(where)
+        .order_by(ScimUser.created_at, ScimUser.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, (await session.execute(query)).scalars().all()
+
+
+async def page_groups(
+    session: AsyncSession, where: ColumnElement[bool], *, offset: int, limit: int
+) -> tuple[int, Sequence[ScimGroup]]:
+    total = (
+        await session.execute(select(func.count()).select_from(ScimGroup).where(where))
+    ).scalar_one()
+    if limit == 0:
+        return total, []
+    query = (
+        select(ScimGroup)
+        .where(where)
+        .order_by(ScimGroup.created_at, ScimGroup.id)
+        .offset(offset)
+        .limit(limit)
+    )
+    return total, (await session.execute(query)).scalars().all()
+
+
+async def members_of(session: AsyncSession, group: ScimGroup) -> list[Member]:
+    """The direct members of `group` that the IdP knows (by SCIM id), with the display it sent
+    for each (else their current name); members added through the API before the IdP claimed
+    the group have no SCIM id and are left out."""
+    principal = group.group_id
+    users = (
+        select(
+            ScimUser.id,
+            literal("User"),
+            ScimUser.principal,
+            func.coalesce(ScimUser.display_name, ScimUser.user_name),
+        )
+        .join(Membership, Membership.member == ScimUser.principal)
+        .where(Membership.group_id == principal)
+    )
+    groups = (
+        select(ScimGroup.id, literal("Group"), ScimGroup.group_id, ScimGroup.display_name)
+        .join(Membership, Membership.member == ScimGroup.group_id)
+        .where(Membership.group_id == principal)
+    )
+    rows = (await session.execute(users.union_all(groups))).all()
+    sent = select(ScimMemberDisplay.member_id, ScimMemberDisplay.display).where(
+        ScimMemberDisplay.group_id == group.id
+    )
+    displays = {member: display for member, display in (await session.execute(sent)).all()}
+    members = (Member(i, t, p, displays.get(i, d)) for i, t, p, d in rows)
+    return sorted(members, key=lambda m: (m.type, m.principal))
+
+
+async def set_displays(
+    session: AsyncSession,
+    group_id: str,
+    displays: Mapping[str, str],
+    *,
+    forget: Sequence[str] = (),
+    forget_all: bool = False,
+) -> None:
+    """Keep the displays sent for members of `group_id`, after forgetting those of `forget`
+    (or all of them)."""
+    query = delete(ScimMemberDisplay).where(ScimMemberDisplay.group_id == group_id)
+    if forget_all:
+        await session.execute(query)
+    else:
+        gone = sorted({*forget, *displays})
+        for start in range(0, len(gone), 5000):
+            chunk = gone[start : start + 5000]
+            await session.execute(query.where(ScimMemberDisplay.member_id.in_(chunk)))
+    session.add_all(
+        ScimMemberDisplay(group_id=group_id, member_id=member, display=display)
+        for member, display in displays.items()
+    )
+    await session.flush()
+
+
+async def groups_of(session: AsyncSession, principal: str) -> list[Member]:
+    """The IdP's groups `principal` is a direct member of."""
+    query = (
+        select(ScimGroup.id, ScimGroup.group_id, ScimGroup.display_name)
+        .join(Membership, Membership.group_id == ScimGroup.group_id)
+        .where(Membership.member == principal)
+        .order_by(ScimGroup.group_id)
+    )
+    return [Member(i, "Group", g, d) for i, g, d in (await session.execute(query)).all()]
+
+
+async def resolve(session: AsyncSession, scim_ids: Sequence[str]) -> dict[str, Member]:
+    """The users and groups among `scim_ids`, by id (unknown ids are missing)."""
+    found: dict[str, Member] = {}
+    ids = sorted(set(scim_ids))
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        users = select(ScimUser.id, ScimUser.principal).where(ScimUser.id.in_(chunk))
+        for i, p in (await session.execute(users)).all():
+            found[i] = Member(i, "User", p, None)
+        groups = select(ScimGroup.id, ScimGroup.group_id).where(ScimGroup.id.in_(chunk))
+        for i, p in (await session.execute(groups)).all():
+            found[i] = Member(i, "Group", p, None)
+    return found
+
+
+async def add(session: AsyncSession, row: ScimUser | ScimGroup) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def delete_user(session: AsyncSession, user_id: str) -> None:
+    await session.execute(delete(ScimUser).where(ScimUser.id == user_id))
+
+
+async def delete_group(session: AsyncSession, group_id: str) -> None:
+    await session.execute(delete(ScimGroup).where(ScimGroup.id == group_id))
