@@ -140,7 +140,7 @@ def create_engine(settings: Settings, *, background_checkpoints: bool = False) -
         _configure_sqlite(engine, autocheckpoint=not background_checkpoints)
         _WRITER_TURNS[engine.sync_engine] = _WriterTurns(settings.database_timeout)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=10,
         max_overflow=10,
@@ -152,6 +152,8 @@ def create_engine(settings: Settings, *, background_checkpoints: bool = False) -
             "server_settings": {"lock_timeout": str(int(settings.database_timeout * 1000))},
         },
     )
+    _POLICY_TURNS[engine.sync_engine] = _WriterTurns(settings.database_timeout)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine, *, autocheckpoint: bool) -> None:
@@ -240,6 +242,10 @@ class _WriterTurns:
 
 _WRITER_TURNS: "weakref.WeakKeyDictionary[Engine, _WriterTurns]" = weakref.WeakKeyDictionary()
 _TURN = "aclaudit_writer_turn"  # Session.info: (turns, lock) this session's transaction holds
+# PostgreSQL: a process's policy changes take turns too (`take_policy_turn`); SQLite's writers
+# all do already.
+_POLICY_TURNS: "weakref.WeakKeyDictionary[Engine, _WriterTurns]" = weakref.WeakKeyDictionary()
+_POLICY_TURN = "aclaudit_policy_turn"
 
 
 @event.listens_for(Session, "after_transaction_end")
@@ -249,10 +255,24 @@ def _end_turn(session: Session, transaction: SessionTransaction) -> None:
 
 
 def _release_turn(session: Session) -> None:
-    held = session.info.pop(_TURN, None)
-    if held is not None:
-        turns, lock = held
-        turns.end(lock)
+    for key in (_TURN, _POLICY_TURN):
+        held = session.info.pop(key, None)
+        if held is not None:
+            turns, lock = held
+            turns.end(lock)
+
+
+async def take_policy_turn(session: AsyncSession) -> None:
+    """Before taking the policy lock (PostgreSQL): wait for this process's policy changes ahead
+    to end, in arrival order, and as long as they keep ending. A change then never waits on the
+    version row for another of its process (whose wait is bounded by the lock timeout however
+    fast the line moves), and starts only once the one before it has published its state (the
+    turn ends after the commit's hooks). No-op on SQLite, whose writers take turns already."""
+    turns = _POLICY_TURNS.get(session.sync_session.get_bind())  # type: ignore[arg-type]
+    if turns is not None and _POLICY_TURN not in session.info:
+        lock = await turns.take()
+        if lock is not None:
+            session.info[_POLICY_TURN] = (turns, lock)
 
 
 async def begin_write(session: AsyncSession) -> None:
