@@ -171,17 +171,18 @@ ScimCaller = Annotated[Caller, Depends(scoped(Scope.scim))]
 
 
 class RequireBearer:
-    """Refuses a `/v1/` request without one well-formed ``Authorization: Bearer`` header as
-    plain ASGI: a flood of requests without a token costs a header scan each, not the
-    framework's routing and validation. (Tokens themselves are looked up by the route; the
-    admin trail's middleware counts and paces every refusal, this one's included.)
+    """Refuses a `/v1/` or `/scim/` request without one well-formed ``Authorization: Bearer``
+    header as plain ASGI (under `/scim/` as a SCIM error): a flood of requests without a token
+    costs a header scan each, not the framework's routing and validation. (Tokens themselves
+    are looked up by the route; the admin trail's middleware counts and paces every refusal,
+    this one's included.)
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(("/v1/", "/scim/")):
             await self.app(scope, receive, send)
             return
         values = [v for n, v in scope["headers"] if n == b"authorization"]
@@ -195,4 +196,4 @@ class RequireBearer:
         if error is None:
             await self.app(scope, receive, send)
             return
-        await send_problem(send, error.to_problem(), problem_headers(error))
+        await send_problem(send, error.to_problem(), problem_headers(error), scope["path"])

@@ -214,7 +214,6 @@ async def _apply(session: AsyncSession, row: ScimGroup, change: GroupDelta, *, a
             replace=None if change.replace is None else [principals[i] for i in change.replace],
             actor=actor,
         )
-    if change.changes_members:
         await repository.set_displays(
             session,
             row.id,

@@ -51,7 +51,7 @@ async def page_users(
     total = (
         await session.execute(select(func.count()).select_from(ScimUser).where(where))
     ).scalar_one()
-    if limit == 0:
+    if limit == 0 or offset >= total:  # (an offset past any integer: never sent to SQL)
         return total, []
     query = (
         select(ScimUser)
@@ -69,7 +69,7 @@ async def page_groups(
     total = (
         await session.execute(select(func.count()).select_from(ScimGroup).where(where))
     ).scalar_one()
-    if limit == 0:
+    if limit == 0 or offset >= total:  # (an offset past any integer: never sent to SQL)
         return total, []
     query = (
         select(ScimGroup)

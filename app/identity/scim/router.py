@@ -13,6 +13,7 @@ from scim2_models import Context, Group, NotImplementedException, ResponseParame
 from app.auth.dependencies import AuthorizedFirst, ScimCaller
 from app.auth.service import Caller
 from app.db import ReadSessionDep, SessionDep
+from app.errors import SCIM_JSON
 from app.identity.scim import groups, users
 from app.identity.scim.protocol import (
     BASE,
@@ -31,7 +32,6 @@ from app.identity.scim.protocol import (
 )
 
 router = APIRouter(prefix=BASE, route_class=AuthorizedFirst, tags=["scim"])
-SCIM_JSON = "application/scim+json"
 
 
 def _inlined(node: Any, defs: dict[str, Any], seen: frozenset[str] = frozenset()) -> Any:

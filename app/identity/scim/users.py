@@ -148,7 +148,9 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
     if not user.user_name:
         raise InvalidValueException(detail="userName is required")
     principal = user_principal(user.user_name)
-    active = user.active is not False
+    # A replacement without `active` keeps the user as they were: never reactivated by omission.
+    active = row.active if user.active is None else user.active
+    user.active = active
     old_principal, was_active = row.principal, row.active
     renamed = principal != old_principal
     if renamed:
