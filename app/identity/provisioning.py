@@ -37,17 +37,19 @@ class Provisioned:
     findings: FindingChanges = field(default_factory=FindingChanges)
 
 
-async def claim_group(session: AsyncSession, *, group: str, actor: str) -> None:
-    """Make `group` IdP-owned, creating it if need be (an API-typed group of that id is
-    adopted, members kept until the IdP sets them). Changes no policy."""
+async def claim_group(session: AsyncSession, *, group: str, actor: str) -> bool:
+    """Make `group` IdP-owned, creating it if need be; True if it already was a group of the
+    API, now adopted (its members stay until the caller sets the IdP's: `change_members(
+    replace=...)`). Changes no policy."""
     found = await directory_repository.get_group(session, group)
     if found is None:
         await directory_repository.ensure_group(
             session, Group(id=group, created_at=utcnow(), managed_by=directory_service.IDP)
         )
-    else:
-        found.managed_by = directory_service.IDP
-        await session.flush()
+        return False
+    found.managed_by = directory_service.IDP
+    await session.flush()
+    return True
 
 
 async def release_group(session: AsyncSession, *, group: str, actor: str) -> Provisioned:

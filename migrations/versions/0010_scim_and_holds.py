@@ -1,6 +1,7 @@
 """SCIM users and groups, holds, IdP-owned groups
 
-`scim_users` and `scim_groups` keep what the IdP pushed (by their SCIM ids), and
+`scim_users` and `scim_groups` keep what the IdP pushed (by their SCIM ids; `display_name_key`
+is the displayName as SCIM compares it, unique among groups), and
 `scim_member_displays` the `display` it sent with a group member; `holds` are the
 automatic deny rules (a `guard` hold per principal and block-guarded dataset an IdP change would
 have widened, an `inactive` hold on `*` per deactivated or deleted user); `groups.managed_by` is
@@ -50,6 +51,7 @@ def upgrade() -> None:
     sa.Column('user_name', sa.String(length=256), nullable=False),
     sa.Column('external_id', sa.String(length=256), nullable=True),
     sa.Column('display_name', sa.String(length=256), nullable=True),
+    sa.Column('display_name_key', sa.String(length=256), nullable=True),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('resource', sa.JSON(), nullable=False),
     sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
@@ -58,21 +60,23 @@ def upgrade() -> None:
     sa.UniqueConstraint('principal', name=op.f('uq_scim_users_principal'))
     )
     with op.batch_alter_table('scim_users', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_scim_users_display_name_key'), ['display_name_key'], unique=False)
         batch_op.create_index(batch_op.f('ix_scim_users_external_id'), ['external_id'], unique=False)
 
     op.create_table('scim_groups',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('group_id', sa.String(length=140), nullable=False),
     sa.Column('display_name', sa.String(length=256), nullable=False),
+    sa.Column('display_name_key', sa.String(length=256), nullable=False),
     sa.Column('external_id', sa.String(length=256), nullable=True),
     sa.Column('created_at', app.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', app.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['group_id'], ['groups.id'], name=op.f('fk_scim_groups_group_id_groups'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_scim_groups')),
+    sa.UniqueConstraint('display_name_key', name=op.f('uq_scim_groups_display_name_key')),
     sa.UniqueConstraint('group_id', name=op.f('uq_scim_groups_group_id'))
     )
     with op.batch_alter_table('scim_groups', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_scim_groups_display_name'), ['display_name'], unique=False)
         batch_op.create_index(batch_op.f('ix_scim_groups_external_id'), ['external_id'], unique=False)
 
     op.create_table('scim_member_displays',
@@ -96,11 +100,11 @@ def downgrade() -> None:
 
     with op.batch_alter_table('scim_groups', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_scim_groups_external_id'))
-        batch_op.drop_index(batch_op.f('ix_scim_groups_display_name'))
 
     op.drop_table('scim_groups')
     with op.batch_alter_table('scim_users', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_scim_users_external_id'))
+        batch_op.drop_index(batch_op.f('ix_scim_users_display_name_key'))
 
     op.drop_table('scim_users')
     with op.batch_alter_table('holds', schema=None) as batch_op:

@@ -89,12 +89,21 @@ async def test_a_display_name_that_names_no_group_is_a_400(
     assert await scim.state(admin) == before
 
 
-async def test_a_taken_group_id_is_a_409_uniqueness(scim: Scim, admin: dict[str, str]):
+async def test_a_taken_display_name_is_a_409_and_a_taken_group_id_gets_a_suffix(
+    scim: Scim, client: httpx.AsyncClient, admin: dict[str, str]
+):
     eng = await scim.create_group("Eng Team")
     before = await scim.state(admin)
-    for name in ("Eng Team", "eng-team", "ENG  team!"):
+    for name in ("Eng Team", "eng team", "ENG TEAM"):
         assert_scim_error(await scim.post("Groups", group_body(name)), 409, "uniqueness", eng["id"])
     assert await scim.state(admin) == before
+    # another displayName whose id is group:eng-team: the IdP's other group, with its own id
+    alice = await scim.create_user("alice")
+    await scim.create_group("eng-team", [alice["id"]])
+    await scim.create_group("ENG  team!")
+    assert await _directory_members(client, admin, "group:eng-team-2") == ["user:alice"]
+    assert await _directory_members(client, admin, "group:eng-team-3") == []
+    assert await _directory_members(client, admin, "group:eng-team") == []
 
 
 async def test_two_groups_never_share_a_display_name(scim: Scim, admin: dict[str, str]):

@@ -1,10 +1,9 @@
-"""What docs/scim.md promises about the IdP's renames and deletions, and about holds, as a user
-of /v1/check sees it; and a gap it warns about (an adopted API group's members)."""
+"""What docs/scim.md promises about the IdP's renames, deactivations and deletions, holds, and
+adopted API groups, as a user of /v1/check sees it."""
 
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import Tokens
 from tests.identity.support import Scim, patch_body
@@ -73,7 +72,7 @@ async def test_a_replacement_without_active_keeps_a_deactivated_user_out(
     body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "bob"}
     r = await scim.put(f"Users/{bob['id']}", body)
     assert r.status_code == 200, r.text
-    assert r.json()["active"] is False
+    assert r.json().get("active") is not True
     assert await decision(client, tokens, "user:bob", "hr.notes") == ("deny", "principal_inactive")
 
 
@@ -112,11 +111,6 @@ async def test_a_guard_hold_ends_with_the_membership_and_a_deleted_group_gives_i
     assert await decision(client, tokens, "user:u2", "act.keys") == ("allow", "granted")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an API group adopted by the IdP keeps its API members: invisible in the SCIM "
-    "group, no longer removable through /v1 (409), removed only by a full member replace",
-)
 async def test_an_adopted_api_group_has_the_members_the_idp_says(
     scim: Scim, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
 ):

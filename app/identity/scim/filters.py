@@ -1,6 +1,11 @@
 """A SCIM filter (the syntax tree scim2-models parsed and checked against the schema) as a
 SQLAlchemy WHERE clause: `eq` on the attributes kept in columns, `and`, `or`, `not`, and on
-groups `members[value eq "<id>"]`. Anything else is a 400 `invalidFilter`."""
+groups `members[value eq "<id>"]`. Anything else is a 400 `invalidFilter`.
+
+A case-insensitive attribute (displayName) is compared by its key column, computed in Python
+(`comparison_key`): SQL's lower() is ASCII-only on SQLite. userName is compared by the
+principal (its ASCII lower-casing, unique); a value that is no id matches nothing.
+"""
 
 from typing import Any
 
@@ -15,11 +20,12 @@ from scim2_models.path import (
     Present,
     ValuePath,
 )
-from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
 
 from app.directory.models import Membership
-from app.identity.models import ScimGroup, ScimUser
+from app.identity.models import ScimGroup, ScimUser, comparison_key
 from app.identity.scim.mapping import ascii_lower
+from app.identity.scim.repository import is_scim_id
 
 Clause = ColumnElement[bool]
 
@@ -34,12 +40,23 @@ def _member_principals(scim_id: str) -> Any:
 
 
 def _has_member(scim_id: str) -> Clause:
+    if not is_scim_id(scim_id):
+        return false()
     members = select(Membership.group_id).where(Membership.member.in_(_member_principals(scim_id)))
     return ScimGroup.group_id.in_(members)
 
 
-def _insensitive(column: Any, value: str) -> Clause:
-    return func.lower(column) == ascii_lower(value).lower()
+def _id(column: Any, value: str) -> Clause:
+    return column == value if is_scim_id(value) else false()
+
+
+def _boolean(value: Any) -> bool:
+    """A boolean as sent: true/false, or the strings "true"/"false" in any case (Entra ID)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise InvalidFilterException(detail=f"active is compared with true or false, not {value!r}")
 
 
 def _user_clause(field: str, value: Any) -> Clause | None:
@@ -48,21 +65,21 @@ def _user_clause(field: str, value: Any) -> Clause | None:
     if field == "external_id":
         return ScimUser.external_id == str(value)
     if field == "display_name":
-        return _insensitive(ScimUser.display_name, str(value))
+        return ScimUser.display_name_key == comparison_key(str(value))
     if field == "id":
-        return ScimUser.id == str(value)
+        return _id(ScimUser.id, str(value))
     if field == "active":
-        return ScimUser.active == bool(value)
+        return ScimUser.active == _boolean(value)
     return None
 
 
 def _group_clause(field: str, value: Any) -> Clause | None:
     if field == "display_name":
-        return _insensitive(ScimGroup.display_name, str(value))
+        return ScimGroup.display_name_key == comparison_key(str(value))
     if field == "external_id":
         return ScimGroup.external_id == str(value)
     if field == "id":
-        return ScimGroup.id == str(value)
+        return _id(ScimGroup.id, str(value))
     if field == "members":  # members eq "<id>", members.value eq "<id>"
         return _has_member(str(value))
     return None

@@ -27,7 +27,7 @@ from app.identity import provisioning
 from app.identity.models import ScimGroup
 from app.identity.scim import filters, repository
 from app.identity.scim.group_patch import UNCHANGED, GroupDelta, delta, members
-from app.identity.scim.mapping import group_principal
+from app.identity.scim.mapping import MAX_GROUP_ID, group_principal
 from app.identity.scim.protocol import MAX_RESULTS, GroupList, GroupPatch, validate
 from app.identity.scim.repository import Member
 
@@ -131,38 +131,56 @@ async def create_group(
     group = validate(Group, body, Context.RESOURCE_CREATION_REQUEST)
     if not group.display_name:  # (required by the schema)
         raise InvalidValueException(detail="displayName is required")
-    principal = group_principal(group.display_name)
-    sent = members(group.members or [])
-    principals = await _principals(session, list(sent))
-    taken = await repository.group_by_principal(session, principal)
-    if taken is not None:
-        raise UniquenessException(
-            detail=f"displayName {group.display_name!r} is taken: it names {principal}, "
-            f"Group {taken.id}"
-        )
-    await _require_free_name(session, group.display_name, None)
-    await provisioning.claim_group(session, group=principal, actor=actor)
     now = utcnow()
-    row = ScimGroup(
+    row = ScimGroup(  # (a value longer than its column is refused here)
         id=str(uuid.uuid4()),
-        group_id=principal,
+        group_id=group_principal(group.display_name),
         display_name=group.display_name,
         external_id=group.external_id,
         created_at=now,
         updated_at=now,
     )
+    sent = members(group.members or [])
+    principals = await _principals(session, list(sent))
+    await _require_free_name(session, group.display_name, None)
+    row.group_id = await _free_principal(session, row.group_id)
+    adopted = await provisioning.claim_group(session, group=row.group_id, actor=actor)
     try:
         await repository.add(session, row)
     except IntegrityError:  # created meanwhile by a concurrent request
-        raise UniquenessException(detail=f"{principal} is taken") from None
-    if principals:
+        raise UniquenessException(
+            detail=f"displayName {group.display_name!r} or {row.group_id} was just taken"
+        ) from None
+    if principals or adopted:  # an adopted group's members are the IdP's from now on
         await provisioning.change_members(
-            session, group=principal, replace=[principals[i] for i in sent], actor=actor
+            session, group=row.group_id, replace=[principals[i] for i in sent], actor=actor
         )
         await repository.set_displays(
             session, row.id, {i: d for i, d in sent.items() if d is not None}
         )
     return await _resource(session, row, base, None)
+
+
+async def _free_principal(session: AsyncSession, principal: str) -> str:
+    """`principal` unless another IdP group holds it (one renamed since: the IdP finds no
+    group of this displayName and creates it); then the first of `<principal>-2`, `-3`, ...
+    that is no group of the directory at all. An API group of `principal` itself is adopted."""
+    if await repository.group_by_principal(session, principal) is None:
+        return principal
+    name = principal.removeprefix("group:")
+    start = 2
+    while True:
+        candidates = [_suffixed(name, n) for n in range(start, start + 50)]
+        taken = await repository.existing_groups(session, candidates)
+        free = [c for c in candidates if c not in taken]
+        if free:
+            return free[0]
+        start += 50
+
+
+def _suffixed(name: str, n: int) -> str:
+    suffix = f"-{n}"
+    return f"group:{name[: MAX_GROUP_ID - len(suffix)]}{suffix}"
 
 
 async def replace_group(
@@ -201,7 +219,13 @@ async def _apply(session: AsyncSession, row: ScimGroup, change: GroupDelta, *, a
     renamed = change.display_name is not None and change.display_name != row.display_name
     if renamed and change.display_name is not None:
         await _require_free_name(session, change.display_name, row)
-        row.display_name = change.display_name
+        row.display_name = change.display_name  # (a value longer than its column is refused)
+        try:
+            await session.flush()
+        except IntegrityError:  # taken meanwhile by a concurrent request
+            raise UniquenessException(
+                detail=f"displayName {change.display_name!r} was just taken"
+            ) from None
     if change.external_id is not UNCHANGED and change.external_id != row.external_id:
         row.external_id = change.external_id
         renamed = True

@@ -9,6 +9,7 @@ from app.identifiers import GROUP_NAME_RE
 
 _OUTSIDE = re.compile(r"[^a-z0-9._@+-]+")
 _ID_RULE = "[a-z0-9][a-z0-9._@+-]{0,127}"
+MAX_GROUP_ID = 128  # characters after "group:"
 
 
 def ascii_lower(value: str) -> str:

@@ -7,6 +7,7 @@ parametrisation inside a multi-line expression crashes pydantic's docstring extr
 """
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -22,7 +23,9 @@ from scim2_models import (
     ETag,
     Filter,
     Group,
+    InvalidFilterException,
     InvalidSyntaxException,
+    InvalidValueException,
     ListResponse,
     Patch,
     PatchOp,
@@ -41,6 +44,9 @@ from app.errors import SCIM_JSON
 
 BASE = "/scim/v2"
 MAX_RESULTS = 200  # a list's `count` is capped here (announced as filter.maxResults)
+# A filter compares at most this many times (each comparison a subquery or a SQL term; an IdP
+# sends one or two). Counted before the filter is parsed: 40,000 take seconds to parse.
+MAX_FILTER_TERMS = 200
 
 UserModel = User[EnterpriseUser]
 UserPatch = PatchOp[UserModel]
@@ -100,12 +106,56 @@ def validate(model: type[M], payload: Any, ctx: Context) -> M:
     """`payload` as `model` in the request context `ctx`, or the SCIM error saying why."""
     if ctx in WITH_SCHEMAS and not any(str(key).lower() == "schemas" for key in payload):
         raise InvalidSyntaxException(detail="the body has no schemas: name its schema URIs")
+    nul = _with_nul(payload)
+    if nul is not None:
+        raise InvalidValueException(
+            detail=f"{nul!r} contains a NUL character (U+0000), which is never kept"
+        )
+    if ctx == Context.SEARCH_REQUEST:
+        for key, value in payload.items():
+            if str(key).lower() == "filter" and isinstance(value, str):
+                _check_filter_size(value)
     try:
         return model.model_validate(  # type: ignore[attr-defined, no-any-return]
             payload, scim_ctx=ctx, scim_provider=PROVIDER, scim_policy=POLICY
         )
     except ValidationError as exc:
         raise SCIMException.from_error(Error.from_validation_errors(exc)[0]) from None
+
+
+def _with_nul(payload: Any) -> str | None:
+    """Where the first string or key containing U+0000 is in `payload` (`members[0].display`;
+    "" for the payload itself), or None: no database keeps it in a string (PostgreSQL refuses
+    it). Iterative: a body nests as deep as the JSON parser allowed."""
+    stack: list[tuple[str, Any]] = [("", payload)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return where
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                name = f"{where}.{key}" if where else str(key)
+                if "\x00" in str(key):
+                    return name
+                stack.append((name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_OPERATOR = re.compile(r"(?<![\w.:$-])(?:eq|ne|co|sw|ew|gt|ge|lt|le|pr)(?![\w.:$-])", re.I)
+
+
+def _check_filter_size(text: str) -> None:
+    """A 400 for a filter of more than MAX_FILTER_TERMS comparisons, counted by their operators
+    outside string literals (before parsing)."""
+    terms = len(_OPERATOR.findall(_QUOTED.sub('""', text)))
+    if terms > MAX_FILTER_TERMS:
+        raise InvalidFilterException(
+            detail=f"the filter has {terms} comparisons: at most {MAX_FILTER_TERMS} are "
+            "accepted (search in several requests)"
+        )
 
 
 async def read_body(request: Request) -> Any:

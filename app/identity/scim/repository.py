@@ -1,14 +1,23 @@
 """Every query of the SCIM layer: its users and groups, and the directory's memberships seen
-by SCIM id."""
+by SCIM id. A string that is no id this service gives (a lower-case uuid) is looked up
+nowhere: nothing has it."""
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.directory.models import Membership
-from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
+from app.directory.models import Group, Membership
+from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser, comparison_key
+
+_SCIM_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def is_scim_id(value: str) -> bool:
+    """Whether `value` can be the id of a User or Group (`str(uuid.uuid4())`)."""
+    return _SCIM_ID.match(value) is not None
 
 
 @dataclass(frozen=True)
@@ -22,7 +31,7 @@ class Member:
 
 
 async def get_user(session: AsyncSession, user_id: str) -> ScimUser | None:
-    return await session.get(ScimUser, user_id)
+    return await session.get(ScimUser, user_id) if is_scim_id(user_id) else None
 
 
 async def user_by_principal(session: AsyncSession, principal: str) -> ScimUser | None:
@@ -31,7 +40,7 @@ async def user_by_principal(session: AsyncSession, principal: str) -> ScimUser |
 
 
 async def get_group(session: AsyncSession, group_id: str) -> ScimGroup | None:
-    return await session.get(ScimGroup, group_id)
+    return await session.get(ScimGroup, group_id) if is_scim_id(group_id) else None
 
 
 async def group_by_principal(session: AsyncSession, principal: str) -> ScimGroup | None:
@@ -39,10 +48,16 @@ async def group_by_principal(session: AsyncSession, principal: str) -> ScimGroup
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def existing_groups(session: AsyncSession, principals: Sequence[str]) -> set[str]:
+    """Those of `principals` that are groups of the directory (the IdP's or the API's)."""
+    query = select(Group.id).where(Group.id.in_(principals))
+    return set((await session.execute(query)).scalars().all())
+
+
 async def group_by_display_name(session: AsyncSession, display_name: str) -> ScimGroup | None:
     """The group of that displayName, whatever its case (Entra ID finds groups by it)."""
-    query = select(ScimGroup).where(func.lower(ScimGroup.display_name) == display_name.lower())
-    return (await session.execute(query.limit(1))).scalar_one_or_none()
+    query = select(ScimGroup).where(ScimGroup.display_name_key == comparison_key(display_name))
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def page_users(
@@ -149,7 +164,7 @@ async def groups_of(session: AsyncSession, principal: str) -> list[Member]:
 async def resolve(session: AsyncSession, scim_ids: Sequence[str]) -> dict[str, Member]:
     """The users and groups among `scim_ids`, by id (unknown ids are missing)."""
     found: dict[str, Member] = {}
-    ids = sorted(set(scim_ids))
+    ids = sorted({i for i in scim_ids if is_scim_id(i)})
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
         users = select(ScimUser.id, ScimUser.principal).where(ScimUser.id.in_(chunk))

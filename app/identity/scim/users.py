@@ -148,9 +148,9 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
     if not user.user_name:
         raise InvalidValueException(detail="userName is required")
     principal = user_principal(user.user_name)
-    # A replacement without `active` keeps the user as they were: never reactivated by omission.
+    # Without `active` (a replacement leaving it out, a PATCH removing it) the user stays as they
+    # were: never reactivated by omission.
     active = row.active if user.active is None else user.active
-    user.active = active
     old_principal, was_active = row.principal, row.active
     renamed = principal != old_principal
     if renamed:
@@ -170,12 +170,6 @@ async def _store(session: AsyncSession, row: ScimUser, user: UserModel, *, actor
         await provisioning.rename_user(session, old=old_principal, new=principal, actor=actor)
     if renamed or user.active != was_active:
         await provisioning.set_active(session, principal=principal, active=active, actor=actor)
-
-
-def validate_error(detail: str) -> Exception:
-    from scim2_models import InvalidValueException
-
-    return InvalidValueException(detail=detail)
 
 
 async def delete_user(session: AsyncSession, user_id: str, *, actor: str) -> None:
