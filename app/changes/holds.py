@@ -23,7 +23,7 @@ from app.exposure.view import PolicyView
 from app.holds import repository as holds_repository
 from app.holds.models import Hold
 from app.holds.schemas import HoldKind, HoldRead
-from app.policy.holds import EVERYTHING, hold_rules
+from app.policy.holds import EVERYTHING, hold_rules, is_hold
 from app.policy.state import PolicyChange
 
 AUDIENCE_JOINED = "the principal joined the dataset's intended audience"
@@ -49,6 +49,13 @@ class HoldChanges:
             [HoldRead.model_validate(h) for h in self.opened],
             [HoldRead.model_validate(h) for h in self.released],
         )
+
+
+def guarded_datasets(view: PolicyView) -> set[str]:
+    """The only datasets whose holds a change may open or release: the `block`-guarded ones,
+    and those with guard holds in `view` (their deny rules)."""
+    held = view.analyser.held_datasets(is_hold) - {EVERYTHING}
+    return held | {id for id, facts in view.datasets.items() if facts.guard == "block"}
 
 
 def newly_readable(
@@ -98,9 +105,10 @@ async def settle(
     Where `holding` (an IdP change), everyone else the change newly lets in is held too.
     Written and alerted; the view returned carries the rules of the holds changed."""
     datasets = sorted(set(datasets))
-    held = list(
-        await holds_repository.active_on(session, kind=HoldKind.guard.value, datasets=datasets)
-    )
+    held: list[Hold] = []
+    if datasets:
+        kind = HoldKind.guard.value
+        held = list(await holds_repository.active_on(session, kind=kind, datasets=datasets))
     unheld = after
     if held:
         rules = tuple(r for h in held for r in hold_rules(h.id, h.principal, h.dataset))

@@ -63,7 +63,9 @@ async def change_members(
     return group, changes
 
 
-Moved = Mapping[str, tuple[set[str], set[str]]]  # group -> (direct members before, after)
+# group -> (direct members before, after): only their difference counts, so the members that
+# stay may be left out of both
+Moved = Mapping[str, tuple[set[str], set[str]]]
 
 
 async def relink(
@@ -117,9 +119,12 @@ async def relink(
         repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
-    affected = set(targets)
-    for gid in moved:
-        affected.update(affected_by_membership([before, after], gid))
+    # Holds change only on block-guarded datasets and those holding some (usually few).
+    guarded = holds_change.guarded_datasets(after)
+    affected = set(targets) & guarded
+    if guarded:
+        for gid in moved:
+            affected.update(affected_by_membership([before, after], gid, among=guarded))
     after, holds = await holds_change.settle(
         session,
         before=before,

@@ -1,7 +1,8 @@
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.models import Group, Membership
@@ -61,6 +62,52 @@ async def remove_membership(session: AsyncSession, group_id: str, member: str) -
         delete(Membership).where(Membership.group_id == group_id, Membership.member == member)
     )
     return (result.rowcount or 0) > 0  # type: ignore[attr-defined]
+
+
+async def add_memberships(
+    session: AsyncSession, group_id: str, members: Sequence[str], *, at: datetime, by: str
+) -> None:
+    """Rows making `members` direct members of `group_id` (none of them one yet): one statement."""
+    if members:
+        rows = [
+            {"group_id": group_id, "member": m, "created_at": at, "created_by": by} for m in members
+        ]
+        await session.execute(insert(Membership), rows)
+
+
+async def remove_memberships(session: AsyncSession, group_id: str, members: Sequence[str]) -> None:
+    """`members` are no longer direct members of `group_id`: one statement per 500."""
+    for start in range(0, len(members), 500):
+        await session.execute(
+            delete(Membership).where(
+                Membership.group_id == group_id,
+                Membership.member.in_(members[start : start + 500]),
+            )
+        )
+
+
+async def members_among(session: AsyncSession, group_id: str, members: Sequence[str]) -> set[str]:
+    """Those of `members` that are direct members of `group_id`."""
+    found: set[str] = set()
+    for start in range(0, len(members), 500):
+        query = select(Membership.member).where(
+            Membership.group_id == group_id, Membership.member.in_(members[start : start + 500])
+        )
+        found.update((await session.execute(query)).scalars().all())
+    return found
+
+
+async def existing_groups(session: AsyncSession, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        query = select(Group.id).where(Group.id.in_(ids[start : start + 500]))
+        found.update((await session.execute(query)).scalars().all())
+    return found
+
+
+async def add_groups(session: AsyncSession, ids: Sequence[str], *, at: datetime) -> None:
+    if ids:
+        await session.execute(insert(Group), [{"id": gid, "created_at": at} for gid in ids])
 
 
 async def ensure_group(session: AsyncSession, group: Group) -> None:

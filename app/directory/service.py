@@ -112,9 +112,13 @@ def _check_addition(
 
 
 async def _ensure_groups(session: AsyncSession, ids: list[str]) -> None:
-    for gid in ids:
-        if gid.startswith("group:"):
-            await repository.ensure_group(session, Group(id=gid, created_at=utcnow()))
+    """The rows of the groups among `ids` that have none yet (one query, one insert)."""
+    wanted = list(dict.fromkeys(gid for gid in ids if gid.startswith("group:")))
+    if len(wanted) == 1:  # (the identity map may hold it)
+        await repository.ensure_group(session, Group(id=wanted[0], created_at=utcnow()))
+        return
+    found = await repository.existing_groups(session, wanted)
+    await repository.add_groups(session, [g for g in wanted if g not in found], at=utcnow())
 
 
 def _overlay(
@@ -165,23 +169,54 @@ async def set_members(
     """Make `members` the direct members of `gid` (rows for the difference only; cycles and
     depth refused, `field` naming the member); the graph after it, children and parents
     (`children`, `parents`: before it, left unchanged)."""
-    await policy_version.advance(session)
-    await _ensure_groups(session, [gid, *members])
-    own, local_children, local_parents = _overlay(children, parents, gid)
-    current = set(own[gid])
-    wanted = set(members)
-    for member in current - wanted:
-        await repository.remove_membership(session, gid, member)
-        local_parents[member] = [g for g in local_parents.get(member, ()) if g != gid]
-    own[gid] = [m for m in own[gid] if m in wanted]
+    current = set(children.get(gid, ()))
     position = {member: n for n, member in reversed(list(enumerate(members)))}
-    for member in sorted(wanted - current):
+    return await change_member_rows(
+        session,
+        gid=gid,
+        add=[m for m in position if m not in current],
+        remove=sorted(current - position.keys()),
+        actor=actor,
+        field=field,
+        children=children,
+        parents=parents,
+        position=position,
+    )
+
+
+async def change_member_rows(
+    session: AsyncSession,
+    *,
+    gid: str,
+    add: Sequence[str],
+    remove: Sequence[str],
+    actor: str,
+    field: str,
+    children: graph.Children,
+    parents: graph.Parents,
+    position: Mapping[str, int] | None = None,
+) -> tuple[graph.Children, graph.Parents]:
+    """`set_members` given the difference: `add` (not members yet; `field`.n names the n-th,
+    or the one `position` numbers n) become direct members of `gid`, `remove` (members) no
+    longer are. One statement for each kind of row, whatever their number."""
+    await policy_version.advance(session)
+    own, local_children, local_parents = _overlay(children, parents, gid)
+    if position is None:
+        position = {member: n for n, member in reversed(list(enumerate(add)))}
+    added = sorted(set(add))
+    await _ensure_groups(session, [gid, *added])
+    removed = sorted(set(remove))
+    await repository.remove_memberships(session, gid, removed)
+    gone = set(removed)
+    for member in removed:
+        local_parents[member] = [g for g in local_parents.get(member, ()) if g != gid]
+    if gone:
+        own[gid] = [m for m in own[gid] if m not in gone]
+    for member in added:
         _check_addition(local_children, gid, member, f"{field}.{position[member]}", local_parents)
-        await repository.add_membership(
-            session, Membership(group_id=gid, member=member, created_at=utcnow(), created_by=actor)
-        )
         own[gid].append(member)
         local_parents[member] = [*local_parents.get(member, ()), gid]
+    await repository.add_memberships(session, gid, added, at=utcnow(), by=actor)
     return local_children, local_parents
 
 

@@ -53,16 +53,18 @@ def affected_by_resource(view: PolicyView, resource: str) -> list[str]:
     return datasets_covered(resource, view.datasets)
 
 
-def affected_by_membership(views: Iterable[PolicyView], group: str) -> list[str]:
+def affected_by_membership(
+    views: Iterable[PolicyView], group: str, among: Collection[str] | None = None
+) -> list[str]:
     """Datasets whose exposure may change with `group`'s members: those its grants reach, and
-    those whose intended audience it is part of (joining or leaving it moves people in or out)."""
+    those whose intended audience it is part of (joining or leaving it moves people in or out);
+    only those of `among` when given."""
     found: dict[str, None] = {}
     for view in views:
-        audiences = {id: facts.audience for id, facts in view.datasets.items()}
+        ids = view.datasets if among is None else [d for d in among if d in view.datasets]
+        audiences = {id: view.datasets[id].audience for id in ids}
         found.update(
-            dict.fromkeys(
-                view.analyser.datasets_affected_by_membership(group, view.datasets, audiences)
-            )
+            dict.fromkeys(view.analyser.datasets_affected_by_membership(group, ids, audiences))
         )
     return sorted(found)
 

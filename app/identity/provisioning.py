@@ -80,8 +80,14 @@ async def change_members(
     re-analysis). Raises `MembershipCycle` (409) for a cycle, `InvalidInput` past the limits."""
 
     async def wanted() -> tuple[set[str], set[str]]:
-        old = set(await directory_repository.list_members(session, group))
-        return old, set(replace) if replace is not None else (old | set(add)) - set(remove)
+        if replace is not None:
+            old = set(await directory_repository.list_members(session, group))
+            return old, set(replace)
+        # Only the members named matter (a change is its difference): the group's other
+        # members are never loaded, however many they are.
+        named = sorted({*add, *remove})
+        old = await directory_repository.members_among(session, group, named)
+        return old, (old | set(add)) - set(remove)
 
     old, new = await wanted()
     if old == new:
@@ -148,7 +154,8 @@ async def _relinked(
     holds: HoldChanges | None = None,
     principal: str | None = None,
 ) -> Provisioned:
-    """Write the membership rows of `moved` and run the change through the pipeline, holding
+    """Write the membership rows of `moved` (each group's direct members before and after, or
+    only those that differ, with any others) and run the change through the pipeline, holding
     back what it would widen; nothing at all when it changes nothing."""
     moved = {group: (old, new) for group, (old, new) in moved.items() if old != new}
     rules = holds.change if holds is not None else None
@@ -157,11 +164,12 @@ async def _relinked(
         return Provisioned()
     graph = before.analyser.directory
     children, parents = graph.children_map, graph.parents_map
-    for group, (_old, new) in moved.items():
-        children, parents = await directory_service.set_members(
+    for group, (old, new) in moved.items():
+        children, parents = await directory_service.change_member_rows(
             session,
             gid=group,
-            members=sorted(new),
+            add=sorted(new - old),
+            remove=sorted(old - new),
             actor=actor,
             field="members",
             children=children,

@@ -99,6 +99,16 @@ class ExposureAnalyser:
             if g.is_live(now) and not (lasting and g.expiry is not None)
         ]
 
+    def held_datasets(self, is_hold: Callable[[Rule], bool]) -> set[str]:
+        """The resources (exact: datasets) of the deny rules that `is_hold` picks, for any
+        action."""
+        found: set[str] = set()
+        for rules in self._denies.values():
+            for resource, cell in rules.exact.data.items():
+                if resource not in found and any(map(is_hold, cell)):
+                    found.add(resource)
+        return found
+
     def has_expiring_deny(self, dataset: str, action: str, now: float) -> bool:
         """Whether a live deny covering `dataset` for `action` has an expiry."""
         return any(
@@ -144,9 +154,9 @@ class ExposureAnalyser:
         for resource in {rule.obj for rule in self.rules_affected_by_membership(group)}:
             hit.update(dict.fromkeys(catalog.covered(resource)))
         if audiences:
-            reached = self.directory.ancestors(group)
+            reached = self.directory.ancestors(group).keys()
             for dataset in catalog.ids:
-                if any(p in reached for p in audiences.get(dataset, ())):
+                if not reached.isdisjoint(audiences.get(dataset, ())):
                     hit[dataset] = None
         return [d for d in catalog.ids if d in hit]
 
@@ -197,7 +207,7 @@ class ExposureAnalyser:
                         grants.setdefault(dataset, {})[rule] = None
         if audiences:
             for dataset in catalog.ids:
-                if any(p in changed for p in audiences.get(dataset, ())):
+                if not changed.isdisjoint(audiences.get(dataset, ())):
                     rechecked.add(dataset)
         self._add_allows_meeting(diff, rechecked, action, grants)
         return catalog.reanalysis(grants)
