@@ -4,21 +4,24 @@ One session per request, committed by :func:`get_session` *before* the response 
 (``scope="function"``) and rolled back on error. Services never commit.
 """
 
+import asyncio
+import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
@@ -135,8 +138,9 @@ def create_engine(settings: Settings, *, background_checkpoints: bool = False) -
             connect_args={"timeout": settings.database_timeout},
         )
         _configure_sqlite(engine, autocheckpoint=not background_checkpoints)
+        _WRITER_TURNS[engine.sync_engine] = _WriterTurns(settings.database_timeout)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=10,
         max_overflow=10,
@@ -148,6 +152,8 @@ def create_engine(settings: Settings, *, background_checkpoints: bool = False) -
             "server_settings": {"lock_timeout": str(int(settings.database_timeout * 1000))},
         },
     )
+    _POLICY_TURNS[engine.sync_engine] = _WriterTurns(settings.database_timeout)
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine, *, autocheckpoint: bool) -> None:
@@ -183,12 +189,108 @@ SQLITE_CACHE_KIB = 16_384
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class _WriterTurns:
+    """SQLite's writers of one engine take turns in arrival order (PostgreSQL's lock waits
+    queue already). SQLite's own busy handler retries after sleeps of up to 100 ms, so with a
+    few writers back to back (an IdP's parallel requests) a waiter could miss every gap and
+    fail with "database is locked" after the busy timeout while others went on. A turn is
+    held from ``BEGIN IMMEDIATE`` to the end of the transaction. A writer waits for its turn
+    as long as the writers ahead of it keep finishing; when none has for `timeout` (the busy
+    timeout: one transaction holding the lock that long), it goes on without a turn, to fail
+    on SQLite's busy timeout as before."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.handoffs = 0  # turns ended so far
+        self._locks: dict[int, asyncio.Lock] = {}  # per event loop
+
+    def _lock(self) -> asyncio.Lock:
+        loop = id(asyncio.get_running_loop())
+        lock = self._locks.get(loop)
+        if lock is None:
+            self._locks.clear()  # (an engine serves one loop at a time)
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    async def take(self) -> asyncio.Lock | None:
+        """This writer's turn (the lock to release), or None when the line stopped moving."""
+        lock = self._lock()
+        waiting = asyncio.ensure_future(lock.acquire())
+        try:
+            while True:
+                seen = self.handoffs
+                done, _ = await asyncio.wait({waiting}, timeout=self.timeout)
+                if done:
+                    return lock
+                if self.handoffs == seen:  # nobody finished meanwhile
+                    waiting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiting
+                    return lock if waiting.done() and not waiting.cancelled() else None
+        except BaseException:
+            if waiting.done() and not waiting.cancelled() and waiting.exception() is None:
+                lock.release()
+            else:
+                waiting.cancel()
+            raise
+
+    def end(self, lock: asyncio.Lock) -> None:
+        self.handoffs += 1
+        if lock.locked():
+            lock.release()
+
+
+_WRITER_TURNS: "weakref.WeakKeyDictionary[Engine, _WriterTurns]" = weakref.WeakKeyDictionary()
+_TURN = "aclaudit_writer_turn"  # Session.info: (turns, lock) this session's transaction holds
+# PostgreSQL: a process's policy changes take turns too (`take_policy_turn`); SQLite's writers
+# all do already.
+_POLICY_TURNS: "weakref.WeakKeyDictionary[Engine, _WriterTurns]" = weakref.WeakKeyDictionary()
+_POLICY_TURN = "aclaudit_policy_turn"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _end_turn(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        _release_turn(session)
+
+
+def _release_turn(session: Session) -> None:
+    for key in (_TURN, _POLICY_TURN):
+        held = session.info.pop(key, None)
+        if held is not None:
+            turns, lock = held
+            turns.end(lock)
+
+
+async def take_policy_turn(session: AsyncSession) -> None:
+    """Before taking the policy lock (PostgreSQL): wait for this process's policy changes ahead
+    to end, in arrival order, and as long as they keep ending. A change then never waits on the
+    version row for another of its process (whose wait is bounded by the lock timeout however
+    fast the line moves), and starts only once the one before it has published its state (the
+    turn ends after the commit's hooks). No-op on SQLite, whose writers take turns already."""
+    turns = _POLICY_TURNS.get(session.sync_session.get_bind())  # type: ignore[arg-type]
+    if turns is not None and _POLICY_TURN not in session.info:
+        lock = await turns.take()
+        if lock is not None:
+            session.info[_POLICY_TURN] = (turns, lock)
+
+
 async def begin_write(session: AsyncSession) -> None:
-    """Start the session's transaction as a writer (SQLite: ``BEGIN IMMEDIATE``).
+    """Start the session's transaction as a writer (SQLite: ``BEGIN IMMEDIATE``, in turn with
+    this process's other writers).
 
     Call before the first statement; PostgreSQL ignores the option.
     """
-    await session.connection(execution_options={WRITE_OPTION: True})
+    turns = _WRITER_TURNS.get(session.sync_session.get_bind())  # type: ignore[arg-type]
+    if turns is not None and _TURN not in session.info:
+        lock = await turns.take()
+        if lock is not None:
+            session.info[_TURN] = (turns, lock)
+    try:
+        await session.connection(execution_options={WRITE_OPTION: True})
+    except BaseException:
+        _release_turn(session.sync_session)
+        raise
 
 
 # Session.info key of the checkpoint key, which signs the heads of the admin trail's and the

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import policy_version
+from app.db import take_policy_turn
 from app.policy.state import PolicyChange, PolicyState, ViewKind, load_rows
 
 T = TypeVar("T")
@@ -67,6 +68,11 @@ class PolicyStates:
         The newest state is used when it is exactly the last committed version; otherwise
         (another worker wrote, or this transaction already changed something) it is loaded.
         """
+        taken = session.info.get(policy_version.TAKEN)
+        if taken is None or taken[0] is not session.sync_session.get_transaction():
+            # (a transaction already holding the policy lock must not wait for a turn: the
+            # changes waiting for the lock hold the turns)
+            await take_policy_turn(session)
         version = await policy_version.advance(session)
         transaction = session.sync_session.get_transaction()
         publishing = session.info.get(_PUBLISHING)
