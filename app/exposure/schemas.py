@@ -35,8 +35,11 @@ class FindingRead(BaseModel):
     )
     principal: str = Field(description="The grant's subject.")
     excess_count: int
-    excess_sample: list[str]
-    paths: list[ExcessPath]
+    excess_sample: list[str] = Field(
+        description="Up to 20 principals of the excess: those aclaudit has known longest, so "
+        "the sample stays put while members join (`excess_count` counts them all)."
+    )
+    paths: list[ExcessPath] = Field(description="How the first five sampled reach the grant.")
     severity: Severity
     status: FindingStatus
     opened_at: datetime | None

@@ -52,10 +52,12 @@ def settle_within(
 ) -> Settled:
     """Outside `within` a finding's excess is the same before and after, so its new count is the
     stored one plus the leaves that came minus those that went. Its stored sample is the 20
-    highest leaves of the excess before (all of it when there were at most 20); the new sample
-    is the 20 highest of that sample without the leaves that went, plus those that came, and
-    when a sampled leaf went from a larger excess, the next highest below the stored sample
-    (`Directory.highest_outside`; the excess after the change when they are sparse). Paths
+    lowest leaves of the excess before (all of it when there were at most 20); the new sample
+    is the 20 lowest of that sample without the leaves that went, plus those that came, and
+    when a sampled leaf went from a larger excess, the next lowest above the stored sample
+    (`Directory.lowest_outside`; the excess after the change when they are sparse). New leaves
+    are numbered after every known one, so members joining a large excess leave its sample
+    alone (a count-only change). Paths
     are redone where the sample changed or names a leaf of `touched` (`repaths`: findings whose
     paths may have moved though their excess did not).
     What is left of `targets` is for the full computation (new, resolved, refused, accepted
@@ -131,9 +133,9 @@ def settle_within(
             newcomers[gained] = dict(zip(came, directory.names_of(came), strict=True))
         gone, arrivals = leavers[lost], newcomers[gained]
         if len(stored) == SAMPLE and gone.isdisjoint(stored):
-            # The sample is highest first: it stays unless a newcomer outranks its last.
-            lowest = directory.leaf_number(stored[-1])
-            if lowest is not None and (not arrivals or max(arrivals) < lowest):
+            # The sample is lowest first: it stays unless a newcomer ranks below its last.
+            last = directory.leaf_number(stored[-1])
+            if last is not None and (not arrivals or min(arrivals) > last):
                 drawn.append((dataset_id, rule, row, count, stored, stored))
                 continue
         numbered = dict(zip(directory.leaf_numbers(stored), stored, strict=True))
@@ -144,20 +146,20 @@ def settle_within(
             kept.update(arrivals)
         elif (dataset_id, rule.id) in shared_ids:
             continue  # the grant's excess is that of several rules: computed fully
-        else:  # the rest of the sample lies below the lowest stored leaf
-            lowest = min(n for n in numbered if n is not None)
-            kept.update((n, name) for n, name in arrivals.items() if n > lowest)
+        else:  # the rest of the sample lies above the highest stored leaf
+            highest = max(n for n in numbered if n is not None)
+            kept.update((n, name) for n, name in arrivals.items() if n < highest)
             need = min(SAMPLE, count) - len(kept)
             if need > 0:
                 key = (dataset_id, rule.act)
                 if key not in blockers:
                     audience = after.datasets[dataset_id].audience
                     blockers[key] = analyser.blockers(dataset_id, rule.act, at, audience)
-                below = directory.highest_outside(rule.sub, lowest, need, blockers[key])
-                if below is None or len(below) < need:
+                above = directory.lowest_outside(rule.sub, highest, need, blockers[key])
+                if above is None or len(above) < need:
                     continue  # sparse there: computed fully
-                kept.update(zip(below, directory.names_of(below), strict=True))
-        sample = [kept[n] for n in sorted(kept, reverse=True)[:SAMPLE]]
+                kept.update(zip(above, directory.names_of(above), strict=True))
+        sample = [kept[n] for n in sorted(kept)[:SAMPLE]]
         drawn.append((dataset_id, rule, row, count, stored, sample))
     recounted: list[Recounted] = []
     rewritten: list[Rewritten] = []

@@ -200,7 +200,7 @@ def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
         grants = analyser.grant_excess(dataset, "read", now, intended)
         assert grants == reference.grant_excess(dataset, now, excess), dataset
         blockers = analyser.blockers(dataset, "read", now, audiences[dataset])
-        assert_highest_outside(analyser.directory, reference, dataset, now, grants, blockers)
+        assert_lowest_outside(analyser.directory, reference, dataset, now, grants, blockers)
 
         exposure = analyser.exposure(
             dataset, "read", now, analyser.intended_bits(audiences[dataset])
@@ -221,7 +221,7 @@ def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
     assert_directory(analyser.directory, index, reference)
 
 
-def assert_highest_outside(
+def assert_lowest_outside(
     directory: Directory,
     reference: Reference,
     dataset: str,
@@ -229,18 +229,18 @@ def assert_highest_outside(
     grants: dict[str, frozenset[str]],
     blockers: frozenset[str],
 ) -> None:
-    """Each grant's excess, drawn from the top down below any bound, as the full sets give it."""
+    """Each grant's excess, drawn from the bottom up above any bound, as the full sets give it."""
     allows = reference.live_allows(dataset, now)
     ids = [rule.id for rule in allows]
     for rule in allows:
         if ids.count(rule.id) > 1:
             continue  # the grant's excess is several rules'
         numbered = directory.leaf_numbers(grants[rule.id])
-        numbers = sorted((n for n in numbered if n is not None), reverse=True)
+        numbers = sorted(n for n in numbered if n is not None)
         assert len(numbers) == len(numbered)
-        for below in {directory.size, *numbers[:3]}:
-            expected = [n for n in numbers if n < below][:2]
-            assert directory.highest_outside(rule.sub, below, 2, blockers) == expected, rule
+        for above in {-1, *numbers[:3]}:
+            expected = [n for n in numbers if n > above][:2]
+            assert directory.lowest_outside(rule.sub, above, 2, blockers) == expected, rule
 
 
 def assert_directory(directory: Directory, index: DecisionIndex, reference: Reference) -> None:
@@ -970,7 +970,7 @@ def test_bitsets_round_trip_through_names() -> None:
     assert everyone.bit_count() == 300
     assert sorted(directory.names(everyone)) == sorted(users)
     assert directory.bits_of([*users[:3], "group:all", "user:unknown"]).bit_count() == 3
-    assert directory.sample(everyone, 5) == directory.names(everyone)[::-1][:5]
+    assert directory.sample(everyone, 5) == directory.names(everyone)[:5]
     assert directory.sample(0, 5) == []
     assert directory.names(0) == []
 
@@ -983,4 +983,4 @@ def test_samples_and_names_of_sparse_and_dense_bitsets(spread: int) -> None:
     bits = directory.bits_of(chosen)
     assert directory.names(bits) == chosen
     for limit in [1, 3, 10, 200]:
-        assert directory.sample(bits, limit) == chosen[::-1][:limit]
+        assert directory.sample(bits, limit) == chosen[:limit]

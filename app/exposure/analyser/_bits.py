@@ -10,27 +10,27 @@ _BYTE_BITS: tuple[tuple[int, ...], ...] = tuple(
 )
 
 
-def highest(bits: int, limit: int, width: int = 0) -> list[int]:
-    """Up to `limit` set bit numbers of a non-negative int, highest first (`descending` from
-    the top, its first window `width` bits wide or wide enough to hold `limit` when dense)."""
-    start = bits.bit_length()
-    return list(islice(descending(bits, start, max(width, 64 * max(limit, 1))), limit))
+def lowest(bits: int, limit: int, width: int = 0) -> list[int]:
+    """Up to `limit` set bit numbers of a non-negative int, lowest first (`ascending` from the
+    bottom, its first window `width` bits wide or wide enough to hold `limit` when dense)."""
+    return list(islice(ascending(bits, 0, max(width, 64 * max(limit, 1))), limit))
 
 
-def descending(bits: int, below: int, width: int = 256) -> Iterator[int]:
-    """The set bit numbers of a non-negative int under `below`, highest first.
+def ascending(bits: int, start: int, width: int = 256) -> Iterator[int]:
+    """The set bit numbers of a non-negative int from `start` up, lowest first.
 
-    Works window by window from the top (each next one wider), so that the first few cost
-    small-int operations only rather than operations on the whole 100k-bit int.
+    Works window by window from `start` (each next one wider): a window is cut with a mask
+    (cost: the window's size), so the first few never copy the whole 100k-bit int.
     """
-    while below > 0:
-        low = max(0, below - width)
-        window = (bits >> low) & ((1 << (below - low)) - 1)
+    end = bits.bit_length()
+    while start < end:
+        top = min(end, start + width)
+        window = (bits & ((1 << top) - 1)) >> start
         while window:
-            top = window.bit_length() - 1
-            yield low + top
-            window ^= 1 << top
-        below = low
+            low = window & -window
+            yield start + low.bit_length() - 1
+            window ^= low
+        start = top
         width *= 4
 
 
@@ -38,7 +38,7 @@ def indices(bits: int) -> list[int]:
     """The set bit numbers of a non-negative int, ascending."""
     count = bits.bit_count()
     if count <= 64:  # sparse: skip the zero bytes without looking at them
-        return highest(bits, count)[::-1]
+        return lowest(bits, count)
     found: list[int] = []
     data = bits.to_bytes((bits.bit_length() + 7) // 8, "little")
     for position, byte in enumerate(data):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from app.exposure.analyser._bits import descending, from_indices, highest, indices
+from app.exposure.analyser._bits import ascending, from_indices, indices, lowest
 from app.exposure.analyser._cow import Nested
 from app.policy.casbin_model import MAX_LINKS, ancestor_paths
 
@@ -28,7 +28,7 @@ STALE_SEARCHES = 10_000
 # Up to this many moved leaves, a membership change lists every principal they reach
 # (`Directory.reached_by`) and looks only at those subjects; beyond it, at every subject's leaves.
 REACH_LEAVES = 64
-# `Directory.highest_outside` gives up after looking at this many leaves.
+# `Directory.lowest_outside` gives up after looking at this many leaves.
 OUTSIDE_TRIES = 64
 
 
@@ -187,7 +187,8 @@ class Directory:
         return [names[number] for number in numbers]
 
     def sample(self, bits: int, limit: int, count: int | None = None) -> list[str]:
-        """Up to `limit` leaves of a bitset (the highest-numbered), without decoding all of it.
+        """Up to `limit` leaves of a bitset (the lowest-numbered: those the directory knew
+        first, so a sample stays put while members join), without decoding all of it.
 
         `count`, the number of leaves in `bits` when known, saves widening the search for a
         sparse set that has fewer than `limit`.
@@ -198,19 +199,19 @@ class Directory:
             if count:  # a window expected to hold twice the sample, at this density
                 width = 2 * (limit - 1) * bits.bit_length() // count
         names = self._leaf_names
-        return [names[index] for index in highest(bits, limit, width)]
+        return [names[index] for index in lowest(bits, limit, width)]
 
-    def highest_outside(
-        self, subject: str, below: int, limit: int, blockers: frozenset[str]
+    def lowest_outside(
+        self, subject: str, above: int, limit: int, blockers: frozenset[str]
     ) -> list[int] | None:
-        """Up to `limit` highest numbers under `below` of the leaves that reach `subject` and
-        none of `blockers`, highest first: the top of a grant's excess, where `blockers` are the
+        """Up to `limit` lowest numbers above `above` of the leaves that reach `subject` and
+        none of `blockers`, lowest first: the next of a grant's excess, where `blockers` are the
         dataset's live deny subjects and intended audience. Each leaf is tested on its own
         forward search, so no full-size set is built; None after `OUTSIDE_TRIES` leaves were
         looked at (the excess is sparse there: build it instead)."""
         names = self._leaf_names
         found: list[int] = []
-        for tried, number in enumerate(descending(self.leaf_bits(subject), below)):
+        for tried, number in enumerate(ascending(self.leaf_bits(subject), above + 1)):
             if tried == OUTSIDE_TRIES:
                 return None
             if blockers.isdisjoint([p for p, _path in self._ancestors(names[number])]):
