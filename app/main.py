@@ -45,6 +45,7 @@ from app.exposure.router import router as exposure_router
 from app.fairness import OneAtATime
 from app.holds.router import router as holds_router
 from app.identity import scim
+from app.identity.group_commit import GroupCommit
 from app.identity.scim import errors as scim_errors
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
@@ -194,6 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine, chain_key=settings.checkpoint_key_bytes
         )
         app.state.policy = PolicyCache(states_for(engine))
+        app.state.group_commit = GroupCommit(app.state.sessionmaker, record_with_change)
         app.state.token_cache = TokenCache()
         writer = AccessLogWriter(
             app.state.sessionmaker, app.state.policy, app.state.token_cache, settings

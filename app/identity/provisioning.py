@@ -20,6 +20,7 @@ from app.changes.members import Moved, relink
 from app.db import utcnow
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
+from app.directory.graph import Children, Parents
 from app.directory.models import Group
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
@@ -92,8 +93,89 @@ async def change_members(
     old, new = await wanted()
     if old == new:
         return Provisioned()  # decided without the policy lock: an IdP repeats itself often
+    deferred: Deferred | None = session.info.get(_DEFERRED)
+    if deferred is not None:
+        await deferred.write(session, group, old, new, actor)
+        return Provisioned()
     before = await view_before_change(session)
     return await _relinked(session, before, {group: await wanted()}, actor)
+
+
+_DEFERRED = "provisioning_deferred"  # Session.info: the group commit this transaction runs
+
+
+@dataclass
+class Deferred:
+    """The membership changes of a group commit (`app.identity.group_commit`): each push's rows
+    are written as it runs (a cycle refused against those before it), and their merged
+    difference goes through the change pipeline once, at `settle_deferred`."""
+
+    before: PolicyView | None = None  # the state the transaction started from (policy locked)
+    graph: tuple[Children, Parents] | None = None  # the directory as the pushes so far left it
+    actor: str = ""
+    # group -> member -> whether it was a direct member before the first push, and is now
+    was: dict[str, dict[str, bool]] = field(default_factory=dict)
+    now: dict[str, dict[str, bool]] = field(default_factory=dict)
+
+    async def write(
+        self, session: AsyncSession, group: str, old: set[str], new: set[str], actor: str
+    ) -> None:
+        if self.before is None:
+            self.before = await view_before_change(session)
+            directory = self.before.analyser.directory
+            self.graph = (directory.children_map, directory.parents_map)
+        assert self.graph is not None
+        children, parents = await directory_service.change_member_rows(
+            session,
+            gid=group,
+            add=sorted(new - old),
+            remove=sorted(old - new),
+            actor=actor,
+            field="members",
+            children=self.graph[0],
+            parents=self.graph[1],
+        )
+        self.graph, self.actor = (children, parents), actor
+        was, now = self.was.setdefault(group, {}), self.now.setdefault(group, {})
+        for member in old | new:
+            was.setdefault(member, member in old)
+            now[member] = member in new
+
+    def mark(self) -> "Deferred":
+        """A copy to `restore` when the next push is rolled back."""
+        return Deferred(
+            self.before,
+            self.graph,
+            self.actor,
+            {group: dict(members) for group, members in self.was.items()},
+            {group: dict(members) for group, members in self.now.items()},
+        )
+
+    def restore(self, mark: "Deferred") -> None:
+        self.before, self.graph, self.actor = mark.before, mark.graph, mark.actor
+        self.was, self.now = mark.was, mark.now
+
+
+def defer(session: AsyncSession) -> Deferred:
+    """From now on, this transaction's `change_members` write their rows and leave the change
+    pipeline to `settle_deferred`."""
+    deferred = session.info[_DEFERRED] = Deferred()
+    return deferred
+
+
+async def settle_deferred(session: AsyncSession, deferred: Deferred) -> Provisioned:
+    """Run the merged membership changes through the pipeline, once (nothing without any)."""
+    session.info.pop(_DEFERRED, None)
+    if deferred.before is None:
+        return Provisioned()
+    moved = {
+        group: (
+            {m for m, is_in in deferred.was[group].items() if is_in},
+            {m for m, is_in in members.items() if is_in},
+        )
+        for group, members in deferred.now.items()
+    }
+    return await _run_through(session, deferred.before, moved, deferred.actor)
 
 
 async def set_active(
@@ -157,24 +239,37 @@ async def _relinked(
     """Write the membership rows of `moved` (each group's direct members before and after, or
     only those that differ, with any others) and run the change through the pipeline, holding
     back what it would widen; nothing at all when it changes nothing."""
+    graph = before.analyser.directory
+    children, parents = graph.children_map, graph.parents_map
+    for group, (old, new) in moved.items():
+        if old != new:
+            children, parents = await directory_service.change_member_rows(
+                session,
+                gid=group,
+                add=sorted(new - old),
+                remove=sorted(old - new),
+                actor=actor,
+                field="members",
+                children=children,
+                parents=parents,
+            )
+    return await _run_through(session, before, moved, actor, holds, principal)
+
+
+async def _run_through(
+    session: AsyncSession,
+    before: PolicyView,
+    moved: Moved,
+    actor: str,
+    holds: HoldChanges | None = None,
+    principal: str | None = None,
+) -> Provisioned:
+    """The findings and holds of membership rows written (`moved`) and of `holds`."""
     moved = {group: (old, new) for group, (old, new) in moved.items() if old != new}
     rules = holds.change if holds is not None else None
     if not moved and (rules is None or not (rules.added or rules.removed)):
         publish_on_commit(session, before)  # the version moved (the lock): keep up with it
         return Provisioned()
-    graph = before.analyser.directory
-    children, parents = graph.children_map, graph.parents_map
-    for group, (old, new) in moved.items():
-        children, parents = await directory_service.change_member_rows(
-            session,
-            gid=group,
-            add=sorted(new - old),
-            remove=sorted(old - new),
-            actor=actor,
-            field="members",
-            children=children,
-            parents=parents,
-        )
     touched = 0 if principal is None else before.analyser.directory.leaf_bits(principal)
     findings, settled = await relink(
         session,

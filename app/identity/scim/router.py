@@ -9,11 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from scim2_models import Context, Group, NotImplementedException, ResponseParameters
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import AuthorizedFirst, ScimCaller
 from app.auth.service import Caller
 from app.db import ReadSessionDep, SessionDep
 from app.errors import SCIM_JSON
+from app.identity.group_commit import GroupCommit
 from app.identity.scim import groups, users
 from app.identity.scim.protocol import (
     BASE,
@@ -200,15 +202,21 @@ async def replace_group(
     openapi_extra=_body(GroupPatch),
 )
 async def patch_group(
-    request: Request, group_id: str, session: SessionDep, caller: ScimCaller, status: Response
+    request: Request, group_id: str, caller: ScimCaller, status: Response
 ) -> Response:
     # RFC 7644 §3.5.2: 200 with the resource when `attributes` is given, else 204 here (Entra
     # advises against a body listing every member)
     params = _params(request, GroupParams) if query_params(request, RESPONSE_PARAMETERS) else None
-    group = await groups.patch_group(
-        session, group_id, await read_body(request), _base(request), params, actor=_actor(caller)
-    )
-    status.status_code = 200 if group else 204  # (what the admin trail records)
+    body, base, actor = await read_body(request), _base(request), _actor(caller)
+
+    async def work(session: AsyncSession) -> Group | None:
+        group = await groups.patch_group(session, group_id, body, base, params, actor=actor)
+        status.status_code = 200 if group else 204  # (what the admin trail records)
+        return group
+
+    # Pushes queued behind this worker's other policy changes commit together.
+    commit: GroupCommit = request.app.state.group_commit
+    group = await commit.run(actor, request, status, work)
     if group is None:
         return Response(status_code=204)
     return _shown(group, Context.RESOURCE_PATCH_RESPONSE, params)

@@ -1,0 +1,128 @@
+"""Group commit for the IdP's group PATCHes: those that queue in one worker share a transaction.
+
+An IdP pushes a company's teams several at a time (Okta: 4 connections). Each push is a policy
+change, and the findings above a team (hundreds, on the grants of its org, department and
+`all-employees`) are re-analysed and rewritten by each. Queued pushes made one change re-analyse
+and write them once: the batch's pushes run one after another, each in a savepoint (one that
+fails is rolled back alone and answers its own error), their membership changes are merged
+(`provisioning.Deferred`) and run through the change pipeline once, and one commit answers them
+all. Every push still gets its own admin trail entry, in the same transaction as its change,
+and no response is sent before that commit: a failed commit answers each push 503.
+
+The batch runs in a task of its own, so a push whose client goes away neither stops the others
+nor leaves the session half-used. A batch takes only pushes of one caller (the trail and the
+holds name it), and at most `MAX_BATCH`.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.db import begin_write, take_policy_turn
+from app.errors import ServiceUnavailable
+from app.identity import provisioning
+
+logger = logging.getLogger("aclaudit.group_commit")
+
+MAX_BATCH = 32  # pushes per transaction (each up to the SCIM body limit)
+
+Work = Callable[[AsyncSession], Awaitable[Any]]
+Hook = Callable[[Request, Response, AsyncSession], Awaitable[None]]
+
+
+@dataclass
+class _Push:
+    actor: str
+    request: Request
+    response: Response
+    work: Work
+    done: "asyncio.Future[Any]" = field(default_factory=lambda: asyncio.Future())
+
+
+class GroupCommit:
+    """This worker's queue of IdP group pushes, drained batch by batch."""
+
+    def __init__(self, maker: async_sessionmaker[AsyncSession], hook: Hook) -> None:
+        self._maker = maker
+        self._hook = hook
+        self._queue: list[_Push] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Pushes waiting for a batch."""
+        return len(self._queue)
+
+    async def run(self, actor: str, request: Request, response: Response, work: Work) -> Any:
+        """`work(session)`'s result once its batch has committed (its error, if it raised)."""
+        push = _Push(actor, request, response, work)
+        self._queue.append(push)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await asyncio.shield(push.done)
+
+    async def _drain(self) -> None:
+        while self._queue:
+            await self._one_batch()
+
+    async def _one_batch(self) -> None:
+        taken: list[_Push] = []
+        outcomes: list[tuple[_Push, BaseException | None, Any]] = []
+        try:
+            async with self._maker() as session:
+                await begin_write(session)  # SQLite: this worker's writers take turns here
+                await take_policy_turn(session)  # PostgreSQL: its policy changes, here
+                # Pushes that queued while this batch waited for its turn go in it.
+                taken = self._take()
+                deferred = provisioning.defer(session)
+                for push in taken:
+                    outcomes.append(await self._apply(session, deferred, push))
+                await provisioning.settle_deferred(session, deferred)
+                await session.commit()
+        except Exception:
+            logger.exception("a batch of SCIM pushes could not commit")
+            failure = ServiceUnavailable(
+                "the change could not be committed; nothing of it was kept, retry shortly"
+            )
+            # (failed before taking any, the database unreachable: the first batch is answered,
+            # so an outage never spins)
+            for push in taken or self._take():
+                if not push.done.done():
+                    push.done.set_exception(failure)
+            return
+        for push, error, value in outcomes:
+            if push.done.done():
+                continue
+            if error is not None:
+                push.done.set_exception(error)
+            else:
+                push.done.set_result(value)
+
+    def _take(self) -> list[_Push]:
+        actor = self._queue[0].actor
+        taken = [push for push in self._queue if push.actor == actor][:MAX_BATCH]
+        chosen = {id(push) for push in taken}
+        self._queue = [push for push in self._queue if id(push) not in chosen]
+        return taken
+
+    async def _apply(
+        self, session: AsyncSession, deferred: provisioning.Deferred, push: _Push
+    ) -> tuple[_Push, BaseException | None, Any]:
+        """One push in a savepoint, with its trail entry; rolled back alone if it raises."""
+        mark = deferred.mark()
+        savepoint = await session.begin_nested()
+        try:
+            value = await push.work(session)
+            await self._hook(push.request, push.response, session)
+        except Exception as exc:
+            await savepoint.rollback()
+            deferred.restore(mark)
+            return push, exc, None
+        await savepoint.commit()
+        return push, None, value
