@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy import text
 
 from app.config import Settings
 from app.main import create_app
@@ -244,3 +245,25 @@ def test_openapi_gives_request_and_response_schemas_for_every_v1_operation(
         "$ref": "#/components/schemas/GrantCreate"
     }
     assert set(schemas["GrantCreate"]["required"]) == {"principal", "resource", "action", "effect"}
+
+
+async def test_connections_the_database_dropped_cost_one_request_at_most(
+    app: FastAPI, client: httpx.AsyncClient, admin, settings
+):
+    """PostgreSQL restarted (its backends gone): a request on a dropped connection is a 503, and
+    the pool replaces the rest, so the next requests are answered (no ping before each use)."""
+    if not settings.database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop its connections")
+    for _ in range(5):  # a few connections in the pool
+        assert (await client.get("/v1/groups", headers=admin)).status_code == 200
+    async with app.state.sessionmaker() as session:
+        await session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    statuses = [(await client.get("/v1/groups", headers=admin)).status_code for _ in range(4)]
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(503) <= 1, statuses
+    assert statuses[-1] == 200
