@@ -20,6 +20,7 @@ from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
 from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
+from app.auth.oidc import OidcAuthenticator
 from app.auth.pacing import RefusalPacing
 from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
@@ -235,6 +236,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusals = Refusals()
     app.state.refusal_pacing = RefusalPacing()
     app.state.simulations = OneAtATime("simulate")
+    app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
     install_error_handlers(app)
     docs.install(app, is_open=settings.open_docs)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics

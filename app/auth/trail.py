@@ -153,6 +153,7 @@ async def _add_entry(session: AsyncSession, scope: Scope, status: int) -> None:
         query=scope.get("query_string", b"").decode("latin-1")[:MAX_QUERY],
         status=status,
         request_id=state.get("request_id"),
+        issuer=caller.issuer if caller else None,
     )
 
 
