@@ -47,6 +47,7 @@ from app.fairness import OneAtATime
 from app.holds.router import router as holds_router
 from app.identity import scim
 from app.identity.scim import errors as scim_errors
+from app.me.router import router as me_router
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
@@ -229,6 +230,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # which paths exist (and was trailed as if it had been answered)
         redirect_slashes=False,
         **docs.documentation_urls(is_open=settings.open_docs),
+        swagger_ui_init_oauth=(
+            docs.oidc_sign_in(settings.oidc_audience)
+            if settings.is_oidc and settings.oidc_audience
+            else None
+        ),
     )
     app.state.settings = settings
     app.state.before_write_commit = record_with_change
@@ -237,6 +243,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusal_pacing = RefusalPacing()
     app.state.simulations = OneAtATime("simulate")
     app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
+    if app.state.oidc is not None:
+        docs.install_oidc_scheme(app, app.state.oidc.keys.discovery_url)
     install_error_handlers(app)
     docs.install(app, is_open=settings.open_docs)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
@@ -288,6 +296,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts_router,
         plans_router,
         auth_router,
+        me_router,
         operations_router,
         scim.discovery_router,
         scim.router,

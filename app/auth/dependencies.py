@@ -19,7 +19,7 @@ from app.auth.refusals import Refusals, bearer_hash
 from app.auth.scopes import Scope
 from app.auth.service import UNKNOWN_TOKEN, Caller
 from app.auth.trail import AUTHORIZED
-from app.errors import AppError, Unauthenticated, problem_headers, send_problem
+from app.errors import AppError, Forbidden, Unauthenticated, problem_headers, send_problem
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -140,6 +140,32 @@ def scoped(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
     return dependency
 
 
+NOT_A_PERSON = (
+    "this endpoint shows a person their own data: sign in with the company's OpenID Connect "
+    "provider (a token has no data of its own)"
+)
+
+
+async def authorize_person(request: Request) -> Caller:
+    caller = await authenticate_request(request)
+    if not caller.is_person:
+        raise Forbidden(NOT_A_PERSON)
+    return caller
+
+
+async def signed_in_person(
+    request: Request, caller: Annotated[Caller, Depends(current_caller)]
+) -> Caller:
+    """Any person signed in with the company's IdP, whatever their scopes; no static token."""
+    if not caller.is_person:
+        raise Forbidden(NOT_A_PERSON)
+    request.scope.setdefault("state", {})[AUTHORIZED] = True  # (a route not AuthorizedFirst)
+    return caller
+
+
+setattr(signed_in_person, AUTHORIZE, authorize_person)
+
+
 def _authorization(dependant: Dependant) -> Authorize | None:
     """How the route authenticates and authorises its caller, from its dependencies."""
     for sub in dependant.dependencies:
@@ -199,6 +225,7 @@ PolicyWriter = Annotated[Caller, Depends(scoped(Scope.policy_write))]
 AlertsReader = Annotated[Caller, Depends(scoped(Scope.alerts_read))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
 ScimCaller = Annotated[Caller, Depends(scoped(Scope.scim))]
+PersonCaller = Annotated[Caller, Depends(signed_in_person)]
 
 
 class RequireBearer:
