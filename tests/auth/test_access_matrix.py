@@ -27,7 +27,7 @@ from app.exposure import scan as exposure_scan
 from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate
-from tests.auth.conftest import People, oidc_settings
+from tests.oidc import People, oidc_settings
 
 PROBLEM_JSON = "application/problem+json"
 READ, WRITE, ADMIN = Scope.audit_read.value, Scope.policy_write.value, Scope.admin.value

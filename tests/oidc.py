@@ -1,10 +1,8 @@
-"""A development OpenID Connect issuer on loopback (real keys, real signatures, served over
-HTTP in a thread), and bearer headers for people it signs in."""
+"""People signed in by a development OpenID Connect issuer (`app.auth.oidc.dev_idp`: real keys,
+real signatures, discovery and JWKS over HTTP on loopback); fixtures `idp` and `people` in
+`tests/conftest.py`."""
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from app.auth.oidc.dev_idp import DevIssuer
 from app.auth.scopes import Scope
@@ -19,15 +17,6 @@ def group_of(scope: str) -> str:
 
 
 SCOPE_MAP = {group_of(s.value): [s.value] for s in Scope}
-
-
-@pytest.fixture(scope="session")
-def idp() -> Iterator[DevIssuer]:
-    """One issuer for the session, an RS256 and an ES256 key (tests that rotate keys or take
-    the IdP down start their own)."""
-    issuer = DevIssuer(algorithms=("RS256", "ES256")).start()
-    yield issuer
-    issuer.stop()
 
 
 def oidc_settings(database_url: str, issuer_url: str, **overrides: Any) -> Settings:
@@ -54,8 +43,3 @@ class People:
 
     def __getitem__(self, scope: str) -> dict[str, str]:
         return self.headers(scope.replace(":", "-"), [group_of(scope)])
-
-
-@pytest.fixture
-def people(idp: DevIssuer) -> People:
-    return People(idp)
