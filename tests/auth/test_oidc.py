@@ -14,8 +14,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from fastapi import FastAPI
+from typer.testing import CliRunner
 
 from app.auth.oidc.dev_idp import DevIssuer, DevKey
+from app.cli import cli
 from app.config import Settings
 from app.main import create_app
 from tests.oidc import AUDIENCE, People, group_of, oidc_settings
@@ -328,3 +330,9 @@ def test_the_issuer_must_be_https_except_on_loopback() -> None:
         Settings(
             oidc_issuer="https://idp.example.com", oidc_audience="a", oidc_scope_map={"g": ["root"]}
         )
+
+
+def test_dev_idp_serves_on_loopback_only() -> None:
+    result = CliRunner().invoke(cli, ["dev-idp", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "loopback only" in result.output
