@@ -60,7 +60,7 @@ async def authenticate_request(request: Request) -> Caller:
     token_hash = bearer_hash(request.scope)
     if refusals.is_refused(token_hash):  # a junk value sent again costs no lookup
         raise Unauthenticated(UNKNOWN_TOKEN)
-    oidc: OidcAuthenticator | None = request.app.state.oidc
+    oidc: OidcAuthenticator | None = getattr(request.app.state, "oidc", None)
     if oidc is not None:
         token = (header or "").partition(" ")[2].strip()
         if looks_like_jwt(token):
