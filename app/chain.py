@@ -75,6 +75,8 @@ TRAIL_FIELDS = (
     "request_id",
     "count",
 )
+# Hashed only when set, so entries written before they existed keep their hashes.
+OPTIONAL_FIELDS = ("issuer",)
 ALERT_FIELDS = (
     "id",
     "type",
@@ -93,6 +95,7 @@ def record_hash(
     """A trail entry's or an alert's hash: as `entry_hash`, over `fields` of `row` (``at`` as
     `at_text` when the caller has it already: a batch's alerts share one)."""
     doc = {name: row[name] for name in fields}
+    doc.update((name, row[name]) for name in OPTIONAL_FIELDS if row.get(name) is not None)
     doc["at"] = at_text or utc_text(row["at"])
     return hashlib.sha256(prev_hash.encode() + b"\n" + _CANONICAL.encode(doc).encode()).hexdigest()
 

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain, migrate
 from app.auth import service as auth_service
+from app.auth.oidc.dev_cli import dev_idp
 from app.auth.scopes import Scope
 from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
@@ -41,6 +42,8 @@ cli.add_typer(log_cli, name="log")
 cli.add_typer(policy_cli, name="policy")
 scim_cli = typer.Typer(help="The IdP's SCIM provisioning (/scim/v2).", no_args_is_help=True)
 cli.add_typer(scim_cli, name="scim")
+
+cli.command("dev-idp")(dev_idp)  # a development OpenID Connect issuer: not for production
 
 T = TypeVar("T")
 

@@ -1,10 +1,25 @@
 """Typed settings from environment variables prefixed ``ACLAUDIT_``."""
 
 from functools import lru_cache
+from typing import Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from app.auth.scopes import Scope
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_allowed_issuer_url(url: str) -> bool:
+    """An OpenID Connect URL the service will fetch keys from: https, or http on loopback (for
+    development and tests: `aclaudit dev-idp`)."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
 def normalise_database_url(url: str) -> str:
@@ -57,6 +72,20 @@ class Settings(BaseSettings):
     # A chain that still fails verify is alerted again (log.integrity_failed) this often, per
     # process; a new failure at once.
     integrity_realert_seconds: float = Field(default=3600.0, gt=0)
+    # People sign in with the company's OpenID Connect provider (docs/oidc.md): bearer JWTs
+    # from this issuer for this audience are accepted next to static tokens.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_user_claim: str = "preferred_username"  # the person is user:<claim>
+    oidc_groups_claim: str = "groups"
+    # IdP group -> scopes, e.g. {"security-staff": ["audit:read", "alerts:read"]}
+    oidc_scope_map: dict[str, list[str]] = Field(default_factory=dict)
+    # Seconds allowed for clock skew on exp and nbf.
+    oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # The IdP's keys are fetched again (a token names an unknown key) at most this often.
+    oidc_jwks_refresh_seconds: float = Field(default=30.0, ge=0)
+    # Seconds an IdP fetch (discovery document, JWKS) may take.
+    oidc_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod
@@ -76,6 +105,41 @@ class Settings(BaseSettings):
         if level not in {"CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"}:
             raise ValueError("ACLAUDIT_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _secure_issuer(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not is_allowed_issuer_url(value):
+            raise ValueError(
+                "ACLAUDIT_OIDC_ISSUER must be an https:// URL (http:// only on loopback: "
+                "http://127.0.0.1:<port>, http://localhost)"
+            )
+        return value
+
+    @field_validator("oidc_scope_map")
+    @classmethod
+    def _known_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        known = {s.value for s in Scope}
+        unknown = sorted({s for scopes in value.values() for s in scopes} - known)
+        if unknown:
+            raise ValueError(
+                f"ACLAUDIT_OIDC_SCOPE_MAP names unknown scopes {unknown}; "
+                f"each must be one of {sorted(known)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _issuer_needs_audience(self) -> Self:
+        if self.oidc_issuer is not None and not self.oidc_audience:
+            raise ValueError("ACLAUDIT_OIDC_ISSUER needs ACLAUDIT_OIDC_AUDIENCE (the client id)")
+        return self
+
+    @property
+    def is_oidc(self) -> bool:
+        return self.oidc_issuer is not None
 
     @property
     def is_sqlite(self) -> bool:

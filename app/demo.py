@@ -285,10 +285,23 @@ async def record_reads(
         if (await accesslog_repository.get_head(session)).last_id:
             return 0
         states = states_of(session)
-    groups = build_directory()
-    rng = random.Random(SEED + 1)
+    reads = demo_reads(build_directory())
+    writer = AccessLogWriter(maker, PolicyCache(states), TokenCache(), settings)
+    writer.start()
+    try:
+        for done in range(0, len(reads), 10):
+            await writer.submit(Submission(reads[done : done + 10], ACTOR, None))
+            progress("reads", min(done + 10, len(reads)), len(reads))
+    finally:
+        await writer.stop()
+    return len(reads)
+
+
+def demo_reads(groups: dict[str, list[str]]) -> list[CheckInput]:
+    """The demo's day of reads (deterministic), each returning three employees' records."""
     employees = sorted({m for ms in groups.values() for m in ms if m.startswith("user:")})
     activity = [f"employee_activity.{name}" for name in ACTIVITY]
+    rng = random.Random(SEED + 1)
 
     def read(principal: str, dataset: str, purpose: str) -> CheckInput:
         subjects = tuple(rng.sample(employees, 3))
@@ -299,12 +312,10 @@ async def record_reads(
     for engineer in rng.sample(groups["group:data"] + groups["group:web"], 12):
         reads.append(read(engineer, rng.choice(activity), "dashboard"))
     reads += [read(c, "finance.ledger", "curiosity") for c in groups["group:contractors"][:3]]
-    writer = AccessLogWriter(maker, PolicyCache(states), TokenCache(), settings)
-    writer.start()
-    try:
-        for done in range(0, len(reads), 10):
-            await writer.submit(Submission(reads[done : done + 10], ACTOR, None))
-            progress("reads", min(done + 10, len(reads)), len(reads))
-    finally:
-        await writer.stop()
-    return len(reads)
+    return reads
+
+
+def an_employee_who_was_read() -> str:
+    """A demo employee whose records the demo's reads returned (`aclaudit dev-idp` signs them
+    in, so `/v1/me/reads` shows real entries)."""
+    return demo_reads(build_directory())[0].data_subjects[0]

@@ -20,6 +20,7 @@ from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
 from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
+from app.auth.oidc import OidcAuthenticator
 from app.auth.pacing import RefusalPacing
 from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
@@ -47,6 +48,7 @@ from app.holds.router import router as holds_router
 from app.identity import scim
 from app.identity.group_commit import GroupCommit
 from app.identity.scim import errors as scim_errors
+from app.me.router import router as me_router
 from app.operations import docs
 from app.operations.checkpoints import WalCheckpointer
 from app.operations.logs import request_id_var
@@ -230,6 +232,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # which paths exist (and was trailed as if it had been answered)
         redirect_slashes=False,
         **docs.documentation_urls(is_open=settings.open_docs),
+        swagger_ui_init_oauth=(
+            docs.oidc_sign_in(settings.oidc_audience)
+            if settings.is_oidc and settings.oidc_audience
+            else None
+        ),
     )
     app.state.settings = settings
     app.state.before_write_commit = record_with_change
@@ -237,6 +244,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusals = Refusals()
     app.state.refusal_pacing = RefusalPacing()
     app.state.simulations = OneAtATime("simulate")
+    app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
+    if app.state.oidc is not None:
+        docs.install_oidc_scheme(app, app.state.oidc.keys.discovery_url)
     install_error_handlers(app)
     docs.install(app, is_open=settings.open_docs)
     app.add_middleware(CheckFastPath)  # innermost: checks still get a request id and metrics
@@ -288,6 +298,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         alerts_router,
         plans_router,
         auth_router,
+        me_router,
         operations_router,
         scim.discovery_router,
         scim.router,

@@ -18,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import migrate
 from app.auth import service as auth_service
+from app.auth.oidc.dev_idp import DevIssuer
 from app.auth.scopes import Scope
 from app.config import Settings
 from app.db import create_engine
 from app.main import create_app
 from app.models import Base
+from tests.oidc import People
 
 POSTGRES_URL = os.environ.get("ACLAUDIT_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
@@ -130,3 +132,17 @@ async def tokens(sessionmaker: async_sessionmaker[AsyncSession]) -> Tokens:
 @pytest.fixture
 def admin(tokens: Tokens) -> dict[str, str]:
     return tokens["admin"]
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[DevIssuer]:
+    """A development OpenID Connect issuer on loopback for the session, with an RS256 and an
+    ES256 key (tests that rotate keys or take the IdP down start their own)."""
+    issuer = DevIssuer(algorithms=("RS256", "ES256")).start()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture
+def people(idp: DevIssuer) -> People:
+    return People(idp)

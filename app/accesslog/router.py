@@ -89,7 +89,7 @@ async def verify(
         raise InvalidInput("query.anchor_hash", "anchor_id and anchor_hash go together")
     anchor = (anchor_id, anchor_hash) if anchor_id is not None and anchor_hash else None
     integrity: Integrity = request.app.state.integrity
-    return await integrity.verify(caller=caller.token_id, anchor=anchor, full=full)
+    return await integrity.verify(caller=caller.key, anchor=anchor, full=full)
 
 
 @router.get("/checkpoints", response_model=CheckpointPage, responses=ERRORS)

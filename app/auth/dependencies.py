@@ -14,13 +14,18 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from app.auth import service as auth_service
+from app.auth.oidc import OidcAuthenticator, is_permanent, looks_like_jwt
 from app.auth.refusals import Refusals, bearer_hash
 from app.auth.scopes import Scope
 from app.auth.service import UNKNOWN_TOKEN, Caller
 from app.auth.trail import AUTHORIZED
-from app.errors import AppError, Unauthenticated, problem_headers, send_problem
+from app.errors import AppError, Forbidden, Unauthenticated, problem_headers, send_problem
 
-bearer = HTTPBearer(auto_error=False, description="A token from `aclaudit token create`.")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A token from `aclaudit token create`, or (when configured) an ID or access "
+    "token from the company's OpenID Connect provider.",
+)
 
 
 class DuplicateAuthorization(AppError):
@@ -55,6 +60,11 @@ async def authenticate_request(request: Request) -> Caller:
     token_hash = bearer_hash(request.scope)
     if refusals.is_refused(token_hash):  # a junk value sent again costs no lookup
         raise Unauthenticated(UNKNOWN_TOKEN)
+    oidc: OidcAuthenticator | None = getattr(request.app.state, "oidc", None)
+    if oidc is not None:
+        token = (header or "").partition(" ")[2].strip()
+        if looks_like_jwt(token):
+            return await _authenticate_person(request, oidc, token, token_hash, refusals)
     maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
     # The refusal is raised once the session is closed: raised inside it, a junk token's 401
     # cost the server about twice a 403 (measured: checks at 48% of their rate under a
@@ -69,6 +79,27 @@ async def authenticate_request(request: Request) -> Caller:
             refusals.remember_refused(token_hash)
         raise found
     request.state.caller = found  # read by the admin trail
+    if token_hash is not None:
+        refusals.remember(token_hash, found)
+    return found
+
+
+async def _authenticate_person(
+    request: Request,
+    oidc: OidcAuthenticator,
+    token: str,
+    token_hash: str | None,
+    refusals: Refusals,
+) -> Caller:
+    """A person's JWT: verified in process (CPU only; keys are fetched, rate-limited, only
+    for a key id not seen yet), then kept by its hash until it expires."""
+    try:
+        found = await oidc.authenticate(token, token_hash)
+    except Unauthenticated as exc:
+        if token_hash is not None and is_permanent(exc):
+            refusals.remember_refused(token_hash)
+        raise
+    request.state.caller = found
     if token_hash is not None:
         refusals.remember(token_hash, found)
     return found
@@ -107,6 +138,32 @@ def scoped(scope: Scope) -> Callable[[Request, Caller], Awaitable[Caller]]:
 
     setattr(dependency, AUTHORIZE, authorize)
     return dependency
+
+
+NOT_A_PERSON = (
+    "this endpoint shows a person their own data: sign in with the company's OpenID Connect "
+    "provider (a token has no data of its own)"
+)
+
+
+async def authorize_person(request: Request) -> Caller:
+    caller = await authenticate_request(request)
+    if not caller.is_person:
+        raise Forbidden(NOT_A_PERSON)
+    return caller
+
+
+async def signed_in_person(
+    request: Request, caller: Annotated[Caller, Depends(current_caller)]
+) -> Caller:
+    """Any person signed in with the company's IdP, whatever their scopes; no static token."""
+    if not caller.is_person:
+        raise Forbidden(NOT_A_PERSON)
+    request.scope.setdefault("state", {})[AUTHORIZED] = True  # (a route not AuthorizedFirst)
+    return caller
+
+
+setattr(signed_in_person, AUTHORIZE, authorize_person)
 
 
 def _authorization(dependant: Dependant) -> Authorize | None:
@@ -168,6 +225,7 @@ PolicyWriter = Annotated[Caller, Depends(scoped(Scope.policy_write))]
 AlertsReader = Annotated[Caller, Depends(scoped(Scope.alerts_read))]
 AdminCaller = Annotated[Caller, Depends(scoped(Scope.admin))]
 ScimCaller = Annotated[Caller, Depends(scoped(Scope.scim))]
+PersonCaller = Annotated[Caller, Depends(signed_in_person)]
 
 
 class RequireBearer:

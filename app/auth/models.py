@@ -27,7 +27,8 @@ class TrailEntry(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    token_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # the token's name, or a person's principal (`user:<id>`) when `issuer` is set
+    token_name: Mapped[str | None] = mapped_column(String(160), nullable=True)
     method: Mapped[str] = mapped_column(String(16))
     path: Mapped[str] = mapped_column(Text)
     query: Mapped[str] = mapped_column(Text)
@@ -37,6 +38,8 @@ class TrailEntry(Base):
         ForeignKey("api_tokens.id", ondelete="SET NULL"), nullable=True
     )
     count: Mapped[int] = mapped_column(Integer, server_default="1")
+    # The OpenID Connect provider that signed the person's token in (None for static tokens).
+    issuer: Mapped[str | None] = mapped_column(String(512), nullable=True)
     # The trail's hash chain (`app.chain.TRAIL_FIELDS`); ids come from its head.
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

@@ -19,7 +19,7 @@ async def read_trail(
     session: SessionDep,
     _: AdminCaller,
     token_name: Annotated[
-        str | None, Query(max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+        str | None, Query(max_length=160, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+:-]{0,159}$")
     ] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,

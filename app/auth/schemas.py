@@ -8,7 +8,13 @@ class TrailEntryRead(BaseModel):
 
     id: int
     at: datetime
-    token_name: str | None
+    token_name: str | None = Field(
+        description="The token's name, or for a person signed in with the company's OpenID "
+        "Connect provider their principal (`user:<id>`)"
+    )
+    issuer: str | None = Field(
+        default=None, description="The OpenID Connect provider of a person (null for tokens)"
+    )
     method: str
     path: str
     query: str

@@ -22,9 +22,23 @@ TOKEN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")  # \Z: no tr
 
 @dataclass(frozen=True)
 class Caller:
-    token_id: int
+    """Who is calling: a static token (`token_id`, its `name`), or a person signed in with the
+    company's OpenID Connect provider (`name` is their principal ``user:<id>``, `issuer` the
+    provider; no token row)."""
+
+    token_id: int | None
     name: str
     scopes: frozenset[str]
+    issuer: str | None = None
+
+    @property
+    def is_person(self) -> bool:
+        return self.issuer is not None
+
+    @property
+    def key(self) -> object:
+        """Tells callers apart (one turn each in `app.fairness`)."""
+        return self.token_id if self.issuer is None else (self.issuer, self.name)
 
     def has_scope(self, scope: Scope) -> bool:
         return scope.value in self.scopes or Scope.admin.value in self.scopes
@@ -95,6 +109,7 @@ async def record_trail(
     status: int,
     request_id: str | None,
     count: int = 1,
+    issuer: str | None = None,
 ) -> None:
     """Append a trail entry, chained onto the trail's head (locked until the caller commits:
     briefly, as the entry is the transaction's last write; the wait is bounded by the
@@ -112,6 +127,8 @@ async def record_trail(
         "count": count,
         "prev_hash": head.last_hash,
     }
+    if issuer is not None:
+        row["issuer"] = issuer
     row["hash"] = chain.record_hash(head.last_hash, chain.TRAIL_FIELDS, row)
     session.add(TrailEntry(token_id=token_id, **row))
     key = chain_key(session)

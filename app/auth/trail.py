@@ -31,7 +31,7 @@ logger = logging.getLogger("aclaudit.trail")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNTRAILED_MUTATIONS = ("/v1/check",)  # recorded in the access log instead
 SENSITIVE_READ = re.compile(
-    r"^/v1/(access-log|findings|admin|alerts|explain|principals/[^/]+/access"
+    r"^/v1/(access-log|findings|admin|alerts|explain|me/|principals/[^/]+/access"
     r"|datasets/[^/]+/exposure)"
 )
 MAX_QUERY = 4000  # longer query strings are refused, so the trail never holds a cut-off one
@@ -153,6 +153,7 @@ async def _add_entry(session: AsyncSession, scope: Scope, status: int) -> None:
         query=scope.get("query_string", b"").decode("latin-1")[:MAX_QUERY],
         status=status,
         request_id=state.get("request_id"),
+        issuer=caller.issuer if caller else None,
     )
 
 

@@ -32,7 +32,7 @@ class CheckInput:
 class Submission:
     checks: list[CheckInput]
     caller: str
-    token_hash: str | None  # None only for in-process callers (the demo), never over HTTP
+    token_hash: str | None  # None for in-process callers (the demo) and people (OIDC JWTs)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.auth import service as auth_service
-from app.auth.dependencies import AUTHORIZE, AuthorizedFirst, authorization_header, bearer
+from app.auth.dependencies import (
+    AUTHORIZE,
+    AuthorizedFirst,
+    authenticate_request,
+    authorization_header,
+    bearer,
+)
+from app.auth.oidc import looks_like_jwt
 from app.auth.scopes import Scope
 from app.auth.service import Caller
 from app.auth.token_cache import TokenCache
@@ -31,7 +38,7 @@ router = APIRouter(prefix="/v1/check", tags=["check"], route_class=AuthorizedFir
 @dataclass(frozen=True)
 class CheckAuth:
     caller: Caller
-    token_hash: str
+    token_hash: str | None  # None for a person (OpenID Connect)
 
 
 async def authorize_check(request: Request) -> CheckAuth:
@@ -46,6 +53,14 @@ async def authorize_check(request: Request) -> CheckAuth:
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("send Authorization: Bearer <token>")
     token_hash = auth_service.hash_token(token)
+    if getattr(request.app.state, "oidc", None) is not None and looks_like_jwt(token):
+        # a person: authenticated as on every other route; their checks are not revalidated
+        # against the token table (a JWT is not revoked here: it expires)
+        person = await authenticate_request(request)
+        auth_service.require(person, Scope.check)
+        auth = CheckAuth(person, None)
+        request.state.check_auth = auth
+        return auth
     cache: TokenCache = request.app.state.token_cache
     try:
         caller = await cache.lookup(request.app.state.sessionmaker, token_hash)

@@ -139,7 +139,7 @@ async def principal_access(
 async def simulation_turn(request: Request, caller: AuditReader) -> AsyncIterator[None]:
     """Wait for this caller's turn (before the session opens: waiting holds no connection)."""
     gate: OneAtATime = request.app.state.simulations
-    async with gate.turn(caller.token_id):
+    async with gate.turn(caller.key):
         yield
 
 

@@ -30,12 +30,47 @@ async def openapi(request: Request, _: AnyCaller) -> JSONResponse:
 
 @router.get(DOCS_URL)
 async def swagger_ui(request: Request, _: AnyCaller) -> HTMLResponse:
-    return get_swagger_ui_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - docs")
+    return get_swagger_ui_html(
+        openapi_url=OPENAPI_URL,
+        title=f"{request.app.title} - docs",
+        init_oauth=request.app.swagger_ui_init_oauth,
+    )
 
 
 @router.get(REDOC_URL)
 async def redoc(request: Request, _: AnyCaller) -> HTMLResponse:
     return get_redoc_html(openapi_url=OPENAPI_URL, title=f"{request.app.title} - ReDoc")
+
+
+OIDC_SCHEME = "OpenIdConnect"
+
+
+def oidc_sign_in(client_id: str) -> dict[str, Any]:
+    """Swagger UI's OAuth settings: sign in with the IdP (authorization code with PKCE)."""
+    return {"clientId": client_id, "usePkceWithAuthorizationCodeGrant": True, "scopes": "openid"}
+
+
+def install_oidc_scheme(app: FastAPI, discovery_url: str) -> None:
+    """Add the OpenID Connect security scheme to the document, next to the bearer token on
+    every operation that takes one, so staff can sign in from `/docs`."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = generate()  # cached by FastAPI after the first call
+        schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+        if OIDC_SCHEME not in schemes:
+            schemes[OIDC_SCHEME] = {
+                "type": "openIdConnect",
+                "openIdConnectUrl": discovery_url,
+                "description": "Sign in with the company's OpenID Connect provider.",
+            }
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    if isinstance(operation, dict) and operation.get("security"):
+                        operation["security"] = [*operation["security"], {OIDC_SCHEME: []}]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def documentation_urls(*, is_open: bool) -> dict[str, Any]:

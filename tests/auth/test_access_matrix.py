@@ -1,5 +1,7 @@
 """Who may call what: one row per /v1 endpoint, checked without a token, with every other
-scope, and with the scope it needs (and ``admin``, which satisfies every scope).
+scope, and with the scope it needs (and ``admin``, which satisfies every scope); each with a
+static token and with a person signed in with the company's OpenID Connect provider (scopes
+from their IdP groups), through the same dependency.
 
 To cover a new endpoint, add an ``Endpoint`` to ``ENDPOINTS``; if it needs an object to exist,
 create it in ``seed`` and refer to it in the path as ``{name}``.
@@ -13,8 +15,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth.oidc.dev_idp import DevIssuer
 from app.auth.scopes import Scope
 from app.auth.trail import is_trailed
+from app.config import Settings
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetWrite, Sensitivity
 from app.directory import service as directory_service
@@ -23,6 +27,7 @@ from app.exposure import scan as exposure_scan
 from app.identifiers import Action, Effect
 from app.policy import service as policy_service
 from app.policy.schemas import GrantCreate
+from tests.oidc import People, oidc_settings
 
 PROBLEM_JSON = "application/problem+json"
 READ, WRITE, ADMIN = Scope.audit_read.value, Scope.policy_write.value, Scope.admin.value
@@ -122,6 +127,13 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/policy/apply", WRITE, {"groups": {"applied": ["user:zed"]}}),
 ]
 
+# A person's own data (`/v1/me`): any person signed in with the IdP, no scope; never a token.
+PERSON = "person"
+PERSON_ENDPOINTS = [
+    Endpoint("GET", "/v1/me/reads", PERSON),
+    Endpoint("GET", "/v1/me/access", PERSON),
+]
+
 # /v1 routes not in the matrix yet (they need seeded objects the fixture does not make, or were
 # still being built when it was written). Move each into ENDPOINTS; a route in neither list
 # fails test_every_v1_route_is_in_the_access_matrix.
@@ -177,6 +189,18 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
 
 
 @pytest.fixture
+def settings(database_url: str, idp: DevIssuer) -> Settings:
+    """Both kinds of caller accepted: static tokens, and the development issuer's people."""
+    return oidc_settings(database_url, idp.url)
+
+
+@pytest.fixture(params=["token", "person"])
+def callers(request: pytest.FixtureRequest, tokens: Any, people: People) -> Any:
+    """Bearer headers per scope: a static token's, or a signed-in person's."""
+    return tokens if request.param == "token" else people
+
+
+@pytest.fixture
 async def seeded(
     sessionmaker: async_sessionmaker[AsyncSession], client: httpx.AsyncClient, tokens: Any
 ) -> dict[str, Any]:
@@ -224,15 +248,15 @@ def test_every_v1_route_is_in_the_access_matrix(app: FastAPI) -> None:
         if path.startswith("/v1/")
         for method in operations
     }
-    in_matrix = {(e.method, e.route) for e in ENDPOINTS}
+    in_matrix = {(e.method, e.route) for e in ENDPOINTS + PERSON_ENDPOINTS}
     missing = routes - in_matrix - NOT_YET_IN_MATRIX
     assert not missing, f"add these routes to ENDPOINTS in {__name__}: {sorted(missing)}"
     assert in_matrix <= routes, f"ENDPOINTS lists routes that do not exist: {in_matrix - routes}"
 
 
-@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
+@pytest.mark.parametrize("endpoint", ENDPOINTS + PERSON_ENDPOINTS, ids=str)
 async def test_request_without_valid_token_is_refused_with_401(
-    client: httpx.AsyncClient, endpoint: Endpoint
+    client: httpx.AsyncClient, people: People, endpoint: Endpoint
 ) -> None:
     url = endpoint.url(PLACEHOLDERS)  # nothing is looked up before the token is
     for headers in (
@@ -240,6 +264,8 @@ async def test_request_without_valid_token_is_refused_with_401(
         {"Authorization": "Bearer acl_not-a-real-token"},
         {"Authorization": "Bearer "},
         {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer not.a.jwt"},
+        people.headers("alice", ["g-admin"], exp=1_000_000, iat=999_000, nbf=999_000),
     ):
         r = await client.request(endpoint.method, url, json=endpoint.body, headers=headers)
         _assert_problem(r, 401)
@@ -248,13 +274,13 @@ async def test_request_without_valid_token_is_refused_with_401(
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
 async def test_token_without_the_required_scope_is_refused_with_403(
-    client: httpx.AsyncClient, tokens: Any, seeded: dict[str, Any], endpoint: Endpoint
+    client: httpx.AsyncClient, callers: Any, seeded: dict[str, Any], endpoint: Endpoint
 ) -> None:
     others = [s.value for s in Scope if s.value not in {endpoint.scope, ADMIN}]
     assert others
     for scope in others:
         r = await client.request(
-            endpoint.method, endpoint.url(seeded), json=endpoint.body, headers=tokens[scope]
+            endpoint.method, endpoint.url(seeded), json=endpoint.body, headers=callers[scope]
         )
         _assert_problem(r, 403)
         assert endpoint.scope in r.json()["detail"], scope
@@ -263,9 +289,9 @@ async def test_token_without_the_required_scope_is_refused_with_403(
 @pytest.mark.parametrize("scope", ["required", ADMIN])
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=str)
 async def test_token_with_the_required_scope_or_admin_succeeds(
-    client: httpx.AsyncClient, tokens: Any, seeded: dict[str, Any], endpoint: Endpoint, scope: str
+    client: httpx.AsyncClient, callers: Any, seeded: dict[str, Any], endpoint: Endpoint, scope: str
 ) -> None:
-    headers = tokens[endpoint.scope if scope == "required" else scope]
+    headers = callers[endpoint.scope if scope == "required" else scope]
     r = await client.request(
         endpoint.method, endpoint.url(seeded), json=endpoint.body, headers=headers
     )
@@ -307,9 +333,9 @@ async def test_an_unparsable_body_is_refused_401_or_403_before_it_is_reported(
 
 
 async def test_audit_reader_cannot_change_anything(
-    client: httpx.AsyncClient, tokens: Any, seeded: dict[str, Any]
+    client: httpx.AsyncClient, callers: Any, seeded: dict[str, Any]
 ) -> None:
-    reader = tokens[READ]
+    reader = callers[READ]
     before = await dump(client, reader)
     assert (
         before["grants"][0]["items"] and before["datasets"]["items"]
@@ -322,6 +348,33 @@ async def test_audit_reader_cannot_change_anything(
         )
         _assert_problem(r, 403)
     assert await dump(client, reader) == before
+
+
+async def test_a_person_without_scopes_is_refused_403_on_every_other_v1_route(
+    client: httpx.AsyncClient, people: People, seeded: dict[str, Any]
+) -> None:
+    nobody = people.headers("nobody", ["not-mapped-to-any-scope"])
+    for endpoint in ENDPOINTS:
+        r = await client.request(
+            endpoint.method, endpoint.url(seeded), json=endpoint.body, headers=nobody
+        )
+        _assert_problem(r, 403)
+    for endpoint in PERSON_ENDPOINTS:  # their own data, though
+        r = await client.request(endpoint.method, endpoint.url(seeded), headers=nobody)
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("endpoint", PERSON_ENDPOINTS, ids=str)
+async def test_only_a_signed_in_person_may_read_their_own_data(
+    client: httpx.AsyncClient, tokens: Any, people: People, endpoint: Endpoint
+) -> None:
+    for scope in Scope:  # a token has no data of its own, whatever its scope
+        r = await client.request(endpoint.method, endpoint.path, headers=tokens[scope.value])
+        _assert_problem(r, 403)
+    for scope in Scope:
+        r = await client.request(endpoint.method, endpoint.path, headers=people[scope.value])
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
 
 
 # -- /scim/v2: the IdP's SCIM endpoints, scope `scim`; every refusal a SCIM error document ----
