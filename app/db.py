@@ -190,6 +190,8 @@ WRITE_OPTION = "aclaudit_write"
 # as long to write.
 SQLITE_CACHE_KIB = 16_384
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Request scope state: the request's admin-trail entry is in its transaction (`app.auth.trail`)
+TRAIL_RECORDED = "admin_trail_recorded"
 
 
 class _WriterTurns:
@@ -336,8 +338,12 @@ async def get_session(request: Request, response: Response) -> AsyncIterator[Asy
         except BaseException:
             await session.rollback()
             raise
-        else:
+        try:
             await session.commit()
+        except BaseException:
+            # the trail entry went with the rest: the middleware records the failure instead
+            request.scope.get("state", {}).pop(TRAIL_RECORDED, None)
+            raise
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

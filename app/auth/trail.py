@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.auth import service as auth_service
 from app.auth.pacing import RefusalPacing
 from app.auth.refusals import Refusals, refused_path
-from app.db import begin_write
+from app.db import TRAIL_RECORDED, begin_write
 from app.errors import AppError, ServiceUnavailable, send_problem
 
 logger = logging.getLogger("aclaudit.trail")
@@ -35,7 +35,7 @@ SENSITIVE_READ = re.compile(
     r"|datasets/[^/]+/exposure)"
 )
 MAX_QUERY = 4000  # longer query strings are refused, so the trail never holds a cut-off one
-RECORDED = "admin_trail_recorded"
+RECORDED = TRAIL_RECORDED
 AUTHORIZED = "authorized"  # set once the caller is authenticated and holds the scope
 
 

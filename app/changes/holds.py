@@ -23,7 +23,7 @@ from app.exposure.view import PolicyView
 from app.holds import repository as holds_repository
 from app.holds.models import Hold
 from app.holds.schemas import HoldKind, HoldRead
-from app.policy.holds import EVERYTHING, hold_rules, is_hold
+from app.policy.holds import EVERYTHING, hold_rules, is_hold, rules_of
 from app.policy.state import PolicyChange
 
 AUDIENCE_JOINED = "the principal joined the dataset's intended audience"
@@ -111,7 +111,7 @@ async def settle(
         held = list(await holds_repository.active_on(session, kind=kind, datasets=datasets))
     unheld = after
     if held:
-        rules = tuple(r for h in held for r in hold_rules(h.id, h.principal, h.dataset))
+        rules = tuple(rules_of((h.id, h.principal, h.dataset) for h in held))
         unheld = after.changed(PolicyChange(removed=rules))
     blocked = [d for d in datasets if d in after.datasets and after.datasets[d].guard == "block"]
     new = newly_readable(before, unheld, blocked, at) if (held or holding) else {}
@@ -147,8 +147,8 @@ async def settle(
     gone = [h for holds in released.values() for h in holds]
     changes = HoldChanges(
         PolicyChange(
-            added=tuple(r for h in opened for r in hold_rules(h.id, h.principal, h.dataset)),
-            removed=tuple(r for h in gone for r in hold_rules(h.id, h.principal, h.dataset)),
+            added=tuple(rules_of((h.id, h.principal, h.dataset) for h in opened)),
+            removed=tuple(rules_of((h.id, h.principal, h.dataset) for h in gone)),
         ),
         opened,
         gone,
@@ -195,7 +195,7 @@ async def reactivate(
     )
     stamp = datetime.fromtimestamp(at, UTC)
     await holds_repository.release(session, held, at=stamp, by=actor, reason=REACTIVATED)
-    rules = tuple(r for h in held for r in hold_rules(h.id, h.principal, h.dataset))
+    rules = tuple(rules_of((h.id, h.principal, h.dataset) for h in held))
     return HoldChanges(PolicyChange(removed=rules), released=list(held))
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.auth.trail import RECORDED
 from app.db import begin_write, take_policy_turn
 from app.errors import ServiceUnavailable
 from app.identity import provisioning
@@ -73,17 +74,30 @@ class GroupCommit:
 
     async def _one_batch(self) -> None:
         taken: list[_Push] = []
+        try:
+            await self._commit(taken)
+        finally:  # (cancelled, say at shutdown: no push waits for ever)
+            for push in taken:
+                if not push.done.done():
+                    push.done.set_exception(ServiceUnavailable("the server is stopping; retry"))
+
+    async def _commit(self, taken: list[_Push]) -> None:
+        """One batch: `taken` is filled with its pushes once this worker's turn has come."""
         outcomes: list[tuple[_Push, BaseException | None, Any]] = []
         try:
             async with self._maker() as session:
                 await begin_write(session)  # SQLite: this worker's writers take turns here
                 await take_policy_turn(session)  # PostgreSQL: its policy changes, here
                 # Pushes that queued while this batch waited for its turn go in it.
-                taken = self._take()
+                taken.extend(self._take())
                 deferred = provisioning.defer(session)
                 for push in taken:
                     outcomes.append(await self._apply(session, deferred, push))
                 await provisioning.settle_deferred(session, deferred)
+                # the trail head last, after the version lock, as every other change takes them
+                for push, error, _ in outcomes:
+                    if error is None:
+                        await self._hook(push.request, push.response, session)
                 await session.commit()
         except Exception:
             logger.exception("a batch of SCIM pushes could not commit")
@@ -93,6 +107,7 @@ class GroupCommit:
             # (failed before taking any, the database unreachable: the first batch is answered,
             # so an outage never spins)
             for push in taken or self._take():
+                push.request.scope.get("state", {}).pop(RECORDED, None)  # the 503 is trailed
                 if not push.done.done():
                     push.done.set_exception(failure)
             return
@@ -114,12 +129,13 @@ class GroupCommit:
     async def _apply(
         self, session: AsyncSession, deferred: provisioning.Deferred, push: _Push
     ) -> tuple[_Push, BaseException | None, Any]:
-        """One push in a savepoint, with its trail entry; rolled back alone if it raises."""
+        """One push in a savepoint, rolled back alone if it raises (its trail entry is written
+        after the batch's policy change: the version lock first, then the trail's head, in the
+        order every change takes them)."""
         mark = deferred.mark()
         savepoint = await session.begin_nested()
         try:
             value = await push.work(session)
-            await self._hook(push.request, push.response, session)
         except Exception as exc:
             await savepoint.rollback()
             deferred.restore(mark)

@@ -59,8 +59,7 @@ async def release_group(session: AsyncSession, *, group: str, actor: str) -> Pro
     before = await view_before_change(session)
     moved = {group: (set(await directory_repository.list_members(session, group)), set[str]())}
     for parent in await directory_repository.groups_of(session, group):
-        members = set(await directory_repository.list_members(session, parent))
-        moved[parent] = (members, members - {group})
+        moved[parent] = ({group}, set())  # (only the difference counts: the others stay)
     found = await directory_repository.get_group(session, group)
     if found is not None:
         found.managed_by = None
@@ -95,7 +94,10 @@ async def change_members(
         return Provisioned()  # decided without the policy lock: an IdP repeats itself often
     deferred: Deferred | None = session.info.get(_DEFERRED)
     if deferred is not None:
-        await deferred.write(session, group, old, new, actor)
+        await deferred.lock(session)
+        old, new = await wanted()  # read again under the policy lock
+        if old != new:
+            await deferred.write(session, group, old, new, actor)
         return Provisioned()
     before = await view_before_change(session)
     return await _relinked(session, before, {group: await wanted()}, actor)
@@ -117,13 +119,16 @@ class Deferred:
     was: dict[str, dict[str, bool]] = field(default_factory=dict)
     now: dict[str, dict[str, bool]] = field(default_factory=dict)
 
-    async def write(
-        self, session: AsyncSession, group: str, old: set[str], new: set[str], actor: str
-    ) -> None:
+    async def lock(self, session: AsyncSession) -> None:
         if self.before is None:
             self.before = await view_before_change(session)
             directory = self.before.analyser.directory
             self.graph = (directory.children_map, directory.parents_map)
+
+    async def write(
+        self, session: AsyncSession, group: str, old: set[str], new: set[str], actor: str
+    ) -> None:
+        await self.lock(session)
         assert self.graph is not None
         children, parents = await directory_service.change_member_rows(
             session,
@@ -211,21 +216,21 @@ async def rename_user(session: AsyncSession, *, old: str, new: str, actor: str) 
     any membership change), and `old`, a name nobody in the IdP holds now, gets an `inactive`
     hold: whoever is given it later inherits nothing until the IdP provisions them."""
     before = await view_before_change(session)
-    moved = {
-        group: (members, (members - {old}) | {new})
-        for group, (members, _) in (await _without(session, old)).items()
-    }
+    moved = {}
+    for group in await directory_repository.groups_of(session, old):
+        named = await directory_repository.members_among(session, group, [old, new])
+        moved[group] = (named, (named - {old}) | {new})
     holds = await holds_change.deactivate(session, principal=old, actor=actor, at=time.time())
     return await _relinked(session, before, moved, actor, holds, old)
 
 
 async def _without(session: AsyncSession, principal: str) -> dict[str, tuple[set[str], set[str]]]:
-    """Every group `principal` is a direct member of: (members, members without it)."""
-    moved = {}
-    for group in await directory_repository.groups_of(session, principal):
-        members = set(await directory_repository.list_members(session, group))
-        moved[group] = (members, members - {principal})
-    return moved
+    """Every group `principal` is a direct member of, as it leaves (only the difference
+    counts: the other members, however many, are never loaded)."""
+    return {
+        group: ({principal}, set())
+        for group in await directory_repository.groups_of(session, principal)
+    }
 
 
 async def _relinked(
