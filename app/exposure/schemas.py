@@ -36,8 +36,8 @@ class FindingRead(BaseModel):
     principal: str = Field(description="The grant's subject.")
     excess_count: int
     excess_sample: list[str] = Field(
-        description="Up to 20 principals of the excess: those aclaudit has known longest, so "
-        "the sample stays put while members join (`excess_count` counts them all)."
+        description="Up to 20 principals of the excess; members who join it later do not "
+        "displace them (`excess_count` counts them all)."
     )
     paths: list[ExcessPath] = Field(description="How the first five sampled reach the grant.")
     severity: Severity
