@@ -19,6 +19,7 @@ from app.auth.refusals import Refusals, bearer_hash
 from app.auth.scopes import Scope
 from app.auth.service import UNKNOWN_TOKEN, Caller
 from app.auth.trail import AUTHORIZED
+from app.db import read_only
 from app.errors import AppError, Forbidden, Unauthenticated, problem_headers, send_problem
 
 bearer = HTTPBearer(
@@ -70,6 +71,7 @@ async def authenticate_request(request: Request) -> Caller:
     # cost the server about twice a 403 (measured: checks at 48% of their rate under a
     # junk-token flood, 112% this way)
     async with maker() as session:
+        await read_only(session)
         try:
             found: Caller | Unauthenticated = await auth_service.authenticate(session, header)
         except Unauthenticated as exc:
