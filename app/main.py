@@ -197,7 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine, chain_key=settings.checkpoint_key_bytes
         )
         app.state.policy = PolicyCache(states_for(engine))
-        app.state.group_commit = GroupCommit(app.state.sessionmaker, record_with_change)
+        app.state.group_commit = GroupCommit(
+            app.state.sessionmaker, record_with_change, app.state.metrics.observe_scim_batch
+        )
         app.state.token_cache = TokenCache()
         writer = AccessLogWriter(
             app.state.sessionmaker, app.state.policy, app.state.token_cache, settings

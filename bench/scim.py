@@ -291,6 +291,10 @@ def fresh_database(args: argparse.Namespace) -> str:
 async def measure(driver: Driver, work: Workload, args, results: Results) -> None:
     await scan(driver, "scan before the sync", results, unchanged=False)
     ids = await initial_sync(driver, work, args, results)
+    batches = await driver.pushes_per_commit()
+    if batches is not None:
+        stage(f"    group PATCHes per commit: {batches}")
+        results.facts["group PATCHes per commit"] = batches
     await scan(driver, "scan after the sync", results, unchanged=True)
     stage(f"PATCH stream ({args.patches}, one at a time):")
     await stream(driver, work, ids, args, results)

@@ -34,6 +34,7 @@ class Driver(Protocol):
     async def add_members(self, group: str, members: list[Member], *, shape: str) -> float: ...
     async def remove_member(self, group: str, member: Member, *, shape: str) -> float: ...
     async def scan(self) -> dict[str, Any]: ...
+    async def pushes_per_commit(self) -> dict[str, float] | None: ...
 
 
 def user_body(user_name: str) -> dict[str, Any]:
@@ -138,6 +139,25 @@ class HttpDriver:
             "PATCH", f"/scim/v2/Groups/{group}", remove_body(member, shape), (200, 204)
         )
         return time.perf_counter() - started
+
+    async def pushes_per_commit(self) -> dict[str, float] | None:
+        """The server's group commits so far (`aclaudit_scim_pushes_per_commit`): count and mean."""
+        response = await self.client().get(
+            "/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        if response.status_code != 200:
+            raise BenchError(f"GET /metrics -> {response.status_code}: {response.text[:500]}")
+        values = {}
+        for line in response.text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in (
+                "aclaudit_scim_pushes_per_commit_sum",
+                "aclaudit_scim_pushes_per_commit_count",
+            ):
+                values[name.rsplit("_", 1)[1]] = float(value)
+        if not values.get("count"):
+            return None
+        return {"commits": values["count"], "mean": round(values["sum"] / values["count"], 2)}
 
     async def scan(self) -> dict[str, Any]:
         response = await self.client().post(
@@ -251,6 +271,9 @@ class InProcessDriver:
 
     async def remove_member(self, group: str, member: Member, *, shape: str) -> float:
         return await self._members(group, remove=[member.principal])
+
+    async def pushes_per_commit(self) -> dict[str, float] | None:
+        return None  # the provisioning calls run one by one, not through the group commit
 
     async def scan(self) -> dict[str, Any]:
         from app.exposure import scan as scans

@@ -32,6 +32,12 @@ from app.identity import provisioning
 logger = logging.getLogger("aclaudit.group_commit")
 
 MAX_BATCH = 32  # pushes per transaction (each up to the SCIM body limit)
+# Once its turn has come, a batch waits for more pushes until none has come for QUIET_SECONDS
+# (at most GATHER_SECONDS): the pushes an IdP sends as soon as the last batch answered it come
+# a few milliseconds apart (each authenticated first), and without the wait a worker's batches
+# split in two halves that alternate (measured: 2.0 pushes a commit with 4 in flight).
+QUIET_SECONDS = 0.006
+GATHER_SECONDS = 0.025
 
 Work = Callable[[AsyncSession], Awaitable[Any]]
 Hook = Callable[[Request, Response, AsyncSession], Awaitable[None]]
@@ -49,9 +55,15 @@ class _Push:
 class GroupCommit:
     """This worker's queue of IdP group pushes, drained batch by batch."""
 
-    def __init__(self, maker: async_sessionmaker[AsyncSession], hook: Hook) -> None:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        hook: Hook,
+        observe: Callable[[int], None] = lambda pushes: None,
+    ) -> None:
         self._maker = maker
         self._hook = hook
+        self._observe = observe  # each batch's size, once committed
         self._queue: list[_Push] = []
         self._draining: asyncio.Task[None] | None = None
 
@@ -89,6 +101,7 @@ class GroupCommit:
                 await begin_write(session)  # SQLite: this worker's writers take turns here
                 await take_policy_turn(session)  # PostgreSQL: its policy changes, here
                 # Pushes that queued while this batch waited for its turn go in it.
+                await self._gather()
                 taken.extend(self._take())
                 deferred = provisioning.defer(session)
                 for push in taken:
@@ -99,6 +112,7 @@ class GroupCommit:
                     if error is None:
                         await self._hook(push.request, push.response, session)
                 await session.commit()
+            self._observe(len(taken))
         except Exception:
             logger.exception("a batch of SCIM pushes could not commit")
             failure = ServiceUnavailable(
@@ -118,6 +132,17 @@ class GroupCommit:
                 push.done.set_exception(error)
             else:
                 push.done.set_result(value)
+
+    async def _gather(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = last = loop.time()
+        queued = len(self._queue)
+        while queued < MAX_BATCH and loop.time() - last < QUIET_SECONDS:
+            if loop.time() - started >= GATHER_SECONDS:
+                return
+            await asyncio.sleep(0.001)
+            if len(self._queue) > queued:
+                queued, last = len(self._queue), loop.time()
 
     def _take(self) -> list[_Push]:
         actor = self._queue[0].actor

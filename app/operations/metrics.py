@@ -94,6 +94,12 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        self.scim_batch = Histogram(
+            "aclaudit_scim_pushes_per_commit",
+            "The IdP's group PATCHes committed together (one transaction, one findings run).",
+            buckets=(1, 2, 3, 4, 6, 8, 16, 32),
+            registry=self.registry,
+        )
         # Each labelled child made once (present at 0 from the start) and kept: `labels()`
         # validates and looks the child up under a lock on every call.
         self._allowed = self.checks.labels("allow")
@@ -120,6 +126,9 @@ class Metrics:
     def count_refused(self, checks: int) -> None:
         """Checks answered 503 deny before they reached the access log (token store down)."""
         self._denied.inc(checks)
+
+    def observe_scim_batch(self, pushes: int) -> None:
+        self.scim_batch.observe(pushes)
 
     def count_refusal(self, status: int) -> None:
         self.refusals.labels(str(status)).inc()

@@ -45,6 +45,18 @@ async def members(client: httpx.AsyncClient, admin: dict[str, str], gid: str) ->
     return set(r.json()["members"])
 
 
+async def batch_metrics(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[int, int]:
+    """(commits, pushes) of `aclaudit_scim_pushes_per_commit`."""
+    text = (await client.get("/metrics", headers=admin)).text
+    found = dict(
+        line.split(" ") for line in text.splitlines() if line.startswith("aclaudit_scim_pushes")
+    )
+    return (
+        int(float(found["aclaudit_scim_pushes_per_commit_count"])),
+        int(float(found["aclaudit_scim_pushes_per_commit_sum"])),
+    )
+
+
 def add(*ids: str) -> dict[str, Any]:
     return patch_body({"op": "add", "path": "members", "value": [{"value": i} for i in ids]})
 
@@ -64,6 +76,7 @@ async def test_queued_pushes_commit_as_one_policy_change_with_holds_findings_and
     assert notes.status_code == 201, notes.text
     assert (await grant(client, admin, "group:company", "act.notes")).status_code == 201
     version = await policy_version(app)
+    commits, pushed = await batch_metrics(client, admin)
 
     async with writers_held(app):
         pushes = [
@@ -79,6 +92,7 @@ async def test_queued_pushes_commit_as_one_policy_change_with_holds_findings_and
 
     assert [r.status_code for r in answers] == [204] * 4, [r.text for r in answers]
     assert await policy_version(app) == version + 1  # one change for the four pushes
+    assert await batch_metrics(client, admin) == (commits + 1, pushed + 4)
     for i in range(4):
         assert await members(client, admin, f"team{i}") == {f"user:u{3 * i + j}" for j in range(3)}
     # team0's newcomers outside the audience are held on the block-guarded dataset
