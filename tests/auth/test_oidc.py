@@ -12,6 +12,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from app.auth.oidc.dev_idp import DevIssuer, DevKey
@@ -155,6 +156,24 @@ async def test_the_username_claim_is_normalised_to_the_principal(
     assert r.status_code == 201, r.text
     [entry] = (await client.get("/v1/admin/trail?limit=1", headers=admin)).json()["items"]
     assert entry["token_name"] == "user:alice.smith@example.com"
+
+
+async def test_a_person_in_no_mapped_group_gets_nothing_but_their_own_data(
+    app: FastAPI, client: httpx.AsyncClient, people: People
+) -> None:
+    nobody = people.headers("nobody", [])
+    opened = []
+    swept = 0
+    for path, operations in app.openapi()["paths"].items():
+        for method in (m.upper() for m in operations):
+            url = path.replace("{", "x").replace("}", "")
+            body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
+            r = await client.request(method, url, headers=nobody, json=body)
+            swept += 1
+            if r.status_code != 403 and not path.startswith(("/v1/me/", "/healthz", "/readyz")):
+                opened.append((method, path, r.status_code))
+    assert swept > 50
+    assert opened == []
 
 
 # -- issuers named with a trailing "/" (Auth0) -------------------------------------------------
