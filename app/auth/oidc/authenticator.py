@@ -111,11 +111,11 @@ class OidcAuthenticator:
             scopes=scopes_for(claims.get(settings.oidc_groups_claim), settings.oidc_scope_map),
             issuer=self.issuer,
         )
+        try:
+            expires = float(claims["exp"]) + self._leeway
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidIdToken("the token's exp is not a time") from exc
         if token_hash is not None:
-            try:
-                expires = float(claims["exp"]) + self._leeway
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise InvalidIdToken("the token's exp is not a time") from exc
             self._remember(token_hash, (caller, expires, kid, key))
         return caller
 
@@ -128,8 +128,9 @@ class OidcAuthenticator:
             raise InvalidIdToken(f"the token is not a valid JWT: {exc}") from exc
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
+            named = repr(algorithm[:20]) if isinstance(algorithm, str) else "of another type"
             raise InvalidIdToken(
-                f"the token's algorithm {algorithm!r} is not accepted (asymmetric signatures only)"
+                f"the token's algorithm {named} is not accepted (asymmetric signatures only)"
             )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):

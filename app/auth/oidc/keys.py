@@ -109,12 +109,10 @@ def parse_key_set(document: object) -> dict[str | None, SigningKey]:
 
 
 def max_age_of(cache_control: str | None) -> float | None:
-    """The seconds a `Cache-Control` header lets the answer be kept (None: it does not say)."""
-    if not cache_control:
-        return None
-    if re.search(r"no-cache|no-store", cache_control, re.IGNORECASE):
-        return 0.0
-    found = MAX_AGE_RE.search(cache_control)
+    """The seconds a `Cache-Control` header's `max-age` lets the answer be kept (None: it does
+    not say; `no-cache`, as Keycloak sends, says nothing this cache can use: the key set is
+    fetched at most every ``ACLAUDIT_OIDC_JWKS_REFRESH_SECONDS`` whatever it says)."""
+    found = MAX_AGE_RE.search(cache_control or "")
     return float(found.group(1)) if found else None
 
 
@@ -202,7 +200,8 @@ class IdpKeys:
             self._is_reachable = True
             if max_age is None or max_age > self._max_age_seconds:
                 max_age = self._max_age_seconds
-            self._fresh_until = now + max_age
+            # fresher than the refresh limit would only make every request wait on the lock
+            self._fresh_until = now + max(max_age, self._refresh_seconds)
 
     async def _fetch(self) -> tuple[dict[str | None, SigningKey], float | None]:
         async with httpx.AsyncClient(
