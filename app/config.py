@@ -82,8 +82,13 @@ class Settings(BaseSettings):
     oidc_scope_map: dict[str, list[str]] = Field(default_factory=dict)
     # Seconds allowed for clock skew on exp and nbf.
     oidc_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
-    # The IdP's keys are fetched again (a token names an unknown key) at most this often.
-    oidc_jwks_refresh_seconds: float = Field(default=30.0, ge=0)
+    # The IdP's keys are fetched again (a token names an unknown key, or they are older than
+    # the maximum age) at most this often.
+    oidc_jwks_refresh_seconds: float = Field(default=30.0, ge=5)
+    # The IdP's keys are trusted this long (less if its JWKS answer's Cache-Control max-age
+    # says so), then fetched again before use: a key it withdrew stops verifying. A failed
+    # fetch keeps the old keys.
+    oidc_jwks_max_age_seconds: float = Field(default=600.0, ge=5, le=86400)
     # Seconds an IdP fetch (discovery document, JWKS) may take.
     oidc_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
 
@@ -111,7 +116,7 @@ class Settings(BaseSettings):
     def _secure_issuer(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        value = value.strip().rstrip("/")
+        value = value.strip()  # exactly as the tokens' iss says, a trailing "/" included
         if not is_allowed_issuer_url(value):
             raise ValueError(
                 "ACLAUDIT_OIDC_ISSUER must be an https:// URL (http:// only on loopback: "

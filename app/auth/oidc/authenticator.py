@@ -1,9 +1,9 @@
 """Bearer JWTs from the company's OpenID Connect provider, turned into a `Caller`.
 
 A token is verified once (signature with the IdP's key, `iss`, `aud`, `exp`, `nbf`) and its
-caller kept by the token's hash until it expires, so a person's next requests cost a dict
-lookup, like a static token's. Verification needs no network I/O but the rate-limited key
-fetch of `app.auth.oidc.keys`.
+caller kept by the token's hash until it expires, or until the IdP no longer publishes the
+key that verified it, so a person's next requests cost a dict lookup, like a static token's.
+Verification needs no network I/O but the rate-limited key fetch of `app.auth.oidc.keys`.
 """
 
 import time
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import jwt
-from jwt.exceptions import ImmatureSignatureError, InvalidTokenError
+from jwt.exceptions import ImmatureSignatureError, PyJWTError
 
-from app.auth.oidc.keys import ASYMMETRIC_ALGORITHMS, IdpKeys, UnknownKey
+from app.auth.oidc.keys import ASYMMETRIC_ALGORITHMS, IdpKeys, SigningKey, UnknownKey
 from app.auth.service import Caller
 from app.config import Settings
 from app.errors import Unauthenticated
@@ -21,6 +21,8 @@ from app.identifiers import GROUP_NAME_RE, lower_ascii
 
 MAX_VERIFIED = 10_000
 REQUIRED_CLAIMS = ["exp", "iss", "aud"]
+# `user:<id>` must fit the 128-character principal columns (access log caller, *_by).
+MAX_PERSON_ID = 128 - len("user:")
 
 
 class InvalidIdToken(Unauthenticated):
@@ -52,7 +54,12 @@ def person_of(claims: dict[str, Any], claim: str) -> str:
     if not isinstance(value, str) or not GROUP_NAME_RE.match(value):
         raise InvalidIdToken(
             f"the token's {claim!r} claim does not name a person this service can record "
-            "(it must match [a-z0-9][a-z0-9._@+-]{0,127}, case aside)"
+            "(it must match [a-z0-9][a-z0-9._@+-]{0,122}, case aside)"
+        )
+    if len(value) > MAX_PERSON_ID:
+        raise InvalidIdToken(
+            f"the token's {claim!r} claim is {len(value)} characters long; this service records "
+            f"a person by at most {MAX_PERSON_ID} (user:<id> in 128)"
         )
     return "user:" + value
 
@@ -73,26 +80,30 @@ class OidcAuthenticator:
         self.keys = keys or IdpKeys(
             self.issuer,
             refresh_seconds=settings.oidc_jwks_refresh_seconds,
+            max_age_seconds=settings.oidc_jwks_max_age_seconds,
             timeout_seconds=settings.oidc_fetch_timeout_seconds,
         )
-        self._verified: dict[str, tuple[Caller, float]] = {}
+        # token hash -> (caller, expiry, the kid and key that verified it)
+        self._verified: dict[str, tuple[Caller, float, str | None, SigningKey]] = {}
 
     def cached(self, token_hash: str | None) -> Caller | None:
-        """The caller of a token verified before and not expired yet (no work but a lookup)."""
+        """The caller of a token verified before, not expired yet and whose key the IdP still
+        publishes (no work but lookups)."""
         found = None if token_hash is None else self._verified.get(token_hash)
         if found is None:
             return None
-        caller, expires = found
-        if self._clock() >= expires:
+        caller, expires, kid, key = found
+        if self._clock() >= expires or not self.keys.publishes(kid, key):
             del self._verified[token_hash]  # type: ignore[arg-type]
             return None
         return caller
 
     async def authenticate(self, token: str, token_hash: str | None) -> Caller:
+        await self.keys.refresh_if_stale()  # a withdrawn key's tokens leave the cache
         caller = self.cached(token_hash)
         if caller is not None:
             return caller
-        claims = await self._verify(token)
+        claims, kid, key = await self._verify(token)
         settings = self._settings
         caller = Caller(
             token_id=None,
@@ -100,19 +111,26 @@ class OidcAuthenticator:
             scopes=scopes_for(claims.get(settings.oidc_groups_claim), settings.oidc_scope_map),
             issuer=self.issuer,
         )
+        try:
+            expires = float(claims["exp"]) + self._leeway
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidIdToken("the token's exp is not a time") from exc
         if token_hash is not None:
-            self._remember(token_hash, caller, float(claims["exp"]) + self._leeway)
+            self._remember(token_hash, (caller, expires, kid, key))
         return caller
 
-    async def _verify(self, token: str) -> dict[str, Any]:
+    async def _verify(self, token: str) -> tuple[dict[str, Any], str | None, SigningKey]:
+        """The token's claims, and the kid and key that verified them; every refusal (odd
+        types in the header or claims included) an `Unauthenticated`."""
         try:
             header = jwt.get_unverified_header(token)
-        except InvalidTokenError as exc:
+        except (PyJWTError, TypeError, ValueError) as exc:
             raise InvalidIdToken(f"the token is not a valid JWT: {exc}") from exc
         algorithm = header.get("alg")
-        if algorithm not in ASYMMETRIC_ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
+            named = repr(algorithm[:20]) if isinstance(algorithm, str) else "of another type"
             raise InvalidIdToken(
-                f"the token's algorithm {algorithm!r} is not accepted (asymmetric signatures only)"
+                f"the token's algorithm {named} is not accepted (asymmetric signatures only)"
             )
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
@@ -132,17 +150,20 @@ class OidcAuthenticator:
             )
         except ImmatureSignatureError as exc:
             raise NotYetValid(f"the token is not valid yet: {exc}") from exc
-        except InvalidTokenError as exc:
+        except (PyJWTError, TypeError, ValueError, OverflowError) as exc:
+            # InvalidKeyError and odd claim types included: refused, never a 500
             raise InvalidIdToken(f"the token was refused: {exc}") from exc
-        return claims
+        return claims, kid, key
 
-    def _remember(self, token_hash: str, caller: Caller, expires: float) -> None:
+    def _remember(
+        self, token_hash: str, entry: tuple[Caller, float, str | None, SigningKey]
+    ) -> None:
         if len(self._verified) >= MAX_VERIFIED:
             now = self._clock()
             self._verified = {h: v for h, v in self._verified.items() if v[1] > now}
             if len(self._verified) >= MAX_VERIFIED:
                 self._verified.clear()
-        self._verified[token_hash] = (caller, expires)
+        self._verified[token_hash] = entry
 
 
 def is_permanent(error: Unauthenticated) -> bool:

@@ -28,6 +28,7 @@ class DevKey:
     def __init__(self, algorithm: str = "RS256", kid: str | None = None) -> None:
         self.algorithm = algorithm
         self.kid = kid or uuid.uuid4().hex[:12]
+        self.publish_alg = True  # False: its JWK has no "alg", as Entra ID publishes keys
         self.private: PrivateKey
         if algorithm == "RS256":
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -42,18 +43,28 @@ class DevKey:
             jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
         else:
             jwk = ECAlgorithm.to_jwk(public, as_dict=True)
-        return {**jwk, "kid": self.kid, "alg": self.algorithm, "use": "sig"}
+        labels = {"kid": self.kid, "use": "sig"}
+        if self.publish_alg:
+            labels["alg"] = self.algorithm
+        return {**jwk, **labels}
 
 
 class DevIssuer:
     """The issuer: `start()` serves it in a thread, `token()` signs, `rotate()` swaps keys."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, algorithms: tuple[str, ...] = ("RS256",)
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        algorithms: tuple[str, ...] = ("RS256",),
+        *,
+        trailing_slash: bool = False,
     ) -> None:
+        self.trailing_slash = trailing_slash  # an issuer named as Auth0 names its own
         self.keys = [DevKey(a) for a in algorithms]
         self.requests = 0  # discovery and JWKS requests served
         self.is_up = True  # False: answer 503 as an unreachable IdP would fail
+        self.cache_control: str | None = None  # the JWKS's Cache-Control header, if any
         issuer = self
         self._server = ThreadingHTTPServer((host, port), _handler(issuer))
         self._server.daemon_threads = True
@@ -64,9 +75,14 @@ class DevIssuer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
+    @property
+    def issuer(self) -> str:
+        """The `iss` of its tokens and its discovery document."""
+        return self.url + "/" if self.trailing_slash else self.url
+
     def discovery(self) -> dict[str, Any]:
         return {
-            "issuer": self.url,
+            "issuer": self.issuer,
             "jwks_uri": self.url + JWKS_PATH,
             "id_token_signing_alg_values_supported": sorted({k.algorithm for k in self.keys}),
             "response_types_supported": ["id_token"],
@@ -95,7 +111,7 @@ class DevIssuer:
         key = key or self.keys[0]
         now = int(time.time())
         payload = {
-            "iss": self.url,
+            "iss": self.issuer,
             "aud": audience,
             "sub": username,
             "preferred_username": username,
@@ -130,14 +146,19 @@ def _handler(issuer: DevIssuer) -> type[BaseHTTPRequestHandler]:
             if not issuer.is_up:
                 self._answer(503, {"error": "down"})
             elif self.path in documents:
-                self._answer(200, documents[self.path]())
+                cache = issuer.cache_control if self.path == JWKS_PATH else None
+                self._answer(200, documents[self.path](), cache)
             else:
                 self._answer(404, {"error": "not found"})
 
-        def _answer(self, status: int, document: dict[str, Any]) -> None:
+        def _answer(
+            self, status: int, document: dict[str, Any], cache_control: str | None = None
+        ) -> None:
             body = json.dumps(document).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            if cache_control is not None:
+                self.send_header("Cache-Control", cache_control)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
