@@ -130,17 +130,8 @@ class Deferred:
     ) -> None:
         await self.lock(session)
         assert self.graph is not None
-        children, parents = await directory_service.change_member_rows(
-            session,
-            gid=group,
-            add=sorted(new - old),
-            remove=sorted(old - new),
-            actor=actor,
-            field="members",
-            children=self.graph[0],
-            parents=self.graph[1],
-        )
-        self.graph, self.actor = (children, parents), actor
+        self.graph = await _write_rows(session, group, old, new, actor, self.graph)
+        self.actor = actor
         was, now = self.was.setdefault(group, {}), self.now.setdefault(group, {})
         for member in old | new:
             was.setdefault(member, member in old)
@@ -244,21 +235,34 @@ async def _relinked(
     """Write the membership rows of `moved` (each group's direct members before and after, or
     only those that differ, with any others) and run the change through the pipeline, holding
     back what it would widen; nothing at all when it changes nothing."""
-    graph = before.analyser.directory
-    children, parents = graph.children_map, graph.parents_map
+    directory = before.analyser.directory
+    graph = (directory.children_map, directory.parents_map)
     for group, (old, new) in moved.items():
         if old != new:
-            children, parents = await directory_service.change_member_rows(
-                session,
-                gid=group,
-                add=sorted(new - old),
-                remove=sorted(old - new),
-                actor=actor,
-                field="members",
-                children=children,
-                parents=parents,
-            )
+            graph = await _write_rows(session, group, old, new, actor, graph)
     return await _run_through(session, before, moved, actor, holds, principal)
+
+
+async def _write_rows(
+    session: AsyncSession,
+    group: str,
+    old: set[str],
+    new: set[str],
+    actor: str,
+    graph: tuple[Children, Parents],
+) -> tuple[Children, Parents]:
+    """`group`'s membership rows from `old` to `new` (a cycle refused against `graph`); the
+    directory graph after."""
+    return await directory_service.change_member_rows(
+        session,
+        gid=group,
+        add=sorted(new - old),
+        remove=sorted(old - new),
+        actor=actor,
+        field="members",
+        children=graph[0],
+        parents=graph[1],
+    )
 
 
 async def _run_through(

@@ -3,6 +3,7 @@ members read under the policy lock, the version lock before the trail's head as 
 takes them, and each push answered 503 by a failed batch still in the admin trail."""
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -93,6 +94,23 @@ async def test_a_batch_opening_with_a_noop_push_takes_the_version_lock_before_th
     )
 
 
+async def push_during_other_workers_change(
+    app: FastAPI, scim: Scim, group: str, body: dict[str, Any], **change: Any
+) -> httpx.Response:
+    """The answer to a SCIM PATCH of `group` sent while another worker's membership change of
+    `group:team` (`change`: add= or remove=) holds the version row, then commits."""
+    worker2 = create_app(app.state.settings)
+    async with worker2.router.lifespan_context(worker2):
+        other = worker2.state.sessionmaker()
+        await other.begin()
+        await provisioning.change_members(other, group="group:team", actor="scim:other", **change)
+        push = asyncio.create_task(scim.patch(f"Groups/{group}", body))
+        await asyncio.sleep(1.0)  # the push read the members, then waits for the version row
+        await other.commit()
+        await other.close()
+        return await push
+
+
 async def test_a_batch_reads_the_members_it_changes_under_the_policy_lock(
     app: FastAPI, scim: Scim, client: httpx.AsyncClient, admin: dict[str, str]
 ):
@@ -112,24 +130,11 @@ async def test_a_batch_reads_the_members_it_changes_under_the_policy_lock(
     ).status_code == 201
     assert (await grant(client, admin, "group:team", "rev.notes")).status_code == 201
 
-    worker2 = create_app(app.state.settings)
-    async with worker2.router.lifespan_context(worker2):
-        other = worker2.state.sessionmaker()
-        await other.begin()
-        # the other worker's change: amy leaves team (uncommitted, holding the version row)
-        await provisioning.change_members(
-            other, group="group:team", remove=["user:amy"], actor="scim:other"
-        )
-        push = asyncio.create_task(
-            scim.patch(
-                f"Groups/{team['id']}",
-                patch_body({"op": "remove", "path": f'members[value eq "{users[0]["id"]}"]'}),
-            )
-        )
-        await asyncio.sleep(1.0)  # the push read amy as a member, then waits for the version row
-        await other.commit()
-        await other.close()
-        answer = await push
+    # the other worker's change: amy leaves team
+    body = patch_body({"op": "remove", "path": f'members[value eq "{users[0]["id"]}"]'})
+    answer = await push_during_other_workers_change(
+        app, scim, team["id"], body, remove=["user:amy"]
+    )
     assert answer.status_code == 204, answer.text
     r = await client.get("/v1/findings", params={"dataset": "rev.notes"}, headers=admin)
     [finding] = r.json()["items"]
@@ -147,18 +152,9 @@ async def test_a_batch_adding_a_member_another_worker_just_added(
         pytest.skip("SQLite serialises every writer: no other worker commits meanwhile")
     team = await scim.create_group("team")
     dan = await scim.create_user("dan")
-    worker2 = create_app(app.state.settings)
-    async with worker2.router.lifespan_context(worker2):
-        other = worker2.state.sessionmaker()
-        await other.begin()
-        await provisioning.change_members(
-            other, group="group:team", add=["user:dan"], actor="scim:other"
-        )
-        push = asyncio.create_task(scim.patch(f"Groups/{team['id']}", add(dan["id"])))
-        await asyncio.sleep(1.0)
-        await other.commit()
-        await other.close()
-        answer = await push
+    answer = await push_during_other_workers_change(
+        app, scim, team["id"], add(dan["id"]), add=["user:dan"]
+    )
     assert answer.status_code == 204, answer.text
 
 
@@ -175,24 +171,9 @@ async def test_a_batched_replace_removes_a_member_another_worker_just_added(
     await scim.create_user("dan")
     team = await scim.create_group("team")
     assert (await scim.patch(f"Groups/{team['id']}", add(amy["id"]))).status_code == 204
-    worker2 = create_app(app.state.settings)
-    async with worker2.router.lifespan_context(worker2):
-        other = worker2.state.sessionmaker()
-        await other.begin()
-        await provisioning.change_members(
-            other, group="group:team", add=["user:dan"], actor="scim:other"
-        )
-        body = patch_body(
-            {
-                "op": "replace",
-                "path": "members",
-                "value": [{"value": amy["id"]}, {"value": bob["id"]}],
-            }
-        )
-        push = asyncio.create_task(scim.patch(f"Groups/{team['id']}", body))
-        await asyncio.sleep(1.0)
-        await other.commit()
-        await other.close()
-        answer = await push
+    body = patch_body(
+        {"op": "replace", "path": "members", "value": [{"value": u["id"]} for u in (amy, bob)]}
+    )
+    answer = await push_during_other_workers_change(app, scim, team["id"], body, add=["user:dan"])
     assert answer.status_code == 204, answer.text
     assert await members(client, admin, "team") == {"user:amy", "user:bob"}
