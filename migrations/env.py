@@ -1,12 +1,15 @@
 """Alembic environment: one URL (ACLAUDIT_DATABASE_URL) for the app and its migrations."""
 
 import asyncio
+import sys
+import time
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from app.config import Settings
-from app.db import create_engine
+from app.db import WRITE_OPTION, create_engine
 from app.models import Base
 
 config = context.config
@@ -18,14 +21,46 @@ def _settings() -> Settings:
     return Settings(database_url=url) if url else Settings()
 
 
+# Replicas of `aclaudit serve` started together each migrate first: on PostgreSQL they take
+# turns on this advisory lock (held until the migrations' transaction ends), so the second
+# reads the schema the first left instead of racing it to create the same tables.
+MIGRATION_LOCK = 0x61636C6D  # "aclm"
+MIGRATION_LOCK_WAIT_SECONDS = 900.0
+
+
+def _take_migration_lock(connection: Connection) -> None:
+    """Wait (polling: lock_timeout would end a plain wait after seconds) until no other
+    process is migrating this PostgreSQL database."""
+    if connection.dialect.name != "postgresql":
+        return  # SQLite: the transaction began IMMEDIATE (see _run_online)
+    deadline = time.monotonic() + MIGRATION_LOCK_WAIT_SECONDS
+    said = False
+    query = text("SELECT pg_try_advisory_xact_lock(:key)")
+    while not connection.execute(query, {"key": MIGRATION_LOCK}).scalar_one():
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                "another process has been migrating this database for "
+                f"{MIGRATION_LOCK_WAIT_SECONDS:.0f} s; check it (pg_stat_activity) and retry"
+            )
+        if not said:
+            print("waiting for another process's migrations to finish...", file=sys.stderr)
+            said = True
+        time.sleep(0.2)
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # SQLite too runs every migration in one transaction (our connections emit BEGIN
+        # themselves, so its DDL is transactional): alembic would otherwise commit after each
+        # one, and a second process could read the schema half-migrated
+        transactional_ddl=True,
     )
     with context.begin_transaction():
+        _take_migration_lock(connection)
         context.run_migrations()
 
 
@@ -33,6 +68,9 @@ async def _run_online() -> None:
     engine = create_engine(_settings())
     try:
         async with engine.connect() as connection:
+            # SQLite: BEGIN IMMEDIATE, so a second process waits (busy timeout) for the write
+            # lock before it reads the schema version, instead of racing the first
+            await connection.execution_options(**{WRITE_OPTION: True})
             await connection.run_sync(_run)
             await connection.commit()
     finally:
