@@ -27,6 +27,7 @@ from app.config import Settings, get_settings
 from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
 from app.plans.cli import fail, policy_cli
+from app.policy.casbin_model import MODEL_PATH, ModelMismatch, require_model
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 
@@ -180,7 +181,12 @@ def serve(
 
     # Served, a worker that can no longer make the log durable stops, to be restarted.
     os.environ.setdefault("ACLAUDIT_EXIT_ON_LOG_FAILURE", "true")
-    settings = _migrated()
+    settings = _settings()
+    try:
+        require_model(settings.casbin_model or MODEL_PATH)
+    except ModelMismatch as exc:
+        fail(str(exc))
+    _upgraded(settings)
     metrics_dir, made = _metrics_dir()
     typer.echo(f"aclaudit listening on http://{host}:{port} (API docs at /docs)", err=True)
     typer.echo("get a token with: aclaudit token create --name NAME --scope admin", err=True)

@@ -1,6 +1,7 @@
 """Typed settings from environment variables prefixed ``ACLAUDIT_``."""
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ACLAUDIT_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./aclaudit.db"
+    # The Casbin model file checked at start (unset: the one shipped with the package, which
+    # policies/model.conf links to); the service refuses to start unless it is the model that
+    # its decision index implements.
+    casbin_model: Path | None = None
     # Seconds a connection waits for a database lock before the request fails closed.
     database_timeout: float = 5.0
     metrics_open: bool = False

@@ -288,6 +288,13 @@ async def read_only(session: AsyncSession) -> None:
         await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
+async def read_snapshot(session: AsyncSession) -> None:
+    """A session whose reads all see one committed state (PostgreSQL: REPEATABLE READ; a SQLite
+    read transaction in WAL mode already does). Call before the first statement."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 async def begin_write(session: AsyncSession) -> None:
     """Start the session's transaction as a writer (SQLite: ``BEGIN IMMEDIATE``, in turn with
     this process's other writers).

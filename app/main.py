@@ -58,8 +58,10 @@ from app.operations.middleware import BodyLimit, RequestContext
 from app.operations.router import router as operations_router
 from app.operations.sweeper import Sweeper
 from app.plans.router import router as plans_router
+from app.policy.casbin_model import MODEL_PATH, require_model
 from app.policy.explain import router as explain_router
 from app.policy.published import states_for
+from app.policy.router import casbin_router
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
 
@@ -181,6 +183,7 @@ def _stop_for_restart() -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    require_model(settings.casbin_model or MODEL_PATH)  # a model nothing enforces: no start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -299,6 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         accesslog_router,
         alerts_router,
         plans_router,
+        casbin_router,
         auth_router,
         me_router,
         operations_router,

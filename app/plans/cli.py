@@ -190,3 +190,36 @@ def _call(url: str, token: str, route: str, document: dict[str, Any], as_json: b
                 typer.echo(_finding_line("✗", finding))
         raise typer.Exit(REFUSED_EXIT)
     fail(f"{route} failed ({response.status_code}): {problem.get('detail', problem)}")
+
+
+@policy_cli.command("export")
+def export(
+    casbin: Annotated[
+        bool, typer.Option("--casbin", help="Casbin's CSV policy format (p and g lines).")
+    ] = False,
+    url: UrlOption = "http://127.0.0.1:8000",
+    token: Annotated[
+        str,
+        typer.Option(
+            envvar="ACLAUDIT_TOKEN",
+            help="Bearer token with audit:read (prefer the environment variable).",
+        ),
+    ] = "",
+) -> None:
+    """Print the live policy (GET /v1/policy/casbin): load it into any Casbin enforcer with
+    policies/model.conf to decide as the service does."""
+    if not casbin:
+        fail("name the format: --casbin (the only one so far)")
+    if not token:
+        fail("no token: set ACLAUDIT_TOKEN (create one with: aclaudit token create ...)")
+    try:
+        response = httpx.get(
+            f"{url.rstrip('/')}/v1/policy/casbin",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(120.0, connect=5.0),
+        )
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach aclaudit at {url}: {exc}. Is it running? Set --url or ACLAUDIT_URL.")
+    if response.status_code != 200:
+        fail(f"export failed ({response.status_code}): {_problem(response).get('detail')}")
+    typer.echo(response.text, nl=False)

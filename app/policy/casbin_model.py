@@ -1,7 +1,8 @@
-"""aclaudit's Casbin model (`policies/model.conf`): the rule type, the model's functions, its
-hierarchy limit, and a plain pycasbin enforcer over the same rules, the reference that the
-decision index and the exposure analyser are proven equal to (see `app.policy.decision_index`
-for the model's quirks)."""
+"""aclaudit's Casbin model (`policies/model.conf`, shipped in the package as
+`app/policy/model.conf`): the rule type, the model's functions, its hierarchy limit, the check
+that the model file is the one the decision index implements, and a plain pycasbin enforcer over
+the same rules, the reference that the decision index and the exposure analyser are proven equal
+to (see `app.policy.decision_index` for the model's quirks)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import casbin
+from casbin.model import Model
 
 from app.directory.limits import CASBIN_MAX_HIERARCHY_LEVEL, MAX_LINKS
 
@@ -20,14 +22,81 @@ __all__ = [
     "MAX_LINKS",
     "MODEL_PATH",
     "READ_ACTIONS",
+    "ModelMismatch",
     "Rule",
     "casbin_enforcer",
     "is_live",
     "key_match",
+    "model_differences",
     "parse_expiry",
+    "require_model",
 ]
 
-MODEL_PATH = Path(__file__).resolve().parents[2] / "policies" / "model.conf"
+MODEL_PATH = Path(__file__).resolve().with_name("model.conf")
+
+# The model the decision index, the analyser and explain implement, section by section as
+# pycasbin reads it: a model file that says anything else would be a truth nothing enforces.
+IMPLEMENTED: dict[tuple[str, str], str] = {
+    ("r", "r"): "sub, obj, act, now",
+    ("p", "p"): "sub, obj, act, eft, exp, id",
+    ("g", "g"): "_, _",
+    ("e", "e"): "some(where (p_eft == allow)) && !some(where (p_eft == deny))",
+    ("m", "m"): (
+        "g(r_sub, p_sub) && keyMatch(r_obj, p_obj) && r_act == p_act && isLive(p_exp, r_now)"
+    ),
+}
+_SECTION_NAMES = {
+    "r": "request_definition",
+    "p": "policy_definition",
+    "g": "role_definition",
+    "e": "policy_effect",
+    "m": "matchers",
+}
+
+
+class ModelMismatch(RuntimeError):
+    """The Casbin model file is not the model this service implements."""
+
+
+def model_differences(path: Path) -> list[str]:
+    """How the model at `path` differs from the one implemented, one line per difference
+    (empty: it is that model). Whitespace and comments do not count; pycasbin reads it."""
+    model = Model()
+    try:
+        model.load_model(str(path))
+    except Exception as exc:  # pycasbin raises bare Exceptions and RuntimeErrors for bad files
+        return [f"pycasbin cannot load it: {exc}"]
+    found = {
+        (section, key): assertion.value
+        for section, assertions in model.model.items()
+        for key, assertion in assertions.items()
+    }
+    differences = []
+    for (section, key), wanted in IMPLEMENTED.items():
+        where = f"[{_SECTION_NAMES[section]}] {key}"
+        if (section, key) not in found:
+            differences.append(f"{where} is missing (expected `{key} = {wanted}`)")
+        elif " ".join(found[section, key].split()) != wanted:
+            got = found[section, key]
+            differences.append(f"{where} is `{got}`, but the service implements `{wanted}`")
+    for section, key in sorted(found.keys() - IMPLEMENTED.keys()):
+        differences.append(
+            f"[{_SECTION_NAMES.get(section, section)}] {key} is not part of the implemented model"
+        )
+    return differences
+
+
+def require_model(path: Path) -> None:
+    """Raise `ModelMismatch`, naming every difference, unless `path` is the implemented model."""
+    differences = model_differences(path)
+    if differences:
+        raise ModelMismatch(
+            f"the Casbin model {path} is not the model aclaudit enforces: "
+            + "; ".join(differences)
+            + ". Restore it (git checkout policies/model.conf) or unset ACLAUDIT_CASBIN_MODEL; "
+            "a different model needs the decision index and the analyser changed with it"
+        )
+
 
 ALLOW = "allow"
 DENY = "deny"

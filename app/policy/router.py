@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
 
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
@@ -45,3 +46,22 @@ async def list_grants(
 )
 async def get_grant(grant_id: GrantId, session: SessionDep, _: AuditReader) -> GrantRead:
     return await policy_service.get_grant(session, grant_id)
+
+
+casbin_router = APIRouter(prefix="/v1/policy", tags=["policy"], route_class=AuthorizedFirst)
+
+
+@casbin_router.get(
+    "/casbin",
+    response_class=PlainTextResponse,
+    summary="The live policy in Casbin's CSV format",
+    description="One `p` line per grant rule and hold (`p, sub, obj, act, eft, exp, id`), one `g` "
+    "line per membership: loaded into any Casbin enforcer with `policies/model.conf` (and its "
+    "`isLive` function registered) it decides as `/v1/check` does, expiries included.",
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **problem_responses(Unauthenticated, Forbidden),
+    },
+)
+async def casbin_policy(session: SessionDep, _: AuditReader) -> PlainTextResponse:
+    return PlainTextResponse(await policy_service.casbin_policy(session))

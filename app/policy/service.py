@@ -7,12 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import policy_version
 from app.datasets import repository as datasets_repository
 from app.datasets.schemas import SENSITIVE, Sensitivity
-from app.db import utcnow
+from app.db import read_snapshot, utcnow
 from app.errors import InvalidInput, NotFound
 from app.identifiers import Effect
-from app.policy import repository
+from app.policy import casbin_export, repository
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate, GrantRead, GrantStatus
+from app.policy.state import load_rows
 
 
 def grant_status(grant: Grant, now: datetime) -> GrantStatus:
@@ -105,3 +106,11 @@ async def list_grants(
     )
     page = [to_read(g) for g in rows[:limit]]
     return page, (str(page[-1].id) if len(rows) > limit else None)
+
+
+async def casbin_policy(session: AsyncSession) -> str:
+    """The committed policy, as one snapshot, in Casbin's CSV format (`casbin_export`)."""
+    await read_snapshot(session)
+    version = await policy_version.current(session)
+    rows = await load_rows(session)
+    return casbin_export.render(version, rows.rules, rows.links)

@@ -1,0 +1,32 @@
+"""The live policy in Casbin's CSV policy format: what any Casbin implementation loads with
+`policies/model.conf` to decide exactly as `/v1/check` does.
+
+One `p` line per rule (grants allow and deny, with their expiry; each hold a deny line per action
+it holds back, its id negated) and one `g` line per membership. Lines starting with `#` are
+comments to Casbin's loaders.
+"""
+
+from collections.abc import Iterable, Iterator
+
+from app.policy.casbin_model import Rule
+
+HEADER = """\
+# aclaudit policy, version {version}: load with policies/model.conf.
+# The model's isLive(p.exp, r.now) is a function to register with the enforcer: true when exp
+# is empty or r.now (unix seconds) is before it; enforce (sub, obj, act, now).
+"""
+
+
+def casbin_lines(rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> Iterator[str]:
+    """`p, sub, obj, act, eft, exp, id` and `g, member, group`, in a stable order. Identifiers
+    never contain commas or quotes (app.identifiers), so no field needs quoting."""
+    for rule in sorted(rules, key=lambda r: (r.sub, r.obj, r.act, r.eft, r.exp, r.id)):
+        yield "p, " + ", ".join(rule.as_casbin())
+    for member, group in sorted(set(links)):
+        yield f"g, {member}, {group}"
+
+
+def render(version: int, rules: Iterable[Rule], links: Iterable[tuple[str, str]]) -> str:
+    return HEADER.format(version=version) + "".join(
+        line + "\n" for line in casbin_lines(rules, links)
+    )

@@ -1,0 +1,109 @@
+"""The Casbin model file is the model the service enforces: it refuses to start on any other, and
+finds it when installed from a wheel."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.main import create_app
+from app.policy.casbin_model import MODEL_PATH, ModelMismatch, model_differences
+from tests.e2e.servers import ACLAUDIT
+
+ROOT = Path(__file__).resolve().parents[2]
+DENY_EFFECT = " && !some(where (p.eft == deny))"
+
+
+def test_the_shipped_model_is_the_implemented_one_and_policies_links_to_it():
+    assert model_differences(MODEL_PATH) == []
+    assert (ROOT / "policies" / "model.conf").resolve() == MODEL_PATH
+
+
+@pytest.fixture
+def without_deny(tmp_path: Path) -> Path:
+    text = MODEL_PATH.read_text()
+    assert DENY_EFFECT in text
+    edited = tmp_path / "model.conf"
+    edited.write_text(text.replace(DENY_EFFECT, ""))
+    return edited
+
+
+def test_serve_refuses_a_model_without_the_deny_effect_and_names_it(tmp_path, without_deny):
+    env = {
+        **os.environ,
+        "ACLAUDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "ACLAUDIT_CASBIN_MODEL": str(without_deny),
+    }
+    done = subprocess.run(
+        [ACLAUDIT, "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "[policy_effect] e is `some(where (p_eft == allow))`" in done.stderr
+    assert "!some(where (p_eft == deny))" in done.stderr  # what it should be
+    assert not (tmp_path / "a.db").exists()  # refused before touching the database
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            lambda t: t.replace("r = sub, obj, act, now", "r = sub, obj, act"),
+            "[request_definition] r",
+        ),
+        (lambda t: t.replace(" && isLive(p.exp, r.now)", ""), "[matchers] m"),
+        (lambda t: t + "\n[role_definition]\ng2 = _, _\n", "[role_definition] g2 is not part"),
+        (lambda t: "not a model", "pycasbin cannot load it"),
+    ],
+)
+def test_the_app_refuses_any_other_model(tmp_path, edit, named):
+    edited = tmp_path / "model.conf"
+    edited.write_text(edit(MODEL_PATH.read_text()))
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", casbin_model=edited)
+    with pytest.raises(ModelMismatch, match=named.replace("[", r"\[").replace("]", r"\]")):
+        create_app(settings)
+
+
+def test_comments_and_spacing_do_not_count(tmp_path):
+    edited = tmp_path / "model.conf"
+    edited.write_text("# mine\n" + MODEL_PATH.read_text().replace("m = g(", "m =   g("))
+    assert model_differences(edited) == []
+
+
+@pytest.mark.slow
+def test_installed_from_a_wheel_the_service_finds_its_model(tmp_path):
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("aclaudit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "site")
+    code = (
+        "import app.policy.casbin_model as m; "
+        "print(m.MODEL_PATH); print(m.model_differences(m.MODEL_PATH))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    ran = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, cwd="/"
+    )
+    assert ran.returncode == 0, ran.stderr
+    path, differences = ran.stdout.splitlines()
+    assert path == str(tmp_path / "site" / "app" / "policy" / "model.conf")
+    assert differences == "[]"
