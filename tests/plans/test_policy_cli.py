@@ -97,3 +97,19 @@ def test_errors_say_what_to_do(aclaudit: Cli, tmp_path: Path) -> None:
     assert result.returncode == 2 and "cannot reach aclaudit" in result.stderr
     result = aclaudit("plan", str(EXAMPLE), scope="audit:read")
     assert result.returncode == 2 and "policy:write" in result.stderr
+
+
+def test_export_prints_the_applied_policy_in_casbin_format(aclaudit: Cli) -> None:
+    assert aclaudit("apply", str(EXAMPLE)).returncode == 0
+    exported = aclaudit("export", "--casbin", scope="audit:read")
+    assert exported.returncode == 0, exported.stderr
+    lines = exported.stdout.splitlines()
+    assert lines[0].startswith("# aclaudit policy, version ")
+    assert any(
+        line.startswith("p, group:mci-research, employee_activity.*, read, allow, ")
+        for line in lines
+    ), lines
+    unnamed = aclaudit("export", scope="audit:read")
+    assert unnamed.returncode == 2 and "--casbin" in unnamed.stderr
+    refused = aclaudit("export", "--casbin", scope="policy:write")  # no audit:read
+    assert refused.returncode == 2 and "403" in refused.stderr
