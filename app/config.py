@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # People sign in with the company's OpenID Connect provider (docs/oidc.md): bearer JWTs
     # from this issuer for this audience are accepted next to static tokens.
     oidc_issuer: str | None = None
+    # Requests a minute each person may make to /v1/me, per worker (429 past it).
+    person_requests_per_minute: int = Field(default=120, ge=1, le=100_000)
     oidc_audience: str | None = None
     oidc_user_claim: str = "preferred_username"  # the person is user:<claim>
     oidc_groups_claim: str = "groups"

@@ -120,6 +120,9 @@ def problem_headers(error: AppError) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(error, Busy):
         return {"Retry-After": str(Busy.RETRY_AFTER)}
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(retry_after, int):
+        return {"Retry-After": str(retry_after)}
     if error.status in (429, 503):
         return {"Retry-After": "1"}
     return {}

@@ -22,6 +22,7 @@ from app.alerts.router import router as alerts_router
 from app.auth.dependencies import RequireBearer
 from app.auth.oidc import OidcAuthenticator
 from app.auth.pacing import RefusalPacing
+from app.auth.person_rate import PersonRate
 from app.auth.refusals import Refusals
 from app.auth.router import router as auth_router
 from app.auth.token_cache import TokenCache
@@ -248,6 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.refusals = Refusals()
     app.state.refusal_pacing = RefusalPacing()
+    app.state.person_rate = PersonRate(settings.person_requests_per_minute)
     app.state.simulations = OneAtATime("simulate")
     app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
     if app.state.oidc is not None:

@@ -15,6 +15,7 @@ from starlette.types import Scope as ASGIScope
 
 from app.auth import service as auth_service
 from app.auth.oidc import OidcAuthenticator, is_permanent, looks_like_jwt
+from app.auth.person_rate import PersonRate
 from app.auth.refusals import Refusals, bearer_hash
 from app.auth.scopes import Scope
 from app.auth.service import UNKNOWN_TOKEN, Caller
@@ -152,6 +153,8 @@ async def authorize_person(request: Request) -> Caller:
     caller = await authenticate_request(request)
     if not caller.is_person:
         raise Forbidden(NOT_A_PERSON)
+    rate: PersonRate = request.app.state.person_rate
+    rate.take(caller.name)  # (refused before AUTHORIZED: counted and paced, not trailed)
     return caller
 
 

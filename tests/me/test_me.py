@@ -9,12 +9,16 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from app.auth import service as auth_service
+from app.auth.models import TrailEntry
 from app.auth.oidc.dev_idp import DevIssuer
+from app.auth.person_rate import PersonRate
 from app.config import Settings
 from app.main import create_app
 from tests.oidc import People, group_of, oidc_settings
@@ -104,6 +108,29 @@ async def test_a_person_sees_what_they_may_read(
     assert [d["dataset"] for d in mine.json()["items"]] == ["hr.keystrokes"]
     nothing = await client.get("/v1/me/access", headers=people.headers("bob"))
     assert nothing.json()["items"] == []
+
+
+async def test_a_person_flooding_me_is_refused_past_their_rate_and_not_trailed_one_by_one(
+    app: FastAPI, client: httpx.AsyncClient, people: People
+) -> None:
+    app.state.person_rate = PersonRate(per_minute=5)  # (ACLAUDIT_PERSON_REQUESTS_PER_MINUTE)
+
+    async def trail_rows() -> int:
+        async with app.state.sessionmaker() as session:
+            return int((await session.execute(select(func.count(TrailEntry.id)))).scalar_one())
+
+    for _ in range(5):
+        r = await client.get("/v1/me/access", headers=people.headers("mallory"))
+        assert r.status_code == 200, r.text
+    before = await trail_rows()
+    for _ in range(30):
+        r = await client.get("/v1/me/reads", headers=people.headers("mallory"))
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1
+        assert "user:mallory" in r.json()["detail"]
+    assert await trail_rows() == before  # counted as refusals, not 30 chained writes
+    r = await client.get("/v1/me/access", headers=people.headers("alice"))  # others unaffected
+    assert r.status_code == 200, r.text
 
 
 # -- property: exactly the entries whose data_subjects contain the person --------------------
