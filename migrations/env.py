@@ -7,6 +7,8 @@ import time
 from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.config import Settings
 from app.db import WRITE_OPTION, create_engine
@@ -64,13 +66,30 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
+async def _write_locked(connection: AsyncConnection) -> None:
+    """SQLite: begin with BEGIN IMMEDIATE, so a second process waits for the write lock before
+    it reads the schema version instead of racing the first; past each busy timeout it says so
+    and tries again, for up to MIGRATION_LOCK_WAIT_SECONDS."""
+    await connection.execution_options(**{WRITE_OPTION: True})
+    if connection.dialect.name != "sqlite":
+        return
+    deadline = time.monotonic() + MIGRATION_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            await connection.execute(text("SELECT 1"))  # (begins the transaction)
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await connection.rollback()
+            print("waiting for the database's write lock to migrate it...", file=sys.stderr)
+
+
 async def _run_online() -> None:
     engine = create_engine(_settings())
     try:
         async with engine.connect() as connection:
-            # SQLite: BEGIN IMMEDIATE, so a second process waits (busy timeout) for the write
-            # lock before it reads the schema version, instead of racing the first
-            await connection.execution_options(**{WRITE_OPTION: True})
+            await _write_locked(connection)
             await connection.run_sync(_run)
             await connection.commit()
     finally:

@@ -1,5 +1,7 @@
 """The live policy in Casbin's CSV policy format: what any Casbin implementation loads with
-`policies/model.conf` to decide exactly as `/v1/check` does.
+`policies/model.conf` to decide exactly as `/v1/check` does for every registered dataset
+(`/v1/check` denies an unregistered one, `unknown_dataset`, before the policy is asked: a
+`*` or `prefix.*` allow in Casbin would match it).
 
 One `p` line per rule (grants allow and deny, with their expiry; each hold a deny line per action
 it holds back, its id negated) and one `g` line per membership. Lines starting with `#` are
@@ -14,6 +16,8 @@ HEADER = """\
 # aclaudit policy, version {version}: load with policies/model.conf.
 # The model's isLive(p.exp, r.now) is a function to register with the enforcer: true when exp
 # is empty or r.now (unix seconds) is before it; enforce (sub, obj, act, now).
+# Ask only about registered datasets (GET /v1/datasets): aclaudit denies any other
+# (unknown_dataset) before its policy is asked, which the model does not say.
 """
 
 

@@ -60,7 +60,8 @@ class ModelMismatch(RuntimeError):
 
 def model_differences(path: Path) -> list[str]:
     """How the model at `path` differs from the one implemented, one line per difference
-    (empty: it is that model). Whitespace and comments do not count; pycasbin reads it."""
+    (empty: it is that model), as pycasbin reads it: comments, and spacing where Casbin
+    ignores it, do not count."""
     model = Model()
     try:
         model.load_model(str(path))
@@ -76,7 +77,7 @@ def model_differences(path: Path) -> list[str]:
         where = f"[{_SECTION_NAMES[section]}] {key}"
         if (section, key) not in found:
             differences.append(f"{where} is missing (expected `{key} = {wanted}`)")
-        elif " ".join(found[section, key].split()) != wanted:
+        elif _canonical(section, found[section, key]) != _canonical(section, wanted):
             got = found[section, key]
             differences.append(f"{where} is `{got}`, but the service implements `{wanted}`")
     for section, key in sorted(found.keys() - IMPLEMENTED.keys()):
@@ -84,6 +85,17 @@ def model_differences(path: Path) -> list[str]:
             f"[{_SECTION_NAMES.get(section, section)}] {key} is not part of the implemented model"
         )
     return differences
+
+
+def _canonical(section: str, value: str) -> str:
+    """What counts in a section's value: the fields of a definition (spacing aside); a
+    matcher without its spaces (they separate no tokens there); an effect exactly, since
+    Casbin's effectors recognise only its exact text."""
+    if section in ("r", "p", "g"):
+        return ",".join(field.strip() for field in value.split(","))
+    if section == "m":
+        return "".join(value.split())
+    return value
 
 
 def require_model(path: Path) -> None:

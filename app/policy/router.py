@@ -57,7 +57,8 @@ casbin_router = APIRouter(prefix="/v1/policy", tags=["policy"], route_class=Auth
     summary="The live policy in Casbin's CSV format",
     description="One `p` line per grant rule and hold (`p, sub, obj, act, eft, exp, id`), one `g` "
     "line per membership: loaded into any Casbin enforcer with `policies/model.conf` (and its "
-    "`isLive` function registered) it decides as `/v1/check` does, expiries included.",
+    "`isLive` function registered) it decides as `/v1/check` does, expiries included, for every "
+    "registered dataset (an unregistered one `/v1/check` denies as `unknown_dataset`).",
     responses={
         200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
         **problem_responses(Unauthenticated, Forbidden),

@@ -5,7 +5,10 @@ and in order whichever replica is polled."""
 
 import asyncio
 import os
+import sqlite3
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +174,43 @@ async def test_revoke_through_one_replica_denies_the_next_check_through_every_ot
     finally:
         for replica in replicas:
             replica.stop()
+
+
+@pytest.mark.parametrize("current", [True, False], ids=["current", "behind"])
+def test_a_replica_starting_while_sqlite_is_write_locked_waits_or_needs_no_lock(
+    tmp_path: Path, current: bool
+) -> None:
+    """A start during a long SQLite write (a scan, another replica's migration): a current
+    database is read and left alone at once; one behind waits past the busy timeout."""
+    path = tmp_path / "a.db"
+    env = {**os.environ, "ACLAUDIT_DATABASE_URL": f"sqlite:///{path}"}
+    if current:
+        subprocess.run([ACLAUDIT, "db", "upgrade"], env=env, check=True, capture_output=True)
+    holding = threading.Event()
+
+    def long_writer() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("BEGIN IMMEDIATE")
+        holding.set()
+        time.sleep(7)  # past the 5 s busy timeout
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    writer = threading.Thread(target=long_writer)
+    writer.start()
+    holding.wait()
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [ACLAUDIT, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120
+        )
+        took = time.monotonic() - started
+    finally:
+        writer.join()
+    assert done.returncode == 0, done.stderr
+    assert "newest schema" in done.stderr + done.stdout
+    if current:
+        assert took < 5, "a current database waited for the write lock"
+    else:
+        assert "waiting for the database's write lock" in done.stderr

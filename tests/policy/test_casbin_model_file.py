@@ -67,10 +67,28 @@ def test_the_app_refuses_any_other_model(tmp_path, edit, named):
         create_app(settings)
 
 
-def test_comments_and_spacing_do_not_count(tmp_path):
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("m = g(", "m =   g("),
+        ("r = sub, obj, act, now", "r = sub,obj,act,now"),
+        ("r.act == p.act", "r.act==p.act"),
+        ("g = _, _", "g = _,_"),
+    ],
+)
+def test_comments_and_spacing_casbin_ignores_do_not_count(tmp_path, old, new):
     edited = tmp_path / "model.conf"
-    edited.write_text("# mine\n" + MODEL_PATH.read_text().replace("m = g(", "m =   g("))
+    text = MODEL_PATH.read_text()
+    assert old in text
+    edited.write_text("# mine\n" + text.replace(old, new))
     assert model_differences(edited) == []
+
+
+@pytest.mark.parametrize("spacing", ["  ", "\t"])
+def test_an_effect_casbin_cannot_run_is_refused_even_if_only_its_spacing_differs(tmp_path, spacing):
+    edited = tmp_path / "model.conf"
+    edited.write_text(MODEL_PATH.read_text().replace("allow)) &&", f"allow)){spacing}&&"))
+    assert [d.split(" is ")[0] for d in model_differences(edited)] == ["[policy_effect] e"]
 
 
 @pytest.mark.slow
