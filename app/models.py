@@ -15,6 +15,12 @@ from app.exposure.models import Finding
 from app.holds.models import Hold
 from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
 from app.operations.models import Lease
+from app.policy.history.models import (
+    DatasetHistory,
+    GrantHistory,
+    HoldHistory,
+    MembershipHistory,
+)
 from app.policy.models import Grant
 from app.policy_version import PolicyVersion
 
@@ -28,12 +34,16 @@ __all__ = [
     "ApiToken",
     "Base",
     "Dataset",
+    "DatasetHistory",
     "Finding",
     "Grant",
+    "GrantHistory",
     "Group",
     "Hold",
+    "HoldHistory",
     "Lease",
     "Membership",
+    "MembershipHistory",
     "PolicyVersion",
     "ScimGroup",
     "ScimMemberDisplay",
