@@ -133,3 +133,43 @@ async def test_history_of_a_scim_batch_keeps_only_the_pushes_that_committed(
         ("user:bob", "group:outer"),
     ]
     assert {m.from_by for m in links} == {"scim:scim"}  # the IdP, by its token
+
+
+async def test_at_must_be_an_instant_with_its_offset_and_not_in_the_future(
+    client: httpx.AsyncClient, tokens: Tokens
+):
+    reader = tokens["audit:read"]
+    future = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1).isoformat()
+    paths = [
+        ("/v1/explain", {"principal": "user:amy", "dataset": "a.b"}),
+        ("/v1/datasets/a.b/exposure", {}),
+        ("/v1/principals/user:amy/access", {}),
+    ]
+    for path, params in paths:
+        for at in ("2026-01-01T00:00:00", "yesterday", future):
+            r = await client.get(path, params={**params, "at": at}, headers=reader)
+            assert r.status_code == 422, (path, at, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert any(e["loc"][-1] == "at" for e in r.json()["errors"]), r.json()
+
+
+async def test_before_any_history_the_policy_was_empty(client: httpx.AsyncClient, tokens: Tokens):
+    admin = tokens["admin"]
+    before = datetime.now(UTC)
+    body = {"owner": "group:eng", "sensitivity": "internal", "intended_audience": ["group:eng"]}
+    assert (await client.put("/v1/datasets/a.b", json=body, headers=admin)).status_code == 201
+    grant = {"principal": "user:amy", "resource": "a.*", "action": "read", "effect": "allow"}
+    assert (await client.post("/v1/grants", json=grant, headers=admin)).status_code == 201
+    then = {"at": before.isoformat()}
+    r = await client.get("/v1/datasets/a.b/exposure", params=then, headers=admin)
+    assert r.status_code == 404, r.text
+    params = {"principal": "user:amy", "dataset": "a.b", **then}
+    r = await client.get("/v1/explain", params=params, headers=admin)
+    assert r.json()["decision"] == "deny"
+    assert r.json()["reason"]["code"] == "unknown_dataset"
+    assert r.json()["at"] is not None
+    now = {"at": datetime.now(UTC).isoformat()}
+    r = await client.get("/v1/principals/user:amy/access", params=now, headers=admin)
+    assert [item["dataset"] for item in r.json()["items"]] == ["a.b"]
+    r = await client.get("/v1/datasets/a.b/exposure", params=now, headers=admin)
+    assert (r.json()["excess_count"], r.json()["items"][0]["principal"]) == (1, "user:amy")
