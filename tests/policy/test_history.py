@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import policy_version
 from app.changes import grants as grant_changes
+from app.directory.models import MembershipHistory
 from app.policy.history import repository as history_repository
 from app.policy.history import timeline
-from app.policy.history.models import GrantHistory, MembershipHistory
+from app.policy.history.models import GrantHistory
 from app.policy.schemas import GrantCreate
 from app.policy.state import PolicyRows, load_rows
 from tests.conftest import Tokens
@@ -86,6 +87,16 @@ async def test_history_rebuilds_every_committed_policy_of_api_changes(
         assert r.status_code < 300, (path, r.text)
         seen.append(await committed(sessionmaker))
     await assert_rebuilt(sessionmaker, seen)
+    # the directory as it was: eng had amy and bob after the first step, amy and dan now
+    r = await client.get("/v1/groups/eng", params={"at": seen[1][1].isoformat()}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["members"] == ["user:amy", "user:bob"]
+    r = await client.get("/v1/groups/all", params={"at": seen[4][1].isoformat()}, headers=admin)
+    assert (r.json()["direct_member_count"], r.json()["transitive_member_count"]) == (2, 3)
+    r = await client.get("/v1/groups/all", params={"at": seen[5][1].isoformat()}, headers=admin)
+    assert (r.json()["direct_member_count"], r.json()["transitive_member_count"]) == (2, 2)
+    r = await client.get("/v1/groups/eng", headers=admin)
+    assert r.json()["members"] == ["user:amy", "user:dan"]
     async with sessionmaker() as session:
         grant = (await session.execute(select(GrantHistory))).scalar_one()
         assert (grant.from_by, grant.until_by) == ("admin", "admin")
@@ -144,6 +155,7 @@ async def test_at_must_be_an_instant_with_its_offset_and_not_in_the_future(
         ("/v1/explain", {"principal": "user:amy", "dataset": "a.b"}),
         ("/v1/datasets/a.b/exposure", {}),
         ("/v1/principals/user:amy/access", {}),
+        ("/v1/groups/eng", {}),
     ]
     for path, params in paths:
         for at in ("2026-01-01T00:00:00", "yesterday", future):

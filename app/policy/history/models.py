@@ -5,6 +5,7 @@ is NULL). Rows are only ever inserted, and closed once: nothing else is updated 
 Validity is by policy version and by instant: a row holds for versions
 ``from_version <= v < until_version`` and instants ``from_at <= t < until_at``. `from_by` and
 `until_by` name who made the change (the caller the trail names), where it is known.
+Memberships' history is the directory's (`app.directory.models.MembershipHistory`).
 """
 
 from datetime import datetime
@@ -12,19 +13,10 @@ from datetime import datetime
 from sqlalchemy import JSON, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
+from app.db import Base, UTCDateTime, Validity
 
 
-class _Validity:
-    from_version: Mapped[int] = mapped_column(Integer)
-    from_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    from_by: Mapped[str | None] = mapped_column(String(160), nullable=True)
-    until_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    until_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    until_by: Mapped[str | None] = mapped_column(String(160), nullable=True)
-
-
-class GrantHistory(_Validity, Base):
+class GrantHistory(Validity, Base):
     """A grant (Casbin ``p`` rule) while it was unrevoked."""
 
     __tablename__ = "grant_history"
@@ -43,22 +35,7 @@ class GrantHistory(_Validity, Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class MembershipHistory(_Validity, Base):
-    """`member` in `group_id` (Casbin ``g`` rule)."""
-
-    __tablename__ = "membership_history"
-    __table_args__ = (
-        Index("ix_membership_history_group_member", "group_id", "member"),
-        Index("ix_membership_history_from_version", "from_version"),
-        Index("ix_membership_history_from_at", "from_at"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    group_id: Mapped[str] = mapped_column(String(140))
-    member: Mapped[str] = mapped_column(String(140))
-
-
-class DatasetHistory(_Validity, Base):
+class DatasetHistory(Validity, Base):
     """A dataset's facts the policy knows: sensitivity, intended audience and guard."""
 
     __tablename__ = "dataset_history"
@@ -75,7 +52,7 @@ class DatasetHistory(_Validity, Base):
     guard: Mapped[str] = mapped_column(String(8))
 
 
-class HoldHistory(_Validity, Base):
+class HoldHistory(Validity, Base):
     """A hold while it was active (its deny rules: `app.policy.holds`)."""
 
     __tablename__ = "hold_history"

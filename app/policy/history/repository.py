@@ -8,9 +8,10 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.directory.models import MembershipHistory
 from app.policy import repository as policy_repository
 from app.policy.casbin_model import Rule
-from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory, MembershipHistory
+from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
 from app.policy.history.timeline import History, HistoryDiff, Span
 from app.policy.state import DatasetFacts
 
