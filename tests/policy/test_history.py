@@ -12,14 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import policy_version
 from app.changes import grants as grant_changes
 from app.directory.models import MembershipHistory
+from app.identity import provisioning
 from app.policy.history import repository as history_repository
 from app.policy.history import timeline
-from app.policy.history.models import GrantHistory
+from app.policy.history.models import GrantHistory, HoldHistory
 from app.policy.schemas import GrantCreate
 from app.policy.state import PolicyRows, load_rows
 from tests.conftest import Tokens
 from tests.identity.support import Scim
 from tests.identity.test_group_commit import add, queued, writers_held
+from tests.identity.test_holds_scenarios import audience_owned_by_idp
+from tests.identity.test_provisioning import idp
 
 
 def _canonical(rows: PolicyRows) -> tuple[object, ...]:
@@ -185,3 +188,33 @@ async def test_before_any_history_the_policy_was_empty(client: httpx.AsyncClient
     assert [item["dataset"] for item in r.json()["items"]] == ["a.b"]
     r = await client.get("/v1/datasets/a.b/exposure", params=now, headers=admin)
     assert (r.json()["excess_count"], r.json()["items"][0]["principal"]) == (1, "user:amy")
+
+
+async def test_holds_keep_their_history_and_explain_shows_them_as_they_were(
+    app: FastAPI, client: httpx.AsyncClient, tokens: Tokens, sessionmaker
+):
+    """A guard hold (the IdP took u1 out of the audience) and an inactive one (deactivated,
+    then reactivated): each held while it was active, and explain at an instant then names
+    it."""
+    admin = tokens["admin"]
+    await audience_owned_by_idp(app, client, admin)
+    seen = [await committed(sessionmaker)]
+    await idp(app, provisioning.change_members, group="group:sec", remove=["user:u1"])
+    seen.append(await committed(sessionmaker))
+    await idp(app, provisioning.set_active, principal="user:u1", active=False)
+    seen.append(await committed(sessionmaker))
+    await idp(app, provisioning.set_active, principal="user:u1", active=True)
+    seen.append(await committed(sessionmaker))
+    await assert_rebuilt(sessionmaker, seen)
+    codes = []
+    for _, at, _ in seen:
+        params = {"principal": "user:u1", "dataset": "act.keys", "at": at.isoformat()}
+        r = await client.get("/v1/explain", params=params, headers=admin)
+        codes.append(r.json()["reason"]["code"])
+    assert codes == ["granted", "held_by_guard", "principal_inactive", "held_by_guard"]
+    async with sessionmaker() as session:
+        held = (await session.execute(select(HoldHistory).order_by(HoldHistory.id))).scalars()
+        spans = [(h.dataset, h.until_version is None) for h in held]
+    # (the inactive hold stood in for the guard hold while it lasted: the guard released it,
+    # and held u1 again on reactivation)
+    assert spans == [("act.keys", False), ("*", False), ("act.keys", True)]
