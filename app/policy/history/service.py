@@ -23,8 +23,3 @@ async def state_at(session: AsyncSession, at: datetime) -> tuple[PolicyState, Po
     history = await repository.load(session, at=at)
     return timeline.state_as_of(history, at=at)
 
-
-async def state_in(session: AsyncSession, version: int) -> tuple[PolicyState, PolicyRows]:
-    """The policy state at `version`, and its rows."""
-    history = await repository.load(session, version=version)
-    return timeline.state_as_of(history, version=version)
