@@ -36,6 +36,7 @@ class MembershipHistory(Validity, Base):
         Index("ix_membership_history_group_member", "group_id", "member"),
         Index("ix_membership_history_from_version", "from_version"),
         Index("ix_membership_history_from_at", "from_at"),
+        Index("ix_membership_history_until_at", "until_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -86,6 +86,7 @@ def upgrade() -> None:
         op.create_index(f'ix_{table}_{key}', table, columns, unique=False)
         op.create_index(f'ix_{table}_from_version', table, ['from_version'], unique=False)
         op.create_index(f'ix_{table}_from_at', table, ['from_at'], unique=False)
+        op.create_index(f'ix_{table}_until_at', table, ['until_at'], unique=False)
     _backfill()
 
 

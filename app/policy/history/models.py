@@ -24,6 +24,7 @@ class GrantHistory(Validity, Base):
         Index("ix_grant_history_grant_id", "grant_id"),
         Index("ix_grant_history_from_version", "from_version"),
         Index("ix_grant_history_from_at", "from_at"),
+        Index("ix_grant_history_until_at", "until_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -43,6 +44,7 @@ class DatasetHistory(Validity, Base):
         Index("ix_dataset_history_dataset_id", "dataset_id"),
         Index("ix_dataset_history_from_version", "from_version"),
         Index("ix_dataset_history_from_at", "from_at"),
+        Index("ix_dataset_history_until_at", "until_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -60,6 +62,7 @@ class HoldHistory(Validity, Base):
         Index("ix_hold_history_hold_id", "hold_id"),
         Index("ix_hold_history_from_version", "from_version"),
         Index("ix_hold_history_from_at", "from_at"),
+        Index("ix_hold_history_until_at", "until_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

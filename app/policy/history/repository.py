@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.models import MembershipHistory
@@ -137,9 +137,16 @@ async def load(
     ).scalars()
     known = 0
     if at is not None:
+        # The newest change that closed a row by then (its version: versions and instants
+        # grow together, both taken under the policy lock), by the until_at index.
         for table in (GrantHistory, MembershipHistory, DatasetHistory, HoldHistory):
-            query = select(func.max(table.until_version)).where(table.until_at <= at)
-            known = max(known, (await session.execute(query)).scalar_one() or 0)
+            query = (
+                select(table.until_version)
+                .where(table.until_at <= at)
+                .order_by(table.until_at.desc())
+                .limit(1)
+            )
+            known = max(known, (await session.execute(query)).scalar() or 0)
     return History(
         grants=[
             (

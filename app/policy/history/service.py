@@ -22,4 +22,3 @@ async def state_at(session: AsyncSession, at: datetime) -> tuple[PolicyState, Po
         raise InvalidInput("query.at", "is in the future: the policy then is not known yet")
     history = await repository.load(session, at=at)
     return timeline.state_as_of(history, at=at)
-
