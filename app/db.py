@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, Table, event, text
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, Table, event, text
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings
@@ -56,6 +56,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Validity:
+    """The columns of a history row (`app.policy.history`): it held from (`from_version`,
+    `from_at`) until (`until_version`, `until_at`), open while those are NULL, with who made
+    the change at either end where known."""
+
+    from_version: Mapped[int] = mapped_column(Integer)
+    from_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    from_by: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    until_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    until_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    until_by: Mapped[str | None] = mapped_column(String(160), nullable=True)
 
 
 # Access-log and alert ids: BIGINT on PostgreSQL; SQLite's INTEGER is already 64-bit (and only

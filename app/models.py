@@ -10,11 +10,12 @@ from app.alerts.models import Alert, AlertHead
 from app.auth.models import ApiToken, TrailEntry
 from app.datasets.models import Dataset
 from app.db import Base
-from app.directory.models import Group, Membership
+from app.directory.models import Group, Membership, MembershipHistory
 from app.exposure.models import Finding
 from app.holds.models import Hold
 from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
 from app.operations.models import Lease
+from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
 from app.policy.models import Grant
 from app.policy_version import PolicyVersion
 
@@ -28,12 +29,16 @@ __all__ = [
     "ApiToken",
     "Base",
     "Dataset",
+    "DatasetHistory",
     "Finding",
     "Grant",
+    "GrantHistory",
     "Group",
     "Hold",
+    "HoldHistory",
     "Lease",
     "Membership",
+    "MembershipHistory",
     "PolicyVersion",
     "ScimGroup",
     "ScimMemberDisplay",

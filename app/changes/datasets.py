@@ -62,5 +62,5 @@ async def put_dataset(
         guarded=guarded,
     )
     moved = await guard_change.settle(session, pending, accept=accept, actor=actor, refuse=guarded)
-    publish_on_commit(session, after)
+    await publish_on_commit(session, after, actor=actor)
     return dataset, created, changes, (moved[0] if moved else None)

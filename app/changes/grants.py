@@ -44,7 +44,7 @@ async def create_grant(
         )
     except ExposureRefused as refused:
         raise refused.without_grants({grant.id}) from None
-    publish_on_commit(session, after)
+    await publish_on_commit(session, after, actor=actor)
     return grant, changes
 
 
@@ -63,5 +63,5 @@ async def revoke_grant(
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
-    publish_on_commit(session, after)
+    await publish_on_commit(session, after, actor=actor)
     return grant, changes

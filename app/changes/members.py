@@ -150,7 +150,7 @@ async def relink(
         within=touched,  # only leaves under a member that came or went reach anything new
         repaths=[(dataset, int(rule.id)) for dataset, rule in repaths],
     )
-    publish_on_commit(session, after)
+    await publish_on_commit(session, after, actor=actor)
     return changes, holds
 
 

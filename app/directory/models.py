@@ -1,9 +1,9 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime
+from app.db import Base, UTCDateTime, Validity
 
 
 class Group(Base):
@@ -26,3 +26,19 @@ class Membership(Base):
     member: Mapped[str] = mapped_column(String(140), primary_key=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(128))
+
+
+class MembershipHistory(Validity, Base):
+    """`member` in `group_id` (Casbin ``g`` rule)."""
+
+    __tablename__ = "membership_history"
+    __table_args__ = (
+        Index("ix_membership_history_group_member", "group_id", "member"),
+        Index("ix_membership_history_from_version", "from_version"),
+        Index("ix_membership_history_from_at", "from_at"),
+        Index("ix_membership_history_until_at", "until_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(140))
+    member: Mapped[str] = mapped_column(String(140))

@@ -2,10 +2,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.directory.models import Group, Membership
+from app.directory.models import Group, Membership, MembershipHistory
 
 
 async def get_group(session: AsyncSession, group_id: str) -> Group | None:
@@ -48,6 +48,18 @@ async def all_edges(session: AsyncSession) -> list[tuple[str, str]]:
 async def group_children(session: AsyncSession) -> dict[str, list[str]]:
     children: dict[str, list[str]] = defaultdict(list)
     for member, group in await all_edges(session):
+        children[group].append(member)
+    return children
+
+
+async def group_children_at(session: AsyncSession, at: datetime) -> dict[str, list[str]]:
+    """Each group's direct members as they were at instant `at` (from the history)."""
+    history = MembershipHistory
+    query = select(history.member, history.group_id).where(
+        history.from_at <= at, or_(history.until_at.is_(None), history.until_at > at)
+    )
+    children: dict[str, list[str]] = defaultdict(list)
+    for member, group in (await session.execute(query)).all():
         children[group].append(member)
     return children
 

@@ -8,6 +8,7 @@ costs far more than the change itself.
 
 from collections import ChainMap, defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,6 +64,15 @@ async def describe_group(
         transitive_member_count=len(graph.leaves(graph.descendants(children, gid))),
         policy_version=version,
     )
+
+
+async def describe_group_at(session: AsyncSession, gid: str, at: datetime) -> GroupRead:
+    """The group as it was at instant `at` (its members from the history; a group is never
+    deleted, so one that exists now existed then, perhaps empty). Not in the future."""
+    if at > utcnow():
+        raise InvalidInput("query.at", "is in the future: the directory then is not known yet")
+    children = await repository.group_children_at(session, at)
+    return await describe_group(session, gid, children=children)
 
 
 async def list_groups(

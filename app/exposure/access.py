@@ -3,6 +3,7 @@ beyond its audience, and a finding's reads."""
 
 import time
 from bisect import bisect_right
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,7 +13,8 @@ from app.errors import NotFound
 from app.exposure import findings, repository
 from app.exposure.measure import READ
 from app.exposure.schemas import AccessItem, ExcessPrincipal, ExposureRead, PrincipalAccess
-from app.exposure.view import current_view
+from app.exposure.view import ANALYSER, current_view
+from app.policy.history import service as history_service
 from app.policy.snapshot import PolicySnapshot, now
 
 
@@ -23,15 +25,22 @@ async def principal_access(
     principal: str,
     after: str | None,
     limit: int,
+    when: datetime | None = None,
 ) -> PrincipalAccess:
     """The registered datasets `principal` can read under `snapshot` now, in dataset-id order,
-    after the dataset `after`; at most `limit`, with the cursor of the next page."""
-    at = now()
+    after the dataset `after`; at most `limit`, with the cursor of the next page. `when`: the
+    instant `snapshot` was rebuilt for (from the history), whose datasets are its own."""
+    if when is None:
+        at = now()
+        ids = [dataset.id for dataset in await datasets_repository.list_all(session)]
+    else:
+        at = when.timestamp()
+        ids = sorted(snapshot.audiences)
     items: list[AccessItem] = []
-    for dataset in await datasets_repository.list_all(session):
-        if after is not None and dataset.id <= after:
+    for dataset_id in ids:
+        if after is not None and dataset_id <= after:
             continue
-        outcome = snapshot.decide(principal, dataset.id, "read", at)
+        outcome = snapshot.decide(principal, dataset_id, "read", at)
         if outcome.allowed and outcome.grant_id is not None:
             if len(items) == limit:
                 return PrincipalAccess(
@@ -39,7 +48,7 @@ async def principal_access(
                 )
             items.append(
                 AccessItem(
-                    dataset=dataset.id,
+                    dataset=dataset_id,
                     grant_id=outcome.grant_id,
                     via=list(outcome.via),
                     out_of_audience=outcome.out_of_audience,
@@ -62,16 +71,29 @@ async def finding_reads(
 
 
 async def dataset_exposure(
-    session: AsyncSession, *, dataset_id: str, after: str | None, limit: int
+    session: AsyncSession,
+    *,
+    dataset_id: str,
+    after: str | None,
+    limit: int,
+    when: datetime | None = None,
 ) -> ExposureRead:
     """Who could read it beyond its audience (a page), and how many such reads were recorded.
+    `when`: as of that instant (the policy rebuilt from its history; the reads recorded up
+    to it), else now.
 
     For the action `read`, as the contract defines it; findings also cover `export` grants."""
-    view = await current_view(session)
+    if when is None:
+        view = await current_view(session)
+        at = time.time()
+    else:
+        state, rows = await history_service.state_at(session, when)
+        view = await state.build(ANALYSER, rows)
+        at = when.timestamp()
     facts = view.datasets.get(dataset_id)
     if facts is None:
-        raise NotFound(f"dataset {dataset_id} is not registered")
-    at = time.time()
+        moment = "" if when is None else f" at {when.isoformat()}"
+        raise NotFound(f"dataset {dataset_id} is not registered{moment}")
     analyser = view.analyser
     intended = analyser.intended_bits(facts.audience)
     exposure = analyser.exposure(dataset_id, READ, at, intended)
@@ -92,5 +114,8 @@ async def dataset_exposure(
         excess_count=exposure.excess_count,
         items=items,
         next_cursor=page[-1] if start + limit < len(excess) and page else None,
-        out_of_audience_reads=await repository.out_of_audience_reads(session, dataset_id),
+        out_of_audience_reads=await repository.out_of_audience_reads(
+            session, dataset_id, until=when
+        ),
+        at=when,
     )

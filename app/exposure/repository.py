@@ -337,7 +337,10 @@ async def count_open(session: AsyncSession) -> int:
     return int((await session.execute(query)).scalar_one())
 
 
-async def out_of_audience_reads(session: AsyncSession, dataset: str) -> int:
+async def out_of_audience_reads(
+    session: AsyncSession, dataset: str, *, until: datetime | None = None
+) -> int:
+    """Allowed reads of `dataset` from outside its audience (recorded at or before `until`)."""
     query = (
         select(func.count())
         .select_from(AccessLogEntry)
@@ -346,6 +349,8 @@ async def out_of_audience_reads(session: AsyncSession, dataset: str) -> int:
             OUT_OF_AUDIENCE,
         )
     )
+    if until is not None:
+        query = query.where(AccessLogEntry.at <= until)
     return int((await session.execute(query)).scalar_one())
 
 

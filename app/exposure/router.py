@@ -33,11 +33,13 @@ from app.exposure.schemas import (
 from app.fairness import OneAtATime
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
-from app.policy.snapshot import PolicyCache
+from app.policy.history import service as history_service
+from app.policy.history.schemas import At
+from app.policy.snapshot import CHECKS, PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
 FindingId = Annotated[int, Path(ge=1, le=2**62)]
-READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound)
+READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
 
 
 @router.get("/v1/findings", response_model=FindingPage, responses=READ_ERRORS)
@@ -110,10 +112,14 @@ async def dataset_exposure(
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    at: At = None,
 ) -> ExposureRead:
     """Who could read it: intended, effective and excess counts, a page of excess principals
-    with the grant and path that reaches each, and the out-of-audience reads recorded."""
-    return await access.dataset_exposure(session, dataset_id=dataset, after=cursor, limit=limit)
+    with the grant and path that reaches each, and the out-of-audience reads recorded; now,
+    or as of `at` (the policy rebuilt from its history; 404 if not registered then)."""
+    return await access.dataset_exposure(
+        session, dataset_id=dataset, after=cursor, limit=limit, when=at
+    )
 
 
 @router.get(
@@ -126,13 +132,19 @@ async def principal_access(
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    at: At = None,
 ) -> PrincipalAccess:
-    """Every registered dataset the principal can read now, with the grant and group path,
-    by dataset id (the cursor is the last one of the previous page)."""
-    cache: PolicyCache = request.app.state.policy
-    snapshot = await cache.current(session)
+    """Every registered dataset the principal can read now (or could at `at`, from the
+    policy's history), with the grant and group path, by dataset id (the cursor is the last
+    one of the previous page)."""
+    if at is not None:
+        state, rows = await history_service.state_at(session, at)
+        snapshot = await state.build(CHECKS, rows)
+    else:
+        cache: PolicyCache = request.app.state.policy
+        snapshot = await cache.current(session)
     return await access.principal_access(
-        session, snapshot, principal=principal, after=cursor, limit=limit
+        session, snapshot, principal=principal, after=cursor, limit=limit, when=at
     )
 
 

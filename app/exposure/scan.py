@@ -66,7 +66,7 @@ async def record_time_events(session: AsyncSession, *, actor: str) -> TimeEvents
         guarded=False,
         now=stamp.timestamp(),
     )
-    publish_on_commit(session, view)
+    await publish_on_commit(session, view, actor=actor)
     return TimeEvents([g.id for g in lapsed], reopened, changes)
 
 
@@ -92,7 +92,7 @@ async def scan(session: AsyncSession, *, actor: str) -> ScanResult:
         at=time.time(),
         every_dataset=True,
     )
-    publish_on_commit(session, view)
+    await publish_on_commit(session, view, actor=actor)
     return ScanResult(
         datasets=len(view.datasets),
         opened=len(written.opened),

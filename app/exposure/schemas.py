@@ -75,7 +75,10 @@ class ExposureRead(BaseModel):
     items: list[ExcessPrincipal] = Field(description="A page of excess principals.")
     next_cursor: str | None
     out_of_audience_reads: int = Field(
-        description="Allowed reads recorded from outside the audience."
+        description="Allowed reads recorded from outside the audience (up to `at`, if given)."
+    )
+    at: datetime | None = Field(
+        default=None, description="The instant answered for, when `at=` was given."
     )
 
 

@@ -67,9 +67,11 @@ async def view_before_change(session: AsyncSession) -> PolicyView:
     return await states_of(session).before_change(session, ANALYSER)
 
 
-def publish_on_commit(session: AsyncSession, view: PolicyView) -> None:
+async def publish_on_commit(session: AsyncSession, view: PolicyView, *, actor: str | None) -> None:
     """Once this transaction commits, the state it started from with `view.change` made is the
     committed policy at its version, with `view` as its analyser view (the check index and any
-    other view follow from it on demand)."""
+    other view follow from it on demand). Its history rows, by `actor`, are written now."""
     published = replace(view, change=PolicyChange())
-    states_of(session).publish_on_commit(session, view.change, {ANALYSER: published})
+    await states_of(session).publish_on_commit(
+        session, view.change, {ANALYSER: published}, actor=actor
+    )

@@ -277,7 +277,8 @@ async def _run_through(
     moved = {group: (old, new) for group, (old, new) in moved.items() if old != new}
     rules = holds.change if holds is not None else None
     if not moved and (rules is None or not (rules.added or rules.removed)):
-        publish_on_commit(session, before)  # the version moved (the lock): keep up with it
+        # the version moved (the lock): keep up with it
+        await publish_on_commit(session, before, actor=actor)
         return Provisioned()
     touched = 0 if principal is None else before.analyser.directory.leaf_bits(principal)
     findings, settled = await relink(

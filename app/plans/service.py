@@ -230,7 +230,7 @@ async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pl
         guards = await guard_change.settle(session, done.guards, accept=accept, actor=actor)
     except ExposureRefused as refused:
         raise refused.without_grants({g.id for g in done.created}) from None
-    publish_on_commit(session, done.after)
+    await publish_on_commit(session, done.after, actor=actor)
     version = await policy_version.advance(session)  # the version this transaction took
     return _result(done, changes, applied=True, version=version, guards=guards)
 

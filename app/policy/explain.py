@@ -1,3 +1,4 @@
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -6,11 +7,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
-from app.errors import Forbidden, Unauthenticated, problem_responses
+from app.errors import Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import holds
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
+from app.policy.history import service as history_service
+from app.policy.history.schemas import At
 from app.policy.published import states_of
 from app.policy.schemas import Reason
 from app.policy.snapshot import PolicyCache
@@ -47,6 +50,9 @@ class Explanation(BaseModel):
     reason: Reason
     out_of_audience: bool
     policy_version: int
+    at: datetime | None = Field(
+        default=None, description="The instant answered for, when `at=` was given."
+    )
     grants: list[ExplainedGrant] = Field(
         description="Every live grant that matches, allow and deny, and every hold."
     )
@@ -61,9 +67,14 @@ async def explain_now(
 
 
 def explain_with(
-    snapshot: snapshot_module.PolicySnapshot, principal: str, dataset: str, action: Action
+    snapshot: snapshot_module.PolicySnapshot,
+    principal: str,
+    dataset: str,
+    action: Action,
+    when: datetime | None = None,
 ) -> Explanation:
-    at = snapshot_module.now()
+    """The decision under `snapshot` at `when` (expiries judged then; None: now)."""
+    at = snapshot_module.now() if when is None else when.timestamp()
     outcome = snapshot.decide(principal, dataset, action.value, at)
     matches = snapshot.index.rules_for(principal, dataset, action.value, at)
     return Explanation(
@@ -74,6 +85,7 @@ def explain_with(
         reason=Reason(code=outcome.code, grant_id=outcome.grant_id, via=list(outcome.via)),
         out_of_audience=outcome.out_of_audience,
         policy_version=snapshot.version,
+        at=when,
         grants=[_explained(snapshot, principal, rule, via) for rule, via in matches],
     )
 
@@ -98,7 +110,7 @@ def _explained(
 @router.get(
     "/v1/explain",
     response_model=Explanation,
-    responses=problem_responses(Unauthenticated, Forbidden),
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
 )
 async def explain(
     request: Request,
@@ -107,7 +119,13 @@ async def explain(
     principal: Annotated[PrincipalId, Query()],
     dataset: Annotated[DatasetId, Query()],
     action: Annotated[Action, Query()] = Action.read,
+    at: At = None,
 ) -> Explanation:
-    """The decision a check would get now and every grant and path behind it (not logged)."""
+    """The decision a check would get now (or would have got at `at`, from the policy's
+    history) and every grant and path behind it (not logged)."""
+    if at is not None:
+        state, rows = await history_service.state_at(session, at)
+        snapshot = await state.build(snapshot_module.CHECKS, rows)
+        return explain_with(snapshot, principal, dataset, action, at)
     cache: PolicyCache = request.app.state.policy
     return explain_with(await cache.current(session), principal, dataset, action)

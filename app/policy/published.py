@@ -7,6 +7,7 @@ so a change committed by any worker is seen by every reader that starts after it
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -15,7 +16,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import policy_version
-from app.db import take_policy_turn
+from app.db import take_policy_turn, utcnow
+from app.policy.history import repository as history_repository
+from app.policy.history import timeline as history_timeline
 from app.policy.state import PolicyChange, PolicyState, ViewKind, load_rows
 
 T = TypeVar("T")
@@ -24,6 +27,7 @@ T = TypeVar("T")
 _BASE = "policy_state_base"
 _PUBLISHING = "policy_state_publishing"
 _LISTENING = "policy_state_listening"
+_INSTANT = "policy_history_instant"  # (transaction, the instant its history rows carry)
 
 
 class PolicyStates:
@@ -89,15 +93,28 @@ class PolicyStates:
         session.info[_BASE] = (transaction, state)
         return view
 
-    def publish_on_commit(
-        self, session: AsyncSession, change: PolicyChange, views: Mapping[ViewKind[Any], Any]
+    async def publish_on_commit(
+        self,
+        session: AsyncSession,
+        change: PolicyChange,
+        views: Mapping[ViewKind[Any], Any],
+        *,
+        actor: str | None,
     ) -> None:
         """Once this transaction commits, its version's state is the one it started from
-        (`before_change`) with `change` made; `views` are views of it already computed."""
+        (`before_change`) with `change` made; `views` are views of it already computed.
+
+        The change's history rows are written now, in the change's transaction (and in its
+        savepoint, if any: rolled back with it), by `actor` (None: not known)."""
         transaction = session.sync_session.get_transaction()
         started, base = session.info[_BASE]
         assert started is transaction, "publish_on_commit without before_change"
         version = int(session.info[policy_version.TAKEN][1])
+        rows = history_timeline.diff(base.datasets, change)
+        if not rows.is_empty:
+            await history_repository.record(
+                session, rows, version=version, at=_instant(session), actor=actor
+            )
         publishing = session.info.get(_PUBLISHING)
         if publishing is None or publishing[0] is not transaction:
             pending: dict[str, PolicyState] = {}
@@ -128,6 +145,16 @@ class PolicyStates:
 
         event.listen(session.sync_session, "after_commit", lambda _: end(True))
         event.listen(session.sync_session, "after_rollback", lambda _: end(False))
+
+
+def _instant(session: AsyncSession) -> datetime:
+    """One instant per transaction, so a row it opens and closes again never held at any
+    instant (just as it never held at any committed version)."""
+    transaction = session.sync_session.get_transaction()
+    taken = session.info.get(_INSTANT)
+    if taken is None or taken[0] is not transaction:
+        taken = session.info[_INSTANT] = (transaction, utcnow())
+    return taken[1]
 
 
 # One holder per engine (per database), so tests and tools with several databases never mix.

@@ -1,0 +1,167 @@
+"""Every query of the policy's history: `record` a change's rows, `load` those of an instant or
+a version."""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.directory.models import MembershipHistory
+from app.policy import repository as policy_repository
+from app.policy.casbin_model import Rule
+from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
+from app.policy.history.timeline import History, HistoryDiff, Span
+from app.policy.state import DatasetFacts
+
+_CHUNK = 500  # keys per statement (SQLite's bound-parameter limit, PostgreSQL's plan size)
+
+_Table = type[GrantHistory] | type[MembershipHistory] | type[DatasetHistory] | type[HoldHistory]
+
+
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
+
+
+def _expiry(rule: Rule) -> datetime | None:
+    return None if rule.exp == "" else datetime.fromtimestamp(float(rule.exp), UTC)
+
+
+async def record(
+    session: AsyncSession, diff: HistoryDiff, *, version: int, at: datetime, actor: str | None
+) -> None:
+    """Close the rows `diff` closes and open those it opens, at `version` and instant `at`."""
+    closing = {"until_version": version, "until_at": at, "until_by": actor}
+    opening = {"from_version": version, "from_at": at, "from_by": actor}
+    await _close(session, GrantHistory, GrantHistory.grant_id, diff.grants_closed, closing)
+    await _close(session, HoldHistory, HoldHistory.hold_id, diff.holds_closed, closing)
+    await _close(session, DatasetHistory, DatasetHistory.dataset_id, diff.datasets_closed, closing)
+    key = tuple_(MembershipHistory.member, MembershipHistory.group_id)
+    await _close(session, MembershipHistory, key, diff.links_closed, closing)
+    rows: list[tuple[_Table, list[dict[str, Any]]]] = [
+        (
+            GrantHistory,
+            [
+                {
+                    "grant_id": int(r.id),
+                    "principal": r.sub,
+                    "resource": r.obj,
+                    "action": r.act,
+                    "effect": r.eft,
+                    "expires_at": _expiry(r),
+                    **opening,
+                }
+                for r in diff.grants_opened
+            ],
+        ),
+        (
+            MembershipHistory,
+            [{"member": m, "group_id": g, **opening} for m, g in diff.links_opened],
+        ),
+        (
+            DatasetHistory,
+            [
+                {
+                    "dataset_id": f.id,
+                    "sensitivity": f.sensitivity,
+                    "audience": list(f.audience),
+                    "guard": f.guard,
+                    **opening,
+                }
+                for f in diff.datasets_opened
+            ],
+        ),
+        (
+            HoldHistory,
+            [
+                {"hold_id": h, "principal": p, "dataset": d, **opening}
+                for h, p, d in diff.holds_opened
+            ],
+        ),
+    ]
+    for table, values in rows:
+        for chunk in _chunks(values):
+            await session.execute(insert(table), list(chunk))
+
+
+async def _close(
+    session: AsyncSession,
+    table: _Table,
+    key: Any,
+    keys: Sequence[Any],
+    closing: dict[str, Any],
+) -> None:
+    for chunk in _chunks(keys):
+        await session.execute(
+            update(table)
+            .where(key.in_(chunk), table.until_version.is_(None))
+            .values(**closing)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _held(table: _Table, at: datetime | None, version: int | None) -> ColumnElement[bool]:
+    if at is not None:
+        return and_(table.from_at <= at, or_(table.until_at.is_(None), table.until_at > at))
+    return and_(
+        table.from_version <= version,
+        or_(table.until_version.is_(None), table.until_version > version),
+    )
+
+
+def _span(row: Any) -> Span:
+    return Span(row.from_version, row.from_at, row.until_version, row.until_at)
+
+
+async def load(
+    session: AsyncSession, *, at: datetime | None = None, version: int | None = None
+) -> History:
+    """The history rows that held at instant `at` or at `version`, and for an instant the
+    newest version a change before it reached."""
+    if (at is None) == (version is None):
+        raise ValueError("give exactly one of at and version")
+    grants = (
+        await session.execute(select(GrantHistory).where(_held(GrantHistory, at, version)))
+    ).scalars()
+    links = (
+        await session.execute(
+            select(MembershipHistory).where(_held(MembershipHistory, at, version))
+        )
+    ).scalars()
+    datasets = (
+        await session.execute(select(DatasetHistory).where(_held(DatasetHistory, at, version)))
+    ).scalars()
+    held = (
+        await session.execute(select(HoldHistory).where(_held(HoldHistory, at, version)))
+    ).scalars()
+    known = 0
+    if at is not None:
+        # The newest change that closed a row by then (its version: versions and instants
+        # grow together, both taken under the policy lock), by the until_at index.
+        for table in (GrantHistory, MembershipHistory, DatasetHistory, HoldHistory):
+            query = (
+                select(table.until_version)
+                .where(table.until_at <= at)
+                .order_by(table.until_at.desc())
+                .limit(1)
+            )
+            known = max(known, (await session.execute(query)).scalar() or 0)
+    return History(
+        grants=[
+            (
+                _span(g),
+                policy_repository.rule_of(
+                    g.principal, g.resource, g.action, g.effect, g.expires_at, g.grant_id
+                ),
+            )
+            for g in grants
+        ],
+        links=[(_span(m), (m.member, m.group_id)) for m in links],
+        datasets=[
+            (_span(d), DatasetFacts(d.dataset_id, d.sensitivity, tuple(d.audience), d.guard))
+            for d in datasets
+        ],
+        holds=[(_span(h), (h.hold_id, h.principal, h.dataset)) for h in held],
+        known_version=known,
+    )

@@ -1,0 +1,13 @@
+from typing import Annotated
+
+from fastapi import Query
+from pydantic import AwareDatetime
+
+At = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="Answer as of this RFC 3339 instant (with its offset), from the policy's "
+        "history; not in the future (422). Before any history the policy was empty. "
+        "Omitted: now."
+    ),
+]

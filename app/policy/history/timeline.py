@@ -1,0 +1,154 @@
+"""Pure functions over the policy's history: what a change opens and closes (`diff`), and the
+policy as it was at an instant or a version (`state_as_of`). No I/O."""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from app.policy import holds
+from app.policy.casbin_model import Rule
+from app.policy.state import DatasetFacts, Link, PolicyChange, PolicyRows, PolicyState
+
+Hold = tuple[int, str, str]  # (hold id, principal, dataset)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HistoryDiff:
+    """The history rows a change closes and opens (closed first: a row reopened with other
+    facts, like a re-scoped dataset, is closed and opened in the same change)."""
+
+    grants_closed: tuple[int, ...] = ()
+    grants_opened: tuple[Rule, ...] = ()
+    links_closed: tuple[Link, ...] = ()
+    links_opened: tuple[Link, ...] = ()
+    datasets_closed: tuple[str, ...] = ()
+    datasets_opened: tuple[DatasetFacts, ...] = ()
+    holds_closed: tuple[int, ...] = ()
+    holds_opened: tuple[Hold, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(
+            (
+                self.grants_closed,
+                self.grants_opened,
+                self.links_closed,
+                self.links_opened,
+                self.datasets_closed,
+                self.datasets_opened,
+                self.holds_closed,
+                self.holds_opened,
+            )
+        )
+
+
+def _net(added: Iterable[T], removed: Iterable[T]) -> tuple[list[T], list[T]]:
+    plus, minus = dict.fromkeys(added), dict.fromkeys(removed)
+    return [x for x in plus if x not in minus], [x for x in minus if x not in plus]
+
+
+def diff(before: Mapping[str, DatasetFacts], change: PolicyChange) -> HistoryDiff:
+    """The history rows of `change`, made to a policy whose datasets were `before`. A rule or
+    link both added and removed by the change (a hold opened then released in one
+    transaction) leaves no row; a dataset whose facts did not change neither."""
+    added, removed = _net(change.added, change.removed)
+    opened_rules, closed_rules = added, removed
+    links_added, links_removed = _net(change.links_added, change.links_removed)
+    latest = {facts.id: facts for facts in change.datasets}
+    moved = [facts for facts in latest.values() if before.get(facts.id) != facts]
+    return HistoryDiff(
+        grants_closed=tuple(int(r.id) for r in closed_rules if not holds.is_hold(r)),
+        grants_opened=tuple(r for r in opened_rules if not holds.is_hold(r)),
+        links_closed=tuple(links_removed),
+        links_opened=tuple(links_added),
+        datasets_closed=tuple(f.id for f in moved if f.id in before),
+        datasets_opened=tuple(moved),
+        holds_closed=tuple(
+            dict.fromkeys(holds.hold_id(r) for r in closed_rules if holds.is_hold(r))
+        ),
+        holds_opened=tuple(
+            dict.fromkeys(
+                (holds.hold_id(r), r.sub, r.obj) for r in opened_rules if holds.is_hold(r)
+            )
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Span:
+    """When a history row held: versions [from_version, until_version), instants
+    [from_at, until_at); open-ended while the until fields are None."""
+
+    from_version: int
+    from_at: datetime
+    until_version: int | None = None
+    until_at: datetime | None = None
+
+    def holds_in(self, version: int) -> bool:
+        return self.from_version <= version and (
+            self.until_version is None or version < self.until_version
+        )
+
+    def holds_at(self, at: datetime) -> bool:
+        return self.from_at <= at and (self.until_at is None or at < self.until_at)
+
+
+@dataclass(frozen=True)
+class History:
+    """History rows (all of them, or at least those that held at the instant or version
+    asked), and `known_version`: a version known to have been reached by then (the loader's
+    hint for rows it left out: the newest change that closed something before the instant)."""
+
+    grants: list[tuple[Span, Rule]] = field(default_factory=list)
+    links: list[tuple[Span, Link]] = field(default_factory=list)
+    datasets: list[tuple[Span, DatasetFacts]] = field(default_factory=list)
+    holds: list[tuple[Span, Hold]] = field(default_factory=list)
+    known_version: int = 0
+
+
+def _spans(history: History) -> Iterable[Span]:
+    for rows in (history.grants, history.links, history.datasets, history.holds):
+        for span, _ in rows:
+            yield span
+
+
+def version_at(history: History, at: datetime) -> int:
+    """The policy version in force at `at`: that of the last change at or before it."""
+    version = history.known_version
+    for span in _spans(history):
+        if span.from_at <= at:
+            version = max(version, span.from_version)
+        if span.until_at is not None and span.until_at <= at and span.until_version is not None:
+            version = max(version, span.until_version)
+    return version
+
+
+def rows_as_of(
+    history: History, *, at: datetime | None = None, version: int | None = None
+) -> PolicyRows:
+    """The policy's rows as they were at instant `at`, or at `version` (exactly one)."""
+    if (at is None) == (version is None):
+        raise ValueError("give exactly one of at and version")
+
+    def held(span: Span) -> bool:
+        return span.holds_at(at) if at is not None else span.holds_in(version or 0)
+
+    rules = sorted((rule for span, rule in history.grants if held(span)), key=lambda r: int(r.id))
+    rules += holds.rules_of(sorted(hold for span, hold in history.holds if held(span)))
+    links = sorted({link for span, link in history.links if held(span)})
+    datasets = {facts.id: facts for span, facts in history.datasets if held(span)}
+    return PolicyRows(rules, links, dict(sorted(datasets.items())))
+
+
+def state_as_of(
+    history: History, *, at: datetime | None = None, version: int | None = None
+) -> tuple[PolicyState, PolicyRows]:
+    """The policy state as it was at instant `at` or at `version`, and its rows (to build its
+    views from: `PolicyState.build`)."""
+    rows = rows_as_of(history, at=at, version=version)
+    if version is None:
+        assert at is not None  # (rows_as_of refused neither)
+        version = version_at(history, at)
+    return PolicyState.of_rows(version, rows), rows

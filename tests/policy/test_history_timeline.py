@@ -1,0 +1,64 @@
+"""The pure part of the policy history: what a change opens and closes, and the policy of an
+instant or a version rebuilt from rows."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from app.policy.casbin_model import Rule
+from app.policy.history.timeline import History, Span, diff, rows_as_of, state_as_of
+from app.policy.holds import hold_rules
+from app.policy.state import DatasetFacts, PolicyChange
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+FACTS = DatasetFacts("a.b", "internal", ("group:eng",), "alert")
+
+
+def allow(rule_id: int, sub: str = "group:eng") -> Rule:
+    return Rule(sub, "a.*", "read", "allow", "", str(rule_id))
+
+
+def test_a_change_opens_and_closes_only_its_net_difference():
+    hold = hold_rules(7, "user:amy", "a.b")  # one rule per reading action, one hold
+    change = PolicyChange(
+        added=(allow(1), allow(2), *hold),
+        removed=(allow(2), allow(3)),
+        links_added=(("user:amy", "group:eng"),),
+        links_removed=(("user:bob", "group:eng"),),
+        datasets=(FACTS, DatasetFacts("c", "public", (), "alert")),
+    )
+    found = diff({"a.b": FACTS}, change)  # a.b's facts did not change; c is new
+    assert found.grants_opened == (allow(1),)
+    assert found.grants_closed == (3,)
+    assert found.holds_opened == ((7, "user:amy", "a.b"),)
+    assert (found.links_opened, found.links_closed) == (
+        (("user:amy", "group:eng"),),
+        (("user:bob", "group:eng"),),
+    )
+    assert [f.id for f in found.datasets_opened] == ["c"] and found.datasets_closed == ()
+    rescoped = DatasetFacts("a.b", "internal", ("group:all",), "alert")
+    moved = diff({"a.b": FACTS}, PolicyChange(datasets=(rescoped,)))
+    assert (moved.datasets_closed, moved.datasets_opened) == (("a.b",), (rescoped,))
+    assert diff({}, PolicyChange()).is_empty
+
+
+def test_rows_hold_from_their_opening_until_their_closing_version_and_instant():
+    history = History(
+        grants=[(Span(3, T0, 5, T0 + 2 * DAY), allow(1)), (Span(5, T0 + 2 * DAY), allow(2))],
+        links=[(Span(2, T0 - DAY), ("user:amy", "group:eng"))],
+        datasets=[(Span(1, T0 - 2 * DAY), FACTS)],
+        holds=[(Span(4, T0 + DAY, 6, T0 + 3 * DAY), (7, "user:amy", "a.b"))],
+    )
+    assert rows_as_of(history, version=2).rules == []
+    assert rows_as_of(history, version=4).rules == [allow(1), *hold_rules(7, "user:amy", "a.b")]
+    assert rows_as_of(history, version=6).rules == [allow(2)]
+    state, rows = state_as_of(history, at=T0 + DAY + timedelta(hours=1))
+    assert state.version == 4 and rows.rules[0] == allow(1)
+    assert rows.links == [("user:amy", "group:eng")] and state.datasets == {"a.b": FACTS}
+    state, rows = state_as_of(history, at=T0 + 2 * DAY)  # the instant of version 5
+    assert state.version == 5 and allow(2) in rows.rules and allow(1) not in rows.rules
+    state, rows = state_as_of(history, at=T0 - 3 * DAY)  # before any history: empty
+    assert (state.version, rows.rules, rows.links, rows.datasets) == (0, [], [], {})
+    with pytest.raises(ValueError):
+        rows_as_of(history)
