@@ -28,6 +28,11 @@ class AccessLogEntryRead(BaseModel):
 class AccessLogPage(BaseModel):
     items: list[AccessLogEntryRead]
     next_cursor: str | None
+    archived_through: int | None = Field(
+        default=None,
+        description="On the last page: entries up to this id were archived (`aclaudit log "
+        "archive`) and are not listed; GET /v1/access-log/{id} names an entry's segment.",
+    )
 
 
 class ArchivedPrefix(BaseModel):
