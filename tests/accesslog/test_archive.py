@@ -49,7 +49,7 @@ async def entry_ids(sessionmaker) -> tuple[int | None, int | None, int]:
     return low, high, int(subjects or 0)
 
 
-async def verify(client, admin) -> dict:
+async def verify(client, admin):
     r = await client.get("/v1/access-log/verify?full=true", headers=admin)
     assert r.status_code == 200, r.text
     return r.json()
