@@ -55,7 +55,33 @@ async def verify_log(
     anchor: tuple[int, str] | None = None,
     resume: tuple[int, str] | None = None,
 ) -> LogVerified:
-    """Recompute the chain; compare with the signed head, every checkpoint and an anchor.
+    """`verify_once`, again from the new archived prefix while a failure coincides with an
+    archive run dropping entries under it (a page read as the entries or their subject rows
+    were dropped would look like tampering). The archive records a segment in the
+    transaction that drops its entries, so a verify that saw any of that sees a newer record;
+    an archive run ends, so this does too."""
+    while True:
+        verified, archived_through = await verify_once(
+            maker, settings, anchor=anchor, resume=resume
+        )
+        if verified.result.ok:
+            return verified
+        async with maker() as session:
+            newest = await repository.newest_archive(session)
+        if (0 if newest is None else newest.last_id) <= archived_through:
+            return verified
+
+
+async def verify_once(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    anchor: tuple[int, str] | None = None,
+    resume: tuple[int, str] | None = None,
+) -> tuple[LogVerified, int]:
+    """The log's verification, and the last id the archive records it read end at.
+
+    Recompute the chain; compare with the signed head, every checkpoint and an anchor.
 
     With a checkpoint key, every checkpoint at or after entry `checkpoint_key_since` must be
     validly signed (those before it were written before the key was set; each still has to
@@ -83,13 +109,14 @@ async def verify_log(
         checkpoints = {c[0]: (c[1], c[2]) for c in await repository.checkpoint_marks(session)}
         head = await repository.find_head(session)
         records = await repository.archive_records(session)
+        recorded_through = records[-1].last_id if records else 0
         archived, archive_problem = _archived_prefix(records, checkpoints)
         base = (0, chain.GENESIS) if archived is None else (archived.last_id, archived.last_hash)
         low = await repository.first_outside(session, below=base[0] + 1)
         start = await _resume_point(session, resume, checkpoints, head, base[0])
     head_signed = key is not None and head is not None and head.last_id >= signed_from
 
-    def bad(first_bad_id: int, problem: str, checked: int) -> LogVerified:
+    def bad(first_bad_id: int, problem: str, checked: int) -> tuple[LogVerified, int]:
         result = ChainVerifyResult(
             chain=chain.ACCESS_LOG,
             ok=False,
@@ -100,7 +127,7 @@ async def verify_log(
             problem=problem,
             archived=archived,
         )
-        return LogVerified(result, len(checkpoints), None)
+        return LogVerified(result, len(checkpoints), None), recorded_through
 
     if misstored_mark is not None:
         return bad(
@@ -223,7 +250,8 @@ async def verify_log(
         archived=archived,
     )
     resume_point = None if resume_at is None else (resume_at, checkpoints[resume_at][0])
-    return LogVerified(result, len(checkpoints), resume_point or (start if start else None))
+    resumed = resume_point or (start if start else None)
+    return LogVerified(result, len(checkpoints), resumed), recorded_through
 
 
 async def _resume_point(
