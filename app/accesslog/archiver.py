@@ -21,15 +21,18 @@ The log stays append-only through the service: no endpoint reaches this module.
 """
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
@@ -44,6 +47,7 @@ from app.errors import AppError
 READ_PAGE = 5000
 # Tests kill the command at a named step: it says so on stderr and sleeps there.
 PAUSE_ENV = "ACLAUDIT_TEST_ARCHIVE_PAUSE_AT"
+LOCK_FILE = ".aclaudit-archive.lock"
 
 Progress = Callable[[str], None]
 
@@ -138,8 +142,34 @@ async def archive(
     max_entries: int,
     progress: Progress,
 ) -> Archived:
-    """Archive every whole checkpoint-covered range written before `before` (see the module)."""
+    """Archive every whole checkpoint-covered range written before `before` (see the module).
+
+    One run at a time per directory (a lock file, released by the kernel if the run is
+    killed): a second run's clean-up would remove the first one's unrecorded segments.
+    """
     await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    with _locked(directory):
+        return await _archive(maker, settings, before, directory, max_entries, progress)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchiveFailed(f"another archive run is using {directory}") from None
+        yield
+
+
+async def _archive(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    before: datetime,
+    directory: Path,
+    max_entries: int,
+    progress: Progress,
+) -> Archived:
     async with maker() as session:
         plans, base = await plan(session, before, max_entries)
     removed = await asyncio.to_thread(clean_up, directory, base[0])
@@ -196,10 +226,16 @@ async def _archive_segment(
         raise ArchiveFailed(f"{exc}; its entries were kept in the database") from None
     progress(f"  verified {manifest.segment}")
     _pause("verified")
-    async with maker() as session, session.begin():
-        await begin_write(session)
-        await _record(session, manifest)
-        _pause("dropped")
+    try:
+        async with maker() as session, session.begin():
+            await begin_write(session)
+            await _record(session, manifest)
+            _pause("dropped")
+    except IntegrityError:
+        raise ArchiveFailed(
+            f"another archive run recorded entries {manifest.first_id}.. meanwhile; nothing "
+            "was dropped by this one"
+        ) from None
     _pause("committed")
     return manifest
 

@@ -266,3 +266,15 @@ async def test_verifies_during_an_archive_run_never_report_its_drops_as_tamperin
     await archiving
     assert results and all(r.ok for r in results), [r.problem for r in results if not r.ok]
     assert (await check_archive(sessionmaker, settings, tmp_path)).entries == 200
+
+
+async def test_a_second_archive_run_into_the_same_directory_is_refused(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    await make_batches(client, tokens, admin, 2)
+    refused = pytest.raises(archiver.ArchiveFailed, match="another archive run")
+    with archiver._locked(tmp_path), refused:
+        await run_archive(sessionmaker, settings, tmp_path, FAR)
+    assert await entry_ids(sessionmaker) == (1, 20, 20)
+    done, _ = await run_archive(sessionmaker, settings, tmp_path, FAR)
+    assert done.entries == 20

@@ -1,6 +1,7 @@
 """kill -9 of a real `aclaudit log archive` at any point never loses an entry: each entry is
 in the database or in a recorded, verifying segment; a rerun cleans up and finishes."""
 
+import asyncio
 import os
 import random
 import signal
@@ -31,13 +32,18 @@ def settings(database_url: str) -> Settings:
     return archive_settings(database_url)
 
 
-def start_archive(database_url: str, directory: Path, pause_at: str | None = None):
+def archive_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACLAUDIT_")}
     env.update(
         ACLAUDIT_DATABASE_URL=database_url,
         ACLAUDIT_CHECKPOINT_EVERY=str(EVERY),
         ACLAUDIT_CHECKPOINT_KEY=KEY,
     )
+    return env
+
+
+def start_archive(database_url: str, directory: Path, pause_at: str | None = None):
+    env = archive_env(database_url)
     if pause_at is not None:
         env[PAUSE_ENV] = pause_at
     return subprocess.Popen(
@@ -66,7 +72,7 @@ def wait_for_line(process: subprocess.Popen[str], start: str) -> bool:
         if line.strip().startswith(start):
             return True
         if not line:
-            out, err = process.communicate(timeout=30)  # closes the pipes
+            _, err = process.communicate(timeout=30)  # closes the pipes
             if process.returncode == 0:
                 return False
             seen.append(err)
@@ -100,7 +106,7 @@ async def assert_nothing_lost(client, admin, sessionmaker, settings, directory, 
 
 def finish_archive(database_url: str, directory: Path) -> None:
     process = start_archive(database_url, directory)
-    out, err = process.communicate(timeout=120)
+    _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
 
 
@@ -135,7 +141,7 @@ async def test_kill_after_random_delays_never_loses_an_entry(
         process = start_archive(database_url, directory)
         if not wait_for_line(process, "segment 1/"):
             break  # a kill landed after the last segment: nothing was left to do
-        time.sleep(chance.uniform(0.0, 0.25))
+        await asyncio.sleep(chance.uniform(0.0, 0.25))
         kill(process)
         progress.append(
             await assert_nothing_lost(client, admin, sessionmaker, settings, directory, 300)
