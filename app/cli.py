@@ -1,7 +1,9 @@
 """The ``aclaudit`` command. Every command that touches the database migrates it first."""
 
 import asyncio
+import dataclasses
 import getpass
+import json
 import os
 import re
 import shutil
@@ -320,8 +322,16 @@ def log_verify(
         int | None, typer.Option(help="A copied-out checkpoint's entry id.")
     ] = None,
     anchor_hash: Annotated[str | None, typer.Option(help="That checkpoint's head hash.")] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            help="The directory `aclaudit log archive` wrote to: verify its segments too, "
+            "as one chain with the database's entries."
+        ),
+    ] = None,
 ) -> None:
     """Recompute the hash chain and check it against the head and checkpoints (exit 1 if bad)."""
+    from app.accesslog import archiver, repository
     from app.accesslog.integrity import Integrity
     from app.accesslog.schemas import VerifyResult
 
@@ -338,25 +348,106 @@ def log_verify(
     settings = _migrated()
     typer.echo("verifying the access log ...", err=True)
 
-    async def verify(maker: async_sessionmaker[AsyncSession]) -> VerifyResult:
+    async def verify(
+        maker: async_sessionmaker[AsyncSession],
+    ) -> tuple[VerifyResult, archiver.ArchiveVerified | None]:
+        archived = None
+        if archive is not None:
+            async with maker() as session:
+                records = await repository.archive_records(session)
+            typer.echo(f"verifying {len(records)} archived segments in {archive} ...", err=True)
+            archived = await asyncio.to_thread(
+                archiver.check_archive,
+                records,
+                archive,
+                settings.checkpoint_key_bytes,
+                settings.checkpoint_key_since,
+                lambda line: typer.echo(line, err=True),
+            )
         result = await Integrity(maker, settings).verify(caller="cli", anchor=anchor, full=True)
         shown = {} if anchor is None else {"anchor_id": str(anchor[0]), "anchor_hash": anchor[1]}
+        if archive is not None:
+            shown["archive"] = str(archive)
         await _record_alone(maker, "log verify", shown, 200)
-        return result
+        return result, archived
 
-    result = _run(settings, verify)
+    result, archived = _run(settings, verify)
+    is_ok = result.ok and (archived is None or archived.ok)
     if as_json:
-        typer.echo(result.model_dump_json())
-    elif result.ok:
+        doc = result.model_dump(mode="json")
+        if archived is not None:
+            doc["ok"] = is_ok
+            doc["archive"] = dataclasses.asdict(archived)
+        typer.echo(json.dumps(doc))
+    elif archived is not None and not archived.ok:
+        typer.echo(f"TAMPERED: archive: segment {archived.segment}: {archived.problem}")
+    if not as_json and is_ok:
+        where = ""
+        if result.archived is not None:
+            checked = "verified" if archived is not None else "recorded, not read"
+            where = (
+                f" ({result.archived.entries} of them in {result.archived.segments} archived "
+                f"segments, {checked})"
+            )
         typer.echo(
-            f"ok: {result.entries} entries, head {result.head}, {result.checkpoints} checkpoints;"
-            " the admin trail and the alert feed are intact"
+            f"ok: {result.entries} entries{where}, head {result.head}, {result.checkpoints} "
+            "checkpoints; the admin trail and the alert feed are intact"
         )
     for failed in (c for c in result.chains if not c.ok):
         noun = "entry" if failed.chain == chain.ACCESS_LOG else "row"
         at = "" if failed.first_bad_id is None else f"first bad {noun} {failed.first_bad_id}: "
         typer.echo(f"TAMPERED: {failed.chain}: {at}{failed.problem}")
-    raise typer.Exit(0 if result.ok else 1)
+    raise typer.Exit(0 if is_ok else 1)
+
+
+@log_cli.command("archive")
+def log_archive(
+    before: Annotated[
+        str, typer.Option(help="An RFC 3339 instant: entries written before it are archived.")
+    ],
+    to: Annotated[Path, typer.Option("--to", help="The archive directory (one per database).")],
+    segment_entries: Annotated[
+        int, typer.Option(min=1, help="Entries per segment, at most (segments end at checkpoints).")
+    ] = 100_000,
+) -> None:
+    """Move the entries written before an instant into sealed, verified segments in a
+    directory, then drop them from the database. Only ranges a checkpoint covers move; the
+    chain stays verifiable (`aclaudit log verify --archive DIR`). Safe to interrupt and rerun."""
+    from pydantic import TypeAdapter
+
+    from app.accesslog import archiver
+    from app.identifiers import UTCInstant
+
+    try:
+        instant = TypeAdapter(UTCInstant).validate_python(before)
+    except ValidationError:
+        fail("--before must be an RFC 3339 instant with an offset, e.g. 2026-01-01T00:00:00Z")
+    settings = _migrated()
+    typer.echo(f"archiving entries written before {instant.isoformat()} to {to} ...", err=True)
+
+    def progress(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    async def run(maker: async_sessionmaker[AsyncSession]) -> archiver.Archived:
+        query = {"before": instant.isoformat(), "to": str(to)}
+        try:
+            done = await archiver.archive(
+                maker,
+                settings,
+                before=instant,
+                directory=to,
+                max_entries=segment_entries,
+                progress=progress,
+            )
+        except AppError as exc:
+            await _record_alone(maker, "log archive", query, exc.status)
+            raise
+        await _record_alone(maker, "log archive", query, 200)
+        return done
+
+    done = _run(settings, run)
+    typer.echo(f"archived {done.entries} entries in {len(done.segments)} segments to {to}")
 
 
 @cli.command()

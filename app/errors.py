@@ -2,6 +2,7 @@
 
 AppError                      (status, problem type)
 ├── NotFound                  404
+├── Gone                      410  (an archived access-log entry: names its segment)
 ├── Conflict                  409
 │   └── MembershipCycle       409
 ├── InvalidInput              422  (names the field)
@@ -44,6 +45,12 @@ class NotFound(AppError):
     status = 404
     slug = "not-found"
     title = "Not found"
+
+
+class Gone(AppError):
+    status = 410
+    slug = "gone"
+    title = "Gone"
 
 
 class Conflict(AppError):

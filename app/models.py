@@ -1,6 +1,7 @@
 """Every ORM model, imported so ``Base.metadata`` is complete (Alembic, tests)."""
 
 from app.accesslog.models import (
+    AccessLogArchive,
     AccessLogCheckpoint,
     AccessLogEntry,
     AccessLogHead,
@@ -20,6 +21,7 @@ from app.policy.models import Grant
 from app.policy_version import PolicyVersion
 
 __all__ = [
+    "AccessLogArchive",
     "AccessLogCheckpoint",
     "AccessLogEntry",
     "AccessLogHead",

@@ -155,6 +155,7 @@ class Integrity:
             first_bad_id=log.first_bad_id,
             problem=problem,
             resumed_from=log.resumed_from,
+            archived=log.archived,
             chains=chains,
         )
 

@@ -93,3 +93,23 @@ class AccessLogCheckpoint(Base):
 # The filters on the flag, as the partial index's planner test needs them (`= 1` / `= true`).
 OUT_OF_AUDIENCE = AccessLogEntry.out_of_audience == true()
 IN_AUDIENCE = AccessLogEntry.out_of_audience == false()
+
+
+class AccessLogArchive(Base):
+    """A sealed segment of entries ``first_id..last_id`` moved out of the database by
+    ``aclaudit log archive``: its manifest, as written next to it. Recorded in the transaction
+    that drops the entries, so a recorded segment's entries are gone and an unrecorded one's
+    are still here. The segments are contiguous from entry 1; the newest one's `last_hash` is
+    where the database's chain resumes."""
+
+    __tablename__ = "access_log_archives"
+
+    first_id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(LogId, unique=True)
+    segment: Mapped[str] = mapped_column(String(200), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    last_hash: Mapped[str] = mapped_column(String(64))
+    checkpoint_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+    entries: Mapped[int] = mapped_column(LogId)
+    sha256: Mapped[str] = mapped_column(String(64))
+    archived_at: Mapped[datetime] = mapped_column(UTCDateTime())

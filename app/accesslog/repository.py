@@ -1,12 +1,13 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, false, func, or_, select, text
+from sqlalchemy import RowMapping, delete, false, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog.models import (
     IN_AUDIENCE,
     OUT_OF_AUDIENCE,
+    AccessLogArchive,
     AccessLogCheckpoint,
     AccessLogEntry,
     AccessLogHead,
@@ -184,16 +185,19 @@ async def entry_hash(session: AsyncSession, entry_id: int) -> str | None:
     return None if found is None else str(found)
 
 
-async def first_unlogged_read_alert(session: AsyncSession) -> tuple[int, int] | None:
-    """The first ``read.out_of_audience`` alert (id, entry id) whose entry does not show that
-    read: missing, in audience, or of another dataset. (An alert commits with its entry, so
-    one statement sees both or neither.)"""
+async def first_unlogged_read_alert(
+    session: AsyncSession, *, after: int = 0
+) -> tuple[int, int] | None:
+    """The first ``read.out_of_audience`` alert (id, entry id) whose entry, if after `after`
+    (the archived prefix), does not show that read: missing, in audience, or of another
+    dataset. (An alert commits with its entry, so one statement sees both or neither.)"""
     a, e = Alert.__table__, AccessLogEntry.__table__
     query = (
         select(a.c.id, a.c.access_log_id)
         .select_from(a.outerjoin(e, e.c.id == a.c.access_log_id))
         .where(
             a.c.type == AlertType.read_out_of_audience.value,
+            or_(a.c.access_log_id.is_(None), a.c.access_log_id > after),
             or_(
                 a.c.access_log_id.is_(None),
                 e.c.id.is_(None),
@@ -206,3 +210,57 @@ async def first_unlogged_read_alert(session: AsyncSession) -> tuple[int, int] | 
     )
     found = (await session.execute(query)).first()
     return None if found is None else (int(found[0]), int(found[1] or 0))
+
+
+# -- archives ---------------------------------------------------------------------------------
+
+
+async def archive_records(session: AsyncSession) -> Sequence[AccessLogArchive]:
+    """Every archived segment's record, oldest first."""
+    query = select(AccessLogArchive).order_by(AccessLogArchive.first_id)
+    return (await session.execute(query)).scalars().all()
+
+
+async def newest_archive(session: AsyncSession) -> AccessLogArchive | None:
+    query = select(AccessLogArchive).order_by(AccessLogArchive.first_id.desc()).limit(1)
+    return (await session.execute(query)).scalar()
+
+
+async def archive_holding(session: AsyncSession, entry_id: int) -> AccessLogArchive | None:
+    """The archived segment entry `entry_id` went to, if any."""
+    query = select(AccessLogArchive).where(
+        AccessLogArchive.first_id <= entry_id, AccessLogArchive.last_id >= entry_id
+    )
+    return (await session.execute(query)).scalar()
+
+
+async def first_id_at_or_after(session: AsyncSession, at: datetime) -> int | None:
+    """The first entry written at or after `at` (uses ``ix_access_log_at``)."""
+    query = select(func.min(AccessLogEntry.id)).where(AccessLogEntry.at >= at)
+    found = await session.scalar(query)
+    return None if found is None else int(found)
+
+
+async def checkpoints_between(
+    session: AsyncSession, after: int, before: int
+) -> list[tuple[int, str, str | None]]:
+    """Checkpoints (entry id, head hash, signature) with ids in ``after+1..before-1``."""
+    c = AccessLogCheckpoint
+    query = (
+        select(c.entry_id, c.head_hash, c.signature)
+        .where(c.entry_id > after, c.entry_id < before)
+        .order_by(c.entry_id)
+    )
+    return [(int(i), str(h), s) for i, h, s in (await session.execute(query)).all()]
+
+
+async def drop_archived_entries(session: AsyncSession, first_id: int, last_id: int) -> int:
+    """Remove entries ``first_id..last_id`` (archived and verified) and their subject rows.
+
+    The one place archived entries leave the database: when the log is partitioned by id on
+    PostgreSQL, dropping (detaching) the partitions that hold exactly this range replaces it.
+    """
+    s, e = AccessLogSubject, AccessLogEntry
+    await session.execute(delete(s).where(s.entry_id >= first_id, s.entry_id <= last_id))
+    result = await session.execute(delete(e).where(e.id >= first_id, e.id <= last_id))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ from app.db import SessionDep
 from app.errors import (
     Busy,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     Unauthenticated,
@@ -30,7 +31,11 @@ Decision = Annotated[str | None, Query(pattern="^(allow|deny)$")]
 Hash = Annotated[str | None, Query(pattern=chain.HASH_PATTERN, description="Anchor hash.")]
 
 
-@router.get("", response_model=AccessLogPage, responses=ERRORS)
+@router.get(
+    "",
+    response_model=AccessLogPage,
+    responses=problem_responses(Unauthenticated, Forbidden, Gone),
+)
 async def list_entries(
     session: SessionDep,
     _: AuditReader,
@@ -44,8 +49,9 @@ async def list_entries(
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> AccessLogPage:
-    """Entries newest first; every filter narrows the page."""
-    items, next_cursor = await accesslog_service.list_entries(
+    """Entries newest first; every filter narrows the page. A cursor into the archived
+    prefix is answered 410 naming the segment; the last page says where the archive ends."""
+    items, next_cursor, archived_through = await accesslog_service.list_entries(
         session,
         principal=principal,
         dataset=dataset,
@@ -57,7 +63,7 @@ async def list_entries(
         before_id=cursor,
         limit=limit,
     )
-    return AccessLogPage(items=items, next_cursor=next_cursor)
+    return AccessLogPage(items=items, next_cursor=next_cursor, archived_through=archived_through)
 
 
 @router.get(
@@ -103,9 +109,10 @@ async def list_checkpoints(
 @router.get(
     "/{entry_id}",
     response_model=AccessLogEntryRead,
-    responses=problem_responses(Unauthenticated, Forbidden, NotFound),
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, Gone),
 )
 async def get_entry(
     entry_id: Annotated[int, Path(ge=1, le=2**62)], session: SessionDep, _: AuditReader
 ) -> AccessLogEntryRead:
+    """One entry; 410 (naming its segment) once `aclaudit log archive` moved it out."""
     return await accesslog_service.get_entry(session, entry_id)

@@ -28,6 +28,25 @@ class AccessLogEntryRead(BaseModel):
 class AccessLogPage(BaseModel):
     items: list[AccessLogEntryRead]
     next_cursor: str | None
+    archived_through: int | None = Field(
+        default=None,
+        description="On the last page: entries up to this id were archived (`aclaudit log "
+        "archive`) and are not listed; GET /v1/access-log/{id} names an entry's segment.",
+    )
+
+
+class ArchivedPrefix(BaseModel):
+    """Entries `first_id..last_id` were moved out of the database into sealed segments by
+    ``aclaudit log archive``: read from their recorded manifests, not verified here (each
+    segment's last hash must be the database's checkpoint there; ``aclaudit log verify
+    --archive DIR`` verifies the segments themselves)."""
+
+    segments: int
+    first_id: int
+    last_id: int
+    entries: int
+    last_hash: str = Field(description="The newest segment's last hash: the chain resumes here.")
+    newest_segment: str
 
 
 class ChainVerifyResult(BaseModel):
@@ -51,6 +70,9 @@ class ChainVerifyResult(BaseModel):
     )
     first_bad_id: int | None = None
     problem: str | None = None
+    archived: ArchivedPrefix | None = Field(
+        default=None, description="access_log: the archived prefix, if any."
+    )
 
 
 class VerifyResult(BaseModel):
@@ -69,6 +91,11 @@ class VerifyResult(BaseModel):
     resumed_from: int | None = Field(
         default=None,
         description="Entries up to this id were verified earlier in this process and trusted.",
+    )
+    archived: ArchivedPrefix | None = Field(
+        default=None,
+        description="The prefix moved to archive segments: `entries` counts it, verify "
+        "checks the rest of the chain from its last hash.",
     )
     chains: list[ChainVerifyResult] = Field(default_factory=list)
 

@@ -6,12 +6,34 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog import repository
 from app.accesslog.schemas import AccessLogEntryRead, CheckpointPage, CheckpointRead
-from app.errors import NotFound
+from app.errors import Gone, NotFound
+
+
+class Archived(Gone):
+    """An entry moved to an archive segment by ``aclaudit log archive``: 410, naming the
+    segment (a 404 would say it never existed)."""
+
+    slug = "archived"
+    title = "Archived"
+
+
+async def _archived(session: AsyncSession, entry_id: int, what: str) -> None:
+    """Raise `Archived` if entry `entry_id` went to an archive segment."""
+    record = await repository.archive_holding(session, entry_id)
+    if record is not None:
+        raise Archived(
+            f"{what} archived: entries {record.first_id} to {record.last_id} are in segment "
+            f"{record.segment}, no longer in the database",
+            segment=record.segment,
+            first_id=record.first_id,
+            last_id=record.last_id,
+        )
 
 
 async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntryRead:
     entry = await repository.get_entry(session, entry_id)
     if entry is None:
+        await _archived(session, entry_id, f"access-log entry {entry_id} was")
         raise NotFound(f"access-log entry {entry_id} does not exist")
     return AccessLogEntryRead.model_validate(entry)
 
@@ -28,7 +50,10 @@ async def list_entries(
     until: datetime | None,
     before_id: int | None,
     limit: int,
-) -> tuple[list[AccessLogEntryRead], str | None]:
+) -> tuple[list[AccessLogEntryRead], str | None, int | None]:
+    """A page, its next cursor, and (on the last page) the archived prefix's last id."""
+    if before_id is not None and before_id > 1:
+        await _archived(session, before_id - 1, f"the page after cursor {before_id} was")
     rows = await repository.list_entries(
         session,
         principal=principal,
@@ -42,7 +67,10 @@ async def list_entries(
         limit=limit + 1,
     )
     page = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
-    return page, (str(page[-1].id) if len(rows) > limit else None)
+    if len(rows) > limit:
+        return page, str(page[-1].id), None
+    newest = await repository.newest_archive(session)  # the last page: older entries may be
+    return page, None, None if newest is None else newest.last_id
 
 
 async def list_checkpoints(

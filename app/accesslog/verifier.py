@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
 from app.accesslog import repository
-from app.accesslog.schemas import ChainVerifyResult
+from app.accesslog.models import AccessLogArchive
+from app.accesslog.schemas import ArchivedPrefix, ChainVerifyResult
 from app.config import Settings
 from app.fairness import StepPacer
 
@@ -54,7 +55,33 @@ async def verify_log(
     anchor: tuple[int, str] | None = None,
     resume: tuple[int, str] | None = None,
 ) -> LogVerified:
-    """Recompute the chain; compare with the signed head, every checkpoint and an anchor.
+    """`verify_once`, again from the new archived prefix while a failure coincides with an
+    archive run dropping entries under it (a page read as the entries or their subject rows
+    were dropped would look like tampering). The archive records a segment in the
+    transaction that drops its entries, so a verify that saw any of that sees a newer record;
+    an archive run ends, so this does too."""
+    while True:
+        verified, archived_through = await verify_once(
+            maker, settings, anchor=anchor, resume=resume
+        )
+        if verified.result.ok:
+            return verified
+        async with maker() as session:
+            newest = await repository.newest_archive(session)
+        if (0 if newest is None else newest.last_id) <= archived_through:
+            return verified
+
+
+async def verify_once(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    anchor: tuple[int, str] | None = None,
+    resume: tuple[int, str] | None = None,
+) -> tuple[LogVerified, int]:
+    """The log's verification, and the last id the archive records it read end at.
+
+    Recompute the chain; compare with the signed head, every checkpoint and an anchor.
 
     With a checkpoint key, every checkpoint at or after entry `checkpoint_key_since` must be
     validly signed (those before it were written before the key was set; each still has to
@@ -81,11 +108,15 @@ async def verify_log(
         misstored_mark = await repository.first_misstored_checkpoint(session)
         checkpoints = {c[0]: (c[1], c[2]) for c in await repository.checkpoint_marks(session)}
         head = await repository.find_head(session)
-        low = await repository.first_outside(session, below=1)
-        start = await _resume_point(session, resume, checkpoints, head)
+        records = await repository.archive_records(session)
+        recorded_through = records[-1].last_id if records else 0
+        archived, archive_problem = _archived_prefix(records, checkpoints)
+        base = (0, chain.GENESIS) if archived is None else (archived.last_id, archived.last_hash)
+        low = await repository.first_outside(session, below=base[0] + 1)
+        start = await _resume_point(session, resume, checkpoints, head, base[0])
     head_signed = key is not None and head is not None and head.last_id >= signed_from
 
-    def bad(first_bad_id: int, problem: str, checked: int) -> LogVerified:
+    def bad(first_bad_id: int, problem: str, checked: int) -> tuple[LogVerified, int]:
         result = ChainVerifyResult(
             chain=chain.ACCESS_LOG,
             ok=False,
@@ -94,8 +125,9 @@ async def verify_log(
             head_signed=head_signed,
             first_bad_id=first_bad_id,
             problem=problem,
+            archived=archived,
         )
-        return LogVerified(result, len(checkpoints), None)
+        return LogVerified(result, len(checkpoints), None), recorded_through
 
     if misstored_mark is not None:
         return bad(
@@ -106,8 +138,11 @@ async def verify_log(
         )
     if head is None:
         return bad(1, "the access log's head row is missing", 0)
+    if archive_problem is not None:
+        return bad(archive_problem[0], archive_problem[1], 0)
     if low is not None:
-        return bad(low, f"entry {low} lies outside the chain, which starts at entry 1", 0)
+        where = "starts at entry 1" if archived is None else f"resumes after the archived {base[0]}"
+        return bad(low, f"entry {low} lies outside the chain, which {where}", 0)
     marks = {cid: mark for cid, (mark, _) in checkpoints.items()}
     if key is not None:
         for cid in sorted(c for c in checkpoints if c >= signed_from):
@@ -118,8 +153,15 @@ async def verify_log(
         start = None  # the anchor may lie in a trusted prefix
         if marks.setdefault(anchor[0], anchor[1]) != anchor[1]:
             return bad(anchor[0], f"checkpoint at entry {anchor[0]} differs from the anchor", 0)
+        if anchor[0] <= base[0] and anchor[0] not in checkpoints:
+            return bad(
+                anchor[0],
+                f"the anchor (entry {anchor[0]}) lies in the archived prefix and no checkpoint "
+                "there confirms it: verify it with `aclaudit log verify --archive DIR`",
+                0,
+            )
 
-    verifier = chain.ChainVerifier(marks, start or (0, chain.GENESIS))
+    verifier = chain.ChainVerifier(marks, start or base)
     after = verifier.checked
     pacer = StepPacer()
     while after < head.last_id:
@@ -160,7 +202,7 @@ async def verify_log(
         newest = await repository.newest_checkpoint_id(session, up_to=head.last_id)
         beyond = await repository.first_outside(session, below=1, above=head.last_id)
         now = await repository.find_head(session)
-        unlogged = await repository.first_unlogged_read_alert(session)
+        unlogged = await repository.first_unlogged_read_alert(session, after=base[0])
     if head.last_id // checkpoint_every > newest // checkpoint_every:
         return bad(
             newest + 1,
@@ -196,7 +238,7 @@ async def verify_log(
             "log does not show: entries were removed (the log was rolled back) or edited",
             verifier.checked,
         )
-    resume_at = max((c for c in checkpoints if c <= verifier.checked), default=None)
+    resume_at = max((c for c in checkpoints if base[0] < c <= verifier.checked), default=None)
     result = ChainVerifyResult(
         chain=chain.ACCESS_LOG,
         ok=True,
@@ -205,9 +247,11 @@ async def verify_log(
         head=verifier.head if verifier.checked else None,
         head_signed=head_signed,
         resumed_from=start[0] if start else None,
+        archived=archived,
     )
     resume_point = None if resume_at is None else (resume_at, checkpoints[resume_at][0])
-    return LogVerified(result, len(checkpoints), resume_point or (start if start else None))
+    resumed = resume_point or (start if start else None)
+    return LogVerified(result, len(checkpoints), resumed), recorded_through
 
 
 async def _resume_point(
@@ -215,9 +259,10 @@ async def _resume_point(
     resume: tuple[int, str] | None,
     checkpoints: Mapping[int, tuple[str, str | None]],
     head: Any,
+    archived_through: int,
 ) -> tuple[int, str] | None:
     """`resume` if it can still be trusted: its checkpoint and its entry carry its hash."""
-    if resume is None or head is None or resume[0] > head.last_id:
+    if resume is None or head is None or not archived_through < resume[0] <= head.last_id:
         return None
     mark = checkpoints.get(resume[0])
     if mark is None or mark[0] != resume[1]:
@@ -225,3 +270,38 @@ async def _resume_point(
     if await repository.entry_hash(session, resume[0]) != resume[1]:
         return None
     return resume
+
+
+def _archived_prefix(
+    records: Sequence[AccessLogArchive], checkpoints: Mapping[int, tuple[str, str | None]]
+) -> tuple[ArchivedPrefix | None, tuple[int, str] | None]:
+    """The archived prefix the records describe, or the first record that does not hold
+    (entry id, problem): the records must run from entry 1 without a gap, each from the hash
+    the one before ends with, each ending at a checkpoint with its last hash (checkpoints stay
+    in the database when their entries are archived, signed when a key is set)."""
+    if not records:
+        return None, None
+    prev_id, prev_hash = 0, chain.GENESIS
+    for record in records:
+        if record.first_id != prev_id + 1 or record.prev_hash != prev_hash:
+            return None, (
+                prev_id + 1,
+                f"the archived segments do not run on after entry {prev_id}: a segment's "
+                f"record ({record.segment}) was removed or altered",
+            )
+        mark = checkpoints.get(record.last_id)
+        if mark is None or mark[0] != record.last_hash:
+            return None, (
+                record.last_id,
+                f"archived segment {record.segment} does not end at the checkpoint at entry "
+                f"{record.last_id}: its record or the checkpoint was altered or removed",
+            )
+        prev_id, prev_hash = record.last_id, record.last_hash
+    return ArchivedPrefix(
+        segments=len(records),
+        first_id=records[0].first_id,
+        last_id=prev_id,
+        entries=sum(r.entries for r in records),
+        last_hash=prev_hash,
+        newest_segment=records[-1].segment,
+    ), None

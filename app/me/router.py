@@ -29,7 +29,7 @@ async def my_reads(
     """Every recorded decision whose `data_subjects` include you: who asked, when, for which
     dataset and purpose, the decision, and whether they were outside its audience; newest
     first."""
-    entries, next_cursor = await accesslog_service.list_entries(
+    entries, next_cursor, _ = await accesslog_service.list_entries(
         session,
         principal=None,
         dataset=None,

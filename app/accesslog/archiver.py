@@ -1,0 +1,378 @@
+"""Archiving the oldest access-log entries into sealed segments (`aclaudit log archive`).
+
+Retention is archiving, never silent deletion. Only whole checkpoint-covered ranges leave the
+database: a segment ends at a checkpoint, so its manifest carries that checkpoint (and its
+signature) as the proof of its last hash. For each segment, in order:
+
+1. the entries are streamed into ``<name>.jsonl.gz.tmp``, synced, renamed; the manifest the
+   same way (`app.accesslog.segments`);
+2. both are read back from disk and verified: the checksum, the chain from the hash before the
+   first entry to the checkpoint, its signature when a key is set; and the checkpoint must be
+   the database's;
+3. one transaction records the segment (``access_log_archives``) and drops its entries.
+
+A kill at any point leaves the entries in the database (with or without a written segment), or
+a verified segment, its record, and no entries: never neither. A rerun removes the temporary
+files and the unrecorded segments left behind (their entries are still in the database) and
+starts again from the newest recorded segment. The database's first remaining entry links to
+the newest segment's last hash, which is where verify resumes the chain.
+
+The log stays append-only through the service: no endpoint reaches this module.
+"""
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import chain
+from app.accesslog import repository, segments
+from app.accesslog.models import AccessLogArchive
+from app.accesslog.segments import Checkpoint, Manifest
+from app.config import Settings
+from app.db import begin_write
+from app.errors import AppError
+
+# Entries read from the database per transaction while a segment is written.
+READ_PAGE = 5000
+# Tests kill the command at a named step: it says so on stderr and sleeps there.
+PAUSE_ENV = "ACLAUDIT_TEST_ARCHIVE_PAUSE_AT"
+LOCK_FILE = ".aclaudit-archive.lock"
+
+Progress = Callable[[str], None]
+
+
+class ArchiveFailed(AppError):
+    status = 409
+    slug = "archive-failed"
+    title = "Archive failed"
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    first_id: int
+    prev_hash: str
+    checkpoint: Checkpoint  # at the segment's last entry
+
+    @property
+    def last_id(self) -> int:
+        return self.checkpoint.entry_id
+
+    @property
+    def name(self) -> str:
+        return segments.segment_name(self.first_id, self.last_id)
+
+
+@dataclass(frozen=True)
+class Archived:
+    segments: list[Manifest]
+    removed_files: int
+
+    @property
+    def entries(self) -> int:
+        return sum(m.entries for m in self.segments)
+
+
+def _pause(step: str) -> None:
+    if os.environ.get(PAUSE_ENV) == step:
+        sys.stderr.write(f"\npaused at {step}\n")
+        sys.stderr.flush()
+        time.sleep(3600)
+
+
+async def plan(
+    session: AsyncSession, before: datetime, max_entries: int
+) -> tuple[list[SegmentPlan], tuple[int, str]]:
+    """Segments of the entries written before `before` that checkpoints cover, after the
+    newest archived one (returned too: where the database's chain starts), each ending at a
+    checkpoint and at most `max_entries` long unless no checkpoint comes sooner."""
+    newest = await repository.newest_archive(session)
+    base = (0, chain.GENESIS) if newest is None else (newest.last_id, newest.last_hash)
+    head = await repository.get_head(session)
+    newer = await repository.first_id_at_or_after(session, before)
+    end = (head.last_id if newer is None else min(newer - 1, head.last_id)) + 1
+    marks = await repository.checkpoints_between(session, base[0], end)
+    plans: list[SegmentPlan] = []
+    first_id, prev_hash = base[0] + 1, base[1]
+    i = 0
+    while i < len(marks):
+        # the furthest checkpoint within max_entries, or the next one if none is
+        j = i
+        while j + 1 < len(marks) and marks[j + 1][0] - first_id < max_entries:
+            j += 1
+        entry_id, head_hash, signature = marks[j]
+        plans.append(SegmentPlan(first_id, prev_hash, Checkpoint(entry_id, head_hash, signature)))
+        first_id, prev_hash, i = entry_id + 1, head_hash, j + 1
+    return plans, base
+
+
+def clean_up(directory: Path, archived_through: int) -> int:
+    """Remove what an interrupted run left: temporary files, and segments and manifests not
+    recorded (their first entry is after the newest recorded segment's last, so their entries
+    are still in the database). Returns how many files were removed."""
+    removed = 0
+    for path in directory.iterdir():
+        first_id = segments.first_id_of(path.name)
+        if first_id is None:
+            continue
+        if segments.is_temporary(path.name) or first_id > archived_through:
+            path.unlink()
+            removed += 1
+    if removed:
+        segments.sync_directory(directory)
+    return removed
+
+
+async def archive(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    *,
+    before: datetime,
+    directory: Path,
+    max_entries: int,
+    progress: Progress,
+) -> Archived:
+    """Archive every whole checkpoint-covered range written before `before` (see the module).
+
+    One run at a time per directory (a lock file, released by the kernel if the run is
+    killed): a second run's clean-up would remove the first one's unrecorded segments.
+    """
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    with _locked(directory):
+        return await _archive(maker, settings, before, directory, max_entries, progress)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with open(directory / LOCK_FILE, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ArchiveFailed(f"another archive run is using {directory}") from None
+        yield
+
+
+async def _archive(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    before: datetime,
+    directory: Path,
+    max_entries: int,
+    progress: Progress,
+) -> Archived:
+    async with maker() as session:
+        plans, base = await plan(session, before, max_entries)
+    removed = await asyncio.to_thread(clean_up, directory, base[0])
+    if removed:
+        progress(f"removed {removed} files an interrupted run left behind")
+    done: list[Manifest] = []
+    total = sum(p.last_id - p.first_id + 1 for p in plans)
+    for number, segment in enumerate(plans, 1):
+        progress(
+            f"segment {number}/{len(plans)}: entries {segment.first_id}..{segment.last_id} "
+            f"({sum(m.entries for m in done)}/{total} archived)"
+        )
+        done.append(await _archive_segment(maker, settings, directory, segment, progress))
+    return Archived(done, removed)
+
+
+async def _archive_segment(
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    directory: Path,
+    segment: SegmentPlan,
+    progress: Progress,
+) -> Manifest:
+    rows = await _read_entries(maker, segment, progress)
+    tmp = await asyncio.to_thread(segments.write_segment, directory, segment.name, rows)
+    _pause("segment-written")
+    path = await asyncio.to_thread(segments.seal, tmp)
+    _pause("segment-sealed")
+    manifest = Manifest(
+        segment=path.name,
+        first_id=segment.first_id,
+        last_id=segment.last_id,
+        entries=len(rows),
+        prev_hash=segment.prev_hash,
+        last_hash=segment.checkpoint.head_hash,
+        checkpoint=segment.checkpoint,
+        sha256=await asyncio.to_thread(segments.file_sha256, path),
+    )
+    await asyncio.to_thread(
+        segments.seal, await asyncio.to_thread(segments.write_manifest, directory, manifest)
+    )
+    _pause("manifest-sealed")
+    try:
+        # read back from disk, the manifest too: what was verified is what the files say
+        manifest = segments.read_manifest(directory, segment.name)
+        await asyncio.to_thread(
+            segments.check_segment,
+            directory,
+            manifest,
+            settings.checkpoint_key_bytes,
+            settings.checkpoint_key_since,
+        )
+    except segments.SegmentProblem as exc:
+        raise ArchiveFailed(f"{exc}; its entries were kept in the database") from None
+    progress(f"  verified {manifest.segment}")
+    _pause("verified")
+    try:
+        async with maker() as session, session.begin():
+            await begin_write(session)
+            await _record(session, manifest)
+            _pause("dropped")
+    except IntegrityError:
+        raise ArchiveFailed(
+            f"another archive run recorded entries {manifest.first_id}.. meanwhile; nothing "
+            "was dropped by this one"
+        ) from None
+    _pause("committed")
+    return manifest
+
+
+async def _read_entries(
+    maker: async_sessionmaker[AsyncSession], segment: SegmentPlan, progress: Progress
+) -> list[Mapping[Any, Any]]:
+    """The segment's entries, in short read transactions; they must be whole and gap-free."""
+    rows: list[Mapping[Any, Any]] = []
+    after = segment.first_id - 1
+    while after < segment.last_id:
+        async with maker() as session:
+            page = await repository.entry_rows(
+                session, after=after, up_to=min(after + READ_PAGE, segment.last_id)
+            )
+        if not page or page[0]["id"] != after + 1 or page[-1]["id"] - after != len(page):
+            raise ArchiveFailed(
+                f"entries {after + 1}..{segment.last_id} are not all in the database: run "
+                "`aclaudit log verify`; nothing was archived from this segment on"
+            )
+        rows.extend(page)
+        after = page[-1]["id"]
+        progress(f"  read {after - segment.first_id + 1}/{segment.last_id - segment.first_id + 1}")
+    return rows
+
+
+async def _record(session: AsyncSession, manifest: Manifest) -> None:
+    """Record the segment and drop its entries, in the caller's transaction, after checking
+    that the database still holds exactly what was verified: the previous segment ends just
+    before it, and its checkpoint is the database's."""
+    newest = await repository.newest_archive(session)
+    through = 0 if newest is None else newest.last_id
+    if through != manifest.first_id - 1:
+        raise ArchiveFailed(
+            f"another archive run moved the archived prefix to entry {through} meanwhile"
+        )
+    marks = await repository.checkpoints_between(
+        session, manifest.last_id - 1, manifest.last_id + 1
+    )
+    if [m[:2] for m in marks] != [(manifest.last_id, manifest.last_hash)]:
+        raise ArchiveFailed(f"checkpoint {manifest.last_id} differs from segment {manifest.name}")
+    session.add(
+        AccessLogArchive(
+            first_id=manifest.first_id,
+            last_id=manifest.last_id,
+            segment=manifest.segment,
+            prev_hash=manifest.prev_hash,
+            last_hash=manifest.last_hash,
+            checkpoint_signature=manifest.checkpoint.signature,
+            entries=manifest.entries,
+            sha256=manifest.sha256,
+            archived_at=datetime.now(UTC),
+        )
+    )
+    dropped = await repository.drop_archived_entries(session, manifest.first_id, manifest.last_id)
+    if dropped != manifest.entries:
+        raise ArchiveFailed(
+            f"entries {manifest.first_id}..{manifest.last_id}: {dropped} found, "
+            f"{manifest.entries} archived; nothing was dropped"
+        )
+
+
+@dataclass(frozen=True)
+class ArchiveVerified:
+    ok: bool
+    segments: int
+    entries: int
+    problem: str | None = None
+    segment: str | None = None  # the first bad segment's name
+
+
+def check_archive(
+    records: Sequence[AccessLogArchive],
+    directory: Path,
+    key: bytes | None,
+    signed_from: int,
+    progress: Progress,
+) -> ArchiveVerified:
+    """Every recorded segment, in order, read from `directory` and verified: present, its
+    manifest the one recorded, its checksum and chain, each linking to the one before."""
+    prev: tuple[int, str] = (0, chain.GENESIS)
+    entries = 0
+    for number, record in enumerate(records, 1):
+        name = record.segment.removesuffix(segments.SEGMENT_SUFFIX)
+        problem = _check_record(record, prev, directory, key, signed_from)
+        if problem is not None:
+            return ArchiveVerified(False, number - 1, entries, problem, name)
+        prev = (record.last_id, record.last_hash)
+        entries += record.entries
+        progress(f"  segment {number}/{len(records)} ok: {record.segment}")
+    return ArchiveVerified(True, len(records), entries)
+
+
+def _check_record(
+    record: AccessLogArchive,
+    prev: tuple[int, str],
+    directory: Path,
+    key: bytes | None,
+    signed_from: int,
+) -> str | None:
+    """What is wrong with one recorded segment (None: it verifies)."""
+    name = record.segment.removesuffix(segments.SEGMENT_SUFFIX)
+    if record.first_id != prev[0] + 1 or record.prev_hash != prev[1]:
+        return (
+            f"the database's record of segment {name} does not follow entry {prev[0]}: "
+            "a segment's record was removed or altered"
+        )
+    try:
+        manifest = segments.read_manifest(directory, name)
+    except segments.SegmentProblem as exc:
+        if not (directory / record.segment).exists():
+            return f"segment {name} is missing from {directory}"
+        return str(exc)
+    recorded = (
+        record.segment,
+        record.first_id,
+        record.last_id,
+        record.entries,
+        record.prev_hash,
+        record.last_hash,
+        record.checkpoint_signature,
+        record.sha256,
+    )
+    found = (
+        manifest.segment,
+        manifest.first_id,
+        manifest.last_id,
+        manifest.entries,
+        manifest.prev_hash,
+        manifest.last_hash,
+        manifest.checkpoint.signature,
+        manifest.sha256,
+    )
+    if found != recorded:
+        return f"the manifest of segment {name} differs from the database's record of it"
+    try:
+        segments.check_segment(directory, manifest, key, signed_from)
+    except segments.SegmentProblem as exc:
+        return str(exc)
+    return None
