@@ -35,6 +35,19 @@ CHAINED_FIELDS = (
     "caller",
     "policy_version",
 )
+# What `sign_archive` covers of an access_log_archives row (a segment moved out of the log).
+ARCHIVE_SIGNED = (
+    "segment",
+    "first_id",
+    "last_id",
+    "prev_hash",
+    "last_hash",
+    "entries",
+    "sha256",
+    "checkpoint_signature",
+    "last_at",
+    "out_of_audience_reads",
+)
 
 
 def utc_text(at: datetime) -> str:
@@ -124,6 +137,25 @@ def sign_checkpoint(key: bytes, entry_id: int, head_hash: str) -> str:
 
 def checkpoint_signature_ok(key: bytes, entry_id: int, head_hash: str, signature: str) -> bool:
     return hmac.compare_digest(sign_checkpoint(key, entry_id, head_hash), signature)
+
+
+def archive_message(record: Mapping[str, Any]) -> bytes:
+    """What an archive record's signature covers: every field of `ARCHIVE_SIGNED`."""
+    doc = {name: record[name] for name in ARCHIVE_SIGNED}
+    doc["last_at"] = utc_text(record["last_at"])
+    return b"aclaudit-archive:" + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign_archive(key: bytes, record: Mapping[str, Any]) -> str:
+    """An archive record's signature: a forged or altered record (one hiding a deleted
+    prefix, or stretched over entries deleted after it) does not carry one."""
+    return hmac.new(key, archive_message(record), hashlib.sha256).hexdigest()
+
+
+def archive_signature_ok(key: bytes, record: Mapping[str, Any], signature: str | None) -> bool:
+    if not isinstance(signature, str):
+        return False
+    return hmac.compare_digest(sign_archive(key, record), signature)
 
 
 class ChainVerifier:

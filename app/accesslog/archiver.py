@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
-from app.accesslog import repository, segments
+from app.accesslog import repository, segments, verifier
 from app.accesslog.models import AccessLogArchive
 from app.accesslog.segments import Checkpoint, Manifest
 from app.config import Settings
@@ -229,7 +229,7 @@ async def _archive_segment(
     try:
         async with maker() as session, session.begin():
             await begin_write(session)
-            await _record(session, manifest)
+            await _record(session, manifest, _facts(rows), settings.checkpoint_key_bytes)
             _pause("dropped")
     except IntegrityError:
         raise ArchiveFailed(
@@ -262,10 +262,23 @@ async def _read_entries(
     return rows
 
 
-async def _record(session: AsyncSession, manifest: Manifest) -> None:
-    """Record the segment and drop its entries, in the caller's transaction, after checking
-    that the database still holds exactly what was verified: the previous segment ends just
-    before it, and its checkpoint is the database's."""
+def _facts(rows: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
+    """What the record keeps of the segment's entries: when the last was written, and the
+    out-of-audience reads by dataset (reports add them to the database's, so archiving does
+    not make those reads vanish)."""
+    reads: dict[str, int] = {}
+    for row in rows:
+        if row["out_of_audience"]:
+            reads[row["dataset"]] = reads.get(row["dataset"], 0) + 1
+    return {"last_at": rows[-1]["at"], "out_of_audience_reads": reads}
+
+
+async def _record(
+    session: AsyncSession, manifest: Manifest, facts: Mapping[str, Any], key: bytes | None
+) -> None:
+    """Record the segment (signed when a key is set) and drop its entries, in the caller's
+    transaction, after checking that the database still holds exactly what was verified: the
+    previous segment ends just before it, and its checkpoint is the database's."""
     newest = await repository.newest_archive(session)
     through = 0 if newest is None else newest.last_id
     if through != manifest.first_id - 1:
@@ -277,19 +290,19 @@ async def _record(session: AsyncSession, manifest: Manifest) -> None:
     )
     if [m[:2] for m in marks] != [(manifest.last_id, manifest.last_hash)]:
         raise ArchiveFailed(f"checkpoint {manifest.last_id} differs from segment {manifest.name}")
-    session.add(
-        AccessLogArchive(
-            first_id=manifest.first_id,
-            last_id=manifest.last_id,
-            segment=manifest.segment,
-            prev_hash=manifest.prev_hash,
-            last_hash=manifest.last_hash,
-            checkpoint_signature=manifest.checkpoint.signature,
-            entries=manifest.entries,
-            sha256=manifest.sha256,
-            archived_at=datetime.now(UTC),
-        )
-    )
+    fields = {
+        "segment": manifest.segment,
+        "first_id": manifest.first_id,
+        "last_id": manifest.last_id,
+        "prev_hash": manifest.prev_hash,
+        "last_hash": manifest.last_hash,
+        "entries": manifest.entries,
+        "sha256": manifest.sha256,
+        "checkpoint_signature": manifest.checkpoint.signature,
+        **facts,
+    }
+    signature = None if key is None else chain.sign_archive(key, fields)
+    session.add(AccessLogArchive(**fields, archived_at=datetime.now(UTC), signature=signature))
     dropped = await repository.drop_archived_entries(session, manifest.first_id, manifest.last_id)
     if dropped != manifest.entries:
         raise ArchiveFailed(
@@ -338,6 +351,9 @@ def _check_record(
 ) -> str | None:
     """What is wrong with one recorded segment (None: it verifies)."""
     name = record.segment.removesuffix(segments.SEGMENT_SUFFIX)
+    forged = verifier.record_problem(record, key, signed_from)
+    if forged is not None:
+        return forged
     if record.first_id != prev[0] + 1 or record.prev_hash != prev[1]:
         return (
             f"the database's record of segment {name} does not follow entry {prev[0]}: "

@@ -112,4 +112,12 @@ class AccessLogArchive(Base):
     checkpoint_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     entries: Mapped[int] = mapped_column(LogId)
     sha256: Mapped[str] = mapped_column(String(64))
+    # when the segment's last entry was written
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the segment's out-of-audience reads by dataset: reports add them to the database's
+    out_of_audience_reads: Mapped[dict[str, int]] = mapped_column(JSON)
     archived_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # `chain.sign_archive` of the row when ACLAUDIT_CHECKPOINT_KEY is set: verify refuses an
+    # unsigned or badly signed record then (without a key, records are as trustworthy as the
+    # database, like unsigned checkpoints)
+    signature: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -110,7 +110,7 @@ async def verify_once(
         head = await repository.find_head(session)
         records = await repository.archive_records(session)
         recorded_through = records[-1].last_id if records else 0
-        archived, archive_problem = _archived_prefix(records, checkpoints)
+        archived, archive_problem = _archived_prefix(records, checkpoints, key, signed_from)
         base = (0, chain.GENESIS) if archived is None else (archived.last_id, archived.last_hash)
         low = await repository.first_outside(session, below=base[0] + 1)
         start = await _resume_point(session, resume, checkpoints, head, base[0])
@@ -272,13 +272,34 @@ async def _resume_point(
     return resume
 
 
+def record_problem(record: AccessLogArchive, key: bytes | None, signed_from: int) -> str | None:
+    """With a key, a record ending at or after entry `signed_from` must carry a valid
+    signature: anyone who can write the database could otherwise insert a record claiming
+    a deleted prefix was archived, or stretch the newest record over entries deleted after
+    it. (Without a key, records are as trustworthy as the database, like checkpoints.)"""
+    if key is None or record.last_id < signed_from:
+        return None
+    fields = {name: getattr(record, name) for name in chain.ARCHIVE_SIGNED}
+    if chain.archive_signature_ok(key, fields, record.signature):
+        return None
+    return (
+        f"the record of archived segment {record.segment} (entries {record.first_id} to "
+        f"{record.last_id}) has no valid signature: it was forged or altered, and the entries "
+        "it claims may have been deleted rather than archived"
+    )
+
+
 def _archived_prefix(
-    records: Sequence[AccessLogArchive], checkpoints: Mapping[int, tuple[str, str | None]]
+    records: Sequence[AccessLogArchive],
+    checkpoints: Mapping[int, tuple[str, str | None]],
+    key: bytes | None,
+    signed_from: int,
 ) -> tuple[ArchivedPrefix | None, tuple[int, str] | None]:
     """The archived prefix the records describe, or the first record that does not hold
     (entry id, problem): the records must run from entry 1 without a gap, each from the hash
     the one before ends with, each ending at a checkpoint with its last hash (checkpoints stay
-    in the database when their entries are archived, signed when a key is set)."""
+    in the database when their entries are archived, signed when a key is set), each signed
+    when a key is set (`record_problem`)."""
     if not records:
         return None, None
     prev_id, prev_hash = 0, chain.GENESIS
@@ -289,6 +310,9 @@ def _archived_prefix(
                 f"the archived segments do not run on after entry {prev_id}: a segment's "
                 f"record ({record.segment}) was removed or altered",
             )
+        forged = record_problem(record, key, signed_from)
+        if forged is not None:
+            return None, (record.first_id, forged)
         mark = checkpoints.get(record.last_id)
         if mark is None or mark[0] != record.last_hash:
             return None, (

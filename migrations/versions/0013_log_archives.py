@@ -31,7 +31,10 @@ def upgrade() -> None:
         sa.Column('checkpoint_signature', sa.Text(), nullable=True),
         sa.Column('entries', LOG_ID, nullable=False),
         sa.Column('sha256', sa.String(length=64), nullable=False),
+        sa.Column('last_at', app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('out_of_audience_reads', sa.JSON(), nullable=False),
         sa.Column('archived_at', app.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column('signature', sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint('first_id', name=op.f('pk_access_log_archives')),
         sa.UniqueConstraint('last_id', name=op.f('uq_access_log_archives_last_id')),
         sa.UniqueConstraint('segment', name=op.f('uq_access_log_archives_segment')),
@@ -39,6 +42,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # The archived entries stay in their segments; without this table the database's chain
-    # no longer says where it resumes, so verify fails until they are loaded back.
+    # While a segment is recorded, its entries exist only in the archive directory: dropping
+    # the records would leave the database's chain starting nowhere (verify fails from entry
+    # 1 on) and the segments unaccounted for. Refuse rather than lose that.
+    archived = op.get_bind().execute(sa.text('SELECT count(*) FROM access_log_archives'))
+    if archived.scalar_one():
+        raise RuntimeError(
+            'access_log_archives records archived segments: their entries are no longer in '
+            'the database, and downgrading below 0013 would forget where they went. Stay at '
+            '0013 (or restore a backup taken before the first `aclaudit log archive`); to '
+            'discard the records knowingly, copy the table and the archive directory '
+            'elsewhere and DELETE FROM access_log_archives first.'
+        )
     op.drop_table('access_log_archives')

