@@ -116,21 +116,70 @@ async def plan(
     return plans, base
 
 
-def clean_up(directory: Path, archived_through: int) -> int:
-    """Remove what an interrupted run left: temporary files, and segments and manifests not
-    recorded (their first entry is after the newest recorded segment's last, so their entries
-    are still in the database). Returns how many files were removed."""
-    removed = 0
-    for path in directory.iterdir():
-        first_id = segments.first_id_of(path.name)
-        if first_id is None:
+async def clean_up(
+    maker: async_sessionmaker[AsyncSession], directory: Path, archived_through: int
+) -> int:
+    """Remove what an interrupted run left: temporary files, and unrecorded segments and
+    manifests whose entries the database still holds with the hashes they name. Anything
+    else of ours that is not recorded (segments whose entries left the database: the only
+    copy of them, from another database, a lost table, a restore) is refused, naming the
+    files, and nothing is removed. Returns how many files were removed."""
+    async with maker() as session:
+        recorded = {
+            r.segment.removesuffix(segments.SEGMENT_SUFFIX)
+            for r in await repository.archive_records(session)
+        }
+    temporary: list[Path] = []
+    unrecorded: dict[str, list[Path]] = {}
+    for path in sorted(await asyncio.to_thread(_listing, directory)):
+        if segments.ids_of(path.name) is None:
             continue
-        if segments.is_temporary(path.name) or first_id > archived_through:
-            path.unlink()
-            removed += 1
+        if segments.is_temporary(path.name):
+            temporary.append(path)
+        elif segments.base_name(path.name) not in recorded:
+            unrecorded.setdefault(segments.base_name(path.name), []).append(path)
+    refused = [
+        path.name
+        for name, paths in unrecorded.items()
+        if not await _still_in_database(maker, directory, name, archived_through)
+        for path in paths
+    ]
+    if refused:
+        raise ArchiveFailed(
+            f"{directory} holds segments this database did not record and whose entries it "
+            f"does not hold (the only copy of them): {', '.join(refused)}. Nothing was removed "
+            "or archived: point --to at this database's own archive directory, or move those "
+            "files away after checking where they came from"
+        )
+    removed = [*temporary, *(p for paths in unrecorded.values() for p in paths)]
+    for path in removed:
+        await asyncio.to_thread(path.unlink)
     if removed:
-        segments.sync_directory(directory)
-    return removed
+        await asyncio.to_thread(segments.sync_directory, directory)
+    return len(removed)
+
+
+def _listing(directory: Path) -> list[Path]:
+    return list(directory.iterdir())
+
+
+async def _still_in_database(
+    maker: async_sessionmaker[AsyncSession], directory: Path, name: str, archived_through: int
+) -> bool:
+    """Whether unrecorded segment `name`'s entries are all still in the database, after the
+    archived prefix, with the hashes its manifest (or the segment) names."""
+    ids = segments.ids_of(name + segments.SEGMENT_SUFFIX)
+    if ids is None or ids[0] <= archived_through or ids[1] < ids[0]:
+        return False
+    try:
+        prev_hash, last_hash = await asyncio.to_thread(segments.end_hashes, directory, name)
+    except segments.SegmentProblem:
+        return False
+    async with maker() as session:
+        held = await repository.count_entries(session, ids[0], ids[1])
+        first_prev = await repository.entry_prev_hash(session, ids[0])
+        last = await repository.entry_hash(session, ids[1])
+    return held == ids[1] - ids[0] + 1 and (first_prev, last) == (prev_hash, last_hash)
 
 
 async def archive(
@@ -172,7 +221,7 @@ async def _archive(
 ) -> Archived:
     async with maker() as session:
         plans, base = await plan(session, before, max_entries)
-    removed = await asyncio.to_thread(clean_up, directory, base[0])
+    removed = await clean_up(maker, directory, base[0])
     if removed:
         progress(f"removed {removed} files an interrupted run left behind")
     done: list[Manifest] = []

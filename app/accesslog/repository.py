@@ -179,6 +179,17 @@ async def entry_rows(session: AsyncSession, *, after: int, up_to: int) -> Sequen
     return (await session.execute(query)).mappings().all()
 
 
+async def count_entries(session: AsyncSession, first: int, last: int) -> int:
+    """How many of entries ``first..last`` the database holds."""
+    query = select(func.count()).where(AccessLogEntry.id >= first, AccessLogEntry.id <= last)
+    return int((await session.execute(query)).scalar_one())
+
+
+async def entry_prev_hash(session: AsyncSession, entry_id: int) -> str | None:
+    query = select(AccessLogEntry.prev_hash).where(AccessLogEntry.id == entry_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def entry_hash(session: AsyncSession, entry_id: int) -> str | None:
     query = select(AccessLogEntry.hash).where(AccessLogEntry.id == entry_id)
     found = await session.scalar(query)

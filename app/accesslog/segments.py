@@ -67,10 +67,38 @@ def segment_name(first_id: int, last_id: int) -> str:
     return f"access-log-{first_id:012d}-{last_id:012d}"
 
 
-def first_id_of(file_name: str) -> int | None:
-    """The first entry id a segment, manifest or temporary file of ours is named after."""
+def ids_of(file_name: str) -> tuple[int, int] | None:
+    """The first and last entry ids a segment, manifest or temporary file of ours is named
+    after."""
     found = NAME.match(file_name)
-    return None if found is None else int(found.group(1))
+    return None if found is None else (int(found.group(1)), int(found.group(2)))
+
+
+def base_name(file_name: str) -> str:
+    """``access-log-<first>-<last>`` of one of our files' names."""
+    return file_name.split(".", 1)[0]
+
+
+def end_hashes(directory: Path, name: str) -> tuple[str, str]:
+    """The hash before segment `name`'s first entry and its last entry's hash, from its
+    manifest if there is one, else from the segment itself (raise `SegmentProblem`)."""
+    try:
+        manifest = read_manifest(directory, name)
+        return manifest.prev_hash, manifest.last_hash
+    except SegmentProblem:
+        if (directory / (name + MANIFEST_SUFFIX)).exists():
+            raise
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    try:
+        for entry in _entries(directory / (name + SEGMENT_SUFFIX)):
+            first = first or entry
+            last = entry
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise SegmentProblem(f"segment {name} is unreadable: {exc}") from None
+    if first is None or last is None:
+        raise SegmentProblem(f"segment {name} is empty")
+    return str(first["prev_hash"]), str(last["hash"])
 
 
 def is_temporary(file_name: str) -> bool:

@@ -104,3 +104,52 @@ async def test_an_extended_newest_archive_record_fails_verify(
     assert result["ok"] is False, result
     assert result["first_bad_id"] == 11
     assert "access-log-000000000011-000000000020" in result["problem"]
+
+
+# -- 2. a clean-up that never removes the only copy --------------------------------------------
+
+
+@pytest.mark.parametrize("before", [FAR, LONG_AGO], ids=["more-to-archive", "nothing-to-archive"])
+async def test_a_run_refuses_to_remove_segments_whose_entries_left_the_database(
+    before, client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    """Segments the database has no record of (a lost table, a restore, another database
+    archiving into the same directory) whose entries it does not hold are the only copy of
+    them: the run stops, naming them, and removes nothing."""
+    await make_batches(client, tokens, admin, 3)
+    await run_archive(sessionmaker, settings, tmp_path, FAR)  # 1..30 archived, dropped
+    kept = segment_files(tmp_path)
+    assert len(kept) == 6
+    await sql(sessionmaker, "DELETE FROM access_log_archives")
+    with pytest.raises(archiver.ArchiveFailed, match="access-log-000000000001-000000000010"):
+        await run_archive(sessionmaker, settings, tmp_path, before)
+    assert segment_files(tmp_path) == kept
+
+
+async def test_a_run_refuses_an_unrecorded_segment_that_differs_from_the_database(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    """A leftover is removed only when the database holds its entries with the hashes it
+    names (the crash tests show those go); one that does not match is kept and named."""
+    await make_batches(client, tokens, admin, 2)
+    stray = tmp_path / "access-log-000000000001-000000000010.jsonl.gz"
+    stray.write_bytes(b"not what the database holds")
+    (tmp_path / "access-log-000000000011-000000000020.jsonl.gz.tmp").write_bytes(b"partial")
+    with pytest.raises(archiver.ArchiveFailed, match=stray.name):
+        await run_archive(sessionmaker, settings, tmp_path, FAR)
+    assert len(segment_files(tmp_path)) == 2  # refused before anything is removed
+
+
+async def test_downgrading_below_0013_is_refused_while_segments_are_recorded(
+    client, tokens, admin, sessionmaker, settings, tmp_path, database_url
+):
+    from alembic import command
+
+    from app.migrate import alembic_config
+
+    await make_batches(client, tokens, admin, 1)
+    await run_archive(sessionmaker, settings, tmp_path, FAR)
+    with pytest.raises(RuntimeError, match="DELETE FROM access_log_archives"):
+        await asyncio.to_thread(command.downgrade, alembic_config(database_url), "-1")
+    async with sessionmaker() as session:
+        assert await session.scalar(text("SELECT count(*) FROM access_log_archives")) == 1
