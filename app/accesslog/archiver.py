@@ -196,14 +196,24 @@ async def archive(
     One run at a time per directory (a lock file, released by the kernel if the run is
     killed): a second run's clean-up would remove the first one's unrecorded segments.
     """
-    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    try:
+        await asyncio.to_thread(segments.make_directory, directory)
+    except OSError as exc:
+        raise ArchiveFailed(
+            f"--to {directory} cannot hold an archive: {exc.strerror or exc}"
+            + ("" if exc.filename in (None, str(directory)) else f" ({exc.filename})")
+        ) from None
     with _locked(directory):
         return await _archive(maker, settings, before, directory, max_entries, progress)
 
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    with open(directory / LOCK_FILE, "a") as lock:
+    try:
+        lock = open(directory / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise ArchiveFailed(f"--to {directory} cannot hold an archive: {exc}") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,6 +12,7 @@ verifies it against its manifest: the checksum, the chain from ``prev_hash`` to 
 and the checkpoint's signature when a key is set.
 """
 
+import errno
 import gzip
 import hashlib
 import json
@@ -224,3 +225,22 @@ def check_segment(directory: Path, manifest: Manifest, key: bytes | None, signed
 
 def sync_directory(directory: Path) -> None:
     _sync_dir(directory)
+
+
+def make_directory(directory: Path) -> None:
+    """Create `directory` and its missing parents, each made durable before anything is
+    written in it: a new directory's entry lives in its parent, so each parent is fsynced
+    after a directory is made in it (else a power cut could lose the directory, with every
+    segment in it, after the database dropped their entries). Raises `OSError`."""
+    missing: list[Path] = []
+    path = directory.absolute()
+    while not path.exists() and not path.is_symlink():
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        _sync_dir(path.parent)
+    if not directory.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(directory))

@@ -153,3 +153,53 @@ async def test_downgrading_below_0013_is_refused_while_segments_are_recorded(
         await asyncio.to_thread(command.downgrade, alembic_config(database_url), "-1")
     async with sessionmaker() as session:
         assert await session.scalar(text("SELECT count(*) FROM access_log_archives")) == 1
+
+
+# -- 3. a new --to directory is durable --------------------------------------------------------
+
+
+async def test_every_directory_a_run_creates_is_synced_in_its_parent_before_entries_drop(
+    client, tokens, admin, sessionmaker, settings, tmp_path, monkeypatch
+):
+    """`--to` and its missing parents are each fsynced in their parent (a kill -9 cannot show
+    it, the page cache survives: shown by what os.fsync is called on, and when)."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+    real_drop = archiver.repository.drop_archived_entries
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    async def recording_drop(*args, **kwargs) -> int:
+        synced.append("drop")
+        return await real_drop(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(archiver.repository, "drop_archived_entries", recording_drop)
+    await make_batches(client, tokens, admin, 1)
+    directory = tmp_path / "new" / "archive"
+    done = await run_archive(sessionmaker, settings, directory, FAR)
+    assert done.entries == 10
+    before_drop = synced[: synced.index("drop")]
+    assert {str(tmp_path), str(tmp_path / "new"), str(directory)} <= set(before_drop)
+
+
+# -- 5. an unusable --to -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["a-file", "under-a-file"])
+def test_an_unusable_to_directory_is_refused_with_a_message(kind, database_url, tmp_path):
+    """(A read-only directory is refused the same way; not testable here: tests run as root.)"""
+    (tmp_path / "plain").write_text("not a directory")
+    target = tmp_path / "plain" if kind == "a-file" else tmp_path / "plain" / "archive"
+    done = subprocess.run(
+        [str(ACLAUDIT), "log", "archive", "--before", "2100-01-01T00:00:00Z", "--to", str(target)],
+        env=archive_env(database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr[-600:]
+    assert f"--to {target} cannot hold an archive: Not a directory" in done.stderr
