@@ -23,9 +23,6 @@ The log stays append-only through the service: no endpoint reaches this module.
 import asyncio
 import contextlib
 import fcntl
-import os
-import sys
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,8 +42,6 @@ from app.errors import AppError
 
 # Entries read from the database per transaction while a segment is written.
 READ_PAGE = 5000
-# Tests kill the command at a named step: it says so on stderr and sleeps there.
-PAUSE_ENV = "ACLAUDIT_TEST_ARCHIVE_PAUSE_AT"
 LOCK_FILE = ".aclaudit-archive.lock"
 
 Progress = Callable[[str], None]
@@ -81,13 +76,6 @@ class Archived:
     @property
     def entries(self) -> int:
         return sum(m.entries for m in self.segments)
-
-
-def _pause(step: str) -> None:
-    if os.environ.get(PAUSE_ENV) == step:
-        sys.stderr.write(f"\npaused at {step}\n")
-        sys.stderr.flush()
-        time.sleep(3600)
 
 
 async def plan(
@@ -254,9 +242,7 @@ async def _archive_segment(
 ) -> Manifest:
     rows = await _read_entries(maker, segment, progress)
     tmp = await asyncio.to_thread(segments.write_segment, directory, segment.name, rows)
-    _pause("segment-written")
     path = await asyncio.to_thread(segments.seal, tmp)
-    _pause("segment-sealed")
     manifest = Manifest(
         segment=path.name,
         first_id=segment.first_id,
@@ -270,7 +256,6 @@ async def _archive_segment(
     await asyncio.to_thread(
         segments.seal, await asyncio.to_thread(segments.write_manifest, directory, manifest)
     )
-    _pause("manifest-sealed")
     try:
         # read back from disk, the manifest too: what was verified is what the files say
         manifest = segments.read_manifest(directory, segment.name)
@@ -284,18 +269,15 @@ async def _archive_segment(
     except segments.SegmentProblem as exc:
         raise ArchiveFailed(f"{exc}; its entries were kept in the database") from None
     progress(f"  verified {manifest.segment}")
-    _pause("verified")
     try:
         async with maker() as session, session.begin():
             await begin_write(session)
             await _record(session, manifest, _facts(rows), settings.checkpoint_key_bytes)
-            _pause("dropped")
     except IntegrityError:
         raise ArchiveFailed(
             f"another archive run recorded entries {manifest.first_id}.. meanwhile; nothing "
             "was dropped by this one"
         ) from None
-    _pause("committed")
     return manifest
 
 

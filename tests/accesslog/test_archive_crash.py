@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from app.accesslog import repository
-from app.accesslog.archiver import PAUSE_ENV
 from app.config import Settings
 from tests.accesslog.archive_helpers import (
     EVERY,
@@ -22,9 +21,11 @@ from tests.accesslog.archive_helpers import (
     check_archive,
     make_batches,
 )
+from tests.accesslog.paused_archive import STEPS
 
 ACLAUDIT = Path(sys.executable).with_name("aclaudit")
-STEPS = ("segment-written", "segment-sealed", "manifest-sealed", "verified", "dropped", "committed")
+# `aclaudit` with a pause at a named step (the service has no pause of its own)
+PAUSED = Path(__file__).with_name("paused_archive.py")
 
 
 @pytest.fixture
@@ -43,16 +44,14 @@ def archive_env(database_url: str) -> dict[str, str]:
 
 
 def start_archive(database_url: str, directory: Path, pause_at: str | None = None):
-    env = archive_env(database_url)
-    if pause_at is not None:
-        env[PAUSE_ENV] = pause_at
+    command = [str(ACLAUDIT)] if pause_at is None else [sys.executable, str(PAUSED), pause_at]
     return subprocess.Popen(
         [
-            str(ACLAUDIT),
+            *command,
             *("log", "archive", "--before", "2100-01-01T00:00:00Z"),
             *("--to", str(directory), "--segment-entries", str(EVERY)),
         ],
-        env=env,
+        env=archive_env(database_url),
         cwd=directory.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -203,3 +203,30 @@ def test_an_unusable_to_directory_is_refused_with_a_message(kind, database_url, 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr[-600:]
     assert f"--to {target} cannot hold an archive: Not a directory" in done.stderr
+
+
+# -- 4. no pause in production -----------------------------------------------------------------
+
+
+async def test_the_old_test_pause_variable_does_not_pause_a_real_run(
+    client, tokens, admin, database_url, tmp_path
+):
+    """The pause the crash tests use is injected by their wrapper script
+    (tests/accesslog/paused_archive.py); the command itself honours no such setting, so
+    nothing in an environment can hold the drop transaction (and SQLite's write lock) open."""
+    await make_batches(client, tokens, admin, 2)
+    env = archive_env(database_url) | {"ACLAUDIT_TEST_ARCHIVE_PAUSE_AT": "dropped"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [
+            *(str(ACLAUDIT), "log", "archive", "--before", "2100-01-01T00:00:00Z"),
+            *("--to", str(tmp_path / "archive")),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "paused" not in done.stderr
+    assert "archived 20 entries" in done.stdout
