@@ -230,3 +230,31 @@ async def test_the_old_test_pause_variable_does_not_pause_a_real_run(
     assert done.returncode == 0, done.stderr
     assert "paused" not in done.stderr
     assert "archived 20 entries" in done.stdout
+
+
+# -- 6. SQLite: a drop never holds the write lock for long -------------------------------------
+
+
+async def test_sqlite_segments_are_capped_so_a_drop_holds_the_write_lock_briefly(
+    client, tokens, admin, sessionmaker, settings, tmp_path, monkeypatch
+):
+    """(The cap is 100 000 entries, ~0.74 s to drop; lowered here to show where it applies.)"""
+    await make_batches(client, tokens, admin, 4)
+    monkeypatch.setattr(archiver, "SQLITE_MAX_SEGMENT_ENTRIES", 10)
+    done = await run_archive(sessionmaker, settings, tmp_path / "a", FAR, size=20)
+    expected = [10] * 4 if settings.is_sqlite else [20] * 2
+    assert [m.entries for m in done.segments] == expected
+
+
+async def test_sqlite_refuses_checkpoints_further_apart_than_the_segment_cap(
+    client, tokens, admin, sessionmaker, settings, tmp_path, monkeypatch
+):
+    await make_batches(client, tokens, admin, 2)  # checkpoints every 10
+    monkeypatch.setattr(archiver, "SQLITE_MAX_SEGMENT_ENTRIES", 5)
+    if not settings.is_sqlite:
+        assert (await run_archive(sessionmaker, settings, tmp_path, FAR, size=5)).entries == 20
+        return
+    with pytest.raises(archiver.ArchiveFailed, match="lower ACLAUDIT_CHECKPOINT_EVERY"):
+        await run_archive(sessionmaker, settings, tmp_path, FAR, size=5)
+    async with sessionmaker() as session:
+        assert await session.scalar(text("SELECT count(*) FROM access_log")) == 20
