@@ -237,6 +237,21 @@ async def newest_archive(session: AsyncSession) -> AccessLogArchive | None:
     return (await session.execute(query)).scalar()
 
 
+async def archived_out_of_audience_reads(
+    session: AsyncSession, *, dataset: str | None = None, until: datetime | None = None
+) -> int:
+    """Out-of-audience reads (of `dataset`, else of all) that archived segments took out of
+    the database, as their records count them; with `until`, of the segments whose last
+    entry was written at or before it (a segment straddling `until` is left out)."""
+    query = select(AccessLogArchive.out_of_audience_reads)
+    if until is not None:
+        query = query.where(AccessLogArchive.last_at <= until)
+    counts = (await session.execute(query)).scalars().all()
+    if dataset is not None:
+        return sum(int(c.get(dataset, 0)) for c in counts)
+    return sum(int(n) for c in counts for n in c.values())
+
+
 async def archive_holding(session: AsyncSession, entry_id: int) -> AccessLogArchive | None:
     """The archived segment entry `entry_id` went to, if any."""
     query = select(AccessLogArchive).where(

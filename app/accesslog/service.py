@@ -69,8 +69,14 @@ async def list_entries(
     page = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
     if len(rows) > limit:
         return page, str(page[-1].id), None
-    newest = await repository.newest_archive(session)  # the last page: older entries may be
-    return page, None, None if newest is None else newest.last_id
+    return page, None, await archived_through(session)  # the last page: older ones may be
+
+
+async def archived_through(session: AsyncSession) -> int | None:
+    """The last id `aclaudit log archive` moved out of the database (None: nothing was): a
+    listing's last page says so, so the archived entries are not taken for never written."""
+    newest = await repository.newest_archive(session)
+    return None if newest is None else newest.last_id
 
 
 async def list_checkpoints(

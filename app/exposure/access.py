@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accesslog import service as accesslog_service
 from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
 from app.datasets import repository as datasets_repository
 from app.errors import NotFound
@@ -61,13 +62,17 @@ async def finding_reads(
     session: AsyncSession, *, finding_id: int, before_id: int | None, limit: int
 ) -> AccessLogPage:
     """The allowed reads of the finding's dataset by principals outside its audience, newest
-    first (404 for an unknown finding)."""
+    first (404 for an unknown finding); the last page says up to which entry the log was
+    archived (those reads are in the archive, counted in the dataset's exposure)."""
     finding = await findings.get_finding(session, finding_id)
     rows = await repository.reads_outside(
         session, dataset=finding.dataset, before_id=before_id, limit=limit + 1
     )
     items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
-    return AccessLogPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+    if len(rows) > limit:
+        return AccessLogPage(items=items, next_cursor=str(items[-1].id))
+    archived = await accesslog_service.archived_through(session)
+    return AccessLogPage(items=items, next_cursor=None, archived_through=archived)
 
 
 async def dataset_exposure(

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import String, Table, bindparam, cast, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accesslog import repository as accesslog_repository
 from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
 from app.db import insert_columns, sqlite_datetime
 from app.exposure.models import Finding
@@ -340,7 +341,8 @@ async def count_open(session: AsyncSession) -> int:
 async def out_of_audience_reads(
     session: AsyncSession, dataset: str, *, until: datetime | None = None
 ) -> int:
-    """Allowed reads of `dataset` from outside its audience (recorded at or before `until`)."""
+    """Allowed reads of `dataset` from outside its audience (recorded at or before `until`),
+    those archived by `aclaudit log archive` included: archiving is not deletion."""
     query = (
         select(func.count())
         .select_from(AccessLogEntry)
@@ -351,7 +353,10 @@ async def out_of_audience_reads(
     )
     if until is not None:
         query = query.where(AccessLogEntry.at <= until)
-    return int((await session.execute(query)).scalar_one())
+    archived = await accesslog_repository.archived_out_of_audience_reads(
+        session, dataset=dataset, until=until
+    )
+    return int((await session.execute(query)).scalar_one()) + archived
 
 
 async def reads_outside(
@@ -388,5 +393,7 @@ async def count_open_by_severity(session: AsyncSession) -> dict[str, int]:
 
 
 async def count_out_of_audience_reads(session: AsyncSession) -> int:
+    """Every out-of-audience read recorded, the archived ones too (a counter never drops)."""
     query = select(func.count()).select_from(AccessLogEntry).where(OUT_OF_AUDIENCE)
-    return int((await session.execute(query)).scalar_one())
+    archived = await accesslog_repository.archived_out_of_audience_reads(session)
+    return int((await session.execute(query)).scalar_one()) + archived

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from app.accesslog import service as accesslog_service
 from app.auth.dependencies import AuthorizedFirst, PersonCaller
 from app.db import ReadSessionDep
-from app.errors import Forbidden, Unauthenticated, problem_responses
+from app.errors import Forbidden, Gone, Unauthenticated, problem_responses
 from app.exposure import access
 from app.exposure.schemas import PrincipalAccess
 from app.me.schemas import MyReadPage, MyReadRead
@@ -19,7 +19,11 @@ router = APIRouter(prefix="/v1/me", tags=["me"], route_class=AuthorizedFirst)
 ERRORS = problem_responses(Unauthenticated, Forbidden)
 
 
-@router.get("/reads", response_model=MyReadPage, responses=ERRORS)
+@router.get(
+    "/reads",
+    response_model=MyReadPage,
+    responses=problem_responses(Unauthenticated, Forbidden, Gone),
+)
 async def my_reads(
     session: ReadSessionDep,
     person: PersonCaller,
@@ -28,8 +32,9 @@ async def my_reads(
 ) -> MyReadPage:
     """Every recorded decision whose `data_subjects` include you: who asked, when, for which
     dataset and purpose, the decision, and whether they were outside its audience; newest
-    first."""
-    entries, next_cursor, _ = await accesslog_service.list_entries(
+    first. The last page says up to which entry older reads were archived; a cursor into
+    them answers 410."""
+    entries, next_cursor, archived_through = await accesslog_service.list_entries(
         session,
         principal=None,
         dataset=None,
@@ -42,7 +47,7 @@ async def my_reads(
         limit=limit,
     )
     items = [MyReadRead.model_validate(e, from_attributes=True) for e in entries]
-    return MyReadPage(items=items, next_cursor=next_cursor)
+    return MyReadPage(items=items, next_cursor=next_cursor, archived_through=archived_through)
 
 
 @router.get("/access", response_model=PrincipalAccess, responses=ERRORS)

@@ -23,3 +23,9 @@ class MyReadRead(BaseModel):
 class MyReadPage(BaseModel):
     items: list[MyReadRead]
     next_cursor: str | None
+    archived_through: int | None = Field(
+        default=None,
+        description="On the last page: reads recorded up to this access-log id were archived "
+        "by the operator and are not listed (ask them for the archive); a cursor into them "
+        "answers 410.",
+    )

@@ -258,3 +258,54 @@ async def test_sqlite_refuses_checkpoints_further_apart_than_the_segment_cap(
         await run_archive(sessionmaker, settings, tmp_path, FAR, size=5)
     async with sessionmaker() as session:
         assert await session.scalar(text("SELECT count(*) FROM access_log")) == 20
+
+
+# -- 7. archiving is not silent deletion in reports --------------------------------------------
+
+
+async def test_archived_out_of_audience_reads_still_count_in_reports(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    """The dataset's exposure keeps counting the archived out-of-audience reads (the archive
+    record keeps them by dataset), the Prometheus counter does not go backwards, and the
+    finding's "who did" page says up to which entry the log was archived."""
+    from tests.operations.test_metrics import scrape, value
+
+    await client.put(
+        "/v1/datasets/activity.keys",
+        json={"owner": "group:r", "sensitivity": "internal", "intended_audience": ["group:r"]},
+        headers=admin,
+    )
+    g = await client.post(
+        "/v1/grants",
+        json={
+            "principal": "user:mallory",
+            "resource": "activity.*",
+            "action": "read",
+            "effect": "allow",
+            "justification": "test",
+        },
+        headers=admin,
+    )
+    finding_id = g.json()["findings_opened"][0]["id"]
+    read = {"principal": "user:mallory", "dataset": "activity.keys", "action": "read"}
+    r = await client.post("/v1/check/batch", json={"checks": [read] * 20}, headers=tokens["check"])
+    assert r.json()["results"][0]["out_of_audience"] is True
+    exposure = "/v1/datasets/activity.keys/exposure"
+    assert (await client.get(exposure, headers=admin)).json()["out_of_audience_reads"] == 20
+    counted = value(
+        await scrape(client, tokens["metrics:read"]), "aclaudit_out_of_audience_reads_total"
+    )
+
+    await run_archive(sessionmaker, settings, tmp_path, FAR)  # entries 1..20 archived
+
+    m = await scrape(client, tokens["metrics:read"])
+    reads = (await client.get(f"/v1/findings/{finding_id}/reads", headers=admin)).json()
+    after = (await client.get(exposure, headers=admin)).json()["out_of_audience_reads"]
+    found = {
+        "counter": value(m, "aclaudit_out_of_audience_reads_total"),
+        "who did": (len(reads["items"]), reads.get("archived_through")),
+        "exposure": after,
+    }
+    assert found == {"counter": counted, "who did": (0, 20), "exposure": 20}
+    assert (await verify(client, admin))["ok"] is True
