@@ -181,7 +181,8 @@ async def database_facts(
         findings.add_metric([severity], open_findings.get(severity, 0))
     reads = CounterMetricFamily(
         "aclaudit_out_of_audience_reads",
-        "Allowed reads by principals outside the dataset's intended audience (access log, archive included).",
+        "Allowed reads by principals outside the dataset's intended audience (access log, "
+        "archived ones included).",
         value=outside,
     )
     alerts = GaugeMetricFamily(
