@@ -6,12 +6,13 @@ import os
 import subprocess
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
-from app.accesslog import archiver
+from app.accesslog import archiver, repository
 from app.config import Settings
 from tests.accesslog.archive_helpers import archive_settings, at_of, make_batches
 from tests.accesslog.test_archive_crash import ACLAUDIT, archive_env
@@ -39,10 +40,11 @@ async def run_archive(
     )
 
 
-async def verify(client: httpx.AsyncClient, admin) -> dict:
+async def verify(client: httpx.AsyncClient, admin) -> dict[str, Any]:
     r = await client.get("/v1/access-log/verify?full=true", headers=admin)
     assert r.status_code == 200, r.text
-    return r.json()
+    found: dict[str, Any] = r.json()
+    return found
 
 
 async def checkpoint_hash(sessionmaker, entry_id: int) -> str:
@@ -165,18 +167,19 @@ async def test_every_directory_a_run_creates_is_synced_in_its_parent_before_entr
     it, the page cache survives: shown by what os.fsync is called on, and when)."""
     synced: list[str] = []
     real_fsync = os.fsync
-    real_drop = archiver.repository.drop_archived_entries
+    real_drop = repository.drop_archived_entries
 
     def recording_fsync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    async def recording_drop(*args, **kwargs) -> int:
+    async def recording_drop(*args: Any, **kwargs: Any) -> int:
         synced.append("drop")
-        return await real_drop(*args, **kwargs)
+        dropped: int = await real_drop(*args, **kwargs)
+        return dropped
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
-    monkeypatch.setattr(archiver.repository, "drop_archived_entries", recording_drop)
+    monkeypatch.setattr(repository, "drop_archived_entries", recording_drop)
     await make_batches(client, tokens, admin, 1)
     directory = tmp_path / "new" / "archive"
     done = await run_archive(sessionmaker, settings, directory, FAR)
