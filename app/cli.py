@@ -407,7 +407,12 @@ def log_archive(
     ],
     to: Annotated[Path, typer.Option("--to", help="The archive directory (one per database).")],
     segment_entries: Annotated[
-        int, typer.Option(min=1, help="Entries per segment, at most (segments end at checkpoints).")
+        int,
+        typer.Option(
+            min=1,
+            help="Entries per segment, at most (segments end at checkpoints; on SQLite at most "
+            "100 000, so a drop never holds the write lock for long).",
+        ),
     ] = 100_000,
 ) -> None:
     """Move the entries written before an instant into sealed, verified segments in a

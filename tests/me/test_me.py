@@ -84,7 +84,7 @@ async def test_a_person_sees_who_read_their_data_and_nothing_else(
         "out_of_audience",
     }  # fmt: skip
     r = await client.get("/v1/me/reads", headers=people.headers("dave"))
-    assert r.json() == {"items": [], "next_cursor": None}
+    assert r.json() == {"items": [], "next_cursor": None, "archived_through": None}
     # trailed, under the person's name
     [entry] = (await client.get("/v1/admin/trail?limit=1", headers=admin)).json()["items"]
     assert (entry["token_name"], entry["path"]) == ("user:dave", "/v1/me/reads")
