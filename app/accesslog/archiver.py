@@ -9,11 +9,14 @@ signature) as the proof of its last hash. For each segment, in order:
 2. both are read back from disk and verified: the checksum, the chain from the hash before the
    first entry to the checkpoint, its signature when a key is set; and the checkpoint must be
    the database's;
-3. one transaction records the segment (``access_log_archives``) and drops its entries.
+3. one transaction records the segment (``access_log_archives``, HMAC-signed with the
+   checkpoint key when one is set, so verify can refuse a forged or stretched record) and
+   drops its entries.
 
 A kill at any point leaves the entries in the database (with or without a written segment), or
 a verified segment, its record, and no entries: never neither. A rerun removes the temporary
-files and the unrecorded segments left behind (their entries are still in the database) and
+files and the unrecorded segments left behind whose entries the database still holds, with
+their hashes (anything else unrecorded is the only copy of its entries: the run refuses), and
 starts again from the newest recorded segment. The database's first remaining entry links to
 the newest segment's last hash, which is where verify resumes the chain.
 
