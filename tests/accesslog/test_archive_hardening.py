@@ -312,3 +312,21 @@ async def test_archived_out_of_audience_reads_still_count_in_reports(
     }
     assert found == {"counter": counted, "who did": (0, 20), "exposure": 20}
     assert (await verify(client, admin))["ok"] is True
+
+
+async def test_two_archive_runs_into_different_directories_at_once_lose_nothing(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    from tests.accesslog.archive_helpers import check_archive
+
+    await make_batches(client, tokens, admin, 6)
+    a, b = tmp_path / "a", tmp_path / "b"
+    done = await asyncio.gather(
+        run_archive(sessionmaker, settings, a, FAR, size=10),
+        run_archive(sessionmaker, settings, b, FAR, size=20),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(d, archiver.ArchiveFailed) for d in done) == 1, done
+    winner = a if not isinstance(done[0], Exception) else b
+    assert (await check_archive(sessionmaker, settings, winner)).ok
+    assert (await verify(client, admin))["ok"] is True
