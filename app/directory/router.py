@@ -1,13 +1,13 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupPath, GroupRead
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.identifiers import UTCInstant
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
@@ -29,7 +29,7 @@ async def get_group(
     session: SessionDep,
     _: AuditReader,
     at: Annotated[
-        AwareDatetime | None,
+        UTCInstant | None,
         Query(
             description="Answer as of this RFC 3339 instant (with its offset), from the "
             "membership history; not in the future (422). Omitted: now."

@@ -1,10 +1,11 @@
 from typing import Annotated
 
 from fastapi import Query
-from pydantic import AwareDatetime
+
+from app.identifiers import UTCInstant
 
 At = Annotated[
-    AwareDatetime | None,
+    UTCInstant | None,
     Query(
         description="Answer as of this RFC 3339 instant (with its offset), from the policy's "
         "history; not in the future (422). Before any history the policy was empty. "
