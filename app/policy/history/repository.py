@@ -2,7 +2,7 @@
 a version."""
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
@@ -13,6 +13,7 @@ from app.policy import repository as policy_repository
 from app.policy.casbin_model import Rule
 from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
 from app.policy.history.timeline import History, HistoryDiff, Span
+from app.policy.models import Grant
 from app.policy.state import DatasetFacts
 
 _CHUNK = 500  # keys per statement (SQLite's bound-parameter limit, PostgreSQL's plan size)
@@ -24,8 +25,14 @@ def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
 
 
-def _expiry(rule: Rule) -> datetime | None:
-    return None if rule.exp == "" else datetime.fromtimestamp(float(rule.exp), UTC)
+async def _expiries(session: AsyncSession, rules: Sequence[Rule]) -> dict[int, datetime | None]:
+    """The opened grants' own `expires_at` (a rule's float seconds do not round-trip: past
+    ~2255 they lose microseconds, and 9999-12-31T23:59:59.999999Z rounds to year 10000)."""
+    found: dict[int, datetime | None] = {}
+    for chunk in _chunks([int(r.id) for r in rules]):
+        query = select(Grant.id, Grant.expires_at).where(Grant.id.in_(chunk))
+        found.update((i, e) for i, e in (await session.execute(query)).all())
+    return found
 
 
 async def record(
@@ -37,6 +44,7 @@ async def record(
     await _close(session, GrantHistory, GrantHistory.grant_id, diff.grants_closed, closing)
     await _close(session, HoldHistory, HoldHistory.hold_id, diff.holds_closed, closing)
     await _close(session, DatasetHistory, DatasetHistory.dataset_id, diff.datasets_closed, closing)
+    expiries = await _expiries(session, diff.grants_opened)
     key = tuple_(MembershipHistory.member, MembershipHistory.group_id)
     await _close(session, MembershipHistory, key, diff.links_closed, closing)
     rows: list[tuple[_Table, list[dict[str, Any]]]] = [
@@ -49,7 +57,7 @@ async def record(
                     "resource": r.obj,
                     "action": r.act,
                     "effect": r.eft,
-                    "expires_at": _expiry(r),
+                    "expires_at": expiries[int(r.id)],
                     **opening,
                 }
                 for r in diff.grants_opened
