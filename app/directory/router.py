@@ -1,14 +1,12 @@
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupPath, GroupRead
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
-from app.identifiers import UTCInstant
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
+from app.policy.history.dependencies import At
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
 READ = (Unauthenticated, Forbidden, NotFound)
@@ -26,18 +24,12 @@ async def list_groups(
 @router.get("/{group}", response_model=GroupRead, responses=problem_responses(*READ, InvalidInput))
 async def get_group(
     group: GroupPath,
+    at: At,
     session: SessionDep,
     _: AuditReader,
-    at: Annotated[
-        UTCInstant | None,
-        Query(
-            description="Answer as of this RFC 3339 instant (with its offset), from the "
-            "membership history; not in the future (422). Omitted: now."
-        ),
-    ] = None,
 ) -> GroupRead:
     """The group's direct members and its direct and transitive member counts, now or as they
-    were at `at`."""
+    were at `at` (404 if it did not exist then)."""
     gid = directory_service.group_id(group)
     if at is not None:
         return await directory_service.describe_group_at(session, gid, at)

@@ -34,7 +34,7 @@ from app.fairness import OneAtATime
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
 from app.policy.history import service as history_service
-from app.policy.history.schemas import At
+from app.policy.history.dependencies import At
 from app.policy.snapshot import CHECKS, PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
@@ -108,11 +108,11 @@ async def scan(session: SessionDep, caller: PolicyWriter) -> ScanResult:
 @router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=READ_ERRORS)
 async def dataset_exposure(
     dataset: DatasetId,
+    at: At,
     session: SessionDep,
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    at: At = None,
 ) -> ExposureRead:
     """Who could read it: intended, effective and excess counts, a page of excess principals
     with the grant and path that reaches each, and the out-of-audience reads recorded; now,
@@ -128,18 +128,17 @@ async def dataset_exposure(
 async def principal_access(
     principal: PrincipalId,
     request: Request,
+    at: At,
     session: SessionDep,
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    at: At = None,
 ) -> PrincipalAccess:
     """Every registered dataset the principal can read now (or could at `at`, from the
     policy's history), with the grant and group path, by dataset id (the cursor is the last
     one of the previous page)."""
     if at is not None:
-        state, rows = await history_service.state_at(session, at)
-        snapshot = await state.build(CHECKS, rows)
+        snapshot = await history_service.view_at(session, at, CHECKS)
     else:
         cache: PolicyCache = request.app.state.policy
         snapshot = await cache.current(session)
