@@ -1,12 +1,12 @@
 from fastapi import APIRouter
 
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupPath, GroupRead
 from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
-from app.policy.history.dependencies import At
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
 READ = (Unauthenticated, Forbidden, NotFound)

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.acceptance import AcceptExposure
 from app.accesslog.schemas import AccessLogPage
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
 from app.errors import (
@@ -34,7 +35,6 @@ from app.fairness import OneAtATime
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
 from app.policy.history import service as history_service
-from app.policy.history.dependencies import At
 from app.policy.snapshot import CHECKS, PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)

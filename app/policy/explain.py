@@ -5,6 +5,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Forbidden, InvalidInput, Unauthenticated, problem_responses
@@ -13,7 +14,6 @@ from app.policy import holds
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
 from app.policy.history import service as history_service
-from app.policy.history.dependencies import At
 from app.policy.published import states_of
 from app.policy.schemas import Reason
 from app.policy.snapshot import PolicyCache

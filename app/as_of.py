@@ -1,4 +1,6 @@
-"""`At`: the `at=` parameter of the read endpoints, and its turn.
+"""`At`: the `at=` parameter of the read endpoints answered from the policy's history
+(`app.policy.history`: explain, exposure, principal access; the directory's groups), and its
+turn. Outside the domains, as its readers are on both sides of directory -> policy.
 
 A request with `at=` may rebuild a whole policy state and its view (seconds at scale), so like
 simulate a worker runs them one at a time, callers in turn (`app.fairness.OneAtATime`, as
@@ -13,9 +15,10 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from app.auth.dependencies import AuditReader
+from app.db import utcnow
+from app.errors import InvalidInput
 from app.fairness import OneAtATime
 from app.identifiers import UTCInstant
-from app.policy.history import service as history_service
 
 AtQuery = Annotated[
     UTCInstant | None,
@@ -34,7 +37,8 @@ async def at_turn(
     if at is None:
         yield None
         return
-    history_service.refuse_future(at)
+    if at > utcnow():
+        raise InvalidInput("query.at", "is in the future: the policy then is not known yet")
     gate: OneAtATime = request.app.state.rebuilds
     async with gate.turn(caller.key):
         yield at
