@@ -5,7 +5,7 @@ from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupPath, GroupRead
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
@@ -21,7 +21,9 @@ async def list_groups(
     return GroupPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{group}", response_model=GroupRead, responses=problem_responses(*READ, InvalidInput))
+@router.get(
+    "/{group}", response_model=GroupRead, responses=problem_responses(*READ, InvalidInput, Busy)
+)
 async def get_group(
     group: GroupPath,
     at: At,

@@ -40,6 +40,7 @@ from app.policy.snapshot import CHECKS, PolicyCache
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
 FindingId = Annotated[int, Path(ge=1, le=2**62)]
 READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
+AS_OF_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput, Busy)
 
 
 @router.get("/v1/findings", response_model=FindingPage, responses=READ_ERRORS)
@@ -105,7 +106,7 @@ async def scan(session: SessionDep, caller: PolicyWriter) -> ScanResult:
     return await scans.scan(session, actor=caller.name)
 
 
-@router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=READ_ERRORS)
+@router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=AS_OF_ERRORS)
 async def dataset_exposure(
     dataset: DatasetId,
     at: At,
@@ -123,7 +124,7 @@ async def dataset_exposure(
 
 
 @router.get(
-    "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=READ_ERRORS
+    "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=AS_OF_ERRORS
 )
 async def principal_access(
     principal: PrincipalId,

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
-from app.errors import Forbidden, InvalidInput, Unauthenticated, problem_responses
+from app.errors import Busy, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import holds
 from app.policy import snapshot as snapshot_module
@@ -110,7 +110,7 @@ def _explained(
 @router.get(
     "/v1/explain",
     response_model=Explanation,
-    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Busy),
 )
 async def explain(
     request: Request,
