@@ -18,7 +18,7 @@ from app.identity.models import ScimGroup, ScimMemberDisplay, ScimUser
 from app.operations.models import Lease
 from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
 from app.policy.models import Grant
-from app.policy_version import PolicyVersion
+from app.policy_version import PolicyVersion, PolicyVersionRecord
 
 __all__ = [
     "AccessLogArchive",
@@ -42,6 +42,7 @@ __all__ = [
     "Membership",
     "MembershipHistory",
     "PolicyVersion",
+    "PolicyVersionRecord",
     "ScimGroup",
     "ScimMemberDisplay",
     "ScimUser",

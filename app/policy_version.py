@@ -4,12 +4,20 @@ every domain that changes the policy, so it lives outside them all).
 Checks compare it with the version of their in-memory enforcer, so a change committed by any
 worker is seen by every check that starts after it. Advancing it first also serialises policy
 writers (a row lock on PostgreSQL, the write lock on SQLite).
+
+Every version a transaction commits is recorded in `policy_versions` with its instant, taken as
+late as possible: by the transaction's last statement, run just before its commit and still
+under the policy lock (so versions and instants grow together). Until that instant the service
+decides with the version before it; from it on, with this one. `at=` reads it back: the version
+in force at an instant is the newest recorded at or before it (`version_at`).
 """
 
 import weakref
+from collections.abc import Callable
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Integer, event, select, update
+from sqlalchemy import Index, Integer, String, event, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, SessionTransaction, mapped_column
 
@@ -17,6 +25,13 @@ from app.db import Base, UTCDateTime, utcnow
 
 TAKEN = "policy_version_taken"
 _ROLLED_BACK = "policy_version_rolled_back"  # Session.info: savepoints rolled back (weak set)
+_RECORDING = "policy_version_recording"  # Session.info: the before-commit hook is listening
+_BY = "policy_version_by"  # Session.info: (transaction, who made the change)
+_STAMPS = "policy_version_stamps"  # Session.info: (transaction, [stamp])
+
+# Called with the session, the version and its instant just before the version is recorded
+# (history rows take the instant of their version: `app.policy.published`).
+Stamp = Callable[[Session, int, datetime], None]
 
 
 class PolicyVersion(Base):
@@ -25,6 +40,18 @@ class PolicyVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PolicyVersionRecord(Base):
+    """A committed policy version, the instant it took effect and who made it (None: not
+    known). Versions with no row: taken before migration 0012, or never committed."""
+
+    __tablename__ = "policy_versions"
+    __table_args__ = (Index("ix_policy_versions_at", "at"),)
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    by: Mapped[str | None] = mapped_column(String(160), nullable=True)
 
 
 async def advance(session: AsyncSession) -> int:
@@ -47,7 +74,45 @@ async def advance(session: AsyncSession) -> int:
         sync.info[_ROLLED_BACK] = weakref.WeakSet()
         event.listen(sync, "after_soft_rollback", _remember_rollback)
     session.info[TAKEN] = (sync.get_transaction(), version, taken_in)
+    if _RECORDING not in sync.info:
+        sync.info[_RECORDING] = True
+        event.listen(sync, "before_commit", _record)
     return version
+
+
+def made_by(session: AsyncSession, actor: str | None) -> None:
+    """Name who makes this transaction's change (the version's `by`; the last one named)."""
+    session.info[_BY] = (session.sync_session.get_transaction(), actor)
+
+
+def on_record(session: AsyncSession, stamp: Stamp) -> None:
+    """Call `stamp` with this transaction's version and instant just before recording them."""
+    transaction = session.sync_session.get_transaction()
+    stamps = session.info.get(_STAMPS)
+    if stamps is None or stamps[0] is not transaction:
+        stamps = session.info[_STAMPS] = (transaction, list[Stamp]())
+    stamps[1].append(stamp)
+
+
+def _of(session: Session, key: str) -> object:
+    found = session.info.get(key)
+    return found[1] if found is not None and found[0] is session.get_transaction() else None
+
+
+def _record(session: Session) -> None:
+    """Before the commit of a transaction that advanced the version: its instant, taken now,
+    on its history rows (the stamps) and in `policy_versions`, the transaction's last write."""
+    if session.in_nested_transaction():  # (a savepoint's release is no commit)
+        return
+    taken = session.info.get(TAKEN)
+    if taken is None or taken[0] is not session.get_transaction() or not _kept(session, taken[2]):
+        return
+    session.flush()  # what the change added: its rows go before the instant
+    version, at = int(taken[1]), utcnow()
+    for stamp in cast("list[Stamp]", _of(session, _STAMPS) or []):
+        stamp(session, version, at)
+    by = cast("str | None", _of(session, _BY))
+    session.execute(insert(PolicyVersionRecord).values(version=version, at=at, by=by))
 
 
 def _remember_rollback(session: Session, transaction: SessionTransaction) -> None:
@@ -75,6 +140,18 @@ async def hold(session: AsyncSession) -> None:
     turns (``BEGIN IMMEDIATE``)."""
     query = select(PolicyVersion.version).where(PolicyVersion.id == 1)
     await session.execute(query.with_for_update())
+
+
+async def version_at(session: AsyncSession, at: datetime) -> int | None:
+    """The version in force at instant `at`: the newest recorded at or before it (None: `at`
+    is before the first recorded, at the migration to 0012 or the database's creation)."""
+    query = (
+        select(PolicyVersionRecord.version)
+        .where(PolicyVersionRecord.at <= at)
+        .order_by(PolicyVersionRecord.at.desc(), PolicyVersionRecord.version.desc())
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar()
 
 
 async def current(session: AsyncSession) -> int:

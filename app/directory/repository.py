@@ -52,11 +52,12 @@ async def group_children(session: AsyncSession) -> dict[str, list[str]]:
     return children
 
 
-async def group_children_at(session: AsyncSession, at: datetime) -> dict[str, list[str]]:
-    """Each group's direct members as they were at instant `at` (from the history)."""
+async def group_children_at(session: AsyncSession, version: int) -> dict[str, list[str]]:
+    """Each group's direct members as they were at policy `version` (from the history)."""
     history = MembershipHistory
     query = select(history.member, history.group_id).where(
-        history.from_at <= at, or_(history.until_at.is_(None), history.until_at > at)
+        history.from_version <= version,
+        or_(history.until_version.is_(None), history.until_version > version),
     )
     children: dict[str, list[str]] = defaultdict(list)
     for member, group in (await session.execute(query)).all():

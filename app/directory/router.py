@@ -1,13 +1,11 @@
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
-
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.directory import service as directory_service
 from app.directory.schemas import GroupPage, GroupPath, GroupRead
-from app.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
 
 router = APIRouter(prefix="/v1/groups", tags=["directory"], route_class=AuthorizedFirst)
@@ -23,21 +21,17 @@ async def list_groups(
     return GroupPage(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{group}", response_model=GroupRead, responses=problem_responses(*READ, InvalidInput))
+@router.get(
+    "/{group}", response_model=GroupRead, responses=problem_responses(*READ, InvalidInput, Busy)
+)
 async def get_group(
     group: GroupPath,
+    at: At,
     session: SessionDep,
     _: AuditReader,
-    at: Annotated[
-        AwareDatetime | None,
-        Query(
-            description="Answer as of this RFC 3339 instant (with its offset), from the "
-            "membership history; not in the future (422). Omitted: now."
-        ),
-    ] = None,
 ) -> GroupRead:
     """The group's direct members and its direct and transitive member counts, now or as they
-    were at `at`."""
+    were at `at` (404 if it did not exist then)."""
     gid = directory_service.group_id(group)
     if at is not None:
         return await directory_service.describe_group_at(session, gid, at)

@@ -67,12 +67,17 @@ async def describe_group(
 
 
 async def describe_group_at(session: AsyncSession, gid: str, at: datetime) -> GroupRead:
-    """The group as it was at instant `at` (its members from the history; a group is never
-    deleted, so one that exists now existed then, perhaps empty). Not in the future."""
+    """The group as it was at instant `at`: its members from the history of the policy version
+    then in force. 404 if it did not exist then: created after `at`, or `at` is before any
+    history (as a dataset not registered then). Groups are never deleted. Not in the future."""
     if at > utcnow():
         raise InvalidInput("query.at", "is in the future: the directory then is not known yet")
-    children = await repository.group_children_at(session, at)
-    return await describe_group(session, gid, children=children)
+    version = await policy_version.version_at(session, at)
+    group = await repository.get_group(session, gid)
+    if version is None or group is None or group.created_at > at:
+        raise NotFound(f"{gid} did not exist at {at.isoformat()}")
+    children = await repository.group_children_at(session, version)
+    return await describe_group(session, gid, version=version, children=children)
 
 
 async def list_groups(

@@ -92,8 +92,7 @@ async def dataset_exposure(
         view = await current_view(session)
         at = time.time()
     else:
-        state, rows = await history_service.state_at(session, when)
-        view = await state.build(ANALYSER, rows)
+        view = await history_service.view_at(session, when, ANALYSER)
         at = when.timestamp()
     facts = view.datasets.get(dataset_id)
     if facts is None:

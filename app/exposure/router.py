@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from app.acceptance import AcceptExposure
 from app.accesslog.schemas import AccessLogPage
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import ReadSessionDep, SessionDep
 from app.errors import (
@@ -34,12 +35,12 @@ from app.fairness import OneAtATime
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, Cursor, IdCursor, Limit
 from app.policy.history import service as history_service
-from app.policy.history.schemas import At
 from app.policy.snapshot import CHECKS, PolicyCache
 
 router = APIRouter(tags=["exposure"], route_class=AuthorizedFirst)
 FindingId = Annotated[int, Path(ge=1, le=2**62)]
 READ_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput)
+AS_OF_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput, Busy)
 
 
 @router.get("/v1/findings", response_model=FindingPage, responses=READ_ERRORS)
@@ -105,14 +106,14 @@ async def scan(session: SessionDep, caller: PolicyWriter) -> ScanResult:
     return await scans.scan(session, actor=caller.name)
 
 
-@router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=READ_ERRORS)
+@router.get("/v1/datasets/{dataset}/exposure", response_model=ExposureRead, responses=AS_OF_ERRORS)
 async def dataset_exposure(
     dataset: DatasetId,
+    at: At,
     session: SessionDep,
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    at: At = None,
 ) -> ExposureRead:
     """Who could read it: intended, effective and excess counts, a page of excess principals
     with the grant and path that reaches each, and the out-of-audience reads recorded; now,
@@ -123,23 +124,22 @@ async def dataset_exposure(
 
 
 @router.get(
-    "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=READ_ERRORS
+    "/v1/principals/{principal}/access", response_model=PrincipalAccess, responses=AS_OF_ERRORS
 )
 async def principal_access(
     principal: PrincipalId,
     request: Request,
+    at: At,
     session: SessionDep,
     _: AuditReader,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
-    at: At = None,
 ) -> PrincipalAccess:
     """Every registered dataset the principal can read now (or could at `at`, from the
     policy's history), with the grant and group path, by dataset id (the cursor is the last
     one of the previous page)."""
     if at is not None:
-        state, rows = await history_service.state_at(session, at)
-        snapshot = await state.build(CHECKS, rows)
+        snapshot = await history_service.view_at(session, at, CHECKS)
     else:
         cache: PolicyCache = request.app.state.policy
         snapshot = await cache.current(session)

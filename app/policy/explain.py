@@ -5,15 +5,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
-from app.errors import Forbidden, InvalidInput, Unauthenticated, problem_responses
+from app.errors import Busy, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.identifiers import Action, DatasetId, PrincipalId
 from app.policy import holds
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
 from app.policy.history import service as history_service
-from app.policy.history.schemas import At
 from app.policy.published import states_of
 from app.policy.schemas import Reason
 from app.policy.snapshot import PolicyCache
@@ -110,22 +110,21 @@ def _explained(
 @router.get(
     "/v1/explain",
     response_model=Explanation,
-    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput),
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Busy),
 )
 async def explain(
     request: Request,
+    at: At,
     session: SessionDep,
     _: AuditReader,
     principal: Annotated[PrincipalId, Query()],
     dataset: Annotated[DatasetId, Query()],
     action: Annotated[Action, Query()] = Action.read,
-    at: At = None,
 ) -> Explanation:
     """The decision a check would get now (or would have got at `at`, from the policy's
     history) and every grant and path behind it (not logged)."""
     if at is not None:
-        state, rows = await history_service.state_at(session, at)
-        snapshot = await state.build(snapshot_module.CHECKS, rows)
+        snapshot = await history_service.view_at(session, at, snapshot_module.CHECKS)
         return explain_with(snapshot, principal, dataset, action, at)
     cache: PolicyCache = request.app.state.policy
     return explain_with(await cache.current(session), principal, dataset, action)

@@ -14,6 +14,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
 
 from app import policy_version
 from app.db import take_policy_turn, utcnow
@@ -110,6 +111,7 @@ class PolicyStates:
         started, base = session.info[_BASE]
         assert started is transaction, "publish_on_commit without before_change"
         version = int(session.info[policy_version.TAKEN][1])
+        policy_version.made_by(session, actor)
         rows = history_timeline.diff(base.datasets, change)
         if not rows.is_empty:
             await history_repository.record(
@@ -148,12 +150,18 @@ class PolicyStates:
 
 
 def _instant(session: AsyncSession) -> datetime:
-    """One instant per transaction, so a row it opens and closes again never held at any
-    instant (just as it never held at any committed version)."""
+    """One provisional instant per transaction for its history rows, replaced by the instant
+    its version is recorded with just before the commit (`policy_version.on_record`)."""
     transaction = session.sync_session.get_transaction()
     taken = session.info.get(_INSTANT)
     if taken is None or taken[0] is not transaction:
-        taken = session.info[_INSTANT] = (transaction, utcnow())
+        provisional = utcnow()
+        taken = session.info[_INSTANT] = (transaction, provisional)
+
+        def stamp(sync: Session, version: int, at: datetime) -> None:
+            history_repository.stamp(sync, version=version, provisional=provisional, at=at)
+
+        policy_version.on_record(session, stamp)
     return taken[1]
 
 

@@ -1,11 +1,16 @@
-"""Policy history: grant_history, membership_history, dataset_history, hold_history
+"""Policy history: policy_versions, grant_history, membership_history, dataset_history,
+hold_history
 
-Append-only validity rows (`app.policy.history`): each holds from (`from_version`, `from_at`)
-until (`until_version`, `until_at`), open while the until fields are NULL, with who made the
-change at either end where known. An existing database gets its current policy as the first
-history, valid from the current policy version and from the row's own instant (a grant's,
-membership's or hold's `created_at`, a dataset's `updated_at`: its facts are those of its last
-change), or the migration's instant where there is none. Downgrading drops the history.
+`policy_versions`: each committed policy version, the instant it took effect and who made it
+(`app.policy_version`). Append-only validity rows (`app.policy.history`): each holds from
+(`from_version`, `from_at`) until (`until_version`, `until_at`), open while the until fields are
+NULL, with who made the change at either end where known.
+
+An existing database gets its current policy as the first history: rows open from version 0 at
+the migration's instant, by 'migration', and the current version recorded at that instant. An
+instant before it is before any history (`at=` answers an empty policy, version 0): the versions
+before the migration have no recorded instant, and what was revoked or removed before it is not
+known. Downgrading drops the history.
 
 Revision ID: 0012
 Revises: 0011
@@ -24,7 +29,7 @@ down_revision: str | None = '0011'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ('grant_history', 'membership_history', 'dataset_history', 'hold_history')
+TABLES = ('policy_versions', 'grant_history', 'membership_history', 'dataset_history', 'hold_history')
 
 
 def _validity() -> list[sa.Column]:
@@ -39,6 +44,13 @@ def _validity() -> list[sa.Column]:
 
 
 def upgrade() -> None:
+    op.create_table('policy_versions',
+    sa.Column('version', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('at', app.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('by', sa.String(length=160), nullable=True),
+    sa.PrimaryKeyConstraint('version', name=op.f('pk_policy_versions'))
+    )
+    op.create_index('ix_policy_versions_at', 'policy_versions', ['at'], unique=False)
     op.create_table('grant_history',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('grant_id', sa.Integer(), nullable=False),
@@ -91,8 +103,9 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """The current policy as the first history (in SQL, so a large database is copied in the
-    database; `now` is the migration's instant where a row has none)."""
+    """The current policy as the first history, from version 0 at the migration's instant (in
+    SQL, so a large database is copied in the database), and the current version recorded at
+    that instant."""
     bind = op.get_bind()
     version = bind.execute(sa.text('SELECT version FROM policy_state WHERE id = 1')).scalar()
     version = int(version or 0)
@@ -101,28 +114,29 @@ def _backfill() -> None:
         now_param: object = app.db.sqlite_datetime(now)
     else:
         now_param = now
-    params = {'v': version, 'now': now_param}
+    params = {'v': 0, 'now': now_param, 'by': 'migration'}
     op.execute(sa.text(
         'INSERT INTO grant_history (grant_id, principal, resource, action, effect, expires_at, '
         'from_version, from_at, from_by) '
-        'SELECT id, principal, resource, action, effect, expires_at, :v, '
-        'COALESCE(created_at, :now), created_by FROM grants WHERE revoked_at IS NULL'
+        'SELECT id, principal, resource, action, effect, expires_at, :v, :now, :by '
+        'FROM grants WHERE revoked_at IS NULL'
     ).bindparams(**params))
     op.execute(sa.text(
         'INSERT INTO membership_history (group_id, member, from_version, from_at, from_by) '
-        'SELECT group_id, member, :v, COALESCE(created_at, :now), created_by FROM memberships'
+        'SELECT group_id, member, :v, :now, :by FROM memberships'
     ).bindparams(**params))
     op.execute(sa.text(
         'INSERT INTO dataset_history (dataset_id, sensitivity, audience, guard, '
         'from_version, from_at, from_by) '
-        'SELECT id, sensitivity, intended_audience, guard, :v, '
-        'COALESCE(updated_at, created_at, :now), updated_by FROM datasets'
+        'SELECT id, sensitivity, intended_audience, guard, :v, :now, :by FROM datasets'
     ).bindparams(**params))
     op.execute(sa.text(
         'INSERT INTO hold_history (hold_id, principal, dataset, from_version, from_at, from_by) '
-        'SELECT id, principal, dataset, :v, COALESCE(created_at, :now), created_by '
-        'FROM holds WHERE released_at IS NULL'
+        'SELECT id, principal, dataset, :v, :now, :by FROM holds WHERE released_at IS NULL'
     ).bindparams(**params))
+    op.execute(sa.text(
+        'INSERT INTO policy_versions (version, "at", "by") VALUES (:version, :now, :by)'
+    ).bindparams(version=version, now=now_param, by='migration'))
 
 
 def downgrade() -> None:

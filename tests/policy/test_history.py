@@ -14,6 +14,7 @@ from app.changes import grants as grant_changes
 from app.directory.models import MembershipHistory
 from app.identity import provisioning
 from app.policy.history import repository as history_repository
+from app.policy.history import service as history_service
 from app.policy.history import timeline
 from app.policy.history.models import GrantHistory, HoldHistory
 from app.policy.schemas import GrantCreate
@@ -49,11 +50,10 @@ async def assert_rebuilt(
     async with maker() as session:
         for version, at, rows in seen:
             by_version = timeline.rows_as_of(
-                await history_repository.load(session, version=version), version=version
+                await history_repository.load(session, version=version), version
             )
             assert _canonical(by_version) == _canonical(rows), version
-            history = await history_repository.load(session, at=at)
-            state, by_instant = timeline.state_as_of(history, at=at)
+            state, by_instant = await history_service.state_at(session, at)
             assert _canonical(by_instant) == _canonical(rows), at
             assert state.version == version
 

@@ -1,6 +1,7 @@
 """The policy's history: one row per validity of a grant, a membership, a dataset's facts or a
 hold, from the change that opened it to the change that closed it (open while `until_version`
-is NULL). Rows are only ever inserted, and closed once: nothing else is updated or deleted.
+is NULL). Rows are only ever inserted, and closed once: nothing else is updated or deleted
+(but for the instants, stamped with their version's before the change commits).
 
 Validity is by policy version and by instant: a row holds for versions
 ``from_version <= v < until_version`` and instants ``from_at <= t < until_at``. `from_by` and

@@ -1,18 +1,20 @@
-"""Every query of the policy's history: `record` a change's rows, `load` those of an instant or
-a version."""
+"""Every query of the policy's history: `record` a change's rows (and `stamp` them with their
+version's instant), `load` those of a version."""
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.directory.models import MembershipHistory
 from app.policy import repository as policy_repository
 from app.policy.casbin_model import Rule
 from app.policy.history.models import DatasetHistory, GrantHistory, HoldHistory
 from app.policy.history.timeline import History, HistoryDiff, Span
+from app.policy.models import Grant
 from app.policy.state import DatasetFacts
 
 _CHUNK = 500  # keys per statement (SQLite's bound-parameter limit, PostgreSQL's plan size)
@@ -24,8 +26,14 @@ def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
     return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)]
 
 
-def _expiry(rule: Rule) -> datetime | None:
-    return None if rule.exp == "" else datetime.fromtimestamp(float(rule.exp), UTC)
+async def _expiries(session: AsyncSession, rules: Sequence[Rule]) -> dict[int, datetime | None]:
+    """The opened grants' own `expires_at` (a rule's float seconds do not round-trip: past
+    ~2255 they lose microseconds, and 9999-12-31T23:59:59.999999Z rounds to year 10000)."""
+    found: dict[int, datetime | None] = {}
+    for chunk in _chunks([int(r.id) for r in rules]):
+        query = select(Grant.id, Grant.expires_at).where(Grant.id.in_(chunk))
+        found.update((i, e) for i, e in (await session.execute(query)).all())
+    return found
 
 
 async def record(
@@ -37,6 +45,7 @@ async def record(
     await _close(session, GrantHistory, GrantHistory.grant_id, diff.grants_closed, closing)
     await _close(session, HoldHistory, HoldHistory.hold_id, diff.holds_closed, closing)
     await _close(session, DatasetHistory, DatasetHistory.dataset_id, diff.datasets_closed, closing)
+    expiries = await _expiries(session, diff.grants_opened)
     key = tuple_(MembershipHistory.member, MembershipHistory.group_id)
     await _close(session, MembershipHistory, key, diff.links_closed, closing)
     rows: list[tuple[_Table, list[dict[str, Any]]]] = [
@@ -49,7 +58,7 @@ async def record(
                     "resource": r.obj,
                     "action": r.act,
                     "effect": r.eft,
-                    "expires_at": _expiry(r),
+                    "expires_at": expiries[int(r.id)],
                     **opening,
                 }
                 for r in diff.grants_opened
@@ -101,52 +110,40 @@ async def _close(
         )
 
 
-def _held(table: _Table, at: datetime | None, version: int | None) -> ColumnElement[bool]:
-    if at is not None:
-        return and_(table.from_at <= at, or_(table.until_at.is_(None), table.until_at > at))
-    return and_(
-        table.from_version <= version,
-        or_(table.until_version.is_(None), table.until_version > version),
-    )
+def stamp(session: Session, *, version: int, provisional: datetime, at: datetime) -> None:
+    """Give the rows `version` opened and closed (at the `provisional` instant) the instant
+    the version is recorded with (`app.policy_version`: just before its commit)."""
+    for table in (GrantHistory, MembershipHistory, DatasetHistory, HoldHistory):
+        opened = and_(table.from_version == version, table.from_at == provisional)
+        closed = and_(table.until_at == provisional, table.until_version == version)
+        for where, values in ((opened, {"from_at": at}), (closed, {"until_at": at})):
+            session.execute(
+                update(table)
+                .where(where)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
 
 
 def _span(row: Any) -> Span:
     return Span(row.from_version, row.from_at, row.until_version, row.until_at)
 
 
-async def load(
-    session: AsyncSession, *, at: datetime | None = None, version: int | None = None
-) -> History:
-    """The history rows that held at instant `at` or at `version`, and for an instant the
-    newest version a change before it reached."""
-    if (at is None) == (version is None):
-        raise ValueError("give exactly one of at and version")
-    grants = (
-        await session.execute(select(GrantHistory).where(_held(GrantHistory, at, version)))
-    ).scalars()
-    links = (
-        await session.execute(
-            select(MembershipHistory).where(_held(MembershipHistory, at, version))
+async def load(session: AsyncSession, *, version: int) -> History:
+    """The history rows that held at `version`."""
+
+    def held(table: _Table) -> ColumnElement[bool]:
+        return and_(
+            table.from_version <= version,
+            or_(table.until_version.is_(None), table.until_version > version),
         )
+
+    grants = (await session.execute(select(GrantHistory).where(held(GrantHistory)))).scalars()
+    links = (
+        await session.execute(select(MembershipHistory).where(held(MembershipHistory)))
     ).scalars()
-    datasets = (
-        await session.execute(select(DatasetHistory).where(_held(DatasetHistory, at, version)))
-    ).scalars()
-    held = (
-        await session.execute(select(HoldHistory).where(_held(HoldHistory, at, version)))
-    ).scalars()
-    known = 0
-    if at is not None:
-        # The newest change that closed a row by then (its version: versions and instants
-        # grow together, both taken under the policy lock), by the until_at index.
-        for table in (GrantHistory, MembershipHistory, DatasetHistory, HoldHistory):
-            query = (
-                select(table.until_version)
-                .where(table.until_at <= at)
-                .order_by(table.until_at.desc())
-                .limit(1)
-            )
-            known = max(known, (await session.execute(query)).scalar() or 0)
+    datasets = (await session.execute(select(DatasetHistory).where(held(DatasetHistory)))).scalars()
+    holds = (await session.execute(select(HoldHistory).where(held(HoldHistory)))).scalars()
     return History(
         grants=[
             (
@@ -162,6 +159,5 @@ async def load(
             (_span(d), DatasetFacts(d.dataset_id, d.sensitivity, tuple(d.audience), d.guard))
             for d in datasets
         ],
-        holds=[(_span(h), (h.hold_id, h.principal, h.dataset)) for h in held],
-        known_version=known,
+        holds=[(_span(h), (h.hold_id, h.principal, h.dataset)) for h in holds],
     )

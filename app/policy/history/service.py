@@ -1,24 +1,71 @@
 """The policy as it was: rebuilt from the history for the `at=` of the read endpoints.
 
-An instant in the future is refused (422 naming `query.at`): the policy then is not known yet.
-An instant before any history answers with the policy as it was then: empty (nothing
-registered, granted or joined), so a dataset is unknown at it. A migrated database's history
-starts with its policy as it was at the migration, valid from each row's own instant (see
-migration 0012); what was revoked or removed before that is not known.
+The policy at an instant is that of the version in force then: the newest one recorded at or
+before it (`app.policy_version.version_at`; each version's instant is taken just before its
+commit), rebuilt from the history by version. An instant in the future is refused (422 naming
+`query.at`): the policy then is not known yet. An instant before the first recorded version (the
+database's creation, or its migration to 0012) is before any history: the policy is answered as
+empty (version 0: nothing registered, granted or joined), so a dataset is unknown at it. A
+migrated database's history starts with its policy at the migration (see migration 0012); what
+was revoked or removed before that is not known.
+
+Rebuilt states are kept per database, the `CACHED` most recently used, so asking again for an
+instant of the same version rebuilds nothing (their views are kept with them).
 """
 
-from datetime import UTC, datetime
+from collections import OrderedDict
+from datetime import datetime
+from typing import TypeVar
+from weakref import WeakKeyDictionary
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
+from app.db import utcnow
 from app.errors import InvalidInput
 from app.policy.history import repository, timeline
-from app.policy.state import PolicyRows, PolicyState
+from app.policy.state import PolicyRows, PolicyState, ViewKind
+
+T = TypeVar("T")
+
+CACHED = 4  # rebuilt states kept per database (each holds its views: an index, an analyser)
+
+_Built = tuple[PolicyState, PolicyRows]
+_built: "WeakKeyDictionary[Engine, OrderedDict[int, _Built]]" = WeakKeyDictionary()
 
 
-async def state_at(session: AsyncSession, at: datetime) -> tuple[PolicyState, PolicyRows]:
-    """The policy state at instant `at`, and its rows (to build views from)."""
-    if at > datetime.now(UTC):
+def refuse_future(at: datetime) -> None:
+    if at > utcnow():
         raise InvalidInput("query.at", "is in the future: the policy then is not known yet")
-    history = await repository.load(session, at=at)
-    return timeline.state_as_of(history, at=at)
+
+
+async def version_at(session: AsyncSession, at: datetime) -> int | None:
+    """The policy version in force at `at` (None: before any history). Not in the future."""
+    refuse_future(at)
+    return await policy_version.version_at(session, at)
+
+
+async def state_at(session: AsyncSession, at: datetime) -> _Built:
+    """The policy state at instant `at`, and its rows (to build views from)."""
+    version = await version_at(session, at)
+    if version is None:
+        return PolicyState.of_rows(0, PolicyRows([], [], {})), PolicyRows([], [], {})
+    engine = session.sync_session.get_bind()
+    assert isinstance(engine, Engine)
+    cache = _built.setdefault(engine, OrderedDict())
+    found = cache.get(version)
+    if found is None:
+        history = await repository.load(session, version=version)
+        found = cache[version] = timeline.state_as_of(history, version)
+        while len(cache) > CACHED:
+            cache.popitem(last=False)
+    cache.move_to_end(version)
+    return found
+
+
+async def view_at(session: AsyncSession, at: datetime, kind: ViewKind[T]) -> T:
+    """`kind`'s view of the policy at instant `at` (built once per cached version)."""
+    state, rows = await state_at(session, at)
+    found = state.view(kind)
+    return found if found is not None else await state.build(kind, rows)

@@ -1,5 +1,6 @@
 """Pure functions over the policy's history: what a change opens and closes (`diff`), and the
-policy as it was at an instant or a version (`state_as_of`). No I/O."""
+policy as it was at a version (`state_as_of`; an instant's version: `app.policy_version`). No
+I/O."""
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -91,64 +92,30 @@ class Span:
             self.until_version is None or version < self.until_version
         )
 
-    def holds_at(self, at: datetime) -> bool:
-        return self.from_at <= at and (self.until_at is None or at < self.until_at)
-
 
 @dataclass(frozen=True)
 class History:
-    """History rows (all of them, or at least those that held at the instant or version
-    asked), and `known_version`: a version known to have been reached by then (the loader's
-    hint for rows it left out: the newest change that closed something before the instant)."""
+    """History rows (all of them, or at least those that held at the version asked)."""
 
     grants: list[tuple[Span, Rule]] = field(default_factory=list)
     links: list[tuple[Span, Link]] = field(default_factory=list)
     datasets: list[tuple[Span, DatasetFacts]] = field(default_factory=list)
     holds: list[tuple[Span, Hold]] = field(default_factory=list)
-    known_version: int = 0
 
 
-def _spans(history: History) -> Iterable[Span]:
-    for rows in (history.grants, history.links, history.datasets, history.holds):
-        for span, _ in rows:
-            yield span
-
-
-def version_at(history: History, at: datetime) -> int:
-    """The policy version in force at `at`: that of the last change at or before it."""
-    version = history.known_version
-    for span in _spans(history):
-        if span.from_at <= at:
-            version = max(version, span.from_version)
-        if span.until_at is not None and span.until_at <= at and span.until_version is not None:
-            version = max(version, span.until_version)
-    return version
-
-
-def rows_as_of(
-    history: History, *, at: datetime | None = None, version: int | None = None
-) -> PolicyRows:
-    """The policy's rows as they were at instant `at`, or at `version` (exactly one)."""
-    if (at is None) == (version is None):
-        raise ValueError("give exactly one of at and version")
-
-    def held(span: Span) -> bool:
-        return span.holds_at(at) if at is not None else span.holds_in(version or 0)
-
-    rules = sorted((rule for span, rule in history.grants if held(span)), key=lambda r: int(r.id))
-    rules += holds.rules_of(sorted(hold for span, hold in history.holds if held(span)))
-    links = sorted({link for span, link in history.links if held(span)})
-    datasets = {facts.id: facts for span, facts in history.datasets if held(span)}
+def rows_as_of(history: History, version: int) -> PolicyRows:
+    """The policy's rows as they were at `version`."""
+    rules = sorted(
+        (rule for span, rule in history.grants if span.holds_in(version)), key=lambda r: int(r.id)
+    )
+    rules += holds.rules_of(sorted(hold for span, hold in history.holds if span.holds_in(version)))
+    links = sorted({link for span, link in history.links if span.holds_in(version)})
+    datasets = {facts.id: facts for span, facts in history.datasets if span.holds_in(version)}
     return PolicyRows(rules, links, dict(sorted(datasets.items())))
 
 
-def state_as_of(
-    history: History, *, at: datetime | None = None, version: int | None = None
-) -> tuple[PolicyState, PolicyRows]:
-    """The policy state as it was at instant `at` or at `version`, and its rows (to build its
-    views from: `PolicyState.build`)."""
-    rows = rows_as_of(history, at=at, version=version)
-    if version is None:
-        assert at is not None  # (rows_as_of refused neither)
-        version = version_at(history, at)
+def state_as_of(history: History, version: int) -> tuple[PolicyState, PolicyRows]:
+    """The policy state as it was at `version`, and its rows (to build its views from:
+    `PolicyState.build`)."""
+    rows = rows_as_of(history, version)
     return PolicyState.of_rows(version, rows), rows
