@@ -28,7 +28,7 @@ T = TypeVar("T")
 _BASE = "policy_state_base"
 _PUBLISHING = "policy_state_publishing"
 _LISTENING = "policy_state_listening"
-_INSTANT = "policy_history_instant"  # (transaction, the instant its history rows carry)
+_INSTANT = "policy_history_instant"  # (transaction, its rows' provisional instant, stamped)
 
 
 class PolicyStates:
@@ -114,8 +114,9 @@ class PolicyStates:
         policy_version.made_by(session, actor)
         rows = history_timeline.diff(base.datasets, change)
         if not rows.is_empty:
+            at, stamped = _instant(session)
             await history_repository.record(
-                session, rows, version=version, at=_instant(session), actor=actor
+                session, rows, version=version, at=at, actor=actor, stamped=stamped
             )
         publishing = session.info.get(_PUBLISHING)
         if publishing is None or publishing[0] is not transaction:
@@ -149,20 +150,24 @@ class PolicyStates:
         event.listen(session.sync_session, "after_rollback", lambda _: end(False))
 
 
-def _instant(session: AsyncSession) -> datetime:
+def _instant(session: AsyncSession) -> tuple[datetime, history_repository.Stamped]:
     """One provisional instant per transaction for its history rows, replaced by the instant
-    its version is recorded with just before the commit (`policy_version.on_record`)."""
+    its version is recorded with just before the commit (`policy_version.on_record`), in the
+    tables the transaction wrote rows to (collected in the set returned with it)."""
     transaction = session.sync_session.get_transaction()
     taken = session.info.get(_INSTANT)
     if taken is None or taken[0] is not transaction:
         provisional = utcnow()
-        taken = session.info[_INSTANT] = (transaction, provisional)
+        stamped: history_repository.Stamped = set()
+        taken = session.info[_INSTANT] = (transaction, provisional, stamped)
 
         def stamp(sync: Session, version: int, at: datetime) -> None:
-            history_repository.stamp(sync, version=version, provisional=provisional, at=at)
+            history_repository.stamp(
+                sync, version=version, provisional=provisional, at=at, stamped=stamped
+            )
 
         policy_version.on_record(session, stamp)
-    return taken[1]
+    return taken[1], taken[2]
 
 
 # One holder per engine (per database), so tests and tools with several databases never mix.

@@ -36,10 +36,20 @@ async def _expiries(session: AsyncSession, rules: Sequence[Rule]) -> dict[int, d
     return found
 
 
+Stamped = set[tuple[_Table, str]]  # (table, "from_at" or "until_at") a change wrote rows with
+
+
 async def record(
-    session: AsyncSession, diff: HistoryDiff, *, version: int, at: datetime, actor: str | None
+    session: AsyncSession,
+    diff: HistoryDiff,
+    *,
+    version: int,
+    at: datetime,
+    actor: str | None,
+    stamped: Stamped,
 ) -> None:
-    """Close the rows `diff` closes and open those it opens, at `version` and instant `at`."""
+    """Close the rows `diff` closes and open those it opens, at `version` and instant `at`;
+    add to `stamped` the tables and instant columns it wrote (what `stamp` must restamp)."""
     closing = {"until_version": version, "until_at": at, "until_by": actor}
     opening = {"from_version": version, "from_at": at, "from_by": actor}
     await _close(session, GrantHistory, GrantHistory.grant_id, diff.grants_closed, closing)
@@ -90,8 +100,17 @@ async def record(
         ),
     ]
     for table, values in rows:
+        if values:
+            stamped.add((table, "from_at"))
         for chunk in _chunks(values):
             await session.execute(insert(table), list(chunk))
+    closed = (
+        (GrantHistory, diff.grants_closed),
+        (HoldHistory, diff.holds_closed),
+        (DatasetHistory, diff.datasets_closed),
+        (MembershipHistory, diff.links_closed),
+    )
+    stamped.update((table, "until_at") for table, keys in closed if keys)
 
 
 async def _close(
@@ -110,19 +129,23 @@ async def _close(
         )
 
 
-def stamp(session: Session, *, version: int, provisional: datetime, at: datetime) -> None:
+def stamp(
+    session: Session, *, version: int, provisional: datetime, at: datetime, stamped: Stamped
+) -> None:
     """Give the rows `version` opened and closed (at the `provisional` instant) the instant
-    the version is recorded with (`app.policy_version`: just before its commit)."""
-    for table in (GrantHistory, MembershipHistory, DatasetHistory, HoldHistory):
-        opened = and_(table.from_version == version, table.from_at == provisional)
-        closed = and_(table.until_at == provisional, table.until_version == version)
-        for where, values in ((opened, {"from_at": at}), (closed, {"until_at": at})):
-            session.execute(
-                update(table)
-                .where(where)
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+    the version is recorded with (`app.policy_version`: just before its commit), in the
+    tables `record` wrote them to only (a change touches one or two of the four)."""
+    for table, column in sorted(stamped, key=lambda s: (s[0].__tablename__, s[1])):
+        if column == "from_at":
+            where = and_(table.from_version == version, table.from_at == provisional)
+        else:
+            where = and_(table.until_at == provisional, table.until_version == version)
+        session.execute(
+            update(table)
+            .where(where)
+            .values(**{column: at})
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _span(row: Any) -> Span:
