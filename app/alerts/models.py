@@ -26,6 +26,22 @@ class Alert(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class ReadAlertWindow(Base):
+    """The reads from outside a dataset's audience by one principal in one alert window
+    (``ACLAUDIT_READ_ALERT_WINDOW_SECONDS``): the first raised ``alert_id``, the rest are
+    counted here. Written only by the access-log group commit, under the chain's lock."""
+
+    __tablename__ = "read_alert_windows"
+
+    principal: Mapped[str] = mapped_column(String(140), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(512), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    alert_id: Mapped[int] = mapped_column(LogId, unique=True)
+    reads: Mapped[int] = mapped_column(LogId)
+    last_read_id: Mapped[int] = mapped_column(LogId)
+
+
 class AlertHead(Base):
     """The feed's newest id and hash (one row; signed when a checkpoint key is set); locked by
     every transaction that adds alerts."""

@@ -165,5 +165,6 @@ def _read_alert(entry: dict[str, Any], sensitivities: dict[str, str]) -> AlertEv
         f"intended audience (grant {entry['reason']['grant_id']})",
         dataset=entry["dataset"],
         access_log_id=entry["id"],
+        principal=entry["principal"],
         grant_id=entry["reason"]["grant_id"],
     )

@@ -32,7 +32,7 @@ from app.accesslog.models import (
     AccessLogHead,
     AccessLogSubject,
 )
-from app.alerts.models import Alert, AlertHead
+from app.alerts.models import Alert, AlertHead, ReadAlertWindow
 from app.auth.models import ApiToken
 from app.chain import ALERT_FIELDS, CHAINED_FIELDS
 from app.db import sqlite_datetime
@@ -42,6 +42,15 @@ from app.policy_version import PolicyVersion
 # The order in which `entry_rows` and `alert_rows` give a row's values.
 ENTRY_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
 ALERT_COLUMNS = (*ALERT_FIELDS, "prev_hash", "hash")
+WINDOW_COLUMNS = (
+    "principal",
+    "dataset",
+    "window_start",
+    "window_end",
+    "alert_id",
+    "reads",
+    "last_read_id",
+)
 # A finding an out-of-audience read's alert names: its pair's newest, if open or accepted.
 LIVE_FINDING = ("open", "accepted")
 
@@ -60,6 +69,9 @@ class Statements:
     read_alert_head: str  # () -> (id, hash); locked on PostgreSQL
     insert_alerts: str  # alert_rows
     move_alert_head: str  # (id, hash, signature)
+    read_window: str  # (principal, dataset, window start) -> (alert id,) if the window is open
+    insert_windows: str  # window_rows
+    add_to_windows: str  # (reads, last read id, principal, dataset, window start)
     token_list: Callable[[list[str]], Any]  # a list of token hashes as `live_tokens` takes it
     instant: Callable[[datetime], Any] | None  # an instant as the driver stores it; None: as is
 
@@ -123,6 +135,17 @@ def _compile(
         .limit(SINGLETON)
         .offset(literal(0, literal_execute=True))  # SQLite would bind an OFFSET of its own
     )
+    window = ReadAlertWindow
+    is_window = (
+        (window.principal == _value("principal"))
+        & (window.dataset == _value("dataset"))
+        & (window.window_start == _value("window_start"))
+    )
+    add_to_window = (
+        update(window)
+        .where(is_window)
+        .values(reads=window.reads + _value("reads"), last_read_id=_value("last_read_id"))
+    )
     head_columns = ("last_id", "last_hash", "signature")
     checkpoint_columns = ("entry_id", "head_hash", "at", "signature")
     return Statements(
@@ -136,6 +159,17 @@ def _compile(
         read_alert_head=prepare(read_alert_head, dialect),
         insert_alerts=prepare(insert(Alert), dialect, ALERT_COLUMNS),
         move_alert_head=prepare(_head_move(AlertHead), dialect, head_columns),
+        read_window=prepare(
+            select(window.alert_id).where(is_window),
+            dialect,
+            ("principal", "dataset", "window_start"),
+        ),
+        insert_windows=prepare(insert(window), dialect, WINDOW_COLUMNS),
+        add_to_windows=prepare(
+            add_to_window,
+            dialect,
+            ("reads", "last_read_id", "principal", "dataset", "window_start"),
+        ),
         token_list=token_list,
         instant=instant,
     )
