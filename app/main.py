@@ -64,8 +64,8 @@ from app.policy.explain import router as explain_router
 from app.policy.published import states_for
 from app.policy.router import casbin_router
 from app.policy.router import router as grants_router
-from app.reports.router import router as reports_router
 from app.policy.snapshot import PolicyCache
+from app.reports.router import router as reports_router
 
 logger = logging.getLogger("aclaudit")
 PROBLEM_JSON = "application/problem+json"

@@ -104,20 +104,20 @@ async def changes_between(session: AsyncSession, after: int, up_to: int) -> Chan
     links = select(
         m.member, m.group_id, m.from_version, m.until_version, m.from_by, m.until_by
     ).where(_moved(m, after, up_to))
-    for row in (await session.execute(links)).all():
-        add(_ends(row, after, up_to, "membership", (row.member, row.group_id)))
+    for link in (await session.execute(links)).all():
+        add(_ends(link, after, up_to, "membership", (link.member, link.group_id)))
     d = DatasetHistory
     datasets = select(
         d.dataset_id, d.audience, d.from_version, d.until_version, d.from_by, d.until_by
     ).where(_moved(d, after, up_to))
-    for row in (await session.execute(datasets)).all():
-        add(_ends(row, after, up_to, "dataset", (row.dataset_id, tuple(row.audience))))
+    for facts in (await session.execute(datasets)).all():
+        add(_ends(facts, after, up_to, "dataset", (facts.dataset_id, tuple(facts.audience))))
     h = HoldHistory
     holds = select(
         h.hold_id, h.principal, h.dataset, h.from_version, h.until_version, h.from_by, h.until_by
     ).where(_moved(h, after, up_to))
-    for row in (await session.execute(holds)).all():
-        add(_ends(row, after, up_to, "hold", (row.hold_id, row.principal, row.dataset)))
+    for hold in (await session.execute(holds)).all():
+        add(_ends(hold, after, up_to, "hold", (hold.hold_id, hold.principal, hold.dataset)))
     return {
         version: [c for is_open, c in found if not is_open] + [c for is_open, c in found if is_open]
         for version, found in sorted(by_version.items())
@@ -135,7 +135,8 @@ async def expiries_between(
         .where(g.expires_at > since, g.expires_at <= until, g.from_version <= up_to)
         .order_by(g.expires_at)
     )
-    return [(e, int(i), str(r)) for e, i, r in (await session.execute(query)).all()]
+    rows = (await session.execute(query)).all()
+    return [(e, int(i), str(r)) for e, i, r in rows if e is not None]
 
 
 async def reads_by_principal(

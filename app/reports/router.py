@@ -7,7 +7,7 @@ from app.accesslog.integrity import Integrity
 from app.accesslog.schemas import VerifyResult
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
-from app.errors import Busy, Forbidden, InvalidInput, NotFound, Unauthenticated, problem_responses
+from app.errors import Busy, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.fairness import OneAtATime
 from app.identifiers import ResourcePattern, UTCInstant
 from app.pagination import DEFAULT_LIMIT, Cursor, Limit
@@ -28,7 +28,7 @@ async def report_turn(request: Request, caller: AuditReader) -> AsyncIterator[No
 @router.get(
     "/exposure",
     response_model=ExposureReport,
-    responses=problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput, Busy),
+    responses=problem_responses(Unauthenticated, Forbidden, InvalidInput, Busy),
 )
 async def exposure_report(
     request: Request,
