@@ -6,7 +6,7 @@ browser test can read them back and compare them with the JSON."""
 import html
 from datetime import datetime
 
-from app.reports.render_markdown import describe, instant, integrity_statement
+from app.reports.render_markdown import instant, integrity_statement, shown
 from app.reports.schemas import DatasetReport, ExposureReport, PolicyChangeRead, WindowRead
 
 WIDTH, BAR_Y, BAR_H = 900, 24, 22
@@ -40,7 +40,7 @@ def _when(field: str, value: datetime | None, missing: str = "open") -> str:
 
 
 def _changes(items: list[PolicyChangeRead]) -> str:
-    return "<br>".join(describe(c, esc) for c in items) or "-"
+    return "<br>".join(shown(items, esc)) or "-"
 
 
 def timeline(report: ExposureReport, windows: list[WindowRead]) -> str:

@@ -53,8 +53,19 @@ def describe(change: PolicyChangeRead, esc: Escape = text) -> str:
     return f"{what}{who}{version}"
 
 
+SHOWN_CHANGES = 8  # per window end in the renderings (the JSON lists them all)
+
+
+def shown(items: list[PolicyChangeRead], esc: Escape = text) -> list[str]:
+    """The first changes described, and how many more there are."""
+    lines = [describe(c, esc) for c in items[:SHOWN_CHANGES]]
+    if len(items) > SHOWN_CHANGES:
+        lines.append(f"and {len(items) - SHOWN_CHANGES} more changes of the same versions")
+    return lines
+
+
 def changes(items: list[PolicyChangeRead], none: str) -> str:
-    return "; ".join(describe(c) for c in items) or none
+    return "; ".join(shown(items)) or none
 
 
 def _window_row(window: WindowRead) -> str:
