@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.exposure.analyser import ExposureAnalyser
+from app.exposure.analyser import ExposureAnalyser, is_leaf
 from app.identifiers import pattern_covers
 from app.policy import holds
-from app.policy.casbin_model import ALLOW, DENY, Rule
+from app.policy.casbin_model import ALLOW, DENY, Rule, is_live
 
 READ = "read"
 
@@ -82,7 +82,8 @@ class Window:
 
 @dataclass
 class Timeline:
-    """One dataset over the period."""
+    """One dataset over the period: its windows and who was beyond its audience when, and its
+    sets (bits of the analyser's `Directory` leaves) at the last measurement."""
 
     dataset: str
     audience: tuple[str, ...] | None  # None: not registered (at that moment)
@@ -90,14 +91,22 @@ class Timeline:
     peak: int = 0
     peak_at: datetime | None = None
     first_exposed: dict[str, datetime] = field(default_factory=dict)  # principal -> instant
-    seen: int = 0  # every leaf ever in the excess (bits)
-    excess: int = 0  # the excess at the last measurement (bits)
+    seen: int = 0  # every leaf ever in the excess
+    effective: int = 0
+    intended: int = 0
+    excess: int = 0
     excess_count: int = 0
-    effective_count: int = 0
-    intended_count: int = 0
     measurements: int = 0
     excess_names: frozenset[str] = frozenset()  # the excess at `until`, by name
     _subjects: frozenset[str] | None = None
+
+    @property
+    def effective_count(self) -> int:
+        return self.effective.bit_count()
+
+    @property
+    def intended_count(self) -> int:
+        return self.intended.bit_count()
 
     def subjects(self, analyser: ExposureAnalyser) -> frozenset[str]:
         """The principals whose member sets the dataset's exposure depends on."""
@@ -108,6 +117,16 @@ class Timeline:
 
     def forget_subjects(self) -> None:
         self._subjects = None
+
+
+@dataclass
+class _Touched:
+    """What a version changed for one dataset: its changes, and whether only the memberships
+    of leaves (`leaves`) moved (then only their bits are recomputed) or more (`full`)."""
+
+    changes: list[Change] = field(default_factory=list)
+    leaves: set[str] = field(default_factory=set)
+    full: bool = False
 
 
 def _touches_rule(rule: Rule, dataset: str) -> bool:
@@ -123,60 +142,113 @@ def _rules(change: Change) -> list[Rule]:
 
 
 def _apply(
-    analyser: ExposureAnalyser, change: Change, timelines: Iterable[Timeline]
-) -> list[Timeline]:
-    """Make `change` on the analyser (and the timelines' audiences); the timelines it touches."""
-    touched: list[Timeline] = []
+    analyser: ExposureAnalyser,
+    change: Change,
+    timelines: Iterable[Timeline],
+    touched: dict[str, _Touched],
+) -> None:
+    """Make `change` on the analyser (and the timelines' audiences); note whom it touched."""
+
+    def note(timeline: Timeline, leaf: str | None = None) -> None:
+        found = touched.setdefault(timeline.dataset, _Touched())
+        found.changes.append(change)
+        if leaf is None:
+            found.full = True
+        else:
+            found.leaves.add(leaf)
+
     if change.kind == "membership":
         member, group = change.item
         reached = analyser.directory.ancestors(group).keys()
-        touched = [t for t in timelines if not reached.isdisjoint(t.subjects(analyser))]
+        for timeline in timelines:
+            if not reached.isdisjoint(timeline.subjects(analyser)):
+                note(timeline, member if is_leaf(member) else None)
         if change.opened:
             analyser.add_link(member, group)
         else:
             analyser.remove_link(member, group)
     elif change.kind == "dataset":
         dataset, audience = change.item
-        touched = [t for t in timelines if t.dataset == dataset]
-        for timeline in touched:
-            timeline.audience = audience if change.opened else None
-            timeline.forget_subjects()
+        for timeline in timelines:
+            if timeline.dataset == dataset:
+                timeline.audience = audience if change.opened else None
+                timeline.forget_subjects()
+                note(timeline)
     else:
         for rule in _rules(change):
-            hit = [t for t in timelines if _touches_rule(rule, t.dataset)]
-            for timeline in hit:
-                timeline.forget_subjects()
-            touched += [t for t in hit if t not in touched]
+            for timeline in timelines:
+                if _touches_rule(rule, timeline.dataset):
+                    timeline.forget_subjects()
+                    if not any(
+                        c is change for c in touched.get(timeline.dataset, _Touched()).changes
+                    ):
+                        note(timeline)
             if change.opened:
                 analyser.add_rule(rule)
             else:
                 analyser.remove_rule(rule)
-    return touched
 
 
 def measure(
     analyser: ExposureAnalyser, timeline: Timeline, at: datetime, step: Step | None
 ) -> None:
-    """The dataset's exposure at `at`, after `step` (None: the period's start or end)."""
-    timeline.measurements += 1
+    """The dataset's whole exposure at `at`, after `step` (None: the period's start or end)."""
     if timeline.audience is None:  # not registered: nothing to be beyond
-        excess, effective, intended = 0, 0, 0
+        timeline.effective = timeline.intended = 0
     else:
-        intended_bits = analyser.intended_bits(timeline.audience)
-        exposure = analyser.exposure(timeline.dataset, READ, at.timestamp(), intended_bits)
-        excess, effective, intended = (
-            exposure.excess,
-            exposure.effective_count,
-            intended_bits.bit_count(),
-        )
-    count = excess.bit_count()
-    timeline.excess, timeline.excess_count = excess, count
-    timeline.effective_count, timeline.intended_count = effective, intended
+        timeline.intended = analyser.intended_bits(timeline.audience)
+        exposure = analyser.exposure(timeline.dataset, READ, at.timestamp(), timeline.intended)
+        timeline.effective = exposure.effective
+    timeline.excess = excess = timeline.effective & ~timeline.intended
+    timeline.excess_count = excess.bit_count()
     new = excess & ~timeline.seen
     if new:
         for name in analyser.directory.names(new):
             timeline.first_exposed[name] = at
         timeline.seen |= new
+    _record(timeline, at, step)
+
+
+def remeasure_leaves(
+    analyser: ExposureAnalyser, timeline: Timeline, leaves: Iterable[str], at: datetime, step: Step
+) -> None:
+    """After changes of leaves' memberships only: just those leaves' excess bits, from the
+    groups each reaches (what Casbin's g() follows, within its depth), as `measure` would find
+    them. A few operations on the excess per leaf (`effective` and `intended` are left as the
+    last `measure` found them: the one at `until` sets them again)."""
+    if timeline.audience is not None:
+        now = at.timestamp()
+        allows: set[str] = set()
+        denies: set[str] = set()
+        for rule in analyser.rules_covering(timeline.dataset, READ):
+            if is_live(rule.exp, now):
+                (allows if rule.eft == ALLOW else denies).add(rule.sub)
+        audience = frozenset(timeline.audience)
+        directory = analyser.directory
+        for leaf in leaves:
+            number = directory.leaf_number(leaf)
+            if number is None:
+                continue
+            reach = directory.ancestors(leaf).keys()
+            beyond = (
+                not reach.isdisjoint(allows)
+                and reach.isdisjoint(denies)
+                and reach.isdisjoint(audience)
+            )
+            if beyond == bool(timeline.excess >> number & 1):
+                continue
+            timeline.excess ^= 1 << number
+            timeline.excess_count += 1 if beyond else -1
+            if beyond and not timeline.seen >> number & 1:
+                timeline.seen |= 1 << number
+                timeline.first_exposed[leaf] = at
+    _record(timeline, at, step)
+
+
+def _record(timeline: Timeline, at: datetime, step: Step | None) -> None:
+    """The peak, and the window the excess at `at` opens, widens or closes."""
+    timeline.measurements += 1
+    count = timeline.excess_count
     if count > timeline.peak:
         timeline.peak, timeline.peak_at = count, at
     current = timeline.windows[-1] if timeline.windows else None
@@ -220,14 +292,18 @@ def walk(
                     measure(analyser, timeline, at, step)
             continue
         version, by = payload
-        touched: dict[str, list[Change]] = {}
+        touched: dict[str, _Touched] = {}
         for change in changes.get(version, ()):
-            for timeline in _apply(analyser, change, timelines):
-                touched.setdefault(timeline.dataset, []).append(change)
+            _apply(analyser, change, timelines, touched)
         for timeline in timelines:
             found = touched.get(timeline.dataset)
-            if found:
-                measure(analyser, timeline, at, Step(at, version, by, tuple(found)))
+            if found is None:
+                continue
+            step = Step(at, version, by, tuple(found.changes))
+            if found.full:
+                measure(analyser, timeline, at, step)
+            else:
+                remeasure_leaves(analyser, timeline, found.leaves, at, step)
     for timeline in timelines:
         measure(analyser, timeline, until, None)
         timeline.excess_names = frozenset(analyser.directory.names(timeline.excess))
