@@ -3,6 +3,7 @@
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from app.exposure.analyser import ExposureAnalyser
 from app.policy.casbin_model import Rule
@@ -58,15 +59,18 @@ def _history(rng: random.Random, versions: int) -> list[list[Change]]:
     return history
 
 
+Audiences = dict[str, tuple[str, ...]]
+
+
 def _state(
     history: list[list[Change]], upto: int
-) -> tuple[list[Rule], list[tuple[str, str]], dict]:
-    rules: dict[Rule, None] = {}
-    links: dict[tuple[str, str], None] = {}
-    datasets: dict[str, tuple[str, ...]] = {}
+) -> tuple[list[Rule], list[tuple[str, str]], Audiences]:
+    rules: dict[Any, None] = {}
+    links: dict[Any, None] = {}
+    datasets: Audiences = {}
     for changes in history[:upto]:
         for change in changes:
-            table: dict = {"grant": rules, "membership": links}.get(change.kind, datasets)
+            table = rules if change.kind == "grant" else links
             if change.kind == "dataset":
                 dataset, audience = change.item
                 if change.opened:
@@ -95,7 +99,7 @@ def _expected(history: list[list[Change]], instants: list[tuple[datetime, int]],
     """(windows as (start, end), peak, first instant each principal was beyond the audience)
     from a rebuild at every instant (with the versions up to it)."""
     windows: list[list[datetime | None]] = []
-    peak, first = 0, {}
+    peak, first = 0, dict[str, datetime]()
     for at, upto in instants:
         excess = _excess(history, upto, dataset, at)
         peak = max(peak, len(excess))
