@@ -30,6 +30,7 @@ from app.db import begin_write, create_engine, create_sessionmaker
 from app.errors import AppError
 from app.plans.cli import fail, policy_cli
 from app.policy.casbin_model import MODEL_PATH, ModelMismatch, require_model
+from app.reports.cli import report
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client when it is imported
 
@@ -47,6 +48,7 @@ scim_cli = typer.Typer(help="The IdP's SCIM provisioning (/scim/v2).", no_args_i
 cli.add_typer(scim_cli, name="scim")
 
 cli.command("dev-idp")(dev_idp)  # a development OpenID Connect issuer: not for production
+cli.command("report")(report)  # the incident report (app.reports)
 
 T = TypeVar("T")
 

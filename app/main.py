@@ -65,6 +65,7 @@ from app.policy.published import states_for
 from app.policy.router import casbin_router
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
+from app.reports.router import router as reports_router
 
 logger = logging.getLogger("aclaudit")
 PROBLEM_JSON = "application/problem+json"
@@ -301,6 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes_router,
         explain_router,
         exposure_router,
+        reports_router,
         holds_router,
         accesslog_router,
         alerts_router,

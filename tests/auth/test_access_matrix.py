@@ -122,6 +122,7 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/scan", WRITE),
     Endpoint("GET", "/v1/datasets/{dataset}/exposure", READ),
     Endpoint("GET", "/v1/principals/{principal}/access", READ),
+    Endpoint("GET", "/v1/reports/exposure?dataset=matrix.*", READ),
     Endpoint(
         "POST", "/v1/policy/plan", WRITE, {"groups": {"planned": ["user:zed"]}}, read_only=True
     ),
