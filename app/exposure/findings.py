@@ -46,11 +46,15 @@ def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
     return alert_for({**finding.model_dump(), "severity": finding.severity.value}, kind)
 
 
-async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
+async def find(session: AsyncSession, finding_id: int) -> Finding:
     finding = await repository.get(session, finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
-    return to_read(finding)
+    return finding
+
+
+async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
+    return to_read(await find(session, finding_id))
 
 
 async def list_findings(

@@ -92,7 +92,8 @@ async def finding_reads(
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> AccessLogPage:
-    """Who did: the allowed reads of the finding's dataset by principals outside its audience."""
+    """Who did: the allowed reads that went through the finding's grant by principals in its
+    excess at the time (outside the dataset's audience), newest first."""
     return await access.finding_reads(session, finding_id=finding_id, before_id=cursor, limit=limit)
 
 
