@@ -60,6 +60,7 @@ async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
 async def list_findings(
     session: AsyncSession,
     *,
+    kind: str | None = None,
     status: str | None,
     severity: str | None,
     dataset: str | None,
@@ -68,6 +69,7 @@ async def list_findings(
 ) -> tuple[list[FindingRead], str | None]:
     rows = await repository.list_page(
         session,
+        kind=kind,
         status=status,
         severity=severity,
         dataset=dataset,

@@ -315,6 +315,7 @@ async def get(session: AsyncSession, finding_id: int) -> Finding | None:
 async def list_page(
     session: AsyncSession,
     *,
+    kind: str | None,
     status: str | None,
     severity: str | None,
     dataset: str | None,
@@ -324,6 +325,8 @@ async def list_page(
     query = select(Finding).order_by(Finding.id).limit(limit)
     if after_id is not None:
         query = query.where(Finding.id > after_id)
+    if kind is not None:
+        query = query.where(Finding.kind == kind)
     if status is not None:
         query = query.where(Finding.status == status)
     if severity is not None:

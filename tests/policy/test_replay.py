@@ -7,23 +7,24 @@ holds, expiries, 404, 410, 409 and the rebuild turn."""
 import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
+from alembic import command
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
-from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import migrate
 from app.fairness import OneAtATime
 from app.identity import provisioning
-from app.policy_version import PolicyVersionRecord
 from tests.conftest import Tokens
 from tests.identity.test_holds_scenarios import audience_owned_by_idp
 from tests.identity.test_provisioning import idp
 from tests.me.test_me import Served
+from tests.policy.test_history_backfill import in_app
 from tests.policy.test_history_matches_casbin import (
     Example,
     Step,
@@ -175,26 +176,42 @@ async def test_replay_of_an_unknown_entry_is_404(client: httpx.AsyncClient, toke
     assert r.headers["content-type"] == "application/problem+json"
 
 
-async def test_replay_of_a_version_older_than_the_history_is_409(
-    client: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession], tokens: Tokens
+def test_an_entry_from_before_the_history_is_409_and_one_of_the_migrated_version_replays(
+    tmp_path: Path,
 ) -> None:
-    """As for an entry decided before migration 0012: its version has no recorded instant."""
-    body = {"owner": "group:o", "sensitivity": "internal", "intended_audience": []}
-    assert (
-        await client.put("/v1/datasets/x.y", json=body, headers=tokens["admin"])
-    ).status_code == 201
-    check = {"principal": "user:a", "dataset": "x.y", "action": "read"}
-    result = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()
-    async with sessionmaker() as session, session.begin():
-        version = PolicyVersionRecord.version == result["policy_version"]
-        await session.execute(delete(PolicyVersionRecord).where(version))
-    r = await client.get(
-        f"/v1/access-log/{result['access_log_id']}/replay", headers=tokens["audit:read"]
-    )
-    assert r.status_code == 409, r.text
-    assert r.headers["content-type"] == "application/problem+json"
-    assert r.json()["type"].endswith("/before-history")
-    assert f"policy version {result['policy_version']}" in r.json()["detail"]
+    """A database migrated to 0012 with entries: the version current then is recorded (the
+    backfill is its policy); an entry of an older version cannot be replayed."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    migrate.upgrade(url)
+    check = {"principal": "user:amy", "dataset": "a.b", "action": "read"}
+    grant = {"principal": "user:amy", "resource": "a.*", "action": "read", "effect": "allow"}
+
+    async def seed(app: Any, client: httpx.AsyncClient, admin: dict[str, str]) -> list[Any]:
+        body = {"owner": "group:o", "sensitivity": "internal", "intended_audience": []}
+        assert (await client.put("/v1/datasets/a.b", json=body, headers=admin)).is_success
+        older = (await client.post("/v1/check", json=check, headers=admin)).json()
+        assert (await client.post("/v1/grants", json=grant, headers=admin)).is_success
+        current = (await client.post("/v1/check", json=check, headers=admin)).json()
+        return [older, current]
+
+    older, current = asyncio.run(in_app(url, seed))
+    assert (older["policy_version"], current["policy_version"]) == (1, 2)
+    config = migrate.alembic_config(url)
+    command.downgrade(config, "0011")  # a database from before the history
+    command.upgrade(config, "head")
+
+    async def ask(app: Any, client: httpx.AsyncClient, admin: dict[str, str]) -> None:
+        r = await client.get(f"/v1/access-log/{older['access_log_id']}/replay", headers=admin)
+        assert r.status_code == 409, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"].endswith("/before-history")
+        assert "policy version 1" in r.json()["detail"]
+        r = await client.get(f"/v1/access-log/{current['access_log_id']}/replay", headers=admin)
+        assert r.status_code == 200, r.text
+        assert r.json()["matches"] is True
+        assert r.json()["replayed"]["reason"]["code"] == "granted"
+
+    asyncio.run(in_app(url, ask))
 
 
 async def test_replays_take_turns_with_at_requests(
