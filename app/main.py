@@ -252,7 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusal_pacing = RefusalPacing()
     app.state.person_rate = PersonRate(settings.person_requests_per_minute)
     app.state.simulations = OneAtATime("simulate")
-    app.state.rebuilds = OneAtATime("request with at=")
+    app.state.rebuilds = OneAtATime("request with at= or replay")
     app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
     if app.state.oidc is not None:
         docs.install_oidc_scheme(app, app.state.oidc.keys.discovery_url)

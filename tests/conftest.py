@@ -105,6 +105,10 @@ async def _truncate(url: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE policy_state SET version = 0"))
+        # as the migrations record it: version 0, where the policy's history begins
+        await conn.execute(
+            text("INSERT INTO policy_versions (version, at, by) VALUES (0, now(), 'migration')")
+        )
         # chain heads: recreated, not updated, since a tampering test may have deleted one
         for head in ("access_log_head", "alert_head", "admin_trail_head"):
             await conn.execute(text(f"DELETE FROM {head}"))

@@ -147,8 +147,10 @@ class LogStore(ABC):
             if hashes:
                 rows = yield ALL, sql.live_tokens, (sql.token_list(hashes),)
                 live = {row[0] for row in rows}
-        now = time.time()
-        at = datetime.fromtimestamp(now, UTC)
+        # Decided at the instant recorded (to the microsecond), so a replay of the entry
+        # (`app.accesslog.replay`) decides expiries exactly as the check did.
+        at = datetime.fromtimestamp(time.time(), UTC)
+        now = at.timestamp()
         batch = build_batch(
             submissions,
             snapshot,

@@ -28,7 +28,7 @@ from app.exposure.measure import (
     StoredFinding,
     would_be,
 )
-from app.exposure.schemas import FindingChanges, FindingRead, FindingStatus
+from app.exposure.schemas import FindingChanges, FindingKind, FindingRead, FindingStatus
 from app.exposure.view import PolicyView
 from app.exposure.within import Targets
 from app.policy.decision_index import Rule
@@ -192,6 +192,7 @@ def _new_row(opened: Opened, stamp: datetime) -> dict[str, Any]:
     accepted = opened.acceptance
     return {
         **opened.measured.fields(),
+        "kind": FindingKind.exposure.value,
         "status": (FindingStatus.open if accepted is None else FindingStatus.accepted).value,
         "opened_at": stamp,
         "updated_at": stamp,

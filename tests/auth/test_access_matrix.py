@@ -94,6 +94,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/access-log/checkpoints", READ),
     Endpoint("GET", "/v1/alerts", Scope.alerts_read.value),
     Endpoint("GET", "/v1/access-log/{entry_id}", READ),
+    Endpoint("GET", "/v1/access-log/{entry_id}/replay", READ),
     Endpoint(
         "POST",
         "/v1/grants/simulate",
