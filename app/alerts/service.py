@@ -29,8 +29,9 @@ class AlertEvent:
     dataset: str | None = None
     finding_id: int | None = None
     access_log_id: int | None = None
-    # A read's alert: who read (its window is per principal and dataset, `app.alerts.windows`).
+    # A read's alert: who read, and how (its window is theirs, `app.alerts.windows`).
     principal: str | None = None
+    action: str | None = None
     # A read's alert: the grant it went through. The access-log store names that grant's
     # finding (`finding_id`) in the transaction that writes the alert.
     grant_id: int | None = None

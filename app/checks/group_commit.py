@@ -145,7 +145,7 @@ class LogStore(ABC):
             hashes = sorted({s.token_hash for s in submissions if s.token_hash is not None})
             live = set()
             if hashes:
-                rows = yield ALL, sql.live_tokens, (sql.token_list(hashes),)
+                rows = yield ALL, sql.live_tokens, (sql.text_list(hashes),)
                 live = {row[0] for row in rows}
         # Decided at the instant recorded (to the microsecond), so a replay of the entry
         # (`app.accesslog.replay`) decides expiries exactly as the check did.
@@ -182,11 +182,9 @@ class LogStore(ABC):
             window = windows.window_at(now, self._read_window)
             start = window.start if sql.instant is None else sql.instant(window.start)
             end = window.end if sql.instant is None else sql.instant(window.end)
-            is_open = set()
-            for pair in windows.pairs_of(alerts):
-                if (yield ONE, sql.read_window, (*pair, start)) is not None:
-                    is_open.add(pair)
-            windowed = windows.split_reads(alerts, is_open)
+            readers = sql.text_list(windows.principals_of(alerts))
+            rows = yield ALL, sql.read_windows, (start, readers)
+            windowed = windows.split_reads(alerts, {tuple(row) for row in rows})
             alerts = windowed.raised
         raised_ids: list[int] = []
         if alerts:
@@ -205,11 +203,11 @@ class LogStore(ABC):
         if windowed is not None:
             raised = dict(zip(windowed.opened, raised_ids, strict=True))
             new, more = [], []
-            for pair, (reads, last_read) in windowed.reads.items():
-                if pair in raised:
-                    new.append((*pair, start, end, raised[pair], reads, last_read))
+            for key, (reads, last_read) in windowed.reads.items():
+                if key in raised:
+                    new.append((*key, start, end, raised[key], reads, last_read))
                 else:
-                    more.append((reads, last_read, *pair, start))
+                    more.append((reads, last_read, *key, start))
             if new:
                 yield MANY, sql.insert_windows, new
             if more:

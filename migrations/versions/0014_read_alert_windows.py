@@ -1,4 +1,4 @@
-"""read_alert_windows: read.out_of_audience alerts raised once per (principal, dataset, window)
+"""read_alert_windows: read.out_of_audience alerts raised once per (principal, dataset, kind of read, window)
 
 Revision ID: 0014
 Revises: 0013
@@ -26,13 +26,22 @@ def upgrade() -> None:
         'read_alert_windows',
         sa.Column('principal', sa.String(length=140), nullable=False),
         sa.Column('dataset', sa.String(length=512), nullable=False),
+        sa.Column('action', sa.String(length=16), nullable=False),
+        sa.Column('grant_id', sa.Integer(), nullable=False),
+        sa.Column('severity', sa.String(length=8), nullable=False),
         sa.Column('window_start', app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column('window_end', app.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column('alert_id', LOG_ID, nullable=False),
         sa.Column('reads', LOG_ID, nullable=False),
         sa.Column('last_read_id', LOG_ID, nullable=False),
         sa.PrimaryKeyConstraint(
-            'principal', 'dataset', 'window_start', name=op.f('pk_read_alert_windows')
+            'principal',
+            'dataset',
+            'action',
+            'grant_id',
+            'severity',
+            'window_start',
+            name=op.f('pk_read_alert_windows'),
         ),
         sa.UniqueConstraint('alert_id', name=op.f('uq_read_alert_windows_alert_id')),
     )

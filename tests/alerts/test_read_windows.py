@@ -28,21 +28,31 @@ def test_windows_are_aligned_to_the_epoch_so_every_worker_agrees():
     assert windows.window_at(7199.99, 3600).end == window.start
 
 
-def test_only_the_first_read_of_a_pair_without_an_open_window_raises():
-    def event(principal: str, dataset: str, entry: int) -> AlertEvent:
+def test_only_the_first_read_of_a_key_without_an_open_window_raises():
+    def event(principal: str, entry: int, severity: str = "high", grant: int = 1) -> AlertEvent:
         return AlertEvent(
-            AlertType.read_out_of_audience, "high", "s", dataset, None, entry, principal
+            AlertType.read_out_of_audience,
+            severity,
+            "s",
+            dataset="d",
+            access_log_id=entry,
+            principal=principal,
+            action="read",
+            grant_id=grant,
         )
 
-    events = [event("user:a", "d", 1), event("user:b", "d", 2), event("user:a", "d", 3)]
-    split = windows.split_reads([*events, event("user:a", "e", 4)], is_open={("user:b", "d")})
-    assert [e.access_log_id for e in split.raised] == [1, 4]
-    assert split.opened == [("user:a", "d"), ("user:a", "e")]
-    assert split.reads == {
-        ("user:a", "d"): (2, 3),
-        ("user:b", "d"): (1, 2),
-        ("user:a", "e"): (1, 4),
-    }
+    events = [event("user:a", 1), event("user:b", 2), event("user:a", 3)]
+    # news within a window: a higher severity, another grant
+    events += [event("user:a", 4, severity="critical"), event("user:a", 5, grant=2)]
+    split = windows.split_reads(events, is_open={("user:b", "d", "read", 1, "high")})
+    assert [e.access_log_id for e in split.raised] == [1, 4, 5]
+    assert split.opened == [
+        ("user:a", "d", "read", 1, "high"),
+        ("user:a", "d", "read", 1, "critical"),
+        ("user:a", "d", "read", 2, "high"),
+    ]
+    assert split.reads[("user:a", "d", "read", 1, "high")] == (2, 3)
+    assert split.reads[("user:b", "d", "read", 1, "high")] == (1, 2)
 
 
 async def test_repeated_reads_raise_one_alert_that_counts_them(client, tokens, admin):
