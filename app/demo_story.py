@@ -17,7 +17,7 @@ The reads (`demo.record_reads`) come after, at the real instant: since the grant
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import demo, policy_version
@@ -52,27 +52,24 @@ class StoryInterrupted(Conflict):
     title = "The demo's history was interrupted"
 
 
-async def _is_fresh(session: AsyncSession) -> bool:
-    """No policy change, read or alert yet: the story's past is the database's own."""
+async def _mark(session: AsyncSession) -> tuple[int, int, int]:
+    """Where the policy, the access log and the alerts stand."""
     return (
-        await policy_version.current(session) == 0
-        and not (await accesslog_repository.get_head(session)).last_id
-        and not await alerts_repository.head(session)
+        await policy_version.current(session),
+        (await accesslog_repository.get_head(session)).last_id,
+        await alerts_repository.head(session),
     )
 
 
-async def _refuse_unless_last(session: AsyncSession, version: int, start: datetime) -> None:
+async def _refuse_unless_last(session: AsyncSession, left: tuple[int, int, int]) -> None:
     """Each step goes after the one before it and nothing else: a change, read or alert made
-    meanwhile (at the real instant) would precede the step's past one."""
-    newest = await session.scalar(select(func.max(PolicyVersionRecord.at)))
-    if (
-        await policy_version.current(session) != version
-        or (newest is not None and newest >= start)
-        or (await accesslog_repository.get_head(session)).last_id
-    ):
+    meanwhile (at the real instant: a sweeper serving this database reopening the lapsed
+    acceptance) would precede the step's past one."""
+    if await _mark(session) != left:
         raise StoryInterrupted(
-            "the database changed while `aclaudit demo` wrote its history; the steps written "
-            "are kept (run `aclaudit demo` again to complete the organisation at the present)"
+            "the database changed while `aclaudit demo` wrote its history (stop `aclaudit "
+            "serve` on a fresh database while it does); the steps written are kept: run "
+            "`aclaudit demo` again to complete the organisation at the present"
         )
 
 
@@ -88,17 +85,19 @@ async def tell(
     groups = demo.build_directory()
     sets = demo.datasets()
     planned = [g for g in demo.grants() if g != demo.OVER_BROAD]
-    version = 0
+    left: tuple[int, int, int] | None = None
 
     async def step(days: float, work: Callable[[AsyncSession], Awaitable[object]]) -> bool:
-        nonlocal version
+        nonlocal left
         start = ago(days)
         with dated(start):
             async with maker() as session, session.begin():
                 await begin_write(session)
                 await policy_version.hold(session)
-                if version == 0:
-                    if not await _is_fresh(session):
+                if left is None:
+                    # Fresh: no policy change, read or alert yet, so the story's past is the
+                    # database's own.
+                    if await _mark(session) != (0, 0, 0):
                         return False
                     # The empty policy (version 0, recorded at the migration) held since before
                     # the story: on a fresh database nothing was ever granted or joined.
@@ -108,10 +107,9 @@ async def tell(
                         .values(at=start)
                     )
                 else:
-                    await _refuse_unless_last(session, version, start)
+                    await _refuse_unless_last(session, left)
                 await work(session)
-            async with maker() as session:
-                version = await policy_version.current(session)
+                left = await _mark(session)
         return True
 
     if not await step(SET_UP, lambda s: demo.set_up_directory(s, groups, demo.ACTOR, progress)):
