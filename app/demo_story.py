@@ -67,9 +67,9 @@ async def _refuse_unless_last(session: AsyncSession, left: tuple[int, int, int])
     acceptance) would precede the step's past one."""
     if await _mark(session) != left:
         raise StoryInterrupted(
-            "the database changed while `aclaudit demo` wrote its history (stop `aclaudit "
-            "serve` on a fresh database while it does); the steps written are kept: run "
-            "`aclaudit demo` again to complete the organisation at the present"
+            "the database changed while `aclaudit demo` wrote its history (a server's "
+            "sweeper?); the steps written are kept: start again on a fresh database, without "
+            "`aclaudit serve` running on it until the demo is loaded"
         )
 
 
