@@ -68,9 +68,7 @@ LIST = text(
     "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
     "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:parent)"
 )
-IS_PARTITIONED = text(
-    "SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass(:parent)"
-)
+IS_PARTITIONED = text("SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = to_regclass(:parent)")
 
 
 @dataclass(frozen=True, order=True)
