@@ -192,12 +192,12 @@ async def ensure_partitions(
     return [Partition(a, b, partition_name(LOG, a)) for a, b in gaps[LOG]]
 
 
-async def keep_ahead(db: Db, *, partition_entries: int) -> list[Partition]:
-    """Partitions for at least `AHEAD` partitions' worth of ids beyond the head (the
-    sweeper's and the start's upkeep), in the caller's transaction."""
+async def keep_ahead(db: Db, *, partition_entries: int, beyond: int = 0) -> list[Partition]:
+    """Partitions for at least `AHEAD` partitions' worth of ids (and `beyond` more) past the
+    head: the sweeper's and the start's upkeep, in the caller's transaction."""
     head = await _head_id(db) if await is_partitioned(db) else 0
     return await ensure_partitions(
-        db, head + AHEAD * partition_entries, partition_entries=partition_entries
+        db, head + AHEAD * partition_entries + beyond, partition_entries=partition_entries
     )
 
 

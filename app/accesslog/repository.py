@@ -253,6 +253,13 @@ async def archived_out_of_audience_reads(
     return sum(int(n) for c in counts for n in c.values())
 
 
+async def oldest_entry_at(session: AsyncSession) -> datetime | None:
+    """When the oldest entry still in the database was written (None: the log is empty)."""
+    query = select(AccessLogEntry.at).order_by(AccessLogEntry.id).limit(1)
+    found: datetime | None = await session.scalar(query)
+    return found
+
+
 async def archive_holding(session: AsyncSession, entry_id: int) -> AccessLogArchive | None:
     """The archived segment entry `entry_id` went to, if any."""
     query = select(AccessLogArchive).where(
