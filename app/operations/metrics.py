@@ -156,7 +156,7 @@ class _Facts:
 
 
 async def database_facts(
-    maker: async_sessionmaker[AsyncSession],
+    maker: async_sessionmaker[AsyncSession], partition_entries: int
 ) -> list[GaugeMetricFamily | CounterMetricFamily]:
     up = GaugeMetricFamily(
         "aclaudit_database_up", "1 if this scrape could read the database, else 0."
@@ -220,15 +220,22 @@ async def database_facts(
                 headroom,
             )
         )
-    if oldest_at is not None:
         families.append(
             GaugeMetricFamily(
-                "aclaudit_access_log_oldest_entry_age_seconds",
-                "Age of the oldest access-log entry still in the database: archiving "
-                "(`aclaudit log archive`) keeps it under the retention period.",
-                (utcnow() - oldest_at).total_seconds(),
+                "aclaudit_access_log_partition_entries",
+                "Entries per access-log partition made by this process "
+                "(ACLAUDIT_LOG_PARTITION_ENTRIES, PostgreSQL).",
+                partition_entries,
             )
         )
+    families.append(
+        GaugeMetricFamily(
+            "aclaudit_access_log_oldest_entry_age_seconds",
+            "Age of the oldest access-log entry still in the database (0: none): archiving "
+            "(`aclaudit log archive`) keeps it under the retention period.",
+            0.0 if oldest_at is None else (utcnow() - oldest_at).total_seconds(),
+        )
+    )
     if newest_archive is not None:
         families.append(
             GaugeMetricFamily(
@@ -250,12 +257,14 @@ class _Scrape(CollectorRegistry):
             yield from part.collect()
 
 
-async def render(metrics: Metrics, maker: async_sessionmaker[AsyncSession]) -> bytes:
+async def render(
+    metrics: Metrics, maker: async_sessionmaker[AsyncSession], partition_entries: int
+) -> bytes:
     """The Prometheus text exposition: every worker's events, then the database's facts."""
     if is_multiprocess():
         events = CollectorRegistry()
         multiprocess.MultiProcessCollector(events)  # type: ignore[no-untyped-call]
     else:
         events = metrics.registry
-    facts = _Facts(await database_facts(maker))
+    facts = _Facts(await database_facts(maker, partition_entries))
     return generate_latest(_Scrape([events, facts]))
