@@ -1,0 +1,193 @@
+"""PostgreSQL: the access log partitioned by entry id. Partitions are made ahead of the head (at
+migration, at start, by every sweeper, by a batch that finds none), at once by several
+processes without clashing; checks write across partition ends; the archive drops whole
+partitions and the chain still verifies with the archive; /metrics reports the headroom."""
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app import migrate
+from app.accesslog import archiver, partitions
+from app.accesslog.partitions import missing_ranges
+from app.config import Settings
+from app.operations.sweeper import Sweeper
+from tests.accesslog.archive_helpers import EVERY, KEY, check_archive, make_batches
+from tests.accesslog.test_archive import FAR, verify
+from tests.conftest import POSTGRES_URL
+
+SIZE = 20  # entries per partition: two checkpoints (EVERY = 10)
+
+
+# -- the grid (no database) --------------------------------------------------------------------
+
+
+def test_missing_ranges_are_the_grid_cells_less_what_exists():
+    assert missing_ranges([], 1, 45, 20) == [(1, 21), (21, 41), (41, 61)]
+    assert missing_ranges([(1, 21)], 15, 30, 20) == [(21, 41)]
+    # partitions of an older size, and a hole a restore left: filled, clipped to the grid
+    assert missing_ranges([(1, 6), (11, 16)], 1, 20, 20) == [(6, 11), (16, 21)]
+    assert missing_ranges([(1, 1_000_001)], 1, 40, 20) == []
+    assert missing_ranges([], 50, 10, 20) == []
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+needs_postgres = pytest.mark.skipif(
+    POSTGRES_URL is None, reason="the log is partitioned on PostgreSQL only"
+)
+
+
+async def _admin_execute(statement: str) -> None:
+    assert POSTGRES_URL
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def fresh_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new PostgreSQL database, not migrated; partitions of SIZE entries."""
+    assert POSTGRES_URL
+    monkeypatch.setenv("ACLAUDIT_LOG_PARTITION_ENTRIES", str(SIZE))
+    name = f"aclaudit_partitions_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(fresh_postgres: str) -> str:
+    migrate.upgrade(fresh_postgres)
+    return fresh_postgres
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # no sweeper task: the tests run its ticks themselves
+    return Settings(
+        database_url=database_url,
+        checkpoint_every=EVERY,
+        checkpoint_key=KEY,
+        log_partition_entries=SIZE,
+        sweeper_enabled=False,
+    )
+
+
+async def layout(sessionmaker) -> dict[str, list[tuple[int, int]]]:
+    async with sessionmaker() as session:
+        return {
+            table: [(p.first_id, p.last_id) for p in await partitions.list_partitions(session, table)]
+            for table in (partitions.LOG, partitions.SUBJECTS)
+        }
+
+
+async def rows_in(sessionmaker, name: str) -> int | None:
+    async with sessionmaker() as session:
+        if await session.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
+            return None
+        return int(await session.scalar(text(f"SELECT count(*) FROM {name}")) or 0)
+
+
+@needs_postgres
+async def test_the_sweeper_keeps_two_partitions_ahead_and_checks_cross_partition_ends(
+    client, tokens, admin, sessionmaker, settings
+):
+    # the migration made two partitions ahead of the (empty) log's head
+    assert await layout(sessionmaker) == {
+        partitions.LOG: [(1, 20), (21, 40)],
+        partitions.SUBJECTS: [(1, 20), (21, 40)],
+    }
+    await make_batches(client, tokens, admin, 3)  # entries 1..30: across the end of 1..20
+    assert await rows_in(sessionmaker, "access_log_p000000000001") == 20
+    assert await rows_in(sessionmaker, "access_log_p000000000021") == 10
+    assert await rows_in(sessionmaker, "access_log_subjects_p000000000021") == 10
+    report = await Sweeper(sessionmaker, settings).sweep_once()
+    assert report.partitions_made == ["access_log_p000000000041", "access_log_p000000000061"]
+    assert (await layout(sessionmaker))[partitions.SUBJECTS][-1] == (61, 80)
+    assert (await Sweeper(sessionmaker, settings).sweep_once()).partitions_made == []
+    result = await verify(client, admin)
+    assert result["ok"] and result["entries"] == 30, result
+
+
+@needs_postgres
+async def test_a_batch_that_finds_no_partition_makes_them_and_is_written(
+    client, tokens, admin, sessionmaker
+):
+    """No sweeper ran: entries 41.. have no partition when their batch comes."""
+    await make_batches(client, tokens, admin, 6)  # 60 entries, every check answered
+    assert [p[0] for p in (await layout(sessionmaker))[partitions.LOG]][:4] == [1, 21, 41, 61]
+    assert await rows_in(sessionmaker, "access_log_p000000000041") == 20
+    result = await verify(client, admin)
+    assert result["ok"] and result["entries"] == 60, result
+
+
+@needs_postgres
+async def test_two_sweepers_and_a_loader_at_once_make_each_partition_once(
+    client, tokens, admin, sessionmaker, settings
+):
+    await make_batches(client, tokens, admin, 3)  # head 30: 41..80 to make
+    sweepers = [Sweeper(sessionmaker, settings) for _ in range(2)]
+
+    async def load() -> list[partitions.Partition]:
+        async with sessionmaker() as session, session.begin():
+            return await partitions.ensure_partitions(session, 100, partition_entries=SIZE)
+
+    made = await asyncio.gather(*(s.keep_partitions() for s in sweepers), load(), load())
+    names = [p.name for batch in made for p in batch]
+    assert sorted(names) == [partitions.partition_name("access_log", i) for i in (41, 61, 81)]
+    assert (await layout(sessionmaker))[partitions.LOG][-1] == (81, 100)
+
+
+@needs_postgres
+async def test_archive_drops_whole_partitions_and_verifies_with_the_archive(
+    client, tokens, admin, sessionmaker, settings, tmp_path: Path
+):
+    await make_batches(client, tokens, admin, 5)  # 1..50, a checkpoint every 10
+
+    async def archive() -> archiver.Archived:
+        return await archiver.archive(
+            sessionmaker, settings, before=FAR, directory=tmp_path, max_entries=None,
+            progress=lambda _: None,
+        )  # fmt: skip
+
+    done = await archive()
+    # one segment per partition, and what is left before the instant (41..50, as rows)
+    assert [(m.first_id, m.last_id) for m in done.segments] == [(1, 20), (21, 40), (41, 50)]
+    for name in ("access_log_p000000000001", "access_log_subjects_p000000000021"):
+        assert await rows_in(sessionmaker, name) is None  # the table is gone
+    assert await rows_in(sessionmaker, "access_log_p000000000041") == 0
+    assert (await check_archive(sessionmaker, settings, tmp_path)).ok
+    result = await verify(client, admin)
+    assert result["ok"] and result["archived"]["last_id"] == 50, result
+
+    await Sweeper(sessionmaker, settings).sweep_once()
+    await make_batches(client, tokens, admin, 2)  # 51..70
+    done = await archive()
+    assert [(m.first_id, m.last_id) for m in done.segments] == [(51, 60), (61, 70)]
+    assert await rows_in(sessionmaker, "access_log_p000000000041") is None  # dropped whole
+    assert await rows_in(sessionmaker, "access_log_p000000000061") == 0
+    archived = await check_archive(sessionmaker, settings, tmp_path)
+    assert archived.ok and archived.entries == 70, archived
+    result = await verify(client, admin)
+    assert result["ok"] and result["entries"] == 70, result
+
+
+@needs_postgres
+async def test_metrics_report_the_partition_headroom(client, tokens, admin, sessionmaker):
+    await make_batches(client, tokens, admin, 1)  # head 10, partitions up to 40
+    body = (await client.get("/metrics", headers=tokens["metrics:read"])).text
+    assert "aclaudit_access_log_partition_headroom_entries 30.0" in body
+    assert "aclaudit_access_log_partition_entries 20.0" in body
+    assert "aclaudit_access_log_oldest_entry_age_seconds " in body
