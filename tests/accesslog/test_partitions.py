@@ -5,22 +5,27 @@ partitions and the chain still verifies with the archive; /metrics reports the h
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from app import migrate
-from app.accesslog import archiver, partitions
+from app.accesslog import archiver, partitions, repository
 from app.accesslog.partitions import missing_ranges
+from app.auth import service as auth_service
 from app.config import Settings
+from app.main import create_app
 from app.operations.sweeper import Sweeper
-from tests.accesslog.archive_helpers import EVERY, KEY, check_archive, make_batches
+from tests.accesslog.archive_helpers import EVERY, KEY, at_of, check_archive, make_batches
 from tests.accesslog.test_archive import FAR, verify
-from tests.conftest import POSTGRES_URL
+from tests.conftest import BACKENDS, POSTGRES_URL, Tokens
 
 SIZE = 20  # entries per partition: two checkpoints (EVERY = 10)
 
@@ -88,7 +93,9 @@ def settings(database_url: str) -> Settings:
 async def layout(sessionmaker) -> dict[str, list[tuple[int, int]]]:
     async with sessionmaker() as session:
         return {
-            table: [(p.first_id, p.last_id) for p in await partitions.list_partitions(session, table)]
+            table: [
+                (p.first_id, p.last_id) for p in await partitions.list_partitions(session, table)
+            ]
             for table in (partitions.LOG, partitions.SUBJECTS)
         }
 
@@ -191,3 +198,90 @@ async def test_metrics_report_the_partition_headroom(client, tokens, admin, sess
     assert "aclaudit_access_log_partition_headroom_entries 30.0" in body
     assert "aclaudit_access_log_partition_entries 20.0" in body
     assert "aclaudit_access_log_oldest_entry_age_seconds " in body
+
+
+# -- migration 0014, both backends -------------------------------------------------------------
+
+
+async def _in_app(url: str, work: Callable[..., Awaitable[Any]]) -> Any:
+    settings = Settings(
+        database_url=url, checkpoint_every=EVERY, checkpoint_key=KEY, sweeper_enabled=False
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        maker = app.state.sessionmaker
+        async with maker() as session, session.begin():
+            made = {
+                scope: await auth_service.create_token(
+                    session, name=f"{scope}-{uuid.uuid4().hex[:6]}", scopes=[scope]
+                )
+                for scope in ("admin", "check")
+            }
+        tokens = Tokens(made)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await work(client, tokens, tokens["admin"], maker, settings)
+
+
+async def _log(maker) -> tuple[list[tuple[int, str, str]], list[tuple[str, int]], bool]:
+    async with maker() as session:
+        entries = await repository.entry_rows(session, after=0, up_to=10**9)
+        query = text("SELECT subject, entry_id FROM access_log_subjects ORDER BY 2, 1")
+        subjects = (await session.execute(query)).all()
+        partitioned = await partitions.is_partitioned(session)
+    return (
+        [(e["id"], e["prev_hash"], e["hash"]) for e in entries],
+        [(str(s), int(i)) for s, i in subjects],
+        partitioned,
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_entries_written_before_0014_verify_after_it_and_after_its_downgrade(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+):
+    is_pg = backend == "postgresql"
+    url = request.getfixturevalue("fresh_postgres") if is_pg else f"sqlite:///{tmp_path / 'm.db'}"
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0013")
+    archive = tmp_path / "archive"
+
+    async def before(client, tokens, admin, maker, settings):
+        await make_batches(client, tokens, admin, 3)  # 1..30
+        until = await at_of(client, admin, 11)
+        await archiver.archive(
+            maker,
+            settings,
+            before=until,
+            directory=archive,
+            max_entries=10,
+            progress=lambda _: None,
+        )  # fmt: skip: 1..10 archived (deleted as rows under 0013)
+        assert (await verify(client, admin))["ok"]
+        return await _log(maker)
+
+    def after(written: int):
+        async def work(client, tokens, admin, maker, settings):
+            result = await verify(client, admin)
+            assert result["ok"] and result["entries"] == written, result
+            assert result["archived"]["last_id"] == 10, result
+            assert (await check_archive(maker, settings, archive)).ok
+            return await _log(maker)
+
+        return work
+
+    entries, subjects, partitioned = asyncio.run(_in_app(url, before))
+    assert len(entries) == 20 and len(subjects) == 20 and not partitioned
+
+    command.upgrade(config, "head")
+    assert asyncio.run(_in_app(url, after(30))) == (entries, subjects, is_pg)
+
+    async def more(client, tokens, admin, maker, settings):
+        await make_batches(client, tokens, admin, 2)  # 31..50: across the end of 21..40
+
+    asyncio.run(_in_app(url, more))
+    entries, subjects, _ = asyncio.run(_in_app(url, after(50)))
+    assert len(entries) == 40 and len(subjects) == 40
+
+    command.downgrade(config, "0013")
+    assert asyncio.run(_in_app(url, after(50))) == (entries, subjects, False)
