@@ -20,6 +20,11 @@ their hashes (anything else unrecorded is the only copy of its entries: the run 
 starts again from the newest recorded segment. The database's first remaining entry links to
 the newest segment's last hash, which is where verify resumes the chain.
 
+On PostgreSQL, where the log is partitioned by id, step 3 drops the partitions the segment
+completes (`partitions.drop_archived`, in the same transaction), and segments are planned so
+that each completes a partition (`plan`). Entries are streamed into the segment file a page at a
+time, so a segment of a whole partition never sits in memory.
+
 The log stays append-only through the service: no endpoint reaches this module.
 """
 
@@ -117,7 +122,11 @@ async def plan(
     while i < len(marks):
         # the first checkpoint at or after the end of the partition first_id is in
         bound = next((b for b in ends if b >= first_id), None)
-        k = next((j for j in range(i, len(marks)) if bound and marks[j][0] >= bound), None)
+        k = (
+            None
+            if bound is None
+            else next((j for j in range(i, len(marks)) if marks[j][0] >= bound), None)
+        )
         if max_entries is None:
             j = len(marks) - 1 if k is None else k  # the rest of the partition, or all left
         else:
@@ -248,15 +257,13 @@ async def _archive(
     max_entries: int | None,
     progress: Progress,
 ) -> Archived:
-    if settings.is_sqlite and (max_entries or SQLITE_MAX_SEGMENT_ENTRIES + 1) > (
-        SQLITE_MAX_SEGMENT_ENTRIES
-    ):
-        if max_entries is not None:
+    if settings.is_sqlite:
+        if max_entries is not None and max_entries > SQLITE_MAX_SEGMENT_ENTRIES:
             progress(
                 f"SQLite: segments capped at {SQLITE_MAX_SEGMENT_ENTRIES} entries (each drop "
                 "holds the write lock checks wait for)"
             )
-        max_entries = SQLITE_MAX_SEGMENT_ENTRIES
+        max_entries = min(max_entries or SQLITE_MAX_SEGMENT_ENTRIES, SQLITE_MAX_SEGMENT_ENTRIES)
     async with maker() as session:
         if max_entries is None and not await repository.log_partitions(session):
             max_entries = SQLITE_MAX_SEGMENT_ENTRIES  # a log not (yet) partitioned
