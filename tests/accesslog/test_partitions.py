@@ -4,6 +4,7 @@ processes without clashing; checks write across partition ends; the archive drop
 partitions and the chain still verifies with the archive; /metrics reports the headroom."""
 
 import asyncio
+import subprocess
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from app.main import create_app
 from app.operations.sweeper import Sweeper
 from tests.accesslog.archive_helpers import EVERY, KEY, at_of, check_archive, make_batches
 from tests.accesslog.test_archive import FAR, verify
+from tests.accesslog.test_archive_crash import ACLAUDIT, archive_env
 from tests.conftest import BACKENDS, POSTGRES_URL, Tokens
 
 SIZE = 20  # entries per partition: two checkpoints (EVERY = 10)
@@ -189,6 +191,16 @@ async def test_archive_drops_whole_partitions_and_verifies_with_the_archive(
     assert archived.ok and archived.entries == 70, archived
     result = await verify(client, admin)
     assert result["ok"] and result["entries"] == 70, result
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [str(ACLAUDIT), "log", "verify", "--archive", str(tmp_path)],
+        env=archive_env(settings.database_url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "ok: 70 entries (70 of them in 5 archived segments, verified)" in cli.stdout
 
 
 @needs_postgres
