@@ -204,6 +204,36 @@ async def test_archive_drops_whole_partitions_and_verifies_with_the_archive(
 
 
 @needs_postgres
+async def test_a_drop_waits_out_a_long_reader_of_the_log_and_then_drops(
+    client, tokens, admin, sessionmaker, settings, tmp_path: Path
+):
+    """The drop's ACCESS EXCLUSIVE lock is waited for 1 s at most (checks queue behind it),
+    then the transaction is rolled back and tried again."""
+    await make_batches(client, tokens, admin, 2)  # 1..20: the first partition full
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    reader = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    await reader.execute("BEGIN; SELECT count(*) FROM access_log")  # holds a share lock
+    lines: list[str] = []
+    archiving = archiver.archive(
+        sessionmaker, settings, before=FAR, directory=tmp_path, max_entries=None,
+        progress=lines.append,
+    )  # fmt: skip
+    run = asyncio.create_task(archiving)
+    for _ in range(300):
+        if any("the log is busy" in line for line in lines) or run.done():
+            break
+        await asyncio.sleep(0.1)
+    assert await rows_in(sessionmaker, "access_log_p000000000001") == 20  # nothing dropped
+    await reader.execute("COMMIT")
+    await reader.close()
+    done = await run
+    assert any("the log is busy" in line for line in lines), lines
+    assert [(m.first_id, m.last_id) for m in done.segments] == [(1, 20)]
+    assert await rows_in(sessionmaker, "access_log_p000000000001") is None
+    assert (await verify(client, admin))["ok"]
+
+
+@needs_postgres
 async def test_metrics_report_the_partition_headroom(client, tokens, admin, sessionmaker):
     await make_batches(client, tokens, admin, 1)  # head 10, partitions up to 40
     body = (await client.get("/metrics", headers=tokens["metrics:read"])).text
