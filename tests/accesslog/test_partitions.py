@@ -27,7 +27,7 @@ from app.operations.sweeper import Sweeper
 from tests.accesslog.archive_helpers import EVERY, KEY, at_of, check_archive, make_batches
 from tests.accesslog.test_archive import FAR, verify
 from tests.accesslog.test_archive_crash import ACLAUDIT, archive_env
-from tests.conftest import BACKENDS, POSTGRES_URL, Tokens
+from tests.conftest import BACKENDS, POSTGRES_URL, Tokens, postgres_admin_execute
 
 SIZE = 20  # entries per partition: two checkpoints (EVERY = 10)
 
@@ -51,27 +51,17 @@ needs_postgres = pytest.mark.skipif(
 )
 
 
-async def _admin_execute(statement: str) -> None:
-    assert POSTGRES_URL
-    url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
-    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def fresh_postgres(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A new PostgreSQL database, not migrated; partitions of SIZE entries."""
     assert POSTGRES_URL
     monkeypatch.setenv("ACLAUDIT_LOG_PARTITION_ENTRIES", str(SIZE))
     name = f"aclaudit_partitions_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin_execute(f'CREATE DATABASE "{name}"'))
+    asyncio.run(postgres_admin_execute(f'CREATE DATABASE "{name}"'))
     try:
         yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(postgres_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
@@ -242,7 +232,7 @@ async def test_metrics_report_the_partition_headroom(client, tokens, admin, sess
     assert "aclaudit_access_log_oldest_entry_age_seconds " in body
 
 
-# -- migration 0014, both backends -------------------------------------------------------------
+# -- migration 0016, both backends -------------------------------------------------------------
 
 
 async def _in_app(url: str, work: Callable[..., Awaitable[Any]]) -> Any:
@@ -279,13 +269,13 @@ async def _log(maker) -> tuple[list[tuple[int, str, str]], list[tuple[str, int]]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_entries_written_before_0014_verify_after_it_and_after_its_downgrade(
+def test_entries_written_before_0016_verify_after_it_and_after_its_downgrade(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ):
     is_pg = backend == "postgresql"
     url = request.getfixturevalue("fresh_postgres") if is_pg else f"sqlite:///{tmp_path / 'm.db'}"
     config = migrate.alembic_config(url)
-    command.upgrade(config, "0013")
+    command.upgrade(config, "0015")
     archive = tmp_path / "archive"
 
     async def before(client, tokens, admin, maker, settings):
@@ -298,7 +288,7 @@ def test_entries_written_before_0014_verify_after_it_and_after_its_downgrade(
             directory=archive,
             max_entries=10,
             progress=lambda _: None,
-        )  # fmt: skip: 1..10 archived (deleted as rows under 0013)
+        )  # fmt: skip: 1..10 archived (deleted as rows before 0016)
         assert (await verify(client, admin))["ok"]
         return await _log(maker)
 
@@ -325,5 +315,5 @@ def test_entries_written_before_0014_verify_after_it_and_after_its_downgrade(
     entries, subjects, _ = asyncio.run(_in_app(url, after(50)))
     assert len(entries) == 40 and len(subjects) == 40
 
-    command.downgrade(config, "0013")
+    command.downgrade(config, "0015")
     assert asyncio.run(_in_app(url, after(50))) == (entries, subjects, False)
