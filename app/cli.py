@@ -422,13 +422,14 @@ def log_archive(
     ],
     to: Annotated[Path, typer.Option("--to", help="The archive directory (one per database).")],
     segment_entries: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            help="Entries per segment, at most (segments end at checkpoints; on SQLite at most "
-            "100 000, so a drop never holds the write lock for long).",
+            help="Entries per segment, at most (segments end at checkpoints). Default: on "
+            "PostgreSQL one partition per segment, each dropped whole; on SQLite 100 000, the "
+            "most, so a drop never holds the write lock for long.",
         ),
-    ] = 100_000,
+    ] = None,
 ) -> None:
     """Move the entries written before an instant into sealed, verified segments in a
     directory, then drop them from the database. Only ranges a checkpoint covers move; the

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # log's last entry when the key is first set on a log that already has unsigned checkpoints
     # (they were written without a key); any signed checkpoint still covers every entry before it.
     checkpoint_key_since: int = Field(default=1, ge=1)
+    # PostgreSQL: entries per access-log partition (the log is partitioned by entry id; see
+    # app.accesslog.partitions). Partitions are made ahead of the head by the sweeper, and
+    # `aclaudit log archive` drops whole ones. A change applies to partitions made after it.
+    log_partition_entries: int = Field(default=1_000_000, ge=1)
     # Most checks that share one access-log transaction (group commit).
     max_group_commit: int = Field(default=1000, ge=1, le=10_000)
     # Largest request body read (413 beyond it, before it is buffered): the largest valid check

@@ -218,6 +218,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         sweeper = Sweeper(app.state.sessionmaker, settings, app.state.integrity, app.state.refusals)
         app.state.sweeper = sweeper
+        try:  # partitions ahead of the head before the first check (PostgreSQL)
+            await sweeper.keep_partitions()
+        except Exception as exc:  # the sweeper and the log store make them later
+            logger.warning("could not make the access log's next partitions: %r", exc)
         if settings.sweeper_enabled:
             sweeper.start()
         try:

@@ -20,6 +20,11 @@ their hashes (anything else unrecorded is the only copy of its entries: the run 
 starts again from the newest recorded segment. The database's first remaining entry links to
 the newest segment's last hash, which is where verify resumes the chain.
 
+On PostgreSQL, where the log is partitioned by id, step 3 drops the partitions the segment
+completes (`partitions.drop_archived`, in the same transaction), and segments are planned so
+that each completes a partition (`plan`). Entries are streamed into the segment file a page at a
+time, so a segment of a whole partition never sits in memory.
+
 The log stays append-only through the service: no endpoint reaches this module.
 """
 
@@ -32,11 +37,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
-from app.accesslog import repository, segments, verifier
+from app.accesslog import partitions, repository, segments, verifier
 from app.accesslog.models import AccessLogArchive
 from app.accesslog.segments import Checkpoint, Manifest
 from app.config import Settings
@@ -51,6 +56,10 @@ LOCK_FILE = ".aclaudit-archive.lock"
 # 100 000 entries took ~0.74 s on the reference machine (2 shared cores): this cap keeps a
 # drop near 1/7 of the default timeout, a margin for a slower disk or a busy machine.
 SQLITE_MAX_SEGMENT_ENTRIES = 100_000
+
+# A drop that cannot get its lock on the partitioned log in time is tried again this often.
+DROP_ATTEMPTS = 5
+LOCK_NOT_AVAILABLE = "55P03"
 
 Progress = Callable[[str], None]
 
@@ -87,25 +96,48 @@ class Archived:
 
 
 async def plan(
-    session: AsyncSession, before: datetime, max_entries: int
+    session: AsyncSession, before: datetime, max_entries: int | None
 ) -> tuple[list[SegmentPlan], tuple[int, str]]:
     """Segments of the entries written before `before` that checkpoints cover, after the
     newest archived one (returned too: where the database's chain starts), each ending at a
-    checkpoint and at most `max_entries` long unless no checkpoint comes sooner."""
+    checkpoint and at most `max_entries` long unless no checkpoint comes sooner.
+
+    With a partitioned log (PostgreSQL) no segment runs past the first checkpoint after a
+    partition's last entry, so the segment that completes a partition drops it whole and
+    deletes at most the rest of the group commit that wrote its checkpoint (the next
+    partition's first entries). Without `max_entries` there, a segment is the rest of one
+    partition, and the last one whatever is left before `before` in the partition it ends
+    in: those entries are deleted as rows, and the partition is dropped whole by the run that
+    archives its end (with the rows it still holds)."""
     newest = await repository.newest_archive(session)
     base = (0, chain.GENESIS) if newest is None else (newest.last_id, newest.last_hash)
     head = await repository.get_head(session)
     newer = await repository.first_id_at_or_after(session, before)
     end = (head.last_id if newer is None else min(newer - 1, head.last_id)) + 1
     marks = await repository.checkpoints_between(session, base[0], end)
+    ends = [p.last_id for p in await repository.log_partitions(session) if p.last_id > base[0]]
     plans: list[SegmentPlan] = []
     first_id, prev_hash = base[0] + 1, base[1]
     i = 0
     while i < len(marks):
-        # the furthest checkpoint within max_entries, or the next one if none is
-        j = i
-        while j + 1 < len(marks) and marks[j + 1][0] - first_id < max_entries:
-            j += 1
+        # the first checkpoint at or after the end of the partition first_id is in
+        bound = next((b for b in ends if b >= first_id), None)
+        k = (
+            None
+            if bound is None
+            else next((j for j in range(i, len(marks)) if marks[j][0] >= bound), None)
+        )
+        if max_entries is None:
+            j = len(marks) - 1 if k is None else k  # the rest of the partition, or all left
+        else:
+            # the furthest checkpoint within max_entries, or the next one if none is
+            j = i
+            while (
+                j + 1 < len(marks)
+                and marks[j + 1][0] - first_id < max_entries
+                and (k is None or j + 1 <= k)
+            ):
+                j += 1
         entry_id, head_hash, signature = marks[j]
         plans.append(SegmentPlan(first_id, prev_hash, Checkpoint(entry_id, head_hash, signature)))
         first_id, prev_hash, i = entry_id + 1, head_hash, j + 1
@@ -184,7 +216,7 @@ async def archive(
     *,
     before: datetime,
     directory: Path,
-    max_entries: int,
+    max_entries: int | None,
     progress: Progress,
 ) -> Archived:
     """Archive every whole checkpoint-covered range written before `before` (see the module).
@@ -222,16 +254,19 @@ async def _archive(
     settings: Settings,
     before: datetime,
     directory: Path,
-    max_entries: int,
+    max_entries: int | None,
     progress: Progress,
 ) -> Archived:
-    if settings.is_sqlite and max_entries > SQLITE_MAX_SEGMENT_ENTRIES:
-        progress(
-            f"SQLite: segments capped at {SQLITE_MAX_SEGMENT_ENTRIES} entries (each drop holds "
-            "the write lock checks wait for)"
-        )
-        max_entries = SQLITE_MAX_SEGMENT_ENTRIES
+    if settings.is_sqlite:
+        if max_entries is not None and max_entries > SQLITE_MAX_SEGMENT_ENTRIES:
+            progress(
+                f"SQLite: segments capped at {SQLITE_MAX_SEGMENT_ENTRIES} entries (each drop "
+                "holds the write lock checks wait for)"
+            )
+        max_entries = min(max_entries or SQLITE_MAX_SEGMENT_ENTRIES, SQLITE_MAX_SEGMENT_ENTRIES)
     async with maker() as session:
+        if max_entries is None and not await repository.log_partitions(session):
+            max_entries = SQLITE_MAX_SEGMENT_ENTRIES  # a log not (yet) partitioned
         plans, base = await plan(session, before, max_entries)
     longest = max((p.last_id - p.first_id + 1 for p in plans), default=0)
     if settings.is_sqlite and longest > SQLITE_MAX_SEGMENT_ENTRIES:
@@ -261,14 +296,15 @@ async def _archive_segment(
     segment: SegmentPlan,
     progress: Progress,
 ) -> Manifest:
-    rows = await _read_entries(maker, segment, progress)
+    facts = _Facts()
+    rows = _entries(maker, segment, facts, asyncio.get_running_loop(), progress)
     tmp = await asyncio.to_thread(segments.write_segment, directory, segment.name, rows)
     path = await asyncio.to_thread(segments.seal, tmp)
     manifest = Manifest(
         segment=path.name,
         first_id=segment.first_id,
         last_id=segment.last_id,
-        entries=len(rows),
+        entries=facts.entries,
         prev_hash=segment.prev_hash,
         last_hash=segment.checkpoint.head_hash,
         checkpoint=segment.checkpoint,
@@ -290,49 +326,80 @@ async def _archive_segment(
     except segments.SegmentProblem as exc:
         raise ArchiveFailed(f"{exc}; its entries were kept in the database") from None
     progress(f"  verified {manifest.segment}")
-    try:
-        async with maker() as session, session.begin():
-            await begin_write(session)
-            await _record(session, manifest, _facts(rows), settings.checkpoint_key_bytes)
-    except IntegrityError:
-        raise ArchiveFailed(
-            f"another archive run recorded entries {manifest.first_id}.. meanwhile; nothing "
-            "was dropped by this one"
-        ) from None
-    return manifest
+    for attempt in range(1, DROP_ATTEMPTS + 1):
+        try:
+            async with maker() as session, session.begin():
+                await begin_write(session)
+                await _record(session, manifest, facts.recorded(), settings.checkpoint_key_bytes)
+            return manifest
+        except IntegrityError:
+            raise ArchiveFailed(
+                f"another archive run recorded entries {manifest.first_id}.. meanwhile; "
+                "nothing was dropped by this one"
+            ) from None
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+            progress(f"  the log is busy: the drop waits for its lock (attempt {attempt})")
+            await asyncio.sleep(attempt)
+    raise ArchiveFailed(
+        f"the access log stayed busy: segment {manifest.name} is written and verified, but its "
+        f"entries could not be dropped after {DROP_ATTEMPTS} attempts (each waits "
+        f"{partitions.DROP_LOCK_TIMEOUT_MS} ms for the lock); run again"
+    )
 
 
-async def _read_entries(
-    maker: async_sessionmaker[AsyncSession], segment: SegmentPlan, progress: Progress
-) -> list[Mapping[Any, Any]]:
-    """The segment's entries, in short read transactions; they must be whole and gap-free."""
-    rows: list[Mapping[Any, Any]] = []
+class _Facts:
+    """What the record keeps of a segment's entries, gathered as they stream past: how many,
+    when the last was written, and the out-of-audience reads by dataset (reports add them to
+    the database's, so archiving does not make those reads vanish)."""
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.last_at: datetime | None = None
+        self.reads: dict[str, int] = {}
+
+    def add(self, row: Mapping[Any, Any]) -> None:
+        self.entries += 1
+        self.last_at = row["at"]
+        if row["out_of_audience"]:
+            self.reads[row["dataset"]] = self.reads.get(row["dataset"], 0) + 1
+
+    def recorded(self) -> dict[str, Any]:
+        return {"last_at": self.last_at, "out_of_audience_reads": self.reads}
+
+
+def _entries(
+    maker: async_sessionmaker[AsyncSession],
+    segment: SegmentPlan,
+    facts: _Facts,
+    loop: asyncio.AbstractEventLoop,
+    progress: Progress,
+) -> Iterator[Mapping[Any, Any]]:
+    """The segment's entries, for the thread that writes them: read a page at a time in short
+    transactions (on the event loop), so a segment of a whole partition never sits in memory.
+    They must be whole and gap-free (raises `ArchiveFailed`, and the segment is not written)."""
     after = segment.first_id - 1
     while after < segment.last_id:
-        async with maker() as session:
-            page = await repository.entry_rows(
-                session, after=after, up_to=min(after + READ_PAGE, segment.last_id)
-            )
+        up_to = min(after + READ_PAGE, segment.last_id)
+        page = asyncio.run_coroutine_threadsafe(_read_page(maker, after, up_to), loop).result()
         if not page or page[0]["id"] != after + 1 or page[-1]["id"] - after != len(page):
             raise ArchiveFailed(
                 f"entries {after + 1}..{segment.last_id} are not all in the database: run "
                 "`aclaudit log verify`; nothing was archived from this segment on"
             )
-        rows.extend(page)
+        for row in page:
+            facts.add(row)
+            yield row
         after = page[-1]["id"]
         progress(f"  read {after - segment.first_id + 1}/{segment.last_id - segment.first_id + 1}")
-    return rows
 
 
-def _facts(rows: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
-    """What the record keeps of the segment's entries: when the last was written, and the
-    out-of-audience reads by dataset (reports add them to the database's, so archiving does
-    not make those reads vanish)."""
-    reads: dict[str, int] = {}
-    for row in rows:
-        if row["out_of_audience"]:
-            reads[row["dataset"]] = reads.get(row["dataset"], 0) + 1
-    return {"last_at": rows[-1]["at"], "out_of_audience_reads": reads}
+async def _read_page(
+    maker: async_sessionmaker[AsyncSession], after: int, up_to: int
+) -> Sequence[Mapping[Any, Any]]:
+    async with maker() as session:
+        return await repository.entry_rows(session, after=after, up_to=up_to)
 
 
 async def _record(

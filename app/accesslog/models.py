@@ -19,7 +19,11 @@ from app.db import Base, LogId, UTCDateTime
 
 
 class AccessLogEntry(Base):
-    """One decision. Append-only; ``id`` is assigned by the chain writer, gap-free."""
+    """One decision. Append-only; ``id`` is assigned by the chain writer, gap-free.
+
+    On PostgreSQL (migration 0016) the table is partitioned by RANGE of ``id`` and
+    ``decision_id`` is not unique-constrained (see `app.accesslog.partitions`); the
+    partitions are made at run time, so the model does not declare them."""
 
     __tablename__ = "access_log"
     __table_args__ = (
@@ -57,7 +61,8 @@ class AccessLogEntry(Base):
 
 
 class AccessLogSubject(Base):
-    """Whose records an entry read: lets ``?data_subject=`` use an index."""
+    """Whose records an entry read: lets ``?data_subject=`` use an index. On PostgreSQL
+    partitioned by ``entry_id`` like the log, without the foreign key."""
 
     __tablename__ = "access_log_subjects"
 

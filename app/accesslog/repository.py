@@ -4,6 +4,7 @@ from datetime import datetime
 from sqlalchemy import RowMapping, delete, false, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accesslog import partitions
 from app.accesslog.models import (
     IN_AUDIENCE,
     OUT_OF_AUDIENCE,
@@ -279,6 +280,13 @@ async def archived_out_of_audience_reads(
     return sum(int(n) for c in counts for n in c.values())
 
 
+async def oldest_entry_at(session: AsyncSession) -> datetime | None:
+    """When the oldest entry still in the database was written (None: the log is empty)."""
+    query = select(AccessLogEntry.at).order_by(AccessLogEntry.id).limit(1)
+    found: datetime | None = await session.scalar(query)
+    return found
+
+
 async def archive_holding(session: AsyncSession, entry_id: int) -> AccessLogArchive | None:
     """The archived segment entry `entry_id` went to, if any."""
     query = select(AccessLogArchive).where(
@@ -307,12 +315,22 @@ async def checkpoints_between(
     return [(int(i), str(h), s) for i, h, s in (await session.execute(query)).all()]
 
 
+async def log_partitions(session: AsyncSession) -> list[partitions.Partition]:
+    """The access log's partitions in id order (none on SQLite: the log is one table)."""
+    if not await partitions.is_partitioned(session):
+        return []
+    return await partitions.list_partitions(session)
+
+
 async def drop_archived_entries(session: AsyncSession, first_id: int, last_id: int) -> int:
     """Remove entries ``first_id..last_id`` (archived and verified) and their subject rows.
 
-    The one place archived entries leave the database: when the log is partitioned by id on
-    PostgreSQL, dropping (detaching) the partitions that hold exactly this range replaces it.
+    The one place archived entries leave the database: on PostgreSQL the partitions that end
+    within the range are dropped whole (`partitions.drop_archived`), elsewhere rows are
+    deleted.
     """
+    if await partitions.is_partitioned(session):
+        return await partitions.drop_archived(session, first_id, last_id)
     s, e = AccessLogSubject, AccessLogEntry
     await session.execute(delete(s).where(s.entry_id >= first_id, s.entry_id <= last_id))
     result = await session.execute(delete(e).where(e.id >= first_id, e.id <= last_id))

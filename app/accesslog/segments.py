@@ -127,14 +127,19 @@ def _sync_dir(directory: Path) -> None:
 
 
 def write_segment(directory: Path, name: str, entries: Iterable[Mapping[Any, Any]]) -> Path:
-    """Write `entries` as segment `name` under a temporary name, synced (not yet renamed)."""
+    """Write `entries` (an iterable: they may stream from the database) as segment `name`
+    under a temporary name, synced (not yet renamed)."""
     tmp = directory / (name + SEGMENT_SUFFIX + TMP_SUFFIX)
-    with open(tmp, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
-            for entry in entries:
-                packed.write(entry_line(entry))
-        raw.flush()
-        os.fsync(raw.fileno())
+    try:
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+                for entry in entries:
+                    packed.write(entry_line(entry))
+            raw.flush()
+            os.fsync(raw.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # `entries` failed (or the disk did): nothing was written
+        raise
     return tmp
 
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accesslog import partitions
 from app.checks import group_commit, statements
 from app.checks.group_commit import LogStore, Snapshot, StalePolicy, Submissions, Written
 from app.config import Settings
@@ -42,8 +44,11 @@ class PostgresLogStore(LogStore):
     barriers can be trusted): `broken` stays None.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, maker: async_sessionmaker[AsyncSession]) -> None:
         super().__init__(statements.for_postgres(), settings)
+        self._maker = maker  # for partitions a batch finds missing
+        self._partition_entries = settings.log_partition_entries
+        self._max_batch = settings.max_group_commit
         url = make_url(settings.database_url).set(drivername="postgresql")
         self._dsn = url.render_as_string(hide_password=False)
         self._timeout = settings.database_timeout
@@ -68,7 +73,28 @@ class PostgresLogStore(LogStore):
         self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
     ) -> Written | StalePolicy:
         """Given a loader: a share lock on the policy version's row first (policy changes
-        update it, so they wait for this batch), then the snapshot."""
+        update it, so they wait for this batch), then the snapshot.
+
+        A batch whose ids have no partition yet (the sweeper fell behind, or is off) makes
+        the partitions and is written again: a missing partition delays checks, never fails
+        them."""
+        import asyncpg
+
+        try:
+            return await self._write(submissions, snapshot, tokens_version, wait)
+        except asyncpg.CheckViolationError as exc:
+            if "no partition" not in str(exc):
+                raise
+        logger.warning("the access log had no partition for a batch: making partitions now")
+        async with self._maker() as session, session.begin():
+            await partitions.keep_ahead(
+                session, partition_entries=self._partition_entries, beyond=self._max_batch
+            )
+        return await self._write(submissions, snapshot, tokens_version, wait)
+
+    async def _write(
+        self, submissions: Submissions, snapshot: Snapshot, tokens_version: int, wait: float
+    ) -> Written | StalePolicy:
         conn = await self._connection()
         try:
             await conn.execute("BEGIN")

@@ -54,7 +54,7 @@ class AccessLogWriter:
         self._tokens = tokens
         self._max_batch = settings.max_group_commit
         self._timeout = settings.database_timeout
-        self._store: LogStore = open_store(settings)
+        self._store: LogStore = open_store(settings, maker)
         self._queue: list[_Queued] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -199,5 +199,5 @@ class AccessLogWriter:
             return await self._policy.current(session)
 
 
-def open_store(settings: Settings) -> LogStore:
-    return SqliteLogStore(settings) if settings.is_sqlite else PostgresLogStore(settings)
+def open_store(settings: Settings, maker: async_sessionmaker[AsyncSession]) -> LogStore:
+    return SqliteLogStore(settings) if settings.is_sqlite else PostgresLogStore(settings, maker)

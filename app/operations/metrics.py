@@ -8,8 +8,9 @@ Two kinds:
   sums every worker's (dead workers' counts included, so totals never go backwards). The one
   gauge, whether each hash chain's last verify in a worker failed, takes the live workers' highest.
 - **Database facts** (open findings by severity, out-of-audience reads, the alert feed's and the
-  access log's head ids) are read from the database at scrape time, so every worker and every
-  replica reports the same truth.
+  access log's head ids, the log's partition headroom and the age of its oldest entry) are
+  read from the database at scrape time, so every worker and every replica reports the same
+  truth.
 """
 
 import logging
@@ -28,9 +29,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accesslog import partitions
 from app.accesslog import repository as accesslog_repository
 from app.alerts import repository as alerts_repository
 from app.alerts.schemas import AlertType
+from app.db import utcnow
 from app.exposure import repository as exposure_repository
 
 logger = logging.getLogger("aclaudit.metrics")
@@ -153,7 +156,7 @@ class _Facts:
 
 
 async def database_facts(
-    maker: async_sessionmaker[AsyncSession],
+    maker: async_sessionmaker[AsyncSession], partition_entries: int
 ) -> list[GaugeMetricFamily | CounterMetricFamily]:
     up = GaugeMetricFamily(
         "aclaudit_database_up", "1 if this scrape could read the database, else 0."
@@ -167,6 +170,9 @@ async def database_facts(
             integrity = await alerts_repository.count_of_type(
                 session, AlertType.log_integrity_failed
             )
+            headroom = await partitions.headroom(session)
+            oldest_at = await accesslog_repository.oldest_entry_at(session)
+            newest_archive = await accesslog_repository.newest_archive(session)
     except Exception as exc:
         logger.warning("metrics could not read the database: %r", exc)
         up.add_metric([], 0)
@@ -196,7 +202,49 @@ async def database_facts(
         "log.integrity_failed alerts raised (the periodic check raises one per first bad entry).",
         value=integrity,
     )
-    return [up, findings, reads, alerts, log, failures]
+    families: list[GaugeMetricFamily | CounterMetricFamily] = [
+        up,
+        findings,
+        reads,
+        alerts,
+        log,
+        failures,
+    ]
+    if headroom is not None:  # PostgreSQL: the log is partitioned
+        families.append(
+            GaugeMetricFamily(
+                "aclaudit_access_log_partition_headroom_entries",
+                "Entries the access log can still take before its newest partition is full "
+                "(PostgreSQL). The sweeper keeps two partitions ahead; a batch that finds none "
+                "makes them, waiting.",
+                headroom,
+            )
+        )
+        families.append(
+            GaugeMetricFamily(
+                "aclaudit_access_log_partition_entries",
+                "Entries per access-log partition made by this process "
+                "(ACLAUDIT_LOG_PARTITION_ENTRIES, PostgreSQL).",
+                partition_entries,
+            )
+        )
+    families.append(
+        GaugeMetricFamily(
+            "aclaudit_access_log_oldest_entry_age_seconds",
+            "Age of the oldest access-log entry still in the database (0: none): archiving "
+            "(`aclaudit log archive`) keeps it under the retention period.",
+            0.0 if oldest_at is None else (utcnow() - oldest_at).total_seconds(),
+        )
+    )
+    if newest_archive is not None:
+        families.append(
+            GaugeMetricFamily(
+                "aclaudit_access_log_last_archive_timestamp_seconds",
+                "When the newest archived segment was recorded (Unix time).",
+                newest_archive.archived_at.timestamp(),
+            )
+        )
+    return families
 
 
 class _Scrape(CollectorRegistry):
@@ -209,12 +257,14 @@ class _Scrape(CollectorRegistry):
             yield from part.collect()
 
 
-async def render(metrics: Metrics, maker: async_sessionmaker[AsyncSession]) -> bytes:
+async def render(
+    metrics: Metrics, maker: async_sessionmaker[AsyncSession], partition_entries: int
+) -> bytes:
     """The Prometheus text exposition: every worker's events, then the database's facts."""
     if is_multiprocess():
         events = CollectorRegistry()
         multiprocess.MultiProcessCollector(events)  # type: ignore[no-untyped-call]
     else:
         events = metrics.registry
-    facts = _Facts(await database_facts(maker))
+    facts = _Facts(await database_facts(maker, partition_entries))
     return generate_latest(_Scrape([events, facts]))

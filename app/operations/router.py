@@ -38,6 +38,10 @@ async def metrics_reader(
 )
 async def metrics(request: Request, _: Annotated[None, Depends(metrics_reader)]) -> Response:
     """Checks by decision, check latency, open findings by severity, out-of-audience reads,
-    access-log write failures, and the alert feed's head id, summed over every worker."""
-    body = await metrics_module.render(request.app.state.metrics, request.app.state.sessionmaker)
+    access-log write failures, the alert feed's head id, the access log's partition headroom
+    and oldest entry's age, summed over every worker."""
+    state = request.app.state
+    body = await metrics_module.render(
+        state.metrics, state.sessionmaker, state.settings.log_partition_entries
+    )
     return Response(body, media_type=metrics_module.CONTENT_TYPE)

@@ -3,8 +3,10 @@
 Each worker runs a :class:`Sweeper` task. On every tick it tries to take (or renew) the
 ``sweeper`` lease row; only the holder works. The work itself is also safe to run twice: it
 happens under the policy write lock and records what it did (``grants.expired_at``, finding
-status), so a lease handed over mid-tick repeats nothing. The integrity check verifies every
-hash chain in full (see `app.accesslog.integrity` for how its failures are alerted).
+status), so a lease handed over mid-tick repeats nothing. Before the lease, every worker keeps
+the access log's partitions ahead of its head (PostgreSQL; see `app.accesslog.partitions`).
+The integrity check verifies every hash chain in full (see `app.accesslog.integrity` for how
+its failures are alerted).
 """
 
 import asyncio
@@ -20,6 +22,7 @@ from datetime import timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.accesslog import partitions
 from app.accesslog.integrity import SWEEPER, Integrity
 from app.auth.refusals import Refusals
 from app.config import Settings
@@ -44,6 +47,7 @@ class SweepReport:
     opened: list[int] = field(default_factory=list)
     resolved: list[int] = field(default_factory=list)
     integrity_ok: bool | None = None  # None: not checked this tick
+    partitions_made: list[str] = field(default_factory=list)  # the access log's, PostgreSQL
 
 
 class Sweeper:
@@ -124,8 +128,15 @@ class Sweeper:
             logger.warning("could not write the counted refusals to the admin trail: %r", exc)
 
     async def sweep_once(self) -> SweepReport:
-        """Take the lease; if held, record due expiries and reopenings, and check integrity."""
+        """Keep the access log's partitions ahead; take the lease; if held, record due
+        expiries and reopenings, and check integrity."""
         report = SweepReport()
+        try:
+            report.partitions_made = [p.name for p in await self.keep_partitions()]
+        except OperationalError:
+            raise  # busy or unreachable: the whole tick is retried
+        except Exception:
+            logger.exception("could not make the access log's next partitions; retrying")
         now = utcnow()
         async with self._maker() as session, session.begin():
             await begin_write(session)
@@ -155,6 +166,22 @@ class Sweeper:
             self._integrity_due = time.monotonic() + self._integrity_interval
             report.integrity_ok = await self.check_integrity()
         return report
+
+    async def keep_partitions(self) -> list[partitions.Partition]:
+        """PostgreSQL: at least `partitions.AHEAD` partitions beyond the log's head. Every
+        worker's sweeper does it on every tick, lease or not (a held lease must not be what
+        keeps checks from failing; a tick with nothing to make is two catalogue reads), and
+        `partitions.ensure_partitions` makes each partition once however many run it."""
+        async with self._maker() as session, session.begin():
+            made = await partitions.keep_ahead(
+                session, partition_entries=self._settings.log_partition_entries
+            )
+        if made:
+            logger.info(
+                "access log: made partitions %s",
+                ", ".join(f"{p.first_id}..{p.last_id}" for p in made),
+            )
+        return made
 
     async def _anything_due(self) -> bool:
         """Cheap reads first, so an idle sweep never takes the policy write lock."""
