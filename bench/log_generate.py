@@ -34,7 +34,7 @@ from typing import Any
 from app import chain
 from app.checks.batch import decision_ids
 
-CHUNK = 50_000  # entries per COPY
+CHUNK = 50_000  # entries per COPY, by default
 SUBJECTS = 100_000  # data subjects user:c0 .. user:c99999
 PURPOSES = ("training", "analytics", "support", "fraud-review", None)
 CALLERS = ("checker", "etl-nightly", "notebooks", "feature-store")
@@ -52,6 +52,7 @@ class LogShape:
     checkpoint_key: bytes | None = None
     policy_version: int = 1
     seed: int = 1
+    chunk: int = CHUNK  # entries per COPY
 
 
 def subject(n: int) -> str:
@@ -83,7 +84,7 @@ def chunks(shape: LogShape) -> Iterator[Chunk]:
     last_id, last_hash = 0, chain.GENESIS
     total = shape.entries
     while last_id < total:
-        end_id = min(total, last_id + CHUNK)
+        end_id = min(total, last_id + shape.chunk)
         log: list[str] = []
         subjects: list[str] = []
         checkpoints: list[tuple[int, str, datetime, str | None]] = []

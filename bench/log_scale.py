@@ -272,36 +272,38 @@ def servers(url: str, count: int, args: argparse.Namespace, name: str) -> Iterat
 def replicas(
     url: str, bodies: Path, token: str, args: argparse.Namespace, load: Load
 ) -> dict[str, Any]:
-    """Total check throughput of one server, then of three (one wrk per replica, each with a
-    third of the connections and one thread, run at the same time)."""
-    figures: dict[str, Any] = {}
-    for count in (1, 3):
-        print(f"\n{count} replica(s) on {url.rsplit('/', 1)[1]}", flush=True)
-        with servers(url, count, args, f"replicas{count}") as running:
-            share = Load(
-                load.duration,
-                load.warmup,
-                max(1, load.connections // count),
-                1 if count > 1 else load.threads,
-                load.timeout,
-                load.cpus,
+    """Total check throughput of one server and of three (one wrk per replica, each with a
+    third of the connections and one thread, run at the same time), `args.rounds` interleaved
+    rounds; the ratio of the medians."""
+    totals: dict[int, list[float]] = {1: [], 3: []}
+    for number in range(1, args.rounds + 1):
+        for count in (1, 3):
+            print(f"\n{count} replica(s) on the full log, round {number}", flush=True)
+            with servers(url, count, args, f"replicas{count}") as running:
+                share = Load(
+                    load.duration,
+                    load.warmup,
+                    max(1, load.connections // count),
+                    1 if count > 1 else load.threads,
+                    load.timeout,
+                    load.cpus,
+                )
+                urls = [s.base_url + "/v1/check" for s in running]
+                with ThreadPoolExecutor(max_workers=count) as pool:
+                    runs = [pool.submit(measure, u, bodies, f"Bearer {token}", share) for u in urls]
+                    results = [r.result() for r in runs]
+            total = sum(r.rps for r in results)
+            failed = sum(r.non_2xx + r.socket_errors for r in results)
+            print(
+                f"    {total:,.0f} checks/s in all ("
+                + ", ".join(f"{r.rps:,.0f}" for r in results)
+                + f"); p99 {max(r.p99_ms for r in results):.2f} ms"
+                + (f", {failed} failed" if failed else ""),
+                flush=True,
             )
-            urls = [s.base_url + "/v1/check" for s in running]
-            with ThreadPoolExecutor(max_workers=count) as pool:
-                runs = [pool.submit(measure, u, bodies, f"Bearer {token}", share) for u in urls]
-                results = [r.result() for r in runs]
-        total = sum(r.rps for r in results)
-        failed = sum(r.non_2xx + r.socket_errors for r in results)
-        print(
-            f"    {total:,.0f} checks/s in all ("
-            + ", ".join(f"{r.rps:,.0f}" for r in results)
-            + f"); p99 {max(r.p99_ms for r in results):.2f} ms"
-            + (f", {failed} failed" if failed else ""),
-            flush=True,
-        )
-        figures[f"replicas_{count}"] = {"rps": total, "each": [asdict(r) for r in results]}
-    figures["ratio_3_to_1"] = figures["replicas_3"]["rps"] / figures["replicas_1"]["rps"]
-    return figures
+            totals[count].append(total)
+    one, three = statistics.median(totals[1]), statistics.median(totals[3])
+    return {"rounds": totals, "replicas_1": one, "replicas_3": three, "ratio_3_to_1": three / one}
 
 
 # -- archiving --------------------------------------------------------------------------------
@@ -458,8 +460,8 @@ def summary(report: dict[str, Any], latencies: list[Latency]) -> str:
     )
     r = report["replicas"]
     lines.append(
-        f"replicas: one {r['replicas_1']['rps']:,.0f} checks/s, three {r['replicas_3']['rps']:,.0f}"
-        f" checks/s in all; three / one {r['ratio_3_to_1']:.3f}"
+        f"replicas (medians): one {r['replicas_1']:,.0f} checks/s, three "
+        f"{r['replicas_3']:,.0f} checks/s in all; three / one {r['ratio_3_to_1']:.3f}"
     )
     if "archive" in report:
         a = report["archive"]

@@ -152,7 +152,7 @@ async def test_downgrading_below_0013_is_refused_while_segments_are_recorded(
     await make_batches(client, tokens, admin, 1)
     await run_archive(sessionmaker, settings, tmp_path, FAR)
     with pytest.raises(RuntimeError, match="DELETE FROM access_log_archives"):
-        await asyncio.to_thread(command.downgrade, alembic_config(database_url), "-1")
+        await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0012")
     async with sessionmaker() as session:
         assert await session.scalar(text("SELECT count(*) FROM access_log_archives")) == 1
 
