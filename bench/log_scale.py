@@ -103,11 +103,21 @@ def fetch(url: str, sql: str, *args: Any) -> list[Any]:
 
 
 def head_id(url: str) -> int:
+    return int(fetch(url, "SELECT last_id FROM access_log_head WHERE id = 1")[0][0])
+
+
+def reusable(url: str, entries: int) -> bool:
+    """The database holds a generated log of at least `entries` entries (and the checks of
+    earlier runs), none of them archived."""
     try:
-        rows = fetch(url, "SELECT last_id FROM access_log_head WHERE id = 1")
+        head, archived = fetch(
+            url,
+            "SELECT (SELECT last_id FROM access_log_head WHERE id = 1), "
+            "(SELECT count(*) FROM access_log_archives)",
+        )[0]
     except Exception:  # no such database or table: nothing to reuse
-        return -1
-    return int(rows[0][0]) if rows else -1
+        return False
+    return head is not None and head >= entries and archived == 0
 
 
 # -- browsing ---------------------------------------------------------------------------------
@@ -363,8 +373,8 @@ def prepare_full(
 ) -> tuple[str, dict[str, Any]]:
     """The database with the generated log (reused with --reuse when it holds as many)."""
     url = PG + url_name
-    if args.reuse and head_id(url) == args.entries:
-        print(f"reusing {url_name}: its log holds {args.entries:,} entries", flush=True)
+    if args.reuse and reusable(url, args.entries):
+        print(f"reusing {url_name}: its log holds {args.entries:,} entries or more", flush=True)
         return url, {"reused": True}
     url = recreate(url_name)
     seconds = aclaudit_target.seed_policy(url, workload)
@@ -507,8 +517,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="reuse <prefix>full when its log holds --entries entries (from --keep); only "
-        "meaningful when the previous run was given --skip-archive",
+        help="reuse <prefix>full (kept by --keep) when its log holds --entries entries or "
+        "more and none were archived (the earlier run had --skip-archive)",
     )
     parser.add_argument("--server-cpus", default="0")
     parser.add_argument("--load-cpus", default="1")
