@@ -3,18 +3,19 @@
 Grants, memberships, datasets, plans and findings all take it, so it lives outside them.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from app.db import utcnow
 from app.errors import InvalidInput
 from app.identifiers import FreeText, UTCInstant
 
 
 def _in_the_future(value: datetime) -> datetime:
-    if value <= datetime.now(UTC):
+    if value <= utcnow():
         raise ValueError("must be in the future")
     return value
 

@@ -1,11 +1,13 @@
 """`At`: the `at=` parameter of the read endpoints answered from the policy's history
 (`app.policy.history`: explain, exposure, principal access; the directory's groups), and its
-turn. Outside the domains, as its readers are on both sides of directory -> policy.
+turn; `RebuildTurn`, the same turn for a request that always rebuilds (an access-log entry's
+replay). Outside the domains, as its readers are on both sides of directory -> policy.
 
-A request with `at=` may rebuild a whole policy state and its view (seconds at scale), so like
-simulate a worker runs them one at a time, callers in turn (`app.fairness.OneAtATime`, as
-`app.state.rebuilds`): a caller's second such request while its first runs or waits, or one
-arriving while 8 callers wait, is 429. The turn is taken before the request's session opens.
+A request with `at=` (or a replay) may rebuild a whole policy state and its view (seconds at
+scale), so like simulate a worker runs them one at a time, callers in turn
+(`app.fairness.OneAtATime`, as `app.state.rebuilds`): a caller's second such request while its
+first runs or waits, or one arriving while 8 callers wait, is 429. The turn is taken before the
+request's session opens.
 """
 
 from collections.abc import AsyncIterator
@@ -45,3 +47,13 @@ async def at_turn(
 
 
 At = Annotated[datetime | None, Depends(at_turn, scope="function")]
+
+
+async def rebuild_turn(request: Request, caller: AuditReader) -> AsyncIterator[None]:
+    """This caller's turn to rebuild a past policy."""
+    gate: OneAtATime = request.app.state.rebuilds
+    async with gate.turn(caller.key):
+        yield
+
+
+RebuildTurn = Annotated[None, Depends(rebuild_turn, scope="function")]

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     # A chain that still fails verify is alerted again (log.integrity_failed) this often, per
     # process; a new failure at once.
     integrity_realert_seconds: float = Field(default=3600.0, gt=0)
+    # A principal's reads of one dataset from outside its audience raise one
+    # read.out_of_audience alert per window of this many seconds (windows aligned to the Unix
+    # epoch), whose `count` says how many reads it stands for; 0: an alert for every read.
+    # The access log keeps every read either way.
+    read_alert_window_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
     # People sign in with the company's OpenID Connect provider (docs/oidc.md): bearer JWTs
     # from this issuer for this audience are accepted next to static tokens.
     oidc_issuer: str | None = None

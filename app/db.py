@@ -8,8 +8,9 @@ import asyncio
 import contextlib
 import json
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
@@ -76,8 +77,45 @@ class Validity:
 LogId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class _Dated:
+    """A clock that starts at a past instant and moves 1 ms at each reading."""
+
+    def __init__(self, start: datetime) -> None:
+        self._at = start
+
+    def read(self) -> datetime:
+        self._at += timedelta(milliseconds=1)
+        return self._at
+
+
+# Set only by the demo loader (`dated`), in its own task: never while serving a request.
+_dated: ContextVar[_Dated | None] = ContextVar("aclaudit_dated", default=None)
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """The current instant: the real time, or within `dated` the instant it tells."""
+    clock = _dated.get()
+    return datetime.now(UTC) if clock is None else clock.read()
+
+
+def epoch() -> float:
+    """`utcnow` in seconds since the epoch (the instants the policy analyser takes)."""
+    return utcnow().timestamp()
+
+
+@contextlib.contextmanager
+def dated(start: datetime) -> Iterator[None]:
+    """Within it, `utcnow` answers `start`, then 1 ms later at each reading, so the changes
+    made within are recorded at that past instant (their versions and instants growing
+    together). For the demo loader's story on a fresh database only: it is never entered while
+    serving, and a past instant on a database with later history would break its order."""
+    if start >= datetime.now(UTC):
+        raise ValueError("a dated story is told in the past")
+    token = _dated.set(_Dated(start))
+    try:
+        yield
+    finally:
+        _dated.reset(token)
 
 
 def sqlite_datetime(value: datetime) -> str:

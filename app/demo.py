@@ -1,6 +1,7 @@
 """The demo organisation of SPEC: nested groups, the employee_activity datasets, one bad grant.
 
-Deterministic (seeded) and idempotent: running it again changes nothing.
+Deterministic (seeded) and idempotent: running it again changes nothing. On a fresh database
+it is written as a history (`app.demo_story`); on one with history, re-asserted at the present.
 """
 
 import random
@@ -26,6 +27,7 @@ from app.policy.snapshot import PolicyCache
 
 ACTOR = "demo"
 SEED = 2026
+Progress = Callable[[str, int, int], None]
 FIRST = [
     "ana",
     "ben",
@@ -99,7 +101,7 @@ OVER_BROAD = GrantCreate(
     resource="employee_activity.*",
     action=Action.read,
     effect=Effect.allow,
-    justification="2025 pilot: 'let everyone look at the activity dashboards' (never narrowed)",
+    justification="pilot: activity dashboards for everyone",
 )
 
 
@@ -236,32 +238,49 @@ async def _has_grant(session: AsyncSession, g: GrantCreate) -> bool:
     return (await session.execute(query)).first() is not None
 
 
-async def load(session: AsyncSession, progress: Callable[[str, int, int], None]) -> dict[str, int]:
-    """Load (or re-assert) the demo organisation; ``progress(stage, done, total)``."""
-    groups = build_directory()
+async def set_up_directory(
+    session: AsyncSession, groups: dict[str, list[str]], actor: str, progress: Progress
+) -> None:
     # Teams first, so departments and all-employees nest groups that already hold people.
     ordered = sorted(
         groups, key=lambda g: (g == "group:all-employees", g in {f"group:{d}" for d in DEPARTMENTS})
     )
     for done, gid in enumerate(ordered, 1):
-        await member_changes.change_members(session, gid=gid, replace_with=groups[gid], actor=ACTOR)
+        await member_changes.change_members(session, gid=gid, replace_with=groups[gid], actor=actor)
         progress("groups", done, len(ordered))
-    # The over-broad grant predates the datasets' registration, as in the incident.
-    planned = grants()
+
+
+async def grant_missing(
+    session: AsyncSession, planned: list[GrantCreate], actor: str, progress: Progress
+) -> int:
+    """Create the planned grants not standing yet; how many."""
     created = 0
     for done, grant in enumerate(planned, 1):
         if not await _has_grant(session, grant):
-            await grant_changes.create_grant(session, body=grant, actor=ACTOR)
+            await grant_changes.create_grant(session, body=grant, actor=actor)
             created += 1
         progress("grants", done, len(planned))
-    sets = datasets()
+    return created
+
+
+async def register(
+    session: AsyncSession,
+    sets: dict[str, DatasetWrite],
+    actor: str,
+    progress: Progress,
+    *,
+    guarded: bool = True,
+) -> None:
     for done, (dataset_id, body) in enumerate(sets.items(), 1):
-        # Registered over the grant that already over-exposes it, as in the incident: the
-        # findings open (unaccepted) instead of the registration being refused.
         await dataset_changes.put_dataset(
-            session, dataset_id=dataset_id, body=body, actor=ACTOR, guarded=False
+            session, dataset_id=dataset_id, body=body, actor=actor, guarded=guarded
         )
         progress("datasets", done, len(sets))
+
+
+def counts(
+    groups: dict[str, list[str]], sets: dict[str, DatasetWrite], created: int
+) -> dict[str, int]:
     users = {m for members in groups.values() for m in members if m.startswith("user:")}
     return {
         "users": len(users),
@@ -271,10 +290,23 @@ async def load(session: AsyncSession, progress: Callable[[str, int, int], None])
     }
 
 
+async def load(session: AsyncSession, progress: Progress) -> dict[str, int]:
+    """Re-assert the demo organisation at the present (a database with history: on a fresh one
+    `app.demo_story.tell` writes it as it happened); ``progress(stage, done, total)``."""
+    groups = build_directory()
+    await set_up_directory(session, groups, ACTOR, progress)
+    created = await grant_missing(session, grants(), ACTOR, progress)
+    sets = datasets()
+    # Registered over the over-broad grant, if it was made here: the findings open
+    # (unaccepted) instead of the registration being refused.
+    await register(session, sets, ACTOR, progress, guarded=False)
+    return counts(groups, sets, created)
+
+
 async def record_reads(
     maker: async_sessionmaker[AsyncSession],
     settings: Settings,
-    progress: Callable[[str, int, int], None],
+    progress: Progress,
 ) -> int:
     """A day of reads, so the finding has reads behind it: the trainer and researchers read as
     intended, engineers browse through the over-broad grant, a contractor is refused.

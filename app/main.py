@@ -65,6 +65,7 @@ from app.policy.published import states_for
 from app.policy.router import casbin_router
 from app.policy.router import router as grants_router
 from app.policy.snapshot import PolicyCache
+from app.reports.router import router as reports_router
 
 logger = logging.getLogger("aclaudit")
 PROBLEM_JSON = "application/problem+json"
@@ -251,7 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.refusal_pacing = RefusalPacing()
     app.state.person_rate = PersonRate(settings.person_requests_per_minute)
     app.state.simulations = OneAtATime("simulate")
-    app.state.rebuilds = OneAtATime("request with at=")
+    app.state.rebuilds = OneAtATime("request with at= or replay")
     app.state.oidc = OidcAuthenticator(settings) if settings.is_oidc else None
     if app.state.oidc is not None:
         docs.install_oidc_scheme(app, app.state.oidc.keys.discovery_url)
@@ -301,6 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes_router,
         explain_router,
         exposure_router,
+        reports_router,
         holds_router,
         accesslog_router,
         alerts_router,

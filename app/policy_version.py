@@ -154,6 +154,12 @@ async def version_at(session: AsyncSession, at: datetime) -> int | None:
     return (await session.execute(query)).scalar()
 
 
+async def is_recorded(session: AsyncSession, version: int) -> bool:
+    """Whether `version` was recorded: committed since the history began (migration 0012 or
+    the database's creation), so the history holds the policy as it was at it."""
+    return await session.get(PolicyVersionRecord, version) is not None
+
+
 async def current(session: AsyncSession) -> int:
     result = await session.execute(select(PolicyVersion.version).where(PolicyVersion.id == 1))
     return int(result.scalar_one())

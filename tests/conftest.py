@@ -1,19 +1,24 @@
 """Real databases for every test: SQLite always, PostgreSQL when ACLAUDIT_TEST_POSTGRES_URL is set.
 
 Each backend is built once per run by the migrations. Each test then gets a clean database: a
-copy of the migrated SQLite file, or the PostgreSQL database with every table truncated.
+copy of the migrated SQLite file, or the PostgreSQL database with every table truncated. Under
+pytest-xdist every worker has its own PostgreSQL database, made fresh next to the given one
+(`<database>_gw0`, ...) and dropped at the end, so workers never truncate each other's tables.
 """
 
 import asyncio
+import fcntl
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import migrate
@@ -30,6 +35,24 @@ POSTGRES_URL = os.environ.get("ACLAUDIT_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
+@pytest.fixture(autouse=True)
+def machine_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Under pytest-xdist, a test marked `alone` holds the machine to itself: every test holds
+    a shared lock on one file while it runs (its fixtures included), an `alone` test the
+    exclusive one, so a throughput ratio measures the service, not the other worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        yield
+        return
+    lock = tmp_path_factory.getbasetemp().parent / "machine.lock"
+    exclusive = request.node.get_closest_marker("alone") is not None
+    with open(lock, "a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def pytest_report_header() -> str:
     if POSTGRES_URL:
         return f"aclaudit backends: sqlite, postgresql ({POSTGRES_URL})"
@@ -43,11 +66,35 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_migrated() -> str:
+async def postgres_admin_execute(statement: str) -> None:
+    """Runs `statement` on the test server's `postgres` database (CREATE/DROP DATABASE)."""
     assert POSTGRES_URL
-    migrate.upgrade(POSTGRES_URL)
-    return POSTGRES_URL
+    url = make_url(POSTGRES_URL).set(drivername="postgresql", database="postgres")
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> Iterator[str]:
+    assert POSTGRES_URL
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        migrate.upgrade(POSTGRES_URL)
+        yield POSTGRES_URL
+        return
+    base = make_url(POSTGRES_URL)
+    name = f"{base.database}_{worker}"
+    asyncio.run(postgres_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin_execute(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(postgres_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _truncate(url: str) -> None:
@@ -58,6 +105,10 @@ async def _truncate(url: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         await conn.execute(text("UPDATE policy_state SET version = 0"))
+        # as the migrations record it: version 0, where the policy's history begins
+        await conn.execute(
+            text("INSERT INTO policy_versions (version, at, by) VALUES (0, now(), 'migration')")
+        )
         # chain heads: recreated, not updated, since a tampering test may have deleted one
         for head in ("access_log_head", "alert_head", "admin_trail_head"):
             await conn.execute(text(f"DELETE FROM {head}"))

@@ -13,7 +13,7 @@ from app.accesslog.models import (
     AccessLogHead,
     AccessLogSubject,
 )
-from app.alerts.models import Alert
+from app.alerts.models import Alert, ReadAlertWindow
 from app.alerts.schemas import AlertType
 
 HEAD = select(AccessLogHead).where(AccessLogHead.id == 1)
@@ -221,6 +221,33 @@ async def first_unlogged_read_alert(
     )
     found = (await session.execute(query)).first()
     return None if found is None else (int(found[0]), int(found[1] or 0))
+
+
+async def first_unlogged_window_read(
+    session: AsyncSession, *, after: int = 0
+) -> tuple[int, int] | None:
+    """The first read alert window (its alert id, its last read's entry id) whose last read,
+    if after `after` (the archived prefix), the log does not show: missing, in audience, or of
+    another principal or dataset. A window counts reads that have no alert of their own, so
+    this is what catches a rollback past them."""
+    w, e = ReadAlertWindow.__table__, AccessLogEntry.__table__
+    query = (
+        select(w.c.alert_id, w.c.last_read_id)
+        .select_from(w.outerjoin(e, e.c.id == w.c.last_read_id))
+        .where(
+            w.c.last_read_id > after,
+            or_(
+                e.c.id.is_(None),
+                e.c.out_of_audience == false(),
+                e.c.principal != w.c.principal,
+                e.c.dataset != w.c.dataset,
+            ),
+        )
+        .order_by(w.c.last_read_id)
+        .limit(1)
+    )
+    found = (await session.execute(query)).first()
+    return None if found is None else (int(found[0]), int(found[1]))
 
 
 # -- archives ---------------------------------------------------------------------------------

@@ -3,18 +3,22 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from app import chain
+from app.accesslog import replay as replays
 from app.accesslog import service as accesslog_service
 from app.accesslog.integrity import Integrity
 from app.accesslog.schemas import (
     AccessLogEntryRead,
     AccessLogPage,
     CheckpointPage,
+    ReplayRead,
     VerifyResult,
 )
+from app.as_of import RebuildTurn
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import (
     Busy,
+    Conflict,
     Forbidden,
     Gone,
     InvalidInput,
@@ -116,3 +120,20 @@ async def get_entry(
 ) -> AccessLogEntryRead:
     """One entry; 410 (naming its segment) once `aclaudit log archive` moved it out."""
     return await accesslog_service.get_entry(session, entry_id)
+
+
+@router.get(
+    "/{entry_id}/replay",
+    response_model=ReplayRead,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, Gone, Conflict, Busy),
+)
+async def replay_entry(
+    entry_id: Annotated[int, Path(ge=1, le=2**62)],
+    _: RebuildTurn,
+    session: SessionDep,
+) -> ReplayRead:
+    """The entry's decision recomputed from the policy as of its `policy_version` (rebuilt
+    from the policy's history) for its own request, at its own instant, beside the recorded
+    one; `matches` says whether they are equal. 410 once archived; 409 for a version older
+    than the history. Rebuilding takes turns with `at=` requests (429 past one per caller)."""
+    return await replays.replay(session, entry_id)

@@ -116,3 +116,23 @@ class CheckpointRead(BaseModel):
 class CheckpointPage(BaseModel):
     items: list[CheckpointRead]
     next_cursor: str | None
+
+
+class Decided(BaseModel):
+    decision: str = Field(description="`allow` or `deny`.")
+    reason: dict[str, Any] = Field(description="As `/v1/check` answers it: code, grant_id, via.")
+    out_of_audience: bool
+
+
+class ReplayRead(BaseModel):
+    """An entry's decision as recorded, and as the policy of its version decides its request
+    again (at its own instant, for expiries)."""
+
+    id: int
+    at: datetime
+    policy_version: int
+    recorded: Decided
+    replayed: Decided
+    matches: bool = Field(
+        description="The replayed decision, reason and audience flag equal the recorded ones."
+    )

@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog import repository
+from app.accesslog.models import AccessLogEntry
 from app.accesslog.schemas import AccessLogEntryRead, CheckpointPage, CheckpointRead
 from app.errors import Gone, NotFound
 
@@ -30,12 +31,17 @@ async def _archived(session: AsyncSession, entry_id: int, what: str) -> None:
         )
 
 
-async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntryRead:
+async def find_entry(session: AsyncSession, entry_id: int) -> AccessLogEntry:
+    """Entry `entry_id`: `Archived` (410) once archived, `NotFound` (404) if never written."""
     entry = await repository.get_entry(session, entry_id)
     if entry is None:
         await _archived(session, entry_id, f"access-log entry {entry_id} was")
         raise NotFound(f"access-log entry {entry_id} does not exist")
-    return AccessLogEntryRead.model_validate(entry)
+    return entry
+
+
+async def get_entry(session: AsyncSession, entry_id: int) -> AccessLogEntryRead:
+    return AccessLogEntryRead.model_validate(await find_entry(session, entry_id))
 
 
 async def list_entries(

@@ -203,6 +203,7 @@ async def verify_once(
         beyond = await repository.first_outside(session, below=1, above=head.last_id)
         now = await repository.find_head(session)
         unlogged = await repository.first_unlogged_read_alert(session, after=base[0])
+        uncounted = await repository.first_unlogged_window_read(session, after=base[0])
     if head.last_id // checkpoint_every > newest // checkpoint_every:
         return bad(
             newest + 1,
@@ -235,6 +236,14 @@ async def verify_once(
         return bad(
             min(entry_id, head.last_id + 1),
             f"alert {alert_id} records an out-of-audience read at entry {entry_id}, which the "
+            "log does not show: entries were removed (the log was rolled back) or edited",
+            verifier.checked,
+        )
+    if uncounted is not None:
+        alert_id, entry_id = uncounted
+        return bad(
+            min(entry_id, head.last_id + 1),
+            f"alert {alert_id} counts an out-of-audience read at entry {entry_id}, which the "
             "log does not show: entries were removed (the log was rolled back) or edited",
             verifier.checked,
         )

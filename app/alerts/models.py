@@ -26,6 +26,28 @@ class Alert(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class ReadAlertWindow(Base):
+    """The reads from outside a dataset's audience by one principal in one alert window
+    (``ACLAUDIT_READ_ALERT_WINDOW_SECONDS``) of one kind: the same action, through the same
+    grant, at the same severity (a read that differs in any is news and raises its own alert).
+    The first read raised ``alert_id``; the rest are counted here. Written only by the
+    access-log group commit, under the chain's lock."""
+
+    __tablename__ = "read_alert_windows"
+
+    principal: Mapped[str] = mapped_column(String(140), primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(512), primary_key=True)
+    action: Mapped[str] = mapped_column(String(16), primary_key=True)
+    grant_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    severity: Mapped[str] = mapped_column(String(8), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    alert_id: Mapped[int] = mapped_column(LogId, unique=True)
+    reads: Mapped[int] = mapped_column(LogId)
+    # verify checks that the log still shows this read: a rollback past it is caught
+    last_read_id: Mapped[int] = mapped_column(LogId)
+
+
 class AlertHead(Base):
     """The feed's newest id and hash (one row; signed when a checkpoint key is set); locked by
     every transaction that adds alerts."""

@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.alerts.models import Alert, AlertHead
+from app.alerts.models import Alert, AlertHead, ReadAlertWindow
 from app.alerts.schemas import AlertType
 from app.db import insert_columns
 
@@ -33,9 +33,18 @@ async def move_head(session: AsyncSession, head: tuple[int, str], signature: str
     )
 
 
-async def page_after(session: AsyncSession, *, after: int, limit: int) -> Sequence[Alert]:
-    query = select(Alert).where(Alert.id > after).order_by(Alert.id).limit(limit)
-    return (await session.execute(query)).scalars().all()
+async def page_after(
+    session: AsyncSession, *, after: int, limit: int
+) -> Sequence[tuple[Alert, ReadAlertWindow | None]]:
+    """The alerts after `after`, each with its read window if it opened one."""
+    query = (
+        select(Alert, ReadAlertWindow)
+        .outerjoin(ReadAlertWindow, ReadAlertWindow.alert_id == Alert.id)
+        .where(Alert.id > after)
+        .order_by(Alert.id)
+        .limit(limit)
+    )
+    return [(alert, window) for alert, window in (await session.execute(query)).all()]
 
 
 async def head(session: AsyncSession) -> int:

@@ -28,6 +28,11 @@ class AlertRead(BaseModel):
     dataset: str | None
     finding_id: int | None
     access_log_id: int | None
+    # A read.out_of_audience alert stands for every read of the dataset by that principal from
+    # outside its audience until `window_end` (ACLAUDIT_READ_ALERT_WINDOW_SECONDS): `count`
+    # says how many so far. Every other alert stands for one event.
+    count: int = 1
+    window_end: datetime | None = None
 
 
 class AlertFeed(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import chain
 from app.alerts import repository
+from app.alerts.models import Alert, ReadAlertWindow
 from app.alerts.schemas import AlertFeed, AlertRead, AlertType
 from app.db import chain_key, utcnow
 
@@ -28,6 +29,9 @@ class AlertEvent:
     dataset: str | None = None
     finding_id: int | None = None
     access_log_id: int | None = None
+    # A read's alert: who read, and how (its window is theirs, `app.alerts.windows`).
+    principal: str | None = None
+    action: str | None = None
     # A read's alert: the grant it went through. The access-log store names that grant's
     # finding (`finding_id`) in the transaction that writes the alert.
     grant_id: int | None = None
@@ -86,7 +90,14 @@ async def emit(session: AsyncSession, events: list[AlertEvent], at: datetime | N
     await repository.move_head(session, chained.head, chained.signature)
 
 
+def _read(alert: Alert, window: ReadAlertWindow | None) -> AlertRead:
+    read = AlertRead.model_validate(alert)
+    if window is None:
+        return read
+    return read.model_copy(update={"count": window.reads, "window_end": window.window_end})
+
+
 async def feed(session: AsyncSession, *, after: int, limit: int) -> AlertFeed:
     rows = await repository.page_after(session, after=after, limit=limit)
-    items = [AlertRead.model_validate(a) for a in rows]
+    items = [_read(alert, window) for alert, window in rows]
     return AlertFeed(items=items, last_id=items[-1].id if items else after)

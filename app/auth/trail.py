@@ -32,7 +32,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 UNTRAILED_MUTATIONS = ("/v1/check",)  # recorded in the access log instead
 SENSITIVE_READ = re.compile(
     r"^/v1/(access-log|findings|admin|alerts|explain|me/|principals/[^/]+/access"
-    r"|datasets/[^/]+/exposure)"
+    r"|datasets/[^/]+/exposure|reports/)"
 )
 MAX_QUERY = 4000  # longer query strings are refused, so the trail never holds a cut-off one
 RECORDED = TRAIL_RECORDED

@@ -1,7 +1,5 @@
 """Registering or re-scoping a dataset: its findings re-analysed, its guard change judged."""
 
-import time
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes import guard as guard_change
@@ -10,6 +8,7 @@ from app.changes.schemas import GuardChangeRead
 from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.schemas import DatasetRead, DatasetWrite
+from app.db import epoch
 from app.exposure.reconcile import reconcile
 from app.exposure.schemas import FindingChanges
 from app.exposure.view import publish_on_commit, view_before_change
@@ -50,7 +49,7 @@ async def put_dataset(
         datasets=[dataset.id],
         actor=actor,
         holding=False,
-        at=time.time(),
+        at=epoch(),
     )
     changes = await reconcile(
         session,

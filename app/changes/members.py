@@ -4,7 +4,6 @@ Only the (dataset, grant) pairs whose subjects' member sets differ (the analyser
 `reanalysis_for_membership`), and those whose sampled paths moved, are re-analysed.
 """
 
-import time
 from collections.abc import Mapping
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +12,7 @@ from app import policy_version
 from app.acceptance import AcceptExposure
 from app.changes import holds as holds_change
 from app.changes.holds import HoldChanges
+from app.db import epoch
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
 from app.directory.schemas import GroupRead
@@ -133,7 +133,7 @@ async def relink(
         actor=actor,
         holding=holding,
         group=next(iter(moved)) if len(moved) == 1 else None,
-        at=time.time(),
+        at=epoch(),
     )
     changes = await reconcile(
         session,

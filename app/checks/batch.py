@@ -78,6 +78,7 @@ def decision_ids(count: int, now: float) -> list[str]:
     return ids
 
 
+_VERB = {"export": "exported"}  # the action in a read alert's summary (else "read")
 READ_SEVERITY = {"restricted": "critical", "confidential": "high", "internal": "medium"}
 
 
@@ -119,12 +120,8 @@ def build_batch(
                 "dataset": check.dataset,
                 "action": check.action,
                 "purpose": check.purpose,
-                "decision": "allow" if outcome.allowed else "deny",
-                "reason": {
-                    "code": outcome.code,
-                    "grant_id": outcome.grant_id,
-                    "via": list(outcome.via),
-                },
+                "decision": outcome.decision,
+                "reason": outcome.reason(),
                 "out_of_audience": outcome.out_of_audience,
                 "data_subjects": list(check.data_subjects),
                 "request_id": check.request_id,
@@ -161,9 +158,12 @@ def _read_alert(entry: dict[str, Any], sensitivities: dict[str, str]) -> AlertEv
     return AlertEvent(
         type=AlertType.read_out_of_audience,
         severity=READ_SEVERITY.get(sensitivity, "low"),
-        summary=f"{entry['principal']} read {sensitivity} {entry['dataset']} from outside its "
+        summary=f"{entry['principal']} {_VERB.get(entry['action'], 'read')} {sensitivity} "
+        f"{entry['dataset']} from outside its "
         f"intended audience (grant {entry['reason']['grant_id']})",
         dataset=entry["dataset"],
         access_log_id=entry["id"],
+        principal=entry["principal"],
+        action=entry["action"],
         grant_id=entry["reason"]["grant_id"],
     )

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from app.alerts import windows
 from app.alerts.service import chain_alerts
 from app.checks.batch import Batch, Submission, build_batch
 from app.checks.statements import Statements, alert_rows, entry_rows
@@ -85,6 +86,7 @@ class LogStore(ABC):
         self._sql = statements
         self._checkpoint_every = settings.checkpoint_every
         self._checkpoint_key = settings.checkpoint_key_bytes
+        self._read_window = settings.read_alert_window_seconds
         self._commit_is_durable = False  # COMMIT itself syncs: no sync to wait for
         self._failed: Exception | None = None  # set when a failed sync broke the store for good
         self._committed = 0  # commits made so far (a sequence number)
@@ -143,10 +145,12 @@ class LogStore(ABC):
             hashes = sorted({s.token_hash for s in submissions if s.token_hash is not None})
             live = set()
             if hashes:
-                rows = yield ALL, sql.live_tokens, (sql.token_list(hashes),)
+                rows = yield ALL, sql.live_tokens, (sql.text_list(hashes),)
                 live = {row[0] for row in rows}
-        now = time.time()
-        at = datetime.fromtimestamp(now, UTC)
+        # Decided at the instant recorded (to the microsecond), so a replay of the entry
+        # (`app.accesslog.replay`) decides expiries exactly as the check did.
+        at = datetime.fromtimestamp(time.time(), UTC)
+        now = at.timestamp()
         batch = build_batch(
             submissions,
             snapshot,
@@ -172,20 +176,42 @@ class LogStore(ABC):
                 sql.insert_checkpoint,
                 (c["entry_id"], c["head_hash"], stored_at, c["signature"]),
             )
-        if batch.alerts:
+        alerts = batch.alerts
+        windowed: windows.WindowedReads | None = None
+        if alerts and self._read_window:
+            window = windows.window_at(now, self._read_window)
+            start = window.start if sql.instant is None else sql.instant(window.start)
+            end = window.end if sql.instant is None else sql.instant(window.end)
+            readers = sql.text_list(windows.principals_of(alerts))
+            rows = yield ALL, sql.read_windows, (start, readers)
+            windowed = windows.split_reads(alerts, {tuple(row) for row in rows})
+            alerts = windowed.raised
+        raised_ids: list[int] = []
+        if alerts:
             # Each read from outside the audience names the finding of the (dataset, grant) it
             # went through (one probe per pair), read before the alerts are chained.
             found: dict[tuple[str | None, int | None], int | None] = {}
-            for pair in dict.fromkeys((a.dataset, a.grant_id) for a in batch.alerts):
-                finding = yield ONE, sql.find_finding, pair
-                found[pair] = None if finding is None else finding[0]
-            findings = [found[(a.dataset, a.grant_id)] for a in batch.alerts]
+            for grant in dict.fromkeys((a.dataset, a.grant_id) for a in alerts):
+                finding = yield ONE, sql.find_finding, grant
+                found[grant] = None if finding is None else finding[0]
+            findings = [found[(a.dataset, a.grant_id)] for a in alerts]
             alert_head = yield ONE, sql.read_alert_head, ()
-            chained = chain_alerts(
-                batch.alerts, findings, tuple(alert_head), at, self._checkpoint_key
-            )
+            chained = chain_alerts(alerts, findings, tuple(alert_head), at, self._checkpoint_key)
             yield MANY, sql.insert_alerts, alert_rows(chained.rows, stored_at)
             yield EXEC, sql.move_alert_head, (*chained.head, chained.signature)
+            raised_ids = [row["id"] for row in chained.rows]
+        if windowed is not None:
+            raised = dict(zip(windowed.opened, raised_ids, strict=True))
+            new, more = [], []
+            for key, (reads, last_read) in windowed.reads.items():
+                if key in raised:
+                    new.append((*key, start, end, raised[key], reads, last_read))
+                else:
+                    more.append((reads, last_read, *key, start))
+            if new:
+                yield MANY, sql.insert_windows, new
+            if more:
+                yield MANY, sql.add_to_windows, more
         yield COMMIT
         return batch, version, live
 

@@ -32,7 +32,7 @@ from app.accesslog.models import (
     AccessLogHead,
     AccessLogSubject,
 )
-from app.alerts.models import Alert, AlertHead
+from app.alerts.models import Alert, AlertHead, ReadAlertWindow
 from app.auth.models import ApiToken
 from app.chain import ALERT_FIELDS, CHAINED_FIELDS
 from app.db import sqlite_datetime
@@ -42,6 +42,9 @@ from app.policy_version import PolicyVersion
 # The order in which `entry_rows` and `alert_rows` give a row's values.
 ENTRY_COLUMNS = (*CHAINED_FIELDS, "prev_hash", "hash")
 ALERT_COLUMNS = (*ALERT_FIELDS, "prev_hash", "hash")
+# A read alert window's key (`app.alerts.windows.Key`), and every column in `insert_windows`.
+WINDOW_KEY = ("principal", "dataset", "action", "grant_id", "severity")
+WINDOW_COLUMNS = (*WINDOW_KEY, "window_start", "window_end", "alert_id", "reads", "last_read_id")
 # A finding an out-of-audience read's alert names: its pair's newest, if open or accepted.
 LIVE_FINDING = ("open", "accepted")
 
@@ -51,7 +54,7 @@ class Statements:
     """One dialect's statements of a group commit, as driver text."""
 
     read_head: str  # () -> (policy version, head id, head hash); locked on PostgreSQL
-    live_tokens: str  # (token_list(hashes),) -> the hashes of tokens not revoked
+    live_tokens: str  # (text_list(hashes),) -> the hashes of tokens not revoked
     insert_entries: str  # entry_rows
     insert_subjects: str  # (subject, entry id)
     move_head: str  # (id, hash, signature)
@@ -60,7 +63,11 @@ class Statements:
     read_alert_head: str  # () -> (id, hash); locked on PostgreSQL
     insert_alerts: str  # alert_rows
     move_alert_head: str  # (id, hash, signature)
-    token_list: Callable[[list[str]], Any]  # a list of token hashes as `live_tokens` takes it
+    # (window start, text_list(principals)) -> the keys of their windows open then
+    read_windows: str
+    insert_windows: str  # WINDOW_COLUMNS
+    add_to_windows: str  # (reads, last read id, *key, window start)
+    text_list: Callable[[list[str]], Any]  # a list of strings as `live_tokens` takes it
     instant: Callable[[datetime], Any] | None  # an instant as the driver stores it; None: as is
 
 
@@ -101,11 +108,15 @@ def _head_move(head: type[AccessLogHead] | type[AlertHead]) -> ClauseElement:
 def _compile(
     dialect: Dialect,
     is_locking: bool,
-    live_tokens: ClauseElement,
-    token_list: Callable[[list[str]], Any],
+    in_list: Callable[[Any, str], Any],
+    text_list: Callable[[list[str]], Any],
     instant: Callable[[datetime], Any] | None,
 ) -> Statements:
-    """`is_locking`: the heads are read ``FOR UPDATE`` (SQLite's write lock is already held)."""
+    """`is_locking`: the heads are read ``FOR UPDATE`` (SQLite's write lock is already held);
+    `in_list(column, name)`: the column is one of the list passed as `name` (`text_list`)."""
+    live_tokens = select(ApiToken.token_hash).where(
+        ApiToken.revoked_at.is_(None), in_list(ApiToken.token_hash, "hashes")
+    )
     read_head = select(PolicyVersion.version, AccessLogHead.last_id, AccessLogHead.last_hash).where(
         PolicyVersion.id == SINGLETON, AccessLogHead.id == SINGLETON
     )
@@ -123,6 +134,16 @@ def _compile(
         .limit(SINGLETON)
         .offset(literal(0, literal_execute=True))  # SQLite would bind an OFFSET of its own
     )
+    window = ReadAlertWindow
+    open_windows = select(*[window.__table__.c[name] for name in WINDOW_KEY]).where(
+        window.window_start == _value("window_start"), in_list(window.principal, "principals")
+    )
+    add_to_window = (
+        update(window)
+        .where(*[window.__table__.c[name] == _value(name) for name in WINDOW_KEY])
+        .where(window.window_start == _value("window_start"))
+        .values(reads=window.reads + _value("reads"), last_read_id=_value("last_read_id"))
+    )
     head_columns = ("last_id", "last_hash", "signature")
     checkpoint_columns = ("entry_id", "head_hash", "at", "signature")
     return Statements(
@@ -136,27 +157,32 @@ def _compile(
         read_alert_head=prepare(read_alert_head, dialect),
         insert_alerts=prepare(insert(Alert), dialect, ALERT_COLUMNS),
         move_alert_head=prepare(_head_move(AlertHead), dialect, head_columns),
-        token_list=token_list,
+        read_windows=prepare(open_windows, dialect, ("window_start", "principals")),
+        insert_windows=prepare(insert(window), dialect, WINDOW_COLUMNS),
+        add_to_windows=prepare(
+            add_to_window, dialect, ("reads", "last_read_id", *WINDOW_KEY, "window_start")
+        ),
+        text_list=text_list,
         instant=instant,
     )
 
 
 def for_sqlite() -> Statements:
-    """For the stdlib ``sqlite3`` driver; a token list goes in as one JSON array."""
-    listed = select(func.json_each(_value("hashes")).table_valued("value").c.value)
-    live_tokens = select(ApiToken.token_hash).where(
-        ApiToken.revoked_at.is_(None), ApiToken.token_hash.in_(listed)
-    )
-    return _compile(SQLITE, False, live_tokens, json.dumps, sqlite_datetime)
+    """For the stdlib ``sqlite3`` driver; a list of strings goes in as one JSON array."""
+
+    def in_list(column: Any, name: str) -> Any:
+        return column.in_(select(func.json_each(_value(name)).table_valued("value").c.value))
+
+    return _compile(SQLITE, False, in_list, json.dumps, sqlite_datetime)
 
 
 def for_postgres() -> Statements:
-    """For asyncpg; a token list goes in as a ``text[]``."""
-    hashes = bindparam("hashes", type_=ARRAY(Text), required=False)
-    live_tokens = select(ApiToken.token_hash).where(
-        ApiToken.revoked_at.is_(None), ApiToken.token_hash == any_(hashes)
-    )
-    return _compile(POSTGRES, True, live_tokens, list, None)
+    """For asyncpg; a list of strings goes in as a ``text[]``."""
+
+    def in_list(column: Any, name: str) -> Any:
+        return column == any_(bindparam(name, type_=ARRAY(Text), required=False))
+
+    return _compile(POSTGRES, True, in_list, list, None)
 
 
 def entry_rows(entries: list[dict[str, Any]], at: Any) -> list[tuple[Any, ...]]:

@@ -158,6 +158,8 @@ class Alert(_Resource):
     dataset: str | None = None
     finding_id: int | None = None
     access_log_id: int | None = None
+    count: int = 1  # a read alert: the reads it stands for so far, until window_end
+    window_end: datetime | None = None
 
 
 class AlertFeed(_Resource):

@@ -61,12 +61,31 @@ async def principal_access(
 async def finding_reads(
     session: AsyncSession, *, finding_id: int, before_id: int | None, limit: int
 ) -> AccessLogPage:
-    """The allowed reads of the finding's dataset by principals outside its audience, newest
-    first (404 for an unknown finding); the last page says up to which entry the log was
-    archived (those reads are in the archive, counted in the dataset's exposure)."""
-    finding = await findings.get_finding(session, finding_id)
-    rows = await repository.reads_outside(
-        session, dataset=finding.dataset, before_id=before_id, limit=limit + 1
+    """Who did: the allowed reads that went through the finding's grant by principals in its
+    excess then (outside the dataset's audience, as each read's check recorded), newest first
+    (404 for an unknown finding); the last page says up to which entry the log was archived
+    (those reads are in the archive, counted in the dataset's exposure).
+
+    A (dataset, grant) pair has one finding at a time, opened when the grant first put
+    principals into the excess and resolved when it no longer did; a later finding of the
+    pair takes the reads from its opening on. A read through the grant from outside the
+    audience is always in some finding's life: its check's policy gave the grant that excess.
+    """
+    finding = await findings.find(session, finding_id)
+    openings = await repository.pair_openings(
+        session, dataset=finding.dataset, grant_id=finding.grant_id
+    )
+    index = [i for i, _at in openings].index(finding.id)
+    since = openings[index][1] if index > 0 else None  # the first takes what came before
+    until = openings[index + 1][1] if index + 1 < len(openings) else None
+    rows = await repository.reads_through(
+        session,
+        dataset=finding.dataset,
+        grant_id=finding.grant_id,
+        since=since,
+        until=until,
+        before_id=before_id,
+        limit=limit + 1,
     )
     items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
     if len(rows) > limit:

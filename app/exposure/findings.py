@@ -46,16 +46,21 @@ def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
     return alert_for({**finding.model_dump(), "severity": finding.severity.value}, kind)
 
 
-async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
+async def find(session: AsyncSession, finding_id: int) -> Finding:
     finding = await repository.get(session, finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
-    return to_read(finding)
+    return finding
+
+
+async def get_finding(session: AsyncSession, finding_id: int) -> FindingRead:
+    return to_read(await find(session, finding_id))
 
 
 async def list_findings(
     session: AsyncSession,
     *,
+    kind: str | None = None,
     status: str | None,
     severity: str | None,
     dataset: str | None,
@@ -64,6 +69,7 @@ async def list_findings(
 ) -> tuple[list[FindingRead], str | None]:
     rows = await repository.list_page(
         session,
+        kind=kind,
         status=status,
         severity=severity,
         dataset=dataset,

@@ -17,6 +17,8 @@ class Finding(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # `exposure` (the only kind opened so far) or `unused`
+    kind: Mapped[str] = mapped_column(String(16), server_default="exposure")
     dataset: Mapped[str] = mapped_column(String(512))
     grant_id: Mapped[int] = mapped_column(ForeignKey("grants.id"), index=True)
     principal: Mapped[str] = mapped_column(String(140))

@@ -3,7 +3,6 @@ write the diff and its alerts. Every change runs this before its response is sen
 ``guard: block`` datasets a change that lets anyone new in beyond the audience is refused (409,
 rolled back) unless the caller accepts the exposure."""
 
-import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
+from app.db import epoch
 from app.errors import Conflict
 from app.exposure import repository
 from app.exposure.analyser import datasets_covered
@@ -28,7 +28,7 @@ from app.exposure.measure import (
     StoredFinding,
     would_be,
 )
-from app.exposure.schemas import FindingChanges, FindingRead, FindingStatus
+from app.exposure.schemas import FindingChanges, FindingKind, FindingRead, FindingStatus
 from app.exposure.view import PolicyView
 from app.exposure.within import Targets
 from app.policy.decision_index import Rule
@@ -98,7 +98,7 @@ async def reconcile(
     ``before`` must be the committed state ``after`` was derived from (same leaf numbering), so
     a finding that gains principals is recognised as widened.
     """
-    at = time.time() if now is None else now
+    at = epoch() if now is None else now
     merged: dict[str, dict[Rule, None]] = {}
     for dataset, rules in (plan or {}).items():
         merged.setdefault(dataset, {}).update(dict.fromkeys(rules))
@@ -192,6 +192,7 @@ def _new_row(opened: Opened, stamp: datetime) -> dict[str, Any]:
     accepted = opened.acceptance
     return {
         **opened.measured.fields(),
+        "kind": FindingKind.exposure.value,
         "status": (FindingStatus.open if accepted is None else FindingStatus.accepted).value,
         "opened_at": stamp,
         "updated_at": stamp,

@@ -315,6 +315,7 @@ async def get(session: AsyncSession, finding_id: int) -> Finding | None:
 async def list_page(
     session: AsyncSession,
     *,
+    kind: str | None,
     status: str | None,
     severity: str | None,
     dataset: str | None,
@@ -324,6 +325,8 @@ async def list_page(
     query = select(Finding).order_by(Finding.id).limit(limit)
     if after_id is not None:
         query = query.where(Finding.id > after_id)
+    if kind is not None:
+        query = query.where(Finding.kind == kind)
     if status is not None:
         query = query.where(Finding.status == status)
     if severity is not None:
@@ -359,20 +362,46 @@ async def out_of_audience_reads(
     return int((await session.execute(query)).scalar_one()) + archived
 
 
-async def reads_outside(
-    session: AsyncSession, *, dataset: str, before_id: int | None, limit: int
+async def pair_openings(
+    session: AsyncSession, *, dataset: str, grant_id: int
+) -> list[tuple[int, datetime]]:
+    """The (id, opened_at) of every finding of the (dataset, grant) pair, oldest first (one
+    is active at a time: a pair's next finding opens after its last one resolved)."""
+    query = (
+        select(Finding.id, Finding.opened_at)
+        .where(Finding.dataset == dataset, Finding.grant_id == grant_id)
+        .order_by(Finding.id)
+    )
+    return [(int(i), at) for i, at in (await session.execute(query)).all()]
+
+
+async def reads_through(
+    session: AsyncSession,
+    *,
+    dataset: str,
+    grant_id: int,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+    limit: int,
 ) -> Sequence[AccessLogEntry]:
-    """Allowed reads of the dataset by principals outside its audience, newest first."""
+    """Allowed reads of the dataset from outside its audience that went through grant
+    `grant_id` (the one their reason names), recorded in [since, until), newest first."""
     query = (
         select(AccessLogEntry)
         .where(
             AccessLogEntry.dataset == dataset,
             OUT_OF_AUDIENCE,
             AccessLogEntry.decision == "allow",
+            AccessLogEntry.reason["grant_id"].as_integer() == grant_id,
         )
         .order_by(AccessLogEntry.id.desc())
         .limit(limit)
     )
+    if since is not None:
+        query = query.where(AccessLogEntry.at >= since)
+    if until is not None:
+        query = query.where(AccessLogEntry.at < until)
     if before_id is not None:
         query = query.where(AccessLogEntry.id < before_id)
     return (await session.execute(query)).scalars().all()

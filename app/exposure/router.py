@@ -22,6 +22,7 @@ from app.exposure import scan as scans
 from app.exposure import simulate as simulation
 from app.exposure.schemas import (
     ExposureRead,
+    FindingKind,
     FindingPage,
     FindingRead,
     FindingStatus,
@@ -47,15 +48,18 @@ AS_OF_ERRORS = problem_responses(Unauthenticated, Forbidden, NotFound, InvalidIn
 async def list_findings(
     session: SessionDep,
     _: AuditReader,
+    kind: FindingKind | None = None,
     status: FindingStatus | None = None,
     severity: Severity | None = None,
     dataset: Annotated[DatasetId | None, Query()] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> FindingPage:
-    """Grants that let principals outside a dataset's audience read it, oldest first."""
+    """Findings, oldest first: grants that let principals outside a dataset's audience read
+    it (`kind=exposure`; `unused`, allow grants no read went through, are not opened yet)."""
     items, next_cursor = await findings.list_findings(
         session,
+        kind=kind.value if kind else None,
         status=status.value if status else None,
         severity=severity.value if severity else None,
         dataset=dataset,
@@ -92,7 +96,8 @@ async def finding_reads(
     limit: Limit = DEFAULT_LIMIT,
     cursor: IdCursor = None,
 ) -> AccessLogPage:
-    """Who did: the allowed reads of the finding's dataset by principals outside its audience."""
+    """Who did: the allowed reads that went through the finding's grant by principals in its
+    excess at the time (outside the dataset's audience), newest first."""
     return await access.finding_reads(session, finding_id=finding_id, before_id=cursor, limit=limit)
 
 

@@ -20,6 +20,11 @@ class FindingStatus(StrEnum):
     accepted = "accepted"
 
 
+class FindingKind(StrEnum):
+    exposure = "exposure"  # a grant lets principals outside a dataset's audience read it
+    unused = "unused"  # an allow grant no read went through for long (not opened yet)
+
+
 class ExcessPath(BaseModel):
     principal: str
     via: list[str] = Field(description="Membership path from the principal to the grant subject.")
@@ -29,6 +34,7 @@ class FindingRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int | None = Field(description="null for a finding that would open (simulate, 409).")
+    kind: FindingKind = FindingKind.exposure
     dataset: str
     grant_id: int | None = Field(
         description="null for a proposed grant (simulate) or one a refused change would have made."

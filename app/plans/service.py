@@ -5,7 +5,6 @@ document is re-analysed once, so the block guard judges its net effect (a new de
 a new allow in the same document is not an exposure) and `apply` is all or nothing.
 """
 
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,6 +19,7 @@ from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
+from app.db import epoch
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
 from app.exposure import reconcile as exposure_reconcile
@@ -163,7 +163,7 @@ async def _apply_changes(
         datasets=done.touched,
         actor=actor,
         holding=False,
-        at=time.time(),
+        at=epoch(),
     )
     return done
 

@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,14 @@ class Outcome(NamedTuple):
     grant_id: int | None
     via: tuple[str, ...]
     out_of_audience: bool
+
+    @property
+    def decision(self) -> str:
+        return "allow" if self.allowed else "deny"
+
+    def reason(self) -> dict[str, Any]:
+        """The decision's reason, as `/v1/check` answers it and the access log records it."""
+        return {"code": self.code, "grant_id": self.grant_id, "via": list(self.via)}
 
 
 @dataclass

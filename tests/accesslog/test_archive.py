@@ -278,3 +278,16 @@ async def test_a_second_archive_run_into_the_same_directory_is_refused(
     assert await entry_ids(sessionmaker) == (1, 20, 20)
     done, _ = await run_archive(sessionmaker, settings, tmp_path, FAR)
     assert done.entries == 20
+
+
+async def test_an_archived_entry_replay_answers_gone_naming_the_segment(
+    client, tokens, admin, sessionmaker, settings, tmp_path
+):
+    await make_batches(client, tokens, admin, 3)
+    await run_archive(sessionmaker, settings, tmp_path, await at_of(client, admin, 25))
+    r = await client.get("/v1/access-log/7/replay", headers=admin)
+    assert r.status_code == 410
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["segment"] == "access-log-000000000001-000000000020.jsonl.gz"
+    assert (await client.get("/v1/access-log/25/replay", headers=admin)).json()["matches"] is True
+    assert (await client.get("/v1/access-log/99/replay", headers=admin)).status_code == 404

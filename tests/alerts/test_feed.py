@@ -104,10 +104,13 @@ async def test_tampered_log_raises_an_integrity_alert(client, tokens, admin, ses
 
 async def test_alert_feed_pages_with_limit(client, tokens, admin):
     await setup_exposed(client, admin)
-    for _ in range(3):
+    readers = ["user:bob", "user:carol", "user:dave"]  # a read alert each
+    members = {"members": ["group:research", *readers]}
+    await client.put("/v1/groups/all/members", json=members, headers=admin)
+    for reader in readers:
         await client.post(
             "/v1/check",
-            json={"principal": "user:bob", "dataset": "activity.keys", "action": "read"},
+            json={"principal": reader, "dataset": "activity.keys", "action": "read"},
             headers=tokens["check"],
         )
     seen, after = [], 0

@@ -94,6 +94,7 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/access-log/checkpoints", READ),
     Endpoint("GET", "/v1/alerts", Scope.alerts_read.value),
     Endpoint("GET", "/v1/access-log/{entry_id}", READ),
+    Endpoint("GET", "/v1/access-log/{entry_id}/replay", READ),
     Endpoint(
         "POST",
         "/v1/grants/simulate",
@@ -122,6 +123,7 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/scan", WRITE),
     Endpoint("GET", "/v1/datasets/{dataset}/exposure", READ),
     Endpoint("GET", "/v1/principals/{principal}/access", READ),
+    Endpoint("GET", "/v1/reports/exposure?dataset=matrix.*", READ),
     Endpoint(
         "POST", "/v1/policy/plan", WRITE, {"groups": {"planned": ["user:zed"]}}, read_only=True
     ),

@@ -19,7 +19,7 @@ import pytest
 from tests.e2e.load import http_request
 from tests.e2e.servers import Server, pinned
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.alone]
 
 SECONDS = 4.0
 CHECK_CONNECTIONS = 16

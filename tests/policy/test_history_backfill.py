@@ -22,7 +22,7 @@ DATASET = {"owner": "group:eng", "sensitivity": "internal", "intended_audience":
 GRANT = {"principal": "user:amy", "resource": "a.*", "action": "read", "effect": "allow"}
 
 
-async def _in_app(url: str, work: Any) -> Any:
+async def in_app(url: str, work: Any) -> Any:
     app = create_app(Settings(database_url=url))
     async with app.router.lifespan_context(app):
         async with app.state.sessionmaker() as session, session.begin():
@@ -53,7 +53,7 @@ def test_backfill_starts_the_history_at_the_migration_and_before_it_is_before_an
         assert (await client.post("/v1/grants", json=GRANT, headers=admin)).is_success
         return between
 
-    between = asyncio.run(_in_app(url, seed))
+    between = asyncio.run(in_app(url, seed))
     config = migrate.alembic_config(url)
     command.downgrade(config, "0011")  # a database from before the history
     command.upgrade(config, "head")
@@ -75,4 +75,4 @@ def test_backfill_starts_the_history_at_the_migration_and_before_it_is_before_an
         assert list(rows.datasets) == ["a.b"] and len(rows.rules) == 2
         assert {(h.from_version, h.from_by) for h in history} == {(0, "migration")}
 
-    asyncio.run(_in_app(url, ask))
+    asyncio.run(in_app(url, ask))

@@ -4,17 +4,14 @@ a step, what a plain `casbin.Enforcer` built from the policy as it was at T answ
 `principals/{p}/access?at=T` lists exactly the datasets explain allows then)."""
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from app.config import Settings
 from app.policy.casbin_model import Rule, casbin_enforcer
 from tests.me.test_me import Served
 
@@ -173,24 +170,6 @@ def reference(
         intended = {p for p in universe if any(roles.has_link(p, a) for a in audiences[dataset])}
         exposure[dataset] = (len(effective), len(intended), effective - intended)
     return decisions, exposure
-
-
-@pytest.fixture
-def served(settings: Settings) -> Iterator[Served]:
-    server = Served(settings)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def admin_headers(served: Served) -> dict[str, str]:
-    from app.auth import service as auth_service
-
-    async def create() -> str:
-        async with served.app.state.sessionmaker() as session, session.begin():
-            return await auth_service.create_token(session, name="hist-admin", scopes=["admin"])
-
-    return {"Authorization": f"Bearer {served.run(create())}"}
 
 
 EXAMPLES = itertools.count()

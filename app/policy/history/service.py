@@ -51,6 +51,12 @@ async def state_at(session: AsyncSession, at: datetime) -> _Built:
     version = await version_at(session, at)
     if version is None:
         return PolicyState.of_rows(0, PolicyRows([], [], {})), PolicyRows([], [], {})
+    return await state_of(session, version)
+
+
+async def state_of(session: AsyncSession, version: int) -> _Built:
+    """The policy state at `version`, rebuilt from the history (or cached), and its rows.
+    Only for a version the history covers (`policy_version.is_recorded`)."""
     engine = session.sync_session.get_bind()
     assert isinstance(engine, Engine)
     cache = _built.setdefault(engine, OrderedDict())
@@ -66,6 +72,15 @@ async def state_at(session: AsyncSession, at: datetime) -> _Built:
 
 async def view_at(session: AsyncSession, at: datetime, kind: ViewKind[T]) -> T:
     """`kind`'s view of the policy at instant `at` (built once per cached version)."""
-    state, rows = await state_at(session, at)
+    return await _view(await state_at(session, at), kind)
+
+
+async def view_of(session: AsyncSession, version: int, kind: ViewKind[T]) -> T:
+    """`kind`'s view of the policy at `version` (built once per cached version)."""
+    return await _view(await state_of(session, version), kind)
+
+
+async def _view(built: _Built, kind: ViewKind[T]) -> T:
+    state, rows = built
     found = state.view(kind)
     return found if found is not None else await state.build(kind, rows)
