@@ -18,6 +18,7 @@ from app.auth import service as auth_service
 from app.config import Settings
 from app.main import create_app
 from bench import log_generate
+from tests.conftest import postgres_admin_execute
 
 POSTGRES_URL = os.environ.get("ACLAUDIT_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(POSTGRES_URL is None, reason="needs ACLAUDIT_TEST_POSTGRES_URL")
@@ -31,19 +32,6 @@ FOREIGN_KEYS = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE contype = 'f' AND confrelid = 'access_log'::regclass ORDER BY conname
 """
-
-
-async def _admin(statement: str) -> None:
-    import asyncpg
-
-    assert POSTGRES_URL
-    conn = await asyncpg.connect(
-        make_url(POSTGRES_URL).set(database="postgres").render_as_string(False)
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def _fetch(url: str, sql: str) -> list[tuple[str, ...]]:
@@ -61,12 +49,12 @@ def fresh_url() -> Iterator[str]:
     """A database of its own: the generator drops the log's keys while it loads."""
     assert POSTGRES_URL
     name = f"{make_url(POSTGRES_URL).database}_loggen"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(postgres_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin_execute(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
     migrate.upgrade(url)
     yield url
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(postgres_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def shape(entries: int) -> log_generate.LogShape:
