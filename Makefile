@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv check test bench bench-quick bench-exposure bench-exposure-quick bench-exposure-analyser bench-client demo serve activity-store
+.PHONY: venv check test bench bench-quick bench-exposure bench-exposure-quick bench-exposure-analyser bench-log-scale bench-log-scale-quick bench-client demo serve activity-store
 
 venv:
 	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[dev]'
@@ -27,6 +27,13 @@ bench-exposure-quick:
 
 bench-exposure-analyser:
 	$(BIN)/python -m bench.exposure_analyser
+
+# PostgreSQL on 127.0.0.1:5432; 10 million entries (--quick: 200k)
+bench-log-scale:
+	$(BIN)/python -m bench.log_scale
+
+bench-log-scale-quick:
+	$(BIN)/python -m bench.log_scale --quick
 
 bench-client:
 	$(BIN)/python -m bench.client

@@ -65,6 +65,8 @@ class AccessLogSubject(Base):
     partitioned by ``entry_id`` like the log, without the foreign key."""
 
     __tablename__ = "access_log_subjects"
+    # the foreign key's own index: archiving's cascade and verify read the rows by entry
+    __table_args__ = (Index("ix_access_log_subjects_entry_id", "entry_id"),)
 
     subject: Mapped[str] = mapped_column(String(140), primary_key=True)
     entry_id: Mapped[int] = mapped_column(
