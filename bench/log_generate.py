@@ -18,8 +18,6 @@ ending now (non-decreasing with the id, as written).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import io
 import multiprocessing
 import random
@@ -230,19 +228,19 @@ async def _restore_keys(
 
 
 async def _ensure_partitions(database_url: str, last_id: int) -> None:
-    """When the access log is partitioned (``app.accesslog.partitions``, on branch h-part),
-    its partitions for ids 1..`last_id` before the load. TODO(lead): align with its API."""
-    name = "app.accesslog.partitions"
-    if importlib.util.find_spec(name) is None:
-        return
+    """The partitions of ids 1..`last_id` (PostgreSQL partitions the log by id), before the
+    load; the service's own ``ACLAUDIT_LOG_PARTITION_ENTRIES`` sizes them."""
+    from app.accesslog import partitions
     from app.config import Settings
     from app.db import create_engine
 
-    partitions = importlib.import_module(name)
-    engine = create_engine(Settings(database_url=database_url))
+    settings = Settings(database_url=database_url)
+    engine = create_engine(settings)
     try:
         async with engine.begin() as conn:
-            await partitions.ensure_partitions(conn, 1, last_id)
+            await partitions.ensure_partitions(
+                conn, last_id, partition_entries=settings.log_partition_entries, from_id=1
+            )
     finally:
         await engine.dispose()
 
