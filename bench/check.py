@@ -60,7 +60,6 @@ import importlib.util
 import json
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -76,7 +75,7 @@ import httpx
 
 from bench import aclaudit_target, cerbos_pdp, enforce
 from bench.loadgen import Load, WrkResult, measure, wrk_path
-from bench.procs import LOOPBACK, BenchError, Server, free_port, running
+from bench.procs import LOOPBACK, BenchError, Server, free_port, run_bench, running
 from bench.workload import Shape, Workload, build
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -529,26 +528,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks that stop the servers
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run(args)
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nfigures written to {args.json}")
-    return 0
+    return run_bench(lambda: run(args), args.json)
 
 
 if __name__ == "__main__":

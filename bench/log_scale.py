@@ -37,7 +37,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ import httpx
 
 from bench import aclaudit_target, log_generate
 from bench.loadgen import Load, WrkResult, measure, wrk_path
-from bench.procs import BenchError, Server
+from bench.procs import BenchError, Server, run_bench
 from bench.workload import Shape, Workload, build
 
 WORK = Path(__file__).resolve().parent / ".work" / "log_scale"
@@ -537,26 +536,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        report = run(args)
-    except BenchError as exc:
-        print(f"\nbench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
-        print(f"\nfigures written to {args.json}")
-    return 0
+    return run_bench(lambda: run(args), args.json)
 
 
 if __name__ == "__main__":

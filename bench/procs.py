@@ -3,16 +3,19 @@ and always stop them (the whole process group) on the way out."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -154,3 +157,26 @@ def running(
         yield server
     finally:
         server.stop()
+
+
+def run_bench(run: Callable[[], dict[str, Any]], json_path: Path | None) -> int:
+    """A benchmark's main: SIGTERM unwinds through the finally blocks that stop the servers; a
+    `BenchError` ends the run with its message (exit 1); the figures go to `json_path` too."""
+
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        report = run()
+    except BenchError as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"\nfigures written to {json_path}")
+    return 0

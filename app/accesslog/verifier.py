@@ -231,22 +231,16 @@ async def verify_once(
             "or entries were inserted outside the chain",
             verifier.checked,
         )
-    if unlogged is not None:
-        alert_id, entry_id = unlogged
-        return bad(
-            min(entry_id, head.last_id + 1),
-            f"alert {alert_id} records an out-of-audience read at entry {entry_id}, which the "
-            "log does not show: entries were removed (the log was rolled back) or edited",
-            verifier.checked,
-        )
-    if uncounted is not None:
-        alert_id, entry_id = uncounted
-        return bad(
-            min(entry_id, head.last_id + 1),
-            f"alert {alert_id} counts an out-of-audience read at entry {entry_id}, which the "
-            "log does not show: entries were removed (the log was rolled back) or edited",
-            verifier.checked,
-        )
+    # a read alert's entry, and a window's last counted read, must be reads the log shows
+    for found, verb in ((unlogged, "records"), (uncounted, "counts")):
+        if found is not None:
+            alert_id, entry_id = found
+            return bad(
+                min(entry_id, head.last_id + 1),
+                f"alert {alert_id} {verb} an out-of-audience read at entry {entry_id}, which "
+                "the log does not show: entries were removed (the log was rolled back) or edited",
+                verifier.checked,
+            )
     resume_at = max((c for c in checkpoints if base[0] < c <= verifier.checked), default=None)
     result = ChainVerifyResult(
         chain=chain.ACCESS_LOG,
