@@ -1,4 +1,5 @@
-"""Time-driven events: one worker at a time, across every process and replica.
+"""Time-driven events: one worker at a time, across every process and replica: grant expiry,
+lapsed acceptances, unused grants (`app.exposure.unused`) and the integrity check.
 
 Each worker runs a :class:`Sweeper` task. On every tick it tries to take (or renew) the
 ``sweeper`` lease row; only the holder works. The work itself is also safe to run twice: it
@@ -26,6 +27,7 @@ from app.config import Settings
 from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
 from app.exposure import scan as exposure_scan
+from app.exposure import unused
 from app.operations import repository
 from app.policy import repository as policy_repository
 
@@ -43,6 +45,9 @@ class SweepReport:
     reopened: list[int] = field(default_factory=list)
     opened: list[int] = field(default_factory=list)
     resolved: list[int] = field(default_factory=list)
+    # `unused` findings opened and resolved (`app.exposure.unused`)
+    unused_opened: list[int] = field(default_factory=list)
+    unused_resolved: list[int] = field(default_factory=list)
     integrity_ok: bool | None = None  # None: not checked this tick
 
 
@@ -151,10 +156,29 @@ class Sweeper:
                 len(report.opened),
                 len(report.resolved),
             )
+        await self._sweep_unused(report)
         if self._integrity_interval > 0 and time.monotonic() >= self._integrity_due:
             self._integrity_due = time.monotonic() + self._integrity_interval
             report.integrity_ok = await self.check_integrity()
         return report
+
+    async def _sweep_unused(self, report: SweepReport) -> None:
+        """Fold new reads into the grants' last use; open and resolve `unused` findings."""
+        days = self._settings.unused_after_days
+        async with self._maker() as session:
+            if not await unused.is_due(session, now=utcnow(), after_days=days):
+                return
+        async with self._maker() as session, session.begin():
+            await begin_write(session)
+            changes = await unused.sweep(session, now=utcnow(), after_days=days)
+        report.unused_opened = [f.id for f in changes.opened if f.id is not None]
+        report.unused_resolved = [f.id for f in changes.resolved if f.id is not None]
+        if changes.opened or changes.resolved:
+            logger.info(
+                "sweep: %d unused findings opened, %d resolved",
+                len(report.unused_opened),
+                len(report.unused_resolved),
+            )
 
     async def _anything_due(self) -> bool:
         """Cheap reads first, so an idle sweep never takes the policy write lock."""
