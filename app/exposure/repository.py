@@ -464,12 +464,8 @@ def _unused_since(now: datetime, cutoff: datetime) -> ColumnElement[bool]:
     )
 
 
-def _with_last_use(*columns: Any) -> Select[Any]:
-    return (
-        select(*columns)
-        .select_from(Grant)
-        .outerjoin(GrantLastUse, GrantLastUse.grant_id == Grant.id)
-    )
+def _with_last_use(query: Select[Any]) -> Select[Any]:
+    return query.select_from(Grant).outerjoin(GrantLastUse, GrantLastUse.grant_id == Grant.id)
 
 
 async def newly_unused(
