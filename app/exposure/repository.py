@@ -1,7 +1,7 @@
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -464,7 +464,11 @@ def _unused_since(now: datetime, cutoff: datetime) -> ColumnElement[bool]:
     )
 
 
-def _with_last_use(query: Select[Any]) -> Select[Any]:
+Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
+
+
+def _with_last_use(query: Query) -> Query:
+    """From the grants, each with its last use (if any)."""
     return query.select_from(Grant).outerjoin(GrantLastUse, GrantLastUse.grant_id == Grant.id)
 
 

@@ -1,7 +1,8 @@
 """Unused access: a finding of kind `unused` for each live allow grant (read or export) that no
 allowed read has gone through for ``ACLAUDIT_UNUSED_AFTER_DAYS``, counting from the later of
 its creation and its last use (`app.accesslog.usage`); resolved once the grant is used again,
-revoked or expired. The sweeper records them (`sweep`), one worker at a time.
+revoked or expired. The sweeper records them (`sweep`), one worker at a time; a revoke
+resolves its grant's at once (`resolve_revoked`), as simulating it shows.
 
 Severity is `low` for all: an unused grant is standing access nobody needs, to be cleaned up,
 not an exposure. What it would expose beyond a dataset's audience is already an exposure
@@ -9,6 +10,7 @@ finding of the same grant, graded by the dataset's sensitivity and the principal
 grading the unused finding too would count that risk twice.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,10 +83,7 @@ async def sweep(session: AsyncSession, *, now: datetime, after_days: int) -> Unu
     await policy_version.hold(session)
     resolving = await repository.no_longer_unused(session, now, cutoff)
     await repository.resolve(session, [f.id for f in resolving], now)
-    resolved = [
-        {**_columns(f), "status": FindingStatus.resolved.value, "resolved_at": now}
-        for f in resolving
-    ]
+    resolved = [_resolved(f, now) for f in resolving]
     due = await repository.newly_unused(session, now, cutoff)
     rows = [_new_row(grant, used, now) for grant, used in due]
     for row, finding_id in zip(rows, await repository.insert_rows(session, rows), strict=True):
@@ -100,5 +99,23 @@ async def sweep(session: AsyncSession, *, now: datetime, after_days: int) -> Unu
     return changes
 
 
-def _columns(finding: Any) -> dict[str, Any]:
-    return {c.name: getattr(finding, c.name) for c in repository.TABLE.c}
+async def resolve_revoked(
+    session: AsyncSession, grant_ids: Sequence[int], now: datetime
+) -> list[FindingRead]:
+    """Resolve the `unused` findings of grants revoked in this transaction (under its policy
+    lock), with their alerts: a revoke answers with them, as `simulate` of it shows them."""
+    if not grant_ids:
+        return []
+    found = await repository.unused_of(session, grant_ids)
+    await repository.resolve(session, [f.id for f in found], now)
+    rows = [_resolved(f, now) for f in found]
+    await alerts_service.emit(
+        session, [alert_for(row, AlertType.finding_resolved) for row in rows], now
+    )
+    return [FindingRead.model_validate(row) for row in rows]
+
+
+def _resolved(finding: Any, now: datetime) -> dict[str, Any]:
+    """The finding's row as `repository.resolve` leaves it."""
+    row = {c.name: getattr(finding, c.name) for c in repository.TABLE.c}
+    return {**row, "status": FindingStatus.resolved.value, "resolved_at": now, "updated_at": now}

@@ -184,6 +184,16 @@ async def test_revoking_or_expiring_the_grant_resolves_its_unused_finding(
     }
     r = await client.delete(f"/v1/grants/{revoked}", headers=admin)
     assert r.status_code == 200, r.text
+    # At once, in the revoke's answer (as simulating it shows).
+    [resolved] = r.json()["findings_resolved"]
+    assert (resolved["kind"], resolved["grant_id"], resolved["status"]) == (
+        "unused",
+        revoked,
+        "resolved",
+    )
+    assert [f["grant_id"] for f in await unused_findings(client, admin, status="open")] == [
+        expiring
+    ]
     await execute(
         sessionmaker, "UPDATE grants SET expires_at = :at WHERE id = :id",
         at=utcnow() - timedelta(seconds=1), id=expiring,
