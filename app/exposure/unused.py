@@ -33,13 +33,18 @@ class UnusedChanges:
     resolved: list[FindingRead] = field(default_factory=list)
 
 
-async def is_due(session: AsyncSession, *, now: datetime, after_days: int) -> bool:
-    """Whether a sweep has anything to do (reads only, so an idle sweep takes no lock)."""
+async def is_due(
+    session: AsyncSession, *, now: datetime, after_days: int, looking: bool = True
+) -> bool:
+    """Whether a sweep has anything to do: reads to fold or, when `looking`, findings to open
+    or resolve (reads only, so an idle sweep takes no lock)."""
     cutoff = now - timedelta(days=after_days)
-    return (
-        await usage.is_behind(session)
-        or bool(await repository.newly_unused(session, now, cutoff, limit=1))
-        or bool(await repository.no_longer_unused(session, now, cutoff, limit=1))
+    return await usage.is_behind(session) or (
+        looking
+        and (
+            bool(await repository.newly_unused(session, now, cutoff, limit=1))
+            or bool(await repository.no_longer_unused(session, now, cutoff, limit=1))
+        )
     )
 
 
@@ -64,9 +69,11 @@ def _new_row(grant: Grant, last_used_at: datetime | None, now: datetime) -> dict
     }
 
 
-async def sweep(session: AsyncSession, *, now: datetime, after_days: int) -> UnusedChanges:
-    """Fold the new log entries into the grants' last use, then open and resolve `unused`
-    findings, with their alerts, in the caller's write transaction.
+async def sweep(
+    session: AsyncSession, *, now: datetime, after_days: int, looking: bool = True
+) -> UnusedChanges:
+    """Fold the new log entries into the grants' last use, then (when `looking`) open and
+    resolve `unused` findings, with their alerts, in the caller's write transaction.
 
     Exactly once: the fold locks its cursor row first, so two sweeps (a lease handed over
     mid-tick) take turns, and the second sees what the first wrote; the policy lock (held, not
@@ -75,7 +82,7 @@ async def sweep(session: AsyncSession, *, now: datetime, after_days: int) -> Unu
     await usage.fold(session)
     cutoff = now - timedelta(days=after_days)
     changes = UnusedChanges()
-    if not (
+    if not looking or not (
         await repository.newly_unused(session, now, cutoff, limit=1)
         or await repository.no_longer_unused(session, now, cutoff, limit=1)
     ):

@@ -36,6 +36,9 @@ logger = logging.getLogger("aclaudit.sweeper")
 LEASE = "sweeper"
 ACTOR = "sweeper"
 STOP_GRACE_SECONDS = 2.0
+# Unused access is counted in days: looking for it (~30-80 ms of queries with 50k grants,
+# measured on SQLite and PostgreSQL) once a minute, not every tick, is soon enough.
+UNUSED_EVERY_SECONDS = 60.0
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Sweeper:
         settings: Settings,
         integrity: Integrity | None = None,
         refusals: Refusals | None = None,
+        unused_every: float = UNUSED_EVERY_SECONDS,
     ) -> None:
         self._maker = maker
         self._refusals = refusals
@@ -70,6 +74,8 @@ class Sweeper:
         self._settings = settings
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._integrity_due = time.monotonic() + self._interval
+        self._unused_every = unused_every
+        self._unused_due = time.monotonic()  # the first tick looks
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._has_held = False
@@ -163,14 +169,18 @@ class Sweeper:
         return report
 
     async def _sweep_unused(self, report: SweepReport) -> None:
-        """Fold new reads into the grants' last use; open and resolve `unused` findings."""
+        """Fold new reads into the grants' last use (every tick, so the fold keeps up with the
+        log); open and resolve `unused` findings (every `unused_every` seconds)."""
+        looking = time.monotonic() >= self._unused_due
+        if looking:
+            self._unused_due = time.monotonic() + self._unused_every
         days = self._settings.unused_after_days
         async with self._maker() as session:
-            if not await unused.is_due(session, now=utcnow(), after_days=days):
+            if not await unused.is_due(session, now=utcnow(), after_days=days, looking=looking):
                 return
         async with self._maker() as session, session.begin():
             await begin_write(session)
-            changes = await unused.sweep(session, now=utcnow(), after_days=days)
+            changes = await unused.sweep(session, now=utcnow(), after_days=days, looking=looking)
         report.unused_opened = [f.id for f in changes.opened if f.id is not None]
         report.unused_resolved = [f.id for f in changes.resolved if f.id is not None]
         if changes.opened or changes.resolved:

@@ -79,7 +79,7 @@ async def read(client: httpx.AsyncClient, tokens: Any, principal: str = "user:al
 
 @pytest.fixture
 def sweeper(sessionmaker: async_sessionmaker[AsyncSession], settings: Settings) -> Sweeper:
-    return Sweeper(sessionmaker, settings)
+    return Sweeper(sessionmaker, settings, unused_every=0)  # every tick looks
 
 
 async def sweep(sweeper: Sweeper) -> Any:
@@ -221,7 +221,7 @@ async def test_two_sweepers_and_concurrent_sweeps_open_one_finding(
     await org(client, admin)
     grant_id = await make_grant(client, admin)
     await age(sessionmaker, grant_id, DAYS + 1)
-    first, second = Sweeper(sessionmaker, settings), Sweeper(sessionmaker, settings)
+    first, second = (Sweeper(sessionmaker, settings, unused_every=0) for _ in range(2))
     await asyncio.gather(first.sweep_once(), second.sweep_once())
     # The lease handed over: the other sweeper works too.
     await execute(sessionmaker, "UPDATE leases SET expires_at = :at", at=utcnow() - timedelta(1))
@@ -324,3 +324,21 @@ async def test_archiving_the_reads_keeps_the_grants_last_use(
     await age(sessionmaker, grant_id, DAYS + 1)
     await sweep(sweeper)
     assert await unused_findings(client, admin) == []  # used a moment ago, archived or not
+
+
+async def test_the_sweeper_folds_reads_every_tick_and_looks_for_unused_grants_less_often(
+    client, admin, tokens, sessionmaker, settings
+):
+    await org(client, admin)
+    grant_id = await make_grant(client, admin)
+    await age(sessionmaker, grant_id, DAYS + 1)
+    sweeper = Sweeper(sessionmaker, settings, unused_every=3600)
+    assert len((await sweep(sweeper)).unused_opened) == 1  # the first tick looks
+    entry = await read(client, tokens)
+    assert (await sweep(sweeper)).unused_resolved == []  # not looking again yet
+    async with sessionmaker() as session:
+        folded = await session.scalar(
+            text("SELECT last_entry_id FROM grant_last_use WHERE grant_id = :id"), {"id": grant_id}
+        )
+    assert folded == entry
+    assert [f["status"] for f in await unused_findings(client, admin)] == ["open"]
