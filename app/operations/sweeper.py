@@ -135,7 +135,8 @@ class Sweeper:
             logger.warning("could not write the counted refusals to the admin trail: %r", exc)
 
     async def sweep_once(self) -> SweepReport:
-        """Take the lease; if held, record due expiries and reopenings, and check integrity."""
+        """Take the lease; if held, record due expiries and reopenings, fold reads into the
+        grants' last use and open or resolve unused findings, and check integrity."""
         report = SweepReport()
         now = utcnow()
         async with self._maker() as session, session.begin():
