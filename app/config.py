@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     sweeper_enabled: bool = True
     sweep_interval_seconds: float = Field(default=2.0, gt=0, le=3600)
     integrity_interval_seconds: float = Field(default=300.0, ge=0)
+    # An allow grant (read or export) no allowed read went through for this many days, counting
+    # from the later of its creation and its last use, has an `unused` finding (the sweeper).
+    unused_after_days: int = Field(default=90, ge=1, le=36_500)
     # A chain that still fails verify is alerted again (log.integrity_failed) this often, per
     # process; a new failure at once.
     integrity_realert_seconds: float = Field(default=3600.0, gt=0)

@@ -6,6 +6,8 @@ from app.accesslog.models import (
     AccessLogEntry,
     AccessLogHead,
     AccessLogSubject,
+    GrantLastUse,
+    UseScan,
 )
 from app.alerts.models import Alert, AlertHead
 from app.auth.models import ApiToken, TrailEntry
@@ -35,6 +37,7 @@ __all__ = [
     "Finding",
     "Grant",
     "GrantHistory",
+    "GrantLastUse",
     "Group",
     "Hold",
     "HoldHistory",
@@ -47,4 +50,5 @@ __all__ = [
     "ScimMemberDisplay",
     "ScimUser",
     "TrailEntry",
+    "UseScan",
 ]

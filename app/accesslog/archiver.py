@@ -10,8 +10,9 @@ signature) as the proof of its last hash. For each segment, in order:
    first entry to the checkpoint, its signature when a key is set; and the checkpoint must be
    the database's;
 3. one transaction records the segment (``access_log_archives``, HMAC-signed with the
-   checkpoint key when one is set, so verify can refuse a forged or stretched record) and
-   drops its entries.
+   checkpoint key when one is set, so verify can refuse a forged or stretched record),
+   folds the grants' last uses through its last entry (`app.accesslog.usage`) and drops its
+   entries.
 
 A kill at any point leaves the entries in the database (with or without a written segment), or
 a verified segment, its record, and no entries: never neither. A rerun removes the temporary
@@ -41,7 +42,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
-from app.accesslog import partitions, repository, segments, verifier
+from app.accesslog import partitions, repository, segments, usage, verifier
 from app.accesslog.models import AccessLogArchive
 from app.accesslog.segments import Checkpoint, Manifest
 from app.config import Settings
@@ -430,6 +431,8 @@ async def _record(
         "checkpoint_signature": manifest.checkpoint.signature,
         **facts,
     }
+    # The grants' last uses must outlive the entries (usually folded by the sweeper already).
+    await usage.fold(session, through_id=manifest.last_id)
     signature = None if key is None else chain.sign_archive(key, fields)
     session.add(AccessLogArchive(**fields, archived_at=datetime.now(UTC), signature=signature))
     dropped = await repository.drop_archived_entries(session, manifest.first_id, manifest.last_id)

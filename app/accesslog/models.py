@@ -128,3 +128,24 @@ class AccessLogArchive(Base):
     # unsigned or badly signed record then (without a key, records are as trustworthy as the
     # database, like unsigned checkpoints)
     signature: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class GrantLastUse(Base):
+    """When an allowed read last went through a grant (the grant its reason names), folded
+    from the log by `app.accesslog.usage`; kept when the entries are archived."""
+
+    __tablename__ = "grant_last_use"
+
+    grant_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_entry_id: Mapped[int] = mapped_column(LogId)
+
+
+class UseScan(Base):
+    """How far `app.accesslog.usage` has folded the log into ``grant_last_use`` (one row,
+    created on first use): every entry up to ``through_id`` is counted."""
+
+    __tablename__ = "grant_use_scan"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    through_id: Mapped[int] = mapped_column(LogId)

@@ -1,7 +1,8 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, delete, false, func, or_, select, text
+from sqlalchemy import RowMapping, delete, false, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog import partitions
@@ -13,6 +14,8 @@ from app.accesslog.models import (
     AccessLogEntry,
     AccessLogHead,
     AccessLogSubject,
+    GrantLastUse,
+    UseScan,
 )
 from app.alerts.models import Alert, ReadAlertWindow
 from app.alerts.schemas import AlertType
@@ -335,3 +338,73 @@ async def drop_archived_entries(session: AsyncSession, first_id: int, last_id: i
     await session.execute(delete(s).where(s.entry_id >= first_id, s.entry_id <= last_id))
     result = await session.execute(delete(e).where(e.id >= first_id, e.id <= last_id))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def lock_use_scan(session: AsyncSession) -> int:
+    """Lock the fold's cursor row (created on first use, after what was archived already: those
+    entries cannot be folded any more) and return how far the fold has gone."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    archived = select(func.coalesce(func.max(AccessLogArchive.last_id), 0)).scalar_subquery()
+    await session.execute(
+        insert(UseScan)
+        .values(id=1, through_id=archived)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    query = select(UseScan.through_id).where(UseScan.id == 1).with_for_update()
+    return int((await session.execute(query)).scalar_one())
+
+
+async def use_scan_through(session: AsyncSession) -> int | None:
+    """How far the fold has gone (None: it never ran)."""
+    return (await session.execute(select(UseScan.through_id).where(UseScan.id == 1))).scalar()
+
+
+async def move_use_scan(session: AsyncSession, through_id: int) -> None:
+    await session.execute(update(UseScan).where(UseScan.id == 1).values(through_id=through_id))
+
+
+async def uses_between(
+    session: AsyncSession, *, after: int, up_to: int
+) -> list[tuple[int, datetime, int]]:
+    """(grant id, last instant, last entry id) of the allowed checks in entries
+    ``after+1..up_to`` that went through a grant, by grant: one range scan of the primary key."""
+    grant = AccessLogEntry.reason["grant_id"].as_integer()
+    query = (
+        select(grant, func.max(AccessLogEntry.at), func.max(AccessLogEntry.id))
+        .where(
+            AccessLogEntry.id > after,
+            AccessLogEntry.id <= up_to,
+            AccessLogEntry.decision == "allow",
+        )
+        .group_by(grant)
+    )
+    return [
+        (int(g), at, int(i)) for g, at, i in (await session.execute(query)).all() if g is not None
+    ]
+
+
+async def record_uses(session: AsyncSession, uses: Sequence[tuple[int, datetime, int]]) -> None:
+    """Upsert (grant id, instant, entry id) into ``grant_last_use``, keeping the later instant
+    (entries of a later range have larger ids; a replica's clock may lag)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    insert = postgresql.insert if postgres else sqlite.insert
+    later = func.greatest if postgres else func.max  # SQLite's two-argument max is scalar
+    for start in range(0, len(uses), 2000):
+        statement = insert(GrantLastUse).values(
+            [
+                {"grant_id": g, "last_used_at": at, "last_entry_id": i}
+                for g, at, i in uses[start : start + 2000]
+            ]
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["grant_id"],
+                set_={
+                    "last_used_at": later(
+                        GrantLastUse.last_used_at, statement.excluded.last_used_at
+                    ),
+                    "last_entry_id": statement.excluded.last_entry_id,
+                },
+            )
+        )

@@ -8,6 +8,8 @@ that is not in the future.)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.acceptance import AcceptExposure
+from app.db import utcnow
+from app.exposure import unused as exposure_unused
 from app.exposure.measure import READ
 from app.exposure.reconcile import ExposureRefused, reconcile
 from app.exposure.schemas import FindingChanges
@@ -63,5 +65,7 @@ async def revoke_grant(
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )
+    unused = await exposure_unused.resolve_revoked(session, [grant.id], utcnow())
+    changes.findings_resolved += unused
     await publish_on_commit(session, after, actor=actor)
     return grant, changes

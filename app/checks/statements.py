@@ -129,7 +129,11 @@ def _compile(
     live = Finding.status.in_(bindparam("live", LIVE_FINDING, expanding=True, literal_execute=True))
     find_finding = (
         select(case((live, Finding.id)))
-        .where(Finding.dataset == _value("dataset"), Finding.grant_id == _value("grant_id"))
+        .where(
+            Finding.dataset == _value("dataset"),
+            Finding.grant_id == _value("grant_id"),
+            Finding.kind == literal("exposure", literal_execute=True),  # not `unused`
+        )
         .order_by(Finding.id.desc())
         .limit(SINGLETON)
         .offset(literal(0, literal_execute=True))  # SQLite would bind an OFFSET of its own

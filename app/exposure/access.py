@@ -10,10 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accesslog import service as accesslog_service
 from app.accesslog.schemas import AccessLogEntryRead, AccessLogPage
 from app.datasets import repository as datasets_repository
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.exposure import findings, repository
 from app.exposure.measure import READ
-from app.exposure.schemas import AccessItem, ExcessPrincipal, ExposureRead, PrincipalAccess
+from app.exposure.schemas import (
+    AccessItem,
+    ExcessPrincipal,
+    ExposureRead,
+    FindingKind,
+    PrincipalAccess,
+)
 from app.exposure.view import ANALYSER, current_view
 from app.policy.history import service as history_service
 from app.policy.snapshot import PolicySnapshot, now
@@ -72,6 +78,11 @@ async def finding_reads(
     audience is always in some finding's life: its check's policy gave the grant that excess.
     """
     finding = await findings.find(session, finding_id)
+    if finding.kind == FindingKind.unused:
+        raise Conflict(
+            f"finding {finding_id} is an unused-access finding: no principal is in an excess "
+            "through it, and no read went through its grant since last_used_at"
+        )
     openings = await repository.pair_openings(
         session, dataset=finding.dataset, grant_id=finding.grant_id
     )

@@ -14,7 +14,7 @@ from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.exposure import repository
 from app.exposure.models import Finding
-from app.exposure.schemas import FindingRead, FindingStatus
+from app.exposure.schemas import FindingKind, FindingRead, FindingStatus
 
 _VERBS = {
     AlertType.finding_opened: "opened",
@@ -31,6 +31,18 @@ def to_read(finding: Finding) -> FindingRead:
 def alert_for(row: Mapping[str, Any], kind: AlertType) -> AlertEvent:
     """The alert of a finding's row (its columns, as stored) that opened, resolved, ..."""
     severity = str(row["severity"])
+    if row.get("kind", FindingKind.exposure) == FindingKind.unused:
+        used = row["last_used_at"]
+        return AlertEvent(
+            type=kind,
+            severity=severity,
+            summary=f"{severity} unused finding {_VERBS[kind]}: grant {row['grant_id']} "
+            f"({row['principal']} on {row['dataset']}) "
+            + ("was never used" if used is None else f"was last used {used:%Y-%m-%dT%H:%M:%SZ}"),
+            # a pattern is no one dataset
+            dataset=None if row["dataset"].endswith("*") else row["dataset"],
+            finding_id=row["id"],
+        )
     return AlertEvent(
         type=kind,
         severity=severity,
@@ -43,7 +55,10 @@ def alert_for(row: Mapping[str, Any], kind: AlertType) -> AlertEvent:
 
 
 def finding_alert(finding: FindingRead, kind: AlertType) -> AlertEvent:
-    return alert_for({**finding.model_dump(), "severity": finding.severity.value}, kind)
+    return alert_for(
+        {**finding.model_dump(), "severity": finding.severity.value, "kind": finding.kind.value},
+        kind,
+    )
 
 
 async def find(session: AsyncSession, finding_id: int) -> Finding:

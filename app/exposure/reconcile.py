@@ -200,6 +200,7 @@ def _new_row(opened: Opened, stamp: datetime) -> dict[str, Any]:
         "accepted_by": None if accepted is None else accepted.accepted_by,
         "reason": None if accepted is None else accepted.reason,
         "until": None if accepted is None else accepted.until,
+        "last_used_at": None,
     }
 
 

@@ -1,21 +1,39 @@
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import String, Table, bindparam, cast, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accesslog import repository as accesslog_repository
-from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry
+from app.accesslog.models import OUT_OF_AUDIENCE, AccessLogEntry, GrantLastUse
 from app.db import insert_columns, sqlite_datetime
 from app.exposure.models import Finding
+from app.policy.models import Grant
+
+# Exposure findings only: the analyser's diff, the guard and the read alerts key them by
+# (dataset, grant); an `unused` finding of a grant on one dataset has the same pair.
+EXPOSURE = Finding.kind == "exposure"
 
 
 async def active_for(session: AsyncSession, dataset_ids: Sequence[str]) -> Sequence[Finding]:
     """Open and accepted findings of these datasets."""
     query = select(Finding).where(
-        Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted"))
+        Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted")), EXPOSURE
     )
     return (await session.execute(query)).scalars().all()
 
@@ -24,7 +42,7 @@ async def open_on(session: AsyncSession, dataset_ids: Sequence[str]) -> Sequence
     """Open findings of these datasets as stored now (the bulk writes bypass the ORM)."""
     query = (
         select(Finding)
-        .where(Finding.dataset.in_(dataset_ids), Finding.status == "open")
+        .where(Finding.dataset.in_(dataset_ids), Finding.status == "open", EXPOSURE)
         .order_by(Finding.id)
         .execution_options(populate_existing=True)
     )
@@ -33,7 +51,7 @@ async def open_on(session: AsyncSession, dataset_ids: Sequence[str]) -> Sequence
 
 async def active_ids(session: AsyncSession, dataset_ids: Sequence[str]) -> set[int]:
     query = select(Finding.id).where(
-        Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted"))
+        Finding.dataset.in_(dataset_ids), Finding.status.in_(("open", "accepted")), EXPOSURE
     )
     return set((await session.execute(query)).scalars())
 
@@ -67,11 +85,11 @@ async def active_rows(
     table = TABLE
     columns = [table.c[name] for name in BRIEF] if brief else list(table.c)
     if dataset_ids is None:
-        query = select(*columns).where(table.c.status.in_(ACTIVE))
+        query = select(*columns).where(table.c.status.in_(ACTIVE), EXPOSURE)
         return [dict(row) for row in (await session.execute(query)).mappings()]
     # The status is tested here, not in SQL: SQLite would otherwise pick the (status, severity)
     # index, which holds nearly every finding, over (dataset, grant_id).
-    query = select(*columns)
+    query = select(*columns).where(EXPOSURE)
     if grant_ids is not None:
         if not grant_ids:
             return []
@@ -102,14 +120,15 @@ async def active_pairs(
     if session.get_bind().dialect.name == "postgresql":
         source = (
             "unnest(CAST(:datasets AS VARCHAR[]), CAST(:grants AS INTEGER[])) AS w (d, g) "
-            "JOIN findings AS f ON f.dataset = w.d AND f.grant_id = w.g"
+            "JOIN findings AS f ON f.dataset = w.d AND f.grant_id = w.g "
+            "AND f.kind = 'exposure'"
         )
         params = {"datasets": [d for d, _g in wanted], "grants": [g for _d, g in wanted]}
     else:
         source = (
             "json_each(:pairs) AS w JOIN findings AS f "
             "ON f.dataset = json_extract(w.value, '$[0]') "
-            "AND f.grant_id = json_extract(w.value, '$[1]')"
+            "AND f.grant_id = json_extract(w.value, '$[1]') AND f.kind = 'exposure'"
         )
         params = {"pairs": json.dumps(wanted)}
     if not brief:
@@ -150,7 +169,7 @@ async def sampling(
     for chunk in _chunks(grant_ids):
         query = select(
             TABLE.c.dataset, TABLE.c.grant_id, TABLE.c.excess_sample, TABLE.c.status
-        ).where(TABLE.c.grant_id.in_(chunk))  # status tested here: see active_rows
+        ).where(TABLE.c.grant_id.in_(chunk), EXPOSURE)  # status tested here: see active_rows
         if principals is not None:
             if not principals:
                 return []
@@ -304,7 +323,7 @@ async def lapsed_acceptances(session: AsyncSession, now: datetime) -> Sequence[F
 
 
 async def all_active(session: AsyncSession) -> Sequence[Finding]:
-    query = select(Finding).where(Finding.status.in_(("open", "accepted")))
+    query = select(Finding).where(Finding.status.in_(("open", "accepted")), EXPOSURE)
     return (await session.execute(query)).scalars().all()
 
 
@@ -337,7 +356,7 @@ async def list_page(
 
 
 async def count_open(session: AsyncSession) -> int:
-    query = select(func.count()).select_from(Finding).where(Finding.status == "open")
+    query = select(func.count()).select_from(Finding).where(Finding.status == "open", EXPOSURE)
     return int((await session.execute(query)).scalar_one())
 
 
@@ -369,7 +388,7 @@ async def pair_openings(
     is active at a time: a pair's next finding opens after its last one resolved)."""
     query = (
         select(Finding.id, Finding.opened_at)
-        .where(Finding.dataset == dataset, Finding.grant_id == grant_id)
+        .where(Finding.dataset == dataset, Finding.grant_id == grant_id, EXPOSURE)
         .order_by(Finding.id)
     )
     return [(int(i), at) for i, at in (await session.execute(query)).all()]
@@ -426,3 +445,63 @@ async def count_out_of_audience_reads(session: AsyncSession) -> int:
     query = select(func.count()).select_from(AccessLogEntry).where(OUT_OF_AUDIENCE)
     archived = await accesslog_repository.archived_out_of_audience_reads(session)
     return int((await session.execute(query)).scalar_one()) + archived
+
+
+# Unused access (`app.exposure.unused`): the grants it is about, and their last use.
+UNUSED = (Finding.kind == "unused", Finding.status.in_(ACTIVE))
+
+
+def _unused_since(now: datetime, cutoff: datetime) -> ColumnElement[bool]:
+    """A live allow grant for reads or exports, made and last used at or before `cutoff`."""
+    return and_(
+        Grant.effect == "allow",
+        Grant.action.in_(("read", "export")),
+        Grant.revoked_at.is_(None),
+        Grant.expired_at.is_(None),
+        or_(Grant.expires_at.is_(None), Grant.expires_at > now),
+        Grant.created_at <= cutoff,
+        or_(GrantLastUse.last_used_at.is_(None), GrantLastUse.last_used_at <= cutoff),
+    )
+
+
+Query = TypeVar("Query", bound=Select[*tuple[Any, ...]])
+
+
+def _with_last_use(query: Query) -> Query:
+    """From the grants, each with its last use (if any)."""
+    return query.select_from(Grant).outerjoin(GrantLastUse, GrantLastUse.grant_id == Grant.id)
+
+
+async def newly_unused(
+    session: AsyncSession, now: datetime, cutoff: datetime, *, limit: int | None = None
+) -> list[tuple[Grant, datetime | None]]:
+    """Grants unused since `cutoff` without an active `unused` finding, with their last use."""
+    has_finding = select(Finding.id).where(Finding.grant_id == Grant.id, *UNUSED).exists()
+    query = (
+        _with_last_use(select(Grant, GrantLastUse.last_used_at))
+        .where(_unused_since(now, cutoff), ~has_finding)
+        .order_by(Grant.id)
+        .limit(limit)
+    )
+    return [(grant, used) for grant, used in (await session.execute(query)).all()]
+
+
+async def no_longer_unused(
+    session: AsyncSession, now: datetime, cutoff: datetime, *, limit: int | None = None
+) -> Sequence[Finding]:
+    """Active `unused` findings whose grant was used since, revoked, or expired."""
+    query = (
+        _with_last_use(select(Finding))
+        .join(Finding, Finding.grant_id == Grant.id)
+        .where(*UNUSED, ~_unused_since(now, cutoff))
+        .order_by(Finding.id)
+        .limit(limit)
+    )
+    found: Sequence[Finding] = (await session.execute(query)).scalars().all()
+    return found
+
+
+async def unused_of(session: AsyncSession, grant_ids: Sequence[int]) -> Sequence[Finding]:
+    """The active `unused` findings of these grants."""
+    query = select(Finding).where(Finding.grant_id.in_(grant_ids), *UNUSED).order_by(Finding.id)
+    return (await session.execute(query)).scalars().all()

@@ -56,7 +56,8 @@ async def list_findings(
     cursor: IdCursor = None,
 ) -> FindingPage:
     """Findings, oldest first: grants that let principals outside a dataset's audience read
-    it (`kind=exposure`; `unused`, allow grants no read went through, are not opened yet)."""
+    it (`kind=exposure`), and allow grants no read went through for ACLAUDIT_UNUSED_AFTER_DAYS
+    (`kind=unused`, with `last_used_at`; opened and resolved by the sweeper)."""
     items, next_cursor = await findings.list_findings(
         session,
         kind=kind.value if kind else None,
@@ -82,13 +83,19 @@ async def get_finding(finding_id: FindingId, session: SessionDep, _: AuditReader
 async def accept_finding(
     finding_id: FindingId, body: AcceptExposure, session: SessionDep, caller: PolicyWriter
 ) -> FindingRead:
-    """Accept the exposure knowingly until `until`; it reopens by itself afterwards."""
+    """Accept the exposure (or, for an `unused` finding, keeping the grant) knowingly until
+    `until`; it reopens by itself afterwards. An accepted `unused` finding still resolves once
+    the grant is used, revoked or expires."""
     return await findings.accept_finding(
         session, finding_id=finding_id, body=body, actor=caller.name
     )
 
 
-@router.get("/v1/findings/{finding_id}/reads", response_model=AccessLogPage, responses=READ_ERRORS)
+@router.get(
+    "/v1/findings/{finding_id}/reads",
+    response_model=AccessLogPage,
+    responses=problem_responses(Unauthenticated, Forbidden, NotFound, InvalidInput, Conflict),
+)
 async def finding_reads(
     finding_id: FindingId,
     session: SessionDep,
@@ -97,7 +104,8 @@ async def finding_reads(
     cursor: IdCursor = None,
 ) -> AccessLogPage:
     """Who did: the allowed reads that went through the finding's grant by principals in its
-    excess at the time (outside the dataset's audience), newest first."""
+    excess at the time (outside the dataset's audience), newest first. 409 for an `unused`
+    finding (no excess; its `last_used_at` is the grant's last use)."""
     return await access.finding_reads(session, finding_id=finding_id, before_id=cursor, limit=limit)
 
 

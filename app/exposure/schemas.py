@@ -22,7 +22,7 @@ class FindingStatus(StrEnum):
 
 class FindingKind(StrEnum):
     exposure = "exposure"  # a grant lets principals outside a dataset's audience read it
-    unused = "unused"  # an allow grant no read went through for long (not opened yet)
+    unused = "unused"  # an allow grant no read went through for long (`app.exposure.unused`)
 
 
 class ExcessPath(BaseModel):
@@ -35,7 +35,10 @@ class FindingRead(BaseModel):
 
     id: int | None = Field(description="null for a finding that would open (simulate, 409).")
     kind: FindingKind = FindingKind.exposure
-    dataset: str
+    dataset: str = Field(
+        description="The dataset exposed; for an `unused` finding, the grant's resource (a "
+        "dataset or a pattern), and excess_count 0 with no sample or paths."
+    )
     grant_id: int | None = Field(
         description="null for a proposed grant (simulate) or one a refused change would have made."
     )
@@ -53,6 +56,11 @@ class FindingRead(BaseModel):
     accepted_by: str | None = None
     reason: str | None = None
     until: datetime | None = None
+    last_used_at: datetime | None = Field(
+        default=None,
+        description="`unused` findings: the last allowed read through the grant (null: never "
+        "used since it was made).",
+    )
 
 
 class FindingPage(BaseModel):

@@ -105,9 +105,13 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
             await pacer.pause()
             would_refuse[refused.key] = _shown(refused.id, refused.measured)
     would_resolve = [to_read(active[(f.dataset, f.grant_id)]) for f in found.resolved]
+    # A removed grant's `unused` finding resolves with it.
+    would_resolve += [to_read(f) for f in await repository.unused_of(session, body.remove)]
     return SimulateResult(
         would_open=would_open,
-        would_resolve=sorted(would_resolve, key=lambda f: (f.dataset, f.grant_id or 0)),
+        would_resolve=sorted(
+            would_resolve, key=lambda f: (f.dataset, f.grant_id or 0, f.kind.value)
+        ),
         would_refuse=[would_refuse[key] for key in sorted(would_refuse)],
     )
 

@@ -19,10 +19,11 @@ from app.datasets import repository as datasets_repository
 from app.datasets import service as datasets_service
 from app.datasets.models import Dataset
 from app.datasets.schemas import DatasetWrite
-from app.db import epoch
+from app.db import epoch, utcnow
 from app.directory import repository as directory_repository
 from app.directory import service as directory_service
 from app.exposure import reconcile as exposure_reconcile
+from app.exposure import unused as exposure_unused
 from app.exposure.reconcile import ExposureRefused
 from app.exposure.schemas import FindingChanges, FindingRead
 from app.exposure.view import PolicyView, publish_on_commit, view_before_change
@@ -205,8 +206,9 @@ async def _reconcile(
     accept: AcceptExposure | None = None,
     guarded: bool = True,
 ) -> FindingChanges:
-    """Findings in line with the document's result, over every dataset it touched."""
-    return await exposure_reconcile.reconcile(
+    """Findings in line with the document's result, over every dataset it touched; the
+    revoked grants' `unused` findings resolved."""
+    changes = await exposure_reconcile.reconcile(
         session,
         before=before,
         after=done.after,
@@ -215,6 +217,9 @@ async def _reconcile(
         accept=accept,
         guarded=guarded,
     )
+    revoked = [grant.id for grant in done.revoked]
+    changes.findings_resolved += await exposure_unused.resolve_revoked(session, revoked, utcnow())
+    return changes
 
 
 async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:

@@ -1,5 +1,6 @@
 """`GET /v1/findings?kind=`: every finding so far is an exposure finding (`kind=exposure`),
-those of a database migrated to 0015 included; `unused` ones are not opened yet."""
+those of a database migrated to 0015 included; `unused` ones are the sweeper's
+(`tests/exposure/test_unused.py`)."""
 
 import asyncio
 from pathlib import Path
