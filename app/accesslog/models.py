@@ -21,7 +21,7 @@ from app.db import Base, LogId, UTCDateTime
 class AccessLogEntry(Base):
     """One decision. Append-only; ``id`` is assigned by the chain writer, gap-free.
 
-    On PostgreSQL (migration 0016) the table is partitioned by RANGE of ``id`` and
+    On PostgreSQL (migration 0017) the table is partitioned by RANGE of ``id`` and
     ``decision_id`` is not unique-constrained (see `app.accesslog.partitions`); the
     partitions are made at run time, so the model does not declare them."""
 

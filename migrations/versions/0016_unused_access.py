@@ -7,8 +7,8 @@ folds the entries it drops first. A database with entries archived before this r
 starts its fold after them: reads only in those archives do not count as uses. Downgrading
 drops all three, and the `unused` findings with them.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-07 18:30:00.000000
 """
 
@@ -19,8 +19,8 @@ from alembic import op
 
 import app.db
 
-revision: str = '0018'
-down_revision: str | None = '0017'
+revision: str = '0016'
+down_revision: str | None = '0015'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
