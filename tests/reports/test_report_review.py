@@ -126,3 +126,31 @@ async def test_a_garbage_checkpoint_time_makes_the_report_say_tampered_not_500(
         r = await client.get(REPORT, params={"dataset": "a.b"}, headers=tokens["admin"])
         assert r.status_code == 200, r.text
         assert r.json()["integrity"]["ok"] is False
+
+
+FORGED = "<style>.failed,.bad{display:none}</style>"  # fits a checkpoint's String(64)
+
+
+async def test_a_tampered_checkpoint_cannot_restyle_the_html_reports_integrity_verdict(
+    database_url: str, tokens: Tokens, tmp_path: Path
+):
+    """The integrity statement prints the checkpoint anchors' `head_hash` (and the verified
+    `head`) unescaped, in the HTML page as in the Markdown. Whoever edited the log can write
+    the checkpoint row too: a `<style>` there (the page's CSP allows inline styles) hides the
+    page's own "Tampered" verdict from the security lead reading it."""
+    from tests.test_cli import finish, start
+
+    settings = Settings(database_url=database_url, checkpoint_every=5)
+    async with served(settings) as (client, maker):
+        await _exposed_reads(client, tokens, 6)  # checkpoint at entry 6
+        await sql(
+            maker,
+            "UPDATE access_log SET principal = 'user:mallory' WHERE id = 2",
+            f"UPDATE access_log_checkpoints SET head_hash = '{FORGED}' WHERE entry_id = 6",
+        )
+    args = ["report", "--dataset", "a.b", "--format", "html"]
+    process = start(tmp_path / "cli" / "x.db", *args, url=database_url)
+    result = await asyncio.to_thread(finish, process)
+    assert result.returncode == 0, result.stderr
+    assert 'data-ok="false"' in result.stdout  # the log failed verification
+    assert FORGED not in result.stdout
