@@ -154,3 +154,24 @@ async def test_a_tampered_checkpoint_cannot_restyle_the_html_reports_integrity_v
     assert result.returncode == 0, result.stderr
     assert 'data-ok="false"' in result.stdout  # the log failed verification
     assert FORGED not in result.stdout
+
+
+async def test_the_reports_integrity_covers_the_periods_entries_after_an_earlier_verify(
+    database_url: str, tokens: Tokens
+):
+    """The API's report verifies the log resumed from the last checkpoint this worker verified
+    (the CLI's is full): an entry of the period edited after an earlier verify (or report) is
+    before the resume point, and the report states the log "verified intact" over a period
+    holding it."""
+    settings = Settings(database_url=database_url, checkpoint_every=5, sweeper_enabled=False)
+    async with served(settings) as (client, maker):
+        await _exposed_reads(client, tokens, 12)  # checkpoints at entries 5 and 10
+        admin = tokens["admin"]
+        first = await client.get(REPORT, params={"dataset": "a.b"}, headers=admin)
+        assert first.json()["integrity"]["ok"] is True
+        await sql(maker, "UPDATE access_log SET principal = 'user:mallory' WHERE id = 2")
+        r = await client.get(REPORT, params={"dataset": "a.b"}, headers=admin)
+        assert r.status_code == 200, r.text
+        integrity = r.json()["integrity"]
+        assert integrity["period_first_entry"] <= 2
+        assert (integrity["ok"], integrity["first_bad_id"]) == (False, 2)
