@@ -1,6 +1,7 @@
 """Review of the incident report (issue #20): defects found, each a failing test."""
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,29 @@ async def test_the_reports_integrity_covers_the_periods_entries_after_an_earlier
         integrity = r.json()["integrity"]
         assert integrity["period_first_entry"] <= 2
         assert (integrity["ok"], integrity["first_bad_id"]) == (False, 2)
+
+
+async def test_the_cli_takes_the_cursor_its_paged_report_tells_to_continue_with(
+    client: httpx.AsyncClient, tokens: Tokens, database_url: str, tmp_path: Path
+):
+    """`aclaudit report --top N` ends with "continue with cursor C", but the command has no
+    option to pass C: the rest of who could read it cannot be had from the CLI."""
+    from tests.test_cli import finish, start
+
+    await _exposed_reads(client, tokens, 1)
+    r = await client.post(
+        "/v1/groups/all/members", json={"member": "user:bo"}, headers=tokens["admin"]
+    )
+    assert r.is_success, r.text
+    broad = {**GRANT, "principal": "group:all"}
+    assert (await client.post("/v1/grants", json=broad, headers=tokens["admin"])).is_success
+    args = ["report", "--dataset", "a.b", "--format", "json", "--top", "1"]
+    first = await asyncio.to_thread(finish, start(tmp_path / "c" / "x.db", *args, url=database_url))
+    assert first.returncode == 0, first.stderr
+    cursor = json.loads(first.stdout)["next_cursor"]
+    assert cursor is not None
+    more = [*args, "--cursor", cursor]
+    second = await asyncio.to_thread(
+        finish, start(tmp_path / "d" / "x.db", *more, url=database_url)
+    )
+    assert second.returncode == 0, second.stderr
