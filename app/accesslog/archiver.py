@@ -325,14 +325,15 @@ async def _read_entries(
 
 
 def _facts(rows: Sequence[Mapping[Any, Any]]) -> dict[str, Any]:
-    """What the record keeps of the segment's entries: when the last was written, and the
+    """What the record keeps of the segment's entries: when the first and last were written
+    (the period a report may count them in), and the
     out-of-audience reads by dataset (reports add them to the database's, so archiving does
     not make those reads vanish)."""
     reads: dict[str, int] = {}
     for row in rows:
         if row["out_of_audience"]:
             reads[row["dataset"]] = reads.get(row["dataset"], 0) + 1
-    return {"last_at": rows[-1]["at"], "out_of_audience_reads": reads}
+    return {"first_at": rows[0]["at"], "last_at": rows[-1]["at"], "out_of_audience_reads": reads}
 
 
 async def _record(

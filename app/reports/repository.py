@@ -201,10 +201,15 @@ async def checkpoint_covering(session: AsyncSession, entry_id: int) -> AccessLog
 
 
 async def archives_overlapping(
-    session: AsyncSession, since: datetime
+    session: AsyncSession, since: datetime, until: datetime
 ) -> Sequence[AccessLogArchive]:
-    """Archived segments whose last entry was written at or after `since`: those that may
-    hold entries of the period, oldest first."""
+    """Archived segments whose entries were written between `since` and `until` (last at or
+    after the one, first at or before the other; a segment recorded without its first
+    instant may): those that may hold entries of the period, oldest first."""
     a = AccessLogArchive
-    query = select(a).where(a.last_at >= since).order_by(a.first_id)
+    query = (
+        select(a)
+        .where(a.last_at >= since, or_(a.first_at.is_(None), a.first_at <= until))
+        .order_by(a.first_id)
+    )
     return (await session.execute(query)).scalars().all()
