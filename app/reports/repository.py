@@ -83,7 +83,8 @@ def _ends(row: Any, after: int, up_to: int, kind: str, item: Any) -> list[tuple[
 
 async def changes_between(session: AsyncSession, after: int, up_to: int) -> Changes:
     """Every change of versions ``after < v <= up_to`` as the history recorded it, by version
-    (each version's closings before its openings, as the change pipeline made them)."""
+    (each version's closings before its openings, as the change pipeline made them). `after`
+    -1 includes the rows of version 0 (a migrated database's policy at the migration)."""
     by_version: dict[int, list[tuple[bool, Change]]] = {}
 
     def add(found: list[tuple[int, bool, Change]]) -> None:

@@ -189,9 +189,13 @@ async def _anchors(
     except Exception as exc:
         if is_outage(exc):
             raise
-        return None, None, (
-            f"a checkpoint around the period could not be read ({type(exc).__name__}): it is "
-            "stored in a form the service never writes"
+        return (
+            None,
+            None,
+            (
+                f"a checkpoint around the period could not be read ({type(exc).__name__}): it is "
+                "stored in a form the service never writes"
+            ),
         )
 
 
@@ -221,16 +225,21 @@ async def _timelines(
     session: AsyncSession, datasets: list[str], period: Period, progress: Progress | None
 ) -> tuple[list[Timeline], int]:
     """The datasets' timelines over the period, and how many versions were walked."""
-    first = await policy_version.version_at(session, period.since) or 0
+    first = await policy_version.version_at(session, period.since)
     last = await policy_version.version_at(session, period.until) or 0
-    if first:
+    if first is not None:
         view = await history_service.view_at(session, period.since, ANALYSER)
         analyser, facts = view.analyser.copy(), view.datasets
     else:
         analyser, facts = ExposureAnalyser([], []), {}
     timelines = [Timeline(d, facts[d].audience if d in facts else None) for d in datasets]
-    versions = await repository.versions_between(session, first, last)
-    changes = await repository.changes_between(session, first, last)
+    versions = await repository.versions_between(session, first or 0, last)
+    changes = dict(await repository.changes_between(session, -1 if first is None else first, last))
+    if first is None and versions:
+        # `since` is before the history: the policy is empty until the first recorded version,
+        # where the rows from version 0 (a migrated database's policy) open, before its own
+        opened = changes.pop(0, [])
+        changes[versions[0][0]] = [*opened, *changes.get(versions[0][0], [])]
     expiries = await repository.expiries_between(session, period.since, period.until, last)
     report = None if progress is None else (lambda done, total: progress("walked", done, total))
     await asyncio.to_thread(
