@@ -229,7 +229,7 @@ async def _timelines(
     last = await policy_version.version_at(session, period.until) or 0
     if first is not None:
         view = await history_service.view_at(session, period.since, ANALYSER)
-        analyser, facts = view.analyser.copy(), view.datasets
+        analyser, facts = await asyncio.to_thread(view.analyser.copy), view.datasets
     else:
         analyser, facts = ExposureAnalyser([], []), {}
     timelines = [Timeline(d, facts[d].audience if d in facts else None) for d in datasets]
