@@ -45,6 +45,7 @@ ARCHIVE_SIGNED = (
     "entries",
     "sha256",
     "checkpoint_signature",
+    "first_at",
     "last_at",
     "out_of_audience_reads",
 )
@@ -140,9 +141,14 @@ def checkpoint_signature_ok(key: bytes, entry_id: int, head_hash: str, signature
 
 
 def archive_message(record: Mapping[str, Any]) -> bytes:
-    """What an archive record's signature covers: every field of `ARCHIVE_SIGNED`."""
+    """What an archive record's signature covers: every field of `ARCHIVE_SIGNED` (`first_at`
+    only when set: records from before 0019 have none, and were signed without it)."""
     doc = {name: record[name] for name in ARCHIVE_SIGNED}
     doc["last_at"] = utc_text(record["last_at"])
+    if doc["first_at"] is None:
+        del doc["first_at"]
+    else:
+        doc["first_at"] = utc_text(doc["first_at"])
     return b"aclaudit-archive:" + json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 

@@ -227,13 +227,14 @@ def grants() -> list[GrantCreate]:
     ]
 
 
-async def _has_grant(session: AsyncSession, g: GrantCreate) -> bool:
+async def _was_granted(session: AsyncSession, g: GrantCreate) -> bool:
+    """Whether `g` was ever made here, standing or revoked: one revoked since (the over-broad
+    grant the walkthrough revokes) is not the demo's to make again."""
     query = select(Grant.id).where(
         Grant.principal == g.principal,
         Grant.resource == g.resource,
         Grant.action == g.action.value,
         Grant.effect == g.effect.value,
-        Grant.revoked_at.is_(None),
     )
     return (await session.execute(query)).first() is not None
 
@@ -253,10 +254,10 @@ async def set_up_directory(
 async def grant_missing(
     session: AsyncSession, planned: list[GrantCreate], actor: str, progress: Progress
 ) -> int:
-    """Create the planned grants not standing yet; how many."""
+    """Create the planned grants never made yet (standing or revoked); how many."""
     created = 0
     for done, grant in enumerate(planned, 1):
-        if not await _has_grant(session, grant):
+        if not await _was_granted(session, grant):
             await grant_changes.create_grant(session, body=grant, actor=actor)
             created += 1
         progress("grants", done, len(planned))

@@ -352,22 +352,30 @@ async def _archive_segment(
 
 class _Facts:
     """What the record keeps of a segment's entries, gathered as they stream past: how many,
-    when the last was written, and the out-of-audience reads by dataset (reports add them to
-    the database's, so archiving does not make those reads vanish)."""
+    when the first and last were written (the period a report may count them in), and the
+    out-of-audience reads by dataset (reports add them to the database's, so archiving does
+    not make those reads vanish)."""
 
     def __init__(self) -> None:
         self.entries = 0
+        self.first_at: datetime | None = None
         self.last_at: datetime | None = None
         self.reads: dict[str, int] = {}
 
     def add(self, row: Mapping[Any, Any]) -> None:
         self.entries += 1
+        if self.first_at is None:
+            self.first_at = row["at"]
         self.last_at = row["at"]
         if row["out_of_audience"]:
             self.reads[row["dataset"]] = self.reads.get(row["dataset"], 0) + 1
 
     def recorded(self) -> dict[str, Any]:
-        return {"last_at": self.last_at, "out_of_audience_reads": self.reads}
+        return {
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "out_of_audience_reads": self.reads,
+        }
 
 
 def _entries(

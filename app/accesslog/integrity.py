@@ -46,7 +46,7 @@ SWEEPER = "sweeper"  # the sweeper's place among the callers
 _SCHEMA_GONE = ("no such table", "no such column")
 
 
-def _is_outage(exc: Exception) -> bool:
+def is_outage(exc: Exception) -> bool:
     """The database could not be asked (answered 503 / retried), as opposed to a row or table
     that could not be read (tampering)."""
     if isinstance(exc, OperationalError):
@@ -63,7 +63,7 @@ async def _readable(
     try:
         return await work, True
     except Exception as exc:
-        if _is_outage(exc):
+        if is_outage(exc):
             raise
         logger.warning("%s: a row could not be read: %r", name, exc)
         return ChainVerifyResult(

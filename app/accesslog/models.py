@@ -119,6 +119,8 @@ class AccessLogArchive(Base):
     checkpoint_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     entries: Mapped[int] = mapped_column(LogId)
     sha256: Mapped[str] = mapped_column(String(64))
+    # when the segment's first entry was written (null: recorded before 0019)
+    first_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # when the segment's last entry was written
     last_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # the segment's out-of-audience reads by dataset: reports add them to the database's

@@ -1,6 +1,7 @@
 """The policy as the analyser sees it (a `PolicyView`): a view of the policy state
 (`app.policy.state`), and how a change to it is made and published."""
 
+import asyncio
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,11 @@ class AnalyserView:
     """The analyser's view as a kind of view of the policy state."""
 
     async def build(self, rows: PolicyRows, state: PolicyState) -> PolicyView:
+        """Built in a thread (seconds at scale), as the check index is."""
+        return await asyncio.to_thread(self._build, rows)
+
+    @staticmethod
+    def _build(rows: PolicyRows) -> PolicyView:
         audience = [p for d in rows.datasets.values() for p in d.audience]
         analyser = ExposureAnalyser(rows.rules, rows.links, audience)
         return PolicyView(analyser, dict(rows.datasets), {int(r.id): r.sub for r in rows.rules})

@@ -51,6 +51,10 @@ def report(
         int | None,
         typer.Option(min=1, help="List only the first N principals who could read (default: all)."),
     ] = None,
+    cursor: Annotated[
+        str | None,
+        typer.Option(help="Continue after the cursor a paged report ended with (same period)."),
+    ] = None,
 ) -> None:
     """The incident report: when each matching dataset was readable beyond its audience (and
     which changes, by whom, opened and closed it), who could read it, who did, and the access
@@ -71,6 +75,7 @@ def report(
     typer.echo(f"reporting on {pattern} ...", err=True)
     query = {"dataset": pattern, **({"since": start} if start else {})}
     query.update({"until": end} if end else {})
+    query.update({"cursor": cursor} if cursor else {})
 
     async def run(maker: async_sessionmaker[AsyncSession]) -> ExposureReport:
         async def verify() -> VerifyResult:
@@ -86,6 +91,7 @@ def report(
                     since=None if start is None else adapter.validate_python(start),
                     until=None if end is None else adapter.validate_python(end),
                     verify=verify,
+                    cursor=cursor,
                     limit=top,
                     progress=_progress,
                 )

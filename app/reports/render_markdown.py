@@ -132,10 +132,11 @@ def _dataset(report: DatasetReport) -> list[str]:
 
 
 def integrity_statement(integrity: IntegrityRead, esc: Escape = text) -> str:
-    """The integrity of the log over the period, in one paragraph (escaped)."""
+    """The integrity of the log over the period, in one paragraph: every field read from the
+    database is escaped (whoever edited the log can write the checkpoints too)."""
     if integrity.ok:
         verdict = f"The access log verified intact: {integrity.entries} entries"
-        verdict += "" if integrity.head is None else f", head {integrity.head}"
+        verdict += "" if integrity.head is None else f", head {esc(integrity.head)}"
     else:
         where = "" if integrity.first_bad_id is None else f" at entry {integrity.first_bad_id}"
         verdict = f"The access log FAILED verification{where}: {esc(integrity.problem or '')}"
@@ -156,7 +157,7 @@ def integrity_statement(integrity: IntegrityRead, esc: Escape = text) -> str:
         else:
             signed = "signed" if anchor.signature else "unsigned"
             anchors.append(
-                f"checkpoint {label}: entry {anchor.entry_id}, {anchor.head_hash} "
+                f"checkpoint {label}: entry {anchor.entry_id}, {esc(anchor.head_hash)} "
                 f"({signed}, {instant(anchor.at)})"
             )
     archived = ""

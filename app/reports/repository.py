@@ -83,7 +83,8 @@ def _ends(row: Any, after: int, up_to: int, kind: str, item: Any) -> list[tuple[
 
 async def changes_between(session: AsyncSession, after: int, up_to: int) -> Changes:
     """Every change of versions ``after < v <= up_to`` as the history recorded it, by version
-    (each version's closings before its openings, as the change pipeline made them)."""
+    (each version's closings before its openings, as the change pipeline made them). `after`
+    -1 includes the rows of version 0 (a migrated database's policy at the migration)."""
     by_version: dict[int, list[tuple[bool, Change]]] = {}
 
     def add(found: list[tuple[int, bool, Change]]) -> None:
@@ -201,10 +202,15 @@ async def checkpoint_covering(session: AsyncSession, entry_id: int) -> AccessLog
 
 
 async def archives_overlapping(
-    session: AsyncSession, since: datetime
+    session: AsyncSession, since: datetime, until: datetime
 ) -> Sequence[AccessLogArchive]:
-    """Archived segments whose last entry was written at or after `since`: those that may
-    hold entries of the period, oldest first."""
+    """Archived segments whose entries were written between `since` and `until` (last at or
+    after the one, first at or before the other; a segment recorded without its first
+    instant may): those that may hold entries of the period, oldest first."""
     a = AccessLogArchive
-    query = select(a).where(a.last_at >= since).order_by(a.first_id)
+    query = (
+        select(a)
+        .where(a.last_at >= since, or_(a.first_at.is_(None), a.first_at <= until))
+        .order_by(a.first_id)
+    )
     return (await session.execute(query)).scalars().all()

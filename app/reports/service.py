@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
 from app.accesslog import service as accesslog_service
+from app.accesslog.integrity import is_outage
 from app.accesslog.models import AccessLogCheckpoint
 from app.accesslog.schemas import VerifyResult
 from app.db import utcnow
@@ -143,7 +144,7 @@ async def _who_did(session: AsyncSession, dataset: str, period: Period) -> WhoDi
     ):
         purposes.setdefault(principal, []).append(PurposeCount(purpose=purpose, reads=reads))
     rows = await repository.reads_by_principal(session, dataset, since, until)
-    archived = await repository.archives_overlapping(session, since)
+    archived = await repository.archives_overlapping(session, since, until)
     return WhoDid(
         principals=[
             DidRead(
@@ -176,23 +177,44 @@ def _anchor(checkpoint: AccessLogCheckpoint | None) -> CheckpointAnchor | None:
     )
 
 
+async def _anchors(
+    session: AsyncSession, first: int | None, last: int | None
+) -> tuple[CheckpointAnchor | None, CheckpointAnchor | None, str | None]:
+    """The checkpoints before and covering the period, read as the verifier reads rows: one
+    stored in a form the service never writes is tampering (no anchors, and why), not a 500."""
+    try:
+        before = None if first is None else await repository.checkpoint_before(session, first)
+        covering = None if last is None else await repository.checkpoint_covering(session, last)
+        return _anchor(before), _anchor(covering), None
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        return (
+            None,
+            None,
+            (
+                f"a checkpoint around the period could not be read ({type(exc).__name__}): it is "
+                "stored in a form the service never writes"
+            ),
+        )
+
+
 async def _integrity(
     session: AsyncSession, verified: VerifyResult, period: Period
 ) -> IntegrityRead:
     first, last = await repository.entry_range(session, period.since, period.until)
-    before = None if first is None else await repository.checkpoint_before(session, first)
-    covering = None if last is None else await repository.checkpoint_covering(session, last)
-    archived = await repository.archives_overlapping(session, period.since)
+    before, covering, unreadable = await _anchors(session, first, last)
+    archived = await repository.archives_overlapping(session, period.since, period.until)
     return IntegrityRead(
-        ok=verified.ok,
+        ok=verified.ok and unreadable is None,
         entries=verified.entries,
         head=verified.head,
         first_bad_id=verified.first_bad_id,
-        problem=verified.problem,
+        problem=verified.problem or unreadable,
         period_first_entry=first,
         period_last_entry=last,
-        checkpoint_before=_anchor(before),
-        checkpoint_covering=_anchor(covering),
+        checkpoint_before=before,
+        checkpoint_covering=covering,
         signed_checkpoints=verified.signed_checkpoints,
         archived_through=await accesslog_service.archived_through(session),
         archived_segments=[a.segment for a in archived],
@@ -203,16 +225,21 @@ async def _timelines(
     session: AsyncSession, datasets: list[str], period: Period, progress: Progress | None
 ) -> tuple[list[Timeline], int]:
     """The datasets' timelines over the period, and how many versions were walked."""
-    first = await policy_version.version_at(session, period.since) or 0
+    first = await policy_version.version_at(session, period.since)
     last = await policy_version.version_at(session, period.until) or 0
-    if first:
+    if first is not None:
         view = await history_service.view_at(session, period.since, ANALYSER)
-        analyser, facts = view.analyser.copy(), view.datasets
+        analyser, facts = await asyncio.to_thread(view.analyser.copy), view.datasets
     else:
         analyser, facts = ExposureAnalyser([], []), {}
     timelines = [Timeline(d, facts[d].audience if d in facts else None) for d in datasets]
-    versions = await repository.versions_between(session, first, last)
-    changes = await repository.changes_between(session, first, last)
+    versions = await repository.versions_between(session, first or 0, last)
+    changes = dict(await repository.changes_between(session, -1 if first is None else first, last))
+    if first is None and versions:
+        # `since` is before the history: the policy is empty until the first recorded version,
+        # where the rows from version 0 (a migrated database's policy) open, before its own
+        opened = changes.pop(0, [])
+        changes[versions[0][0]] = [*opened, *changes.get(versions[0][0], [])]
     expiries = await repository.expiries_between(session, period.since, period.until, last)
     report = None if progress is None else (lambda done, total: progress("walked", done, total))
     await asyncio.to_thread(

@@ -1,11 +1,12 @@
 """Every query of the policy's history: `record` a change's rows (and `stamp` them with their
 version's instant), `load` those of a version."""
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
+from sqlalchemy import and_, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from app.policy.models import Grant
 from app.policy.state import DatasetFacts
 
 _CHUNK = 500  # keys per statement (SQLite's bound-parameter limit, PostgreSQL's plan size)
+_ROWS = 2000  # history rows read at a time by `load`
 
 _Table = type[GrantHistory] | type[MembershipHistory] | type[DatasetHistory] | type[HoldHistory]
 
@@ -152,21 +154,13 @@ def _span(row: Any) -> Span:
     return Span(row.from_version, row.from_at, row.until_version, row.until_at)
 
 
-async def load(session: AsyncSession, *, version: int) -> History:
-    """The history rows that held at `version`."""
+_SPAN = ("from_version", "from_at", "until_version", "until_at")
 
-    def held(table: _Table) -> ColumnElement[bool]:
-        return and_(
-            table.from_version <= version,
-            or_(table.until_version.is_(None), table.until_version > version),
-        )
 
-    grants = (await session.execute(select(GrantHistory).where(held(GrantHistory)))).scalars()
-    links = (
-        await session.execute(select(MembershipHistory).where(held(MembershipHistory)))
-    ).scalars()
-    datasets = (await session.execute(select(DatasetHistory).where(held(DatasetHistory)))).scalars()
-    holds = (await session.execute(select(HoldHistory).where(held(HoldHistory)))).scalars()
+def _history(
+    grants: Sequence[Any], links: Sequence[Any], datasets: Sequence[Any], holds: Sequence[Any]
+) -> History:
+    """The loaded rows as a `History` (tens of thousands at scale: run in a thread)."""
     return History(
         grants=[
             (
@@ -184,3 +178,28 @@ async def load(session: AsyncSession, *, version: int) -> History:
         ],
         holds=[(_span(h), (h.hold_id, h.principal, h.dataset)) for h in holds],
     )
+
+
+async def load(session: AsyncSession, *, version: int) -> History:
+    """The history rows that held at `version`: read as plain rows `_ROWS` at a time, made a
+    `History` in a thread (no ORM objects: tens of thousands at once would hold the event
+    loop, and so every check waiting on it)."""
+
+    async def held(table: _Table, *columns: str) -> Sequence[Any]:
+        query = select(*(getattr(table, c) for c in (*columns, *_SPAN))).where(
+            table.from_version <= version,
+            or_(table.until_version.is_(None), table.until_version > version),
+        )
+        rows: list[Any] = []
+        result = await (await session.connection()).stream(query)
+        async for part in result.partitions(_ROWS):  # the loop serves others between them
+            rows.extend(part)
+        return rows
+
+    grants = await held(
+        GrantHistory, "grant_id", "principal", "resource", "action", "effect", "expires_at"
+    )
+    links = await held(MembershipHistory, "member", "group_id")
+    datasets = await held(DatasetHistory, "dataset_id", "sensitivity", "audience", "guard")
+    holds = await held(HoldHistory, "hold_id", "principal", "dataset")
+    return await asyncio.to_thread(_history, grants, links, datasets, holds)

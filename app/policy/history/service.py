@@ -10,9 +10,12 @@ migrated database's history starts with its policy at the migration (see migrati
 was revoked or removed before that is not known.
 
 Rebuilt states are kept per database, the `CACHED` most recently used, so asking again for an
-instant of the same version rebuilds nothing (their views are kept with them).
+instant of the same version rebuilds nothing (their views are kept with them). A rebuild (the
+history's rows made a state, and its views built) runs in a thread: the event loop serves
+checks meanwhile.
 """
 
+import asyncio
 from collections import OrderedDict
 from datetime import datetime
 from typing import TypeVar
@@ -63,7 +66,7 @@ async def state_of(session: AsyncSession, version: int) -> _Built:
     found = cache.get(version)
     if found is None:
         history = await repository.load(session, version=version)
-        found = cache[version] = timeline.state_as_of(history, version)
+        found = cache[version] = await asyncio.to_thread(timeline.state_as_of, history, version)
         while len(cache) > CACHED:
             cache.popitem(last=False)
     cache.move_to_end(version)
