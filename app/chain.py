@@ -142,7 +142,7 @@ def checkpoint_signature_ok(key: bytes, entry_id: int, head_hash: str, signature
 
 def archive_message(record: Mapping[str, Any]) -> bytes:
     """What an archive record's signature covers: every field of `ARCHIVE_SIGNED` (`first_at`
-    only when set: records from before 0019 have none, and were signed without it)."""
+    only when set: records from before 0017 have none, and were signed without it)."""
     doc = {name: record[name] for name in ARCHIVE_SIGNED}
     doc["last_at"] = utc_text(record["last_at"])
     if doc["first_at"] is None:

@@ -21,7 +21,7 @@ from app.db import Base, LogId, UTCDateTime
 class AccessLogEntry(Base):
     """One decision. Append-only; ``id`` is assigned by the chain writer, gap-free.
 
-    On PostgreSQL (migration 0017) the table is partitioned by RANGE of ``id`` and
+    On PostgreSQL (migration 0018) the table is partitioned by RANGE of ``id`` and
     ``decision_id`` is not unique-constrained (see `app.accesslog.partitions`); the
     partitions are made at run time, so the model does not declare them."""
 
@@ -119,7 +119,7 @@ class AccessLogArchive(Base):
     checkpoint_signature: Mapped[str | None] = mapped_column(Text, nullable=True)
     entries: Mapped[int] = mapped_column(LogId)
     sha256: Mapped[str] = mapped_column(String(64))
-    # when the segment's first entry was written (null: recorded before 0019)
+    # when the segment's first entry was written (null: recorded before 0017)
     first_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # when the segment's last entry was written
     last_at: Mapped[datetime] = mapped_column(UTCDateTime())

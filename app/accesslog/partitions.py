@@ -22,7 +22,7 @@ behind. SQLite keeps its plain tables and the key.
 
 **No DEFAULT partition.** A default partition disables the ordered scan of partitions that
 browsing relies on, and a partition made later would have to move rows out of it. Instead
-partitions are kept ahead of the head: migration 0017 makes them for the existing ids and
+partitions are kept ahead of the head: migration 0018 makes them for the existing ids and
 `AHEAD` partitions beyond, each process at start and the sweeper on every tick top them up
 (`keep_ahead`), and a check batch that still finds no partition makes one and retries (the
 log store), so a missing partition delays a check but never fails it.
@@ -138,7 +138,7 @@ def _dialect(db: Db) -> str:
 
 
 async def is_partitioned(db: Db) -> bool:
-    """Whether the access log is a partitioned table (PostgreSQL at migration 0017 or later)."""
+    """Whether the access log is a partitioned table (PostgreSQL at migration 0018 or later)."""
     if _dialect(db) != "postgresql":
         return False
     return bool(await db.scalar(IS_PARTITIONED, {"parent": LOG}))

@@ -4,8 +4,8 @@ Without it every entry removed from access_log (archiving) made PostgreSQL's ON 
 scan all of access_log_subjects, and verify read a page's subject rows by a full scan: with
 10 million entries neither finishes.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-07 18:10:00.000000
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = '0018'
-down_revision: str | None = '0017'
+revision: str = '0019'
+down_revision: str | None = '0018'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

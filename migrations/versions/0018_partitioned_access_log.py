@@ -7,8 +7,8 @@ lose their foreign key, and why ``decision_id`` is no longer unique on PostgreSQ
 constraint on a partitioned table must include the partition key). The downgrade copies them
 back into plain tables with the old constraints.
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 Create Date: 2026-12-07 18:00:00.000000
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 from app.accesslog import partitions
 from app.config import Settings
 
-revision: str = '0017'
-down_revision: str | None = '0016'
+revision: str = '0018'
+down_revision: str | None = '0017'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,8 +6,8 @@ may hold entries of it: its last entry at or after `since` and its first at or b
 every period their last entry reaches. Signed records cover it when set. Downgrading drops the
 column.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-07 18:40:00.000000
 """
 
@@ -18,8 +18,8 @@ from alembic import op
 
 import app.db
 
-revision: str = '0019'
-down_revision: str | None = '0018'
+revision: str = '0017'
+down_revision: str | None = '0016'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
