@@ -137,6 +137,11 @@ async def test_sync_client_against_a_real_server_fails_closed_when_it_stops(
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
             await seed(http, admin)
+            # a fresh server's first check sets up its route and policy: not what is under
+            # test, and on a loaded machine it can outlast the client's 2 s read timeout
+            body = {"principal": "user:alice", "dataset": DATASET, "action": "read"}
+            warm = await http.post("/v1/check", json=body, headers=tokens["check"])
+            assert warm.status_code == 200, warm.text
         with AclauditClient(server.url, token=token(tokens, "check")) as aclaudit:
             with aclaudit.guard(principal="user:alice", dataset=DATASET) as decision:
                 assert decision.allowed and decision.recorded
