@@ -222,7 +222,9 @@ async def _restore_keys(
 ) -> None:
     await conn.execute("SET maintenance_work_mem = '512MB'")
     for _name, definition in indexes:
-        await conn.execute(definition)
+        # A partitioned table's index reads back as ``ON ONLY``, which would make the parent's
+        # index alone, invalid, with no index in any partition: every partition gets its own.
+        await conn.execute(definition.replace(" ON ONLY ", " ON ", 1))
     for name, table, definition, _kind in sorted(constraints, key=lambda c: c[3] == "f"):
         await conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
 
@@ -314,7 +316,7 @@ async def generate(database_url: str, shape: LogShape) -> Generated:
         sys.stderr.write("    building keys and indexes ...\n")
         await _restore_keys(conn, constraints, indexes)
         indexed = time.monotonic()
-        await _finish(conn, shape, checkpoints, head)
+        await _finish(conn, shape, checkpoints, head, newest)
         sys.stderr.write("    vacuum analyse ...\n")
         for table in TABLES:
             await conn.execute(f"VACUUM (ANALYZE) {table}")
@@ -339,8 +341,11 @@ async def _finish(
     shape: LogShape,
     checkpoints: list[tuple[int, str, datetime, str | None]],
     head: tuple[int, str],
+    newest: datetime,
 ) -> None:
-    """The checkpoints and the head (signed with the checkpoint key when there is one)."""
+    """The checkpoints and the head (signed with the checkpoint key when there is one). The
+    instants were written non-decreasing from entry 1: the head says so (``monotone_from``),
+    and holds the newest, which the service's next group commit will not go below."""
     await conn.copy_records_to_table(
         "access_log_checkpoints",
         records=checkpoints,
@@ -349,9 +354,11 @@ async def _finish(
     key = shape.checkpoint_key
     signature = chain.sign_head(key, chain.ACCESS_LOG, *head) if key else None
     await conn.execute(
-        "UPDATE access_log_head SET last_id = $1, last_hash = $2, signature = $3 WHERE id = 1",
+        "UPDATE access_log_head SET last_id = $1, last_hash = $2, signature = $3, "
+        "last_at = $4, monotone_from = 1 WHERE id = 1",
         *head,
         signature,
+        newest,
     )
 
 

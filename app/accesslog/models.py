@@ -39,7 +39,8 @@ class AccessLogEntry(Base):
             sqlite_where=text("out_of_audience = 1"),
             postgresql_where=text("out_of_audience"),
         ),
-        Index("ix_access_log_at", "at"),
+        # instants to ids (`repository.id_bounds`): ORDER BY at, id LIMIT 1 is one descent
+        Index("ix_access_log_at_id", "at", "id"),
     )
 
     id: Mapped[int] = mapped_column(LogId, primary_key=True, autoincrement=False)
@@ -76,7 +77,14 @@ class AccessLogSubject(Base):
 
 class AccessLogHead(Base):
     """The chain's head (one row): the lock every writer takes, and the newest id and hash,
-    HMAC-signed by every group commit when ``ACLAUDIT_CHECKPOINT_KEY`` is set."""
+    HMAC-signed by every group commit when ``ACLAUDIT_CHECKPOINT_KEY`` is set.
+
+    ``last_at`` is the newest entry's instant: a group commit stamps its batch with the later
+    of its clock and ``last_at`` (under this row's lock), so from entry ``monotone_from`` on
+    ``at`` never decreases with the id, whatever the replicas' clocks, and an instant is an id
+    bound (`repository.id_bounds`). Entries before ``monotone_from`` (written before migration
+    0020) may be out of order; they are filtered by ``at`` itself. Neither is signed: they
+    speed browsing up, the chain does not depend on them."""
 
     __tablename__ = "access_log_head"
 
@@ -84,6 +92,8 @@ class AccessLogHead(Base):
     last_id: Mapped[int] = mapped_column(LogId)
     last_hash: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    monotone_from: Mapped[int] = mapped_column(LogId, server_default=text("1"))
 
 
 class AccessLogCheckpoint(Base):

@@ -1,7 +1,18 @@
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, delete, false, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    RowMapping,
+    and_,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,28 +55,114 @@ async def list_entries(
     before_id: int | None,
     limit: int,
 ) -> Sequence[AccessLogEntry]:
-    query = select(AccessLogEntry).order_by(AccessLogEntry.id.desc()).limit(limit)
+    """Entries newest first, filtered. ``since``/``until`` become id bounds (`time_window`),
+    so every filter is one backward walk of an id-ordered index that stops after `limit`."""
+    e = AccessLogEntry
+    query = select(e).order_by(e.id.desc()).limit(limit)
     if before_id is not None:
-        query = query.where(AccessLogEntry.id < before_id)
+        query = query.where(e.id < before_id)
+    if since is not None or until is not None:
+        window = await time_window(session, since, until)
+        if window is None:
+            return []
+        query = query.where(*window)
     if principal is not None:
-        query = query.where(AccessLogEntry.principal == principal)
+        query = query.where(e.principal == principal)
     if dataset is not None:
-        query = query.where(AccessLogEntry.dataset == dataset)
+        query = query.where(e.dataset == dataset)
     if decision is not None:
-        query = query.where(AccessLogEntry.decision == decision)
+        query = query.where(e.decision == decision)
     if out_of_audience is not None:
         query = query.where(OUT_OF_AUDIENCE if out_of_audience else IN_AUDIENCE)
-    if since is not None:
-        query = query.where(AccessLogEntry.at >= since)
-    if until is not None:
-        query = query.where(AccessLogEntry.at < until)
     if data_subject is not None:
         query = query.where(
-            AccessLogEntry.id.in_(
+            e.id.in_(
                 select(AccessLogSubject.entry_id).where(AccessLogSubject.subject == data_subject)
             )
         )
+    if session.get_bind().dialect.name == "postgresql":
+        # Planned for these values, not generically: asyncpg prepares the statement, and after
+        # five runs PostgreSQL would keep a generic plan that cannot prune partitions by the
+        # cursor or see how selective this principal or dataset is.
+        await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     return (await session.execute(query)).scalars().all()
+
+
+async def time_window(
+    session: AsyncSession, since: datetime | None, until: datetime | None
+) -> list[ColumnElement[bool]] | None:
+    """``at >= since AND at < until`` as conditions on ids where the log allows (None: no entry
+    can match).
+
+    From the head's ``monotone_from`` on, ``at`` does not decrease with the id (the group
+    commit's clamp), so there the entries at or after an instant are exactly those from the
+    first id written at or after it: `_first_at_or_after`, one descent of ``(at, id)``. Older
+    entries (written before migration 0020, while each writer's clock stamped its own) keep the
+    plain comparison of ``at``."""
+    e = AccessLogEntry
+    monotone_from = int(
+        await session.scalar(select(AccessLogHead.monotone_from).where(AccessLogHead.id == 1)) or 1
+    )
+    has_prefix = (
+        monotone_from > 1
+        and (await session.scalar(select(e.id).where(e.id < monotone_from).limit(1))) is not None
+    )
+    first: tuple[int, datetime] | None = None
+    if has_prefix:
+        row = (
+            await session.execute(
+                select(e.id, e.at).where(e.id >= monotone_from).order_by(e.id).limit(1)
+            )
+        ).first()
+        first = None if row is None else (int(row[0]), row[1])
+    low: int | None = monotone_from  # the monotone part matches ids low <= id < high
+    high: int | None = None
+    if since is not None:
+        low = await _first_at_or_after(session, since, monotone_from, first, has_prefix)
+    if until is not None:
+        high = await _first_at_or_after(session, until, monotone_from, first, has_prefix)
+    monotone: list[ColumnElement[bool]] = []
+    if low is not None:
+        monotone.append(e.id >= low)
+    if high is not None:
+        monotone.append(e.id < high)
+    empty = low is None or (high is not None and low >= high)
+    if not has_prefix:
+        return None if empty else monotone
+    older = [e.id < monotone_from]
+    if since is not None:
+        older.append(e.at >= since)
+    if until is not None:
+        older.append(e.at < until)
+    if empty:
+        return older
+    # high >= monotone_from, so `id < high` holds for every older entry: an index bound
+    bound = [e.id < high] if high is not None else []
+    return [*bound, or_(e.id >= low, and_(*older))]
+
+
+async def _first_at_or_after(
+    session: AsyncSession,
+    at: datetime,
+    monotone_from: int,
+    first: tuple[int, datetime] | None,
+    has_prefix: bool,
+) -> int | None:
+    """The first id from `monotone_from` on written at or after `at` (None: none was).
+    `first`: the first entry from there (looked up when older entries exist): if it is at or
+    after `at`, it is the answer, without walking ``(at, id)`` through older entries written
+    after `at`."""
+    e = AccessLogEntry
+    if has_prefix:
+        if first is None:
+            return None
+        if first[1] >= at:
+            return first[0]
+    query = select(e.id).where(e.at >= at).order_by(e.at, e.id).limit(1)
+    if has_prefix:
+        query = query.where(e.id >= monotone_from)
+    found = await session.scalar(query)
+    return None if found is None else int(found)
 
 
 async def subjects_between(session: AsyncSession, first: int, last: int) -> dict[int, set[str]]:

@@ -136,7 +136,7 @@ class LogStore(ABC):
         sql = self._sql
         # Read after the batch was queued, so the version includes every policy change whose
         # response was sent before any of these checks.
-        version, last_id, last_hash = yield ONE, sql.read_head, ()
+        version, last_id, last_hash, last_at = yield ONE, sql.read_head, ()
         if version > snapshot.version:
             yield ROLLBACK
             return StalePolicy(version)
@@ -148,8 +148,15 @@ class LogStore(ABC):
                 rows = yield ALL, sql.live_tokens, (sql.text_list(hashes),)
                 live = {row[0] for row in rows}
         # Decided at the instant recorded (to the microsecond), so a replay of the entry
-        # (`app.accesslog.replay`) decides expiries exactly as the check did.
+        # (`app.accesslog.replay`) decides expiries exactly as the check did. Never before the
+        # head's instant (read under its lock): `at` does not decrease with the id, whichever
+        # replica's clock lags, so instants bound ids when browsing. A clock behind the head
+        # decides at the head's later instant, where expiries can only have taken effect
+        # already: it fails closed.
         at = datetime.fromtimestamp(time.time(), UTC)
+        head_at = sql.read_instant(last_at)
+        if head_at is not None and head_at > at:
+            at = head_at
         now = at.timestamp()
         batch = build_batch(
             submissions,
@@ -168,7 +175,7 @@ class LogStore(ABC):
         yield MANY, sql.insert_entries, entry_rows(batch.entries, stored_at)
         if batch.subjects:
             yield MANY, sql.insert_subjects, batch.subjects
-        yield EXEC, sql.move_head, (*batch.head, batch.head_signature)
+        yield EXEC, sql.move_head, (*batch.head, batch.head_signature, stored_at)
         if batch.checkpoint is not None:  # taken at the batch's instant
             c = batch.checkpoint
             yield (

@@ -15,7 +15,7 @@ text; PostgreSQL: the datetime itself).
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Text, any_, bindparam, case, func, insert, literal, select, update
@@ -53,11 +53,12 @@ LIVE_FINDING = ("open", "accepted")
 class Statements:
     """One dialect's statements of a group commit, as driver text."""
 
-    read_head: str  # () -> (policy version, head id, head hash); locked on PostgreSQL
+    # () -> (policy version, head id, head hash, head instant); locked on PostgreSQL
+    read_head: str
     live_tokens: str  # (text_list(hashes),) -> the hashes of tokens not revoked
     insert_entries: str  # entry_rows
     insert_subjects: str  # (subject, entry id)
-    move_head: str  # (id, hash, signature)
+    move_head: str  # (id, hash, signature, instant as `instant` gives it)
     insert_checkpoint: str  # (entry id, head hash, instant, signature)
     find_finding: str  # (dataset, grant id) -> the pair's live finding's id, or NULL
     read_alert_head: str  # () -> (id, hash); locked on PostgreSQL
@@ -69,6 +70,8 @@ class Statements:
     add_to_windows: str  # (reads, last read id, *key, window start)
     text_list: Callable[[list[str]], Any]  # a list of strings as `live_tokens` takes it
     instant: Callable[[datetime], Any] | None  # an instant as the driver stores it; None: as is
+    # an instant as the driver reads it back, as an aware UTC datetime (None stays None)
+    read_instant: Callable[[Any], datetime | None]
 
 
 def prepare(statement: ClauseElement, dialect: Dialect, params: Sequence[str] = ()) -> str:
@@ -93,7 +96,7 @@ SQLITE = sqlite.dialect(paramstyle="qmark")
 POSTGRES = asyncpg.dialect()  # type: ignore[no-untyped-call]
 
 
-def _head_move(head: type[AccessLogHead] | type[AlertHead]) -> ClauseElement:
+def _head_move(head: type[AlertHead]) -> ClauseElement:
     return (
         update(head)
         .where(head.id == SINGLETON)
@@ -111,14 +114,26 @@ def _compile(
     in_list: Callable[[Any, str], Any],
     text_list: Callable[[list[str]], Any],
     instant: Callable[[datetime], Any] | None,
+    read_instant: Callable[[Any], datetime | None],
 ) -> Statements:
     """`is_locking`: the heads are read ``FOR UPDATE`` (SQLite's write lock is already held);
     `in_list(column, name)`: the column is one of the list passed as `name` (`text_list`)."""
     live_tokens = select(ApiToken.token_hash).where(
         ApiToken.revoked_at.is_(None), in_list(ApiToken.token_hash, "hashes")
     )
-    read_head = select(PolicyVersion.version, AccessLogHead.last_id, AccessLogHead.last_hash).where(
-        PolicyVersion.id == SINGLETON, AccessLogHead.id == SINGLETON
+    head = AccessLogHead
+    read_head = select(PolicyVersion.version, head.last_id, head.last_hash, head.last_at).where(
+        PolicyVersion.id == SINGLETON, head.id == SINGLETON
+    )
+    move_head = (
+        update(head)
+        .where(head.id == SINGLETON)
+        .values(
+            last_id=_value("last_id"),
+            last_hash=_value("last_hash"),
+            signature=_value("signature"),
+            last_at=_value("last_at"),
+        )
     )
     read_alert_head = select(AlertHead.last_id, AlertHead.last_hash).where(
         AlertHead.id == SINGLETON
@@ -155,7 +170,7 @@ def _compile(
         live_tokens=prepare(live_tokens, dialect, ("hashes",)),
         insert_entries=prepare(insert(AccessLogEntry), dialect, ENTRY_COLUMNS),
         insert_subjects=prepare(insert(AccessLogSubject), dialect, ("subject", "entry_id")),
-        move_head=prepare(_head_move(AccessLogHead), dialect, head_columns),
+        move_head=prepare(move_head, dialect, (*head_columns, "last_at")),
         insert_checkpoint=prepare(insert(AccessLogCheckpoint), dialect, checkpoint_columns),
         find_finding=prepare(find_finding, dialect, ("dataset", "grant_id")),
         read_alert_head=prepare(read_alert_head, dialect),
@@ -168,7 +183,17 @@ def _compile(
         ),
         text_list=text_list,
         instant=instant,
+        read_instant=read_instant,
     )
+
+
+def _sqlite_instant(value: str | None) -> datetime | None:
+    """`sqlite_datetime`'s text (as SQLAlchemy stores a UTC instant on SQLite) read back."""
+    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC)
 
 
 def for_sqlite() -> Statements:
@@ -177,7 +202,7 @@ def for_sqlite() -> Statements:
     def in_list(column: Any, name: str) -> Any:
         return column.in_(select(func.json_each(_value(name)).table_valued("value").c.value))
 
-    return _compile(SQLITE, False, in_list, json.dumps, sqlite_datetime)
+    return _compile(SQLITE, False, in_list, json.dumps, sqlite_datetime, _sqlite_instant)
 
 
 def for_postgres() -> Statements:
@@ -186,7 +211,7 @@ def for_postgres() -> Statements:
     def in_list(column: Any, name: str) -> Any:
         return column == any_(bindparam(name, type_=ARRAY(Text), required=False))
 
-    return _compile(POSTGRES, True, in_list, list, None)
+    return _compile(POSTGRES, True, in_list, list, None, _utc)
 
 
 def entry_rows(entries: list[dict[str, Any]], at: Any) -> list[tuple[Any, ...]]:

@@ -58,6 +58,7 @@ from app.client._exceptions import (
 )
 from app.client._models import (
     AccessLogEntry,
+    AccessLogPage,
     Alert,
     AlertFeed,
     CheckResult,
@@ -76,6 +77,7 @@ __all__ = [
     "APIError",
     "AccessDenied",
     "AccessLogEntry",
+    "AccessLogPage",
     "AclauditClient",
     "AclauditError",
     "Alert",

@@ -266,6 +266,35 @@ class AsyncAclauditClient:
             for item in page.items:
                 yield item
 
+    async def access_log_page(
+        self,
+        *,
+        principal: str | None = None,
+        dataset: str | None = None,
+        decision: str | None = None,
+        out_of_audience: bool | None = None,
+        data_subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AccessLogPage:
+        """One page of the access log, newest first: ``next_cursor`` for the next, and on the
+        last page ``archived_through``, the last id archived out of the database (if any)."""
+        params = {
+            "principal": principal,
+            "dataset": dataset,
+            "decision": decision,
+            "out_of_audience": out_of_audience,
+            "data_subject": data_subject,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        response = await self._get("/v1/access-log", _base.query(params))
+        return _base.parse(response, AccessLogPage)
+
     async def access_log_entry(self, entry_id: int) -> AccessLogEntry:
         return _base.parse(await self._get(f"/v1/access-log/{entry_id}"), AccessLogEntry)
 

@@ -285,6 +285,35 @@ class AclauditClient:
         for page in self._pages("/v1/access-log", params, AccessLogPage):
             yield from page.items
 
+    def access_log_page(
+        self,
+        *,
+        principal: str | None = None,
+        dataset: str | None = None,
+        decision: str | None = None,
+        out_of_audience: bool | None = None,
+        data_subject: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> AccessLogPage:
+        """One page of the access log, newest first: ``next_cursor`` for the next, and on the
+        last page ``archived_through``, the last id archived out of the database (if any)."""
+        params = {
+            "principal": principal,
+            "dataset": dataset,
+            "decision": decision,
+            "out_of_audience": out_of_audience,
+            "data_subject": data_subject,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        response = self._get("/v1/access-log", _base.query(params))
+        return _base.parse(response, AccessLogPage)
+
     def access_log_entry(self, entry_id: int) -> AccessLogEntry:
         return _base.parse(self._get(f"/v1/access-log/{entry_id}"), AccessLogEntry)
 

@@ -179,3 +179,6 @@ class FindingPage(Page):
 
 class AccessLogPage(Page):
     items: list[AccessLogEntry]
+    # On the last page: entries up to this id were archived (``aclaudit log archive``) and are
+    # not listed, rather than never written.
+    archived_through: int | None = None

@@ -28,6 +28,19 @@ SCHEMA = """
 SELECT tablename, indexdef FROM pg_indexes
 WHERE tablename IN ('access_log', 'access_log_subjects') ORDER BY indexname
 """
+# Each partition of the log tables has every index its table has, and all are valid.
+PARTITION_INDEXES = """
+SELECT c.relname, count(i.indexrelid), bool_and(i.indisvalid) FROM pg_class c
+JOIN pg_inherits h ON h.inhrelid = c.oid
+LEFT JOIN pg_index i ON i.indrelid = c.oid
+WHERE h.inhparent IN ('access_log'::regclass, 'access_log_subjects'::regclass)
+GROUP BY c.relname, h.inhparent
+HAVING count(i.indexrelid) <> (SELECT count(*) FROM pg_index p WHERE p.indrelid = h.inhparent)
+    OR NOT bool_and(i.indisvalid)
+UNION ALL
+SELECT indexrelid::regclass::text, 0, false FROM pg_index
+WHERE indrelid IN ('access_log'::regclass, 'access_log_subjects'::regclass) AND NOT indisvalid
+"""
 FOREIGN_KEYS = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE contype = 'f' AND confrelid = 'access_log'::regclass ORDER BY conname
@@ -88,6 +101,10 @@ async def test_a_generated_log_verifies_and_browses(fresh_url):
     assert made.entries == entries and made.subjects > entries // 10
     assert await _fetch(fresh_url, SCHEMA) == schema
     assert await _fetch(fresh_url, FOREIGN_KEYS) == foreign_keys
+    assert await _fetch(fresh_url, PARTITION_INDEXES) == []
+    # written in order from entry 1: the head says so, with the newest instant
+    head = "SELECT last_at = (SELECT max(at) FROM access_log), monotone_from FROM access_log_head"
+    assert await _fetch(fresh_url, head) == [(True, 1)]
 
     verified = await asyncio.to_thread(
         subprocess.run,

@@ -22,6 +22,7 @@ from app.accesslog import archiver, partitions, repository
 from app.accesslog.partitions import missing_ranges
 from app.auth import service as auth_service
 from app.config import Settings
+from app.db import create_engine
 from app.main import create_app
 from app.operations.sweeper import Sweeper
 from tests.accesslog.archive_helpers import EVERY, KEY, at_of, check_archive, make_batches
@@ -268,6 +269,13 @@ async def _log(maker) -> tuple[list[tuple[int, str, str]], list[tuple[str, int]]
     )
 
 
+async def _head_columns(url: str, change: str) -> None:
+    engine = create_engine(Settings(database_url=url))
+    async with engine.begin() as conn:
+        await conn.execute(text(f"ALTER TABLE access_log_head {change}"))
+    await engine.dispose()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 # The log before 0018 is written by today's code at 0017: a table that today's writers or
 # archiver need must come from a migration before 0018 (as 0016 and 0017 do).
@@ -304,8 +312,13 @@ def test_entries_written_before_0018_verify_after_it_and_after_its_downgrade(
 
         return work
 
+    # today's group commit reads and moves the head's instant (0020): lent for the writing
+    asyncio.run(_head_columns(url, "ADD COLUMN last_at TIMESTAMP WITH TIME ZONE"))
+    asyncio.run(_head_columns(url, "ADD COLUMN monotone_from BIGINT NOT NULL DEFAULT 1"))
     entries, subjects, partitioned = asyncio.run(_in_app(url, before))
     assert len(entries) == 20 and len(subjects) == 20 and not partitioned
+    asyncio.run(_head_columns(url, "DROP COLUMN last_at"))
+    asyncio.run(_head_columns(url, "DROP COLUMN monotone_from"))
 
     command.upgrade(config, "head")
     assert asyncio.run(_in_app(url, after(30))) == (entries, subjects, is_pg)

@@ -25,6 +25,22 @@ ENTRY = {
 }
 
 
+async def test_an_access_log_page_says_where_the_archive_ends(make):
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        items = [{**ENTRY, "id": i} for i in (12, 11)]
+        return httpx.Response(
+            200, json={"items": items, "next_cursor": None, "archived_through": 10}
+        )
+
+    page = await make(handler).call("access_log_page", dataset=ENTRY["dataset"], cursor="13")
+    assert [e.id for e in page.items] == [12, 11]
+    assert page.next_cursor is None and page.archived_through == 10
+    assert seen == [{"dataset": ENTRY["dataset"], "limit": "100", "cursor": "13"}]
+
+
 def alert(i: int) -> dict:
     return {
         "id": i,
