@@ -5,11 +5,11 @@ chain is written in id order and verified in id pages, browsing pages through a 
 (``id < before_id ORDER BY id DESC``), checkpoints and archive segments are id ranges. So the
 planner prunes to the partitions a page, a verify page or a segment touches, an ordered scan of
 the partitions (newest first) stops after the first page, and `aclaudit log archive` drops a
-whole partition once a segment covers it. Time maps to ids through
-`repository.first_id_at_or_after` (``ix_access_log_at``), which is how ``--before`` and
-``?since=`` become id bounds. Ids are gap-free and assigned by the chain writer, so partitions of
-`ACLAUDIT_LOG_PARTITION_ENTRIES` ids are equally full: partition *k* holds ids
-``k*N+1 .. (k+1)*N``.
+whole partition once a segment covers it. Time maps to ids through ``ix_access_log_at_id``
+(`repository.first_id_at_or_after` for ``--before``; `repository.time_window` for ``?since=``
+and ``?until=``, exact from the head's ``monotone_from`` on). Ids are gap-free and assigned
+by the chain writer, so partitions of `ACLAUDIT_LOG_PARTITION_ENTRIES` ids are equally full:
+partition *k* holds ids ``k*N+1 .. (k+1)*N``.
 
 **Subjects follow the log.** ``access_log_subjects`` is partitioned the same way on its
 ``entry_id``, with the same bounds, and has no foreign key on PostgreSQL: a key that references

@@ -396,7 +396,7 @@ async def archive_holding(session: AsyncSession, entry_id: int) -> AccessLogArch
 
 
 async def first_id_at_or_after(session: AsyncSession, at: datetime) -> int | None:
-    """The first entry written at or after `at` (uses ``ix_access_log_at``)."""
+    """The first entry written at or after `at` (uses ``ix_access_log_at_id``)."""
     query = select(func.min(AccessLogEntry.id)).where(AccessLogEntry.at >= at)
     found = await session.scalar(query)
     return None if found is None else int(found)

@@ -43,15 +43,22 @@ def archive_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def start_archive(database_url: str, directory: Path, pause_at: str | None = None):
+def start_archive(
+    database_url: str,
+    directory: Path,
+    pause_at: str | None = None,
+    *,
+    segment_entries: int = EVERY,
+    env: dict[str, str] | None = None,
+):
     command = [str(ACLAUDIT)] if pause_at is None else [sys.executable, str(PAUSED), pause_at]
     return subprocess.Popen(
         [
             *command,
             *("log", "archive", "--before", "2100-01-01T00:00:00Z"),
-            *("--to", str(directory), "--segment-entries", str(EVERY)),
+            *("--to", str(directory), "--segment-entries", str(segment_entries)),
         ],
-        env=archive_env(database_url),
+        env={**archive_env(database_url), **(env or {})},
         cwd=directory.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

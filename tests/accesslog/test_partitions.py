@@ -27,7 +27,14 @@ from app.main import create_app
 from app.operations.sweeper import Sweeper
 from tests.accesslog.archive_helpers import EVERY, KEY, at_of, check_archive, make_batches
 from tests.accesslog.test_archive import FAR, verify
-from tests.accesslog.test_archive_crash import ACLAUDIT, archive_env
+from tests.accesslog.test_archive_crash import (
+    ACLAUDIT,
+    archive_env,
+    assert_nothing_lost,
+    kill,
+    start_archive,
+    wait_for_line,
+)
 from tests.conftest import BACKENDS, POSTGRES_URL, Tokens, postgres_admin_execute
 
 SIZE = 20  # entries per partition: two checkpoints (EVERY = 10)
@@ -195,6 +202,42 @@ async def test_archive_drops_whole_partitions_and_verifies_with_the_archive(
 
 
 @needs_postgres
+async def test_kill_while_a_whole_partition_is_dropped_loses_nothing(
+    client, tokens, admin, sessionmaker, settings, tmp_path: Path
+):
+    await make_batches(client, tokens, admin, 5)  # 1..50
+    directory = tmp_path / "archive"
+    sized = {"ACLAUDIT_LOG_PARTITION_ENTRIES": str(SIZE)}
+    # a segment of one whole partition (1..20): its drop is DROP TABLE of both tables' parts,
+    # killed after it ran and before the commit
+    process = start_archive(
+        settings.database_url, directory, "dropped", segment_entries=SIZE, env=sized
+    )
+    assert wait_for_line(process, "paused at dropped")
+    async with sessionmaker() as session:  # its DROP TABLE holds the partition, uncommitted
+        held = await session.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE c.relname = 'access_log_p000000000001' AND l.granted "
+                "AND l.mode = 'AccessExclusiveLock'"
+            )
+        )
+    assert held == 1
+    kill(process)
+    head = 50
+    assert await assert_nothing_lost(client, admin, sessionmaker, settings, directory, head) == 0
+    assert await rows_in(sessionmaker, "access_log_p000000000001") == SIZE
+    assert await rows_in(sessionmaker, "access_log_subjects_p000000000001") == SIZE
+
+    process = start_archive(settings.database_url, directory, env=sized)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert await assert_nothing_lost(client, admin, sessionmaker, settings, directory, head) == 50
+    for name in ("access_log_p000000000001", "access_log_subjects_p000000000001"):
+        assert await rows_in(sessionmaker, name) is None
+
+
+@needs_postgres
 async def test_a_drop_waits_out_a_long_reader_of_the_log_and_then_drops(
     client, tokens, admin, sessionmaker, settings, tmp_path: Path
 ):
@@ -269,10 +312,17 @@ async def _log(maker) -> tuple[list[tuple[int, str, str]], list[tuple[str, int]]
     )
 
 
-async def _head_columns(url: str, change: str) -> None:
+async def _lend_head_columns(url: str, change: str) -> None:
+    """ADD or DROP the head's columns of 0020 (as 0020 makes them) on an older schema."""
+    columns = {
+        "last_at": "TIMESTAMP WITH TIME ZONE",
+        "monotone_from": "BIGINT NOT NULL DEFAULT 1",
+    }
     engine = create_engine(Settings(database_url=url))
     async with engine.begin() as conn:
-        await conn.execute(text(f"ALTER TABLE access_log_head {change}"))
+        for name, kind in columns.items():
+            column = f"{name} {kind}" if change == "ADD" else name
+            await conn.execute(text(f"ALTER TABLE access_log_head {change} COLUMN {column}"))
     await engine.dispose()
 
 
@@ -312,13 +362,11 @@ def test_entries_written_before_0018_verify_after_it_and_after_its_downgrade(
 
         return work
 
-    # today's group commit reads and moves the head's instant (0020): lent for the writing
-    asyncio.run(_head_columns(url, "ADD COLUMN last_at TIMESTAMP WITH TIME ZONE"))
-    asyncio.run(_head_columns(url, "ADD COLUMN monotone_from BIGINT NOT NULL DEFAULT 1"))
+    # today's code reads and moves the head's instant (0020): lent while it runs at 0017
+    asyncio.run(_lend_head_columns(url, "ADD"))
     entries, subjects, partitioned = asyncio.run(_in_app(url, before))
     assert len(entries) == 20 and len(subjects) == 20 and not partitioned
-    asyncio.run(_head_columns(url, "DROP COLUMN last_at"))
-    asyncio.run(_head_columns(url, "DROP COLUMN monotone_from"))
+    asyncio.run(_lend_head_columns(url, "DROP"))
 
     command.upgrade(config, "head")
     assert asyncio.run(_in_app(url, after(30))) == (entries, subjects, is_pg)
@@ -331,4 +379,5 @@ def test_entries_written_before_0018_verify_after_it_and_after_its_downgrade(
     assert len(entries) == 40 and len(subjects) == 40
 
     command.downgrade(config, "0017")
+    asyncio.run(_lend_head_columns(url, "ADD"))
     assert asyncio.run(_in_app(url, after(50))) == (entries, subjects, False)
