@@ -1,5 +1,6 @@
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -8,6 +9,7 @@ from sqlalchemy import (
     delete,
     false,
     func,
+    null,
     or_,
     select,
     text,
@@ -99,28 +101,45 @@ async def time_window(
     first id written at or after it: `_first_at_or_after`, one descent of ``(at, id)``. Older
     entries (written before migration 0020, while each writer's clock stamped its own) keep the
     plain comparison of ``at``."""
-    e = AccessLogEntry
-    monotone_from = int(
-        await session.scalar(select(AccessLogHead.monotone_from).where(AccessLogHead.id == 1)) or 1
-    )
-    has_prefix = (
-        monotone_from > 1
-        and (await session.scalar(select(e.id).where(e.id < monotone_from).limit(1))) is not None
-    )
-    first: tuple[int, datetime] | None = None
-    if has_prefix:
-        row = (
+    e, h = AccessLogEntry, AccessLogHead
+
+    def first_from(at: datetime | None) -> Any:
+        if at is None:
+            return null()
+        return select(e.id).where(e.at >= at).order_by(e.at, e.id).limit(1).scalar_subquery()
+
+    # One round trip for a log written in order from its first entry on (as every log made
+    # since 0020, or generated): the head, whether older entries remain, the two bounds.
+    older_remain = select(e.id).where(e.id < h.monotone_from).limit(1).exists()
+    row = (
+        await session.execute(
+            select(h.monotone_from, older_remain, first_from(since), first_from(until)).where(
+                h.id == 1
+            )
+        )
+    ).first()
+    if row is None:  # no head (verify reports that): nothing said about order, compare `at`
+        plain = [] if since is None else [e.at >= since]
+        return plain if until is None else [*plain, e.at < until]
+    monotone_from, has_prefix = int(row[0]), bool(row[1])
+    low: int | None = monotone_from  # the monotone part matches ids low <= id < high
+    high: int | None = None
+    if not has_prefix:
+        if since is not None:
+            low = None if row[2] is None else int(row[2])
+        if until is not None:
+            high = None if row[3] is None else int(row[3])
+    else:
+        found = (
             await session.execute(
                 select(e.id, e.at).where(e.id >= monotone_from).order_by(e.id).limit(1)
             )
         ).first()
-        first = None if row is None else (int(row[0]), row[1])
-    low: int | None = monotone_from  # the monotone part matches ids low <= id < high
-    high: int | None = None
-    if since is not None:
-        low = await _first_at_or_after(session, since, monotone_from, first, has_prefix)
-    if until is not None:
-        high = await _first_at_or_after(session, until, monotone_from, first, has_prefix)
+        first = None if found is None else (int(found[0]), found[1])
+        if since is not None:
+            low = await _first_at_or_after(session, since, monotone_from, first)
+        if until is not None:
+            high = await _first_at_or_after(session, until, monotone_from, first)
     monotone: list[ColumnElement[bool]] = []
     if low is not None:
         monotone.append(e.id >= low)
@@ -142,25 +161,18 @@ async def time_window(
 
 
 async def _first_at_or_after(
-    session: AsyncSession,
-    at: datetime,
-    monotone_from: int,
-    first: tuple[int, datetime] | None,
-    has_prefix: bool,
+    session: AsyncSession, at: datetime, monotone_from: int, first: tuple[int, datetime] | None
 ) -> int | None:
-    """The first id from `monotone_from` on written at or after `at` (None: none was).
-    `first`: the first entry from there (looked up when older entries exist): if it is at or
-    after `at`, it is the answer, without walking ``(at, id)`` through older entries written
-    after `at`."""
+    """With older (unordered) entries before `monotone_from`: the first id from there on
+    written at or after `at` (None: none was). `first`: the first entry from there; if it is
+    at or after `at`, it is the answer, without walking ``(at, id)`` through older entries
+    written after `at` (the older ones were all written before it)."""
     e = AccessLogEntry
-    if has_prefix:
-        if first is None:
-            return None
-        if first[1] >= at:
-            return first[0]
-    query = select(e.id).where(e.at >= at).order_by(e.at, e.id).limit(1)
-    if has_prefix:
-        query = query.where(e.id >= monotone_from)
+    if first is None:
+        return None
+    if first[1] >= at:
+        return first[0]
+    query = select(e.id).where(e.at >= at, e.id >= monotone_from).order_by(e.at, e.id).limit(1)
     found = await session.scalar(query)
     return None if found is None else int(found)
 
