@@ -48,6 +48,7 @@ async def test_a_generated_history_answers_at_every_instant_what_casbin_answers_
     ex.datasets = list(org.datasets)
     instants = history_generate.instants(generated, 6, random.Random(7))
     instants += [start + timedelta(microseconds=1), end + timedelta(seconds=1)]
+    random.Random(8).shuffle(instants)  # each derived from the nearest kept: later or earlier
     at_of = [v["at"] for v in generated.versions]
     async with served(Settings(database_url=database_url)) as (client, _):
         for at in instants:
