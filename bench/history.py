@@ -86,7 +86,7 @@ def build(args: argparse.Namespace, report: dict[str, Any]) -> tuple[str, Any, A
         f"rows) over {DAYS} days, generated in {time.monotonic() - started:.1f} s",
         flush=True,
     )
-    url = fresh_database(args)
+    url = fresh_database(args, stem="history")
     migrate.upgrade(url)
     started = time.monotonic()
     asyncio.run(history_generate.write(url, made))

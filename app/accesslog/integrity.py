@@ -130,14 +130,17 @@ class Integrity:
             return result
 
     async def verify_range(
-        self, *, caller: Hashable, first: int | None, last: int
+        self, *, caller: Hashable, first: int | None, last: int, is_paced: bool = True
     ) -> RangeVerified:
         """Verify the access log's entries `first..last` and their link to the head
         (`app.accesslog.range_verifier`), taking turns with the verifies; a failure is
-        remembered (every later verify reads every row) and alerted like a full verify's."""
+        remembered (every later verify reads every row) and alerted like a full verify's.
+        Unless `is_paced` (a process that serves no checks: the CLI), no rest between pages."""
         async with self.turns.turn(caller):
             try:
-                verified = await verify_range(self._maker, self._settings, first, last)
+                verified = await verify_range(
+                    self._maker, self._settings, first, last, is_paced=is_paced
+                )
             except Exception as exc:
                 if is_outage(exc):
                     raise

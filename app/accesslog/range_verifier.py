@@ -35,10 +35,15 @@ class RangeVerified:
 
 
 async def verify_range(
-    maker: async_sessionmaker[AsyncSession], settings: Settings, first: int | None, last: int
+    maker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    first: int | None,
+    last: int,
+    *,
+    is_paced: bool = True,
 ) -> RangeVerified:
     """Verify entries `first..last` and link them to the head (see the module); `first` None:
-    no entry to recompute, only the links."""
+    no entry to recompute, only the links. Paced as `feed` is."""
     key = settings.checkpoint_key_bytes
     signed_from = settings.checkpoint_key_since
     async with maker() as session:
@@ -94,7 +99,7 @@ async def verify_range(
         return done(None, None, None)
     covering = min((c for c in marks if c >= last), default=head.last_id)
     verifier = chain.ChainVerifier(marks, start)
-    failed = await feed(maker, verifier, covering)
+    failed = await feed(maker, verifier, covering, is_paced=is_paced)
     if failed is not None:
         return done(failed[0], failed[1], verifier)
     if verifier.first_bad_id is not None:

@@ -230,15 +230,20 @@ async def verify_once(
 
 
 async def feed(
-    maker: async_sessionmaker[AsyncSession], verifier: chain.ChainVerifier, up_to: int
+    maker: async_sessionmaker[AsyncSession],
+    verifier: chain.ChainVerifier,
+    up_to: int,
+    *,
+    is_paced: bool = True,
 ) -> tuple[int, str] | None:
     """Feed the entries after `verifier.checked` up to `up_to` in pages (short read
     transactions, hashed in a thread, paced). A failure the verifier records stops it (its
     `first_bad_id`); one it cannot see is returned (entry id, problem): an entry whose
     data_subject rows differ from it, or one stored in a form the service never writes.
-    Fewer entries than `up_to` stop it quietly: the caller says what is missing."""
+    Fewer entries than `up_to` stop it quietly: the caller says what is missing. Paced
+    (`StepPacer`) unless not `is_paced` (a process that serves no checks)."""
     after = verifier.checked
-    pacer = StepPacer()
+    pacer = StepPacer() if is_paced else StepPacer(rest=0.0)
     while after < up_to:
         await pacer.pause()
         last = min(after + PAGE, up_to)
