@@ -6,7 +6,8 @@
    datasets' audiences and guards changed, one policy version each, spread over the 30 days:
    written in bulk as the change pipeline would write them (`bench.history_generate`, proven
    equal in ``tests/policy/test_history_generate.py``).
-2. ``--log-entries`` access-log reads over the same 30 days (`bench.log_generate`).
+2. ``--log-entries`` (50,000; 5,000 quick) access-log reads over the same 30 days
+   (`bench.log_generate`).
 3. A real ``aclaudit serve`` (one worker) pinned with taskset to ``--server-cpus``, the client
    on ``--client-cpus``; timed one request at a time:
 
@@ -225,7 +226,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--pg-database", default="hhist_history_bench")
     parser.add_argument("--changes", type=int, help="default 200,000 (20,000 quick)")
-    parser.add_argument("--log-entries", type=int, help="default 200,000 (20,000 quick)")
+    parser.add_argument("--log-entries", type=int, help="default 50,000 (5,000 quick)")
     parser.add_argument("--instants", type=int, default=50, help="distinct T for at=")
     parser.add_argument("--repeats", type=int, default=10, help="warm calls at one T")
     parser.add_argument("--seed", type=int, default=1)
@@ -235,7 +236,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.changes = args.changes or (20_000 if args.quick else 200_000)
-    args.log_entries = args.log_entries or (20_000 if args.quick else 200_000)
+    args.log_entries = args.log_entries or (5_000 if args.quick else 50_000)
     if args.no_pin:
         args.server_cpus = args.client_cpus = None
     return args
