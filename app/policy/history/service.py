@@ -37,8 +37,9 @@ from app.policy.state import PolicyRows, PolicyState, ViewKind
 T = TypeVar("T")
 
 CACHED = 4  # rebuilt states kept per database (each holds its views: an index, an analyser)
-# Most versions between a state and one derived from it (beyond, rebuilt from the history).
-DERIVE_WITHIN = 50_000
+# Most versions between a state and one derived from it (beyond, rebuilt from the history): at
+# 100k principals a derivation costs about 0.2 ms a version, a rebuild 2-6 s (bench/history.py).
+DERIVE_WITHIN = 20_000
 
 _Built = tuple[PolicyState, PolicyRows | None]  # its rows, when loaded (not derived)
 _built: "WeakKeyDictionary[Engine, OrderedDict[int, _Built]]" = WeakKeyDictionary()
