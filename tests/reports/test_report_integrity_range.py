@@ -5,6 +5,7 @@ import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,10 +38,13 @@ async def _log_around_a_period(client: httpx.AsyncClient, tokens: Tokens) -> dic
     return {"dataset": "activity.keys", "since": since.isoformat(), "until": until.isoformat()}
 
 
-async def _integrity(client: httpx.AsyncClient, tokens: Tokens, period: dict[str, str]) -> dict:
+async def _integrity(
+    client: httpx.AsyncClient, tokens: Tokens, period: dict[str, str]
+) -> dict[str, Any]:
     r = await client.get(REPORT, params=period, headers=tokens["admin"])
     assert r.status_code == 200, r.text
-    return r.json()["integrity"]
+    integrity: dict[str, Any] = r.json()["integrity"]
+    return integrity
 
 
 async def test_the_report_verifies_the_periods_entries_between_its_checkpoints(
