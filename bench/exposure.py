@@ -177,12 +177,12 @@ async def recreate_pg(name: str) -> None:
         await conn.close()
 
 
-def fresh_database(args: argparse.Namespace) -> str:
+def fresh_database(args: argparse.Namespace, stem: str = "exposure") -> str:
     if args.postgres:
         asyncio.run(recreate_pg(args.pg_database))
         return f"postgresql://postgres@127.0.0.1:5432/{args.pg_database}"
     WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / ("exposure-quick.db" if args.quick else "exposure.db")
+    path = WORK / (f"{stem}-quick.db" if args.quick else f"{stem}.db")
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     return f"sqlite:///{path}"

@@ -19,6 +19,7 @@ ending now (non-decreasing with the id, as written).
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import random
 import sys
@@ -28,8 +29,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import insert, update
+
 from app import chain
+from app.accesslog.models import (
+    AccessLogCheckpoint,
+    AccessLogEntry,
+    AccessLogHead,
+    AccessLogSubject,
+)
 from app.checks.batch import decision_ids
+from app.config import Settings
+from app.db import create_engine
 
 CHUNK = 50_000  # entries per COPY, by default
 SUBJECTS = 100_000  # data subjects user:c0 .. user:c99999
@@ -233,8 +244,6 @@ async def _ensure_partitions(database_url: str, last_id: int) -> None:
     """The partitions of ids 1..`last_id` (PostgreSQL partitions the log by id), before the
     load; the service's own ``ACLAUDIT_LOG_PARTITION_ENTRIES`` sizes them."""
     from app.accesslog import partitions
-    from app.config import Settings
-    from app.db import create_engine
 
     settings = Settings(database_url=database_url)
     engine = create_engine(settings)
@@ -365,3 +374,59 @@ async def _finish(
 def newest_instant() -> datetime:
     """A log generated now ends a minute ago (checks timed afterwards come after it)."""
     return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+
+async def generate_sqlite(database_url: str, shape: LogShape) -> int:
+    """`shape`'s log into a (migrated, empty) SQLite database: the same entries as `generate`
+    writes into PostgreSQL, read back from their ``COPY`` text and inserted through the
+    tables' own column types (so stored as the log stores store them). Returns the head id."""
+    engine = create_engine(Settings(database_url=database_url))
+    head, started = (0, chain.GENESIS), time.monotonic()
+    try:
+        async with engine.begin() as conn:
+            for chunk in chunks(shape):
+                entries = [_entry_of(line) for line in chunk.log.decode().splitlines()]
+                await conn.execute(insert(AccessLogEntry), entries)
+                subjects = [
+                    {"subject": s, "entry_id": int(i)}
+                    for s, i in (line.split("\t") for line in chunk.subjects.decode().splitlines())
+                ]
+                if subjects:
+                    await conn.execute(insert(AccessLogSubject), subjects)
+                if chunk.checkpoints:
+                    await conn.execute(
+                        insert(AccessLogCheckpoint),
+                        [
+                            {"entry_id": i, "head_hash": h, "at": at, "signature": s}
+                            for i, h, at, s in chunk.checkpoints
+                        ],
+                    )
+                head = chunk.head
+                _progress(head[0], shape.entries, started)
+            key = shape.checkpoint_key
+            await conn.execute(
+                update(AccessLogHead)
+                .where(AccessLogHead.id == 1)
+                .values(
+                    last_id=head[0],
+                    last_hash=head[1],
+                    signature=chain.sign_head(key, chain.ACCESS_LOG, *head) if key else None,
+                )
+            )
+    finally:
+        await engine.dispose()
+    return head[0]
+
+
+def _entry_of(line: str) -> dict[str, Any]:
+    """An access_log row from its COPY text (`chunks`)."""
+    values: dict[str, Any] = dict(zip(ENTRY_COLUMNS, line.split("\t"), strict=True))
+    for column in ("purpose", "request_id"):
+        values[column] = None if values[column] == "\\N" else values[column]
+    values["at"] = datetime.fromisoformat(values["at"])
+    values["reason"] = json.loads(values["reason"])
+    values["data_subjects"] = json.loads(values["data_subjects"])
+    values["out_of_audience"] = values["out_of_audience"] == "t"
+    for column in ("id", "policy_version"):
+        values[column] = int(values[column])
+    return values

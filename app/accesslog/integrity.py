@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import chain
 from app.accesslog.ledgers import LEDGERS, Ledger, verify_ledger
+from app.accesslog.range_verifier import RangeVerified, verify_range
 from app.accesslog.schemas import ChainVerifyResult, VerifyResult
 from app.accesslog.verifier import verify_log
 from app.alerts import service as alerts_service
@@ -56,6 +57,18 @@ def is_outage(exc: Exception) -> bool:
     )
 
 
+def _unreadable(name: str, exc: Exception) -> ChainVerifyResult:
+    """The failure naming a row of chain `name` that could not be read (not an outage)."""
+    logger.warning("%s: a row could not be read: %r", name, exc)
+    return ChainVerifyResult(
+        chain=name,
+        ok=False,
+        entries=0,
+        problem=f"a {name} row could not be read ({type(exc).__name__}: {exc}): it is "
+        "stored in a form the service never writes, or a table or column was altered",
+    )
+
+
 async def _readable(
     name: str, work: Awaitable[ChainVerifyResult]
 ) -> tuple[ChainVerifyResult, bool]:
@@ -65,14 +78,7 @@ async def _readable(
     except Exception as exc:
         if is_outage(exc):
             raise
-        logger.warning("%s: a row could not be read: %r", name, exc)
-        return ChainVerifyResult(
-            chain=name,
-            ok=False,
-            entries=0,
-            problem=f"a {name} row could not be read ({type(exc).__name__}: {exc}): it is "
-            "stored in a form the service never writes, or a table or column was altered",
-        ), False
+        return _unreadable(name, exc), False
 
 
 class Integrity:
@@ -122,6 +128,29 @@ class Integrity:
             if alert and not alerted.ok:
                 await self._alert(alerted)
             return result
+
+    async def verify_range(
+        self, *, caller: Hashable, first: int | None, last: int, is_paced: bool = True
+    ) -> RangeVerified:
+        """Verify the access log's entries `first..last` and their link to the head
+        (`app.accesslog.range_verifier`), taking turns with the verifies; a failure is
+        remembered (every later verify reads every row) and alerted like a full verify's.
+        Unless `is_paced` (a process that serves no checks: the CLI), no rest between pages."""
+        async with self.turns.turn(caller):
+            try:
+                verified = await verify_range(
+                    self._maker, self._settings, first, last, is_paced=is_paced
+                )
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                unread = _unreadable(chain.ACCESS_LOG, exc)
+                verified = RangeVerified(unread, 0, 0, self._settings.checkpoint_key is not None)
+            if not verified.result.ok:
+                failed = _as_verify(verified.result, self._settings.checkpoint_key_bytes)
+                self._remember(failed)
+                await self._alert(failed)
+            return verified
 
     def _remember(self, result: VerifyResult) -> None:
         if not result.ok:
@@ -203,3 +232,16 @@ class Integrity:
                 await alerts_service.emit(session, events)
             # only now: an alert whose write failed (a held lock, an outage) is due next time
             self._alerted.update(dict.fromkeys(due, now))
+
+
+def _as_verify(log: ChainVerifyResult, key: bytes | None) -> VerifyResult:
+    return VerifyResult(
+        ok=log.ok,
+        entries=log.entries,
+        head=log.head,
+        signed_checkpoints=key is not None,
+        first_bad_id=log.first_bad_id,
+        problem=log.problem,
+        archived=log.archived,
+        chains=[log],
+    )

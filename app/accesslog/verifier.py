@@ -110,7 +110,7 @@ async def verify_once(
         head = await repository.find_head(session)
         records = await repository.archive_records(session)
         recorded_through = records[-1].last_id if records else 0
-        archived, archive_problem = _archived_prefix(records, checkpoints, key, signed_from)
+        archived, archive_problem = archived_prefix(records, checkpoints, key, signed_from)
         base = (0, chain.GENESIS) if archived is None else (archived.last_id, archived.last_hash)
         low = await repository.first_outside(session, below=base[0] + 1)
         start = await _resume_point(session, resume, checkpoints, head, base[0])
@@ -162,37 +162,9 @@ async def verify_once(
             )
 
     verifier = chain.ChainVerifier(marks, start or base)
-    after = verifier.checked
-    pacer = StepPacer()
-    while after < head.last_id:
-        await pacer.pause()
-        last = min(after + PAGE, head.last_id)
-        async with maker() as session:
-            # Read only what is stored as the service stores it: a value in another form could
-            # read back the same yet escape the SQL filters, or not read.
-            misstored = await repository.first_misstored(session, after + 1, last)
-            readable = last if misstored is None else misstored - 1
-            rows = await repository.entry_rows(session, after=after, up_to=readable)
-            subjects = (
-                await repository.subjects_between(session, rows[0]["id"], rows[-1]["id"])
-                if rows
-                else {}
-            )
-        failed = await asyncio.to_thread(_check_page, verifier, rows, subjects)
-        if failed is not None:
-            return bad(failed[0], failed[1], verifier.checked - 1)
-        if verifier.first_bad_id is not None:
-            break
-        if misstored is not None and verifier.checked == misstored - 1:
-            return bad(
-                misstored,
-                f"entry {misstored} is stored in a form the service never writes (a column's "
-                "type or format was changed in the database)",
-                verifier.checked,
-            )
-        if not rows:
-            break  # nothing left up to the head: `finish` says what is missing
-        after = readable
+    failed = await feed(maker, verifier, head.last_id)
+    if failed is not None:
+        return bad(failed[0], failed[1], min(verifier.checked, failed[0] - 1))
     if not verifier.finish(head.last_id, head.last_hash):
         first_bad_id = verifier.first_bad_id or verifier.checked + 1
         return bad(first_bad_id, verifier.problem or "the chain is broken", verifier.checked)
@@ -257,6 +229,50 @@ async def verify_once(
     return LogVerified(result, len(checkpoints), resumed), recorded_through
 
 
+async def feed(
+    maker: async_sessionmaker[AsyncSession],
+    verifier: chain.ChainVerifier,
+    up_to: int,
+    *,
+    is_paced: bool = True,
+) -> tuple[int, str] | None:
+    """Feed the entries after `verifier.checked` up to `up_to` in pages (short read
+    transactions, hashed in a thread, paced). A failure the verifier records stops it (its
+    `first_bad_id`); one it cannot see is returned (entry id, problem): an entry whose
+    data_subject rows differ from it, or one stored in a form the service never writes.
+    Fewer entries than `up_to` stop it quietly: the caller says what is missing. Paced
+    (`StepPacer`) unless not `is_paced` (a process that serves no checks)."""
+    after = verifier.checked
+    pacer = StepPacer() if is_paced else StepPacer(rest=0.0)
+    while after < up_to:
+        await pacer.pause()
+        last = min(after + PAGE, up_to)
+        async with maker() as session:
+            # Read only what is stored as the service stores it: a value in another form could
+            # read back the same yet escape the SQL filters, or not read.
+            misstored = await repository.first_misstored(session, after + 1, last)
+            readable = last if misstored is None else misstored - 1
+            rows = await repository.entry_rows(session, after=after, up_to=readable)
+            subjects = (
+                await repository.subjects_between(session, rows[0]["id"], rows[-1]["id"])
+                if rows
+                else {}
+            )
+        failed = await asyncio.to_thread(_check_page, verifier, rows, subjects)
+        if failed is not None or verifier.first_bad_id is not None:
+            return failed
+        if misstored is not None and verifier.checked == misstored - 1:
+            return (
+                misstored,
+                f"entry {misstored} is stored in a form the service never writes (a column's "
+                "type or format was changed in the database)",
+            )
+        if not rows:
+            return None
+        after = readable
+    return None
+
+
 async def _resume_point(
     session: AsyncSession,
     resume: tuple[int, str] | None,
@@ -292,7 +308,7 @@ def record_problem(record: AccessLogArchive, key: bytes | None, signed_from: int
     )
 
 
-def _archived_prefix(
+def archived_prefix(
     records: Sequence[AccessLogArchive],
     checkpoints: Mapping[int, tuple[str, str | None]],
     key: bytes | None,

@@ -35,6 +35,7 @@ class MembershipHistory(Validity, Base):
     __table_args__ = (
         Index("ix_membership_history_group_member", "group_id", "member"),
         Index("ix_membership_history_from_version", "from_version"),
+        Index("ix_membership_history_until_version", "until_version"),
         Index("ix_membership_history_from_at", "from_at"),
         Index("ix_membership_history_until_at", "until_at"),
     )

@@ -57,7 +57,8 @@ class AnalyserView:
         return PolicyView(analyser, dict(rows.datasets), {int(r.id): r.sub for r in rows.rules})
 
     def carry(self, view: PolicyView, change: PolicyChange, state: PolicyState) -> PolicyView:
-        return replace(view.changed(change), change=PolicyChange())
+        # the state's datasets: a state derived from a nearby one may lack one (unregistered)
+        return replace(view.changed(change), datasets=dict(state.datasets), change=PolicyChange())
 
 
 ANALYSER = AnalyserView()

@@ -76,7 +76,7 @@ class PolicySnapshot:
         if change.added or change.removed:
             inactive = (inactive - holds.inactive(change.removed)) | holds.inactive(change.added)
         audiences, sensitivities = self.audiences, self.sensitivities
-        if change.datasets:
+        if change.datasets or state.datasets.keys() != audiences.keys():  # (or unregistered)
             audiences, sensitivities = _dataset_maps(state.datasets)
         return replace(
             self,

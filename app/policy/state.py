@@ -140,14 +140,25 @@ class PolicyState:
         self._views[kind] = built
         return built
 
+    @property
+    def has_views(self) -> bool:
+        """Whether it holds a view, or can derive one without the database."""
+        return bool(self._views or self._pending)
+
     def successor(
-        self, version: int, change: PolicyChange, views: Mapping[ViewKind[Any], Any]
+        self,
+        version: int,
+        change: PolicyChange,
+        views: Mapping[ViewKind[Any], Any],
+        datasets: Mapping[str, DatasetFacts] | None = None,
     ) -> "PolicyState":
         """The state of `version`, which differs from this one by `change` only; `views` are
-        its views already computed, the others follow from this state's on demand."""
-        datasets = self.datasets
-        if change.datasets:
-            datasets = {**datasets, **{facts.id: facts for facts in change.datasets}}
+        its views already computed, the others follow from this state's on demand. `datasets`:
+        its datasets, when `change` does not name them all (one was unregistered)."""
+        if datasets is None:
+            datasets = self.datasets
+            if change.datasets:
+                datasets = {**datasets, **{facts.id: facts for facts in change.datasets}}
         state = PolicyState(version, datasets)
         state._views.update(views)
         for kind, view in self._views.items():

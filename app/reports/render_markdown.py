@@ -135,8 +135,15 @@ def integrity_statement(integrity: IntegrityRead, esc: Escape = text) -> str:
     """The integrity of the log over the period, in one paragraph: every field read from the
     database is escaped (whoever edited the log can write the checkpoints too)."""
     if integrity.ok:
-        verdict = f"The access log verified intact: {integrity.entries} entries"
-        verdict += "" if integrity.head is None else f", head {esc(integrity.head)}"
+        verdict = "The access log verified intact"
+        if integrity.verified_through is not None:
+            verdict += (
+                f" over entries {integrity.verified_after} (exclusive) to "
+                f"{integrity.verified_through}: {integrity.entries} entries recomputed"
+            )
+        if integrity.head_id is not None:
+            verdict += f", linked to the head at entry {integrity.head_id}"
+            verdict += "" if integrity.head is None else f" ({esc(integrity.head)})"
     else:
         where = "" if integrity.first_bad_id is None else f" at entry {integrity.first_bad_id}"
         verdict = f"The access log FAILED verification{where}: {esc(integrity.problem or '')}"

@@ -4,7 +4,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from app.accesslog.integrity import Integrity
-from app.accesslog.schemas import VerifyResult
+from app.accesslog.range_verifier import RangeVerified
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Busy, Forbidden, InvalidInput, Unauthenticated, problem_responses
@@ -52,14 +52,15 @@ async def exposure_report(
     windows in which it was readable beyond its intended audience (with the changes that
     opened and closed each and who made them), who could read it (a page of principals: pass
     `next_cursor` with the same `since` and `until`), who did (per principal, from the access
-    log), and the log's integrity (verify and the checkpoints around the period). One at a
+    log), and the log's integrity (the chain verified from the checkpoint before the period
+    through the one covering it, linked to the head). One at a
     time per worker and caller, with the `at=` requests (429 past that)."""
     integrity: Integrity = request.app.state.integrity
 
-    async def verify() -> VerifyResult:
-        # in full: a resumed verify starts past the entries an earlier verify read, and an
-        # entry of the period edited since then would be stated intact
-        return await integrity.verify(caller=caller.key, full=True)
+    async def verify(first: int | None, last: int) -> RangeVerified:
+        # the period's entries recomputed every time (never resumed past an earlier verify:
+        # an entry of the period edited since then would be stated intact), and no others
+        return await integrity.verify_range(caller=caller.key, first=first, last=last)
 
     return await service.exposure_report(
         session,

@@ -105,14 +105,27 @@ class CheckpointAnchor(BaseModel):
 
 
 class IntegrityRead(BaseModel):
-    """The access log's verify result (every chain, in full) and the checkpoints that anchor
-    the period's entries."""
+    """The access log verified over the period: the chain recomputed from the checkpoint
+    before the period's first entry through the checkpoint covering its last (or the head),
+    and linked to the head (every checkpoint's and the head's signature, no checkpoint
+    removed or beyond the head, every read alert's entry shown). Entries outside that range
+    are not read: `GET /v1/access-log/verify` verifies the whole log."""
 
     ok: bool
-    entries: int
+    entries: int = Field(description="Entries recomputed (verified_after + 1 to verified_through).")
     head: str | None
+    head_id: int | None = Field(description="The log's head entry, to which the range was linked.")
+    head_signed: bool = Field(description="The head's signature was checked against the key.")
     first_bad_id: int | None
     problem: str | None
+    verified_after: int | None = Field(
+        description="The chain was recomputed from this entry's hash: the checkpoint before the "
+        "period (the archived prefix's end, or 0: the genesis). Null: no entry recomputed."
+    )
+    verified_through: int | None = Field(
+        description="... through this entry: the checkpoint covering the period's last entry, "
+        "or the head. Null: no entry recomputed."
+    )
     period_first_entry: int | None
     period_last_entry: int | None
     checkpoint_before: CheckpointAnchor | None = Field(

@@ -18,7 +18,7 @@ from app import policy_version
 from app.accesslog import service as accesslog_service
 from app.accesslog.integrity import is_outage
 from app.accesslog.models import AccessLogCheckpoint
-from app.accesslog.schemas import VerifyResult
+from app.accesslog.range_verifier import RangeVerified
 from app.db import utcnow
 from app.errors import InvalidInput
 from app.exposure.analyser import ExposureAnalyser
@@ -42,6 +42,9 @@ from app.reports.schemas import (
 from app.reports.walk import Change, Step, Timeline, Window, walk
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+# Verifies the access log's entries first..last (first None: none) and their link to the head:
+# `Integrity.verify_range`.
+VerifyRange = Callable[[int | None, int], Awaitable[RangeVerified]]
 CURSOR_SEPARATOR = ","  # in neither dataset ids nor principal ids
 
 
@@ -199,18 +202,23 @@ async def _anchors(
         )
 
 
-async def _integrity(
-    session: AsyncSession, verified: VerifyResult, period: Period
-) -> IntegrityRead:
+async def _integrity(session: AsyncSession, verify: VerifyRange, period: Period) -> IntegrityRead:
+    """The log verified over the period's entries (see `VerifyRange`), with its anchors."""
     first, last = await repository.entry_range(session, period.since, period.until)
+    verified = await verify(first, last or 0)
+    log = verified.result
     before, covering, unreadable = await _anchors(session, first, last)
     archived = await repository.archives_overlapping(session, period.since, period.until)
     return IntegrityRead(
-        ok=verified.ok and unreadable is None,
-        entries=verified.entries,
-        head=verified.head,
-        first_bad_id=verified.first_bad_id,
-        problem=verified.problem or unreadable,
+        ok=log.ok and unreadable is None,
+        entries=log.entries,
+        head=log.head,
+        head_id=log.head_id,
+        head_signed=log.head_signed,
+        first_bad_id=log.first_bad_id,
+        problem=log.problem or unreadable,
+        verified_after=verified.after if verified.through else None,
+        verified_through=verified.through or None,
         period_first_entry=first,
         period_last_entry=last,
         checkpoint_before=before,
@@ -290,7 +298,7 @@ async def exposure_report(
     pattern: str,
     since: datetime | None,
     until: datetime | None,
-    verify: Callable[[], Awaitable[VerifyResult]],
+    verify: VerifyRange,
     cursor: str | None = None,
     limit: int | None = None,
     progress: Progress | None = None,
@@ -332,6 +340,6 @@ async def exposure_report(
         until=period.until,
         generated_at=utcnow(),
         datasets=reports,
-        integrity=await _integrity(session, await verify(), period),
+        integrity=await _integrity(session, verify, period),
         next_cursor=next_cursor,
     )

@@ -4,9 +4,16 @@ version rebuilt from rows."""
 from datetime import UTC, datetime, timedelta
 
 from app.policy.casbin_model import Rule
-from app.policy.history.timeline import History, Span, diff, rows_as_of, state_as_of
+from app.policy.history.timeline import (
+    History,
+    Span,
+    diff,
+    rows_as_of,
+    state_as_of,
+    state_from,
+)
 from app.policy.holds import hold_rules
-from app.policy.state import DatasetFacts, PolicyChange
+from app.policy.state import DatasetFacts, PolicyChange, PolicyRows, PolicyState
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -58,3 +65,59 @@ def test_rows_hold_from_their_opening_until_their_closing_version():
     assert allow(2) in rows.rules and allow(1) not in rows.rules
     state, rows = state_as_of(history, 0)  # before any row: empty
     assert (state.version, rows.rules, rows.links, rows.datasets) == (0, [], [], {})
+
+
+class RowsKind:
+    """A view kind whose view is the rows themselves: carried over a change as a view is."""
+
+    async def build(self, rows: PolicyRows, state: PolicyState) -> tuple[frozenset, frozenset]:
+        return frozenset(rows.rules), frozenset(rows.links)
+
+    def carry(self, view, change: PolicyChange, state: PolicyState):
+        rules, links = view
+        rules = (rules - set(change.removed)) | set(change.added)
+        links = (links - set(change.links_removed)) | set(change.links_added)
+        return rules, links
+
+
+def _between(span: Span, low: int, high: int) -> bool:
+    """Opened or closed by a version after `low` up to `high` (`load_between`'s rows)."""
+    until = span.until_version
+    return low < span.from_version <= high or (until is not None and low < until <= high)
+
+
+async def test_a_state_derived_from_an_earlier_or_later_one_is_the_rebuilt_one():
+    """Versions 1-8: grants, a hold, a link left and joined again, a dataset re-scoped and
+    unregistered. From every version's state, every other version's, derived over the rows
+    opened or closed between them, has the rebuilt one's rules, links and datasets."""
+    rescoped = DatasetFacts("a.b", "internal", ("group:all",), "alert")
+    other = DatasetFacts("c", "public", (), "alert")
+    link = ("user:amy", "group:eng")
+    history = History(
+        grants=[(Span(2, T0, 5, T0), allow(1)), (Span(3, T0), allow(2, "user:bob"))],
+        links=[(Span(1, T0, 4, T0), link), (Span(6, T0), link), (Span(2, T0), ("g", "h"))],
+        datasets=[
+            (Span(1, T0, 7, T0), FACTS),
+            (Span(7, T0), rescoped),
+            (Span(3, T0, 8, T0), other),
+        ],
+        holds=[(Span(4, T0, 6, T0), (7, "user:amy", "a.b"))],
+    )
+    kind = RowsKind()
+    for base_version in range(1, 9):
+        base, rows = state_as_of(history, base_version)
+        await base.build(kind, rows)
+        for version in range(1, 9):
+            low, high = sorted((base_version, version))
+
+            changed = History(
+                [(s, r) for s, r in history.grants if _between(s, low, high)],
+                [(s, m) for s, m in history.links if _between(s, low, high)],
+                [(s, f) for s, f in history.datasets if _between(s, low, high)],
+                [(s, h) for s, h in history.holds if _between(s, low, high)],
+            )
+            derived = state_from(base, changed, version)
+            expected = rows_as_of(history, version)
+            assert derived.version == version
+            assert dict(derived.datasets) == expected.datasets, (base_version, version)
+            assert derived.view(kind) == (frozenset(expected.rules), frozenset(expected.links))

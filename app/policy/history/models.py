@@ -24,6 +24,7 @@ class GrantHistory(Validity, Base):
     __table_args__ = (
         Index("ix_grant_history_grant_id", "grant_id"),
         Index("ix_grant_history_from_version", "from_version"),
+        Index("ix_grant_history_until_version", "until_version"),
         Index("ix_grant_history_from_at", "from_at"),
         Index("ix_grant_history_until_at", "until_at"),
     )
@@ -44,6 +45,7 @@ class DatasetHistory(Validity, Base):
     __table_args__ = (
         Index("ix_dataset_history_dataset_id", "dataset_id"),
         Index("ix_dataset_history_from_version", "from_version"),
+        Index("ix_dataset_history_until_version", "until_version"),
         Index("ix_dataset_history_from_at", "from_at"),
         Index("ix_dataset_history_until_at", "until_at"),
     )
@@ -62,6 +64,7 @@ class HoldHistory(Validity, Base):
     __table_args__ = (
         Index("ix_hold_history_hold_id", "hold_id"),
         Index("ix_hold_history_from_version", "from_version"),
+        Index("ix_hold_history_until_version", "until_version"),
         Index("ix_hold_history_from_at", "from_at"),
         Index("ix_hold_history_until_at", "until_at"),
     )

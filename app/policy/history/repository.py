@@ -1,12 +1,12 @@
 """Every query of the policy's history: `record` a change's rows (and `stamp` them with their
-version's instant), `load` those of a version."""
+version's instant), `load` those of a version, `load_between` those two versions differ by."""
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -180,26 +180,48 @@ def _history(
     )
 
 
-async def load(session: AsyncSession, *, version: int) -> History:
-    """The history rows that held at `version`: read as plain rows `_ROWS` at a time, made a
+async def _read(session: AsyncSession, where: Callable[[_Table], ColumnElement[bool]]) -> History:
+    """The history rows `where` selects, read as plain rows `_ROWS` at a time, made a
     `History` in a thread (no ORM objects: tens of thousands at once would hold the event
     loop, and so every check waiting on it)."""
 
-    async def held(table: _Table, *columns: str) -> Sequence[Any]:
-        query = select(*(getattr(table, c) for c in (*columns, *_SPAN))).where(
-            table.from_version <= version,
-            or_(table.until_version.is_(None), table.until_version > version),
-        )
+    async def rows_of(table: _Table, *columns: str) -> Sequence[Any]:
+        query = select(*(getattr(table, c) for c in (*columns, *_SPAN))).where(where(table))
         rows: list[Any] = []
         result = await (await session.connection()).stream(query)
         async for part in result.partitions(_ROWS):  # the loop serves others between them
             rows.extend(part)
         return rows
 
-    grants = await held(
+    grants = await rows_of(
         GrantHistory, "grant_id", "principal", "resource", "action", "effect", "expires_at"
     )
-    links = await held(MembershipHistory, "member", "group_id")
-    datasets = await held(DatasetHistory, "dataset_id", "sensitivity", "audience", "guard")
-    holds = await held(HoldHistory, "hold_id", "principal", "dataset")
+    links = await rows_of(MembershipHistory, "member", "group_id")
+    datasets = await rows_of(DatasetHistory, "dataset_id", "sensitivity", "audience", "guard")
+    holds = await rows_of(HoldHistory, "hold_id", "principal", "dataset")
     return await asyncio.to_thread(_history, grants, links, datasets, holds)
+
+
+async def load(session: AsyncSession, *, version: int) -> History:
+    """The history rows that held at `version`."""
+
+    def held(table: _Table) -> ColumnElement[bool]:
+        return and_(
+            table.from_version <= version,
+            or_(table.until_version.is_(None), table.until_version > version),
+        )
+
+    return await _read(session, held)
+
+
+async def load_between(session: AsyncSession, *, after: int, up_to: int) -> History:
+    """The history rows opened or closed by a version after `after` up to `up_to`: what
+    differs between the policy at the one and at the other."""
+
+    def moved(table: _Table) -> ColumnElement[bool]:
+        return or_(
+            and_(table.from_version > after, table.from_version <= up_to),
+            and_(table.until_version > after, table.until_version <= up_to),
+        )
+
+    return await _read(session, moved)

@@ -1,6 +1,6 @@
-"""Pure functions over the policy's history: what a change opens and closes (`diff`), and the
-policy as it was at a version (`state_as_of`; an instant's version: `app.policy_version`). No
-I/O."""
+"""Pure functions over the policy's history: what a change opens and closes (`diff`), the
+policy as it was at a version (`state_as_of`; an instant's version: `app.policy_version`), and
+from the state at one version the state at another (`state_from`). No I/O."""
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -119,3 +119,32 @@ def state_as_of(history: History, version: int) -> tuple[PolicyState, PolicyRows
     `PolicyState.build`)."""
     rows = rows_as_of(history, version)
     return PolicyState.of_rows(version, rows), rows
+
+
+def _moved(rows: list[tuple[Span, T]], base: int, version: int) -> tuple[list[T], list[T]]:
+    """Of `rows`, those held at `version` but not at `base`, and those held at `base` only."""
+    came = [item for span, item in rows if span.holds_in(version) and not span.holds_in(base)]
+    gone = [item for span, item in rows if span.holds_in(base) and not span.holds_in(version)]
+    return came, gone
+
+
+def state_from(base: PolicyState, changed: History, version: int) -> PolicyState:
+    """The state at `version` from `base` (at another version) and the history rows opened
+    or closed between the two (`changed`), earlier or later: its views follow from `base`'s
+    over the difference, on demand (`PolicyState.successor`)."""
+    rules_in, rules_out = _moved(changed.grants, base.version, version)
+    holds_in, holds_out = _moved(changed.holds, base.version, version)
+    links_in, links_out = _moved(changed.links, base.version, version)
+    facts_in, facts_out = _moved(changed.datasets, base.version, version)
+    datasets = dict(base.datasets)
+    for facts in facts_out:
+        datasets.pop(facts.id, None)
+    datasets.update((facts.id, facts) for facts in facts_in)
+    change = PolicyChange(
+        added=(*rules_in, *holds.rules_of(sorted(holds_in))),
+        removed=(*rules_out, *holds.rules_of(sorted(holds_out))),
+        links_added=tuple(links_in),
+        links_removed=tuple(links_out),
+        datasets=tuple(facts_in),
+    )
+    return base.successor(version, change, {}, dict(sorted(datasets.items())))
