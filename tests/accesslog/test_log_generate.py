@@ -47,7 +47,7 @@ WHERE contype = 'f' AND confrelid = 'access_log'::regclass ORDER BY conname
 """
 
 
-async def _fetch(url: str, sql: str) -> list[tuple[str, ...]]:
+async def _fetch(url: str, sql: str) -> list[tuple[object, ...]]:
     import asyncpg
 
     conn = await asyncpg.connect(url)
