@@ -120,7 +120,10 @@ class CheckpointPage(BaseModel):
 
 class Decided(BaseModel):
     decision: str = Field(description="`allow` or `deny`.")
-    reason: dict[str, Any] = Field(description="As `/v1/check` answers it: code, grant_id, via.")
+    reason: dict[str, Any] = Field(
+        description="As `/v1/check` answers it: code (see ReasonCode: e.g. `purpose_required`, "
+        "`purpose_not_granted`), grant_id, via."
+    )
     out_of_audience: bool
 
 

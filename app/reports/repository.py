@@ -93,14 +93,20 @@ async def changes_between(session: AsyncSession, after: int, up_to: int) -> Chan
 
     g = GrantHistory
     grants = select(
-        g.grant_id, g.principal, g.resource, g.action, g.effect, g.expires_at,
+        g.grant_id, g.principal, g.resource, g.action, g.effect, g.expires_at, g.purposes,
         g.from_version, g.until_version, g.from_by, g.until_by,
     ).where(_moved(g, after, up_to))  # fmt: skip
     for row in (await session.execute(grants)).all():
-        rule = policy_repository.rule_of(
-            row.principal, row.resource, row.action, row.effect, row.expires_at, row.grant_id
+        rules = policy_repository.rules_of(
+            row.principal,
+            row.resource,
+            row.action,
+            row.effect,
+            row.expires_at,
+            row.grant_id,
+            row.purposes,
         )
-        add(_ends(row, after, up_to, "grant", rule))
+        add(_ends(row, after, up_to, "grant", rules))  # a grant's rules: one per purpose
     m = MembershipHistory
     links = select(
         m.member, m.group_id, m.from_version, m.until_version, m.from_by, m.until_by

@@ -135,7 +135,7 @@ def _touches_rule(rule: Rule, dataset: str) -> bool:
 
 def _rules(change: Change) -> list[Rule]:
     if change.kind == "grant":
-        return [change.item]
+        return list(change.item)  # one rule per purpose
     if change.kind == "hold":
         return list(holds.hold_rules(*change.item))
     return []
