@@ -16,6 +16,7 @@ from tests.e2e.servers import ACLAUDIT
 
 ROOT = Path(__file__).resolve().parents[2]
 DENY_EFFECT = " && !some(where (p.eft == deny))"
+PURPOSE_MATCH = ' && (p.purpose == "*" || r.purpose == p.purpose)'
 
 
 def test_the_shipped_model_is_the_implemented_one_and_policies_links_to_it():
@@ -47,12 +48,43 @@ def test_serve_refuses_a_model_without_the_deny_effect_and_names_it(tmp_path, wi
     assert not (tmp_path / "a.db").exists()  # refused before touching the database
 
 
+def test_serve_refuses_a_model_without_the_purpose_and_names_each_difference(tmp_path):
+    text = MODEL_PATH.read_text()
+    assert PURPOSE_MATCH in text
+    edited = tmp_path / "model.conf"
+    edited.write_text(
+        text.replace(PURPOSE_MATCH, "")
+        .replace("r = sub, obj, act, purpose, now", "r = sub, obj, act, now")
+        .replace("p = sub, obj, act, purpose, eft", "p = sub, obj, act, eft")
+    )
+    env = {
+        **os.environ,
+        "ACLAUDIT_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "ACLAUDIT_CASBIN_MODEL": str(edited),
+    }
+    done = subprocess.run(
+        [ACLAUDIT, "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "[request_definition] r is `sub, obj, act, now`" in done.stderr
+    assert "[policy_definition] p is `sub, obj, act, eft, exp, id`" in done.stderr
+    assert "[matchers] m is" in done.stderr
+    assert "r_purpose == p_purpose" in done.stderr  # what the matcher should say
+    assert not (tmp_path / "a.db").exists()
+
+
 @pytest.mark.parametrize(
     ("edit", "named"),
     [
         (
-            lambda t: t.replace("r = sub, obj, act, now", "r = sub, obj, act"),
+            lambda t: t.replace("r = sub, obj, act, purpose, now", "r = sub, obj, act, now"),
             "[request_definition] r",
+        ),
+        (lambda t: t.replace(PURPOSE_MATCH, ""), "[matchers] m"),
+        (lambda t: t.replace('p.purpose == "*" || ', ""), "[matchers] m"),
+        (
+            lambda t: t.replace("p = sub, obj, act, purpose, eft", "p = sub, obj, act, eft"),
+            "[policy_definition] p",
         ),
         (lambda t: t.replace(" && isLive(p.exp, r.now)", ""), "[matchers] m"),
         (lambda t: t + "\n[role_definition]\ng2 = _, _\n", "[role_definition] g2 is not part"),
@@ -71,7 +103,8 @@ def test_the_app_refuses_any_other_model(tmp_path, edit, named):
     ("old", "new"),
     [
         ("m = g(", "m =   g("),
-        ("r = sub, obj, act, now", "r = sub,obj,act,now"),
+        ("r = sub, obj, act, purpose, now", "r = sub,obj,act,purpose,now"),
+        ('(p.purpose == "*" || r.purpose', '( p.purpose=="*"||r.purpose'),
         ("r.act == p.act", "r.act==p.act"),
         ("g = _, _", "g = _,_"),
     ],

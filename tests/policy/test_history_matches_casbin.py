@@ -157,7 +157,7 @@ def reference(
     roles = enforcer.get_role_manager()
     now = at.timestamp()
     decisions = {
-        (leaf, dataset): "allow" if enforcer.enforce(leaf, dataset, "read", now) else "deny"
+        (leaf, dataset): "allow" if enforcer.enforce(leaf, dataset, "read", "", now) else "deny"
         for leaf, dataset in itertools.product(ex.leaves, ex.datasets)
     }
     # the principals the policy knows of: those its rules, links and audiences name
@@ -166,7 +166,7 @@ def reference(
     universe = {p for p in known if not p.startswith("group:")}
     exposure = {}
     for dataset in ex.datasets:
-        effective = {p for p in universe if enforcer.enforce(p, dataset, "read", now)}
+        effective = {p for p in universe if enforcer.enforce(p, dataset, "read", "", now)}
         intended = {p for p in universe if any(roles.has_link(p, a) for a in audiences[dataset])}
         exposure[dataset] = (len(effective), len(intended), effective - intended)
     return decisions, exposure
