@@ -150,7 +150,7 @@ async def test_exported_policy_decides_as_check_in_a_plain_casbin_enforcer(
              for line in t.splitlines()}  # fmt: skip
     assert {"g", "p", "p hold"} <= lines, "the sequence exported no membership or no hold"
     purposes = {line.split(", ")[4] for t in exports for line in t.splitlines() if line[:2] == "p,"}
-    assert {"*", "train", "audit"} <= purposes, "the sequence exported no purpose"
+    assert "*" in purposes and purposes - {"*"}, "the sequence exported no purpose named"
 
 
 async def test_export_needs_audit_read_and_names_its_version(client, tokens, admin):
