@@ -2,6 +2,8 @@
 allow; a dataset that requires a purpose denies a check without one; a purpose no live grant
 allows is denied and says so, in the answer, the access log, explain and replay."""
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -29,7 +31,7 @@ async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, in
         r = await client.put(f"/v1/datasets/{dataset}", json=body, headers=admin)
         assert r.status_code == 201, r.text
     ids = {}
-    for name, body in {
+    grants: dict[str, dict[str, Any]] = {
         "training": {
             "principal": "group:mci-research",
             "resource": "employee_activity.*",
@@ -43,8 +45,9 @@ async def seed(client: httpx.AsyncClient, admin: dict[str, str]) -> dict[str, in
             "purposes": ["eval"],
             "effect": "deny",
         },
-    }.items():
-        body = {"action": "read", "effect": "allow", **body}
+    }
+    for name, grant in grants.items():
+        body = {"action": "read", "effect": "allow", **grant}
         r = await client.post("/v1/grants", json=body, headers=admin)
         assert r.status_code == 201, r.text
         ids[name] = r.json()["id"]
@@ -62,6 +65,7 @@ async def check(client, tokens, principal, dataset, purpose=None):
 
 async def test_datasets_require_a_purpose_by_sensitivity_unless_told(client, admin):
     expected = {"public": False, "internal": False, "confidential": True, "restricted": True}
+    body: dict[str, Any]
     for sensitivity, required in expected.items():
         body = {"owner": "user:o", "sensitivity": sensitivity}
         r = await client.put(f"/v1/datasets/d.{sensitivity}", json=body, headers=admin)

@@ -275,8 +275,8 @@ def rules_for_action(action: str, first_id: int) -> st.SearchStrategy[list[Rule]
     )
     return st.lists(one, max_size=3).map(
         lambda drawn: [
-            Rule(*fields[:5], id=str(first_id + n), purpose=fields[5])
-            for n, fields in enumerate(drawn)
+            Rule(sub, obj, act, eft, exp, id=str(first_id + n), purpose=purpose)
+            for n, (sub, obj, act, eft, exp, purpose) in enumerate(drawn)
         ]
     )
 
