@@ -31,14 +31,15 @@ SENSITIVE = "('confidential', 'restricted')"
 
 
 def upgrade() -> None:
+    # Plain ALTER TABLE ... ADD/DROP COLUMN (SQLite has both): a batch copy of `grants` would
+    # drop the table that findings and holds refer to.
     for table in ('grants', 'grant_history'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column('purposes', sa.JSON(), server_default=ANY, nullable=False))
+        op.add_column(table, sa.Column('purposes', sa.JSON(), server_default=ANY, nullable=False))
     for table in ('datasets', 'dataset_history'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(
-                sa.Column('purpose_required', sa.Boolean(), server_default=sa.false(), nullable=False)
-            )
+        op.add_column(
+            table,
+            sa.Column('purpose_required', sa.Boolean(), server_default=sa.false(), nullable=False),
+        )
     op.execute(sa.text(
         f'UPDATE datasets SET purpose_required = true WHERE sensitivity IN {SENSITIVE}'
     ))
@@ -79,8 +80,6 @@ def _record_requirement() -> None:
 
 def downgrade() -> None:
     for table in ('dataset_history', 'datasets'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column('purpose_required')
+        op.drop_column(table, 'purpose_required')
     for table in ('grant_history', 'grants'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column('purposes')
+        op.drop_column(table, 'purposes')
