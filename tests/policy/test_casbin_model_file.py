@@ -4,15 +4,17 @@ finds it when installed from a wheel."""
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.config import Settings
 from app.main import create_app
 from app.policy.casbin_model import MODEL_PATH, ModelMismatch, model_differences
-from tests.e2e.servers import ACLAUDIT
+from tests.e2e.servers import ACLAUDIT, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DENY_EFFECT = " && !some(where (p.eft == deny))"
@@ -158,3 +160,95 @@ def test_installed_from_a_wheel_the_service_finds_its_model(tmp_path):
     path, differences = ran.stdout.splitlines()
     assert path == str(tmp_path / "site" / "app" / "policy" / "model.conf")
     assert differences == "[]"
+
+
+@pytest.mark.slow
+def test_installed_from_a_wheel_the_service_migrates_and_serves_a_fresh_database(tmp_path):
+    """The wheel alone (no repository, no alembic.ini): `aclaudit db upgrade`, then `serve`
+    on a fresh SQLite file, ready and deciding. The wheel is installed into a scratch venv
+    without its dependencies, which it takes from this environment's site-packages (a path
+    line: this environment's own .pth files, the editable install among them, are not read)."""
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("aclaudit-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert {"app/migrations/env.py", "app/migrations/versions/0020_purposes.py"} <= names
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stderr
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ours = next(p for p in sys.path if p.endswith("site-packages"))
+    (Path(site) / "zz_dependencies.pth").write_text(ours + "\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("ACLAUDIT_") and k != "PYTHONPATH"
+    }
+    env["ACLAUDIT_DATABASE_URL"] = f"sqlite:///{work / 'fresh.db'}"
+    where = subprocess.run(
+        [str(python), "-c", "import app; print(app.__file__)"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert where.startswith(site), where  # the wheel's code, not the repository's
+    aclaudit = str(venv / "bin" / "aclaudit")
+    upgraded = subprocess.run(
+        [aclaudit, "db", "upgrade"], env=env, cwd=work, capture_output=True, text=True, timeout=120
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [aclaudit, "serve", "--port", str(port)],
+        env=env,
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        ready = None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, server.poll()
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=30)
+    assert "not the model aclaudit enforces" not in err
