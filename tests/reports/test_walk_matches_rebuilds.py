@@ -125,13 +125,13 @@ def test_every_step_of_random_walks_equals_a_rebuild():
         stop = 40
         until = START + timedelta(seconds=stop, milliseconds=700)
         expiries = sorted(
-            (datetime.fromtimestamp(float(c.item.exp), UTC), int(c.item.id), c.item.obj)
+            (datetime.fromtimestamp(float(c.item[0].exp), UTC), int(c.item[0].id), c.item[0].obj)
             for changes in history
             for c in changes
             if c.kind == "grant"
             and c.opened
-            and c.item.exp
-            and float(c.item.exp) <= until.timestamp()
+            and c.item[0].exp
+            and float(c.item[0].exp) <= until.timestamp()
         )
         timelines = [Timeline(d, None) for d in DATASETS]
         walk(
