@@ -9,7 +9,6 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 aclaudit
 COPY pyproject.toml README.md alembic.ini ./
 COPY app ./app
-COPY migrations ./migrations
 COPY policies ./policies
 # The example activity store (docker-compose service `activity-store`): python -m examples.activity_store
 COPY examples ./examples

@@ -96,6 +96,8 @@ ACTIVITY = {
     "transcripts": "Meeting and chat transcripts of recorded employees.",
     "performance": "Performance review notes and ratings joined to activity.",
 }
+TRAINING = "model-training"  # the one purpose the activity data is collected for
+# For any purpose (["*"]): a dashboard is a purpose too, so the finding stays critical.
 OVER_BROAD = GrantCreate(
     principal="group:all-employees",
     resource="employee_activity.*",
@@ -170,11 +172,14 @@ def datasets() -> dict[str, DatasetWrite]:
 def grants() -> list[GrantCreate]:
     why = "research charter MCI-7, approved by the privacy office"
     return [
+        # The activity data is collected for training, and read for training only (the
+        # datasets, restricted, require every check to say why it reads).
         GrantCreate(
             principal="group:mci-research",
             resource="employee_activity.*",
             action=Action.read,
             effect=Effect.allow,
+            purposes=[TRAINING],
             justification=why,
         ),
         GrantCreate(
@@ -182,6 +187,7 @@ def grants() -> list[GrantCreate]:
             resource="employee_activity.*",
             action=Action.read,
             effect=Effect.allow,
+            purposes=[TRAINING],
             justification=why,
         ),
         GrantCreate(
@@ -340,8 +346,8 @@ def demo_reads(groups: dict[str, list[str]]) -> list[CheckInput]:
         subjects = tuple(rng.sample(employees, 3))
         return CheckInput(principal, dataset, "read", purpose, None, subjects)
 
-    reads = [read("service:trainer", rng.choice(activity), "model-training") for _ in range(40)]
-    reads += [read(m, rng.choice(activity), "research") for m in groups["group:mci-research"][:6]]
+    reads = [read("service:trainer", rng.choice(activity), TRAINING) for _ in range(40)]
+    reads += [read(m, rng.choice(activity), TRAINING) for m in groups["group:mci-research"][:6]]
     for engineer in rng.sample(groups["group:data"] + groups["group:web"], 12):
         reads.append(read(engineer, rng.choice(activity), "dashboard"))
     reads += [read(c, "finance.ledger", "curiosity") for c in groups["group:contractors"][:3]]

@@ -21,6 +21,8 @@ LEAF_RE = re.compile(rf"^(user|service):{_ID}\Z")
 GROUP_NAME_RE = re.compile(rf"^{_ID}\Z")
 DATASET_RE = re.compile(rf"^{_SEGMENT}(\.{_SEGMENT})*\Z")
 MAX_DATASET_LENGTH = 512
+PURPOSE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+ANY_PURPOSE = "*"
 
 
 class Action(StrEnum):
@@ -93,6 +95,12 @@ def _resource(value: str) -> str:
     return value
 
 
+def _purpose(value: str) -> str:
+    if value != ANY_PURPOSE and not PURPOSE_RE.match(value):
+        raise ValueError('must match [a-z0-9][a-z0-9._-]{0,63}, or be "*" (any purpose)')
+    return value
+
+
 def pattern_covers(resource: str, dataset: str) -> bool:
     """Whether a grant's resource covers a dataset id (mirrors Casbin's keyMatch on valid ids)."""
     if resource == "*":
@@ -115,6 +123,8 @@ DatasetId = Annotated[
     str, Field(examples=["employee_activity.keystrokes"]), AfterValidator(_dataset)
 ]
 ResourcePattern = Annotated[str, Field(examples=["employee_activity.*"]), AfterValidator(_resource)]
+# A grant's purpose: what the data may be read for (`model-training`), or "*" for any.
+PurposeId = Annotated[str, Field(examples=["model-training"]), AfterValidator(_purpose)]
 # Free text (descriptions, justifications): anything but NUL, which PostgreSQL text refuses.
 FreeText = Annotated[str, AfterValidator(_no_nul)]
 

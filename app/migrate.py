@@ -1,4 +1,6 @@
-"""Apply Alembic migrations from code (the CLI and tests use this)."""
+"""Apply Alembic migrations from code (the CLI and tests use this). The migrations ship inside
+the package (`app/migrations`), so an installed wheel finds them; the repository's alembic.ini
+points there too (`alembic upgrade head`)."""
 
 import asyncio
 from pathlib import Path
@@ -8,12 +10,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
 
 def alembic_config(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    """Alembic's configuration, without an ini file (a wheel has none)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     config.attributes["database_url"] = database_url
     return config
 

@@ -136,14 +136,14 @@ Decide = Callable[[str, str, str, float], bool]
 
 def _index_decider(index: Any) -> Decide:
     def decide(sub: str, obj: str, act: str, now: float) -> bool:
-        return bool(index.decide(sub, obj, act, now).allowed)
+        return bool(index.decide(sub, obj, act, "", now).allowed)
 
     return decide
 
 
 def _casbin_decider(enforcer: Any) -> Decide:
     def decide(sub: str, obj: str, act: str, now: float) -> bool:
-        return bool(enforcer.enforce(sub, obj, act, now))
+        return bool(enforcer.enforce(sub, obj, act, "", now))
 
     return decide
 

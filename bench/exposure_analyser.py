@@ -293,7 +293,7 @@ def spot_check(analyser: ExposureAnalyser, org: Org, datasets: int, principals: 
     for dataset in chosen:
         effective = analyser.effective(dataset, ACTION, NOW)
         for principal in rng.sample(leaves, principals):
-            expected = index.decide(principal, dataset, ACTION, NOW).allowed
+            expected = index.decide(principal, dataset, ACTION, "", NOW).allowed
             if (principal in effective) != expected:
                 raise AssertionError(f"analyser and Casbin differ: {principal} on {dataset}")
             checked += 1

@@ -91,7 +91,9 @@ async def test_the_demo_tells_the_incident_and_the_report_follows_the_revocation
 
     # The engineer was in the audience while in the research group, and is not since.
     engineer = demo_story.engineer()
-    query = {"principal": engineer, "dataset": ACTIVITY[0], "action": "read"}
+    # (as a check for the purpose the activity data is collected for: it requires one)
+    query = {"principal": engineer, "dataset": ACTIVITY[0], "action": "read",
+             "purpose": demo.TRAINING}  # fmt: skip
     inside = await client.get("/v1/explain", params={**query, "at": _ago(14)}, headers=reader)
     after = await client.get("/v1/explain", params={**query, "at": _ago(9)}, headers=reader)
     assert inside.status_code == after.status_code == 200, inside.text

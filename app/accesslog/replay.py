@@ -36,7 +36,9 @@ async def replay(session: AsyncSession, entry_id: int) -> ReplayRead:
             "it cannot be replayed"
         )
     snapshot = await history_service.view_of(session, version, CHECKS)
-    outcome = snapshot.decide(entry.principal, entry.dataset, entry.action, entry.at.timestamp())
+    outcome = snapshot.decide(
+        entry.principal, entry.dataset, entry.action, entry.purpose, entry.at.timestamp()
+    )
     recorded = Decided(
         decision=entry.decision, reason=entry.reason, out_of_audience=entry.out_of_audience
     )

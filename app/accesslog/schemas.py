@@ -15,7 +15,11 @@ class AccessLogEntryRead(BaseModel):
     action: str
     purpose: str | None
     decision: str
-    reason: dict[str, Any]
+    reason: dict[str, Any] = Field(
+        description="As `/v1/check` answered it: code (ReasonCode: `granted`, `no_grant`, "
+        "`denied_by_grant`, `unknown_dataset`, `grant_expired`, `held_by_guard`, "
+        "`principal_inactive`, `purpose_required`, `purpose_not_granted`), grant_id, via."
+    )
     out_of_audience: bool
     data_subjects: list[str]
     request_id: str | None
@@ -120,7 +124,10 @@ class CheckpointPage(BaseModel):
 
 class Decided(BaseModel):
     decision: str = Field(description="`allow` or `deny`.")
-    reason: dict[str, Any] = Field(description="As `/v1/check` answers it: code, grant_id, via.")
+    reason: dict[str, Any] = Field(
+        description="As `/v1/check` answers it: code (see ReasonCode: e.g. `purpose_required`, "
+        "`purpose_not_granted`), grant_id, via."
+    )
     out_of_audience: bool
 
 

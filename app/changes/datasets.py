@@ -38,7 +38,11 @@ async def put_dataset(
         session, dataset_id=dataset_id, body=body, actor=actor
     )
     facts = DatasetFacts(
-        dataset.id, dataset.sensitivity.value, tuple(dataset.intended_audience), dataset.guard.value
+        dataset.id,
+        dataset.sensitivity.value,
+        tuple(dataset.intended_audience),
+        dataset.guard.value,
+        dataset.purpose_required,
     )
     after = before.changed(PolicyChange(datasets=(facts,)))
     # Holds whose principals the new audience takes in are released.

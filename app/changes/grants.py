@@ -18,7 +18,7 @@ from app.policy import service as policy_service
 from app.policy.casbin_model import READ_ACTIONS
 from app.policy.decision_index import Rule
 from app.policy.schemas import GrantCreate, GrantRead
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import to_rules
 from app.policy.state import PolicyChange
 
 
@@ -33,14 +33,14 @@ async def create_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.create_grant(session, body=body, actor=actor)
-    rule = to_rule(grant)
-    after = before.changed(PolicyChange(added=(rule,)))
+    rules = to_rules(grant)
+    after = before.changed(PolicyChange(added=rules))
     try:
         changes = await reconcile(
             session,
             before=before,
             after=after,
-            plan=after.analyser.reanalysis_for_rule(rule, after.datasets, _action(rule)).grants,
+            plan=after.analyser.reanalysis_for_rules(rules, after.datasets, _action(rules[0])),
             actor=actor,
             accept=body.accept_exposure,
         )
@@ -55,13 +55,13 @@ async def revoke_grant(
 ) -> tuple[GrantRead, FindingChanges]:
     before = await view_before_change(session)
     grant = await policy_service.revoke_grant(session, grant_id=grant_id, actor=actor)
-    rule = to_rule(grant)
-    after = before.changed(PolicyChange(removed=(rule,)))
+    rules = to_rules(grant)
+    after = before.changed(PolicyChange(removed=rules))
     changes = await reconcile(
         session,
         before=before,
         after=after,
-        plan=before.analyser.reanalysis_for_rule(rule, before.datasets, _action(rule)).grants,
+        plan=before.analyser.reanalysis_for_rules(rules, before.datasets, _action(rules[0])),
         actor=actor,
         accept=accept,  # revoking a deny widens access too
     )

@@ -110,7 +110,9 @@ def build_batch(
             continue
         recorded = []
         for check in submission.checks:
-            outcome = snapshot.decide(check.principal, check.dataset, check.action, now)
+            outcome = snapshot.decide(
+                check.principal, check.dataset, check.action, check.purpose, now
+            )
             last_id += 1
             entry: dict[str, Any] = {
                 "id": last_id,

@@ -31,7 +31,8 @@ MAX_LOG_ID = 2**63 - 1  # access log ids are PostgreSQL bigints
 @dataclass(frozen=True, slots=True)
 class Reason:
     """Why: ``code`` is ``granted``, ``no_grant``, ``denied_by_grant``, ``unknown_dataset``,
-    ``grant_expired``, ``held_by_guard``, ``principal_inactive`` from aclaudit, or
+    ``grant_expired``, ``held_by_guard``, ``principal_inactive``, ``purpose_required``,
+    ``purpose_not_granted`` from aclaudit (any other code a deny's, from a newer aclaudit), or
     ``unavailable`` / ``fail_open`` from the client."""
 
     code: str

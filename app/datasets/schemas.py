@@ -44,6 +44,12 @@ class DatasetWrite(BaseModel):
         "otherwise. Lowering it to `alert`, or raising it to `block` while findings are open, "
         "needs accept_exposure.",
     )
+    purpose_required: bool | None = Field(
+        default=None,
+        description="Checks must name a purpose (one without is denied, `purpose_required`). "
+        "Omitted: a new dataset requires one when confidential or restricted; a stored one keeps "
+        "its setting, and comes to require one when re-classified confidential or restricted.",
+    )
     accept_exposure: AcceptExposure | None = Field(
         default=None,
         description="On a `block` dataset, registering or re-scoping it so that existing grants "
@@ -61,6 +67,7 @@ class DatasetRead(BaseModel):
     sensitivity: Sensitivity
     intended_audience: list[str]
     guard: Guard
+    purpose_required: bool
     created_at: datetime
     updated_at: datetime
     updated_by: str

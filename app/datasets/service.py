@@ -3,7 +3,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import policy_version
 from app.datasets import repository
 from app.datasets.models import Dataset
-from app.datasets.schemas import DatasetRead, DatasetWrite, Guard, Sensitivity
+from app.datasets.schemas import SENSITIVE, DatasetRead, DatasetWrite, Guard, Sensitivity
 from app.db import utcnow
 from app.errors import NotFound
 
@@ -20,6 +20,16 @@ def guard_for(stored: Dataset | None, body: DatasetWrite) -> Guard:
     return Guard(stored.guard) if stored is not None else default_guard(body.sensitivity)
 
 
+def purpose_required_for(stored: Dataset | None, body: DatasetWrite) -> bool:
+    """Whether checks must name a purpose after a write: as it says; omitted, what the
+    sensitivity requires (confidential, restricted), or what was stored (never dropped
+    silently)."""
+    if body.purpose_required is not None:
+        return body.purpose_required
+    required = body.sensitivity in SENSITIVE
+    return required or (stored is not None and stored.purpose_required)
+
+
 async def put_dataset(
     session: AsyncSession, *, dataset_id: str, body: DatasetWrite, actor: str
 ) -> tuple[DatasetRead, bool]:
@@ -29,6 +39,7 @@ async def put_dataset(
     audience = sorted(set(body.intended_audience))
     dataset = await repository.get(session, dataset_id)
     guard = guard_for(dataset, body).value
+    purpose_required = purpose_required_for(dataset, body)
     created = dataset is None
     if dataset is None:
         dataset = Dataset(id=dataset_id, created_at=now)
@@ -38,6 +49,7 @@ async def put_dataset(
     dataset.sensitivity = body.sensitivity.value
     dataset.intended_audience = audience
     dataset.guard = guard
+    dataset.purpose_required = purpose_required
     dataset.updated_at = now
     dataset.updated_by = actor
     await session.flush()

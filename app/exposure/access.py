@@ -47,7 +47,7 @@ async def principal_access(
     for dataset_id in ids:
         if after is not None and dataset_id <= after:
             continue
-        outcome = snapshot.decide(principal, dataset_id, "read", at)
+        outcome, purposes = snapshot.decide_purposes(principal, dataset_id, "read", at)
         if outcome.allowed and outcome.grant_id is not None:
             if len(items) == limit:
                 return PrincipalAccess(
@@ -59,6 +59,7 @@ async def principal_access(
                     grant_id=outcome.grant_id,
                     via=list(outcome.via),
                     out_of_audience=outcome.out_of_audience,
+                    purposes=purposes,
                 )
             )
     return PrincipalAccess(principal=principal, items=items)

@@ -101,6 +101,11 @@ class AccessItem(BaseModel):
     grant_id: int
     via: list[str]
     out_of_audience: bool
+    purposes: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description='The purposes it may be read for: named ones, and "*" when a check naming any '
+        "other purpose (or none, where the dataset does not require one) is allowed too.",
+    )
 
 
 class PrincipalAccess(BaseModel):

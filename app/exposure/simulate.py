@@ -18,7 +18,7 @@ from app.exposure.view import current_view
 from app.fairness import Pacer
 from app.policy import repository as policy_repository
 from app.policy.schemas import GrantRead, GrantStatus
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import to_rules
 
 
 async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateResult:
@@ -46,6 +46,7 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
             resource=proposal.resource,
             action=proposal.action,
             effect=proposal.effect,
+            purposes=proposal.purposes,
             expires_at=proposal.expires_at,
             justification=None,
             created_by="simulate",
@@ -54,14 +55,16 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
             revoked_by=None,
             status=GrantStatus.active,
         )
-        after.analyser.add_rule(to_rule(grant))
+        for rule in to_rules(grant):
+            after.analyser.add_rule(rule)
         after.grant_subjects[proposed_id] = proposal.principal
         touched.update(affected_by_resource(after, proposal.resource))
     for position, grant_id in enumerate(body.remove):
         row = await policy_repository.get(session, grant_id)
         if row is None or row.revoked_at is not None:
             raise InvalidInput(f"body.remove.{position}", f"grant {grant_id} is not active")
-        after.analyser.remove_rule(to_rule(row))
+        for rule in to_rules(row):
+            after.analyser.remove_rule(rule)
         touched.update(affected_by_resource(after, row.resource))
     at = time.time()
     ids = sorted(touched)

@@ -120,7 +120,8 @@ def settle_within(
     leavers: dict[int, frozenset[str]] = {}
     drawn: list[tuple[str, Rule, StoredFinding, int, list[str], list[str]]] = []
     analyser = after.analyser
-    blockers: dict[tuple[str, str], frozenset[str]] = {}  # (dataset, action) -> see there
+    # (dataset, action, purpose) -> see there
+    blockers: dict[tuple[str, str, str], frozenset[str]] = {}
     for dataset_id, rule, row, count, flipped, gained in candidates:
         stored = row.excess_sample
         if len(stored) != min(SAMPLE, row.excess_count):
@@ -151,10 +152,12 @@ def settle_within(
             kept.update((n, name) for n, name in arrivals.items() if n < highest)
             need = min(SAMPLE, count) - len(kept)
             if need > 0:
-                key = (dataset_id, rule.act)
+                key = (dataset_id, rule.act, rule.purpose)
                 if key not in blockers:
                     audience = after.datasets[dataset_id].audience
-                    blockers[key] = analyser.blockers(dataset_id, rule.act, at, audience)
+                    blockers[key] = analyser.blockers(
+                        dataset_id, rule.act, at, audience, rule.purpose
+                    )
                 above = directory.lowest_outside(rule.sub, highest, need, blockers[key])
                 if above is None or len(above) < need:
                     continue  # sparse there: computed fully

@@ -5,22 +5,24 @@ from app.changes.schemas import GuardChangeRead
 from app.datasets.schemas import DatasetWrite
 from app.exposure.schemas import FindingRead
 from app.identifiers import (
+    ANY_PURPOSE,
     Action,
     DatasetId,
     Effect,
     FreeText,
     GroupName,
     PrincipalId,
+    PurposeId,
     UTCInstant,
     lower_ascii,
 )
 from app.identifiers import ResourcePattern as Resource
-from app.policy.schemas import GrantRead
+from app.policy.schemas import MAX_PURPOSES, GrantCreate, GrantRead
 
 
 class GrantSpec(BaseModel):
     """A grant as a policy file states it; it matches a live grant with the same
-    principal, resource, action, effect and expiry."""
+    principal, resource, action, effect, purposes (in any order) and expiry."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,8 +30,19 @@ class GrantSpec(BaseModel):
     resource: Resource
     action: Action
     effect: Effect = Field(default=Effect.allow, description="`allow` unless stated.")
+    purposes: list[PurposeId] = Field(
+        default_factory=lambda: [ANY_PURPOSE],
+        min_length=1,
+        max_length=MAX_PURPOSES,
+        description='As on POST /v1/grants: `["*"]` (any purpose) unless stated.',
+    )
     expires_at: UTCInstant | None = None
     justification: FreeText | None = Field(default=None, max_length=2000)
+
+    @field_validator("purposes")
+    @classmethod
+    def _distinct_purposes(cls, value: list[str]) -> list[str]:
+        return GrantCreate.distinct_purposes(value)
 
 
 class PolicyDocument(BaseModel):

@@ -32,18 +32,32 @@ from app.policy import repository as policy_repository
 from app.policy import service as policy_service
 from app.policy.models import Grant
 from app.policy.schemas import GrantCreate, GrantRead
-from app.policy.snapshot import to_rule
+from app.policy.snapshot import to_rules
 from app.policy.state import DatasetFacts, PolicyChange
 
-GrantKey = tuple[str, str, str, str, datetime | None]
+GrantKey = tuple[str, str, str, str, tuple[str, ...], datetime | None]
 
 
 def _spec_key(spec: GrantSpec) -> GrantKey:
-    return (spec.principal, spec.resource, spec.action.value, spec.effect.value, spec.expires_at)
+    return (
+        spec.principal,
+        spec.resource,
+        spec.action.value,
+        spec.effect.value,
+        tuple(sorted(spec.purposes)),
+        spec.expires_at,
+    )
 
 
 def _grant_key(grant: Grant) -> GrantKey:
-    return (grant.principal, grant.resource, grant.action, grant.effect, grant.expires_at)
+    return (
+        grant.principal,
+        grant.resource,
+        grant.action,
+        grant.effect,
+        tuple(sorted(grant.purposes)),
+        grant.expires_at,
+    )
 
 
 def _unchanged(current: Dataset | None, wanted: DatasetWrite) -> bool:
@@ -56,6 +70,7 @@ def _unchanged(current: Dataset | None, wanted: DatasetWrite) -> bool:
         and current.sensitivity == wanted.sensitivity.value
         and sorted(current.intended_audience) == sorted(set(wanted.intended_audience))
         and current.guard == guard
+        and current.purpose_required == datasets_service.purpose_required_for(current, wanted)
     )
 
 
@@ -102,6 +117,7 @@ async def _apply_changes(
                 dataset.sensitivity.value,
                 tuple(dataset.intended_audience),
                 dataset.guard.value,
+                dataset.purpose_required,
             )
         )
         done.datasets.append(dataset.id)
@@ -145,8 +161,8 @@ async def _apply_changes(
             done.revoked.append(revoked)
     done.after = after = before.changed(
         PolicyChange(
-            added=tuple(to_rule(grant) for grant in done.created),
-            removed=tuple(to_rule(grant) for grant in done.revoked),
+            added=tuple(rule for grant in done.created for rule in to_rules(grant)),
+            removed=tuple(rule for grant in done.revoked for rule in to_rules(grant)),
             links_added=tuple(links_added),
             links_removed=tuple(links_removed),
             datasets=tuple(facts),

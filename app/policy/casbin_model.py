@@ -17,6 +17,7 @@ from app.directory.limits import CASBIN_MAX_HIERARCHY_LEVEL, MAX_LINKS
 
 __all__ = [
     "ALLOW",
+    "ANY_PURPOSE",
     "CASBIN_MAX_HIERARCHY_LEVEL",
     "DENY",
     "MAX_LINKS",
@@ -37,12 +38,13 @@ MODEL_PATH = Path(__file__).resolve().with_name("model.conf")
 # The model the decision index, the analyser and explain implement, section by section as
 # pycasbin reads it: a model file that says anything else would be a truth nothing enforces.
 IMPLEMENTED: dict[tuple[str, str], str] = {
-    ("r", "r"): "sub, obj, act, now",
-    ("p", "p"): "sub, obj, act, eft, exp, id",
+    ("r", "r"): "sub, obj, act, purpose, now",
+    ("p", "p"): "sub, obj, act, purpose, eft, exp, id",
     ("g", "g"): "_, _",
     ("e", "e"): "some(where (p_eft == allow)) && !some(where (p_eft == deny))",
     ("m", "m"): (
-        "g(r_sub, p_sub) && keyMatch(r_obj, p_obj) && r_act == p_act && isLive(p_exp, r_now)"
+        "g(r_sub, p_sub) && keyMatch(r_obj, p_obj) && r_act == p_act"
+        ' && (p_purpose == "*" || r_purpose == p_purpose) && isLive(p_exp, r_now)'
     ),
 }
 _SECTION_NAMES = {
@@ -112,6 +114,7 @@ def require_model(path: Path) -> None:
 
 ALLOW = "allow"
 DENY = "deny"
+ANY_PURPOSE = "*"  # a rule's purpose that matches every request's purpose (and none given)
 # Reading these actions from outside a dataset's audience is an exposure.
 READ_ACTIONS = frozenset({"read", "export"})
 
@@ -133,7 +136,11 @@ def key_match(key: str, pattern: str) -> bool:
 
 @dataclass(frozen=True)
 class Rule:
-    """One Casbin p rule: a grant. Hashed once (rules key many dicts and sets)."""
+    """One Casbin p rule: a grant, for one of its purposes (a grant with several purposes is
+    one rule per purpose, sharing its id). Hashed once (rules key many dicts and sets).
+
+    `purpose` is last among the fields (with its default, any purpose) so that a rule reads
+    as before where purposes do not matter; `as_casbin` gives the model's field order."""
 
     sub: str
     obj: str
@@ -141,17 +148,23 @@ class Rule:
     eft: str  # "allow" | "deny"
     exp: str  # "" or unix seconds as a string
     id: str
+    purpose: str = ANY_PURPOSE  # one purpose, or "*": any
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        fields = (self.sub, self.obj, self.act, self.eft, self.exp, self.id)
+        fields = (self.sub, self.obj, self.act, self.eft, self.exp, self.id, self.purpose)
         object.__setattr__(self, "_hash", hash(fields))
 
     def __hash__(self) -> int:
         return self._hash
 
     def as_casbin(self) -> list[str]:
-        return [self.sub, self.obj, self.act, self.eft, self.exp, self.id]
+        """The rule as the model's ``p = sub, obj, act, purpose, eft, exp, id``."""
+        return [self.sub, self.obj, self.act, self.purpose, self.eft, self.exp, self.id]
+
+    def for_purpose(self, purpose: str) -> bool:
+        """The model's ``p.purpose == "*" || r.purpose == p.purpose``."""
+        return self.purpose == ANY_PURPOSE or self.purpose == purpose
 
 
 def parse_expiry(rule: Rule) -> float | None:

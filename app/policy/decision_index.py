@@ -2,11 +2,12 @@
 
 `policies/model.conf` is the enforcement truth::
 
-    r = sub, obj, act, now
-    p = sub, obj, act, eft, exp, id
+    r = sub, obj, act, purpose, now
+    p = sub, obj, act, purpose, eft, exp, id
     g = _, _
     e = some(where (p.eft == allow)) && !some(where (p.eft == deny))
-    m = g(r.sub, p.sub) && keyMatch(r.obj, p.obj) && r.act == p.act && isLive(p.exp, r.now)
+    m = g(r.sub, p.sub) && keyMatch(r.obj, p.obj) && r.act == p.act
+        && (p.purpose == "*" || r.purpose == p.purpose) && isLive(p.exp, r.now)
 
 pycasbin's `Enforcer.enforce` evaluates that matcher against every p rule on every request. A
 `DecisionIndex` gives the same answer by looking rules up instead of scanning them:
@@ -24,6 +25,12 @@ pycasbin's `Enforcer.enforce` evaluates that matcher against every p rule on eve
   `a.*.c` is just the prefix `a.b` / `a.`. Rules are indexed by that prefix and looked up for
   every prefix length that occurs among the rules of the (sub, act) pair.
 * `isLive(exp, now)` is `exp == "" or float(now) < float(exp)`.
+* `p.purpose == "*" || r.purpose == p.purpose`: rules are indexed by action and purpose (the key
+  `rule_key(act, purpose)`: the action alone for "*"). A request looks up the key of its action
+  alone (the rules for any purpose) and, when some rule names a purpose, that of its purpose too,
+  and combines the two answers as the effect does (a live deny in either wins): two lookups at
+  most, whatever the number of purposes. Allows that name a purpose are also indexed under
+  `other_purpose_key(act)`, to say why a request is denied (`allow_for_other_purpose`).
 * A live matching deny wins; otherwise a live matching allow allows; otherwise deny. A rule whose
   `eft` is neither "allow" nor "deny" matches but has no effect in Casbin, so it is ignored here.
 
@@ -42,6 +49,7 @@ from typing import NamedTuple
 
 from app.policy.casbin_model import (
     ALLOW,
+    ANY_PURPOSE,
     CASBIN_MAX_HIERARCHY_LEVEL,
     DENY,
     MODEL_PATH,
@@ -71,7 +79,29 @@ __all__ = [
     "casbin_enforcer",
     "is_live",
     "key_match",
+    "other_purpose_key",
+    "rule_key",
 ]
+
+
+def rule_key(act: str, purpose: str) -> str:
+    """The index key of the rules for `act` with `purpose` ("*": the action alone). Purposes and
+    actions are identifiers without control characters, so keys never collide."""
+    return act if purpose == ANY_PURPOSE else f"{act}\x1f{purpose}"
+
+
+def other_purpose_key(act: str) -> str:
+    """The key under which every allow for `act` that names a purpose is indexed too."""
+    return f"{act}\x1e"
+
+
+def _keys(rule: Rule) -> tuple[str, ...]:
+    """The index keys of `rule`."""
+    if rule.purpose == ANY_PURPOSE:
+        return (rule.act,)
+    if rule.eft == ALLOW:
+        return (rule_key(rule.act, rule.purpose), other_purpose_key(rule.act))
+    return (rule_key(rule.act, rule.purpose),)
 
 
 class Decision(NamedTuple):
@@ -83,6 +113,12 @@ class Decision(NamedTuple):
 
 
 _Ancestors = tuple[tuple[str, tuple[str, ...]], ...]
+_NO_MATCH = Decision(False, None, ())
+
+
+def _has_purposes(by_key: Mapping[str, object]) -> bool:
+    """Whether any key is of rules that name a purpose (else one lookup answers a request)."""
+    return any("\x1f" in act for act in by_key)
 
 
 class _Route:
@@ -111,17 +147,20 @@ class DecisionIndex:
         for rule in unique_rules:
             entry = Entry(rule, parse_expiry(rule))
             if rule.eft in (ALLOW, DENY):
-                grouped.setdefault((rule.sub, rule.act), []).append(entry)
+                for key in _keys(rule):
+                    grouped.setdefault((rule.sub, key), []).append(entry)
             else:
                 ineffective.append(rule)
         # Rules whose effect is neither allow nor deny: they match, but Casbin gives them no
         # effect (kept only so that the index knows it has rules).
         self._ineffective = frozenset(ineffective)
         self._buckets = {key: bucket_of(entries) for key, entries in grouped.items()}
-        # act -> sub -> bucket: the same buckets, looked up without building a tuple key.
+        # key (act, or act and purpose) -> sub -> bucket: the same buckets, looked up without
+        # building a tuple key.
         self._by_act: dict[str, dict[str, Bucket]] = {}
         for (sub, act), bucket in self._buckets.items():
             self._by_act.setdefault(act, {})[sub] = bucket
+        self._has_purposes = _has_purposes(self._by_act)
 
         parents: dict[str, dict[str, None]] = {}
         for member, group in links:
@@ -160,14 +199,16 @@ class DecisionIndex:
         clone._buckets = dict(self._buckets)
         clone._by_act = dict(self._by_act)
         copied: set[str] = set()  # actions whose sub -> bucket dictionary the clone owns
-        for sub, act in {(rule.sub, rule.act) for rule in (*new_rules, *gone)}:
+        touched = {(rule.sub, key) for rule in (*new_rules, *gone) for key in _keys(rule)}
+        for sub, act in touched:
             bucket = self._buckets.get((sub, act))
             kept = [] if bucket is None else [e for e in bucket.entries() if e.rule not in gone]
             present = {entry.rule for entry in kept}
             kept += [
                 entries[rule]
                 for rule in new_rules
-                if (rule.sub, rule.act) == (sub, act)
+                if rule.sub == sub
+                and act in _keys(rule)
                 and rule.eft in (ALLOW, DENY)
                 and rule not in present
             ]
@@ -183,6 +224,7 @@ class DecisionIndex:
         for act in copied:
             if not clone._by_act[act]:
                 del clone._by_act[act]
+        clone._has_purposes = _has_purposes(clone._by_act)
         clone._ineffective = (self._ineffective - gone) | {
             rule for rule in new_rules if rule.eft not in (ALLOW, DENY)
         }
@@ -215,8 +257,38 @@ class DecisionIndex:
 
     # -- public API -------------------------------------------------------------------------
 
-    def decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
+    def decide(self, sub: str, obj: str, act: str, purpose: str, now: float) -> Decision:
+        """Casbin's `enforce(sub, obj, act, purpose, now)`, with the rule that decided."""
         now = float(now)
+        found = self._decide(sub, obj, act, now)
+        if not self._has_purposes or purpose == ANY_PURPOSE:
+            if found.matched is None:
+                return self._no_match(sub, obj, act, purpose)
+            return found
+        if found.matched is not None and not found.allowed:
+            return found  # a deny for any purpose
+        key = rule_key(act, purpose)
+        if key not in self._records:
+            return found if found.matched is not None else self._no_match(sub, obj, act, purpose)
+        for_purpose = self._decide(sub, obj, key, now)
+        if for_purpose.matched is not None and not for_purpose.allowed:
+            return for_purpose
+        if found.matched is not None:
+            return found
+        if for_purpose.matched is not None:
+            return for_purpose
+        return self._no_match(sub, obj, act, purpose)
+
+    def allow_for_other_purpose(self, sub: str, obj: str, act: str, now: float) -> Rule | None:
+        """A live allow naming a purpose that matches (sub, obj, act) whatever its purpose (a
+        request for another purpose, or none, is denied for want of it)."""
+        if not self._has_purposes:
+            return None
+        found = self._decide(sub, obj, other_purpose_key(act), float(now))
+        return found.matched if found.allowed else None
+
+    def _decide(self, sub: str, obj: str, act: str, now: float) -> Decision:
+        """The decision of the rules under one key (`act`): matched None when none matches."""
         if not now < FOREVER:  # NaN or +inf: liveness bounds do not apply
             return self._decide_by_entries(sub, obj, act, now)
         allow: tuple[Rule | None, tuple[str, ...]] | None = None
@@ -241,7 +313,7 @@ class DecisionIndex:
                     allow = (cell.allow, rest)
         if allow is not None:
             return Decision(True, allow[0], (sub, *allow[1]))
-        return self._no_match(sub, obj, act)
+        return _NO_MATCH
 
     def _decide_by_entries(self, sub: str, obj: str, act: str, now: float) -> Decision:
         """`decide` for any `now`, from every entry's own liveness."""
@@ -256,37 +328,50 @@ class DecisionIndex:
                     allow = (entry.rule, rest)
         if allow is not None:
             return Decision(True, allow[0], (sub, *allow[1]))
-        return self._no_match(sub, obj, act)
+        return _NO_MATCH
 
-    def _no_match(self, sub: str, obj: str, act: str) -> Decision:
+    def _no_match(self, sub: str, obj: str, act: str, purpose: str) -> Decision:
         has_rules = self._buckets or self._ineffective
-        if not has_rules and obj == "" and act == "" and self._reaches(sub, ""):
+        if not has_rules and obj == act == purpose == "" and self._reaches(sub, ""):
             # pycasbin quirk: with no p rules at all it evaluates the matcher once with every
-            # p field "" and allows if that matches, i.e. for obj == act == "" and a subject
-            # that reaches the principal "". Unreachable through validated identifiers.
+            # p field "" and allows if that matches, i.e. for obj == act == purpose == "" and a
+            # subject that reaches the principal "". Unreachable through validated identifiers.
             return Decision(True, None, ())
-        return Decision(False, None, ())
+        return _NO_MATCH
 
-    def expired_allow(self, sub: str, obj: str, act: str, now: float) -> Rule | None:
+    def _purpose_keys(self, act: str, purpose: str) -> tuple[str, ...]:
+        """The keys whose rules a request for (act, purpose) matches."""
+        if not self._has_purposes or purpose == ANY_PURPOSE:
+            return (act,)
+        return (act, rule_key(act, purpose))
+
+    def expired_allow(self, sub: str, obj: str, act: str, purpose: str, now: float) -> Rule | None:
         """An allow rule that would match if expiry were ignored but is expired at `now`."""
         now = float(now)
-        for cell, _rest in self._scan(sub, obj, act, now):
-            expired = cell.expired_allow
-            if expired is not None and not expired.live(now):
-                return expired.rule
+        for key in self._purpose_keys(act, purpose):
+            for cell, _rest in self._scan(sub, obj, key, now):
+                expired = cell.expired_allow
+                if expired is not None and not expired.live(now):
+                    return expired.rule
         return None
 
     def rules_for(
-        self, sub: str, obj: str, act: str, now: float
+        self, sub: str, obj: str, act: str, purpose: str, now: float
     ) -> list[tuple[Rule, tuple[str, ...]]]:
         """Every live rule (allow and deny) that matches the request, with its via path."""
         now = float(now)
         return [
             (entry.rule, (sub, *rest))
-            for cell, rest in self._scan(sub, obj, act, now)
+            for key in self._purpose_keys(act, purpose)
+            for cell, rest in self._scan(sub, obj, key, now)
             for entry in cell.entries
             if entry.live(now)
         ]
+
+    def purposes(self, act: str) -> list[str]:
+        """The purposes that rules for `act` name (sorted; "*" is not one)."""
+        prefix = f"{act}\x1f"
+        return sorted(key[len(prefix) :] for key in self._by_act if key.startswith(prefix))
 
     @property
     def parents(self) -> Mapping[str, tuple[str, ...]]:

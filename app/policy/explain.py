@@ -9,7 +9,7 @@ from app.as_of import At
 from app.auth.dependencies import AuditReader, AuthorizedFirst
 from app.db import SessionDep
 from app.errors import Busy, Forbidden, InvalidInput, Unauthenticated, problem_responses
-from app.identifiers import Action, DatasetId, PrincipalId
+from app.identifiers import Action, DatasetId, FreeText, PrincipalId
 from app.policy import holds
 from app.policy import snapshot as snapshot_module
 from app.policy.casbin_model import Rule
@@ -30,6 +30,7 @@ class ExplainedGrant(BaseModel):
         "membership back, or the IdP deactivated the user (resource `*`).",
     )
     effect: str
+    purpose: str = Field(description='The purpose this rule of the grant is for ("*": any).')
     subject: str
     resource: str
     via: list[str] = Field(
@@ -46,6 +47,7 @@ class Explanation(BaseModel):
     principal: str
     dataset: str
     action: Action
+    purpose: str | None = Field(default=None, description="The purpose asked about, if any.")
     decision: str
     reason: Reason
     out_of_audience: bool
@@ -59,11 +61,15 @@ class Explanation(BaseModel):
 
 
 async def explain_now(
-    session: AsyncSession, principal: str, dataset: str, action: Action
+    session: AsyncSession,
+    principal: str,
+    dataset: str,
+    action: Action,
+    purpose: str | None = None,
 ) -> Explanation:
     """The decision a check would get now and every grant and path behind it (not logged)."""
     snapshot = await states_of(session).current(session, snapshot_module.CHECKS)
-    return explain_with(snapshot, principal, dataset, action)
+    return explain_with(snapshot, principal, dataset, action, purpose=purpose)
 
 
 def explain_with(
@@ -72,15 +78,18 @@ def explain_with(
     dataset: str,
     action: Action,
     when: datetime | None = None,
+    purpose: str | None = None,
 ) -> Explanation:
-    """The decision under `snapshot` at `when` (expiries judged then; None: now)."""
+    """The decision under `snapshot` at `when` (expiries judged then; None: now) for a check
+    naming `purpose` (None: none)."""
     at = snapshot_module.now() if when is None else when.timestamp()
-    outcome = snapshot.decide(principal, dataset, action.value, at)
-    matches = snapshot.index.rules_for(principal, dataset, action.value, at)
+    outcome = snapshot.decide(principal, dataset, action.value, purpose, at)
+    matches = snapshot.index.rules_for(principal, dataset, action.value, purpose or "", at)
     return Explanation(
         principal=principal,
         dataset=dataset,
         action=action,
+        purpose=purpose,
         decision="allow" if outcome.allowed else "deny",
         reason=Reason(code=outcome.code, grant_id=outcome.grant_id, via=list(outcome.via)),
         out_of_audience=outcome.out_of_audience,
@@ -99,6 +108,7 @@ def _explained(
         grant_id=None if is_hold else int(rule.id),
         hold_id=holds.hold_id(rule) if is_hold else None,
         effect=rule.eft,
+        purpose=rule.purpose,
         subject=rule.sub,
         resource=rule.obj,
         via=list(via),
@@ -120,11 +130,15 @@ async def explain(
     principal: Annotated[PrincipalId, Query()],
     dataset: Annotated[DatasetId, Query()],
     action: Annotated[Action, Query()] = Action.read,
+    purpose: Annotated[
+        FreeText | None,
+        Query(max_length=200, description="The purpose the check would name (none if omitted)."),
+    ] = None,
 ) -> Explanation:
     """The decision a check would get now (or would have got at `at`, from the policy's
     history) and every grant and path behind it (not logged)."""
     if at is not None:
         snapshot = await history_service.view_at(session, at, snapshot_module.CHECKS)
-        return explain_with(snapshot, principal, dataset, action, at)
+        return explain_with(snapshot, principal, dataset, action, at, purpose)
     cache: PolicyCache = request.app.state.policy
-    return explain_with(await cache.current(session), principal, dataset, action)
+    return explain_with(await cache.current(session), principal, dataset, action, purpose=purpose)

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import JSON, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime
@@ -17,6 +17,8 @@ class Grant(Base):
     resource: Mapped[str] = mapped_column(String(514), index=True)
     action: Mapped[str] = mapped_column(String(16))
     effect: Mapped[str] = mapped_column(String(8))
+    # The purposes it is for (Casbin: one p rule each); ["*"]: any purpose.
+    purposes: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[\"*\"]'"))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     justification: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_by: Mapped[str] = mapped_column(String(128))

@@ -4,7 +4,7 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.policy.casbin_model import Rule
+from app.policy.casbin_model import ANY_PURPOSE, Rule
 from app.policy.models import Grant
 from app.policy.schemas import GrantStatus
 
@@ -59,10 +59,28 @@ def rule_of(
     effect: str,
     expires_at: datetime | None,
     grant_id: int,
+    purpose: str = ANY_PURPOSE,
 ) -> Rule:
-    """A grant's Casbin ``p`` rule (its expiry as unix seconds, "" for none)."""
+    """A grant's Casbin ``p`` rule for one purpose (its expiry as unix seconds, "" for none)."""
     exp = "" if expires_at is None else repr(expires_at.timestamp())
-    return Rule(principal, resource, str(action), str(effect), exp, str(grant_id))
+    return Rule(principal, resource, str(action), str(effect), exp, str(grant_id), purpose)
+
+
+def rules_of(
+    principal: str,
+    resource: str,
+    action: str,
+    effect: str,
+    expires_at: datetime | None,
+    grant_id: int,
+    purposes: Sequence[str] | None,
+) -> tuple[Rule, ...]:
+    """A grant's Casbin ``p`` rules: one per purpose (None or none: any purpose)."""
+    exp = "" if expires_at is None else repr(expires_at.timestamp())
+    return tuple(
+        Rule(principal, resource, str(action), str(effect), exp, str(grant_id), purpose)
+        for purpose in dict.fromkeys(purposes or (ANY_PURPOSE,))
+    )
 
 
 async def unrevoked_rules(session: AsyncSession) -> list[Rule]:
@@ -76,11 +94,12 @@ async def unrevoked_rules(session: AsyncSession) -> list[Rule]:
             Grant.effect,
             Grant.expires_at,
             Grant.id,
+            Grant.purposes,
         )
         .where(Grant.revoked_at.is_(None))
         .order_by(Grant.id)
     )
-    return [rule_of(*row) for row in (await session.execute(query)).all()]
+    return [rule for row in (await session.execute(query)).all() for rule in rules_of(*row)]
 
 
 async def list_unrevoked(session: AsyncSession) -> Sequence[Grant]:

@@ -3,11 +3,21 @@ from enum import StrEnum
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.acceptance import AcceptExposure
-from app.identifiers import Action, Effect, FreeText, PrincipalId, ResourcePattern, UTCInstant
+from app.identifiers import (
+    ANY_PURPOSE,
+    Action,
+    Effect,
+    FreeText,
+    PrincipalId,
+    PurposeId,
+    ResourcePattern,
+    UTCInstant,
+)
 
+MAX_PURPOSES = 32
 GrantId = Annotated[int, Path(ge=1, le=2**62, description="Grant id.")]
 
 
@@ -24,6 +34,14 @@ class GrantCreate(BaseModel):
     resource: ResourcePattern
     action: Action
     effect: Effect = Field(description="`allow` or `deny`: required, never assumed.")
+    purposes: list[PurposeId] = Field(
+        default_factory=lambda: [ANY_PURPOSE],
+        min_length=1,
+        max_length=MAX_PURPOSES,
+        description="What the grant allows (or denies) reading for: checks naming one of these "
+        'purposes match it; `["*"]` (the default) matches any purpose, and checks naming none.',
+        examples=[["model-training"]],
+    )
     expires_at: UTCInstant | None = Field(
         default=None, description="The grant stops matching at this instant (timezone required)."
     )
@@ -38,6 +56,14 @@ class GrantCreate(BaseModel):
         "beyond the audience of a `guard: block` dataset.",
     )
 
+    @field_validator("purposes")
+    @classmethod
+    def distinct_purposes(cls, value: list[str]) -> list[str]:
+        value = list(dict.fromkeys(value))
+        if ANY_PURPOSE in value and len(value) > 1:
+            raise ValueError('"*" already means any purpose: give it alone, or name the purposes')
+        return value
+
 
 class GrantRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
@@ -47,6 +73,7 @@ class GrantRead(BaseModel):
     resource: str
     action: Action
     effect: Effect
+    purposes: list[str] = Field(default_factory=lambda: [ANY_PURPOSE])
     expires_at: datetime | None
     justification: str | None
     created_by: str
@@ -70,6 +97,13 @@ class GrantPage(BaseModel):
 
 
 class ReasonCode(StrEnum):
+    """Why a check was decided so: `granted` (an allow matched), `no_grant` (nothing matched),
+    `denied_by_grant` (a deny matched), `unknown_dataset` (not registered), `grant_expired` (only
+    an expired allow matched), `held_by_guard` (a hold: a membership the guard held back),
+    `principal_inactive` (the IdP deactivated the user), `purpose_required` (the dataset requires
+    a purpose and the check named none), `purpose_not_granted` (no live grant allows the check's
+    purpose, though one allows another purpose)."""
+
     granted = "granted"
     no_grant = "no_grant"
     denied_by_grant = "denied_by_grant"
@@ -77,6 +111,10 @@ class ReasonCode(StrEnum):
     grant_expired = "grant_expired"
     held_by_guard = "held_by_guard"  # a hold: an IdP membership the guard held back
     principal_inactive = "principal_inactive"  # the IdP deactivated or deleted the user
+    # The dataset requires a purpose (`purpose_required`) and the check named none.
+    purpose_required = "purpose_required"
+    # No live grant allows the check's purpose (or its lack of one), though one allows another.
+    purpose_not_granted = "purpose_not_granted"
 
 
 class Reason(BaseModel):

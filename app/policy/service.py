@@ -57,6 +57,7 @@ async def create_grant(
             resource=body.resource,
             action=body.action.value,
             effect=body.effect.value,
+            purposes=list(body.purposes),
             expires_at=body.expires_at,
             justification=(body.justification or "").strip() or None,
             created_by=actor,

@@ -24,10 +24,16 @@ from app.policy.schemas import GrantRead
 from app.policy.state import DatasetFacts, PolicyChange, PolicyRows, PolicyState
 
 
-def to_rule(grant: Grant | GrantRead) -> Rule:
-    """The Casbin ``p`` rule of a grant."""
-    return repository.rule_of(
-        grant.principal, grant.resource, grant.action, grant.effect, grant.expires_at, grant.id
+def to_rules(grant: Grant | GrantRead) -> tuple[Rule, ...]:
+    """The Casbin ``p`` rules of a grant: one per purpose."""
+    return repository.rules_of(
+        grant.principal,
+        grant.resource,
+        grant.action,
+        grant.effect,
+        grant.expires_at,
+        grant.id,
+        grant.purposes,
     )
 
 
@@ -53,6 +59,7 @@ class PolicySnapshot:
     index: DecisionIndex
     audiences: dict[str, frozenset[str]]  # dataset -> intended_audience as declared
     sensitivities: dict[str, str]
+    purpose_required: frozenset[str] = frozenset()  # datasets whose checks must name a purpose
     inactive: frozenset[str] = frozenset()  # users with an inactive hold (deactivated by the IdP)
     _ancestors: dict[str, frozenset[str]] = field(default_factory=dict)
 
@@ -76,8 +83,9 @@ class PolicySnapshot:
         if change.added or change.removed:
             inactive = (inactive - holds.inactive(change.removed)) | holds.inactive(change.added)
         audiences, sensitivities = self.audiences, self.sensitivities
+        purpose_required = self.purpose_required
         if change.datasets or state.datasets.keys() != audiences.keys():  # (or unregistered)
-            audiences, sensitivities = _dataset_maps(state.datasets)
+            audiences, sensitivities, purpose_required = _dataset_maps(state.datasets)
         return replace(
             self,
             version=state.version,
@@ -85,6 +93,7 @@ class PolicySnapshot:
             inactive=inactive,
             audiences=audiences,
             sensitivities=sensitivities,
+            purpose_required=purpose_required,
             _ancestors=ancestors,
         )
 
@@ -92,10 +101,19 @@ class PolicySnapshot:
         audience = self.audiences.get(dataset, frozenset())
         return principal in audience or not audience.isdisjoint(self.ancestors(principal))
 
-    def decide(self, principal: str, dataset: str, action: str, now: float) -> Outcome:
+    def decide(
+        self, principal: str, dataset: str, action: str, purpose: str | None, now: float
+    ) -> Outcome:
+        """The check's outcome: Casbin's decision for (principal, dataset, action, purpose,
+        now), a check without a purpose asking for the purpose "" (which only grants for any
+        purpose match), and the reason."""
         if dataset not in self.audiences:
             return Outcome(False, "unknown_dataset", None, (), False)
-        decision = self.index.decide(principal, dataset, action, now)
+        if not purpose:
+            if dataset in self.purpose_required:
+                return Outcome(False, "purpose_required", None, (), False)
+            purpose = ""
+        decision = self.index.decide(principal, dataset, action, purpose, now)
         rule = decision.matched
         if decision.allowed and rule is not None:
             outside = action in READ_ACTIONS and not self.in_audience(principal, dataset)
@@ -106,17 +124,43 @@ class PolicySnapshot:
             if holds.is_hold(rule):
                 return Outcome(False, holds.reason_code(rule), None, decision.via, False)
             return Outcome(False, "denied_by_grant", int(rule.id), decision.via, False)
-        expired = self.index.expired_allow(principal, dataset, action, now)
+        expired = self.index.expired_allow(principal, dataset, action, purpose, now)
         if expired is not None:
             return Outcome(False, "grant_expired", int(expired.id), (), False)
+        if self.index.allow_for_other_purpose(principal, dataset, action, now) is not None:
+            return Outcome(False, "purpose_not_granted", None, (), False)
         return Outcome(False, "no_grant", None, (), False)
+
+    def decide_purposes(
+        self, principal: str, dataset: str, action: str, now: float
+    ) -> tuple[Outcome, list[str]]:
+        """For which purposes `principal` may do `action` on `dataset`: the purposes that some
+        rule names, and "*" for every other one (a check naming no purpose where the dataset
+        does not require one among them), with the first allowed outcome (else a denied one).
+        Linear in the purposes named for `action`: not for the check path."""
+        first: Outcome | None = None
+        allowed: list[str] = []
+        for purpose in ("*", *self.index.purposes(action)):
+            outcome = self.decide(principal, dataset, action, purpose, now)
+            if outcome.allowed:
+                allowed.append(purpose)
+                first = first or outcome
+        if first is None:
+            required = dataset in self.purpose_required
+            first = self.decide(principal, dataset, action, None if required else "", now)
+        return first, allowed
 
 
 def _dataset_maps(
     datasets: Mapping[str, DatasetFacts],
-) -> tuple[dict[str, frozenset[str]], dict[str, str]]:
+) -> tuple[dict[str, frozenset[str]], dict[str, str], frozenset[str]]:
     audiences = {d.id: frozenset(d.audience) for d in datasets.values()}
-    return audiences, {d.id: d.sensitivity for d in datasets.values()}
+    sensitivities = {d.id: d.sensitivity for d in datasets.values()}
+    return (
+        audiences,
+        sensitivities,
+        frozenset(d.id for d in datasets.values() if d.purpose_required),
+    )
 
 
 class CheckIndex:
@@ -126,8 +170,14 @@ class CheckIndex:
         """Built in a thread: seconds of CPU at 100k grants, during which the event loop keeps
         serving (checks wait for the snapshot)."""
         index = await asyncio.to_thread(DecisionIndex, rows.rules, rows.links)
+        audiences, sensitivities, purpose_required = _dataset_maps(state.datasets)
         return PolicySnapshot(
-            state.version, index, *_dataset_maps(state.datasets), holds.inactive(rows.rules)
+            state.version,
+            index,
+            audiences,
+            sensitivities,
+            purpose_required,
+            holds.inactive(rows.rules),
         )
 
     def carry(

@@ -34,12 +34,14 @@ FOLLOW_LIMIT = 64
 
 @dataclass(frozen=True)
 class DatasetFacts:
-    """What the policy knows of a dataset: its sensitivity, intended audience and guard."""
+    """What the policy knows of a dataset: its sensitivity, intended audience, guard, and
+    whether a check must name a purpose."""
 
     id: str
     sensitivity: str
     audience: tuple[str, ...]
     guard: str
+    purpose_required: bool = False
 
 
 Link = tuple[str, str]  # (member, group): Casbin's ``g`` rule
@@ -82,7 +84,9 @@ async def load_rows(session: AsyncSession) -> PolicyRows:
     rules += holds.rules_of(await holds_repository.active_triples(session))
     links = await directory_repository.all_edges(session)
     datasets = {
-        d.id: DatasetFacts(d.id, d.sensitivity, tuple(d.intended_audience), d.guard)
+        d.id: DatasetFacts(
+            d.id, d.sensitivity, tuple(d.intended_audience), d.guard, d.purpose_required
+        )
         for d in await datasets_repository.list_all(session)
     }
     return PolicyRows(rules, links, datasets)

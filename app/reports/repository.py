@@ -89,7 +89,7 @@ async def changes_between(session: AsyncSession, after: int, up_to: int) -> Chan
     rows are made changes in a thread (hundreds of thousands over a month at scale)."""
     g = GrantHistory
     grants = select(
-        g.grant_id, g.principal, g.resource, g.action, g.effect, g.expires_at,
+        g.grant_id, g.principal, g.resource, g.action, g.effect, g.expires_at, g.purposes,
         g.from_version, g.until_version, g.from_by, g.until_by,
     ).where(_moved(g, after, up_to))  # fmt: skip
     m = MembershipHistory
@@ -117,10 +117,16 @@ def _changes(rows: list[Sequence[Any]], after: int, up_to: int) -> Changes:
 
     grants, links, datasets, holds = rows
     for row in grants:
-        rule = policy_repository.rule_of(
-            row.principal, row.resource, row.action, row.effect, row.expires_at, row.grant_id
+        rules = policy_repository.rules_of(
+            row.principal,
+            row.resource,
+            row.action,
+            row.effect,
+            row.expires_at,
+            row.grant_id,
+            row.purposes,
         )
-        add(_ends(row, after, up_to, "grant", rule))
+        add(_ends(row, after, up_to, "grant", rules))  # a grant's rules: one per purpose
     for link in links:
         add(_ends(link, after, up_to, "membership", (link.member, link.group_id)))
     for facts in datasets:

@@ -84,7 +84,7 @@ def _change(change: Change, step: Step) -> PolicyChangeRead:
     by = change.by or step.by
     base = {"version": step.version, "at": step.at, "by": by}
     if change.kind == "grant":
-        rule = change.item
+        rule = change.item[0]  # the grant's rules differ only in their purposes
         kind = "grant_added" if change.opened else "grant_revoked"
         return PolicyChangeRead(
             kind=kind,

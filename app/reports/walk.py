@@ -31,7 +31,7 @@ from typing import Any
 from app.exposure.analyser import ExposureAnalyser, is_leaf
 from app.identifiers import pattern_covers
 from app.policy import holds
-from app.policy.casbin_model import ALLOW, DENY, Rule, is_live
+from app.policy.casbin_model import ALLOW, ANY_PURPOSE, DENY, Rule, is_live
 
 READ = "read"
 
@@ -135,7 +135,7 @@ def _touches_rule(rule: Rule, dataset: str) -> bool:
 
 def _rules(change: Change) -> list[Rule]:
     if change.kind == "grant":
-        return [change.item]
+        return list(change.item)  # one rule per purpose
     if change.kind == "hold":
         return list(holds.hold_rules(*change.item))
     return []
@@ -218,11 +218,14 @@ def remeasure_leaves(
     last `measure` found them: the one at `until` sets them again)."""
     if timeline.audience is not None:
         now = at.timestamp()
-        allows: set[str] = set()
-        denies: set[str] = set()
+        # purpose ("*": any) -> the subjects of the live allows / denies for it
+        allows: dict[str, set[str]] = {}
+        denies: dict[str, set[str]] = {}
         for rule in analyser.rules_covering(timeline.dataset, READ):
             if is_live(rule.exp, now):
-                (allows if rule.eft == ALLOW else denies).add(rule.sub)
+                table = allows if rule.eft == ALLOW else denies
+                table.setdefault(rule.purpose, set()).add(rule.sub)
+        denied_any = denies.get(ANY_PURPOSE, set())
         audience = frozenset(timeline.audience)
         directory = analyser.directory
         for leaf in leaves:
@@ -230,10 +233,12 @@ def remeasure_leaves(
             if number is None:
                 continue
             reach = directory.ancestors(leaf).keys()
-            beyond = (
-                not reach.isdisjoint(allows)
-                and reach.isdisjoint(denies)
-                and reach.isdisjoint(audience)
+            # let in for some purpose (as the analyser's `effective`), and not intended
+            beyond = reach.isdisjoint(audience) and any(
+                not reach.isdisjoint(subjects)
+                and reach.isdisjoint(denied_any)
+                and reach.isdisjoint(denies.get(purpose, ()))
+                for purpose, subjects in allows.items()
             )
             if beyond == bool(timeline.excess >> number & 1):
                 continue

@@ -192,8 +192,9 @@ async def test_policy_changes_are_followed_without_rebuilding_the_policy(
     rebuilt = await real_build(snapshot_module.CHECKS, rows, PolicyState.of_rows(0, rows))
     for principal in ("alice", "bob", "carol", "dave", "erin", "frank", "zoe"):
         for dataset in ("employee_activity.keystrokes", "no.such"):
-            request = (f"user:{principal}", dataset, "read", 1000.0)
-            assert followed.decide(*request) == rebuilt.decide(*request), request
+            for purpose in (None, "model-training"):
+                request = (f"user:{principal}", dataset, "read", purpose, 1000.0)
+                assert followed.decide(*request) == rebuilt.decide(*request), request
         assert followed.ancestors(f"user:{principal}") == rebuilt.ancestors(f"user:{principal}")
 
 

@@ -3,7 +3,7 @@
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import pytest
 from casbin.util import key_match as casbin_key_match
@@ -49,6 +49,10 @@ RESOURCES = [
 # now is one of NOWS; expiries straddle it, including exp == now (expired: now < exp is false).
 NOWS = [999.0, 1000.0, 1500.0]
 EXPIRIES = ["", "", "", "500.0", "1000.0", "1000.5", "2000", "1e3", "inf", "nan"]
+# Purposes rules name ("*": any), and the purposes a check may name: none, those the rules
+# name, and one no rule names (standing for every other purpose).
+RULE_PURPOSES = ["*", "*", "*", "train", "audit"]
+CHECK_PURPOSES = ["", "train", "audit", "other"]
 
 Link = tuple[str, str]
 
@@ -60,19 +64,27 @@ def chain(*principals: str) -> list[Link]:
     return list(itertools.pairwise(principals))
 
 
-def allow(sub: str, obj: str, rule_id: str = "1", act: str = "read", exp: str = "") -> Rule:
-    return Rule(sub=sub, obj=obj, act=act, eft="allow", exp=exp, id=rule_id)
+def allow(
+    sub: str, obj: str, rule_id: str = "1", act: str = "read", exp: str = "", purpose: str = "*"
+) -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="allow", exp=exp, id=rule_id, purpose=purpose)
 
 
-def deny(sub: str, obj: str, rule_id: str = "2", act: str = "read", exp: str = "") -> Rule:
-    return Rule(sub=sub, obj=obj, act=act, eft="deny", exp=exp, id=rule_id)
+def deny(
+    sub: str, obj: str, rule_id: str = "2", act: str = "read", exp: str = "", purpose: str = "*"
+) -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="deny", exp=exp, id=rule_id, purpose=purpose)
 
 
 def casbin_readers(
     rules: Sequence[Rule], links: Sequence[Link], dataset: str, now: float, universe: Iterable[str]
 ) -> frozenset[str]:
     enforcer = casbin_enforcer(rules, links)
-    return frozenset(p for p in universe if enforcer.enforce(p, dataset, "read", now))
+    return frozenset(
+        p
+        for p in universe
+        if any(enforcer.enforce(p, dataset, "read", q, now) for q in CHECK_PURPOSES)
+    )
 
 
 class Reference:
@@ -94,7 +106,12 @@ class Reference:
         return self._reaches[key]
 
     def effective(self, dataset: str, now: float) -> frozenset[str]:
-        return frozenset(p for p in self.universe if self.enforcer.enforce(p, dataset, "read", now))
+        """Who the enforcer lets read for some purpose (those that matter, and more)."""
+        return frozenset(
+            p
+            for p in self.universe
+            if any(self.enforcer.enforce(p, dataset, "read", q, now) for q in CHECK_PURPOSES)
+        )
 
     def intended(self, audience: Iterable[str]) -> frozenset[str]:
         listed = list(audience)
@@ -110,13 +127,34 @@ class Reference:
             and is_live(r.exp, now)
         ]
 
+    def denied(self, principal: str, dataset: str, now: float, purpose: str) -> bool:
+        """Whether a live deny for `purpose` (or any) on `dataset` reaches `principal`."""
+        return any(
+            r.act == "read"
+            and r.eft == "deny"
+            and r.for_purpose(purpose)
+            and casbin_key_match(dataset, r.obj)
+            and is_live(r.exp, now)
+            and self.reaches(principal, r.sub)
+            for r in self.rules
+        )
+
     def grant_excess(
         self, dataset: str, now: float, excess: frozenset[str]
     ) -> dict[str, frozenset[str]]:
-        return {
-            r.id: frozenset(p for p in excess if self.reaches(p, r.sub))
-            for r in self.live_allows(dataset, now)
-        }
+        """Each live allow's excess: the principals in the excess it reaches that no deny
+        for its purpose stops (for a rule for any purpose: no deny for any purpose, since
+        it lets them in for every other)."""
+        found: dict[str, frozenset[str]] = {}
+        for r in self.live_allows(dataset, now):
+            purpose = "other" if r.purpose == "*" else r.purpose
+            bits = frozenset(
+                p
+                for p in excess
+                if self.reaches(p, r.sub) and not self.denied(p, dataset, now, purpose)
+            )
+            found[r.id] = found.get(r.id, frozenset()) | bits
+        return found
 
 
 # -- property tests against pycasbin -----------------------------------------------------------
@@ -151,10 +189,11 @@ def policies(draw: st.DrawFn) -> Policy:
         st.sampled_from(["read", "read", *ACTIONS]),
         st.sampled_from(["allow", "allow", "deny"]),
         st.sampled_from(EXPIRIES),
+        st.sampled_from(RULE_PURPOSES),
     )
     rules = [
-        Rule(sub=sub, obj=obj, act=act, eft=eft, exp=exp, id=str(i))
-        for i, (sub, obj, act, eft, exp) in enumerate(draw(st.lists(fields, max_size=12)))
+        Rule(sub=sub, obj=obj, act=act, eft=eft, exp=exp, id=str(i), purpose=purpose)
+        for i, (sub, obj, act, eft, exp, purpose) in enumerate(draw(st.lists(fields, max_size=12)))
     ]
     # Holds: the automatic denies of a principal on a dataset, or of an inactive user on `*`.
     held = st.tuples(st.sampled_from(USERS + SERVICES), st.sampled_from([*DATASETS, EVERYTHING]))
@@ -199,7 +238,10 @@ def test_analyser_agrees_with_casbin_on_random_policies(policy: Policy) -> None:
         excess = effective - intended
         grants = analyser.grant_excess(dataset, "read", now, intended)
         assert grants == reference.grant_excess(dataset, now, excess), dataset
-        blockers = analyser.blockers(dataset, "read", now, audiences[dataset])
+
+        def blockers(purpose: str, dataset: str = dataset) -> frozenset[str]:
+            return analyser.blockers(dataset, "read", now, audiences[dataset], purpose)
+
         assert_lowest_outside(analyser.directory, reference, dataset, now, grants, blockers)
 
         exposure = analyser.exposure(
@@ -227,7 +269,7 @@ def assert_lowest_outside(
     dataset: str,
     now: float,
     grants: dict[str, frozenset[str]],
-    blockers: frozenset[str],
+    blockers: Callable[[str], frozenset[str]],
 ) -> None:
     """Each grant's excess, drawn from the bottom up above any bound, as the full sets give it."""
     allows = reference.live_allows(dataset, now)
@@ -240,7 +282,8 @@ def assert_lowest_outside(
         assert len(numbers) == len(numbered)
         for above in {-1, *numbers[:3]}:
             expected = [n for n in numbers if n > above][:2]
-            assert directory.lowest_outside(rule.sub, above, 2, blockers) == expected, rule
+            found = directory.lowest_outside(rule.sub, above, 2, blockers(rule.purpose))
+            assert found == expected, rule
 
 
 def assert_directory(directory: Directory, index: DecisionIndex, reference: Reference) -> None:
@@ -304,6 +347,7 @@ def changes(draw: st.DrawFn) -> Change:
             eft=draw(st.sampled_from(["allow", "allow", "deny"])),
             exp=draw(st.sampled_from(EXPIRIES)),
             id="new",
+            purpose=draw(st.sampled_from(RULE_PURPOSES)),
         )
         return kind, rule
     if kind == "add_link":
@@ -639,7 +683,7 @@ def test_grant_beyond_casbin_depth_reaches_nobody() -> None:
     }
     assert analyser.directory.members("group:level10") == frozenset()
     assert analyser.directory.members("group:level11") == frozenset()
-    assert not casbin_enforcer([beyond], links).enforce("user:alice", "a.b", "read", 0.0)
+    assert not casbin_enforcer([beyond], links).enforce("user:alice", "a.b", "read", "", 0.0)
     only_beyond = ExposureAnalyser([beyond], links)
     assert only_beyond.effective("a.b", "read", 0.0) == frozenset()
     # The limit is on the shortest path: a shortcut brings the same group within reach.

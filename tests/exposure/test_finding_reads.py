@@ -47,7 +47,10 @@ async def org(client: httpx.AsyncClient, admin: Any) -> tuple[dict[str, Any], di
 
 
 async def read(client: httpx.AsyncClient, tokens: Any, *principals: str) -> list[dict[str, Any]]:
-    checks = [{"principal": p, "dataset": "activity.keys", "action": "read"} for p in principals]
+    checks = [
+        {"principal": p, "dataset": "activity.keys", "action": "read", "purpose": "t"}
+        for p in principals
+    ]
     r = await client.post("/v1/check/batch", json={"checks": checks}, headers=tokens["check"])
     assert r.status_code == 200, r.text
     results: list[dict[str, Any]] = r.json()["results"]

@@ -236,7 +236,12 @@ async def test_exposure_endpoint_counts_and_pages_excess(client, admin, tokens):
     g = (await client.post("/v1/grants", json=grant("group:all"), headers=admin)).json()
     r = await client.post(
         "/v1/check",
-        json={"principal": "user:dave", "dataset": "activity.keys", "action": "read"},
+        json={
+            "principal": "user:dave",
+            "dataset": "activity.keys",
+            "action": "read",
+            "purpose": "t",
+        },
         headers=tokens["check"],
     )
     assert r.json()["out_of_audience"] is True
@@ -271,6 +276,7 @@ async def test_principal_access_lists_grant_and_path(client, admin):
             "grant_id": g["id"],
             "via": ["user:bob", "group:eng", "group:all"],
             "out_of_audience": True,
+            "purposes": ["*"],
         }
     ]
 

@@ -41,7 +41,7 @@ async def grant(client: httpx.AsyncClient, admin, principal: str, resource: str,
 async def check(client: httpx.AsyncClient, tokens, principal: str, ds: str, action="read"):
     r = await client.post(
         "/v1/check",
-        json={"principal": principal, "dataset": ds, "action": action},
+        json={"principal": principal, "dataset": ds, "action": action, "purpose": "t"},
         headers=tokens["check"],
     )
     assert r.status_code == 200, r.text

@@ -91,7 +91,7 @@ def decisions(
     for principal in principals:
         for dataset in datasets:
             for action in ACTIONS:
-                found.append(snapshot.decide(principal, dataset, action, NOW))
+                found.append(snapshot.decide(principal, dataset, action, "", NOW))
     return found
 
 

@@ -36,7 +36,7 @@ async def _seed(client: httpx.AsyncClient, admin: dict[str, str]) -> None:
 
 
 async def _check(client, tokens, principal: str, dataset: str = "ds.one") -> dict[str, Any]:
-    body = {"principal": principal, "dataset": dataset, "action": "read"}
+    body = {"principal": principal, "dataset": dataset, "action": "read", "purpose": "t"}
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     assert r.status_code == 200, r.text
     answer: dict[str, Any] = r.json()

@@ -26,6 +26,10 @@ API_GROUPS = ["group:research"]
 DATASETS = ["act.keys", "act.mouse", "hr.pay"]
 RESOURCES = [*DATASETS, "act.*"]
 IDP = "scim:okta"
+# Grants' purposes (drawn from a step's roll, so the sequences stay as they were) and the
+# purposes checks name: those, and one no grant names.
+GRANT_PURPOSES = [["*"], ["*"], ["train"], ["train", "audit"]]
+CHECK_PURPOSES = ["train", "audit", "other"]
 
 
 async def reference(app: FastAPI) -> Any:
@@ -57,9 +61,10 @@ async def assert_agrees(app: FastAPI, client: httpx.AsyncClient, tokens: Any, st
     enforcer = await reference(app)
     now = time.time()
     checks = [
-        {"principal": user, "dataset": dataset, "action": "read"}
+        {"principal": user, "dataset": dataset, "action": "read", "purpose": purpose}
         for user in USERS
         for dataset in DATASETS
+        for purpose in CHECK_PURPOSES
     ]
     r = await client.post("/v1/check/batch", json={"checks": checks}, headers=tokens["check"])
     assert r.status_code == 200, r.text
@@ -67,12 +72,18 @@ async def assert_agrees(app: FastAPI, client: httpx.AsyncClient, tokens: Any, st
         view = await current_view(session)
         inactive = {h.principal for h in await holds_repository.active_on(session, kind="inactive")}
     for asked, answer in zip(checks, r.json()["results"], strict=True):
-        expected = enforcer.enforce(asked["principal"], asked["dataset"], "read", now + 0.5)
+        expected = enforcer.enforce(
+            asked["principal"], asked["dataset"], "read", asked["purpose"], now + 0.5
+        )
         assert (answer["decision"] == "allow") == expected, (step, asked, answer)
         if asked["principal"] in inactive:
             assert answer["reason"]["code"] == "principal_inactive", (step, asked, answer)
     for dataset in DATASETS:
-        readers = {u for u in USERS if enforcer.enforce(u, dataset, "read", now)}
+        readers = {
+            u
+            for u in USERS
+            if any(enforcer.enforce(u, dataset, "read", q, now) for q in CHECK_PURPOSES)
+        }
         effective = view.analyser.effective(dataset, "read", now)
         assert readers == {u for u in effective if u in USERS}, (step, dataset)
 
@@ -112,6 +123,7 @@ async def api_step(
             "action": "read",
             "effect": "deny" if rng.random() < 0.2 else "allow",
             "justification": "random",
+            "purposes": GRANT_PURPOSES[int(roll * 1000) % len(GRANT_PURPOSES)],
         }
         r = await client.post("/v1/grants", json=body, headers=admin)
         assert r.status_code in (201, 409), r.text

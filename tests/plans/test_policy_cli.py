@@ -106,7 +106,7 @@ def test_export_prints_the_applied_policy_in_casbin_format(aclaudit: Cli) -> Non
     lines = exported.stdout.splitlines()
     assert lines[0].startswith("# aclaudit policy, version ")
     assert any(
-        line.startswith("p, group:mci-research, employee_activity.*, read, allow, ")
+        line.startswith("p, group:mci-research, employee_activity.*, read, model-training, allow, ")
         for line in lines
     ), lines
     unnamed = aclaudit("export", scope="audit:read")

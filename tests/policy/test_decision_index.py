@@ -40,6 +40,9 @@ RESOURCES = [
 # Requests are asked at every one of NOWS, in a drawn order (so memoised outcomes are reused
 # forwards and backwards in time); expiries straddle them, including exp == now (expired:
 # now < exp is false), and two instants Casbin can be asked at that are not finite.
+# Purposes rules name ("*": any), and those requests ask for ("": none; "x": one no rule names).
+RULE_PURPOSES = ["*", "*", "*", "train", "audit"]
+REQUEST_PURPOSES = ["", "*", "train", "audit", "x"]
 NOWS = [999.0, 1000.0, 1500.0, 2000.0, math.inf, math.nan]
 EXPIRIES = ["", "", "", "500.0", "1000.0", "1000.5", "2000", "1e3", "inf", "nan"]
 
@@ -51,20 +54,25 @@ def chain(*principals: str) -> list[tuple[str, str]]:
     return list(itertools.pairwise(principals))
 
 
-def allow(sub: str, obj: str, act: str = "read", exp: str = "", rule_id: str = "1") -> Rule:
-    return Rule(sub=sub, obj=obj, act=act, eft="allow", exp=exp, id=rule_id)
+def allow(
+    sub: str, obj: str, act: str = "read", exp: str = "", rule_id: str = "1", purpose: str = "*"
+) -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="allow", exp=exp, id=rule_id, purpose=purpose)
 
 
-def deny(sub: str, obj: str, act: str = "read", exp: str = "", rule_id: str = "2") -> Rule:
-    return Rule(sub=sub, obj=obj, act=act, eft="deny", exp=exp, id=rule_id)
+def deny(
+    sub: str, obj: str, act: str = "read", exp: str = "", rule_id: str = "2", purpose: str = "*"
+) -> Rule:
+    return Rule(sub=sub, obj=obj, act=act, eft="deny", exp=exp, id=rule_id, purpose=purpose)
 
 
 def assert_agrees(
     rules: Sequence[Rule],
     links: Sequence[tuple[str, str]],
-    requests: Sequence[tuple[str, str, str, float]],
+    requests: Sequence[tuple[str, str, str, str, float]],
 ) -> None:
-    """Compare every request with pycasbin, and check matched / via / rules_for / expired_allow."""
+    """Compare every request with pycasbin, and check matched / via / rules_for / expired_allow
+    / allow_for_other_purpose."""
     index = DecisionIndex(rules, links)
     enforcer = casbin_enforcer(rules, links)
     role_manager = enforcer.get_role_manager()
@@ -75,18 +83,19 @@ def assert_agrees(
         for sub in {request[0] for request in requests}
         for rule in rules
     }
-    for sub, obj, act, now in requests:
-        expected = enforcer.enforce(sub, obj, act, now)
-        decision = index.decide(sub, obj, act, now)
-        request = (sub, obj, act, now)
+    for sub, obj, act, purpose, now in requests:
+        expected = enforcer.enforce(sub, obj, act, purpose, now)
+        decision = index.decide(sub, obj, act, purpose, now)
+        request = (sub, obj, act, purpose, now)
         assert decision.allowed == expected, (request, decision)
 
         # Brute force over the rules, with pycasbin's role manager and keyMatch.
-        matching = [
+        whatever_purpose = [
             rule
             for rule in rules
             if reaches[sub, rule.sub] and casbin_key_match(obj, rule.obj) and act == rule.act
         ]
+        matching = [rule for rule in whatever_purpose if rule.for_purpose(purpose)]
         live = [rule for rule in matching if is_live(rule.exp, now)]
 
         if decision.matched is None:
@@ -97,14 +106,25 @@ def assert_agrees(
             assert decision.matched.eft == ("allow" if decision.allowed else "deny")
             assert_via(decision.via, sub, decision.matched.sub, link_set)
 
-        expired = index.expired_allow(sub, obj, act, now)
+        expired = index.expired_allow(sub, obj, act, purpose, now)
         expired_allows = [r for r in matching if r.eft == "allow" and r not in live]
         if expired_allows:
             assert expired in expired_allows, request
         else:
             assert expired is None, request
 
-        explained = index.rules_for(sub, obj, act, now)
+        other = index.allow_for_other_purpose(sub, obj, act, now)
+        others = [
+            r
+            for r in whatever_purpose
+            if r.eft == "allow" and r.purpose != "*" and is_live(r.exp, now)
+        ]
+        if others and now < math.inf:
+            assert other in others, request
+        elif not others:
+            assert other is None, request
+
+        explained = index.rules_for(sub, obj, act, purpose, now)
         assert sorted(rule.id for rule, _via in explained) == sorted(rule.id for rule in live)
         for rule, via in explained:
             assert_via(via, sub, rule.sub, link_set)
@@ -120,10 +140,14 @@ def assert_via(via: tuple[str, ...], sub: str, target: str, link_set: set[tuple[
 
 
 def every_request(
-    now: float, actions: Sequence[str] = ACTIONS
-) -> list[tuple[str, str, str, float]]:
+    now: float, actions: Sequence[str] = ACTIONS, purposes: Sequence[str] = ("",)
+) -> list[tuple[str, str, str, str, float]]:
     return [
-        (sub, obj, act, now) for sub in REQUEST_PRINCIPALS for obj in DATASETS for act in actions
+        (sub, obj, act, purpose, now)
+        for sub in REQUEST_PRINCIPALS
+        for obj in DATASETS
+        for act in actions
+        for purpose in purposes
     ]
 
 
@@ -165,6 +189,7 @@ def policies(draw: st.DrawFn) -> Policy:
             eft=draw(st.sampled_from(["allow", "allow", "deny"])),
             exp=draw(st.sampled_from(EXPIRIES)),
             id=str(i),
+            purpose=draw(st.sampled_from(RULE_PURPOSES)),
         )
         for i in range(count)
     ]
@@ -176,9 +201,14 @@ def policies(draw: st.DrawFn) -> Policy:
     return rules, links, action, nows
 
 
+def asked(action: str, nows: Sequence[float]) -> list[tuple[str, str, str, str, float]]:
+    """Every request of the drawn action, at every instant, for every purpose."""
+    return [r for now in nows for r in every_request(now, [action], REQUEST_PURPOSES)]
+
+
 # Every principal (users, services, groups and an unknown one) x every dataset, for the drawn
-# action, at every instant: 20 x 7 x 6 = 840 comparisons with pycasbin per example, 126,000
-# per run.
+# action, for every purpose, at every instant: 20 x 7 x 5 x 6 = 4200 comparisons with pycasbin
+# per example.
 # Also with a group memo of 2 entries, so that it is cleared and refilled within an example.
 @pytest.mark.parametrize("memo_limit", [2, decision_index.GROUP_MEMO_LIMIT])
 @settings(
@@ -192,7 +222,7 @@ def test_index_agrees_with_casbin_on_random_policies(memo_limit: int, policy: Po
     saved = decision_index.GROUP_MEMO_LIMIT
     decision_index.GROUP_MEMO_LIMIT = memo_limit
     try:
-        assert_agrees(rules, links, [r for now in nows for r in every_request(now, [action])])
+        assert_agrees(rules, links, asked(action, nows))
     finally:
         decision_index.GROUP_MEMO_LIMIT = saved
 
@@ -241,15 +271,24 @@ def rules_for_action(action: str, first_id: int) -> st.SearchStrategy[list[Rule]
         st.sampled_from([action, action, *ACTIONS]),
         st.sampled_from(["allow", "allow", "deny"]),
         st.sampled_from(EXPIRIES),
+        st.sampled_from(RULE_PURPOSES),
     )
     return st.lists(one, max_size=3).map(
-        lambda drawn: [Rule(*fields, id=str(first_id + n)) for n, fields in enumerate(drawn)]
+        lambda drawn: [
+            Rule(sub, obj, act, eft, exp, id=str(first_id + n), purpose=purpose)
+            for n, (sub, obj, act, eft, exp, purpose) in enumerate(drawn)
+        ]
     )
 
 
-def answers(index: DecisionIndex, requests: Sequence[tuple[str, str, str, float]]) -> list:
+def answers(index: DecisionIndex, requests: Sequence[tuple[str, str, str, str, float]]) -> list:
     return [
-        (index.decide(*r), index.expired_allow(*r), sorted(index.rules_for(*r), key=repr))
+        (
+            index.decide(*r),
+            index.expired_allow(*r),
+            sorted(index.rules_for(*r), key=repr),
+            index.allow_for_other_purpose(r[0], r[1], r[2], r[4]),
+        )
         for r in requests
     ]
 
@@ -268,7 +307,7 @@ def test_an_index_changed_a_few_rules_and_links_at_a_time_answers_as_one_built_a
     policy: Policy, data: st.DataObject
 ) -> None:
     rules, links, action, nows = policy
-    requests = [r for now in nows for r in every_request(now, [action])]
+    requests = asked(action, nows)
     rules, links = list(rules), list(links)
     index = DecisionIndex(rules, links)
     before = answers(index, requests)  # fills the memos that a change must not reuse wrongly
@@ -306,8 +345,8 @@ def test_a_groups_part_of_the_search_is_kept_per_action() -> None:
     index, enforcer = DecisionIndex(rules, links), casbin_enforcer(rules, links)
     for sub in ("user:alice", "user:bob"):
         for act in ("read", "write", "export", "read"):
-            decision = index.decide(sub, "hr.salaries", act, 1000.0)
-            assert decision.allowed == enforcer.enforce(sub, "hr.salaries", act, 1000.0)
+            decision = index.decide(sub, "hr.salaries", act, "", 1000.0)
+            assert decision.allowed == enforcer.enforce(sub, "hr.salaries", act, "", 1000.0)
             assert decision.allowed == (act in ("read", "export")), (sub, act)
 
 
@@ -319,14 +358,16 @@ def test_deny_on_group_overrides_allow_on_user() -> None:
     links = chain("user:alice", "group:eng", "group:all")
     index = DecisionIndex(rules, links)
 
-    decision = index.decide("user:alice", "hr.salaries", "read", 1000.0)
+    decision = index.decide("user:alice", "hr.salaries", "read", "", 1000.0)
 
     assert decision == Decision(
         allowed=False, matched=rules[1], via=("user:alice", "group:eng", "group:all")
     )
-    assert not casbin_enforcer(rules, links).enforce("user:alice", "hr.salaries", "read", 1000.0)
-    assert index.decide("user:alice", "hr.salaries", "write", 1000.0).allowed is False
-    assert index.decide("user:bob", "hr.salaries", "read", 1000.0).matched is None
+    assert not casbin_enforcer(rules, links).enforce(
+        "user:alice", "hr.salaries", "read", "", 1000.0
+    )
+    assert index.decide("user:alice", "hr.salaries", "write", "", 1000.0).allowed is False
+    assert index.decide("user:bob", "hr.salaries", "read", "", 1000.0).matched is None
 
 
 def test_prefix_pattern_covers_children_not_itself() -> None:
@@ -334,7 +375,7 @@ def test_prefix_pattern_covers_children_not_itself() -> None:
     index = DecisionIndex(rules, [])
 
     def allowed(obj: str) -> bool:
-        return index.decide("user:alice", obj, "read", 0.0).allowed
+        return index.decide("user:alice", obj, "read", "", 0.0).allowed
 
     assert allowed("employee_activity.keystrokes")
     assert allowed("employee_activity.keystrokes.raw")
@@ -342,7 +383,7 @@ def test_prefix_pattern_covers_children_not_itself() -> None:
     assert not allowed("employee_activity_archive.keystrokes")
     assert not allowed("other.employee_activity.keystrokes")
     requests = [
-        ("user:alice", obj, "read", 0.0)
+        ("user:alice", obj, "read", "", 0.0)
         for obj in [
             "employee_activity.keystrokes",
             "employee_activity",
@@ -358,9 +399,9 @@ def test_star_covers_everything() -> None:
     links = [("service:audit", "group:sec")]
     index = DecisionIndex(rules, links)
     for obj in ["a", "a.b.c", "employee_activity.keystrokes"]:
-        decision = index.decide("service:audit", obj, "export", 0.0)
+        decision = index.decide("service:audit", obj, "export", "", 0.0)
         assert decision == Decision(True, rules[0], ("service:audit", "group:sec"))
-        assert not index.decide("service:audit", obj, "read", 0.0).allowed
+        assert not index.decide("service:audit", obj, "read", "", 0.0).allowed
     assert_agrees(rules, links, every_request(0.0))
 
 
@@ -374,8 +415,8 @@ def test_odd_patterns_follow_casbin_key_match() -> None:
         assert key_match(obj, pattern) == casbin_key_match(obj, pattern), (obj, pattern)
     rules = [allow("user:u0", "a.b*", rule_id="1"), deny("user:u0", "a.*.c", rule_id="2")]
     index = DecisionIndex(rules, [])
-    assert index.decide("user:u0", "a.bc", "read", 0.0).matched == rules[1]
-    assert index.decide("user:u0", "ab", "read", 0.0).allowed is False
+    assert index.decide("user:u0", "a.bc", "read", "", 0.0).matched == rules[1]
+    assert index.decide("user:u0", "ab", "read", "", 0.0).allowed is False
     assert_agrees(rules, [], every_request(0.0))
 
 
@@ -383,24 +424,24 @@ def test_expired_allow_never_allows() -> None:
     grant = allow("user:alice", "a.b", exp="1000.0")
     index = DecisionIndex([grant], [])
 
-    before = index.decide("user:alice", "a.b", "read", 999.5)
+    before = index.decide("user:alice", "a.b", "read", "", 999.5)
     assert before == Decision(True, grant, ("user:alice",))
-    assert index.expired_allow("user:alice", "a.b", "read", 999.5) is None
+    assert index.expired_allow("user:alice", "a.b", "read", "", 999.5) is None
 
     for now in [1000.0, 1000.5, 5000.0]:  # expiry is exclusive: now == exp is already expired
-        assert index.decide("user:alice", "a.b", "read", now) == Decision(False, None, ())
-        assert index.expired_allow("user:alice", "a.b", "read", now) == grant
-        assert index.rules_for("user:alice", "a.b", "read", now) == []
-    assert index.expired_allow("user:bob", "a.b", "read", 5000.0) is None
-    assert_agrees([grant], [], [("user:alice", "a.b", "read", t) for t in [999.5, 1000.0, 1e4]])
+        assert index.decide("user:alice", "a.b", "read", "", now) == Decision(False, None, ())
+        assert index.expired_allow("user:alice", "a.b", "read", "", now) == grant
+        assert index.rules_for("user:alice", "a.b", "read", "", now) == []
+    assert index.expired_allow("user:bob", "a.b", "read", "", 5000.0) is None
+    assert_agrees([grant], [], [("user:alice", "a.b", "read", "", t) for t in [999.5, 1000.0, 1e4]])
 
 
 def test_live_grant_still_allows_alongside_an_expired_one() -> None:
     old = allow("user:alice", "a.b", exp="100", rule_id="1")
     current = allow("user:alice", "a.*", exp="", rule_id="2")
     index = DecisionIndex([old, current], [])
-    assert index.decide("user:alice", "a.b", "read", 500.0).matched == current
-    assert index.expired_allow("user:alice", "a.b", "read", 500.0) == old
+    assert index.decide("user:alice", "a.b", "read", "", 500.0).matched == current
+    assert index.expired_allow("user:alice", "a.b", "read", "", 500.0) == old
 
 
 def test_expired_deny_does_not_deny() -> None:
@@ -409,22 +450,22 @@ def test_expired_deny_does_not_deny() -> None:
         deny("user:alice", "*", exp="10", rule_id="2"),
     ]
     index = DecisionIndex(rules, [])
-    assert index.decide("user:alice", "a.b", "read", 5.0).matched == rules[1]
-    assert index.decide("user:alice", "a.b", "read", 10.0).matched == rules[0]
-    assert_agrees(rules, [], [("user:alice", "a.b", "read", t) for t in [5.0, 10.0]])
+    assert index.decide("user:alice", "a.b", "read", "", 5.0).matched == rules[1]
+    assert index.decide("user:alice", "a.b", "read", "", 10.0).matched == rules[0]
+    assert_agrees(rules, [], [("user:alice", "a.b", "read", "", t) for t in [5.0, 10.0]])
 
 
 def test_nesting_beyond_casbin_depth_does_not_grant() -> None:
     groups = [f"group:level{i}" for i in range(1, 12)]
     links = chain("user:alice", *groups)  # user:alice is level 1, group:level1 is level 2, ...
     rules = [allow(group, "a.b", rule_id=str(i)) for i, group in enumerate(groups, start=2)]
-    requests = [("user:alice", "a.b", "read", 0.0)]
+    requests = [("user:alice", "a.b", "read", "", 0.0)]
     enforcer = casbin_enforcer(rules[:8], links)
     assert enforcer.enforce(*requests[0])  # group:level9: 9 links away, level 10
 
     # Level 10 (9 links) is the deepest Casbin follows ...
     deepest = DecisionIndex([rules[8]], links)
-    decision = deepest.decide("user:alice", "a.b", "read", 0.0)
+    decision = deepest.decide("user:alice", "a.b", "read", "", 0.0)
     assert decision.allowed and decision.via == ("user:alice", *groups[:9])
     assert_agrees([rules[8]], links, requests)
     # ... and a grant 10 or more links away does not reach user:alice.
@@ -447,10 +488,12 @@ def test_max_hierarchy_level_matches_pycasbin_default() -> None:
 def test_principal_matches_itself_without_any_links() -> None:
     rules = [allow("group:eng", "a.b"), allow("user:ghost", "a.c", rule_id="3")]
     index = DecisionIndex(rules, [])
-    assert index.decide("group:eng", "a.b", "read", 0.0) == Decision(True, rules[0], ("group:eng",))
-    assert index.decide("user:ghost", "a.c", "read", 0.0).allowed
+    assert index.decide("group:eng", "a.b", "read", "", 0.0) == Decision(
+        True, rules[0], ("group:eng",)
+    )
+    assert index.decide("user:ghost", "a.c", "read", "", 0.0).allowed
     assert_agrees(
-        rules, [], [("group:eng", "a.b", "read", 0.0), ("user:ghost", "a.c", "read", 0.0)]
+        rules, [], [("group:eng", "a.b", "read", "", 0.0), ("user:ghost", "a.c", "read", "", 0.0)]
     )
 
 
@@ -464,7 +507,7 @@ def test_cycles_terminate_and_still_grant() -> None:
     ]
     rules = [allow("group:c", "a.b")]
     index = DecisionIndex(rules, links)
-    assert index.decide("user:alice", "a.b", "read", 0.0).via == (
+    assert index.decide("user:alice", "a.b", "read", "", 0.0).via == (
         "user:alice",
         "group:a",
         "group:b",
@@ -477,7 +520,7 @@ def test_cycles_terminate_and_still_grant() -> None:
 def test_via_is_a_shortest_path() -> None:
     links = [*chain("user:alice", "group:x", "group:y", "group:top"), ("user:alice", "group:top")]
     index = DecisionIndex([allow("group:top", "a.b")], links)
-    assert index.decide("user:alice", "a.b", "read", 0.0).via == ("user:alice", "group:top")
+    assert index.decide("user:alice", "a.b", "read", "", 0.0).via == ("user:alice", "group:top")
 
 
 def test_rules_for_lists_every_live_match_with_its_path() -> None:
@@ -491,7 +534,7 @@ def test_rules_for_lists_every_live_match_with_its_path() -> None:
         allow("user:bob", "a.b", rule_id="6"),  # other principal
     ]
     index = DecisionIndex(rules, links)
-    found = index.rules_for("user:alice", "a.b", "read", 10.0)
+    found = index.rules_for("user:alice", "a.b", "read", "", 10.0)
     assert sorted(found, key=lambda item: item[0].id) == [
         (rules[0], ("user:alice",)),
         (rules[1], ("user:alice", "group:eng")),
@@ -503,7 +546,7 @@ def test_duplicate_rules_and_links_are_harmless() -> None:
     rules = [allow("user:a", "a.b"), allow("user:a", "a.b")]
     links = [("user:a", "group:g"), ("user:a", "group:g")]
     index = DecisionIndex(rules, links)
-    assert len(index.rules_for("user:a", "a.b", "read", 0.0)) == 1
+    assert len(index.rules_for("user:a", "a.b", "read", "", 0.0)) == 1
     assert_agrees(rules, links, every_request(0.0))
 
 
@@ -512,10 +555,16 @@ def test_empty_policy_allows_only_casbins_degenerate_empty_request() -> None:
     for links in [[], [("user:a", "")]]:
         index = DecisionIndex([], links)
         enforcer = casbin_enforcer([], links)
-        for request in [("", "", "", 0.0), ("user:a", "", "", 0.0), ("user:a", "a", "read", 0.0)]:
+        requests = [
+            ("", "", "", "", 0.0),
+            ("user:a", "", "", "", 0.0),
+            ("user:a", "a", "read", "", 0.0),
+            ("", "", "", "train", 0.0),
+        ]
+        for request in requests:
             assert index.decide(*request).allowed == enforcer.enforce(*request), (links, request)
-    assert DecisionIndex([], []).decide("", "", "", 0.0) == Decision(True, None, ())
-    assert not DecisionIndex([deny("user:x", "b")], []).decide("", "", "", 0.0).allowed
+    assert DecisionIndex([], []).decide("", "", "", "", 0.0) == Decision(True, None, ())
+    assert not DecisionIndex([deny("user:x", "b")], []).decide("", "", "", "", 0.0).allowed
 
 
 def test_invalid_expiry_is_rejected_when_building() -> None:
@@ -525,7 +574,35 @@ def test_invalid_expiry_is_rejected_when_building() -> None:
 
 def test_as_casbin_field_order() -> None:
     rule = Rule(sub="user:a", obj="a.*", act="read", eft="allow", exp="1767225600.0", id="42")
-    assert rule.as_casbin() == ["user:a", "a.*", "read", "allow", "1767225600.0", "42"]
+    assert rule.as_casbin() == ["user:a", "a.*", "read", "*", "allow", "1767225600.0", "42"]
+    rule = Rule("user:a", "a.*", "read", "deny", "", "7", purpose="model-training")
+    assert rule.as_casbin() == ["user:a", "a.*", "read", "model-training", "deny", "", "7"]
+
+
+def test_a_purpose_is_matched_by_its_own_rules_and_those_for_any_purpose() -> None:
+    links = chain("user:alice", "group:research", "group:all")
+    rules = [
+        allow("group:all", "ea.*", rule_id="1"),  # any purpose
+        allow("group:research", "ea.*", rule_id="2", purpose="model-training"),
+        deny("user:alice", "ea.keys", rule_id="3", purpose="model-training"),
+        allow("user:bob", "ea.keys", rule_id="4", purpose="model-training"),
+    ]
+    index = DecisionIndex(rules, links)
+    assert index.decide("user:alice", "ea.keys", "read", "analytics", 0.0).matched == rules[0]
+    assert index.decide("user:alice", "ea.keys", "read", "model-training", 0.0).matched == rules[2]
+    assert index.decide("user:alice", "ea.mouse", "read", "model-training", 0.0).allowed
+    assert index.decide("user:bob", "ea.keys", "read", "model-training", 0.0).matched == rules[3]
+    for purpose in ("", "*", "analytics"):
+        assert not index.decide("user:bob", "ea.keys", "read", purpose, 0.0).allowed
+    assert index.allow_for_other_purpose("user:bob", "ea.keys", "read", 0.0) == rules[3]
+    assert index.purposes("read") == ["model-training"]
+    requests = [
+        (sub, obj, "read", purpose, 0.0)
+        for sub in ("user:alice", "user:bob", "group:research")
+        for obj in ("ea.keys", "ea.mouse")
+        for purpose in [*REQUEST_PURPOSES, "model-training", "analytics"]
+    ]
+    assert_agrees(rules, links, requests)
 
 
 async def test_concurrent_decisions_from_asyncio_threads_agree() -> None:

@@ -207,6 +207,7 @@ async def test_holds_keep_their_history_and_explain_shows_them_as_they_were(
     codes = []
     for _, at, _ in seen:
         params = {"principal": "user:u1", "dataset": "act.keys", "at": at.isoformat()}
+        params["purpose"] = "p"  # a restricted dataset: as a check naming a purpose
         r = await client.get("/v1/explain", params=params, headers=admin)
         codes.append(r.json()["reason"]["code"])
     assert codes == ["granted", "held_by_guard", "principal_inactive", "held_by_guard"]

@@ -19,6 +19,9 @@ USERS = ["u0", "u1", "u2", "s0"]  # s0: a service
 GROUPS = ["g0", "g1", "g2"]
 DATASETS = ["a", "b.c"]
 RESOURCES = ["a", "b.c", "*", "b.*"]  # under the example's own prefix
+GRANT_PURPOSES = [["*"], ["*"], ["train"], ["train", "eval"]]
+# Explain is asked for these purposes (none: only grants for any purpose match it).
+ASKED_PURPOSES = ["train", "eval", None]
 
 Step = tuple[str, int, int, bool]
 steps = st.lists(
@@ -45,7 +48,7 @@ class Example:
         ]
         self.groups = [f"group:{self.prefix}-{g}" for g in GROUPS]
         self.datasets = [f"{self.prefix}.{d}" for d in DATASETS]
-        self.rules: dict[int, Rule] = {}
+        self.rules: dict[tuple[int, str], Rule] = {}  # (grant id, purpose) -> its rule
         self.links: set[tuple[str, str]] = set()
         self.audiences: dict[str, list[str]] = {d: [self.groups[0]] for d in self.datasets}
 
@@ -78,18 +81,22 @@ async def run_step(
             "resource": ex.resource(j),
             "action": "read",
             "effect": "deny" if flag and i % 3 == 0 else "allow",
+            "purposes": GRANT_PURPOSES[(i + j) % len(GRANT_PURPOSES)],
         }
         r = await client.post("/v1/grants", json=body, headers=admin)
         assert r.status_code == 201, r.text
         g = r.json()
-        ex.rules[g["id"]] = Rule(
-            g["principal"], g["resource"], "read", g["effect"], "", str(g["id"])
-        )
+        for purpose in g["purposes"]:
+            ex.rules[(g["id"], purpose)] = Rule(
+                g["principal"], g["resource"], "read", g["effect"], "", str(g["id"]), purpose
+            )
     elif kind == "revoke" and ex.rules:
-        grant_id = sorted(ex.rules)[i % len(ex.rules)]
+        grant_ids = sorted({grant_id for grant_id, _purpose in ex.rules})
+        grant_id = grant_ids[i % len(grant_ids)]
         r = await client.delete(f"/v1/grants/{grant_id}", headers=admin)
         assert r.status_code == 200, r.text
-        del ex.rules[grant_id]
+        for key in [key for key in ex.rules if key[0] == grant_id]:
+            del ex.rules[key]
     elif kind == "join":
         group = ex.groups[j % len(ex.groups)]
         member = ex.subject(i)
@@ -119,22 +126,26 @@ async def run_step(
 
 async def answers(
     client: httpx.AsyncClient, headers: dict[str, str], ex: Example, at: datetime
-) -> tuple[dict[tuple[str, str], str], dict[str, tuple[int, int, set[str]]]]:
+) -> tuple[dict[tuple[str, str, str | None], str], dict[str, tuple[int, int, set[str]]]]:
     """explain's decisions (principal access listing exactly the datasets they allow) and
     exposure's counts and excess, as of `at`."""
     decisions = {}
-    for leaf, dataset in itertools.product(ex.leaves, ex.datasets):
+    for leaf, dataset, purpose in itertools.product(ex.leaves, ex.datasets, ASKED_PURPOSES):
         params = {"principal": leaf, "dataset": dataset, "at": at.isoformat()}
+        if purpose is not None:
+            params["purpose"] = purpose
         r = await client.get("/v1/explain", params=params, headers=headers)
         assert r.status_code == 200, r.text
-        decisions[(leaf, dataset)] = r.json()["decision"]
+        decisions[(leaf, dataset, purpose)] = r.json()["decision"]
     for leaf in ex.leaves:
         r = await client.get(
             f"/v1/principals/{leaf}/access", params={"at": at.isoformat()}, headers=headers
         )
         assert r.status_code == 200, r.text
         readable = {item["dataset"] for item in r.json()["items"]}
-        assert readable == {d for d in ex.datasets if decisions[(leaf, d)] == "allow"}, leaf
+        assert readable == {
+            d for d in ex.datasets for q in ASKED_PURPOSES if decisions[(leaf, d, q)] == "allow"
+        }, leaf
     exposure = {}
     for dataset in ex.datasets:
         params = {"at": at.isoformat(), "limit": "1000"}
@@ -150,15 +161,17 @@ def reference(
     ex: Example,
     policy: tuple[list[Rule], list[tuple[str, str]], dict[str, list[str]]],
     at: datetime,
-) -> tuple[dict[tuple[str, str], str], dict[str, tuple[int, int, set[str]]]]:
+) -> tuple[dict[tuple[str, str, str | None], str], dict[str, tuple[int, int, set[str]]]]:
     """What a plain Casbin enforcer over the policy as it was at `at` answers."""
     rules, links, audiences = policy
     enforcer = casbin_enforcer(rules, links)
     roles = enforcer.get_role_manager()
     now = at.timestamp()
     decisions = {
-        (leaf, dataset): "allow" if enforcer.enforce(leaf, dataset, "read", now) else "deny"
-        for leaf, dataset in itertools.product(ex.leaves, ex.datasets)
+        (leaf, dataset, q): "allow"
+        if enforcer.enforce(leaf, dataset, "read", q or "", now)
+        else "deny"
+        for leaf, dataset, q in itertools.product(ex.leaves, ex.datasets, ASKED_PURPOSES)
     }
     # the principals the policy knows of: those its rules, links and audiences name
     known = {p for link in links for p in link} | {r.sub for r in rules}
@@ -166,7 +179,11 @@ def reference(
     universe = {p for p in known if not p.startswith("group:")}
     exposure = {}
     for dataset in ex.datasets:
-        effective = {p for p in universe if enforcer.enforce(p, dataset, "read", now)}
+        effective = {
+            p
+            for p in universe
+            if any(enforcer.enforce(p, dataset, "read", q, now) for q in ("", "train", "eval"))
+        }
         intended = {p for p in universe if any(roles.has_link(p, a) for a in audiences[dataset])}
         exposure[dataset] = (len(effective), len(intended), effective - intended)
     return decisions, exposure

@@ -151,7 +151,7 @@ async def test_a_held_membership_replays_as_held(
     app: FastAPI, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
 ) -> None:
     await audience_owned_by_idp(app, client, admin)
-    check = {"principal": "user:u1", "dataset": "act.keys", "action": "read"}
+    check = {"principal": "user:u1", "dataset": "act.keys", "action": "read", "purpose": "p"}
     before = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()
     await idp(app, provisioning.change_members, group="group:sec", remove=["user:u1"])
     held = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()

@@ -17,7 +17,7 @@ DATASETS = ["d.a", "d.b"]
 
 def _history(rng: random.Random, versions: int) -> list[list[Change]]:
     links: set[tuple[str, str]] = set()
-    rules: dict[int, Rule] = {}
+    rules: dict[int, tuple[Rule, ...]] = {}  # a grant: one rule per purpose
     datasets: dict[str, tuple[str, ...]] = {}
     history: list[list[Change]] = []
     for version in range(1, versions + 1):
@@ -38,7 +38,7 @@ def _history(rng: random.Random, versions: int) -> list[list[Change]]:
                     expiry = repr(
                         (START + timedelta(seconds=version + rng.randint(1, 5))).timestamp()
                     )
-                rule = Rule(
+                fields = (
                     rng.choice(USERS + GROUPS),
                     rng.choice(["d.*", "d.a", "d.b", "e.*"]),
                     rng.choice([READ, READ, "write"]),
@@ -46,8 +46,10 @@ def _history(rng: random.Random, versions: int) -> list[list[Change]]:
                     expiry,
                     str(version),
                 )
-                rules[version] = rule
-                changes.append(Change("grant", True, rule, "t"))
+                purposes = rng.choice([("*",), ("*",), ("train",), ("train", "eval")])
+                grant = tuple(Rule(*fields, purpose=purpose) for purpose in purposes)
+                rules[version] = grant
+                changes.append(Change("grant", True, grant, "t"))
         else:
             dataset = rng.choice(DATASETS)
             if dataset in datasets:
@@ -77,10 +79,13 @@ def _state(
                     datasets[dataset] = audience
                 else:
                     datasets.pop(dataset, None)
-            elif change.opened:
-                table[change.item] = None
             else:
-                table.pop(change.item, None)
+                items = change.item if change.kind == "grant" else (change.item,)
+                for item in items:
+                    if change.opened:
+                        table[item] = None
+                    else:
+                        table.pop(item, None)
     return list(rules), list(links), datasets
 
 
@@ -120,13 +125,13 @@ def test_every_step_of_random_walks_equals_a_rebuild():
         stop = 40
         until = START + timedelta(seconds=stop, milliseconds=700)
         expiries = sorted(
-            (datetime.fromtimestamp(float(c.item.exp), UTC), int(c.item.id), c.item.obj)
+            (datetime.fromtimestamp(float(c.item[0].exp), UTC), int(c.item[0].id), c.item[0].obj)
             for changes in history
             for c in changes
             if c.kind == "grant"
             and c.opened
-            and c.item.exp
-            and float(c.item.exp) <= until.timestamp()
+            and c.item[0].exp
+            and float(c.item[0].exp) <= until.timestamp()
         )
         timelines = [Timeline(d, None) for d in DATASETS]
         walk(

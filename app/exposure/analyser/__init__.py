@@ -12,10 +12,23 @@ For a dataset ``d`` and an action ``a`` at time ``now``:
   shortest membership path from ``p`` to ``s`` has at most ``CASBIN_MAX_HIERARCHY_LEVEL - 1`` (9)
   links. Equivalently: ``p`` is within 9 levels of a breadth-first search from ``s`` down the
   member edges. Cycles are harmless (the search is bounded by depth).
-* effective = leaves (``user:``/``service:``) reaching a live covering allow, minus those reaching
-  a live covering deny; intended = leaves reaching any entry of the intended audience;
-  excess = effective - intended. `Exposure.by_grant` splits the excess by the allow rule that lets
-  each principal in (a principal reached by two allows is under both).
+* Purposes (the model's ``p.purpose == "*" || r.purpose == p.purpose``): a rule is for one
+  purpose or for any (``*``; a grant with several purposes is one rule per purpose). A check for
+  purpose ``q`` is decided by the rules for any purpose and those for ``q``. The purposes that
+  matter on a dataset are those its covering rules name, and *any other* purpose (which stands
+  for every purpose no rule names, and for a check naming none): only there can the decisions
+  differ.
+* effective = the leaves (``user:``/``service:``) that the enforcer lets do ``a`` on ``d``
+  for *some* purpose that matters, ``union over q of {p : enforce(p, d, a, q, now)}``. With
+  ``R_*``/``D_*`` the leaves reaching a live covering allow/deny for any purpose and
+  ``R_q``/``D_q`` those reaching one for purpose ``q``, that is
+  ``(R_* - D_*) | union over q of (R_q - (D_* | D_q))``: a deny for one purpose takes a leaf
+  out only for that purpose, and an allow limited to a purpose reaches its leaves only for it.
+  intended = leaves reaching any entry of the intended audience; excess = effective - intended.
+  `Exposure.by_grant` splits the excess by the allow rule that lets each principal in (a
+  principal reached by two allows is under both): a rule for any purpose lets in
+  ``L - D_* - intended`` (``L``: the leaves reaching its subject), a rule for ``q``
+  ``L - D_* - D_q - intended``; a grant's excess is the union of its rules'.
 
 Sets of leaves are Python ints used as bitsets, indexed by a leaf number that the `Directory`
 assigns (in depth-first order from the top groups, so a group's leaves tend to be close together).

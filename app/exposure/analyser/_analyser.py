@@ -11,7 +11,37 @@ from app.exposure.analyser._cow import Nested
 from app.exposure.analyser._directory import Directory, Path
 from app.exposure.analyser._results import Exposure, GrantExcess, Within
 from app.exposure.analyser._rules import ActionRules, Catalog, Grant, Reanalysis, covers
-from app.policy.casbin_model import ALLOW, DENY, Rule, parse_expiry
+from app.policy.casbin_model import ALLOW, ANY_PURPOSE, DENY, Rule, parse_expiry
+
+
+class _Blocking:
+    """The leaves kept out of the excess of an allow for each purpose on one dataset: the
+    intended ones and those a live deny for that purpose reaches (a deny for any purpose,
+    or one for the allow's own purpose; an allow for any purpose is kept out only by denies for
+    any purpose, since it still lets a denied leaf in for every other purpose)."""
+
+    def __init__(self, analyser: ExposureAnalyser, denies: list[Rule], intended: int) -> None:
+        self._analyser = analyser
+        self._intended = intended
+        self._by_purpose: dict[str, list[Rule]] = {}
+        for rule in denies:
+            self._by_purpose.setdefault(rule.purpose, []).append(rule)
+        self.denied = {ANY_PURPOSE: analyser._union(self._by_purpose.get(ANY_PURPOSE, ()))}
+        self._blocked: dict[str, tuple[int, Callable[[int], bool]]] = {}
+
+    def denied_for(self, purpose: str) -> int:
+        found = self.denied.get(purpose)
+        if found is None:
+            own = self._analyser._union(self._by_purpose.get(purpose, ()))
+            found = self.denied[purpose] = self.denied[ANY_PURPOSE] | own
+        return found
+
+    def of(self, purpose: str) -> tuple[int, Callable[[int], bool]]:
+        found = self._blocked.get(purpose)
+        if found is None:
+            blocked = self.denied_for(purpose) | self._intended
+            found = self._blocked[purpose] = (blocked, bit_test(blocked))
+        return found
 
 
 class ExposureAnalyser:
@@ -231,6 +261,20 @@ class ExposureAnalyser:
         self._add_allows_meeting(denied, covered, rule.act, grants)
         return catalog.reanalysis(grants)
 
+    def reanalysis_for_rules(
+        self, rules: Iterable[Rule], dataset_ids: Iterable[str], action: str | None = None
+    ) -> dict[str, tuple[Rule, ...]]:
+        """`reanalysis_for_rule` of several rules (a grant's, one per purpose), merged: dataset
+        id -> the allow rules whose excess may change."""
+        ids = list(dataset_ids)
+        merged: dict[str, dict[Rule, None]] = {}
+        for rule in rules:
+            for dataset, found in self.reanalysis_for_rule(rule, ids, action).grants.items():
+                merged.setdefault(dataset, {}).update(dict.fromkeys(found))
+        if len(merged) < 2:
+            return {dataset: tuple(found) for dataset, found in merged.items()}
+        return {dataset: tuple(merged[dataset]) for dataset in ids if dataset in merged}
+
     def _add_allows_meeting(
         self,
         bits: int,
@@ -284,12 +328,19 @@ class ExposureAnalyser:
         return bits
 
     def blockers(
-        self, dataset: str, action: str, now: float, audience: Iterable[str]
+        self,
+        dataset: str,
+        action: str,
+        now: float,
+        audience: Iterable[str],
+        purpose: str = ANY_PURPOSE,
     ) -> frozenset[str]:
-        """The principals whose leaves are never in a grant's excess on `dataset`: the
-        subjects of the live denies covering it, and its intended audience as listed."""
+        """The principals whose leaves are never in the excess on `dataset` of a grant's rule
+        for `purpose`: the subjects of the live denies covering it that deny that purpose (for
+        a rule for any purpose: the denies for any purpose), and its intended audience as
+        listed."""
         denies = self._live_denies(dataset, action, float(now), lasting=False)
-        return frozenset([*(rule.sub for rule in denies), *audience])
+        return frozenset([*(rule.sub for rule in denies if rule.for_purpose(purpose)), *audience])
 
     def intended(self, audience: Iterable[str]) -> frozenset[str]:
         return frozenset(self.directory.names(self.intended_bits(audience)))
@@ -304,20 +355,25 @@ class ExposureAnalyser:
         now = float(now)
         allows = self._live(self._allows, dataset, action, now)
         denies = self._live_denies(dataset, action, now, lasting)
-        denied = self._union(denies)
-        blocked = denied | intended
-        is_blocked = bit_test(blocked)
+        blocking = _Blocking(self, denies, intended)
+        denied = blocking.denied[ANY_PURPOSE]
         directory = self.directory
         parts: list[int] = []
         plain: list[int] = []
+        # purpose -> what its allows reach: ORed, as for `parts` and `plain` (any purpose)
+        reached_for: dict[str, int] = {}
         by_grant: dict[str, int] = {}
         counts: dict[str, int] = {}
         for rule in allows:
             number = directory.plain_leaf_number(rule.sub)
-            if number is not None:
+            if rule.purpose != ANY_PURPOSE:
+                bits = directory.leaf_bits(rule.sub) if number is None else 1 << number
+                reached_for[rule.purpose] = reached_for.get(rule.purpose, 0) | bits
+            elif number is not None:
                 plain.append(number)
             else:
                 parts.append(directory.leaf_bits(rule.sub))
+            blocked, is_blocked = blocking.of(rule.purpose)
             excess, count = self._excess(rule.sub, number, blocked, is_blocked)
             previous = by_grant.get(rule.id)
             if previous is not None:  # two rules with one id: one grant
@@ -337,6 +393,9 @@ class ExposureAnalyser:
             excess_counts=MappingProxyType(counts),
             reached_parts=tuple(parts),
             denied=denied,
+            purpose_parts=tuple(
+                (reached, blocking.denied_for(purpose)) for purpose, reached in reached_for.items()
+            ),
         )
 
     def grant_excess_bits(
@@ -368,10 +427,10 @@ class ExposureAnalyser:
                 chosen.append(rule)
         if not chosen:
             return {}
-        blocked = self._union(self._live_denies(dataset, action, now, lasting)) | intended
-        is_blocked = bit_test(blocked)
+        blocking = _Blocking(self, self._live_denies(dataset, action, now, lasting), intended)
         found: dict[str, GrantExcess] = {}
         for rule in chosen:
+            blocked, is_blocked = blocking.of(rule.purpose)
             number = self.directory.plain_leaf_number(rule.sub)
             excess = GrantExcess(*self._excess(rule.sub, number, blocked, is_blocked))
             previous = found.get(rule.id)
@@ -414,14 +473,18 @@ class ExposureAnalyser:
         if not chosen:
             return {}
         listed = list(audience)
-        denies = [d.sub for d in self._live(self._denies, dataset, action, now)]
+        live_denies = self._live(self._denies, dataset, action, now)
         found: dict[str, tuple[int, int]] = {}
         sides = ((self, listed), (before, listed if audience_before is None else audience_before))
-        blocked = [
-            self._within(side.directory, denies + list(names), within, n)
-            for n, (side, names) in enumerate(sides)
-        ]
+        blocked_for: dict[str, list[int]] = {}  # purpose -> each side's blocked moved leaves
         for rule in chosen:
+            blocked = blocked_for.get(rule.purpose)
+            if blocked is None:
+                denies = [d.sub for d in live_denies if d.for_purpose(rule.purpose)]
+                blocked = blocked_for[rule.purpose] = [
+                    self._within(side.directory, denies + list(names), within, n)
+                    for n, (side, names) in enumerate(sides)
+                ]
             now_in = within.of(self.directory, rule.sub, 0) & ~blocked[0]
             then_in = within.of(before.directory, rule.sub, 1) & ~blocked[1]
             previous = found.get(rule.id)

@@ -72,15 +72,26 @@ class Exposure:
     by_grant: Mapping[str, int]
     # ... and how many they are (`by_grant[id].bit_count()`, known cheaply here).
     excess_counts: Mapping[str, int]
-    reached_parts: tuple[int, ...] = field(repr=False)  # OR them: every leaf an allow reaches
-    denied: int = field(repr=False)  # every leaf a live deny reaches
+    # OR them: every leaf an allow for any purpose reaches ...
+    reached_parts: tuple[int, ...] = field(repr=False)
+    denied: int = field(repr=False)  # ... and every leaf a live deny for any purpose reaches
+    # For each purpose that allows name: every leaf they reach, and every leaf a live deny for
+    # any purpose or for that one reaches.
+    purpose_parts: tuple[tuple[int, int], ...] = field(default=(), repr=False)
 
     @cached_property
     def effective(self) -> int:
+        """Every leaf the enforcer lets in for some purpose: for any purpose that no rule names
+        (a check naming none among them), the allows for any purpose less the denies for any
+        purpose; for a purpose that allows name, also its own allows less its denies (the
+        denies for it alone matter only there)."""
         reached = 0
         for part in self.reached_parts:
             reached |= part
-        return reached ^ (reached & self.denied)
+        found = reached ^ (reached & self.denied)
+        for reached_for, denied_for in self.purpose_parts:
+            found |= reached_for ^ (reached_for & denied_for)
+        return found
 
     @cached_property
     def excess(self) -> int:

@@ -11,7 +11,7 @@ Memberships' history is the directory's (`app.directory.models.MembershipHistory
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Index, Integer, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, Validity
@@ -35,6 +35,7 @@ class GrantHistory(Validity, Base):
     resource: Mapped[str] = mapped_column(String(514))
     action: Mapped[str] = mapped_column(String(16))
     effect: Mapped[str] = mapped_column(String(8))
+    purposes: Mapped[list[str]] = mapped_column(JSON, server_default=text("'[\"*\"]'"))
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
@@ -55,6 +56,7 @@ class DatasetHistory(Validity, Base):
     sensitivity: Mapped[str] = mapped_column(String(16))
     audience: Mapped[list[str]] = mapped_column(JSON)
     guard: Mapped[str] = mapped_column(String(8))
+    purpose_required: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class HoldHistory(Validity, Base):

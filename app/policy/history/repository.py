@@ -58,6 +58,9 @@ async def record(
     await _close(session, HoldHistory, HoldHistory.hold_id, diff.holds_closed, closing)
     await _close(session, DatasetHistory, DatasetHistory.dataset_id, diff.datasets_closed, closing)
     expiries = await _expiries(session, diff.grants_opened)
+    opened: dict[int, tuple[Rule, list[str]]] = {}  # grant id -> a rule of it, its purposes
+    for r in diff.grants_opened:
+        opened.setdefault(int(r.id), (r, []))[1].append(r.purpose)
     key = tuple_(MembershipHistory.member, MembershipHistory.group_id)
     await _close(session, MembershipHistory, key, diff.links_closed, closing)
     rows: list[tuple[_Table, list[dict[str, Any]]]] = [
@@ -65,15 +68,16 @@ async def record(
             GrantHistory,
             [
                 {
-                    "grant_id": int(r.id),
+                    "grant_id": grant_id,
                     "principal": r.sub,
                     "resource": r.obj,
                     "action": r.act,
                     "effect": r.eft,
-                    "expires_at": expiries[int(r.id)],
+                    "purposes": purposes,
+                    "expires_at": expiries[grant_id],
                     **opening,
                 }
-                for r in diff.grants_opened
+                for grant_id, (r, purposes) in opened.items()
             ],
         ),
         (
@@ -88,6 +92,7 @@ async def record(
                     "sensitivity": f.sensitivity,
                     "audience": list(f.audience),
                     "guard": f.guard,
+                    "purpose_required": f.purpose_required,
                     **opening,
                 }
                 for f in diff.datasets_opened
@@ -163,17 +168,24 @@ def _history(
     """The loaded rows as a `History` (tens of thousands at scale: run in a thread)."""
     return History(
         grants=[
-            (
-                _span(g),
-                policy_repository.rule_of(
-                    g.principal, g.resource, g.action, g.effect, g.expires_at, g.grant_id
-                ),
-            )
+            (_span(g), rule)
             for g in grants
+            for rule in policy_repository.rules_of(
+                g.principal, g.resource, g.action, g.effect, g.expires_at, g.grant_id, g.purposes
+            )
         ],
         links=[(_span(m), (m.member, m.group_id)) for m in links],
         datasets=[
-            (_span(d), DatasetFacts(d.dataset_id, d.sensitivity, tuple(d.audience), d.guard))
+            (
+                _span(d),
+                DatasetFacts(
+                    d.dataset_id,
+                    d.sensitivity,
+                    tuple(d.audience),
+                    d.guard,
+                    d.purpose_required,
+                ),
+            )
             for d in datasets
         ],
         holds=[(_span(h), (h.hold_id, h.principal, h.dataset)) for h in holds],
@@ -194,10 +206,19 @@ async def _read(session: AsyncSession, where: Callable[[_Table], ColumnElement[b
         return rows
 
     grants = await rows_of(
-        GrantHistory, "grant_id", "principal", "resource", "action", "effect", "expires_at"
+        GrantHistory,
+        "grant_id",
+        "principal",
+        "resource",
+        "action",
+        "effect",
+        "expires_at",
+        "purposes",
     )
     links = await rows_of(MembershipHistory, "member", "group_id")
-    datasets = await rows_of(DatasetHistory, "dataset_id", "sensitivity", "audience", "guard")
+    datasets = await rows_of(
+        DatasetHistory, "dataset_id", "sensitivity", "audience", "guard", "purpose_required"
+    )
     holds = await rows_of(HoldHistory, "hold_id", "principal", "dataset")
     return await asyncio.to_thread(_history, grants, links, datasets, holds)
 

@@ -60,7 +60,8 @@ def diff(before: Mapping[str, DatasetFacts], change: PolicyChange) -> HistoryDif
     latest = {facts.id: facts for facts in change.datasets}
     moved = [facts for facts in latest.values() if before.get(facts.id) != facts]
     return HistoryDiff(
-        grants_closed=tuple(int(r.id) for r in closed_rules if not holds.is_hold(r)),
+        # a grant is one row, whatever the number of its purposes (rules)
+        grants_closed=tuple(dict.fromkeys(int(r.id) for r in closed_rules if not holds.is_hold(r))),
         grants_opened=tuple(r for r in opened_rules if not holds.is_hold(r)),
         links_closed=tuple(links_removed),
         links_opened=tuple(links_added),
