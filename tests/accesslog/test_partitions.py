@@ -312,17 +312,25 @@ async def _log(maker) -> tuple[list[tuple[int, str, str]], list[tuple[str, int]]
     )
 
 
-async def _lend_head_columns(url: str, change: str) -> None:
-    """ADD or DROP the head's columns of 0020 (as 0020 makes them) on an older schema."""
-    columns = {
-        "last_at": "TIMESTAMP WITH TIME ZONE",
-        "monotone_from": "BIGINT NOT NULL DEFAULT 1",
-    }
+# The columns of later migrations that today's code reads and writes, as those migrations make
+# them (0020: the head's instant; 0022: purposes), lent to an older schema while it runs there.
+LATER_COLUMNS = (
+    ("access_log_head", "last_at", "TIMESTAMP WITH TIME ZONE"),
+    ("access_log_head", "monotone_from", "BIGINT NOT NULL DEFAULT 1"),
+    ("grants", "purposes", "JSON NOT NULL DEFAULT '[\"*\"]'"),
+    ("grant_history", "purposes", "JSON NOT NULL DEFAULT '[\"*\"]'"),
+    ("datasets", "purpose_required", "BOOLEAN NOT NULL DEFAULT false"),
+    ("dataset_history", "purpose_required", "BOOLEAN NOT NULL DEFAULT false"),
+)
+
+
+async def _lend_later_columns(url: str, change: str) -> None:
+    """ADD or DROP the LATER_COLUMNS on an older schema."""
     engine = create_engine(Settings(database_url=url))
     async with engine.begin() as conn:
-        for name, kind in columns.items():
+        for table, name, kind in LATER_COLUMNS:
             column = f"{name} {kind}" if change == "ADD" else name
-            await conn.execute(text(f"ALTER TABLE access_log_head {change} COLUMN {column}"))
+            await conn.execute(text(f"ALTER TABLE {table} {change} COLUMN {column}"))
     await engine.dispose()
 
 
@@ -362,11 +370,11 @@ def test_entries_written_before_0018_verify_after_it_and_after_its_downgrade(
 
         return work
 
-    # today's code reads and moves the head's instant (0020): lent while it runs at 0017
-    asyncio.run(_lend_head_columns(url, "ADD"))
+    # today's code reads columns of 0020 and 0022: lent while it runs at 0017
+    asyncio.run(_lend_later_columns(url, "ADD"))
     entries, subjects, partitioned = asyncio.run(_in_app(url, before))
     assert len(entries) == 20 and len(subjects) == 20 and not partitioned
-    asyncio.run(_lend_head_columns(url, "DROP"))
+    asyncio.run(_lend_later_columns(url, "DROP"))
 
     command.upgrade(config, "head")
     assert asyncio.run(_in_app(url, after(30))) == (entries, subjects, is_pg)
@@ -379,5 +387,5 @@ def test_entries_written_before_0018_verify_after_it_and_after_its_downgrade(
     assert len(entries) == 40 and len(subjects) == 40
 
     command.downgrade(config, "0017")
-    asyncio.run(_lend_head_columns(url, "ADD"))
+    asyncio.run(_lend_later_columns(url, "ADD"))
     assert asyncio.run(_in_app(url, after(50))) == (entries, subjects, False)
