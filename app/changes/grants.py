@@ -29,10 +29,11 @@ def _action(rule: Rule) -> str:
 
 
 async def create_grant(
-    session: AsyncSession, *, body: GrantCreate, actor: str
+    session: AsyncSession, *, body: GrantCreate, actor: str, field: str = "body"
 ) -> tuple[GrantRead, FindingChanges]:
+    """`field`: where the body's invalid fields are named (an approval's `change.body`)."""
     before = await view_before_change(session)
-    grant = await policy_service.create_grant(session, body=body, actor=actor)
+    grant = await policy_service.create_grant(session, body=body, actor=actor, field=field)
     rule = to_rule(grant)
     after = before.changed(PolicyChange(added=(rule,)))
     try:

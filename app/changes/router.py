@@ -9,6 +9,7 @@ from app.changes import datasets as dataset_changes
 from app.changes import grants as grant_changes
 from app.changes import members as member_changes
 from app.changes.schemas import DatasetChanged, GrantChanged, GroupChanged
+from app.config import SettingsDep
 from app.datasets.schemas import DatasetPath, DatasetWrite
 from app.db import SessionDep
 from app.directory import service as directory_service
@@ -79,6 +80,7 @@ async def replace_members(
     body: MembersReplace,
     session: SessionDep,
     caller: PolicyWriter,
+    settings: SettingsDep,
 ) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
     result, changes = await member_changes.change_members(
@@ -86,6 +88,7 @@ async def replace_members(
         gid=directory_service.group_id(group),
         replace_with=body.members,
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=body.accept_exposure,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -98,7 +101,11 @@ async def replace_members(
     responses=WRITE_ERRORS,
 )
 async def add_member(
-    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
+    group: GroupPath,
+    body: MemberAdd,
+    session: SessionDep,
+    caller: PolicyWriter,
+    settings: SettingsDep,
 ) -> GroupChanged:
     """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
     result, changes = await member_changes.change_members(
@@ -106,6 +113,7 @@ async def add_member(
         gid=directory_service.group_id(group),
         add=[body.member],
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=body.accept_exposure,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -123,6 +131,7 @@ async def remove_member(
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
+    settings: SettingsDep,
 ) -> GroupChanged:
     """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
     on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
@@ -131,6 +140,7 @@ async def remove_member(
         gid=directory_service.group_id(group),
         remove=member,
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=accept,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -154,6 +164,7 @@ async def put_dataset(
     session: SessionDep,
     caller: PolicyWriter,
     response: Response,
+    settings: SettingsDep,
 ) -> DatasetChanged:
     """Register or replace a dataset: 201 when created, 200 when replaced. Its exposure is
     analysed at once; the findings opened and resolved come back with it.
@@ -164,7 +175,11 @@ async def put_dataset(
     findings are open (accepted, the open findings become accepted). Every guard change
     raises a `dataset.guard_changed` alert."""
     result, created, changes, moved = await dataset_changes.put_dataset(
-        session, dataset_id=dataset, body=body, actor=caller.name
+        session,
+        dataset_id=dataset,
+        body=body,
+        actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
     )
     if created:
         response.status_code = status.HTTP_201_CREATED

@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
 from app.changes import guard as guard_change
 from app.changes import holds as holds_change
 from app.changes.schemas import GuardChangeRead
@@ -257,7 +257,8 @@ async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pla
         refused: list[FindingRead] = []
         try:
             changes = await _reconcile(session, before, done, actor, accept=accept)
-        except ExposureRefused as exc:
+        except (ExposureRefused, ApprovalRequired) as exc:
+            # (an acceptance on a block dataset without approval: what apply would refuse)
             await probe.rollback()
             refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
             changes = await _reconcile(session, before, done, actor, guarded=False)
