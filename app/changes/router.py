@@ -43,7 +43,8 @@ async def create_grant(
     body: GrantCreate, session: SessionDep, caller: PolicyWriter
 ) -> GrantChanged:
     """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
-    grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
+    grant that widens access beyond the audience is refused (409); accepting it takes two
+    people (`POST /v1/approvals`: `accept_exposure` given here on a block dataset is 403)."""
     grant, changes = await grant_changes.create_grant(session, body=body, actor=caller.name)
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
@@ -107,7 +108,9 @@ async def add_member(
     caller: PolicyWriter,
     settings: SettingsDep,
 ) -> GroupChanged:
-    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
+    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure,
+    or grow a block dataset's intended audience beyond ACLAUDIT_AUDIENCE_GROWTH_APPROVAL (both
+    then go through `POST /v1/approvals`)."""
     result, changes = await member_changes.change_members(
         session,
         gid=directory_service.group_id(group),
@@ -170,10 +173,12 @@ async def put_dataset(
     analysed at once; the findings opened and resolved come back with it.
 
     An omitted `guard` keeps the stored one (a new dataset takes the default). On a block
-    dataset, a change that lets anyone new in beyond the audience is refused (409) unless
-    `accept_exposure`; so is lowering the guard to `alert`, and raising it to `block` while
-    findings are open (accepted, the open findings become accepted). Every guard change
-    raises a `dataset.guard_changed` alert."""
+    dataset, a change that lets anyone new in beyond the audience is refused (409); so is
+    lowering the guard to `alert`, raising it to `block` while findings are open, and growing
+    the intended audience by more than ACLAUDIT_AUDIENCE_GROWTH_APPROVAL principals. Accepting
+    any of these takes two people (`POST /v1/approvals`; `accept_exposure` given here is 403
+    there, and still accepted on `alert` datasets). Every guard change raises
+    `dataset.guard_changed`, every audience growth of a block dataset `audience.grown`."""
     result, created, changes, moved = await dataset_changes.put_dataset(
         session,
         dataset_id=dataset,

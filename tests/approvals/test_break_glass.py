@@ -144,6 +144,12 @@ async def test_break_glass_sets_a_guard_hold_aside_for_the_window_only(
     assert listed[0]["restored_hold_id"] == hold["id"]
     scan = (await client.post("/v1/scan", headers=admin)).json()
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), scan
+    # The reviewer sees what was read through the window; history replays every decision.
+    reads = await client.get(f"/v1/findings/{used['finding_id']}/reads", headers=admin)
+    assert [e["decision"] for e in reads.json()["items"]] == ["allow"]
+    for entry in (await client.get("/v1/access-log", headers=admin)).json()["items"]:
+        replay = await client.get(f"/v1/access-log/{entry['id']}/replay", headers=admin)
+        assert replay.json()["matches"] is True, replay.text
 
 
 async def test_break_glass_cannot_undo_a_deactivation_by_the_idp(app: FastAPI, client, admin):
