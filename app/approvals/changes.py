@@ -167,7 +167,7 @@ def _applier(kind: ChangeKind, params: dict[str, Any], body: BaseModel | None) -
         if kind is ChangeKind.policy_apply:
             assert isinstance(body, PolicyDocument)
             doc = body.model_copy(update={"accept_exposure": accept})
-            applied = await plans_service.apply(session, doc=doc, actor=actor)
+            applied = await plans_service.apply(session, doc=doc, actor=actor, growth_limit=limit)
             if not session.in_transaction():  # it changed nothing, and rolled back
                 raise Conflict("the policy document changes nothing now: reject the request")
             return applied.model_dump(mode="json"), applied.findings_opened

@@ -30,8 +30,8 @@ async def list_page(
     after_id: int | None,
     limit: int,
 ) -> Sequence[Approval]:
-    """By id. `status` as stored; `expired_before`: only pending ones past expiry then (an
-    instant), or with `status` pending only those not past it (None: either)."""
+    """By id, of `status` as stored (None: any); `expired_before`: only those whose expiry
+    is at or before that instant (with `status` pending: the expired requests)."""
     query = select(Approval).order_by(Approval.id).limit(limit)
     if after_id is not None:
         query = query.where(Approval.id > after_id)

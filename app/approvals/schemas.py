@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.acceptance import AcceptExposure
 from app.exposure.schemas import FindingRead
-from app.identifiers import Action, DatasetId, FreeText, PrincipalId
+from app.identifiers import Action, DatasetId, FreeText, LeafPrincipalId
 
 
 class ApprovalStatus(StrEnum):
@@ -84,7 +84,7 @@ Minutes = Annotated[int, Field(ge=1, le=240)]
 class BreakGlassCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    principal: PrincipalId
+    principal: LeafPrincipalId
     dataset: DatasetId
     purpose: FreeText = Field(min_length=1, max_length=128)
     reason: FreeText = Field(min_length=1, max_length=2000)

@@ -100,13 +100,16 @@ async def relink(
         links_removed=tuple((m, g) for g, (old, new) in moved.items() for m in sorted(old - new)),
     )
     after = before.changed(links.then(rules))
-    blocked = [d for d, facts in after.datasets.items() if facts.guard == "block"]
-    within_audience = {
-        d for gid in moved for d in affected_by_membership([before, after], gid, among=blocked)
-    }
+    # Holds change only on block-guarded datasets and those holding some (usually few); the
+    # audiences that may grow are among them too.
+    guarded = holds_change.guarded_datasets(after)
+    by_membership: set[str] = set()
+    if guarded:
+        for gid in moved:
+            by_membership.update(affected_by_membership([before, after], gid, among=guarded))
     await audience.judge(
         session,
-        audience.grown(before, after, within_audience),
+        audience.grown(before, after, by_membership),
         actor=actor,
         accept=accept,
         limit=None if holding else growth_limit,
@@ -141,12 +144,7 @@ async def relink(
         repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
-    # Holds change only on block-guarded datasets and those holding some (usually few).
-    guarded = holds_change.guarded_datasets(after)
-    affected = set(targets) & guarded
-    if guarded:
-        for gid in moved:
-            affected.update(affected_by_membership([before, after], gid, among=guarded))
+    affected = (set(targets) & guarded) | by_membership
     after, holds = await holds_change.settle(
         session,
         before=before,

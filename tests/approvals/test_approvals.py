@@ -43,7 +43,7 @@ async def test_direct_accept_exposure_on_a_block_dataset_is_403_pointing_to_appr
     problem = r.json()
     assert r.headers["content-type"].startswith("application/problem+json")
     assert problem["approvals"] == "/v1/approvals" and "/v1/approvals" in problem["detail"]
-    assert [f["dataset"] for f in problem["findings"]] == ["act.keys"]
+    assert [(f["dataset"], f["grant_id"]) for f in problem["findings"]] == [("act.keys", None)]
     assert (await client.get("/v1/grants", headers=admin)).json()["items"] == []
     # An alert-guarded dataset keeps direct acceptance.
     r = await client.post(

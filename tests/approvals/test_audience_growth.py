@@ -146,3 +146,17 @@ async def test_the_idp_growing_an_audience_is_never_refused_and_always_alerted(
     assert "grew by 25" in grown["summary"]
     members = (await client.get("/v1/groups/mci-research", headers=admin)).json()["members"]
     assert len(members) == 26
+
+
+async def test_a_policy_document_growing_an_audience_is_judged_as_a_put_is(client, admin, tokens):
+    await company(client, admin)
+    doc = {
+        "datasets": {"activity.keystrokes": {**KEYS, "intended_audience": ["group:all-employees"]}}
+    }
+    r = await client.post("/v1/policy/apply", json=doc, headers=admin)
+    assert r.status_code == 409 and r.json()["growth"][0]["added"] == 30, r.text
+    r = await approved(client, tokens["policy:write"], admin, "POST", "/v1/policy/apply", doc)
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["datasets_changed"] == ["activity.keystrokes"]
+    [grown] = await alerts(client, admin, "audience.grown")
+    assert "grew by 30" in grown["summary"]

@@ -97,7 +97,8 @@ async def test_only_a_second_person_closes_the_review(client, admin, tokens):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("minutes", 0), ("minutes", 241), ("principal", "nobody"), ("dataset", "Bad..id"),
+    [("minutes", 0), ("minutes", 241), ("principal", "nobody"), ("principal", "group:eng"),
+     ("dataset", "Bad..id"),
      ("purpose", ""), ("dataset", "not.registered")],
 )  # fmt: skip
 async def test_an_invalid_break_glass_is_422_naming_the_field(client, admin, field, value):
