@@ -8,7 +8,6 @@ create it in ``seed`` and refer to it in the path as ``{name}``.
 """
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -39,6 +38,11 @@ READ, WRITE, ADMIN = Scope.audit_read.value, Scope.policy_write.value, Scope.adm
 CHECK = Scope.check.value
 CHECK_BODY = {"principal": "user:alice", "dataset": "matrix.data", "action": "read"}
 GRANT_ZED = {"principal": "user:zed", "resource": "matrix.*", "action": "read", "effect": "allow"}
+UNTIL = "2999-01-01T00:00:00Z"
+APPROVAL = {"change": {"method": "POST", "path": "/v1/grants", "body": GRANT_ZED},
+            "reason": "matrix", "until": UNTIL}  # fmt: skip
+BREAK_GLASS = {"principal": "user:zed", "dataset": "matrix.data", "purpose": "incident",
+               "reason": "matrix", "minutes": 5}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,44 +139,16 @@ ENDPOINTS = [
     ),
     Endpoint("POST", "/v1/policy/apply", WRITE, {"groups": {"applied": ["user:zed"]}}),
     Endpoint("GET", "/v1/policy/casbin", READ, media_type="text/plain"),
-    Endpoint(
-        "POST",
-        "/v1/approvals",
-        WRITE,
-        {
-            "change": {"method": "POST", "path": "/v1/grants", "body": GRANT_ZED},
-            "reason": "matrix",
-            "until": "2999-01-01T00:00:00Z",
-        },
-        success_status=201,
-    ),
+    Endpoint("POST", "/v1/approvals", WRITE, APPROVAL, success_status=201),
     Endpoint("GET", "/v1/approvals", WRITE),
     Endpoint("GET", "/v1/approvals/{approval_id}", WRITE),
     Endpoint("POST", "/v1/approvals/{approval_id}/approve", WRITE),
     Endpoint("POST", "/v1/approvals/{approval_id}/reject", WRITE, {"note": "no"}),
-    Endpoint(
-        "POST",
-        "/v1/break-glass",
-        WRITE,
-        {
-            "principal": "user:zed",
-            "dataset": "matrix.data",
-            "purpose": "incident",
-            "reason": "matrix",
-            "minutes": 5,
-        },
-        success_status=201,
-    ),
+    Endpoint("POST", "/v1/break-glass", WRITE, BREAK_GLASS, success_status=201),
     Endpoint("GET", "/v1/break-glass", WRITE),
     Endpoint("POST", "/v1/break-glass/{break_glass_id}/review", WRITE, {"note": "seen"}),
     # releasing a hold always takes an approval: the route only says so (403 with a pointer)
-    Endpoint(
-        "POST",
-        "/v1/holds/{hold_id}/release",
-        WRITE,
-        success_status=403,
-        media_type=PROBLEM_JSON,
-    ),
+    Endpoint("POST", "/v1/holds/{id}/release", WRITE, success_status=403, media_type=PROBLEM_JSON),
 ]
 
 # A person's own data (`/v1/me`): any person signed in with the IdP, no scope; never a token.
@@ -196,7 +172,7 @@ PLACEHOLDERS = {
     "principal": "user:alice",
     "approval_id": 1,
     "break_glass_id": 1,
-    "hold_id": 1,
+    "id": 1,
 }
 
 NOT_YET_IN_MATRIX: set[tuple[str, str]] = set()
@@ -230,28 +206,17 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
         # the dataset's audience is empty, so the grant is a finding
         await exposure_scan.scan(session, actor="seed")
         [finding] = await exposure_repository.all_active(session)
+        change = ChangeRequest.model_validate(APPROVAL["change"])
+        accept = AcceptExposure(reason="matrix", until=UNTIL)
         approval = await approvals_service.record_pending(
-            session,
-            change=ChangeRequest(method="POST", path="/v1/grants", body=GRANT_ZED),
-            accept=AcceptExposure(reason="matrix", until=datetime(2999, 1, 1, tzinfo=UTC)),
-            requested_by="seed",
-            ttl=3600,
+            session, change=change, accept=accept, requested_by="seed", ttl=3600
         )
-        used = await breakglass.use(
-            session,
-            body=BreakGlassCreate(
-                principal="user:bob",
-                dataset="matrix.data",
-                purpose="incident",
-                reason="seed",
-                minutes=5,
-            ),
-            actor="seed",
-        )
+        glass = BreakGlassCreate.model_validate({**BREAK_GLASS, "principal": "user:bob"})
+        used = await breakglass.use(session, body=glass, actor="seed")
     return {
         "approval_id": approval.id,
         "break_glass_id": used.id,
-        "hold_id": 1,
+        "id": 1,  # a hold's (its release is refused before it is looked up)
         "group": "matrix",
         "member": "user:alice",
         "dataset": "matrix.data",
