@@ -148,7 +148,9 @@ ENDPOINTS = [
     Endpoint("GET", "/v1/break-glass", WRITE),
     Endpoint("POST", "/v1/break-glass/{break_glass_id}/review", WRITE, {"note": "seen"}),
     # releasing a hold always takes an approval: the route only says so (403 with a pointer)
-    Endpoint("POST", "/v1/holds/{id}/release", WRITE, success_status=403, media_type=PROBLEM_JSON),
+    Endpoint(
+        "POST", "/v1/holds/{hold_id}/release", WRITE, success_status=403, media_type=PROBLEM_JSON
+    ),
 ]
 
 # A person's own data (`/v1/me`): any person signed in with the IdP, no scope; never a token.
@@ -172,7 +174,7 @@ PLACEHOLDERS = {
     "principal": "user:alice",
     "approval_id": 1,
     "break_glass_id": 1,
-    "id": 1,
+    "hold_id": 1,
 }
 
 NOT_YET_IN_MATRIX: set[tuple[str, str]] = set()
@@ -216,7 +218,7 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
     return {
         "approval_id": approval.id,
         "break_glass_id": used.id,
-        "id": 1,  # a hold's (its release is refused before it is looked up)
+        "hold_id": 1,  # (its release is refused before the hold is looked up)
         "group": "matrix",
         "member": "user:alice",
         "dataset": "matrix.data",
