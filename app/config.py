@@ -2,9 +2,10 @@
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 from urllib.parse import urlsplit
 
+from fastapi import Depends, Request
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
@@ -89,6 +90,11 @@ class Settings(BaseSettings):
     # epoch), whose `count` says how many reads it stands for; 0: an alert for every read.
     # The access log keeps every read either way.
     read_alert_window_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
+    # Two-person control (`app.approvals`): a request not decided within this many seconds
+    # expires; a change growing a block-guarded dataset's expanded intended audience by more
+    # than this many principals needs an approval (every growth raises `audience.grown`).
+    approval_ttl_seconds: int = Field(default=86400, ge=1, le=30 * 86400)
+    audience_growth_approval: int = Field(default=10, ge=0)
     # People sign in with the company's OpenID Connect provider (docs/oidc.md): bearer JWTs
     # from this issuer for this audience are accepted next to static tokens.
     oidc_issuer: str | None = None
@@ -186,3 +192,12 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def request_settings(request: Request) -> Settings:
+    """The settings of the app serving `request` (as `create_app` was given them)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(request_settings)]

@@ -4,8 +4,8 @@ committed transaction at a past instant (`app.db.dated`), by the person who made
 - 6 weeks ago, set up by `demo`: the directory, the datasets (the employee_activity ones
   restricted, so block-guarded, for group:mci-research and service:trainer), the grants meant.
 - 3 weeks ago, `user:dana.reyes` grants group:all-employees read on employee_activity.*: the
-  block guard refuses it without an acceptance, so she accepts the exposure for a pilot that
-  ends a week ago.
+  block guard refuses it without an acceptance, so she requests one for a pilot that ends a
+  week ago, and `user:sam.okafor` approves it (two-person control, `app.approvals`).
 - 2.5 weeks ago she adds an engineer to group:mci-research; 1.5 weeks ago she removes them
   again (still in all-employees, they are exposed again: accepted until the pilot's end).
 - A minute past the pilot's end, the sweeper reopens the lapsed acceptances: the findings are
@@ -24,16 +24,17 @@ from app import demo, policy_version
 from app.acceptance import AcceptExposure
 from app.accesslog import repository as accesslog_repository
 from app.alerts import repository as alerts_repository
-from app.changes import grants as grant_changes
+from app.approvals import service as approvals_service
+from app.approvals.schemas import ChangeRequest
 from app.changes import members as member_changes
 from app.db import begin_write, dated
 from app.errors import Conflict
 from app.exposure import scan
 from app.operations import sweeper
-from app.policy.schemas import GrantCreate
 from app.policy_version import PolicyVersionRecord
 
 ADMIN = "user:dana.reyes"
+APPROVER = "user:sam.okafor"  # the second person: accepting exposure on a block dataset
 RESEARCH = "group:mci-research"
 PILOT = "pilot: activity dashboards for everyone"
 # days before the story is told
@@ -127,10 +128,11 @@ async def tell(
     async def grant_over_broad(session: AsyncSession) -> None:
         # (made within the step: its expiry is in the future of the step's instant)
         pilot = AcceptExposure(reason=PILOT, until=ago(PILOT_ENDS))
-        body = GrantCreate(
-            **demo.OVER_BROAD.model_dump(exclude={"accept_exposure"}), accept_exposure=pilot
+        body = demo.OVER_BROAD.model_dump(mode="json", exclude={"accept_exposure"})
+        change = ChangeRequest(method="POST", path="/v1/grants", body=body)
+        await approvals_service.record_approved(
+            session, change=change, accept=pilot, requested_by=ADMIN, approved_by=APPROVER
         )
-        await grant_changes.create_grant(session, body=body, actor=ADMIN)
 
     async def join(session: AsyncSession) -> None:
         await member_changes.change_members(session, gid=RESEARCH, add=[who], actor=ADMIN)
@@ -138,8 +140,13 @@ async def tell(
     async def leave(session: AsyncSession) -> None:
         # Out of the audience again but still in all-employees: the guard asks to accept it.
         still = AcceptExposure(reason=f"{PILOT} (left {RESEARCH})", until=ago(PILOT_ENDS))
-        await member_changes.change_members(
-            session, gid=RESEARCH, remove=who, actor=ADMIN, accept=still
+        path = f"/v1/groups/{RESEARCH.removeprefix('group:')}/members/{who}"
+        await approvals_service.record_approved(
+            session,
+            change=ChangeRequest(method="DELETE", path=path),
+            accept=still,
+            requested_by=ADMIN,
+            approved_by=APPROVER,
         )
 
     await step(GRANTED, grant_over_broad)

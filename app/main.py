@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.accesslog.integrity import Integrity
 from app.accesslog.router import router as accesslog_router
 from app.alerts.router import router as alerts_router
+from app.approvals.router import router as approvals_router
 from app.auth.dependencies import RequireBearer
 from app.auth.oidc import OidcAuthenticator
 from app.auth.pacing import RefusalPacing
@@ -308,6 +309,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exposure_router,
         reports_router,
         holds_router,
+        approvals_router,
         accesslog_router,
         alerts_router,
         plans_router,

@@ -10,6 +10,7 @@ from app.accesslog.models import (
     UseScan,
 )
 from app.alerts.models import Alert, AlertHead
+from app.approvals.models import Approval, BreakGlass
 from app.auth.models import ApiToken, TrailEntry
 from app.datasets.models import Dataset
 from app.db import Base
@@ -31,7 +32,9 @@ __all__ = [
     "Alert",
     "AlertHead",
     "ApiToken",
+    "Approval",
     "Base",
+    "BreakGlass",
     "Dataset",
     "DatasetHistory",
     "Finding",

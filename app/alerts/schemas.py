@@ -15,6 +15,11 @@ class AlertType(StrEnum):
     dataset_guard_changed = "dataset.guard_changed"
     access_held = "access.held"
     access_released = "access.released"
+    approval_requested = "approval.requested"
+    approval_approved = "approval.approved"
+    approval_rejected = "approval.rejected"
+    audience_grown = "audience.grown"
+    break_glass_used = "break_glass.used"
 
 
 class AlertRead(BaseModel):

@@ -2,6 +2,7 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes import audience
 from app.changes import guard as guard_change
 from app.changes import holds as holds_change
 from app.changes.schemas import GuardChangeRead
@@ -22,11 +23,13 @@ async def put_dataset(
     body: DatasetWrite,
     actor: str,
     guarded: bool = True,
+    growth_limit: int | None = None,
 ) -> tuple[DatasetRead, bool, FindingChanges, GuardChangeRead | None]:
     """Registering or re-scoping a dataset reports its exposure; on a block-guarded dataset,
     one that lets anyone new in beyond its audience is refused unless `accept_exposure`, and so
     is a guard change that needs it (`guard_change`). `guarded` False (the demo loader only)
-    records the findings without refusing."""
+    records the findings without refusing. Growing a block dataset's audience is judged by
+    `app.changes.audience` (refused beyond `growth_limit` unless approved; None: alerted)."""
     accept = body.accept_exposure
     before = await view_before_change(session)
     stored = await datasets_repository.get(session, dataset_id)
@@ -45,6 +48,13 @@ async def put_dataset(
         dataset.purpose_required,
     )
     after = before.changed(PolicyChange(datasets=(facts,)))
+    await audience.judge(
+        session,
+        audience.grown(before, after, [dataset.id]),
+        actor=actor,
+        accept=accept,
+        limit=growth_limit,
+    )
     # Holds whose principals the new audience takes in are released.
     after, _ = await holds_change.settle(
         session,

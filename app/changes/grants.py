@@ -7,7 +7,7 @@ that is not in the future.)
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
 from app.db import utcnow
 from app.exposure import unused as exposure_unused
 from app.exposure.measure import READ
@@ -29,10 +29,11 @@ def _action(rule: Rule) -> str:
 
 
 async def create_grant(
-    session: AsyncSession, *, body: GrantCreate, actor: str
+    session: AsyncSession, *, body: GrantCreate, actor: str, field: str = "body"
 ) -> tuple[GrantRead, FindingChanges]:
+    """`field`: where the body's invalid fields are named (an approval's `change.body`)."""
     before = await view_before_change(session)
-    grant = await policy_service.create_grant(session, body=body, actor=actor)
+    grant = await policy_service.create_grant(session, body=body, actor=actor, field=field)
     rules = to_rules(grant)
     after = before.changed(PolicyChange(added=rules))
     try:
@@ -46,6 +47,12 @@ async def create_grant(
         )
     except ExposureRefused as refused:
         raise refused.without_grants({grant.id}) from None
+    except ApprovalRequired as refused:  # (its would-be findings: the grant rolled back too)
+        refused.extra["findings"] = [
+            {**f, "grant_id": None} if f["grant_id"] == grant.id else f
+            for f in refused.extra.get("findings", [])
+        ]
+        raise
     await publish_on_commit(session, after, actor=actor)
     return grant, changes
 

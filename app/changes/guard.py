@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
@@ -90,21 +90,31 @@ async def settle(
         by_dataset.setdefault(finding.dataset, []).append(to_read(finding))
         rows[finding.id] = finding
     changes = []
+    needing = []
     for shift in pending.shifts:
         findings = by_dataset.get(shift.dataset, [])
         needed = shift.is_lowering or bool(findings)
-        changes.append(
-            GuardChangeRead(
-                dataset=shift.dataset,
-                old_guard=shift.old,
-                new_guard=shift.new,
-                refused=needed and accept is None,
-                findings=findings,
-            )
+        change = GuardChangeRead(
+            dataset=shift.dataset,
+            old_guard=shift.old,
+            new_guard=shift.new,
+            refused=needed and accept is None,
+            findings=findings,
         )
+        changes.append(change)
+        if needed:
+            needing.append(change)
     refused = [c for c in changes if c.refused]
     if refused and refuse:
         raise _refusal(refused, pending.known)
+    if needing and refuse and accept is not None and not accept.is_approved:
+        # Lowering a block guard, or raising one over open findings: both accept exposure on
+        # a block-guarded dataset, which takes a second person.
+        moves = ", ".join(f"{c.dataset} {c.old_guard} -> {c.new_guard}" for c in needing[:5])
+        raise ApprovalRequired(
+            f"accepting the exposure of a guard change ({moves}) needs a second person's "
+            "approval; it was given directly"
+        )
     events = [_alert(shift, actor, accept) for shift in pending.shifts]
     if accept is not None:
         stamp = utcnow()
@@ -114,7 +124,8 @@ async def settle(
                 assert read.id is not None
                 row = rows[read.id]
                 row.status = FindingStatus.accepted.value
-                row.accepted_by, row.reason, row.until = actor, accept.reason, accept.until
+                row.accepted_by = accept.accepted_by(actor)
+                row.reason, row.until = accept.reason, accept.until
                 row.updated_at = stamp
                 accepted.append(to_read(row))
             change.findings = accepted

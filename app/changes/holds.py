@@ -15,11 +15,17 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import policy_version
+from app.acceptance import AcceptExposure
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
+from app.db import utcnow
+from app.errors import Conflict, NotFound
 from app.exposure.measure import excess_of
-from app.exposure.view import PolicyView
+from app.exposure.reconcile import reconcile
+from app.exposure.schemas import FindingChanges
+from app.exposure.view import PolicyView, publish_on_commit, view_before_change
 from app.holds import repository as holds_repository
 from app.holds.models import Hold
 from app.holds.schemas import HoldKind, HoldRead
@@ -222,3 +228,38 @@ async def _alert(session: AsyncSession, changes: HoldChanges, stamp: datetime) -
     ]
     if events:
         await alerts_service.emit(session, events, stamp)
+
+
+async def release_hold(
+    session: AsyncSession, *, hold_id: int, actor: str, accept: AcceptExposure
+) -> tuple[HoldRead, FindingChanges]:
+    """Release a guard hold with an approved acceptance (`app.approvals`): its principal may
+    read the dataset through the grant the hold kept them from, and the finding that opens is
+    accepted with it. An `inactive` hold is the IdP's to lift (409)."""
+    before = await view_before_change(session)
+    await policy_version.advance(session)
+    hold = await holds_repository.get(session, hold_id)
+    if hold is None:
+        raise NotFound(f"hold {hold_id} does not exist")
+    if hold.released_at is not None:
+        raise Conflict(f"hold {hold_id} was released already ({hold.release_reason})")
+    if hold.kind != HoldKind.guard.value:
+        raise Conflict(
+            f"hold {hold_id} holds an inactive user off everything: the IdP re-activates users"
+        )
+    reason = f"exposure accepted (approval {accept.approval_id}): {accept.reason}"
+    stamp = utcnow()
+    await holds_repository.release(
+        session, [hold], at=stamp, by=accept.accepted_by(actor), reason=reason
+    )
+    released = HoldChanges(
+        PolicyChange(removed=tuple(hold_rules(hold.id, hold.principal, hold.dataset))),
+        released=[hold],
+    )
+    after = before.changed(released.change)
+    changes = await reconcile(
+        session, before=before, after=after, dataset_ids=[hold.dataset], actor=actor, accept=accept
+    )
+    await _alert(session, released, stamp)
+    await publish_on_commit(session, after, actor=actor)
+    return HoldRead.model_validate(hold), changes

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
 from app.acceptance import AcceptExposure
+from app.changes import audience
 from app.changes import holds as holds_change
 from app.changes.holds import HoldChanges
 from app.db import epoch
@@ -35,8 +36,10 @@ async def change_members(
     replace_with: list[str] | None = None,
     actor: str,
     accept: AcceptExposure | None = None,
+    growth_limit: int | None = None,
 ) -> tuple[GroupRead, FindingChanges]:
-    """Add one member, remove one, or replace the set; refused on guarded over-exposure, and
+    """Add one member, remove one, or replace the set; refused on guarded over-exposure, on
+    audience growth beyond `growth_limit` (`app.changes.audience`; None: alerted only), and
     for a group the IdP owns (its members change only through SCIM)."""
     before = await view_before_change(session)
     await directory_service.refuse_idp_owned(session, gid)
@@ -58,7 +61,12 @@ async def change_members(
             session, gid=gid, member=add[0], actor=actor, children=children, parents=parents
         )
     changes, _ = await relink(
-        session, before=before, moved={gid: (old, set(group.members))}, actor=actor, accept=accept
+        session,
+        before=before,
+        moved={gid: (old, set(group.members))},
+        actor=actor,
+        accept=accept,
+        growth_limit=growth_limit,
     )
     return group, changes
 
@@ -78,17 +86,34 @@ async def relink(
     holding: bool = False,
     rules: PolicyChange = PolicyChange(),
     touched: int = 0,
+    growth_limit: int | None = None,
 ) -> tuple[FindingChanges, HoldChanges]:
     """The findings and holds of a change whose membership rows are written: `moved` groups'
     members, plus `rules` (holds of a user the IdP deactivated) whose leaves are in `touched`.
     `holding` (the IdP's changes): what would widen a block-guarded dataset is held back
-    instead of refused. Published on commit."""
+    instead of refused. The growth of block-guarded datasets' audiences is judged
+    (`app.changes.audience`: refused beyond `growth_limit` unless approved; never the IdP's).
+    Published on commit."""
     await policy_version.advance(session)
     links = PolicyChange(
         links_added=tuple((m, g) for g, (old, new) in moved.items() for m in sorted(new - old)),
         links_removed=tuple((m, g) for g, (old, new) in moved.items() for m in sorted(old - new)),
     )
     after = before.changed(links.then(rules))
+    # Holds change only on block-guarded datasets and those holding some (usually few); the
+    # audiences that may grow are among them too.
+    guarded = holds_change.guarded_datasets(after)
+    by_membership: set[str] = set()
+    if guarded:
+        for gid in moved:
+            by_membership.update(affected_by_membership([before, after], gid, among=guarded))
+    await audience.judge(
+        session,
+        audience.grown(before, after, by_membership),
+        actor=actor,
+        accept=accept,
+        limit=None if holding else growth_limit,
+    )
     # The leaves whose membership paths may differ: those under a member that came or went.
     for old, new in moved.values():
         for member in old ^ new:
@@ -119,12 +144,7 @@ async def relink(
         repaths += await _paths_through(session, before, after, gid, touched)
     for dataset, rule in repaths:
         targets.setdefault(dataset, set()).add(rule)
-    # Holds change only on block-guarded datasets and those holding some (usually few).
-    guarded = holds_change.guarded_datasets(after)
-    affected = set(targets) & guarded
-    if guarded:
-        for gid in moved:
-            affected.update(affected_by_membership([before, after], gid, among=guarded))
+    affected = (set(targets) & guarded) | by_membership
     after, holds = await holds_change.settle(
         session,
         before=before,

@@ -9,6 +9,7 @@ from app.changes import datasets as dataset_changes
 from app.changes import grants as grant_changes
 from app.changes import members as member_changes
 from app.changes.schemas import DatasetChanged, GrantChanged, GroupChanged
+from app.config import SettingsDep
 from app.datasets.schemas import DatasetPath, DatasetWrite
 from app.db import SessionDep
 from app.directory import service as directory_service
@@ -42,7 +43,8 @@ async def create_grant(
     body: GrantCreate, session: SessionDep, caller: PolicyWriter
 ) -> GrantChanged:
     """Create a grant; the findings it opens come back with it. On a `guard: block` dataset a
-    grant that widens access beyond the audience is refused (409) unless `accept_exposure`."""
+    grant that widens access beyond the audience is refused (409); accepting it takes two
+    people (`POST /v1/approvals`: `accept_exposure` given here on a block dataset is 403)."""
     grant, changes = await grant_changes.create_grant(session, body=body, actor=caller.name)
     return GrantChanged(**grant.model_dump(), **changes.model_dump())
 
@@ -79,6 +81,7 @@ async def replace_members(
     body: MembersReplace,
     session: SessionDep,
     caller: PolicyWriter,
+    settings: SettingsDep,
 ) -> GroupChanged:
     """Replace the group's direct members (creating the group and any nested groups)."""
     result, changes = await member_changes.change_members(
@@ -86,6 +89,7 @@ async def replace_members(
         gid=directory_service.group_id(group),
         replace_with=body.members,
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=body.accept_exposure,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -98,14 +102,21 @@ async def replace_members(
     responses=WRITE_ERRORS,
 )
 async def add_member(
-    group: GroupPath, body: MemberAdd, session: SessionDep, caller: PolicyWriter
+    group: GroupPath,
+    body: MemberAdd,
+    session: SessionDep,
+    caller: PolicyWriter,
+    settings: SettingsDep,
 ) -> GroupChanged:
-    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure."""
+    """Add one member; refused (409) where it would widen a block-guarded dataset's exposure,
+    or grow a block dataset's intended audience beyond ACLAUDIT_AUDIENCE_GROWTH_APPROVAL (both
+    then go through `POST /v1/approvals`)."""
     result, changes = await member_changes.change_members(
         session,
         gid=directory_service.group_id(group),
         add=[body.member],
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=body.accept_exposure,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -123,6 +134,7 @@ async def remove_member(
     session: SessionDep,
     caller: PolicyWriter,
     accept: AcceptQuery,
+    settings: SettingsDep,
 ) -> GroupChanged:
     """Remove one direct member. Leaving a group that holds a deny widens access: refused (409)
     on block-guarded datasets unless `accept_reason` and `accept_until` are given."""
@@ -131,6 +143,7 @@ async def remove_member(
         gid=directory_service.group_id(group),
         remove=member,
         actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
         accept=accept,
     )
     return GroupChanged(**result.model_dump(), **changes.model_dump())
@@ -154,17 +167,24 @@ async def put_dataset(
     session: SessionDep,
     caller: PolicyWriter,
     response: Response,
+    settings: SettingsDep,
 ) -> DatasetChanged:
     """Register or replace a dataset: 201 when created, 200 when replaced. Its exposure is
     analysed at once; the findings opened and resolved come back with it.
 
     An omitted `guard` keeps the stored one (a new dataset takes the default). On a block
-    dataset, a change that lets anyone new in beyond the audience is refused (409) unless
-    `accept_exposure`; so is lowering the guard to `alert`, and raising it to `block` while
-    findings are open (accepted, the open findings become accepted). Every guard change
-    raises a `dataset.guard_changed` alert."""
+    dataset, a change that lets anyone new in beyond the audience is refused (409); so is
+    lowering the guard to `alert`, raising it to `block` while findings are open, and growing
+    the intended audience by more than ACLAUDIT_AUDIENCE_GROWTH_APPROVAL principals. Accepting
+    any of these takes two people (`POST /v1/approvals`; `accept_exposure` given here is 403
+    there, and still accepted on `alert` datasets). Every guard change raises
+    `dataset.guard_changed`, every audience growth of a block dataset `audience.grown`."""
     result, created, changes, moved = await dataset_changes.put_dataset(
-        session, dataset_id=dataset, body=body, actor=caller.name
+        session,
+        dataset_id=dataset,
+        body=body,
+        actor=caller.name,
+        growth_limit=settings.audience_growth_approval,
     )
     if created:
         response.status_code = status.HTTP_201_CREATED

@@ -53,8 +53,10 @@ class DatasetWrite(BaseModel):
     accept_exposure: AcceptExposure | None = Field(
         default=None,
         description="On a `block` dataset, registering or re-scoping it so that existing grants "
-        "reach beyond its audience is refused (409) unless the exposure is accepted here; so is "
-        "a guard change that needs it (the dataset's open findings are then accepted).",
+        "reach beyond its audience is refused (409) unless the exposure is accepted; so is "
+        "a guard change that needs it (the dataset's open findings are then accepted). There "
+        "accepting takes two people: request the PUT with `POST /v1/approvals` (given here it "
+        "is refused, 403); on `alert` datasets it is accepted here.",
     )
 
 

@@ -15,7 +15,9 @@ class MembersReplace(BaseModel):
 
     members: list[PrincipalId] = Field(max_length=MAX_MEMBERS_PER_REQUEST)
     accept_exposure: AcceptExposure | None = Field(
-        default=None, description="Required to widen a `guard: block` dataset's exposure."
+        default=None,
+        description="Accepts widening an `alert` dataset's exposure; on a `guard: block` dataset "
+        "accepting takes two people (`POST /v1/approvals`): given here it is refused (403).",
     )
 
 
@@ -24,7 +26,9 @@ class MemberAdd(BaseModel):
 
     member: PrincipalId
     accept_exposure: AcceptExposure | None = Field(
-        default=None, description="Required to widen a `guard: block` dataset's exposure."
+        default=None,
+        description="Accepts widening an `alert` dataset's exposure; on a `guard: block` dataset "
+        "accepting takes two people (`POST /v1/approvals`): given here it is refused (403).",
     )
 
 

@@ -77,6 +77,7 @@ async def finding_reads(
     principals into the excess and resolved when it no longer did; a later finding of the
     pair takes the reads from its opening on. A read through the grant from outside the
     audience is always in some finding's life: its check's policy gave the grant that excess.
+    A `break_glass` finding's are every such read through its (time-boxed) grant.
     """
     finding = await findings.find(session, finding_id)
     if finding.kind == FindingKind.unused:
@@ -84,12 +85,14 @@ async def finding_reads(
             f"finding {finding_id} is an unused-access finding: no principal is in an excess "
             "through it, and no read went through its grant since last_used_at"
         )
-    openings = await repository.pair_openings(
-        session, dataset=finding.dataset, grant_id=finding.grant_id
-    )
-    index = [i for i, _at in openings].index(finding.id)
-    since = openings[index][1] if index > 0 else None  # the first takes what came before
-    until = openings[index + 1][1] if index + 1 < len(openings) else None
+    since = until = None  # a break-glass grant's reads are all its finding's
+    if finding.kind != FindingKind.break_glass:
+        openings = await repository.pair_openings(
+            session, dataset=finding.dataset, grant_id=finding.grant_id
+        )
+        index = [i for i, _at in openings].index(finding.id)
+        since = openings[index][1] if index > 0 else None  # the first takes what came before
+        until = openings[index + 1][1] if index + 1 < len(openings) else None
     rows = await repository.reads_through(
         session,
         dataset=finding.dataset,

@@ -43,8 +43,18 @@ class Accepting:
     every: Acceptance | None = None
     by_grant: Mapping[int, Acceptance] = field(default_factory=dict)
 
-    def of(self, grant_id: int) -> Acceptance | None:
-        return self.by_grant.get(grant_id, self.every)
+    def of(self, grant_id: int, guard: str) -> Acceptance | None:
+        """The acceptance of a grant's findings on a dataset of `guard`: on `block` only an
+        approved one."""
+        found = self.by_grant.get(grant_id, self.every)
+        if found is not None and guard == "block" and not found.is_approved:
+            return None
+        return found
+
+    @property
+    def is_unapproved(self) -> bool:
+        """An acceptance was given that does not count on `block` datasets."""
+        return any(not a.is_approved for a in (self.every, *self.by_grant.values()) if a)
 
 
 @dataclass(frozen=True)
@@ -172,10 +182,10 @@ def diff(
     out = _Lists()
     sample_of = after.analyser.directory.sample
     later: list[Refused] = []
-    if guarded and is_change and accepting.every is None:
+    if guarded and is_change and (accepting.every is None or not accepting.every.is_approved):
         # Before the cheap membership cases settle anything: the worst case over time.
         later = widened_past_expiring_denies(before, after, targets, at)
-        later = [r for r in later if accepting.of(r.measured.grant_id) is None]
+        later = [r for r in later if accepting.of(r.measured.grant_id, "block") is None]
     if within and is_change:
         settled = settle_within(
             before,
@@ -222,7 +232,7 @@ def diff(
             severity = severity_for(facts.sensitivity, count).value
             subjects = now_excess.subjects[grant_id]
             widened = is_change and bool(bits & ~before_bits)
-            acceptance = accepting.of(grant_id)
+            acceptance = accepting.of(grant_id, facts.guard)
             # An acceptance covers the exposure as it was: letting more in needs a new one.
             is_refused = guarded and widened and facts.guard == "block" and acceptance is None
             if is_refused:

@@ -6,10 +6,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.alerts.service import AlertEvent
+from app.datasets import repository as datasets_repository
 from app.db import utcnow
 from app.errors import Conflict, NotFound
 from app.exposure import repository
@@ -106,8 +107,21 @@ async def accept_finding(
         raise NotFound(f"finding {finding_id} does not exist")
     if finding.status == FindingStatus.resolved:
         raise Conflict(f"finding {finding_id} is resolved; there is nothing to accept")
+    if finding.kind == FindingKind.break_glass:
+        raise Conflict(
+            f"finding {finding_id} reviews a use of break-glass: a second person closes it "
+            "with POST /v1/break-glass/{id}/review"
+        )
+    if finding.kind == FindingKind.exposure and not body.is_approved:
+        dataset = await datasets_repository.get(session, finding.dataset)
+        if dataset is not None and dataset.guard == "block":
+            raise ApprovalRequired(
+                f"finding {finding_id} is on the block-guarded dataset {finding.dataset}: "
+                "accepting its exposure needs a second person's approval"
+            )
     finding.status = FindingStatus.accepted.value
-    finding.accepted_by, finding.reason, finding.until = actor, body.reason, body.until
+    finding.accepted_by = body.accepted_by(actor)
+    finding.reason, finding.until = body.reason, body.until
     finding.updated_at = utcnow()
     await session.flush()
     accepted = to_read(finding)

@@ -89,11 +89,14 @@ class Measured:
 
 @dataclass(frozen=True, slots=True)
 class Acceptance:
-    """An exposure accepted knowingly, by whom, why and until when."""
+    """An exposure accepted knowingly, by whom, why and until when; `is_approved` when a
+    second principal approved it (`app.approvals`): only then does it count on a `block`
+    dataset."""
 
     accepted_by: str
     reason: str
     until: datetime
+    is_approved: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
 from app.alerts import service as alerts_service
 from app.alerts.schemas import AlertType
 from app.db import epoch
@@ -73,8 +73,12 @@ Plan = Mapping[str, Iterable[Rule]]  # dataset id -> the allow rules whose exces
 
 
 def accepting(accept: AcceptExposure | None, actor: str) -> Accepting:
-    """A change's `accept_exposure`, made by `actor`."""
-    return Accepting(None if accept is None else Acceptance(actor, accept.reason, accept.until))
+    """A change's `accept_exposure`, made by `actor` (approved: through `app.approvals`)."""
+    if accept is None:
+        return Accepting()
+    return Accepting(
+        Acceptance(accept.accepted_by(actor), accept.reason, accept.until, accept.is_approved)
+    )
 
 
 async def reconcile(
@@ -168,6 +172,13 @@ async def bring_in_line(
     )
     if found.refused:
         refused = [would_be(f.id, f.measured) for f in found.refused]
+        if accepting.is_unapproved:
+            raise ApprovalRequired(
+                "accept_exposure on block-guarded datasets "
+                f"({', '.join(sorted({f.dataset for f in refused})[:5])}) needs a second "
+                "person's approval; it was given directly",
+                findings=[f.model_dump(mode="json") for f in refused],
+            )
         raise ExposureRefused(
             f"this change would open or widen {len(refused)} finding(s) on block-guarded datasets "
             f"({', '.join(sorted({f.dataset for f in refused})[:5])}): principals outside the "

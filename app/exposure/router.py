@@ -85,7 +85,9 @@ async def accept_finding(
 ) -> FindingRead:
     """Accept the exposure (or, for an `unused` finding, keeping the grant) knowingly until
     `until`; it reopens by itself afterwards. An accepted `unused` finding still resolves once
-    the grant is used, revoked or expires."""
+    the grant is used, revoked or expires. On a `block`-guarded dataset accepting exposure takes
+    two people: 403, request it with `POST /v1/approvals`. A `break_glass` finding is closed
+    by its review (`POST /v1/break-glass/{id}/review`): 409."""
     return await findings.accept_finding(
         session, finding_id=finding_id, body=body, actor=caller.name
     )

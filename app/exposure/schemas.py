@@ -23,6 +23,7 @@ class FindingStatus(StrEnum):
 class FindingKind(StrEnum):
     exposure = "exposure"  # a grant lets principals outside a dataset's audience read it
     unused = "unused"  # an allow grant no read went through for long (`app.exposure.unused`)
+    break_glass = "break_glass"  # a use of break-glass, for a second person to review
 
 
 class ExcessPath(BaseModel):

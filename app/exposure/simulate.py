@@ -39,7 +39,9 @@ async def simulate(session: AsyncSession, *, body: SimulateRequest) -> SimulateR
             raise InvalidInput(f"body.add.{index}.expires_at", "must be in the future")
         if proposal.accept_exposure is not None:
             accept = proposal.accept_exposure
-            accepted[proposed_id] = Acceptance("simulate", accept.reason, accept.until)
+            # As an approved request would apply it (given directly on a block dataset, the
+            # grant is refused 403: accepting there takes a second person)
+            accepted[proposed_id] = Acceptance("simulate", accept.reason, accept.until, True)
         grant = GrantRead(
             id=proposed_id,
             principal=proposal.principal,

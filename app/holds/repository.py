@@ -44,6 +44,10 @@ async def active_on(
     return sorted(found, key=lambda hold: hold.id)
 
 
+async def get(session: AsyncSession, hold_id: int) -> Hold | None:
+    return await session.get(Hold, hold_id)
+
+
 async def add(session: AsyncSession, holds: list[Hold]) -> list[Hold]:
     session.add_all(holds)
     await session.flush()

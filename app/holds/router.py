@@ -1,8 +1,9 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
-from app.auth.dependencies import AuditReader, AuthorizedFirst
+from app.acceptance import ApprovalRequired
+from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
 from app.holds import repository
@@ -40,3 +41,17 @@ async def list_holds(
     )
     items = [HoldRead.model_validate(row) for row in rows[:limit]]
     return HoldPage(items=items, next_cursor=str(items[-1].id) if len(rows) > limit else None)
+
+
+@router.post(
+    "/{hold_id}/release",
+    status_code=204,
+    responses=problem_responses(Unauthenticated, Forbidden),
+)
+async def release_hold(hold_id: Annotated[int, Path(ge=1, le=2**62)], _: PolicyWriter) -> None:
+    """Releasing a guard hold lets its principal read a block-guarded dataset from outside its
+    audience: it takes two people. This route always answers 403 and points to
+    `POST /v1/approvals` with `{"change": {"method": "POST", "path":
+    "/v1/holds/{hold_id}/release", "body": {}}, "reason", "until"}`; the approval releases it
+    (and accepts the exposure that opens)."""
+    raise ApprovalRequired(f"releasing hold {hold_id} needs a second person's approval")

@@ -1,5 +1,6 @@
 """Time-driven events: one worker at a time, across every process and replica: grant expiry,
-lapsed acceptances, unused grants (`app.exposure.unused`) and the integrity check.
+lapsed acceptances, guard holds back after break-glass (`app.approvals.breakglass`), unused
+grants (`app.exposure.unused`) and the integrity check.
 
 Each worker runs a :class:`Sweeper` task. On every tick it tries to take (or renew) the
 ``sweeper`` lease row; only the holder works. The work itself is also safe to run twice: it
@@ -25,6 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.accesslog import partitions
 from app.accesslog.integrity import SWEEPER, Integrity
+from app.approvals import breakglass
+from app.approvals import repository as approvals_repository
+from app.approvals.breakglass import RESTORE_LEAD_TICKS
 from app.auth.refusals import Refusals
 from app.config import Settings
 from app.db import begin_write, utcnow
@@ -56,6 +60,8 @@ class SweepReport:
     unused_resolved: list[int] = field(default_factory=list)
     integrity_ok: bool | None = None  # None: not checked this tick
     partitions_made: list[str] = field(default_factory=list)  # the access log's, PostgreSQL
+    # break-glass windows whose set-aside guard holds were restored
+    break_glass_closed: list[int] = field(default_factory=list)
 
 
 class Sweeper:
@@ -174,6 +180,7 @@ class Sweeper:
                 len(report.opened),
                 len(report.resolved),
             )
+        await self._restore_holds(report)
         await self._sweep_unused(report)
         if self._integrity_interval > 0 and time.monotonic() >= self._integrity_due:
             self._integrity_due = time.monotonic() + self._integrity_interval
@@ -195,6 +202,21 @@ class Sweeper:
                 ", ".join(f"{p.first_id}..{p.last_id}" for p in made),
             )
         return made
+
+    async def _restore_holds(self, report: SweepReport) -> None:
+        """Guard holds set aside by break-glass windows that close within two ticks, back
+        (`app.approvals.breakglass`): early rather than late."""
+        lead = timedelta(seconds=self._settings.sweep_interval_seconds * RESTORE_LEAD_TICKS)
+        by = utcnow() + lead
+        async with self._maker() as session:
+            if not await approvals_repository.closing_holds(session, by=by):
+                return
+        async with self._maker() as session, session.begin():
+            await begin_write(session)
+            report.break_glass_closed = await breakglass.restore_holds(session, by=by, actor=ACTOR)
+        logger.info(
+            "sweep: guard holds of %d break-glass windows restored", len(report.break_glass_closed)
+        )
 
     async def _sweep_unused(self, report: SweepReport) -> None:
         """Fold new reads into the grants' last use (every tick, so the fold keeps up with the

@@ -1,6 +1,7 @@
 from fastapi import APIRouter
 
 from app.auth.dependencies import AuthorizedFirst, PolicyWriter
+from app.config import SettingsDep
 from app.db import SessionDep
 from app.errors import Conflict, Forbidden, InvalidInput, Unauthenticated, problem_responses
 from app.plans import service
@@ -19,8 +20,14 @@ async def plan(body: PolicyDocument, session: SessionDep, caller: PolicyWriter) 
 
 
 @router.post("/apply", response_model=PlanResult, responses=ERRORS)
-async def apply(body: PolicyDocument, session: SessionDep, caller: PolicyWriter) -> PlanResult:
+async def apply(
+    body: PolicyDocument, session: SessionDep, caller: PolicyWriter, settings: SettingsDep
+) -> PlanResult:
     """Make the groups, datasets and grants the document names what it states, in one
     transaction. Refused as a whole (409, with the findings) where the result would widen a
-    block-guarded dataset's exposure, unless `accept_exposure` is given."""
-    return await service.apply(session, doc=body, actor=caller.name)
+    block-guarded dataset's exposure, or grow a block dataset's intended audience beyond
+    ACLAUDIT_AUDIENCE_GROWTH_APPROVAL principals; accepting either on a block dataset takes two
+    people (`POST /v1/approvals` with this request as its change)."""
+    return await service.apply(
+        session, doc=body, actor=caller.name, growth_limit=settings.audience_growth_approval
+    )

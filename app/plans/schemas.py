@@ -72,7 +72,8 @@ class PolicyDocument(BaseModel):
         description="Apply even where the result would widen a block-guarded dataset's "
         "exposure, or moves a guard that needs acceptance; the findings it opens (and the "
         "open findings of a dataset whose guard it moves) are accepted with this reason and "
-        "expiry.",
+        "expiry. On block-guarded datasets accepting takes two people: `apply` with it given "
+        "here is refused (403); request the apply with `POST /v1/approvals`.",
     )
 
     @field_validator("groups", mode="before")

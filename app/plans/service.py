@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import policy_version
-from app.acceptance import AcceptExposure
+from app.acceptance import AcceptExposure, ApprovalRequired
+from app.changes import audience
 from app.changes import guard as guard_change
 from app.changes import holds as holds_change
 from app.changes.schemas import GuardChangeRead
@@ -238,14 +239,21 @@ async def _reconcile(
     return changes
 
 
-async def apply(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> PlanResult:
-    """Make the document true, or change nothing (409 when the block guard refuses it)."""
+async def apply(
+    session: AsyncSession, *, doc: PolicyDocument, actor: str, growth_limit: int | None
+) -> PlanResult:
+    """Make the document true, or change nothing (409 when the block guard refuses it, or the
+    document grows a block dataset's intended audience beyond `growth_limit` unapproved:
+    `app.changes.audience`)."""
     before = await view_before_change(session)
     done = await _apply_changes(session, doc, before, actor)
     if done.empty:
         await session.rollback()  # nothing to record, not even a new policy version
         return _result(done, FindingChanges(), applied=True, version=None, guards=[])
     accept = doc.accept_exposure
+    blocked = [d for d, facts in done.after.datasets.items() if facts.guard == "block"]
+    grown = audience.grown(before, done.after, blocked)
+    await audience.judge(session, grown, actor=actor, accept=accept, limit=growth_limit)
     try:
         changes = await _reconcile(session, before, done, actor, accept=accept)
         guards = await guard_change.settle(session, done.guards, accept=accept, actor=actor)
@@ -273,7 +281,8 @@ async def plan(session: AsyncSession, *, doc: PolicyDocument, actor: str) -> Pla
         refused: list[FindingRead] = []
         try:
             changes = await _reconcile(session, before, done, actor, accept=accept)
-        except ExposureRefused as exc:
+        except (ExposureRefused, ApprovalRequired) as exc:
+            # (an acceptance on a block dataset without approval: what apply would refuse)
             await probe.rollback()
             refused = [FindingRead.model_validate(f) for f in exc.extra["findings"]]
             changes = await _reconcile(session, before, done, actor, guarded=False)

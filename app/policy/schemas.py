@@ -52,8 +52,9 @@ class GrantCreate(BaseModel):
     )
     accept_exposure: AcceptExposure | None = Field(
         default=None,
-        description="Open the findings this grant causes as accepted; required to widen access "
-        "beyond the audience of a `guard: block` dataset.",
+        description="Open the findings this grant causes as accepted. On a `guard: block` "
+        "dataset accepting takes two people: given here it is refused (403); request the grant "
+        "with `POST /v1/approvals` instead.",
     )
 
     @field_validator("purposes")

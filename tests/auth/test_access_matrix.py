@@ -15,6 +15,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.acceptance import AcceptExposure
+from app.approvals import breakglass
+from app.approvals import service as approvals_service
+from app.approvals.schemas import BreakGlassCreate, ChangeRequest
 from app.auth.oidc.dev_idp import DevIssuer
 from app.auth.scopes import Scope
 from app.auth.trail import is_trailed
@@ -33,6 +37,12 @@ PROBLEM_JSON = "application/problem+json"
 READ, WRITE, ADMIN = Scope.audit_read.value, Scope.policy_write.value, Scope.admin.value
 CHECK = Scope.check.value
 CHECK_BODY = {"principal": "user:alice", "dataset": "matrix.data", "action": "read"}
+GRANT_ZED = {"principal": "user:zed", "resource": "matrix.*", "action": "read", "effect": "allow"}
+UNTIL = "2999-01-01T00:00:00Z"
+APPROVAL = {"change": {"method": "POST", "path": "/v1/grants", "body": GRANT_ZED},
+            "reason": "matrix", "until": UNTIL}  # fmt: skip
+BREAK_GLASS = {"principal": "user:zed", "dataset": "matrix.data", "purpose": "incident",
+               "reason": "matrix", "minutes": 5}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,18 @@ ENDPOINTS = [
     ),
     Endpoint("POST", "/v1/policy/apply", WRITE, {"groups": {"applied": ["user:zed"]}}),
     Endpoint("GET", "/v1/policy/casbin", READ, media_type="text/plain"),
+    Endpoint("POST", "/v1/approvals", WRITE, APPROVAL, success_status=201),
+    Endpoint("GET", "/v1/approvals", WRITE),
+    Endpoint("GET", "/v1/approvals/{approval_id}", WRITE),
+    Endpoint("POST", "/v1/approvals/{approval_id}/approve", WRITE),
+    Endpoint("POST", "/v1/approvals/{approval_id}/reject", WRITE, {"note": "no"}),
+    Endpoint("POST", "/v1/break-glass", WRITE, BREAK_GLASS, success_status=201),
+    Endpoint("GET", "/v1/break-glass", WRITE),
+    Endpoint("POST", "/v1/break-glass/{break_glass_id}/review", WRITE, {"note": "seen"}),
+    # releasing a hold always takes an approval: the route only says so (403 with a pointer)
+    Endpoint(
+        "POST", "/v1/holds/{hold_id}/release", WRITE, success_status=403, media_type=PROBLEM_JSON
+    ),
 ]
 
 # A person's own data (`/v1/me`): any person signed in with the IdP, no scope; never a token.
@@ -150,6 +172,9 @@ PLACEHOLDERS = {
     "finding_id": 1,
     "entry_id": 1,
     "principal": "user:alice",
+    "approval_id": 1,
+    "break_glass_id": 1,
+    "hold_id": 1,
 }
 
 NOT_YET_IN_MATRIX: set[tuple[str, str]] = set()
@@ -183,7 +208,17 @@ async def seed(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, Any]
         # the dataset's audience is empty, so the grant is a finding
         await exposure_scan.scan(session, actor="seed")
         [finding] = await exposure_repository.all_active(session)
+        change = ChangeRequest.model_validate(APPROVAL["change"])
+        accept = AcceptExposure(reason="matrix", until=UNTIL)
+        approval = await approvals_service.record_pending(
+            session, change=change, accept=accept, requested_by="seed", ttl=3600
+        )
+        glass = BreakGlassCreate.model_validate({**BREAK_GLASS, "principal": "user:bob"})
+        used = await breakglass.use(session, body=glass, actor="seed")
     return {
+        "approval_id": approval.id,
+        "break_glass_id": used.id,
+        "hold_id": 1,  # (its release is refused before the hold is looked up)
         "group": "matrix",
         "member": "user:alice",
         "dataset": "matrix.data",

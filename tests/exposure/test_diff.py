@@ -21,7 +21,9 @@ LINKS = [
 SALARIES = DatasetFacts("hr.salaries", "restricted", ("group:research",), "block")
 RESEARCH = rule_of("group:research", "hr.*", "read", "allow", None, 1)
 ENG = rule_of("group:eng", "hr.*", "read", "allow", None, 2)
-ACCEPT = Acceptance("alice", "migration week", datetime(2027, 1, 1, tzinfo=UTC))
+# as an approved request (`app.approvals`) carries it: only such counts on a block dataset
+ACCEPT = Acceptance("alice", "migration week", datetime(2027, 1, 1, tzinfo=UTC), True)
+DIRECT = Acceptance("alice", "migration week", datetime(2027, 1, 1, tzinfo=UTC))
 
 
 def view(rules: list[Rule], facts: DatasetFacts = SALARIES) -> PolicyView:
@@ -67,6 +69,18 @@ def test_the_same_grant_accepted_opens_accepted_and_unguarded_opens_open():
     assert [o.acceptance for o in accepted.opened] == [ACCEPT]
     unguarded = changed(before, after, guarded=False)
     assert not unguarded.refused and [o.acceptance for o in unguarded.opened] == [None]
+
+
+def test_an_acceptance_given_directly_does_not_count_on_a_block_dataset():
+    before = view([RESEARCH])
+    after = with_rule(before, ENG)
+    assert [r.key for r in changed(before, after, accepting=Accepting(DIRECT)).refused] == [
+        ("hr.salaries", 2)
+    ]
+    alert_only = DatasetFacts("hr.salaries", "restricted", ("group:research",), "alert")
+    before = view([RESEARCH], alert_only)
+    found = changed(before, with_rule(before, ENG), accepting=Accepting(DIRECT))
+    assert [o.acceptance for o in found.opened] == [DIRECT]
 
 
 def test_an_acceptance_of_one_grant_covers_that_grant_only():

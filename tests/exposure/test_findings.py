@@ -10,6 +10,7 @@ import pytest
 
 from app.exposure import view as exposure_view
 from app.exposure.analyser import _directory as directory_module
+from tests.approvals.support import approved
 
 AUDIENCE = ["group:research", "service:trainer"]
 LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
@@ -123,24 +124,31 @@ async def test_block_guard_refuses_widening_grant_and_changes_nothing(client, ad
     assert (await client.get("/v1/findings", headers=admin)).json()["items"] == []
 
 
-async def test_block_guard_accepts_with_accept_exposure(client, admin):
+async def test_block_guard_accepts_through_an_approval(client, admin, tokens):
     await org(client, admin, guard="block")
     body = grant("group:all", accept_exposure={"reason": "incident drill", "until": LATER})
     r = await client.post("/v1/grants", json=body, headers=admin)
-    assert r.status_code == 201, r.text
-    [finding] = r.json()["findings_opened"]
+    assert r.status_code == 403, r.text  # given directly: two-person control
+    del body["accept_exposure"]
+    r = await approved(
+        client, tokens["policy:write"], admin, "POST", "/v1/grants", body,
+        reason="incident drill", until=LATER,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    [finding] = r.json()["result"]["findings_opened"]
     assert finding["status"] == "accepted"
     assert finding["accepted_by"] == "admin" and finding["reason"] == "incident drill"
     stored = (await client.get(f"/v1/findings/{finding['id']}", headers=admin)).json()
     assert stored == finding and stored["until"] is not None
 
 
-async def test_block_guard_refuses_adding_a_member_to_a_granted_group(client, admin):
+async def test_block_guard_refuses_adding_a_member_to_a_granted_group(client, admin, tokens):
     await org(client, admin, guard="block")
     await client.post("/v1/grants", json=grant("group:research"), headers=admin)
     # research is the audience, so joining it is fine; eng is not
-    body = grant("group:eng", accept_exposure={"reason": "pairing", "until": LATER})
-    assert (await client.post("/v1/grants", json=body, headers=admin)).status_code == 201
+    writer = tokens["policy:write"]
+    r = await approved(client, writer, admin, "POST", "/v1/grants", grant("group:eng"))
+    assert r.status_code == 200, r.text
     r = await client.post("/v1/groups/eng/members", json={"member": "user:eve"}, headers=admin)
     assert r.status_code == 409
     members = (await client.get("/v1/groups/eng", headers=admin)).json()["members"]
@@ -150,14 +158,20 @@ async def test_block_guard_refuses_adding_a_member_to_a_granted_group(client, ad
         json={"member": "user:eve", "accept_exposure": {"reason": "new hire", "until": LATER}},
         headers=admin,
     )
+    assert r.status_code == 403, r.text
+    r = await approved(
+        client, writer, admin, "POST", "/v1/groups/eng/members", {"member": "user:eve"}
+    )
     assert r.status_code == 200, r.text
 
 
-async def test_simulate_changes_nothing(client, admin):
+async def test_simulate_changes_nothing(client, admin, tokens):
     await org(client, admin, guard="block")
     existing = (await client.post("/v1/grants", json=grant("group:research"), headers=admin)).json()
-    wide = grant("group:all", accept_exposure={"reason": "x", "until": LATER})
-    wide_id = (await client.post("/v1/grants", json=wide, headers=admin)).json()["id"]
+    wide = await approved(
+        client, tokens["policy:write"], admin, "POST", "/v1/grants", grant("group:all")
+    )
+    wide_id = wide.json()["result"]["id"]
     snapshot = [
         (await client.get(path, headers=admin)).json()
         for path in ("/v1/grants", "/v1/findings", "/v1/groups")
@@ -206,8 +220,9 @@ async def test_simulate_shows_the_finding_that_the_grant_then_opens(client, admi
     assert [f["grant_id"] for f in r.json()["would_open"]] == [None]
 
 
-async def test_simulate_takes_the_body_post_grants_takes(client, admin):
-    """Policy CI simulates exactly what it will post: justification, accept_exposure and all."""
+async def test_simulate_takes_the_body_post_grants_takes(client, admin, tokens):
+    """Policy CI simulates exactly what it will post: justification, accept_exposure and all
+    (an acceptance on a block dataset as its approved request applies it)."""
     await org(client, admin, guard="block")
     wide = grant("group:all")
     refused = await client.post("/v1/grants/simulate", json={"add": [wide]}, headers=admin)
@@ -220,9 +235,12 @@ async def test_simulate_takes_the_body_post_grants_takes(client, admin):
     assert r.status_code == 200, r.text
     assert r.json()["would_refuse"] == []
     assert [(f["status"], f["reason"]) for f in r.json()["would_open"]] == [("accepted", "pilot")]
-    made = await client.post("/v1/grants", json=accepting, headers=admin)
-    assert made.status_code == 201, made.text
-    assert [(f["status"], f["reason"]) for f in made.json()["findings_opened"]] == [
+    plain = grant("group:all")
+    made = await approved(
+        client, tokens["policy:write"], admin, "POST", "/v1/grants", plain, reason="pilot"
+    )
+    assert made.status_code == 200, made.text
+    assert [(f["status"], f["reason"]) for f in made.json()["result"]["findings_opened"]] == [
         ("accepted", "pilot")
     ]
     past = grant("group:eng", expires_at="2000-01-01T00:00:00Z")
@@ -595,9 +613,10 @@ async def test_joining_the_audience_group_shrinks_the_finding(client, admin):
     assert "user:bob" not in finding["excess_sample"]
 
 
-async def test_removing_a_deny_or_leaving_a_denied_group_needs_an_acceptance(client, admin):
+async def test_removing_a_deny_or_leaving_a_denied_group_needs_an_acceptance(client, admin, tokens):
     """On a block-guarded dataset, the removals that widen access are refused like additions,
-    and can be accepted knowingly (DELETE has no body: accept_reason and accept_until)."""
+    and can be accepted knowingly through an approval (DELETE has no body: accept_reason and
+    accept_until given directly are refused 403)."""
     await org(client, admin, guard="block")
     await client.put(
         "/v1/groups/contractors/members", json={"members": ["user:dave"]}, headers=admin
@@ -620,8 +639,13 @@ async def test_removing_a_deny_or_leaving_a_denied_group_needs_an_acceptance(cli
 
     accepted = f"accept_reason=red-team&accept_until={LATER.replace('+', '%2B')}"
     r = await client.delete(f"/v1/grants/{deny_eng['id']}?{accepted}", headers=admin)
+    assert r.status_code == 403, r.text
+    r = await approved(
+        client, tokens["policy:write"], admin, "DELETE", f"/v1/grants/{deny_eng['id']}",
+        reason="red-team",
+    )  # fmt: skip
     assert r.status_code == 200, r.text
-    [finding] = r.json()["findings_opened"]
+    [finding] = r.json()["result"]["findings_opened"]
     assert finding["status"] == "accepted" and finding["reason"] == "red-team"
 
 

@@ -5,7 +5,17 @@ from typing import Any
 
 import httpx
 
-from tests.exposure.test_guard_gaps import ACCEPT, check, dataset, findings, grant, members
+from tests.approvals.support import request
+from tests.exposure.test_guard_gaps import (
+    ACCEPT,
+    check,
+    dataset,
+    dataset_approved,
+    findings,
+    grant,
+    grant_approved,
+    members,
+)
 
 GUARD_CHANGED = "dataset.guard_changed"
 
@@ -62,25 +72,28 @@ async def test_a_block_guard_cannot_be_switched_off_and_on_around_a_widening_gra
 
 
 async def test_switching_off_with_acceptance_then_on_over_the_exposure_needs_it_again(
-    client, admin
+    client, admin, tokens
 ):
     await org(client, admin)
-    last = await last_alert(client, admin)
     reviewed = {"reason": "migrating owners", "until": ACCEPT["until"]}
     r = await dataset(
         client, admin, "act.keys", ["group:research"], guard="alert", accept_exposure=reviewed
     )
-    assert r.status_code == 200, r.text
-    moved = r.json()["guard_changed"]
+    assert r.status_code == 403, r.text  # lowering a block guard takes two people
+    last = await last_alert(client, admin)
+    moved = (
+        await dataset_approved(client, tokens, admin, "act.keys", ["group:research"], guard="alert")
+    )["guard_changed"]
     assert (moved["old_guard"], moved["new_guard"], moved["findings"]) == ("block", "alert", [])
-    [alert] = await alerts_after(client, admin, last)
+    [requested, alert, approved] = await alerts_after(client, admin, last)
+    assert (requested["type"], approved["type"]) == ("approval.requested", "approval.approved")
     assert (alert["type"], alert["dataset"], alert["severity"]) == (
         GUARD_CHANGED,
         "act.keys",
         "high",
     )
-    assert "from block to alert by admin" in alert["summary"]
-    assert "migrating owners" in alert["summary"]
+    assert "from block to alert by policy-write" in alert["summary"]
+    assert "reviewed" in alert["summary"]
 
     # On an alert dataset the grant lands, with an open finding...
     r = await grant(client, admin, "group:all", "act.keys")
@@ -92,12 +105,20 @@ async def test_switching_off_with_acceptance_then_on_over_the_exposure_needs_it_
     assert r.status_code == 409, r.text
     assert [(f["id"], f["excess_count"]) for f in r.json()["findings"]] == [(opened["id"], 2)]
     assert (await stored(client, admin))["guard"] == "alert"
-    last = await last_alert(client, admin)
     r = await dataset(
         client, admin, "act.keys", ["group:research"], guard="block", accept_exposure=ACCEPT
     )
+    assert r.status_code == 403, r.text
+    asked = await request(
+        client, tokens["policy:write"], "PUT", "/v1/datasets/act.keys",
+        {"owner": "user:owner", "sensitivity": "restricted",
+         "intended_audience": ["group:research"], "guard": "block"},
+        reason=ACCEPT["reason"], until=ACCEPT["until"],
+    )  # fmt: skip
+    last = await last_alert(client, admin)
+    r = await client.post(f"/v1/approvals/{asked.json()['id']}/approve", headers=admin)
     assert r.status_code == 200, r.text
-    [accepted] = r.json()["guard_changed"]["findings"]
+    [accepted] = r.json()["result"]["guard_changed"]["findings"]
     assert (accepted["id"], accepted["status"], accepted["reason"], accepted["accepted_by"]) == (
         opened["id"],
         "accepted",
@@ -109,8 +130,9 @@ async def test_switching_off_with_acceptance_then_on_over_the_exposure_needs_it_
     assert [(a["type"], a["finding_id"]) for a in alerts] == [
         (GUARD_CHANGED, None),
         ("finding.accepted", opened["id"]),
+        ("approval.approved", None),
     ]
-    assert "from alert to block by admin" in alerts[0]["summary"]
+    assert "from alert to block by policy-write" in alerts[0]["summary"]
     assert alerts[0]["severity"] == "low"
 
 
@@ -144,7 +166,7 @@ async def test_reclassifying_a_block_dataset_without_a_guard_keeps_it_blocking(c
     assert r.status_code == 200 and r.json()["guard"] == "alert"
 
 
-async def test_narrowing_the_audience_while_lowering_the_guard_is_refused(client, admin):
+async def test_narrowing_the_audience_while_lowering_the_guard_is_refused(client, admin, tokens):
     """Lowering the guard in the same PUT does not let a narrowed audience through unaccepted."""
     await members(client, admin, "research", ["user:r1"])
     await members(client, admin, "all", ["user:a1", "group:research"])
@@ -159,20 +181,24 @@ async def test_narrowing_the_audience_while_lowering_the_guard_is_refused(client
     r = await dataset(
         client, admin, "act.all", ["group:research"], guard="alert", accept_exposure=ACCEPT
     )
-    assert r.status_code == 200, r.text
-    [opened] = r.json()["findings_opened"]
+    assert r.status_code == 403, r.text
+    made = await dataset_approved(
+        client, tokens, admin, "act.all", ["group:research"], guard="alert"
+    )
+    [opened] = made["findings_opened"]
     assert opened["status"] == "accepted"
     scan = (await client.post("/v1/scan", headers=admin)).json()
     assert (scan["opened"], scan["resolved"], scan["updated"]) == (0, 0, 0), scan
 
 
-async def test_leaving_an_audience_group_widens_a_block_dataset_and_is_refused(client, admin):
+async def test_leaving_an_audience_group_widens_a_block_dataset_and_is_refused(
+    client, admin, tokens
+):
     """A membership change that shrinks the audience under an existing grant is guarded."""
     await members(client, admin, "research", ["user:r1", "user:r2"])
     await members(client, admin, "all", ["user:a1", "user:r2", "group:research"])
     assert (await dataset(client, admin, "act.keys", ["group:research"])).status_code == 201
-    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
-    assert r.status_code == 201, r.text
+    await grant_approved(client, tokens, admin, "group:all", "act.keys")
     r = await members(client, admin, "research", ["user:r1"])
     assert r.status_code == 409, r.text
     assert [f["excess_count"] for f in r.json()["findings"]] == [2]

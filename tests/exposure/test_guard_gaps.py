@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.operations.sweeper import Sweeper
+from tests.approvals.support import approved, request
 
 
 def soon(seconds: float) -> str:
@@ -36,6 +37,33 @@ async def grant(client: httpx.AsyncClient, admin, principal: str, resource: str,
     body = {"principal": principal, "resource": resource, "action": "read", "effect": "allow",
             "justification": "test", **extra}  # fmt: skip
     return await client.post("/v1/grants", json=body, headers=admin)
+
+
+async def through_approval(
+    client: httpx.AsyncClient, tokens, admin, method: str, path: str, body=None, accept=ACCEPT
+) -> dict[str, Any]:
+    """The change accepted through two-person control (the policy:write token asks, admin
+    approves): what the change's own endpoint answered."""
+    r = await approved(
+        client, tokens["policy:write"], admin, method, path, body,
+        reason=accept["reason"], until=accept["until"],
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()["result"]
+    return result
+
+
+async def grant_approved(client, tokens, admin, principal: str, resource: str, **extra):
+    body = {"principal": principal, "resource": resource, "action": "read", "effect": "allow",
+            "justification": "test", **extra}  # fmt: skip
+    return await through_approval(client, tokens, admin, "POST", "/v1/grants", body)
+
+
+async def dataset_approved(client, tokens, admin, id: str, audience: list[str], **extra):
+    body = {"owner": "user:owner", "sensitivity": "restricted", "intended_audience": audience}
+    return await through_approval(
+        client, tokens, admin, "PUT", f"/v1/datasets/{id}", {**body, **extra}
+    )
 
 
 async def check(client: httpx.AsyncClient, tokens, principal: str, ds: str, action="read"):
@@ -76,8 +104,9 @@ async def test_an_expiring_deny_does_not_hide_an_allow_from_the_block_guard(clie
     assert [(f["dataset"], f["excess_count"]) for f in refused] == [("act.keys", 2)]
     # Adding a member under the allow is judged the same way.
     r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
-    assert r.status_code == 201, r.text
-    assert r.json()["findings_opened"] == []  # hidden for now: nothing to record yet
+    assert r.status_code == 403, r.text  # accepting on a block dataset takes two people
+    made = await grant_approved(client, tokens, admin, "group:all", "act.keys")
+    assert made["findings_opened"] == []  # hidden for now: nothing to record yet
     r = await members(client, admin, "all", ["user:a1", "user:a2", "user:a3", "group:research"])
     assert r.status_code == 409, r.text
     # A deny that never expires contains the exposure for good.
@@ -95,9 +124,7 @@ async def test_findings_open_when_an_expiring_deny_lapses(
     await org(client, admin)
     r = await grant(client, admin, "group:all", "act.keys", effect="deny", expires_at=soon(1.5))
     assert r.status_code == 201, r.text
-    r = await grant(client, admin, "group:all", "act.keys", accept_exposure=ACCEPT)
-    assert r.status_code == 201, r.text
-    allow_id = r.json()["id"]
+    allow_id = (await grant_approved(client, tokens, admin, "group:all", "act.keys"))["id"]
     assert await findings(client, admin) == []
     await asyncio.sleep(2)
     sweeper = Sweeper(app.state.sessionmaker, settings)
@@ -125,10 +152,9 @@ async def test_export_grants_are_guarded_and_flagged(client, admin, tokens):
         "/v1/grants/simulate", json={"add": [{**proposal, "effect": "allow"}]}, headers=admin
     )
     assert [f["excess_count"] for f in sim.json()["would_open"]] == [2]
-    r = await grant(client, admin, "group:all", "act.keys", action="export", accept_exposure=ACCEPT)
-    assert r.status_code == 201, r.text
-    export_id = r.json()["id"]
-    [opened] = r.json()["findings_opened"]
+    made = await grant_approved(client, tokens, admin, "group:all", "act.keys", action="export")
+    export_id = made["id"]
+    [opened] = made["findings_opened"]
     assert (opened["grant_id"], opened["excess_count"], opened["status"]) == (
         export_id,
         2,
@@ -188,32 +214,36 @@ async def test_a_widened_accepted_finding_reopens_on_an_alert_dataset(client, ad
     await scan_is_clean(client, admin)
 
 
-async def test_a_change_accepting_a_stored_finding_it_widens_answers_and_alerts_it(client, admin):
+async def test_a_change_accepting_a_stored_finding_it_widens_answers_and_alerts_it(
+    client, admin, tokens
+):
     assert (await members(client, admin, "contractors", ["user:c1"])).status_code == 200
     assert (await dataset(client, admin, "hr.perf", ["user:r1"])).status_code == 201  # block
-    r = await grant(client, admin, "group:contractors", "hr.perf", accept_exposure=ACCEPT)
-    fid = r.json()["findings_opened"][0]["id"]
+    made = await grant_approved(client, tokens, admin, "group:contractors", "hr.perf")
+    fid = made["findings_opened"][0]["id"]
     for n, reason in enumerate(["more contractors", "still more"], start=2):
-        last = (await client.get("/v1/alerts", headers=admin)).json()["last_id"]
         again = {"reason": reason, "until": soon(3600)}
-        r = await client.post(
-            "/v1/groups/contractors/members",
-            json={"member": f"user:c{n}", "accept_exposure": again},
-            headers=admin,
-        )
+        body = {"member": f"user:c{n}"}
+        asked = await request(
+            client, tokens["policy:write"], "POST", "/v1/groups/contractors/members", body,
+            reason=reason, until=again["until"],
+        )  # fmt: skip
+        last = (await client.get("/v1/alerts", headers=admin)).json()["last_id"]
+        r = await client.post(f"/v1/approvals/{asked.json()['id']}/approve", headers=admin)
         assert r.status_code == 200, r.text
-        [opened] = r.json()["findings_opened"]
+        [opened] = r.json()["result"]["findings_opened"]
         assert (opened["id"], opened["status"], opened["reason"]) == (fid, "accepted", reason)
         assert opened["excess_count"] == n
         assert (await client.get(f"/v1/findings/{fid}", headers=admin)).json() == opened
         alerts = (await client.get("/v1/alerts", params={"after": last}, headers=admin)).json()
         assert [(a["type"], a["finding_id"]) for a in alerts["items"]] == [
-            ("finding.accepted", fid)
+            ("finding.accepted", fid),
+            ("approval.approved", None),
         ]
     await scan_is_clean(client, admin)
 
 
-async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin):
+async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin, tokens):
     assert (await members(client, admin, "research", ["user:r1"])).status_code == 200
     r = await members(client, admin, "all", ["user:a1", "group:research"])
     assert r.status_code == 200
@@ -222,9 +252,8 @@ async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin
     assert r.status_code == 409, r.text
     assert [f["excess_count"] for f in r.json()["findings"]] == [1]
     assert (await client.get("/v1/datasets/act.keys", headers=admin)).status_code == 404
-    r = await dataset(client, admin, "act.keys", ["group:research"], accept_exposure=ACCEPT)
-    assert r.status_code == 201, r.text
-    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    made = await dataset_approved(client, tokens, admin, "act.keys", ["group:research"])
+    assert [f["status"] for f in made["findings_opened"]] == ["accepted"]
     # An alert dataset is registered and reported, not refused.
     r = await dataset(client, admin, "act.logs", ["group:research"], guard="alert")
     assert r.status_code == 201, r.text
@@ -237,9 +266,8 @@ async def test_registering_or_narrowing_a_block_dataset_is_guarded(client, admin
     assert r.status_code == 409, r.text
     r = await client.get("/v1/datasets/act.all", headers=admin)
     assert r.json()["intended_audience"] == ["group:all"]
-    r = await dataset(client, admin, "act.all", ["group:research"], accept_exposure=ACCEPT)
-    assert r.status_code == 200, r.text
-    assert [f["status"] for f in r.json()["findings_opened"]] == ["accepted"]
+    made = await dataset_approved(client, tokens, admin, "act.all", ["group:research"])
+    assert [f["status"] for f in made["findings_opened"]] == ["accepted"]
     # Widening it back is never refused.
     r = await dataset(client, admin, "act.all", ["group:all"])
     assert r.status_code == 200, r.text

@@ -3,15 +3,24 @@ parameters)."""
 
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import insert
 
 from app import policy_version
+from app.config import Settings
 from app.directory.models import Group, Membership
 from app.holds.models import Hold
 from tests.identity.test_holds_scenarios import dataset
 from tests.identity.test_provisioning import holds
 
 N = 33_000  # past the bind-parameter limits: asyncpg 32767, SQLite 32766
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The audience's growth by 33k is what releases the holds here, not what is tested: no
+    two-person approval for it (`tests/approvals/test_audience_growth.py` tests that)."""
+    return Settings(database_url=database_url, audience_growth_approval=N)
 
 
 async def test_an_audience_taking_in_33k_held_users_releases_their_holds(app, client, admin):

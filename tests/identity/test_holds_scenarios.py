@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.identity import provisioning
+from tests.approvals.support import approved, request
 from tests.identity.test_provisioning import alerts, check, claim, exposure, holds, idp
 
 GRANT = {"action": "read", "effect": "allow", "justification": "review"}
@@ -140,9 +141,10 @@ async def test_a_hold_does_not_take_away_access_already_accepted(app, client, ad
     await claim(app, "group:eng")
     assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
-    accept = {"reason": "u1 audits keys", "until": "2099-01-01T00:00:00Z"}
-    r = await grant(client, admin, "user:u1", "act.keys", accept_exposure=accept)
-    assert r.status_code == 201, r.text
+    body = {"principal": "user:u1", "resource": "act.keys", "action": "read", "effect": "allow",
+            "justification": "audit"}  # fmt: skip
+    r = await approved(client, tokens["policy:write"], admin, "POST", "/v1/grants", body)
+    assert r.status_code == 200, r.text
     assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
     readers = await exposure(client, admin, "act.keys")
     await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
@@ -158,9 +160,10 @@ async def test_a_hold_outlives_the_membership_behind_it(app, client, admin, toke
     assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
     await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
     await idp(app, provisioning.change_members, group="group:eng", remove=["user:u1"])
-    accept = {"reason": "u1 audits keys", "until": "2099-01-01T00:00:00Z"}
-    r = await grant(client, admin, "user:u1", "act.keys", accept_exposure=accept)
-    assert r.status_code == 201, r.text
+    body = {"principal": "user:u1", "resource": "act.keys", "action": "read", "effect": "allow",
+            "justification": "audit"}  # fmt: skip
+    r = await approved(client, tokens["policy:write"], admin, "POST", "/v1/grants", body)
+    assert r.status_code == 200, r.text
     assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
 
 
@@ -221,11 +224,45 @@ async def test_a_big_group_added_by_the_idp_is_held_not_refused(app, client, adm
     assert len(done.holds_released) == 39
     assert len(await holds(client, admin, "?limit=500")) == 40
     await clean_scan(client, admin)
-    # the audience grows to take in everyone: every hold released
+    # the audience grows to take in everyone (40 more: past the limit, two people decide it):
+    # every hold released
     r = await dataset(client, admin, "act.keys", ["group:all", "user:r1"])
+    assert r.status_code == 409 and r.json()["growth"][0]["added"] == 40, r.text
+    body = {
+        "owner": "user:o",
+        "sensitivity": "restricted",
+        "intended_audience": ["group:all", "user:r1"],
+    }
+    r = await approved(client, tokens["policy:write"], admin, "PUT", "/v1/datasets/act.keys", body)
     assert r.status_code == 200, r.text
     assert await holds(client, admin, "?limit=500") == []
     assert await decision(client, tokens, "user:m70", "act.keys") == ("allow", "granted")
+    await clean_scan(client, admin)
+
+
+async def test_a_hold_is_released_only_through_an_approval(app, client, admin, tokens):
+    """Releasing a hold lets its principal read from outside the audience: two people decide
+    it, and the exposure that opens is accepted with the approval."""
+    await claim(app, "group:eng")
+    assert (await dataset(client, admin, "act.keys", ["user:r1"])).status_code == 201
+    assert (await grant(client, admin, "group:eng", "act.keys")).status_code == 201
+    await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
+    [hold] = await holds(client, admin)
+    r = await client.post(f"/v1/holds/{hold['id']}/release", headers=admin)
+    assert r.status_code == 403 and r.json()["approvals"] == "/v1/approvals", r.text
+    path = f"/v1/holds/{hold['id']}/release"
+    r = await approved(client, tokens["policy:write"], admin, "POST", path, reason="u1 on call")
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert result["hold"]["released_by"] == "admin"
+    assert "u1 on call" in result["hold"]["release_reason"]
+    [finding] = result["findings_opened"]
+    assert (finding["status"], finding["excess_sample"]) == ("accepted", ["user:u1"])
+    assert await holds(client, admin) == []
+    assert await decision(client, tokens, "user:u1", "act.keys") == ("allow", "granted")
+    # released already: a second request cannot apply, and is refused when made
+    r = await request(client, tokens["policy:write"], "POST", path)
+    assert r.status_code == 409 and "released already" in r.json()["detail"], r.text
     await clean_scan(client, admin)
 
 

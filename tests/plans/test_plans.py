@@ -5,6 +5,8 @@ from typing import Any
 
 import httpx
 
+from tests.approvals.support import approved, request
+
 LATER = (datetime.now(UTC) + timedelta(days=30)).isoformat()
 AUDIENCE = ["group:research", "service:trainer"]
 STATE = ("/v1/grants", "/v1/findings", "/v1/groups", "/v1/datasets", "/v1/alerts")
@@ -97,7 +99,7 @@ async def test_plan_reports_what_apply_would_do_and_changes_nothing(client, admi
     assert (opened["excess_count"], opened["excess_sample"]) == (3, finding["excess_sample"])
 
 
-async def test_block_guard_refuses_the_whole_document_unless_accepted(client, admin):
+async def test_block_guard_refuses_the_whole_document_unless_accepted(client, admin, tokens):
     await client.post("/v1/policy/apply", json=document(guard="block"), headers=admin)
     before = await state(client, admin)
     wider = document(guard="block", grants=[*document()["grants"], OVER_BROAD])
@@ -115,14 +117,27 @@ async def test_block_guard_refuses_the_whole_document_unless_accepted(client, ad
     ]
     assert await state(client, admin) == before  # erin did not join research either
 
-    wider["accept_exposure"] = {"reason": "red-team exercise", "until": LATER}
-    planned = (await client.post("/v1/policy/plan", json=wider, headers=admin)).json()
-    [would_open] = planned["findings_opened"]
-    assert planned["refused"] == []
-    assert (would_open["status"], would_open["reason"]) == ("accepted", "red-team exercise")
+    # Accepted directly: the plan says apply refuses it, and apply does (two-person control).
+    direct = {**wider, "accept_exposure": {"reason": "red-team exercise", "until": LATER}}
+    planned = (await client.post("/v1/policy/plan", json=direct, headers=admin)).json()
+    assert [f["principal"] for f in planned["refused"]] == ["group:all"]
+    r = await client.post("/v1/policy/apply", json=direct, headers=admin)
+    assert r.status_code == 403 and r.json()["approvals"] == "/v1/approvals", r.text
     assert await state(client, admin) == before
-    applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
-    [accepted] = applied["findings_opened"]
+    asked = await request(
+        client, tokens["policy:write"], "POST", "/v1/policy/apply", wider,
+        reason="red-team exercise", until=LATER,
+    )  # fmt: skip
+    assert asked.status_code == 201, asked.text
+    [would_open] = asked.json()["would_open"]
+    assert (would_open["status"], would_open["reason"]) == ("accepted", "red-team exercise")
+    # nothing changed but the request's alert
+    assert (await state(client, admin))[:4] == before[:4] and (await state(client, admin))[
+        5:
+    ] == before[5:]
+    r = await client.post(f"/v1/approvals/{asked.json()['id']}/approve", headers=admin)
+    assert r.status_code == 200, r.text
+    [accepted] = r.json()["result"]["findings_opened"]
     assert accepted["status"] == "accepted" and accepted["reason"] == "red-team exercise"
     assert accepted["excess_sample"] == would_open["excess_sample"]
 
@@ -269,7 +284,9 @@ async def test_a_document_cannot_switch_a_block_guard_off_to_widen_the_dataset(c
     )
 
 
-async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(client, admin):
+async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(
+    client, admin, tokens
+):
     wider = document(guard="alert", grants=[*document()["grants"], OVER_BROAD])
     applied = (await client.post("/v1/policy/apply", json=wider, headers=admin)).json()
     [finding] = applied["findings_opened"]
@@ -286,12 +303,18 @@ async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(cl
         "alert"
     )
 
-    raised["accept_exposure"] = {"reason": "owner signed off", "until": LATER}
-    planned = (await client.post("/v1/policy/plan", json=raised, headers=admin)).json()
+    direct = {**raised, "accept_exposure": {"reason": "owner signed off", "until": LATER}}
+    planned = (await client.post("/v1/policy/plan", json=direct, headers=admin)).json()
     assert planned["refused"] == [] and planned["guards_changed"][0]["refused"] is False
     assert await guard_alerts(client, admin) == []  # a plan raises nothing
-    applied = (await client.post("/v1/policy/apply", json=raised, headers=admin)).json()
-    [change] = applied["guards_changed"]
+    r = await client.post("/v1/policy/apply", json=direct, headers=admin)
+    assert r.status_code == 403, r.text  # accepting on a block guard takes two people
+    r = await approved(
+        client, tokens["policy:write"], admin, "POST", "/v1/policy/apply", raised,
+        reason="owner signed off", until=LATER,
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    [change] = r.json()["result"]["guards_changed"]
     [accepted] = change["findings"]
     assert (accepted["id"], accepted["status"], accepted["reason"]) == (
         finding["id"],
@@ -300,9 +323,9 @@ async def test_a_document_raising_a_guard_over_open_findings_needs_acceptance(cl
     )
     [alert] = await guard_alerts(client, admin)
     assert alert["dataset"] == "activity.keys"
-    assert "from alert to block by admin" in alert["summary"]
+    assert "from alert to block by policy-write" in alert["summary"]
     # Applied again, nothing moves and nothing more is raised.
-    again = (await client.post("/v1/policy/apply", json=raised, headers=admin)).json()
+    again = (await client.post("/v1/policy/apply", json=direct, headers=admin)).json()
     assert again["guards_changed"] == [] and len(await guard_alerts(client, admin)) == 1
 
 
