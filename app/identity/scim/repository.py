@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.models import Group, Membership
@@ -174,6 +175,23 @@ async def resolve(session: AsyncSession, scim_ids: Sequence[str]) -> dict[str, M
         for i, p in (await session.execute(groups)).all():
             found[i] = Member(i, "Group", p, None)
     return found
+
+
+# A new user, unless its principal (or id) is taken: one statement, compiled once per dialect.
+_INSERT_USER = {
+    "postgresql": postgresql.insert(ScimUser.__table__).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(ScimUser.__table__).on_conflict_do_nothing(),
+}
+_USER_COLUMNS = tuple(column.key for column in ScimUser.__table__.columns)
+
+
+async def insert_user(session: AsyncSession, row: ScimUser) -> bool:
+    """Insert `row` (never added to the session) unless its principal is taken; whether it
+    was."""
+    statement = _INSERT_USER[session.get_bind().dialect.name]
+    values = {key: getattr(row, key) for key in _USER_COLUMNS}
+    result = await session.execute(statement, values)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def add(session: AsyncSession, row: ScimUser | ScimGroup) -> None:

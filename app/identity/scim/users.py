@@ -91,17 +91,27 @@ async def list_users(
     )
 
 
-async def create_user(
-    session: AsyncSession, body: dict[str, Any], base: str, *, actor: str
-) -> UserModel:
+def creation(body: dict[str, Any]) -> UserModel:
+    """The user a create request's `body` asks for, validated (a 400 before anything is
+    written or queued)."""
     user = validate(UserModel, body, Context.RESOURCE_CREATION_REQUEST)
     if not user.user_name:  # (required by the schema)
         raise InvalidValueException(detail="userName is required")
+    user_principal(user.user_name)  # (a userName that cannot be a principal: 400)
+    return user
+
+
+async def create_user(
+    session: AsyncSession, user: UserModel, base: str, *, actor: str
+) -> UserModel:
+    """Create `user` (from `creation`). A new user changes no policy: no policy lock is taken,
+    unless their name carries an `inactive` hold (a user of that name was deleted), which
+    being active again lifts."""
+    assert user.user_name is not None  # (checked by `creation`)
     principal = user_principal(user.user_name)
-    await _require_free(session, principal, user.user_name)
     active = user.active = user.active is not False  # absent: active
     now = utcnow()
-    row = ScimUser(
+    row = ScimUser(  # (a value longer than its column is refused here)
         id=str(uuid.uuid4()),
         principal=principal,
         user_name=user.user_name,
@@ -112,11 +122,9 @@ async def create_user(
         created_at=now,
         updated_at=now,
     )
-    try:
-        await repository.add(session, row)
-    except IntegrityError:  # created meanwhile by a concurrent request
-        raise UniquenessException(detail=f"userName {user.user_name!r} is taken") from None
-    # active: lifts an `inactive` hold left by an earlier user of that name (a no-op if none)
+    if not await repository.insert_user(session, row):  # taken, maybe meanwhile
+        await _require_free(session, principal, user.user_name)
+        raise UniquenessException(detail=f"userName {user.user_name!r} is taken")
     await provisioning.set_active(session, principal=principal, active=active, actor=actor)
     return to_resource(row, base)
 
