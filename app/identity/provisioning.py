@@ -174,15 +174,21 @@ async def settle_deferred(session: AsyncSession, deferred: Deferred) -> Provisio
     return await _run_through(session, deferred.before, moved, deferred.actor)
 
 
+async def is_active_as(session: AsyncSession, *, principal: str, active: bool) -> bool:
+    """Whether `principal` is already as `active` says (an `inactive` hold or none): then
+    `set_active` changes nothing."""
+    held = await holds_repository.active_on(
+        session, kind=HoldKind.inactive.value, principals=[principal]
+    )
+    return bool(held) != active
+
+
 async def set_active(
     session: AsyncSession, *, principal: str, active: bool, actor: str
 ) -> Provisioned:
     """A deactivated user loses every access at the next check, in every worker (an
     `inactive` hold: a deny on everything); reactivated, they get it back."""
-    held = await holds_repository.active_on(
-        session, kind=HoldKind.inactive.value, principals=[principal]
-    )
-    if bool(held) != active:
+    if await is_active_as(session, principal=principal, active=active):
         return Provisioned()  # decided without the policy lock: nothing to change
     before = await view_before_change(session)
     at = time.time()

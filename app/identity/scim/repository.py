@@ -5,8 +5,9 @@ nowhere: nothing has it."""
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import ColumnElement, delete, func, literal, select
+from sqlalchemy import ColumnElement, Table, delete, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -178,11 +179,12 @@ async def resolve(session: AsyncSession, scim_ids: Sequence[str]) -> dict[str, M
 
 
 # A new user, unless its principal (or id) is taken: one statement, compiled once per dialect.
+_USERS = cast(Table, ScimUser.__table__)
 _INSERT_USER = {
-    "postgresql": postgresql.insert(ScimUser.__table__).on_conflict_do_nothing(),
-    "sqlite": sqlite.insert(ScimUser.__table__).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(_USERS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_USERS).on_conflict_do_nothing(),
 }
-_USER_COLUMNS = tuple(column.key for column in ScimUser.__table__.columns)
+_USER_COLUMNS = tuple(column.key for column in _USERS.columns)
 
 
 async def insert_user(session: AsyncSession, row: ScimUser) -> bool:

@@ -115,7 +115,7 @@ async def create_user(request: Request, caller: ScimCaller, status: Response) ->
 
     # Creates queued behind this worker's other creates commit together.
     commit: GroupCommit = request.app.state.create_commit
-    created = await commit.run(actor, request, status, work)
+    created = await commit.run(actor, request, status, work, savepoint=False)
     return _shown(created, Context.RESOURCE_CREATION_RESPONSE, params, 201)
 
 

@@ -106,7 +106,7 @@ async def create_user(
 ) -> UserModel:
     """Create `user` (from `creation`). A new user changes no policy: no policy lock is taken,
     unless their name carries an `inactive` hold (a user of that name was deleted), which
-    being active again lifts."""
+    being active again lifts (or they are created inactive). Writes nothing when it raises."""
     assert user.user_name is not None  # (checked by `creation`)
     principal = user_principal(user.user_name)
     active = user.active = user.active is not False  # absent: active
@@ -122,11 +122,19 @@ async def create_user(
         created_at=now,
         updated_at=now,
     )
-    if not await repository.insert_user(session, row):  # taken, maybe meanwhile
-        await _require_free(session, principal, user.user_name)
-        raise UniquenessException(detail=f"userName {user.user_name!r} is taken")
-    await provisioning.set_active(session, principal=principal, active=active, actor=actor)
+    if await provisioning.is_active_as(session, principal=principal, active=active):
+        await _insert(session, row)
+    else:  # a policy change: rolled back with the row if it fails
+        async with session.begin_nested():
+            await _insert(session, row)
+            await provisioning.set_active(session, principal=principal, active=active, actor=actor)
     return to_resource(row, base)
+
+
+async def _insert(session: AsyncSession, row: ScimUser) -> None:
+    if not await repository.insert_user(session, row):  # taken, maybe meanwhile
+        await _require_free(session, row.principal, row.user_name)
+        raise UniquenessException(detail=f"userName {row.user_name!r} is taken")
 
 
 async def replace_user(
