@@ -177,10 +177,8 @@ async def settle_deferred(session: AsyncSession, deferred: Deferred) -> Provisio
 async def is_active_as(session: AsyncSession, *, principal: str, active: bool) -> bool:
     """Whether `principal` is already as `active` says (an `inactive` hold or none): then
     `set_active` changes nothing."""
-    held = await holds_repository.active_on(
-        session, kind=HoldKind.inactive.value, principals=[principal]
-    )
-    return bool(held) != active
+    inactive = HoldKind.inactive.value
+    return await holds_repository.is_held(session, kind=inactive, principal=principal) != active
 
 
 async def set_active(

@@ -40,8 +40,13 @@ ENDPOINT = "Users"
 NOT_STORED = ("id", "meta", "groups", "password")
 
 
-def to_resource(row: ScimUser, base: str) -> UserModel:
-    user = UserModel.model_validate(row.resource, scim_policy=POLICY)
+def to_resource(row: ScimUser, base: str, user: UserModel | None = None) -> UserModel:
+    """The resource of `row`; `user`: the model `row.resource` was stored from, shown without
+    parsing the stored copy again (what is not stored left out)."""
+    if user is None:
+        user = UserModel.model_validate(row.resource, scim_policy=POLICY)
+    else:
+        user.password = user.groups = None  # (NOT_STORED: id and meta are set below)
     user.id = row.id
     user.meta = Meta(
         resource_type=RESOURCE_TYPE,
@@ -128,7 +133,7 @@ async def create_user(
         async with session.begin_nested():
             await _insert(session, row)
             await provisioning.set_active(session, principal=principal, active=active, actor=actor)
-    return to_resource(row, base)
+    return to_resource(row, base, user)
 
 
 async def _insert(session: AsyncSession, row: ScimUser) -> None:
