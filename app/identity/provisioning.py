@@ -89,13 +89,15 @@ async def change_members(
         old = await directory_repository.members_among(session, group, named)
         return old, (old | set(add)) - set(remove)
 
+    deferred: Deferred | None = session.info.get(_DEFERRED)
+    is_locked = deferred is not None and deferred.before is not None  # (an earlier push's)
     old, new = await wanted()
     if old == new:
         return Provisioned()  # decided without the policy lock: an IdP repeats itself often
-    deferred: Deferred | None = session.info.get(_DEFERRED)
     if deferred is not None:
-        await deferred.lock(session)
-        old, new = await wanted()  # read again under the policy lock
+        if not is_locked:
+            await deferred.lock(session)
+            old, new = await wanted()  # read again under the policy lock
         if old != new:
             await deferred.write(session, group, old, new, actor)
         return Provisioned()
