@@ -9,12 +9,14 @@ membership changes are merged (`provisioning.Deferred`) and run through the chan
 
 Creates of users and groups (`GroupCommit(policy=False)`): a new user, or a group without
 members, changes no policy; each alone paid a transaction, a commit (SQLite: an fsync) and a
-lock of the admin trail's head. Queued creates share them. A create that does change the policy
-(a user whose name carries an `inactive` hold, a group adopted with members) takes the policy
-lock inside the batch, as it would alone.
+lock of the admin trail's head. Queued creates share them, and the `inactive` holds of their
+new users are looked up once, after the batch's creates (`provisioning.settle_activations`). A
+create that does change the policy (a user whose name carries such a hold, one created inactive,
+a group with members) takes the policy lock inside the batch, as it would alone.
 
 Either way the batch's requests run one after another, each in a savepoint (one that fails is
-rolled back alone and answers its own error, say a 409 for a taken userName); every one still
+rolled back alone and answers its own error, say a 409 for a taken displayName; a user create,
+which writes nothing before it can fail, needs none and takes none); every one still
 gets its own admin trail entry, in the same transaction as its change, and no response is sent
 before the batch's commit: a failed commit answers each request 503, and nothing of any is kept.
 
@@ -135,11 +137,17 @@ class GroupCommit:
                 # Requests that queued while this batch waited for its turn go in it.
                 await self._gather()
                 taken.extend(self._take())
-                deferred = provisioning.defer(session) if self._is_policy else None
+                deferred = None
+                if self._is_policy:
+                    deferred = provisioning.defer(session)
+                else:
+                    provisioning.defer_activations(session)
                 for push in taken:
                     outcomes.append(await self._apply(session, deferred, push))
                 if deferred is not None:
                     await provisioning.settle_deferred(session, deferred)
+                else:
+                    await provisioning.settle_activations(session)
                 # the trail head last, after the version lock, as every other change takes them
                 for push, error, _ in outcomes:
                     if error is None:

@@ -13,8 +13,10 @@ from fastapi import FastAPI
 from app.auth import repository as auth_repository
 from app.auth import trail
 from app.db import begin_write
+from tests.conftest import Tokens
 from tests.identity.support import Scim, group_body, user_body
 from tests.identity.test_group_commit import policy_version
+from tests.identity.test_holds_scenarios import clean_scan, dataset, decision, grant
 
 
 @asynccontextmanager
@@ -136,3 +138,32 @@ async def test_a_batch_that_cannot_commit_answers_every_create_503_and_keeps_non
     # nothing was left half-written: the same creates succeed now
     for name in sorted(failed):
         assert (await scim.post("Users", user_body(name))).status_code == 201
+
+
+async def test_a_batch_recreating_a_deleted_users_name_lifts_its_hold_alone(
+    app: FastAPI, scim: Scim, client: httpx.AsyncClient, admin: dict[str, str], tokens: Tokens
+):
+    """The `inactive` holds of a batch's new users are looked up once, after their rows: the
+    one whose name a deleted user left held gets access again, the others change no policy."""
+    assert (
+        await dataset(client, admin, "hr.notes", ["user:zz"], sensitivity="internal")
+    ).is_success
+    for name in ("ann", "ben"):
+        assert (await grant(client, admin, f"user:{name}", "hr.notes")).status_code == 201
+    ann = await scim.create_user("ann")
+    assert (await scim.delete(f"Users/{ann['id']}")).status_code == 204
+    assert await decision(client, tokens, "user:ann", "hr.notes") == ("deny", "principal_inactive")
+    version = await policy_version(app)
+
+    async with trail_held(app):
+        first = asyncio.create_task(scim.post("Users", user_body("cat")))
+        await asyncio.sleep(0.2)
+        later = [asyncio.create_task(scim.post("Users", user_body(n))) for n in ("ann", "ben")]
+        await queued(app, len(later))
+    answers = [await first, *await asyncio.gather(*later)]
+
+    assert [r.status_code for r in answers] == [201, 201, 201], [r.text for r in answers]
+    assert await decision(client, tokens, "user:ann", "hr.notes") == ("allow", "granted")
+    assert await decision(client, tokens, "user:ben", "hr.notes") == ("allow", "granted")
+    assert await policy_version(app) == version + 1  # ann's hold lifted; nothing else
+    await clean_scan(client, admin)

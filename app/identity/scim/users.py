@@ -111,7 +111,8 @@ async def create_user(
 ) -> UserModel:
     """Create `user` (from `creation`). A new user changes no policy: no policy lock is taken,
     unless their name carries an `inactive` hold (a user of that name was deleted), which
-    being active again lifts (or they are created inactive). Writes nothing when it raises."""
+    being active lifts (`provisioning.created_active`), or they are created inactive. Writes
+    nothing when it raises."""
     assert user.user_name is not None  # (checked by `creation`)
     principal = user_principal(user.user_name)
     active = user.active = user.active is not False  # absent: active
@@ -127,12 +128,17 @@ async def create_user(
         created_at=now,
         updated_at=now,
     )
-    if await provisioning.is_active_as(session, principal=principal, active=active):
+    if active:
         await _insert(session, row)
-    else:  # a policy change: rolled back with the row if it fails
-        async with session.begin_nested():
+        # (in a group commit: once for the batch's creates, which fails the whole batch if
+        # it fails)
+        await provisioning.created_active(session, principal=principal, actor=actor)
+    elif not await provisioning.is_active_as(session, principal=principal, active=False):
+        async with session.begin_nested():  # a policy change: rolled back with the row
             await _insert(session, row)
-            await provisioning.set_active(session, principal=principal, active=active, actor=actor)
+            await provisioning.set_active(session, principal=principal, active=False, actor=actor)
+    else:  # (an `inactive` hold on the name already)
+        await _insert(session, row)
     return to_resource(row, base, user)
 
 
