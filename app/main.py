@@ -204,7 +204,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.policy = PolicyCache(states_for(engine))
         app.state.group_commit = GroupCommit(
-            app.state.sessionmaker, record_with_change, app.state.metrics.observe_scim_batch
+            app.state.sessionmaker,
+            record_with_change,
+            app.state.metrics.observe_scim_batch,
+            policy=True,
+        )
+        app.state.create_commit = GroupCommit(
+            app.state.sessionmaker,
+            record_with_change,
+            app.state.metrics.observe_scim_creates,
+            policy=False,
         )
         app.state.token_cache = TokenCache()
         writer = AccessLogWriter(

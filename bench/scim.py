@@ -291,10 +291,11 @@ def fresh_database(args: argparse.Namespace) -> str:
 async def measure(driver: Driver, work: Workload, args, results: Results) -> None:
     await scan(driver, "scan before the sync", results, unchanged=False)
     ids = await initial_sync(driver, work, args, results)
-    batches = await driver.pushes_per_commit()
-    if batches is not None:
-        stage(f"    group PATCHes per commit: {batches}")
-        results.facts["group PATCHes per commit"] = batches
+    for kind, name in (("creates", "creates per commit"), ("pushes", "group PATCHes per commit")):
+        batches = await driver.per_commit(kind)
+        if batches is not None:
+            stage(f"    {name}: {batches}")
+            results.facts[name] = batches
     await scan(driver, "scan after the sync", results, unchanged=True)
     stage(f"PATCH stream ({args.patches}, one at a time):")
     await stream(driver, work, ids, args, results)

@@ -34,7 +34,7 @@ class Driver(Protocol):
     async def add_members(self, group: str, members: list[Member], *, shape: str) -> float: ...
     async def remove_member(self, group: str, member: Member, *, shape: str) -> float: ...
     async def scan(self) -> dict[str, Any]: ...
-    async def pushes_per_commit(self) -> dict[str, float] | None: ...
+    async def per_commit(self, kind: str) -> dict[str, float] | None: ...
 
 
 def user_body(user_name: str) -> dict[str, Any]:
@@ -140,8 +140,9 @@ class HttpDriver:
         )
         return time.perf_counter() - started
 
-    async def pushes_per_commit(self) -> dict[str, float] | None:
-        """The server's group commits so far (`aclaudit_scim_pushes_per_commit`): count and mean."""
+    async def per_commit(self, kind: str) -> dict[str, float] | None:
+        """The server's group commits of `kind` so far (`aclaudit_scim_<kind>_per_commit`:
+        `pushes`, `creates`): count and mean."""
         response = await self.client().get(
             "/metrics", headers={"Authorization": f"Bearer {self.admin_token}"}
         )
@@ -151,8 +152,8 @@ class HttpDriver:
         for line in response.text.splitlines():
             name, _, value = line.partition(" ")
             if name in (
-                "aclaudit_scim_pushes_per_commit_sum",
-                "aclaudit_scim_pushes_per_commit_count",
+                f"aclaudit_scim_{kind}_per_commit_sum",
+                f"aclaudit_scim_{kind}_per_commit_count",
             ):
                 values[name.rsplit("_", 1)[1]] = float(value)
         if not values.get("count"):
@@ -272,7 +273,7 @@ class InProcessDriver:
     async def remove_member(self, group: str, member: Member, *, shape: str) -> float:
         return await self._members(group, remove=[member.principal])
 
-    async def pushes_per_commit(self) -> dict[str, float] | None:
+    async def per_commit(self, kind: str) -> dict[str, float] | None:
         return None  # the provisioning calls run one by one, not through the group commit
 
     async def scan(self) -> dict[str, Any]:

@@ -6,11 +6,12 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import chain, policy_version
 from app.auth import repository
-from app.auth.models import ApiToken, TrailEntry
+from app.auth.models import ApiToken, TrailEntry, TrailHead
 from app.auth.scopes import Scope
 from app.db import chain_key, utcnow
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -98,6 +99,23 @@ def require(caller: Caller, scope: Scope) -> Caller:
     return caller
 
 
+_HEAD = "aclaudit_trail_head"  # Session.info: (root transaction, the head it locked)
+
+
+async def _locked_head(session: AsyncSession) -> TrailHead:
+    """The trail's head, locked once per transaction: a group commit's entries (one per
+    request of the batch) chain onto it one after another without asking again."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_HEAD)
+    # (an entry rolled back with a savepoint expires the head: it is read again)
+    if held is not None and held[0] is transaction and not inspect(held[1]).unloaded:
+        head: TrailHead = held[1]
+        return head
+    head = await repository.lock_trail_head(session)
+    session.info[_HEAD] = (transaction, head)
+    return head
+
+
 async def record_trail(
     session: AsyncSession,
     *,
@@ -114,7 +132,7 @@ async def record_trail(
     """Append a trail entry, chained onto the trail's head (locked until the caller commits:
     briefly, as the entry is the transaction's last write; the wait is bounded by the
     database's lock timeout)."""
-    head = await repository.lock_trail_head(session)
+    head = await _locked_head(session)
     row: dict[str, Any] = {
         "id": head.last_id + 1,
         "at": utcnow(),

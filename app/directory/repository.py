@@ -123,6 +123,11 @@ async def add_groups(session: AsyncSession, ids: Sequence[str], *, at: datetime)
         await session.execute(insert(Group), [{"id": gid, "created_at": at} for gid in ids])
 
 
+async def add_group(session: AsyncSession, group: Group) -> None:
+    session.add(group)
+    await session.flush()
+
+
 async def ensure_group(session: AsyncSession, group: Group) -> None:
     if await session.get(Group, group.id) is None:
         session.add(group)

@@ -2,7 +2,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.holds.models import Hold
@@ -19,6 +19,24 @@ async def active_triples(session: AsyncSession) -> list[tuple[int, str, str]]:
     """(id, principal, dataset) of every active hold: what the policy loads as deny rules."""
     query = select(Hold.id, Hold.principal, Hold.dataset).where(Hold.released_at.is_(None))
     return [(row.id, row.principal, row.dataset) for row in await session.execute(query)]
+
+
+_HELD = (
+    select(Hold.id)
+    .where(
+        Hold.released_at.is_(None),
+        Hold.kind == bindparam("kind"),
+        Hold.principal == bindparam("principal"),
+    )
+    .limit(1)
+)
+
+
+async def is_held(session: AsyncSession, *, kind: str, principal: str) -> bool:
+    """Whether `principal` has an active hold of `kind` (one statement, built once: a SCIM user
+    create asks it every time)."""
+    found = await session.execute(_HELD, {"kind": kind, "principal": principal})
+    return found.first() is not None
 
 
 async def active_on(

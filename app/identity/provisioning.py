@@ -44,7 +44,7 @@ async def claim_group(session: AsyncSession, *, group: str, actor: str) -> bool:
     replace=...)`). Changes no policy."""
     found = await directory_repository.get_group(session, group)
     if found is None:
-        await directory_repository.ensure_group(
+        await directory_repository.add_group(
             session, Group(id=group, created_at=utcnow(), managed_by=directory_service.IDP)
         )
         return False
@@ -89,13 +89,15 @@ async def change_members(
         old = await directory_repository.members_among(session, group, named)
         return old, (old | set(add)) - set(remove)
 
+    deferred: Deferred | None = session.info.get(_DEFERRED)
+    is_locked = deferred is not None and deferred.before is not None  # (an earlier push's)
     old, new = await wanted()
     if old == new:
         return Provisioned()  # decided without the policy lock: an IdP repeats itself often
-    deferred: Deferred | None = session.info.get(_DEFERRED)
     if deferred is not None:
-        await deferred.lock(session)
-        old, new = await wanted()  # read again under the policy lock
+        if not is_locked:
+            await deferred.lock(session)
+            old, new = await wanted()  # read again under the policy lock
         if old != new:
             await deferred.write(session, group, old, new, actor)
         return Provisioned()
@@ -174,15 +176,53 @@ async def settle_deferred(session: AsyncSession, deferred: Deferred) -> Provisio
     return await _run_through(session, deferred.before, moved, deferred.actor)
 
 
+_ACTIVATED = "provisioning_activated"  # Session.info: users a group commit created active
+
+
+def defer_activations(session: AsyncSession) -> None:
+    """From now on, this transaction's `created_active` are settled at `settle_activations`."""
+    session.info[_ACTIVATED] = []
+
+
+async def created_active(session: AsyncSession, *, principal: str, actor: str) -> None:
+    """A user was created active: an `inactive` hold left on the name by an earlier user of it
+    is lifted (a policy change); without one, nothing is changed and no lock taken. In a group
+    commit of creates, the holds of all its users are looked up in one query, at the end."""
+    waiting: list[tuple[str, str]] | None = session.info.get(_ACTIVATED)
+    if waiting is None:
+        await set_active(session, principal=principal, active=True, actor=actor)
+    else:
+        waiting.append((principal, actor))
+
+
+async def settle_activations(session: AsyncSession) -> None:
+    """Lift the `inactive` holds of the users the transaction created active (one query; a
+    policy change for each held name only)."""
+    waiting: list[tuple[str, str]] = session.info.pop(_ACTIVATED, None) or []
+    if not waiting:
+        return
+    holds = await holds_repository.active_on(
+        session, kind=HoldKind.inactive.value, principals={principal for principal, _ in waiting}
+    )
+    held = {hold.principal for hold in holds}
+    for principal, actor in waiting:
+        if principal in held:
+            await set_active(session, principal=principal, active=True, actor=actor)
+
+
+async def is_active_as(session: AsyncSession, *, principal: str, active: bool) -> bool:
+    """Whether `principal` is already as `active` says (an `inactive` hold or none): then
+    `set_active` changes nothing."""
+    inactive = HoldKind.inactive.value
+    return await holds_repository.is_held(session, kind=inactive, principal=principal) != active
+
+
 async def set_active(
     session: AsyncSession, *, principal: str, active: bool, actor: str
 ) -> Provisioned:
     """A deactivated user loses every access at the next check, in every worker (an
     `inactive` hold: a deny on everything); reactivated, they get it back."""
-    held = await holds_repository.active_on(
-        session, kind=HoldKind.inactive.value, principals=[principal]
-    )
-    if bool(held) != active:
+    if await is_active_as(session, principal=principal, active=active):
         return Provisioned()  # decided without the policy lock: nothing to change
     before = await view_before_change(session)
     at = time.time()

@@ -103,6 +103,12 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 16, 32),
             registry=self.registry,
         )
+        self.scim_creates = Histogram(
+            "aclaudit_scim_creates_per_commit",
+            "The IdP's user and group creates committed together (one transaction).",
+            buckets=(1, 2, 3, 4, 6, 8, 16, 32),
+            registry=self.registry,
+        )
         # Each labelled child made once (present at 0 from the start) and kept: `labels()`
         # validates and looks the child up under a lock on every call.
         self._allowed = self.checks.labels("allow")
@@ -132,6 +138,9 @@ class Metrics:
 
     def observe_scim_batch(self, pushes: int) -> None:
         self.scim_batch.observe(pushes)
+
+    def observe_scim_creates(self, creates: int) -> None:
+        self.scim_creates.observe(creates)
 
     def count_refusal(self, status: int) -> None:
         self.refusals.labels(str(status)).inc()

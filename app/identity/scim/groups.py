@@ -125,12 +125,20 @@ async def list_groups(
     )
 
 
-async def create_group(
-    session: AsyncSession, body: dict[str, Any], base: str, *, actor: str
-) -> Group:
+def creation(body: dict[str, Any]) -> Group:
+    """The group a create request's `body` asks for, validated (a 400 before anything is
+    written or queued)."""
     group = validate(Group, body, Context.RESOURCE_CREATION_REQUEST)
     if not group.display_name:  # (required by the schema)
         raise InvalidValueException(detail="displayName is required")
+    group_principal(group.display_name)  # (a displayName that cannot name a group: 400)
+    return group
+
+
+async def create_group(session: AsyncSession, group: Group, base: str, *, actor: str) -> Group:
+    """Create `group` (from `creation`): with its members, or adopting a group of the API that
+    has some, a policy change; without, none (no policy lock is taken)."""
+    assert group.display_name is not None  # (checked by `creation`)
     now = utcnow()
     row = ScimGroup(  # (a value longer than its column is refused here)
         id=str(uuid.uuid4()),
@@ -158,6 +166,8 @@ async def create_group(
         await repository.set_displays(
             session, row.id, {i: d for i, d in sent.items() if d is not None}
         )
+    if not sent:  # no members: none to load (an adopted group's API members were removed)
+        return to_resource(row, None, base)
     return await _resource(session, row, base, None)
 
 

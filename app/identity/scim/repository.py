@@ -5,8 +5,10 @@ nowhere: nothing has it."""
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, func, literal, select
+from sqlalchemy import ColumnElement, Table, delete, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.directory.models import Group, Membership
@@ -28,6 +30,29 @@ class Member:
     type: str
     principal: str
     display: str | None
+
+
+# A new user, unless its principal (or id) is taken: one statement, compiled once per dialect.
+_USERS = cast(Table, ScimUser.__table__)
+_INSERT_USER = {
+    "postgresql": postgresql.insert(_USERS).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(_USERS).on_conflict_do_nothing(),
+}
+_USER_COLUMNS = tuple(column.key for column in _USERS.columns)
+
+
+# The displays a push sends, one statement for all: one sent again replaces the one kept.
+def _upsert_display(insert: Any) -> Any:
+    statement = insert(cast(Table, ScimMemberDisplay.__table__))
+    return statement.on_conflict_do_update(
+        index_elements=["group_id", "member_id"], set_={"display": statement.excluded.display}
+    )
+
+
+_UPSERT_DISPLAY = {
+    "postgresql": _upsert_display(postgresql.insert),
+    "sqlite": _upsert_display(sqlite.insert),
+}
 
 
 async def get_user(session: AsyncSession, user_id: str) -> ScimUser | None:
@@ -139,15 +164,16 @@ async def set_displays(
     if forget_all:
         await session.execute(query)
     else:
-        gone = sorted({*forget, *displays})
+        gone = sorted(set(forget) - displays.keys())
         for start in range(0, len(gone), 5000):
             chunk = gone[start : start + 5000]
             await session.execute(query.where(ScimMemberDisplay.member_id.in_(chunk)))
-    session.add_all(
-        ScimMemberDisplay(group_id=group_id, member_id=member, display=display)
-        for member, display in displays.items()
-    )
-    await session.flush()
+    if displays:  # one statement for all (a display sent again replaces the one kept)
+        rows = [
+            {"group_id": group_id, "member_id": member, "display": display}
+            for member, display in displays.items()
+        ]
+        await session.execute(_UPSERT_DISPLAY[session.get_bind().dialect.name], rows)
 
 
 async def groups_of(session: AsyncSession, principal: str) -> list[Member]:
@@ -167,13 +193,24 @@ async def resolve(session: AsyncSession, scim_ids: Sequence[str]) -> dict[str, M
     ids = sorted({i for i in scim_ids if is_scim_id(i)})
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
-        users = select(ScimUser.id, ScimUser.principal).where(ScimUser.id.in_(chunk))
-        for i, p in (await session.execute(users)).all():
-            found[i] = Member(i, "User", p, None)
-        groups = select(ScimGroup.id, ScimGroup.group_id).where(ScimGroup.id.in_(chunk))
-        for i, p in (await session.execute(groups)).all():
-            found[i] = Member(i, "Group", p, None)
+        users = select(ScimUser.id, literal("User"), ScimUser.principal).where(
+            ScimUser.id.in_(chunk)
+        )
+        groups = select(ScimGroup.id, literal("Group"), ScimGroup.group_id).where(
+            ScimGroup.id.in_(chunk)
+        )
+        for i, t, p in (await session.execute(users.union_all(groups))).all():
+            found[i] = Member(i, t, p, None)
     return found
+
+
+async def insert_user(session: AsyncSession, row: ScimUser) -> bool:
+    """Insert `row` (never added to the session) unless its principal is taken; whether it
+    was."""
+    statement = _INSERT_USER[session.get_bind().dialect.name]
+    values = {key: getattr(row, key) for key in _USER_COLUMNS}
+    result = await session.execute(statement, values)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def add(session: AsyncSession, row: ScimUser | ScimGroup) -> None:

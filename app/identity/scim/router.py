@@ -105,12 +105,18 @@ async def search_users(request: Request, session: ReadSessionDep, _: ScimCaller)
 @router.post(
     "/Users", summary="SCIM: create a user", status_code=201, openapi_extra=_body(UserModel)
 )
-async def create_user(request: Request, session: SessionDep, caller: ScimCaller) -> JSONResponse:
+async def create_user(request: Request, caller: ScimCaller, status: Response) -> JSONResponse:
     params = _params(request, UserParams)
-    user = await users.create_user(
-        session, await read_body(request), _base(request), actor=_actor(caller)
-    )
-    return _shown(user, Context.RESOURCE_CREATION_RESPONSE, params, 201)
+    user = users.creation(await read_body(request))
+    base, actor = _base(request), _actor(caller)
+
+    async def work(session: AsyncSession) -> UserModel:
+        return await users.create_user(session, user, base, actor=actor)
+
+    # Creates queued behind this worker's other creates commit together.
+    commit: GroupCommit = request.app.state.create_commit
+    created = await commit.run(actor, request, status, work, savepoint=False)
+    return _shown(created, Context.RESOURCE_CREATION_RESPONSE, params, 201)
 
 
 @router.get("/Users/{user_id}", summary="SCIM: one user")
@@ -168,12 +174,19 @@ async def search_groups(request: Request, session: ReadSessionDep, _: ScimCaller
 
 
 @router.post("/Groups", summary="SCIM: create a group", status_code=201, openapi_extra=_body(Group))
-async def create_group(request: Request, session: SessionDep, caller: ScimCaller) -> JSONResponse:
+async def create_group(request: Request, caller: ScimCaller, status: Response) -> JSONResponse:
     params = _params(request, GroupParams)
-    group = await groups.create_group(
-        session, await read_body(request), _base(request), actor=_actor(caller)
-    )
-    return _shown(group, Context.RESOURCE_CREATION_RESPONSE, params, 201)
+    group = groups.creation(await read_body(request))
+    base, actor = _base(request), _actor(caller)
+
+    async def work(session: AsyncSession) -> Group:
+        return await groups.create_group(session, group, base, actor=actor)
+
+    # Creates queued behind this worker's other creates commit together (one with members is a
+    # policy change, and takes the policy lock in its batch).
+    commit: GroupCommit = request.app.state.create_commit
+    created = await commit.run(actor, request, status, work)
+    return _shown(created, Context.RESOURCE_CREATION_RESPONSE, params, 201)
 
 
 @router.get("/Groups/{group_id}", summary="SCIM: one group")

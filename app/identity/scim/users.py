@@ -40,8 +40,13 @@ ENDPOINT = "Users"
 NOT_STORED = ("id", "meta", "groups", "password")
 
 
-def to_resource(row: ScimUser, base: str) -> UserModel:
-    user = UserModel.model_validate(row.resource, scim_policy=POLICY)
+def to_resource(row: ScimUser, base: str, user: UserModel | None = None) -> UserModel:
+    """The resource of `row`; `user`: the model `row.resource` was stored from, shown without
+    parsing the stored copy again (what is not stored left out)."""
+    if user is None:
+        user = UserModel.model_validate(row.resource, scim_policy=POLICY)
+    else:
+        user.password = user.groups = None  # (NOT_STORED: id and meta are set below)
     user.id = row.id
     user.meta = Meta(
         resource_type=RESOURCE_TYPE,
@@ -91,17 +96,28 @@ async def list_users(
     )
 
 
-async def create_user(
-    session: AsyncSession, body: dict[str, Any], base: str, *, actor: str
-) -> UserModel:
+def creation(body: dict[str, Any]) -> UserModel:
+    """The user a create request's `body` asks for, validated (a 400 before anything is
+    written or queued)."""
     user = validate(UserModel, body, Context.RESOURCE_CREATION_REQUEST)
     if not user.user_name:  # (required by the schema)
         raise InvalidValueException(detail="userName is required")
+    user_principal(user.user_name)  # (a userName that cannot be a principal: 400)
+    return user
+
+
+async def create_user(
+    session: AsyncSession, user: UserModel, base: str, *, actor: str
+) -> UserModel:
+    """Create `user` (from `creation`). A new user changes no policy: no policy lock is taken,
+    unless their name carries an `inactive` hold (a user of that name was deleted), which
+    being active lifts (`provisioning.created_active`), or they are created inactive. Writes
+    nothing when it raises."""
+    assert user.user_name is not None  # (checked by `creation`)
     principal = user_principal(user.user_name)
-    await _require_free(session, principal, user.user_name)
     active = user.active = user.active is not False  # absent: active
     now = utcnow()
-    row = ScimUser(
+    row = ScimUser(  # (a value longer than its column is refused here)
         id=str(uuid.uuid4()),
         principal=principal,
         user_name=user.user_name,
@@ -112,13 +128,24 @@ async def create_user(
         created_at=now,
         updated_at=now,
     )
-    try:
-        await repository.add(session, row)
-    except IntegrityError:  # created meanwhile by a concurrent request
-        raise UniquenessException(detail=f"userName {user.user_name!r} is taken") from None
-    # active: lifts an `inactive` hold left by an earlier user of that name (a no-op if none)
-    await provisioning.set_active(session, principal=principal, active=active, actor=actor)
-    return to_resource(row, base)
+    if active:
+        await _insert(session, row)
+        # (in a group commit: once for the batch's creates, which fails the whole batch if
+        # it fails)
+        await provisioning.created_active(session, principal=principal, actor=actor)
+    elif not await provisioning.is_active_as(session, principal=principal, active=False):
+        async with session.begin_nested():  # a policy change: rolled back with the row
+            await _insert(session, row)
+            await provisioning.set_active(session, principal=principal, active=False, actor=actor)
+    else:  # (an `inactive` hold on the name already)
+        await _insert(session, row)
+    return to_resource(row, base, user)
+
+
+async def _insert(session: AsyncSession, row: ScimUser) -> None:
+    if not await repository.insert_user(session, row):  # taken, maybe meanwhile
+        await _require_free(session, row.principal, row.user_name)
+        raise UniquenessException(detail=f"userName {row.user_name!r} is taken")
 
 
 async def replace_user(
