@@ -139,3 +139,37 @@ async def test_a_check_is_never_stamped_before_the_head_and_replays_exactly(
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     later = (await client.get(f"/v1/access-log/{r.json()['access_log_id']}", headers=admin)).json()
     assert datetime.fromisoformat(later["at"]) >= ahead
+
+
+async def test_a_head_ahead_of_the_clock_does_not_end_a_deny_early(
+    client, tokens, admin, sessionmaker
+):
+    """Review (h-review-browse): deciding at max(clock, head.last_at) is not fail-closed for
+    expiring *deny* grants. A replica whose clock runs ahead (or an NTP step back) puts the
+    head's instant past a deny's expires_at; a check on an honest clock then decides at that
+    later instant, where the deny no longer matches, and allows through the group grant while
+    the deny is still in force by the real clock."""
+    await seed(client, admin)  # alice reads through group:mci-research's allow
+    expires = datetime.now(UTC) + timedelta(minutes=30)
+    r = await client.post(
+        "/v1/grants",
+        json={
+            "principal": "user:alice",
+            "resource": "employee_activity.keystrokes",
+            "action": "read",
+            "effect": "deny",
+            "expires_at": expires.isoformat(),
+        },
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert r.json()["decision"] == "deny", r.text  # the deny is in force now
+    ahead = datetime.now(UTC) + timedelta(hours=1)  # another replica's fast clock
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(AccessLogHead).where(AccessLogHead.id == 1).values(last_at=ahead)
+        )
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    assert datetime.now(UTC) < expires  # by the real clock the deny still holds
+    assert r.json()["decision"] == "deny", r.text
