@@ -173,3 +173,31 @@ async def test_a_head_ahead_of_the_clock_does_not_end_a_deny_early(
     r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
     assert datetime.now(UTC) < expires  # by the real clock the deny still holds
     assert r.json()["decision"] == "deny", r.text
+
+
+async def test_until_holds_for_an_entry_committed_while_the_page_is_read(
+    client, tokens, admin, monkeypatch
+):
+    """Review (h-review-browse): `time_window` and the page are two statements, two snapshots
+    under PostgreSQL's READ COMMITTED (SQLite's read transaction keeps one: it passes). When
+    no entry is yet at or after ``until``, the window has no upper id bound at all, so a
+    check committed between the two is listed although it was written after ``until``.
+    Comparing ``at`` in one statement (as before) could not list it."""
+    await seed(client, admin)
+    r = await client.post("/v1/check", json=check_body("user:alice"), headers=tokens["check"])
+    first = r.json()["access_log_id"]
+    until = datetime.now(UTC) + timedelta(microseconds=1)
+    window = repository.time_window
+
+    async def then_a_check_commits(*args: object) -> object:
+        bounds = await window(*args)  # type: ignore[arg-type]
+        r = await client.post("/v1/check", json=check_body("user:bob"), headers=tokens["check"])
+        assert r.status_code == 200, r.text
+        return bounds
+
+    monkeypatch.setattr(repository, "time_window", then_a_check_commits)
+    r = await client.get("/v1/access-log", params={"until": until.isoformat()}, headers=admin)
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert all(datetime.fromisoformat(e["at"]) < until for e in items), items
+    assert [e["id"] for e in items] == [first]
