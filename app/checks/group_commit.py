@@ -206,9 +206,8 @@ class LogStore(ABC):
         if batch.subjects:
             yield MANY, sql.insert_subjects, batch.subjects
         yield EXEC, sql.move_head, (*batch.head, batch.head_signature, stored_at)
-        if stepped:
-            assert head_at is not None
-            yield EXEC, sql.restart_monotone, (last_id + 1,)
+        if stepped:  # the batch's first entry starts the monotone part again
+            yield EXEC, sql.restart_monotone, (batch.entries[0]["id"],)
         if batch.checkpoint is not None:  # taken at the batch's instant
             c = batch.checkpoint
             yield (
@@ -255,7 +254,7 @@ class LogStore(ABC):
         yield COMMIT
         if stepped:
             assert head_at is not None
-            self._clock_stepped((head_at - at).total_seconds(), last_id + 1)
+            self._clock_stepped((head_at - at).total_seconds(), batch.entries[0]["id"])
         return batch, version, live
 
     def _clock_stepped(self, gap: float, first_id: int) -> None:
