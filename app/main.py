@@ -220,6 +220,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.sessionmaker, app.state.policy, app.state.token_cache, settings
         )
         app.state.log_writer = writer
+        writer.on_clock_step(app.state.metrics.count_clock_step)
         if settings.exit_on_log_failure:
             writer.on_broken(_stop_for_restart)
         writer.start()

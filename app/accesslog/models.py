@@ -79,12 +79,14 @@ class AccessLogHead(Base):
     """The chain's head (one row): the lock every writer takes, and the newest id and hash,
     HMAC-signed by every group commit when ``ACLAUDIT_CHECKPOINT_KEY`` is set.
 
-    ``last_at`` is the newest entry's instant: a group commit stamps its batch with the later
-    of its clock and ``last_at`` (under this row's lock), so from entry ``monotone_from`` on
-    ``at`` never decreases with the id, whatever the replicas' clocks, and an instant is an id
-    bound (`repository.id_bounds`). Entries before ``monotone_from`` (written before migration
-    0020) may be out of order; they are filtered by ``at`` itself. Neither is signed: they
-    speed browsing up, the chain does not depend on them."""
+    ``last_at`` is the newest entry's instant: a group commit (under this row's lock) waits
+    until its clock reaches ``last_at`` when that is at most 100 ms ahead, so from entry
+    ``monotone_from`` on ``at`` never decreases with the id and an instant is an id bound
+    (`repository.time_window`). A ``last_at`` further ahead (a clock stepped back) is not
+    waited for: the batch is stamped at its clock and its first id becomes ``monotone_from``.
+    Entries before ``monotone_from`` (written before migration 0020, or before such a step)
+    may be out of order; they are filtered by ``at`` itself. Neither is signed: they speed
+    browsing up, the chain does not depend on them."""
 
     __tablename__ = "access_log_head"
 

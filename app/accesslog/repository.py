@@ -100,7 +100,12 @@ async def time_window(
     commit's clamp), so there the entries at or after an instant are exactly those from the
     first id written at or after it: `_first_at_or_after`, one descent of ``(at, id)``. Older
     entries (written before migration 0020, while each writer's clock stamped its own) keep the
-    plain comparison of ``at``."""
+    plain comparison of ``at``.
+
+    The bounds and the page are separate statements (under PostgreSQL's READ COMMITTED, each
+    its own snapshot), so the head's ``last_id`` is read in the same statement as the bounds
+    and, without an upper bound found, bounds the page: an entry committed in between (after
+    ``until``, or not yet written when ``since`` was looked up) is not listed."""
     e, h = AccessLogEntry, AccessLogHead
 
     def first_from(at: datetime | None) -> Any:
@@ -111,17 +116,14 @@ async def time_window(
     # One round trip for a log written in order from its first entry on (as every log made
     # since 0020, or generated): the head, whether older entries remain, the two bounds.
     older_remain = select(e.id).where(e.id < h.monotone_from).limit(1).exists()
-    row = (
-        await session.execute(
-            select(h.monotone_from, older_remain, first_from(since), first_from(until)).where(
-                h.id == 1
-            )
-        )
-    ).first()
+    bounds = select(
+        h.monotone_from, older_remain, first_from(since), first_from(until), h.last_id
+    ).where(h.id == 1)
+    row = (await session.execute(bounds)).first()
     if row is None:  # no head (verify reports that): nothing said about order, compare `at`
         plain = [] if since is None else [e.at >= since]
         return plain if until is None else [*plain, e.at < until]
-    monotone_from, has_prefix = int(row[0]), bool(row[1])
+    monotone_from, has_prefix, last_id = int(row[0]), bool(row[1]), int(row[4])
     low: int | None = monotone_from  # the monotone part matches ids low <= id < high
     high: int | None = None
     if not has_prefix:
@@ -145,6 +147,8 @@ async def time_window(
         monotone.append(e.id >= low)
     if high is not None:
         monotone.append(e.id < high)
+    else:  # nothing written after the head of the bounds' snapshot
+        monotone.append(e.id <= last_id)
     empty = low is None or (high is not None and low >= high)
     if not has_prefix:
         return None if empty else monotone
@@ -156,7 +160,7 @@ async def time_window(
     if empty:
         return older
     # high >= monotone_from, so `id < high` holds for every older entry: an index bound
-    bound = [e.id < high] if high is not None else []
+    bound = [e.id < high] if high is not None else [e.id <= last_id]
     return [*bound, or_(e.id >= low, and_(*older))]
 
 

@@ -20,12 +20,20 @@ its driver directly, and this module holds what the two share:
   fsync of the WAL; PostgreSQL: a barrier transaction), and one sync covers every commit made
   before it began, so the next batch commits while the previous one's sync runs.
 
+Instants: a batch is decided at the instant it records, read from this process's clock and
+never later than it (a later instant would end an expiring deny early). It is also never before
+the head's ``last_at``, so that instants stay non-decreasing with ids: a head up to
+`MAX_CLOCK_SKEW` ahead is waited out under its lock; a head further ahead is a clock step, and
+the batch restarts the monotone part of the log (the head's ``monotone_from``), logs a warning
+and counts it (``aclaudit_access_log_clock_steps_total``).
+
 Each store adds what differs: its connection, how a transaction begins and waits for the lock,
 how it syncs, and what a failed sync means.
 """
 
 import asyncio
 import contextlib
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -39,6 +47,18 @@ from app.checks.batch import Batch, Submission, build_batch
 from app.checks.statements import Statements, alert_rows, entry_rows
 from app.config import Settings
 from app.policy.snapshot import PolicySnapshot
+
+logger = logging.getLogger("aclaudit.checks")
+
+# The longest a batch waits for its clock to reach the head's instant: replicas' clocks under
+# NTP differ by a few milliseconds, so a head this little ahead was written by a replica whose
+# clock runs slightly fast, and the batch waits the gap out (holding the head's lock) rather
+# than decide at a later instant than its clock's. A larger gap is a clock stepped back, a
+# replica far off NTP or a tampered head: the batch decides at its own clock and restarts the
+# monotone part of the log (`_transaction`).
+MAX_CLOCK_SKEW = 0.1  # seconds
+# Waits (each for the gap still left) before a head still ahead counts as a step.
+SKEW_WAITS = 3
 
 
 @dataclass(frozen=True)
@@ -67,8 +87,9 @@ Submissions = Sequence[Submission]
 
 # What `_transaction` yields, in order, (kind, statement, parameters). ONE and ALL are reads, sent
 # back their first row (None without one) or the list of their rows; EXEC and MANY are writes
-# (MANY: `executemany` over a list of rows), sent back None.
-ONE, ALL, EXEC, MANY = range(4)
+# (MANY: `executemany` over a list of rows), sent back None; WAIT (statement "") asks the store
+# to sleep `parameters` seconds, still in the transaction, and is sent back None.
+ONE, ALL, EXEC, MANY, WAIT = range(5)
 Step = tuple[int, str, Any]
 # The batch, the policy version it was decided at, and its tokens re-read (if they were).
 Appended = tuple[Batch, int, set[str] | None]
@@ -95,6 +116,8 @@ class LogStore(ABC):
         self._sync_task: asyncio.Task[None] | None = None
         # Called once the store refuses every batch for good (`broken`).
         self.on_broken: Callable[[], None] | None = None
+        # Called with the gap (seconds) when a batch restarts the log's monotone instants.
+        self.on_clock_step: Callable[[float], None] | None = None
 
     @abstractmethod
     async def write(
@@ -148,15 +171,22 @@ class LogStore(ABC):
                 rows = yield ALL, sql.live_tokens, (sql.text_list(hashes),)
                 live = {row[0] for row in rows}
         # Decided at the instant recorded (to the microsecond), so a replay of the entry
-        # (`app.accesslog.replay`) decides expiries exactly as the check did. Never before the
-        # head's instant (read under its lock): `at` does not decrease with the id, whichever
-        # replica's clock lags, so instants bound ids when browsing. A clock behind the head
-        # decides at the head's later instant, where expiries can only have taken effect
-        # already: it fails closed.
+        # (`app.accesslog.replay`) decides expiries exactly as the check did, and never at an
+        # instant later than this clock's: deciding later would end an expiring deny early
+        # (fail open). Never recorded before the head's instant either (read under its lock),
+        # so that `at` does not decrease with the id and instants bound ids when browsing. A
+        # head a little ahead (another replica's clock, <= MAX_CLOCK_SKEW) is waited out; a
+        # head further ahead (a clock stepped back, a replica far off, a tampered head) is not:
+        # the batch decides at its clock and becomes the start of the monotone part
+        # (`monotone_from`), older entries being browsed by comparing `at`.
         at = datetime.fromtimestamp(time.time(), UTC)
         head_at = sql.read_instant(last_at)
-        if head_at is not None and head_at > at:
-            at = head_at
+        for _ in range(SKEW_WAITS):
+            if head_at is None or head_at <= at or (head_at - at).total_seconds() > MAX_CLOCK_SKEW:
+                break
+            yield WAIT, "", (head_at - at).total_seconds()
+            at = datetime.fromtimestamp(time.time(), UTC)
+        stepped = head_at is not None and head_at > at
         now = at.timestamp()
         batch = build_batch(
             submissions,
@@ -176,6 +206,8 @@ class LogStore(ABC):
         if batch.subjects:
             yield MANY, sql.insert_subjects, batch.subjects
         yield EXEC, sql.move_head, (*batch.head, batch.head_signature, stored_at)
+        if stepped:  # the batch's first entry starts the monotone part again
+            yield EXEC, sql.restart_monotone, (batch.entries[0]["id"],)
         if batch.checkpoint is not None:  # taken at the batch's instant
             c = batch.checkpoint
             yield (
@@ -220,7 +252,21 @@ class LogStore(ABC):
             if more:
                 yield MANY, sql.add_to_windows, more
         yield COMMIT
+        if stepped:
+            assert head_at is not None
+            self._clock_stepped((head_at - at).total_seconds(), batch.entries[0]["id"])
         return batch, version, live
+
+    def _clock_stepped(self, gap: float, first_id: int) -> None:
+        logger.warning(
+            "the access log's head instant is %.3f s ahead of this clock (a clock stepped "
+            "back, a replica off NTP, or an edited head): entry %d on is stamped and decided "
+            "by this clock and starts the log's monotone instants again (monotone_from)",
+            gap,
+            first_id,
+        )
+        if self.on_clock_step is not None:
+            self.on_clock_step(gap)
 
     def _written(self, outcome: Outcome, loop: asyncio.AbstractEventLoop) -> Written | StalePolicy:
         """A committed transaction's outcome, with the future of its sync."""

@@ -122,6 +122,9 @@ class PostgresLogStore(LogStore):
                     result = await conn.fetch(sql, *params)
                 elif kind == group_commit.MANY:
                     result = await conn.executemany(sql, params)
+                elif kind == group_commit.WAIT:  # at most MAX_CLOCK_SKEW, holding the lock
+                    await asyncio.sleep(params)
+                    result = None
                 else:
                     result = await conn.execute(sql, *params)
                 kind, sql, params = steps.send(result)

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -147,6 +148,8 @@ class SqliteLogStore(LogStore):
                 result = None
                 if kind == group_commit.MANY:
                     conn.executemany(sql, params)
+                elif kind == group_commit.WAIT:  # at most MAX_CLOCK_SKEW, holding the lock
+                    time.sleep(params)
                 else:
                     cursor = conn.execute(sql, params)
                     if kind == group_commit.ONE:

@@ -59,6 +59,7 @@ class Statements:
     insert_entries: str  # entry_rows
     insert_subjects: str  # (subject, entry id)
     move_head: str  # (id, hash, signature, instant as `instant` gives it)
+    restart_monotone: str  # (first id) -> the head's monotone_from (after a clock step)
     insert_checkpoint: str  # (entry id, head hash, instant, signature)
     find_finding: str  # (dataset, grant id) -> the pair's live finding's id, or NULL
     read_alert_head: str  # () -> (id, hash); locked on PostgreSQL
@@ -135,6 +136,9 @@ def _compile(
             last_at=_value("last_at"),
         )
     )
+    restart_monotone = (
+        update(head).where(head.id == SINGLETON).values(monotone_from=_value("monotone_from"))
+    )
     read_alert_head = select(AlertHead.last_id, AlertHead.last_hash).where(
         AlertHead.id == SINGLETON
     )
@@ -171,6 +175,7 @@ def _compile(
         insert_entries=prepare(insert(AccessLogEntry), dialect, ENTRY_COLUMNS),
         insert_subjects=prepare(insert(AccessLogSubject), dialect, ("subject", "entry_id")),
         move_head=prepare(move_head, dialect, (*head_columns, "last_at")),
+        restart_monotone=prepare(restart_monotone, dialect, ("monotone_from",)),
         insert_checkpoint=prepare(insert(AccessLogCheckpoint), dialect, checkpoint_columns),
         find_finding=prepare(find_finding, dialect, ("dataset", "grant_id")),
         read_alert_head=prepare(read_alert_head, dialect),

@@ -71,6 +71,11 @@ class AccessLogWriter:
         """Call `callback` once the log can no longer be written until a restart."""
         self._store.on_broken = callback
 
+    def on_clock_step(self, callback: Callable[[float], None]) -> None:
+        """Call `callback` with the gap (seconds) each time a batch finds the head's instant
+        too far ahead of its clock to wait for, and restarts the log's monotone instants."""
+        self._store.on_clock_step = callback
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="access-log-writer")
 

@@ -75,6 +75,14 @@ class Metrics:
             "Checks answered 503 deny because their access-log entry could not be committed.",
             registry=self.registry,
         )
+        self.clock_steps = Counter(
+            "aclaudit_access_log_clock_steps",
+            "Batches that found the access log's head instant more than 100 ms ahead of this "
+            "process's clock (a clock stepped back, a replica off NTP, an edited head): decided "
+            "at this clock, they restart the log's non-decreasing instants (browsing by time "
+            "gets slower, not wrong).",
+            registry=self.registry,
+        )
         self.auth_failures = Counter(
             "aclaudit_auth_failures",
             "Requests refused 401: no token, or an unknown or revoked one.",
@@ -131,6 +139,9 @@ class Metrics:
     def count_unrecorded(self, checks: int) -> None:
         self._denied.inc(checks)
         self.log_write_failures.inc(checks)
+
+    def count_clock_step(self, gap: float) -> None:
+        self.clock_steps.inc()
 
     def count_refused(self, checks: int) -> None:
         """Checks answered 503 deny before they reached the access log (token store down)."""
