@@ -40,7 +40,8 @@ async def test_a_sweep_expires_and_folds_in_short_transactions(
 
     monkeypatch.setattr(scan, "record_time_events", recording)
     monkeypatch.setattr(usage, "fold", folding)
-    until = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    expires = datetime.now(UTC) + timedelta(seconds=4)  # a slow database creates them in time
+    until = expires.isoformat()
     granted = []
     for i in range(5):
         r = await client.post(
@@ -59,7 +60,7 @@ async def test_a_sweep_expires_and_folds_in_short_transactions(
             headers=tokens["check"],
         )  # fmt: skip
         assert r.status_code == 200
-    await asyncio.sleep(1.5)
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.5)
     report = await Sweeper(app.state.sessionmaker, settings).sweep_once()
     assert report.is_holder
     assert sorted(report.expired_grants) == sorted(granted)  # all of them, in one tick
