@@ -24,7 +24,7 @@ from datetime import timedelta
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.accesslog import partitions
+from app.accesslog import partitions, usage
 from app.accesslog.integrity import SWEEPER, Integrity
 from app.approvals import breakglass
 from app.approvals import repository as approvals_repository
@@ -35,6 +35,7 @@ from app.db import begin_write, utcnow
 from app.exposure import repository as exposure_repository
 from app.exposure import scan as exposure_scan
 from app.exposure import unused
+from app.exposure import view as exposure_view
 from app.operations import repository
 from app.policy import repository as policy_repository
 
@@ -46,6 +47,12 @@ STOP_GRACE_SECONDS = 2.0
 # Unused access is counted in days: looking for it (~30-80 ms of queries with 50k grants,
 # measured on SQLite and PostgreSQL) once a minute, not every tick, is soon enough.
 UNUSED_EVERY_SECONDS = 60.0
+# No tick holds the write lock long (SQLite's writers wait at most the busy timeout, 5 s, then
+# fail): lapsed grants are expired `scan.EXPIRE_PAGE` a transaction and reads folded
+# `usage.FOLD_PAGE` a transaction, the write lock free between them; a tick does at most
+# this many of each (the rest on the next tick).
+TIME_EVENT_TRANSACTIONS = 100
+FOLD_TRANSACTIONS = 100
 
 
 @dataclass
@@ -164,14 +171,20 @@ class Sweeper:
         if not report.is_holder:
             return report
         self._has_held = True
-        if await self._anything_due():
+        for _ in range(TIME_EVENT_TRANSACTIONS):
+            if not await self._anything_due():
+                break
+            async with self._maker() as session:  # built outside the write lock (seconds)
+                await exposure_view.current_view(session)
             async with self._maker() as session, session.begin():
                 await begin_write(session)
-                events = await exposure_scan.record_time_events(session, actor=ACTOR)
-            report.expired_grants = events.expired_grants
-            report.reopened = [f.id for f in events.reopened if f.id is not None]
-            report.opened = [f.id for f in events.changes.findings_opened if f.id is not None]
-            report.resolved = [f.id for f in events.changes.findings_resolved if f.id is not None]
+                events = await exposure_scan.record_time_events(
+                    session, actor=ACTOR, limit=exposure_scan.EXPIRE_PAGE
+                )
+            report.expired_grants += events.expired_grants
+            report.reopened += [f.id for f in events.reopened if f.id is not None]
+            report.opened += [f.id for f in events.changes.findings_opened if f.id is not None]
+            report.resolved += [f.id for f in events.changes.findings_resolved if f.id is not None]
             logger.info(
                 "sweep: %d grants expired, %d acceptances reopened, %d findings opened, "
                 "%d resolved",
@@ -225,6 +238,13 @@ class Sweeper:
         if looking:
             self._unused_due = time.monotonic() + self._unused_every
         days = self._settings.unused_after_days
+        for _ in range(FOLD_TRANSACTIONS):  # the fold alone, a short transaction each
+            async with self._maker() as session:
+                if not await usage.is_behind(session):
+                    break
+            async with self._maker() as session, session.begin():
+                await begin_write(session)
+                await usage.fold(session)
         async with self._maker() as session:
             if not await unused.is_due(session, now=utcnow(), after_days=days, looking=looking):
                 return

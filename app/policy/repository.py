@@ -108,8 +108,11 @@ async def list_unrevoked(session: AsyncSession) -> Sequence[Grant]:
     return (await session.execute(query)).scalars().all()
 
 
-async def list_lapsed(session: AsyncSession, now: datetime) -> Sequence[Grant]:
-    """Grants past their ``expires_at`` whose expiry has not been recorded yet."""
+async def list_lapsed(
+    session: AsyncSession, now: datetime, *, limit: int | None = None
+) -> Sequence[Grant]:
+    """Grants past their ``expires_at`` whose expiry has not been recorded yet (the `limit`
+    first by id)."""
     query = (
         select(Grant)
         .where(
@@ -119,5 +122,6 @@ async def list_lapsed(session: AsyncSession, now: datetime) -> Sequence[Grant]:
             Grant.expires_at <= now,
         )
         .order_by(Grant.id)
+        .limit(limit)
     )
     return (await session.execute(query)).scalars().all()

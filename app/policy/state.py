@@ -144,6 +144,10 @@ class PolicyState:
         self._views[kind] = built
         return built
 
+    def can_view(self, kind: ViewKind[Any]) -> bool:
+        """Whether it holds `kind`'s view, or can derive it without the database."""
+        return kind in self._views or kind in self._pending
+
     @property
     def has_views(self) -> bool:
         """Whether it holds a view, or can derive one without the database."""

@@ -121,3 +121,18 @@ async def test_a_state_derived_from_an_earlier_or_later_one_is_the_rebuilt_one()
             assert derived.version == version
             assert dict(derived.datasets) == expected.datasets, (base_version, version)
             assert derived.view(kind) == (frozenset(expected.rules), frozenset(expected.links))
+
+
+async def test_a_derived_state_can_give_only_the_views_its_base_had():
+    """`_nearest` (app.policy.history.service) picks a base by `can_view(kind)`: a base with
+    another view only (the newest state with just its check index) would leave the derived
+    state without the analyser, to be rebuilt from every row held then (seconds at scale)."""
+    history = History(grants=[(Span(1, T0), allow(1)), (Span(2, T0), allow(2, "user:bob"))])
+    held, other = RowsKind(), RowsKind()
+    base, rows = state_as_of(history, 1)
+    await base.build(held, rows)
+    derived = state_from(base, History(grants=history.grants[1:]), 2)
+    assert base.can_view(held) and not base.can_view(other)
+    assert derived.can_view(held) and not derived.can_view(other)
+    assert derived.view(other) is None
+    assert derived.view(held) == (frozenset(rows_as_of(history, 2).rules), frozenset())

@@ -21,7 +21,7 @@ a derivation, run in a thread: the event loop serves checks meanwhile.
 import asyncio
 from collections import OrderedDict
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy.engine import Engine
@@ -56,15 +56,20 @@ async def version_at(session: AsyncSession, at: datetime) -> int | None:
     return await policy_version.version_at(session, at)
 
 
-async def state_at(session: AsyncSession, at: datetime) -> _Built:
-    """The policy state at instant `at`, and its rows (to build views from)."""
+async def state_at(
+    session: AsyncSession, at: datetime, kind: ViewKind[Any] | None = None
+) -> _Built:
+    """The policy state at instant `at`, and its rows (to build views from); `kind`: the
+    view wanted of it (derived from a state that has it)."""
     version = await version_at(session, at)
     if version is None:
         return PolicyState.of_rows(0, PolicyRows([], [], {})), PolicyRows([], [], {})
-    return await state_of(session, version)
+    return await state_of(session, version, kind)
 
 
-async def state_of(session: AsyncSession, version: int) -> _Built:
+async def state_of(
+    session: AsyncSession, version: int, kind: ViewKind[Any] | None = None
+) -> _Built:
     """The policy state at `version` (cached, derived from the nearest state with views, or
     rebuilt from the history), and its rows when they were loaded (None: derived). Only for a
     version the history covers (`policy_version.is_recorded`)."""
@@ -73,7 +78,7 @@ async def state_of(session: AsyncSession, version: int) -> _Built:
     cache = _built.setdefault(engine, OrderedDict())
     found = cache.get(version)
     if found is None:
-        base = _nearest(session, cache, version)
+        base = _nearest(session, cache, version, kind)
         if base is not None:
             low, high = sorted((base.version, version))
             changed = await repository.load_between(session, after=low, up_to=high)
@@ -89,26 +94,36 @@ async def state_of(session: AsyncSession, version: int) -> _Built:
 
 
 def _nearest(
-    session: AsyncSession, cache: "OrderedDict[int, _Built]", version: int
+    session: AsyncSession,
+    cache: "OrderedDict[int, _Built]",
+    version: int,
+    kind: ViewKind[Any] | None = None,
 ) -> PolicyState | None:
     """The state nearest `version` (a cached one, or this process's newest) that holds views
-    to derive its views from, if within `DERIVE_WITHIN` versions of it."""
+    to derive its views from (`kind`'s, when given: a state without it, like the newest one
+    with only its check index, would leave a rebuild from every row to do), if within
+    `DERIVE_WITHIN` versions of it."""
     candidates = [state for state, _ in cache.values()]
     latest = published.states_of(session).latest
     if latest is not None:
         candidates.append(latest)
-    near = [s for s in candidates if s.has_views and abs(s.version - version) <= DERIVE_WITHIN]
+    near = [
+        s
+        for s in candidates
+        if (s.has_views if kind is None else s.can_view(kind))
+        and abs(s.version - version) <= DERIVE_WITHIN
+    ]
     return min(near, key=lambda s: abs(s.version - version), default=None)
 
 
 async def view_at(session: AsyncSession, at: datetime, kind: ViewKind[T]) -> T:
     """`kind`'s view of the policy at instant `at` (built once per cached version)."""
-    return await _view(session, await state_at(session, at), kind)
+    return await _view(session, await state_at(session, at, kind), kind)
 
 
 async def view_of(session: AsyncSession, version: int, kind: ViewKind[T]) -> T:
     """`kind`'s view of the policy at `version` (built once per cached version)."""
-    return await _view(session, await state_of(session, version), kind)
+    return await _view(session, await state_of(session, version, kind), kind)
 
 
 async def _view(session: AsyncSession, built: _Built, kind: ViewKind[T]) -> T:
