@@ -107,7 +107,12 @@ async def test_a_second_verify_at_once_is_refused_while_checks_are_served(
     assert second.status_code == 429, second.text
     assert second.headers["retry-after"] == "5"
     assert second.headers["content-type"] == "application/problem+json"
-    check = {"principal": "user:u1", "dataset": "activity.keys", "action": "read"}
+    check = {
+        "principal": "user:u1",
+        "dataset": "activity.keys",
+        "action": "read",
+        "purpose": "model-training",
+    }
     served_meanwhile = await client.post("/v1/check", json=check, headers=tokens["check"])
     assert served_meanwhile.status_code == 200
     assert not first.done()  # the check did not wait for the verify
@@ -176,7 +181,12 @@ async def test_a_rollback_to_an_older_signed_head_is_caught_by_the_alerts_naming
         async with maker() as session:
             old_head = (await session.execute(text("SELECT * FROM access_log_head"))).one()
         await setup_exposed(client, admin)
-        check = {"principal": "user:bob", "dataset": "activity.keys", "action": "read"}
+        check = {
+            "principal": "user:bob",
+            "dataset": "activity.keys",
+            "action": "read",
+            "purpose": "model-training",
+        }
         read = (await client.post("/v1/check", json=check, headers=tokens["check"])).json()
         assert (read["access_log_id"], read["out_of_audience"]) == (7, True)
         await make_entries(client, tokens, admin, 6)  # 8-13, checkpoint at 13
@@ -222,7 +232,12 @@ async def test_a_removed_or_edited_trail_entry_fails_verify_and_is_alerted(
 
 async def test_removed_out_of_audience_alerts_fail_verify(client, tokens, admin, sessionmaker):
     await setup_exposed(client, admin)
-    check = {"principal": "user:bob", "dataset": "activity.keys", "action": "read"}
+    check = {
+        "principal": "user:bob",
+        "dataset": "activity.keys",
+        "action": "read",
+        "purpose": "model-training",
+    }
     for _ in range(3):
         assert (await client.post("/v1/check", json=check, headers=tokens["check"])).is_success
     assert (await verify(client, admin))["ok"] is True

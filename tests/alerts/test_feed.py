@@ -58,12 +58,22 @@ async def test_finding_lifecycle_and_reads_appear_once_in_order(
 
     check = await client.post(
         "/v1/check",
-        json={"principal": "user:bob", "dataset": "activity.keys", "action": "read"},
+        json={
+            "principal": "user:bob",
+            "dataset": "activity.keys",
+            "action": "read",
+            "purpose": "model-training",
+        },
         headers=tokens["check"],
     )
     inside = await client.post(
         "/v1/check",
-        json={"principal": "user:alice", "dataset": "activity.keys", "action": "read"},
+        json={
+            "principal": "user:alice",
+            "dataset": "activity.keys",
+            "action": "read",
+            "purpose": "model-training",
+        },
         headers=tokens["check"],
     )
     assert inside.json()["out_of_audience"] is False
@@ -92,7 +102,12 @@ async def test_tampered_log_raises_an_integrity_alert(client, tokens, admin, ses
     await setup_exposed(client, admin)
     await client.post(
         "/v1/check",
-        json={"principal": "user:bob", "dataset": "activity.keys", "action": "read"},
+        json={
+            "principal": "user:bob",
+            "dataset": "activity.keys",
+            "action": "read",
+            "purpose": "model-training",
+        },
         headers=tokens["check"],
     )
     async with sessionmaker() as session, session.begin():
@@ -110,7 +125,12 @@ async def test_alert_feed_pages_with_limit(client, tokens, admin):
     for reader in readers:
         await client.post(
             "/v1/check",
-            json={"principal": reader, "dataset": "activity.keys", "action": "read"},
+            json={
+                "principal": reader,
+                "dataset": "activity.keys",
+                "action": "read",
+                "purpose": "model-training",
+            },
             headers=tokens["check"],
         )
     seen, after = [], 0

@@ -14,7 +14,12 @@ from tests.alerts.test_feed import poll, setup_exposed
 
 
 def read(principal: str, dataset: str = "activity.keys") -> dict:
-    return {"principal": principal, "dataset": dataset, "action": "read"}
+    return {
+        "principal": principal,
+        "dataset": dataset,
+        "action": "read",
+        "purpose": "model-training",
+    }
 
 
 async def read_alerts(client, tokens) -> list[dict]:

@@ -65,7 +65,12 @@ async def probe(url: str, tokens: Tokens, principal: str, dataset: str) -> tuple
     """One check on a fresh connection: the worker that answered, and its (decision, code)."""
     async with httpx.AsyncClient(base_url=url, timeout=10) as c:
         worker = (await c.get("/healthz")).json()["worker"]
-        body = {"principal": principal, "dataset": dataset, "action": "read"}
+        body = {
+            "principal": principal,
+            "dataset": dataset,
+            "action": "read",
+            "purpose": "model-training",
+        }
         r = await c.post("/v1/check", json=body, headers=tokens["check"])
         assert r.status_code == 200, r.text
         return worker, (r.json()["decision"], r.json()["reason"]["code"])
