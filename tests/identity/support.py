@@ -12,6 +12,8 @@ ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+# The purpose checks name: confidential/restricted datasets require one (grants allow any).
+PURPOSE = "model-training"
 
 
 def user_body(user_name: str, **extra: Any) -> dict[str, Any]:

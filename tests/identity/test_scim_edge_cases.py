@@ -5,13 +5,13 @@ bears it, and an adopted API group's members are exactly those the IdP sent."""
 import httpx
 
 from tests.conftest import Tokens
-from tests.identity.support import Scim, assert_scim_error, group_body, patch_body
+from tests.identity.support import PURPOSE, Scim, assert_scim_error, group_body, patch_body
 
 
 async def check(
     client: httpx.AsyncClient, tokens: Tokens, principal: str, dataset: str
 ) -> tuple[str, str]:
-    body = {"principal": principal, "dataset": dataset, "action": "read"}
+    body = {"principal": principal, "dataset": dataset, "action": "read", "purpose": PURPOSE}
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     assert r.status_code == 200, r.text
     return r.json()["decision"], r.json()["reason"]["code"]

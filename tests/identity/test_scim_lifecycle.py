@@ -6,11 +6,11 @@ from typing import Any
 import httpx
 
 from tests.conftest import Tokens
-from tests.identity.support import Scim, patch_body
+from tests.identity.support import PURPOSE, Scim, patch_body
 
 
 async def decision(client: httpx.AsyncClient, tokens: Tokens, principal: str, dataset: str):
-    body = {"principal": principal, "dataset": dataset, "action": "read"}
+    body = {"principal": principal, "dataset": dataset, "action": "read", "purpose": PURPOSE}
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     assert r.status_code == 200, r.text
     return r.json()["decision"], r.json()["reason"]["code"]
