@@ -11,6 +11,7 @@ from tests.approvals.support import approved, request
 from tests.identity.test_provisioning import alerts, check, claim, exposure, holds, idp
 
 GRANT = {"action": "read", "effect": "allow", "justification": "review"}
+PURPOSE = {"purpose": "model-training"}
 
 
 async def grant(client: Any, admin: Any, principal: str, resource: str, **extra: Any) -> Any:
@@ -127,7 +128,7 @@ async def test_export_and_expiring_denies_are_held(app, client, admin, tokens):
     assert [(h["principal"], h["dataset"]) for h in found] == [("user:u1", "act.keys")]
     r = await client.post(
         "/v1/check",
-        json={"principal": "user:u1", "dataset": "act.keys", "action": "export"},
+        json={"principal": "user:u1", "dataset": "act.keys", "action": "export", **PURPOSE},
         headers=tokens["check"],
     )
     assert r.json()["reason"]["code"] in ("held_by_guard", "denied_by_grant")
@@ -390,7 +391,7 @@ async def test_a_deactivated_user_reads_no_dataset_registered_later(app, client,
     for action in ("read", "export", "write"):
         r = await client.post(
             "/v1/check",
-            json={"principal": "user:e1", "dataset": "act.new", "action": action},
+            json={"principal": "user:e1", "dataset": "act.new", "action": action, **PURPOSE},
             headers=tokens["check"],
         )
         assert r.json()["reason"]["code"] == "principal_inactive", (action, r.json())
@@ -409,7 +410,7 @@ async def test_a_guard_hold_keeps_write_access_it_did_not_widen(app, client, adm
     assert await decision(client, tokens, "user:u1", "act.keys") == ("deny", "held_by_guard")
     r = await client.post(
         "/v1/check",
-        json={"principal": "user:u1", "dataset": "act.keys", "action": "write"},
+        json={"principal": "user:u1", "dataset": "act.keys", "action": "write", **PURPOSE},
         headers=tokens["check"],
     )
     assert r.json()["decision"] == "allow", r.text

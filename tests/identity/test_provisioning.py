@@ -30,7 +30,12 @@ async def claim(app: FastAPI, group: str) -> None:
 async def check(client: httpx.AsyncClient, tokens, principal: str, dataset: str) -> dict[str, Any]:
     r = await client.post(
         "/v1/check",
-        json={"principal": principal, "dataset": dataset, "action": "read"},
+        json={
+            "principal": principal,
+            "dataset": dataset,
+            "action": "read",
+            "purpose": "model-training",
+        },
         headers=tokens["check"],
     )
     assert r.status_code == 200, r.text
@@ -184,7 +189,9 @@ async def test_explain_names_the_hold_behind_a_denial(app, client, admin):
     await setup(app, client, admin)
     done = await idp(app, provisioning.change_members, group="group:eng", add=["user:u1"])
     r = await client.get(
-        "/v1/explain", params={"principal": "user:u1", "dataset": "act.keys"}, headers=admin
+        "/v1/explain",
+        params={"principal": "user:u1", "dataset": "act.keys", "purpose": "model-training"},
+        headers=admin,
     )
     assert r.status_code == 200, r.text
     body = r.json()
