@@ -6,12 +6,19 @@ from app.acceptance import ApprovalRequired
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
+from app.exposure.schemas import FindingChanges
 from app.holds import repository
 from app.holds.schemas import HoldKind, HoldPage, HoldRead, HoldStatus
 from app.identifiers import DatasetId, PrincipalId
 from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 
 router = APIRouter(prefix="/v1/holds", tags=["holds"], route_class=AuthorizedFirst)
+
+
+class HoldReleased(FindingChanges):
+    """A release as applied through an approval (its `result`): the hold, and the findings."""
+
+    hold: HoldRead
 
 
 @router.get("", response_model=HoldPage, responses=problem_responses(Unauthenticated, Forbidden))
@@ -45,10 +52,14 @@ async def list_holds(
 
 @router.post(
     "/{hold_id}/release",
-    status_code=204,
+    response_model=HoldReleased,
     responses=problem_responses(Unauthenticated, Forbidden),
+    response_description="Never answered here (always 403): the `result` of the approval that "
+    "releases the hold",
 )
-async def release_hold(hold_id: Annotated[int, Path(ge=1, le=2**62)], _: PolicyWriter) -> None:
+async def release_hold(
+    hold_id: Annotated[int, Path(ge=1, le=2**62)], _: PolicyWriter
+) -> HoldReleased:
     """Releasing a guard hold lets its principal read a block-guarded dataset from outside its
     audience: it takes two people. This route always answers 403 and points to
     `POST /v1/approvals` with `{"change": {"method": "POST", "path":

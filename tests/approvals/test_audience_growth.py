@@ -40,7 +40,8 @@ async def alerts(client: httpx.AsyncClient, admin: dict[str, str], kind: str) ->
 
 
 async def check(client: httpx.AsyncClient, tokens: Any, principal: str) -> str:
-    body = {"principal": principal, "dataset": "activity.keystrokes", "action": "read"}
+    body = {"principal": principal, "dataset": "activity.keystrokes", "action": "read",
+            "purpose": "model-training"}  # fmt: skip
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     decision: str = r.json()["decision"]
     return decision

@@ -24,7 +24,8 @@ USE = {"principal": "user:oncall", "dataset": "act.keys", "purpose": "incident-4
 
 
 async def check(client: httpx.AsyncClient, tokens: Any, principal: str) -> tuple[str, str]:
-    body = {"principal": principal, "dataset": "act.keys", "action": "read"}
+    body = {"principal": principal, "dataset": "act.keys", "action": "read",
+            "purpose": USE["purpose"]}  # fmt: skip
     r = await client.post("/v1/check", json=body, headers=tokens["check"])
     assert r.status_code == 200, r.text
     return r.json()["decision"], r.json()["reason"]["code"]

@@ -33,8 +33,10 @@ async def scrape(client: httpx.AsyncClient, headers) -> dict:
 async def test_metrics_count_checks_findings_reads_and_alerts(client, tokens, admin):
     await setup_exposed(client, admin)  # one high finding; bob reads from outside
     check = tokens["check"]
-    bob = {"principal": "user:bob", "dataset": "activity.keys", "action": "read"}
-    nobody = {"principal": "user:zed", "dataset": "activity.keys", "action": "read"}
+    bob = {"principal": "user:bob", "dataset": "activity.keys", "action": "read",
+           "purpose": "model-training"}  # fmt: skip
+    nobody = {"principal": "user:zed", "dataset": "activity.keys", "action": "read",
+              "purpose": "model-training"}  # fmt: skip
     for body in (bob, bob, nobody):
         assert (await client.post("/v1/check", json=body, headers=check)).status_code == 200
     r = await client.post("/v1/check/batch", json={"checks": [bob, nobody, nobody]}, headers=check)

@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -150,12 +151,12 @@ async def test_at_rebuilds_are_taken_in_turn_like_simulate(
     state_at = history_service.state_at
     flight = {"now": 0, "max": 0}
 
-    async def counted(session: AsyncSession, at: datetime):
+    async def counted(session: AsyncSession, at: datetime, kind: Any = None):
         flight["now"] += 1
         flight["max"] = max(flight["max"], flight["now"])
         try:
             await asyncio.sleep(0.05)  # (a rebuild at scale takes seconds)
-            return await state_at(session, at)
+            return await state_at(session, at, kind)
         finally:
             flight["now"] -= 1
 
