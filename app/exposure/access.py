@@ -77,7 +77,7 @@ async def finding_reads(
     principals into the excess and resolved when it no longer did; a later finding of the
     pair takes the reads from its opening on. A read through the grant from outside the
     audience is always in some finding's life: its check's policy gave the grant that excess.
-    A `break_glass` finding's are every such read through its (time-boxed) grant.
+    A `break_glass` finding's are every such read by its principal since the window opened.
     """
     finding = await findings.find(session, finding_id)
     if finding.kind == FindingKind.unused:
@@ -85,8 +85,15 @@ async def finding_reads(
             f"finding {finding_id} is an unused-access finding: no principal is in an excess "
             "through it, and no read went through its grant since last_used_at"
         )
-    since = until = None  # a break-glass grant's reads are all its finding's
-    if finding.kind != FindingKind.break_glass:
+    since = until = None
+    principal = None
+    if finding.kind == FindingKind.break_glass:
+        # Everything the principal read of the dataset from outside its audience since the
+        # window opened, through whichever grant the check named: with the hold set aside, a
+        # grant of their group may be the one named, and the second person reviews the
+        # window, not a grant (after it, such reads are denied or are findings of their own).
+        principal, since = finding.principal, finding.opened_at
+    else:
         openings = await repository.pair_openings(
             session, dataset=finding.dataset, grant_id=finding.grant_id
         )
@@ -101,6 +108,7 @@ async def finding_reads(
         until=until,
         before_id=before_id,
         limit=limit + 1,
+        principal=principal,
     )
     items = [AccessLogEntryRead.model_validate(r) for r in rows[:limit]]
     if len(rows) > limit:

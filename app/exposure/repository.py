@@ -403,16 +403,23 @@ async def reads_through(
     until: datetime | None,
     before_id: int | None,
     limit: int,
+    principal: str | None = None,
 ) -> Sequence[AccessLogEntry]:
     """Allowed reads of the dataset from outside its audience that went through grant
-    `grant_id` (the one their reason names), recorded in [since, until), newest first."""
+    `grant_id` (the one their reason names), recorded in [since, until), newest first. Given a
+    `principal`: that principal's reads through any grant instead."""
+    through = (
+        AccessLogEntry.reason["grant_id"].as_integer() == grant_id
+        if principal is None
+        else AccessLogEntry.principal == principal
+    )
     query = (
         select(AccessLogEntry)
         .where(
             AccessLogEntry.dataset == dataset,
             OUT_OF_AUDIENCE,
             AccessLogEntry.decision == "allow",
-            AccessLogEntry.reason["grant_id"].as_integer() == grant_id,
+            through,
         )
         .order_by(AccessLogEntry.id.desc())
         .limit(limit)
