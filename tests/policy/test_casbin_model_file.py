@@ -188,7 +188,7 @@ def test_installed_from_a_wheel_the_service_migrates_and_serves_a_fresh_database
     (wheel,) = (tmp_path / "dist").glob("aclaudit-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-    assert {"app/migrations/env.py", "app/migrations/versions/0020_purposes.py"} <= names
+    assert {"app/migrations/env.py", "app/migrations/versions/0022_purposes.py"} <= names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
