@@ -1,12 +1,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
 
 from app.acceptance import ApprovalRequired
 from app.auth.dependencies import AuditReader, AuthorizedFirst, PolicyWriter
 from app.db import SessionDep
 from app.errors import Forbidden, Unauthenticated, problem_responses
-from app.exposure.schemas import FindingChanges
 from app.holds import repository
 from app.holds.schemas import HoldKind, HoldPage, HoldRead, HoldStatus
 from app.identifiers import DatasetId, PrincipalId
@@ -15,8 +15,9 @@ from app.pagination import DEFAULT_LIMIT, IdCursor, Limit
 router = APIRouter(prefix="/v1/holds", tags=["holds"], route_class=AuthorizedFirst)
 
 
-class HoldReleased(FindingChanges):
-    """A release as applied through an approval (its `result`): the hold, and the findings."""
+class HoldReleased(BaseModel):
+    """A release as applied through an approval: the hold (the approval's `result` also lists
+    the findings it changed; holds do not import the exposure domain, which imports them)."""
 
     hold: HoldRead
 
